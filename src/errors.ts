@@ -1,0 +1,268 @@
+// Every failure kvbound reports is a KvboundError subclass with a stable `code`, the facts in
+// `details`, and the fix in the message. Errors cross worker boundaries as plain
+// `{ name, code, message, details }` objects (`toJSON`) and are rebuilt with `errorFromJSON`.
+
+export type ErrorDetails = Readonly<Record<string, unknown>>;
+
+export interface SerializedKvboundError {
+  name: string;
+  code: string;
+  message: string;
+  details: ErrorDetails;
+}
+
+export class KvboundError extends Error {
+  readonly code: string;
+  readonly details: ErrorDetails;
+
+  constructor(code: string, message: string, details: ErrorDetails = {}) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+    this.details = details;
+  }
+
+  toJSON(): SerializedKvboundError {
+    return { name: this.name, code: this.code, message: this.message, details: this.details };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input: GGUF files, configs, settings
+
+/** A GGUF file (or range) that cannot be parsed: names the byte offset and/or field. */
+export class GgufParseError extends KvboundError {
+  constructor(message: string, details: { offset?: number; field?: string; source?: string } & ErrorDetails = {}) {
+    super("GGUF_PARSE", message, details);
+  }
+}
+
+/** A GGUF header value beyond one of kvbound's named limits (gguf/limits.ts). */
+export class GgufLimitError extends KvboundError {
+  constructor(message: string, details: { limit: string; value: number | bigint | string; max: number } & ErrorDetails) {
+    super("GGUF_LIMIT", message, details);
+  }
+}
+
+/** Fetching a model over HTTP failed (status, range not honoured, network error). */
+export class FetchError extends KvboundError {
+  constructor(message: string, details: { url: string; status?: number } & ErrorDetails) {
+    super("FETCH", message, details);
+  }
+}
+
+/** A metadata value or config field is missing, of the wrong type, or contradicts another. */
+export class ModelConfigError extends KvboundError {
+  constructor(message: string, details: { field: string } & ErrorDetails) {
+    super("MODEL_CONFIG", message, details);
+  }
+}
+
+/** An architecture kvbound has no rules for (planning) or no forward pass for (running). */
+export class UnsupportedArchitectureError extends KvboundError {
+  constructor(message: string, details: { arch: string } & ErrorDetails) {
+    super("UNSUPPORTED_ARCHITECTURE", message, details);
+  }
+}
+
+/** A model reference that is neither a file, a URL, a JSON file nor a registry id. */
+export class UnknownModelError extends KvboundError {
+  constructor(message: string, details: { model: string } & ErrorDetails) {
+    super("UNKNOWN_MODEL", message, details);
+  }
+}
+
+/** A user setting (flag or option) outside its valid range or set. */
+export class InvalidSettingError extends KvboundError {
+  constructor(message: string, details: { setting: string; value: unknown } & ErrorDetails) {
+    super("INVALID_SETTING", message, details);
+  }
+}
+
+/** A K/V cache type the chosen engine does not have. */
+export class UnknownCacheTypeError extends KvboundError {
+  constructor(message: string, details: { setting: string; value: string; allowed: readonly string[] } & ErrorDetails) {
+    super("UNKNOWN_CACHE_TYPE", message, details);
+  }
+}
+
+/** llama.cpp refuses a quantized V cache unless flash attention is on (llama-context.cpp). */
+export class QuantizedVRequiresFlashAttentionError extends KvboundError {
+  constructor(typeV: string) {
+    super(
+      "QUANTIZED_V_REQUIRES_FLASH_ATTENTION",
+      `llama.cpp refuses a quantized V cache (type_v ${typeV}) without flash attention; ` +
+        `pass --flash-attn on, or use --type-v f16`,
+      { typeV },
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache configuration (WebLLM names and semantics)
+
+/** Neither or both of contextWindowSize / slidingWindowSize are positive. */
+export class WindowSizeConfigurationError extends KvboundError {
+  constructor(contextWindowSize: number, slidingWindowSize: number) {
+    super(
+      "WINDOW_SIZE_CONFIGURATION",
+      `exactly one of context_window_size (${contextWindowSize}) and sliding_window_size (${slidingWindowSize}) ` +
+        `must be positive; set the other to -1`,
+      { contextWindowSize, slidingWindowSize },
+    );
+  }
+}
+
+/** Sliding mode needs 0 <= attentionSinkSize < slidingWindowSize. */
+export class AttentionSinkSizeError extends KvboundError {
+  constructor(attentionSinkSize: number, slidingWindowSize: number) {
+    super(
+      "ATTENTION_SINK_SIZE",
+      `attention_sink_size ${attentionSinkSize} is invalid with sliding_window_size ${slidingWindowSize}: ` +
+        `it must be >= 0 and < sliding_window_size; 4 is the StreamingLLM default`,
+      { attentionSinkSize, slidingWindowSize },
+    );
+  }
+}
+
+/** A window size that is not an integer, or not -1 / positive. */
+export class WindowSizeSpecificationError extends KvboundError {
+  constructor(field: string, value: number) {
+    super(
+      "WINDOW_SIZE_SPECIFICATION",
+      `${field} ${value} is invalid: use a positive integer, or -1 to leave it unset`,
+      { field, value },
+    );
+  }
+}
+
+/** A prompt that would overflow a context window; thrown before anything is written or computed. */
+export class ContextWindowSizeExceededError extends KvboundError {
+  constructor(promptTokens: number, cachedTokens: number, contextWindowSize: number) {
+    super(
+      "CONTEXT_WINDOW_SIZE_EXCEEDED",
+      `prompt ${promptTokens} tokens + ${cachedTokens} cached > context_window_size ${contextWindowSize}; ` +
+        `raise context_window_size or use sliding_window_size`,
+      { promptTokens, cachedTokens, contextWindowSize },
+    );
+  }
+}
+
+/** Any other invalid cache setting (page size, sequences, chunk size, codec, policy...). */
+export class CacheConfigError extends KvboundError {
+  constructor(message: string, details: { field: string; value: unknown } & ErrorDetails) {
+    super("CACHE_CONFIG", message, details);
+  }
+}
+
+/** A budget that cannot hold even one page per layer group. */
+export class BudgetTooSmallError extends KvboundError {
+  constructor(budgetBytes: number, minimumBytes: number) {
+    super(
+      "BUDGET_TOO_SMALL",
+      `budget ${budgetBytes} bytes is smaller than one page per layer (${minimumBytes} bytes); ` +
+        `raise budgetBytes to at least ${minimumBytes}, use a smaller pageSize or a smaller codec`,
+      { budgetBytes, minimumBytes },
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache operations
+
+export class SequenceNotFoundError extends KvboundError {
+  constructor(seqId: number) {
+    super("SEQUENCE_NOT_FOUND", `sequence ${seqId} does not exist (removed or never added); add it first`, { seqId });
+  }
+}
+
+export class LayerOutOfRangeError extends KvboundError {
+  constructor(layer: number, nLayer: number) {
+    super("LAYER_OUT_OF_RANGE", `layer ${layer} is out of range: the cache has layers 0..${nLayer - 1}`, { layer, nLayer });
+  }
+}
+
+/** The page pool ran out (the library returns null; the boundary throws this). */
+export class CacheExhaustedError extends KvboundError {
+  constructor(neededPages: number, freePages: number, budgetBytes: number) {
+    super(
+      "CACHE_EXHAUSTED",
+      `the KV cache needs ${neededPages} more pages but ${freePages} are free within ${budgetBytes} bytes; ` +
+        `raise budgetBytes, use a sliding window, a smaller codec, or fewer sequences`,
+      { neededPages, freePages, budgetBytes },
+    );
+  }
+}
+
+/** A snapshot that is corrupt or does not fit the cache it is restored into. */
+export class SnapshotError extends KvboundError {
+  constructor(message: string, details: { field: string } & ErrorDetails) {
+    super("SNAPSHOT", message, details);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running models
+
+export class UnsupportedTensorTypeError extends KvboundError {
+  constructor(tensor: string, type: string) {
+    super("UNSUPPORTED_TENSOR_TYPE", `tensor ${tensor} has type ${type}, which kvbound cannot run yet`, { tensor, type });
+  }
+}
+
+export class TensorShapeError extends KvboundError {
+  constructor(message: string, details: { tensor: string } & ErrorDetails) {
+    super("TENSOR_SHAPE", message, details);
+  }
+}
+
+export class AbortError extends KvboundError {
+  constructor(message = "generation aborted") {
+    super("ABORTED", message, {});
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const registry = new Map<string, new (...args: never[]) => KvboundError>();
+
+/**
+ * Rebuilds an error that crossed a worker or process boundary as `{name, code, message, details}`:
+ * the result is a KvboundError whose `name`, `code`, `message` and `details` equal the original's,
+ * and which is an instance of the original subclass when that class is known here.
+ */
+export function errorFromJSON(json: SerializedKvboundError): KvboundError {
+  const err = new KvboundError(json.code, json.message, json.details);
+  const ctor = registry.get(json.name);
+  if (ctor) Object.setPrototypeOf(err, ctor.prototype);
+  err.name = json.name;
+  return err;
+}
+
+for (const ctor of [
+  KvboundError,
+  GgufParseError,
+  GgufLimitError,
+  FetchError,
+  ModelConfigError,
+  UnsupportedArchitectureError,
+  UnknownModelError,
+  InvalidSettingError,
+  UnknownCacheTypeError,
+  QuantizedVRequiresFlashAttentionError,
+  WindowSizeConfigurationError,
+  AttentionSinkSizeError,
+  WindowSizeSpecificationError,
+  ContextWindowSizeExceededError,
+  CacheConfigError,
+  BudgetTooSmallError,
+  SequenceNotFoundError,
+  LayerOutOfRangeError,
+  CacheExhaustedError,
+  SnapshotError,
+  UnsupportedTensorTypeError,
+  TensorShapeError,
+  AbortError,
+] as const) {
+  registry.set(ctor.name, ctor as unknown as new (...args: never[]) => KvboundError);
+}

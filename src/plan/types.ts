@@ -1,0 +1,83 @@
+// The shape every engine rule returns. `MemoryPlan` is the JSON contract of `kvbound plan --json`
+// (documented in the README): change it only together with the README and its tests.
+
+import type { ModelSpec } from "../spec/model-spec.js";
+
+export type EngineName = "llama.cpp" | "vllm" | "webllm" | "kvbound";
+export const ENGINES: readonly EngineName[] = ["llama.cpp", "vllm", "webllm", "kvbound"];
+
+/** One cache the engine allocates (llama.cpp allocates one per kind: full, SWA, recurrent). */
+export interface KvCachePlan {
+  readonly kind: "full" | "swa" | "mla" | "recurrent";
+  /** Token slots per stream (recurrent: state slots = sequences). */
+  readonly cells: number;
+  /** Layers stored in this cache. */
+  readonly layers: number;
+  /** Independent streams (llama.cpp: one per sequence unless kv_unified). */
+  readonly streams: number;
+  readonly typeK: string;
+  readonly typeV: string;
+  readonly kBytes: number;
+  readonly vBytes: number;
+  /** Recurrent caches: conv / token-shift state bytes and SSM / WKV state bytes. */
+  readonly rBytes?: number;
+  readonly sBytes?: number;
+  /** Bytes one more cell costs across this cache's layers (K + V), 0 for recurrent state. */
+  readonly bytesPerCell: number;
+}
+
+export interface KvPlan {
+  readonly totalBytes: number;
+  readonly kBytes: number;
+  readonly vBytes: number;
+  readonly caches: readonly KvCachePlan[];
+}
+
+export interface MemoryPlan {
+  readonly model: Record<string, unknown>;
+  readonly engine: EngineName;
+  /** The engine's settings after defaults were applied (llama.cpp: ctx, seqs, kvUnified, ubatch,
+   *  flashAttn, swaFull, typeK, typeV, build; other engines: their own names). */
+  readonly settings: Readonly<Record<string, unknown>>;
+  readonly kv: KvPlan;
+  readonly weights: { readonly bytes: number; readonly quant: string; readonly source: string } | null;
+  readonly compute: { readonly bytes: number; readonly note: string } | null;
+  /** kv + weights + compute (the parts that are known). */
+  readonly totalBytes: number;
+  /** Engine-specific facts a user should read (e.g. vLLM blocks and max concurrency). */
+  readonly extra?: Readonly<Record<string, unknown>>;
+  /** Explanations: which rule applied, what was padded and why. */
+  readonly notes: readonly string[];
+}
+
+/** Settings common to all engines, as the CLI and the library accept them. Each engine reads the
+ *  ones it understands and validates them (InvalidSettingError / UnknownCacheTypeError). */
+export interface PlanSettings {
+  ctx?: number;
+  seqs?: number;
+  kvUnified?: boolean;
+  ubatch?: number;
+  flashAttn?: boolean;
+  swaFull?: boolean;
+  typeK?: string;
+  typeV?: string;
+  /** llama.cpp build number (bNNNN) whose rules to apply; default: current rules. */
+  llamaCppBuild?: number;
+  /** vLLM */
+  gpuMemoryUtilization?: number;
+  tensorParallel?: number;
+  kvCacheDtype?: string;
+  blockSize?: number;
+  /** Memory available to the engine in bytes (vLLM: the GPU's memory; fit/rank: the budget). */
+  budgetBytes?: number;
+  /** WebLLM / kvbound windows (WebLLM semantics: -1 = unset). */
+  contextWindowSize?: number;
+  slidingWindowSize?: number;
+  attentionSinkSize?: number;
+  prefillChunkSize?: number;
+  /** kvbound runtime */
+  pageSize?: number;
+  codec?: string;
+}
+
+export type EnginePlanner = (spec: ModelSpec, settings: PlanSettings) => MemoryPlan;
