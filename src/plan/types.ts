@@ -81,3 +81,12 @@ export interface PlanSettings {
 }
 
 export type EnginePlanner = (spec: ModelSpec, settings: PlanSettings) => MemoryPlan;
+
+/** What one engine's KV rule returns; `planMemory` (src/plan/plan.ts) adds weights and compute. */
+export interface EngineKvResult {
+  /** The engine's settings after defaults (the JSON contract's `settings`). */
+  readonly settings: Readonly<Record<string, unknown>>;
+  readonly kv: KvPlan;
+  readonly notes: readonly string[];
+  readonly extra?: Readonly<Record<string, unknown>>;
+}
