@@ -98,6 +98,18 @@ export class QuantizedVRequiresFlashAttentionError extends KvboundError {
   }
 }
 
+/** A quantized K/V cache type whose block does not divide the head size (llama-context.cpp refuses it). */
+export class CacheTypeBlockSizeError extends KvboundError {
+  constructor(setting: "typeK" | "typeV", type: string, blockSize: number, headDim: number) {
+    super(
+      "CACHE_TYPE_BLOCK_SIZE",
+      `${setting === "typeK" ? "K" : "V"} cache type ${type} has blocks of ${blockSize} values, which do not divide ` +
+        `the head size ${headDim}; use f16, bf16 or f32 for --cache-type-${setting === "typeK" ? "k" : "v"}`,
+      { setting, type, blockSize, headDim },
+    );
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cache configuration (WebLLM names and semantics)
 
@@ -194,6 +206,14 @@ export class CacheExhaustedError extends KvboundError {
   }
 }
 
+/** A cache call made out of order or with arguments the cache's state refuses (writing a slot that
+ *  was not reserved, adding a sequence id twice, more sequences than maxSequences...). */
+export class CacheOperationError extends KvboundError {
+  constructor(message: string, details: { operation: string } & ErrorDetails) {
+    super("CACHE_OPERATION", message, details);
+  }
+}
+
 /** A snapshot that is corrupt or does not fit the cache it is restored into. */
 export class SnapshotError extends KvboundError {
   constructor(message: string, details: { field: string } & ErrorDetails) {
@@ -250,6 +270,7 @@ for (const ctor of [
   InvalidSettingError,
   UnknownCacheTypeError,
   QuantizedVRequiresFlashAttentionError,
+  CacheTypeBlockSizeError,
   WindowSizeConfigurationError,
   AttentionSinkSizeError,
   WindowSizeSpecificationError,
@@ -259,6 +280,7 @@ for (const ctor of [
   SequenceNotFoundError,
   LayerOutOfRangeError,
   CacheExhaustedError,
+  CacheOperationError,
   SnapshotError,
   UnsupportedTensorTypeError,
   TensorShapeError,

@@ -1,0 +1,170 @@
+// The history of llama.cpp's KV allocation rules, keyed by release build (the bNNNN tags: one per
+// master commit). `llamaCppRules(build)` returns the rules a given build applies; llama-cpp.ts
+// does the arithmetic. Each entry names the PR that changed the rule and how its build was pinned.
+//
+// Build numbers: a release tag is cut for every master commit, so a PR's build is the first tag
+// that contains its merge commit. Where a public log or bug report names the first build showing a
+// change, the number is "pinned"; otherwise it is estimated from merge dates and the observed tag
+// rate (about 9-11 tags a day in 2025) and marked `pinned: false` with the reasoning.
+
+/** How the context (and each stream's cell count) is rounded up. */
+export type CtxPadding =
+  /** `GGML_PAD(n, flash_attn ? 256 : 32)` (llama_kv_cache_unified::get_padding, before PR 16812). */
+  | "fa256-else-32"
+  /** No padding at all (PR 16812 removed it; PR 17046 put 256 back a week later). */
+  | "none"
+  /** `GGML_PAD(n, 256)` in llama-context.cpp whatever flash attention does (PR 17046). */
+  | "256";
+
+/** How many cells the SWA half of an iSWA cache gets (llama-kv-cache-iswa.cpp). */
+export type SwaCells =
+  /** No iSWA cache yet: SWA layers live in the one full-size cache. */
+  | "full-size"
+  /** `min(size_base, PAD(n_swa * n_seq_max + n_batch, pad))` (PR 13194). */
+  | "n_swa*n_seq+n_batch"
+  /** `min(size_base, PAD(n_swa * n_seq_max + n_ubatch, pad))` (PR 13833). */
+  | "n_swa*n_seq+n_ubatch"
+  /** `min(size_base, PAD(n_swa * (unified ? n_seq_max : 1) + n_ubatch, pad))` (PR 14363 streams). */
+  | "n_swa*streams+n_ubatch"
+  /** `PAD(min(size_base, n_swa * (unified ? n_seq_max : 1) + n_ubatch), 256)` (PR 17046, issue 17037). */
+  | "pad256(min(base,n_swa*streams+n_ubatch))";
+
+export interface LlamaCppRules {
+  /** First build (bNNNN) these rules apply to. */
+  readonly fromBuild: number;
+  /** Whether `fromBuild` is pinned by a public log/report (true) or estimated (false). */
+  readonly pinned: boolean;
+  readonly pr: string;
+  readonly summary: string;
+  readonly evidence: string;
+  readonly ctxPadding: CtxPadding;
+  /** One KV stream per sequence unless kv_unified (PR 14363); before it every sequence shared one cache. */
+  readonly streams: boolean;
+  /** Non-unified per-stream cells: ceil(n_ctx / n_seq) (PR 14363 era) or floor (after PR 16812). */
+  readonly perStreamDivision: "ceil" | "floor";
+  readonly swaCells: SwaCells;
+  /** MLA (deepseek2 family) caches store V: false since PR 19067 ("V-less cache": V is a view of K). */
+  readonly mlaAllocatesV: boolean;
+}
+
+// Ordered by fromBuild; each entry repeats every rule so one entry reads on its own.
+export const LLAMA_CPP_RULE_HISTORY: readonly LlamaCppRules[] = [
+  {
+    fromBuild: 0,
+    pinned: true,
+    pr: "(baseline)",
+    summary: "one cache of PAD(n_ctx, FA ? 256 : 32) cells for every layer and sequence",
+    evidence:
+      "llama_kv_cache_get_padding (src/llama-kv-cache.cpp, 2024-2025): 'the FA kernels require padding'; " +
+      "256 since PR 6438 for FA, 32 otherwise",
+    ctxPadding: "fa256-else-32",
+    streams: false,
+    perStreamDivision: "ceil",
+    swaCells: "full-size",
+    mlaAllocatesV: true,
+  },
+  {
+    // PR 13194 merged 2025-05-20; b5554 (PR 13833) is 2025-05-31 and the tag rate then was about
+    // 8 a day, so the first iSWA build is around b5460-b5480.
+    fromBuild: 5468,
+    pinned: false,
+    pr: "ggml-org/llama.cpp#13194",
+    summary: "iSWA: SWA layers get their own cache of min(base, PAD(n_swa*n_seq + n_batch)) cells",
+    evidence:
+      "PR 13194 description: 'The size of the SWA cache is computed as PAD(n_swa*n_seq_max + n_batch)'; " +
+      "estimated build (merged 2025-05-20)",
+    ctxPadding: "fa256-else-32",
+    streams: false,
+    perStreamDivision: "ceil",
+    swaCells: "n_swa*n_seq+n_batch",
+    mlaAllocatesV: true,
+  },
+  {
+    fromBuild: 5554,
+    pinned: true,
+    pr: "ggml-org/llama.cpp#13833",
+    summary: "SWA cache shrinks to n_swa*n_seq + n_ubatch cells",
+    evidence:
+      "issue ggml-org/llama.cpp#14071: gemma-3 SWA cache behaviour changes between b5552 and b5554 " +
+      "(PR 13833 'use n_swa + n_ubatch cells for SWA cache', merged 2025-05-31)",
+    ctxPadding: "fa256-else-32",
+    streams: false,
+    perStreamDivision: "ceil",
+    swaCells: "n_swa*n_seq+n_ubatch",
+    mlaAllocatesV: true,
+  },
+  {
+    fromBuild: 5913,
+    pinned: true,
+    pr: "ggml-org/llama.cpp#14363",
+    summary: "one stream per sequence unless kv_unified; each stream PAD(ceil(n_ctx/n_seq)) cells",
+    evidence:
+      "issue ggml-org/llama.cpp#14847 'regression in unified KV cache appears after b5912 in b5913' " +
+      "(seq_to_stream assert: the streams refactor)",
+    ctxPadding: "fa256-else-32",
+    streams: true,
+    perStreamDivision: "ceil",
+    swaCells: "n_swa*streams+n_ubatch",
+    mlaAllocatesV: true,
+  },
+  {
+    // PR 16812 merged 2025-10-30. Anchors: b5913 on 2025-07-16 (issue 14847) and b6365 on
+    // 2025-09-03 (issue 15766's `version: 6365`), about 9.2 tags a day, giving b6870-b6900.
+    fromBuild: 6880,
+    pinned: false,
+    pr: "ggml-org/llama.cpp#16812",
+    summary: "no KV size padding: kv_size = n_ctx (non-unified: floor(n_ctx/n_seq) per stream)",
+    evidence:
+      "PR 16812 'memory : remove KV cache size padding' (merged 2025-10-30); estimated build",
+    ctxPadding: "none",
+    streams: true,
+    perStreamDivision: "floor",
+    swaCells: "n_swa*streams+n_ubatch",
+    mlaAllocatesV: true,
+  },
+  {
+    // PR 17046 merged 2025-11-07: eight days after PR 16812 at the same rate.
+    fromBuild: 6965,
+    pinned: false,
+    pr: "ggml-org/llama.cpp#17046",
+    summary: "n_ctx and each stream padded to 256 in the context; SWA cache padded to 256",
+    evidence:
+      "PR 17046 'kv-cache : pad the cache size to 256 for performance' (fixes #17037, #17058; " +
+      "merged 2025-11-07); estimated build",
+    ctxPadding: "256",
+    streams: true,
+    perStreamDivision: "floor",
+    swaCells: "pad256(min(base,n_swa*streams+n_ubatch))",
+    mlaAllocatesV: true,
+  },
+  {
+    // PR 19067 merged 2026-01-24, 78 days after PR 17046; the rate rose to about 11 a day in 2026
+    // (b9401 was current on 2026-05-30, PR 13194 thread), giving b7780-b7880.
+    fromBuild: 7830,
+    pinned: false,
+    pr: "ggml-org/llama.cpp#19067",
+    summary: "MLA caches store K only (V is a view of the latent in K): almost half the bytes",
+    evidence:
+      "PR 19067 'kv-cache : support V-less cache' (merged 2026-01-24); src/llama-kv-cache.cpp " +
+      "'has_v = !is_mla'; estimated build",
+    ctxPadding: "256",
+    streams: true,
+    perStreamDivision: "floor",
+    swaCells: "pad256(min(base,n_swa*streams+n_ubatch))",
+    mlaAllocatesV: false,
+  },
+];
+
+/** The newest rules: what `llamaCppKv` applies when no build is given. */
+export const LLAMA_CPP_CURRENT_RULES: LlamaCppRules = LLAMA_CPP_RULE_HISTORY[LLAMA_CPP_RULE_HISTORY.length - 1]!;
+
+/** The rules build `build` applies: the last entry whose fromBuild <= build. */
+export function llamaCppRules(build: number | undefined): LlamaCppRules {
+  if (build === undefined) return LLAMA_CPP_CURRENT_RULES;
+  let found: LlamaCppRules = LLAMA_CPP_RULE_HISTORY[0]!;
+  for (let i = 0; i < LLAMA_CPP_RULE_HISTORY.length; i++) {
+    const rules = LLAMA_CPP_RULE_HISTORY[i]!;
+    if (rules.fromBuild <= build) found = rules;
+  }
+  return found;
+}
