@@ -72,6 +72,27 @@ export class UnknownModelError extends KvboundError {
   }
 }
 
+/** A model reference (path, URL, `hf:owner/repo/file.gguf[@rev]`) that cannot be parsed. */
+export class ModelRefError extends KvboundError {
+  constructor(message: string, details: { ref: string } & ErrorDetails) {
+    super("MODEL_REF", message, details);
+  }
+}
+
+/** A tokenizer model or pre-tokenizer (`tokenizer.ggml.model` / `tokenizer.ggml.pre`) kvbound does not implement. */
+export class UnsupportedTokenizerError extends KvboundError {
+  constructor(message: string, details: { field: string; value: string; supported: readonly string[] } & ErrorDetails) {
+    super("UNSUPPORTED_TOKENIZER", message, details);
+  }
+}
+
+/** A chat template (`tokenizer.chat_template`) that fails to parse or render. */
+export class ChatTemplateError extends KvboundError {
+  constructor(message: string, details: { phase: "parse" | "render" } & ErrorDetails) {
+    super("CHAT_TEMPLATE", message, details);
+  }
+}
+
 /** A user setting (flag or option) outside its valid range or set. */
 export class InvalidSettingError extends KvboundError {
   constructor(message: string, details: { setting: string; value: unknown } & ErrorDetails) {
@@ -267,6 +288,9 @@ for (const ctor of [
   ModelConfigError,
   UnsupportedArchitectureError,
   UnknownModelError,
+  ModelRefError,
+  UnsupportedTokenizerError,
+  ChatTemplateError,
   InvalidSettingError,
   UnknownCacheTypeError,
   QuantizedVRequiresFlashAttentionError,
