@@ -1,0 +1,136 @@
+// The f16 codec: IEEE binary16 values (round to nearest even, overflow to +-Infinity as in
+// llama.cpp's f16 cache). Half the bytes of f32; kernels decode through a 65536-entry table.
+
+import type { KvRole, PageShape, PageStore } from "./types.js";
+import { F16_TO_F32, f32ToF16Bits } from "./half.js";
+import { checkImportLength, checkPage, checkSlot } from "./shape.js";
+
+/** Bytes: 2 per value, plus the dot kernel's scratch (8 per page slot). */
+export function f16StoreBytes(shape: PageShape): number {
+  return shape.nPages * shape.pageSize * shape.nHeadKv * shape.headDim * 2 + shape.pageSize * 8;
+}
+
+export class F16PageStore implements PageStore {
+  readonly kind = "f16" as const;
+  readonly role: KvRole;
+  readonly shape: PageShape;
+  readonly reservedBytes: number;
+  private readonly data: Uint16Array; // [nPages][pageSize][nHeadKv][headDim] f16 bits
+  private readonly tokenStride: number;
+  private readonly pageStride: number;
+  private readonly scratch: Float64Array; // [pageSize] per-token partial sums of dotRun
+
+  constructor(role: KvRole, shape: PageShape) {
+    this.role = role;
+    this.shape = Object.freeze({ ...shape });
+    this.tokenStride = shape.nHeadKv * shape.headDim;
+    this.pageStride = shape.pageSize * this.tokenStride;
+    this.data = new Uint16Array(shape.nPages * this.pageStride);
+    this.scratch = new Float64Array(shape.pageSize);
+    this.reservedBytes = this.data.byteLength + this.scratch.byteLength;
+  }
+
+  writeToken(page: number, slot: number, src: Float32Array, srcOff: number): void {
+    checkSlot(this.shape, page, slot);
+    const data = this.data;
+    const n = this.tokenStride;
+    const base = page * this.pageStride + slot * n;
+    for (let i = 0; i < n; i++) data[base + i] = f32ToF16Bits(src[srcOff + i]!);
+  }
+
+  truncatePage(page: number, _nValid: number): void {
+    checkPage(this.shape, page);
+  }
+
+  copyPage(dstPage: number, srcPage: number): void {
+    checkPage(this.shape, dstPage);
+    checkPage(this.shape, srcPage);
+    const s = srcPage * this.pageStride;
+    this.data.copyWithin(dstPage * this.pageStride, s, s + this.pageStride);
+  }
+
+  dotRun(page: number, slotStart: number, n: number, kvHead: number, q: Float32Array, qOff: number, out: Float32Array, outOff: number): void {
+    const data = this.data;
+    const tab = F16_TO_F32;
+    const d = this.shape.headDim;
+    const stride = this.tokenStride;
+    const base0 = page * this.pageStride + slotStart * stride + kvHead * d;
+    // Channels outer, tokens inner, as in f32.ts.
+    const acc = this.scratch;
+    for (let t = 0; t < n; t++) acc[t] = 0;
+    let c = 0;
+    for (; c + 7 < d; c += 8) {
+      const q0 = q[qOff + c]!, q1 = q[qOff + c + 1]!, q2 = q[qOff + c + 2]!, q3 = q[qOff + c + 3]!;
+      const q4 = q[qOff + c + 4]!, q5 = q[qOff + c + 5]!, q6 = q[qOff + c + 6]!, q7 = q[qOff + c + 7]!;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        acc[t] = acc[t]! + (q0 * tab[data[b]!]! + q1 * tab[data[b + 1]!]! + (q2 * tab[data[b + 2]!]! + q3 * tab[data[b + 3]!]!) +
+          (q4 * tab[data[b + 4]!]! + q5 * tab[data[b + 5]!]! + (q6 * tab[data[b + 6]!]! + q7 * tab[data[b + 7]!]!)));
+        b += stride;
+      }
+    }
+    for (; c < d; c++) {
+      const qc = q[qOff + c]!;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        acc[t] = acc[t]! + qc * tab[data[b]!]!;
+        b += stride;
+      }
+    }
+    for (let t = 0; t < n; t++) out[outOff + t] = acc[t]!;
+  }
+
+  axpyRun(page: number, slotStart: number, n: number, kvHead: number, w: Float32Array, wOff: number, out: Float32Array, outOff: number): void {
+    const data = this.data;
+    const tab = F16_TO_F32;
+    const d = this.shape.headDim;
+    const stride = this.tokenStride;
+    const base0 = page * this.pageStride + slotStart * stride + kvHead * d;
+    // Channels outer, tokens inner, as in f32.ts.
+    let c = 0;
+    for (; c + 3 < d; c += 4) {
+      let a0 = out[outOff + c]!, a1 = out[outOff + c + 1]!, a2 = out[outOff + c + 2]!, a3 = out[outOff + c + 3]!;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        const wt = w[wOff + t]!;
+        a0 += wt * tab[data[b]!]!;
+        a1 += wt * tab[data[b + 1]!]!;
+        a2 += wt * tab[data[b + 2]!]!;
+        a3 += wt * tab[data[b + 3]!]!;
+        b += stride;
+      }
+      out[outOff + c] = a0;
+      out[outOff + c + 1] = a1;
+      out[outOff + c + 2] = a2;
+      out[outOff + c + 3] = a3;
+    }
+    for (; c < d; c++) {
+      let a = out[outOff + c]!;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        a += w[wOff + t]! * tab[data[b]!]!;
+        b += stride;
+      }
+      out[outOff + c] = a;
+    }
+  }
+
+  readToken(page: number, slot: number, out: Float32Array, outOff: number): void {
+    checkSlot(this.shape, page, slot);
+    const n = this.tokenStride;
+    const base = page * this.pageStride + slot * n;
+    for (let i = 0; i < n; i++) out[outOff + i] = F16_TO_F32[this.data[base + i]!]!;
+  }
+
+  exportPage(page: number): Uint8Array {
+    checkPage(this.shape, page);
+    const s = page * this.pageStride;
+    return new Uint8Array(this.data.slice(s, s + this.pageStride).buffer);
+  }
+
+  importPage(page: number, bytes: Uint8Array): void {
+    checkPage(this.shape, page);
+    checkImportLength("f16", bytes.byteLength, this.pageStride * 2);
+    new Uint8Array(this.data.buffer, page * this.pageStride * 2, this.pageStride * 2).set(bytes);
+  }
+}

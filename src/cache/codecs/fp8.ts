@@ -1,0 +1,181 @@
+// The fp8 codec: OCP E4M3 "FN" codes (e4m3.ts) with one f32 scale per (token, head):
+// scale = max|x| / 448, so each head vector uses the format's whole range (a plain cast would
+// flush small activations to subnormals/zero and saturate outliers). The dot kernel decodes
+// through a 256-entry table and hoists the scale. Costs 8 bits + 32/headDim bits per value.
+
+import type { KvRole, PageShape, PageStore } from "./types.js";
+import { E4M3_MAX, E4M3_TO_F32, f32ToE4m3Bits } from "./e4m3.js";
+import { checkImportLength, checkPage, checkSlot } from "./shape.js";
+
+/** Bytes: 1 per value plus a 4-byte scale per (token, head), plus the dot kernel's scratch (8 per page slot). */
+export function fp8StoreBytes(shape: PageShape): number {
+  const tokenHeads = shape.nPages * shape.pageSize * shape.nHeadKv;
+  return tokenHeads * shape.headDim + tokenHeads * 4 + shape.pageSize * 8;
+}
+
+export class Fp8PageStore implements PageStore {
+  readonly kind = "fp8" as const;
+  readonly role: KvRole;
+  readonly shape: PageShape;
+  readonly reservedBytes: number;
+  private readonly buffer: ArrayBuffer;
+  private readonly scales: Float32Array; // [nPages][pageSize][nHeadKv]
+  private readonly codes: Uint8Array; // [nPages][pageSize][nHeadKv][headDim]
+  private readonly tokenStride: number; // nHeadKv * headDim
+  private readonly pageStride: number; // pageSize * tokenStride
+  private readonly pageHeads: number; // pageSize * nHeadKv
+  private readonly scratch: Float64Array; // [pageSize] per-token sums (dotRun) / weights (axpyRun)
+
+  constructor(role: KvRole, shape: PageShape) {
+    this.role = role;
+    this.shape = Object.freeze({ ...shape });
+    this.tokenStride = shape.nHeadKv * shape.headDim;
+    this.pageStride = shape.pageSize * this.tokenStride;
+    this.pageHeads = shape.pageSize * shape.nHeadKv;
+    const nScales = shape.nPages * this.pageHeads;
+    // Scales first so that the Float32Array view starts 4-byte aligned.
+    this.buffer = new ArrayBuffer(nScales * 4 + shape.nPages * this.pageStride);
+    this.scales = new Float32Array(this.buffer, 0, nScales);
+    this.codes = new Uint8Array(this.buffer, nScales * 4, shape.nPages * this.pageStride);
+    this.scratch = new Float64Array(shape.pageSize);
+    this.reservedBytes = this.buffer.byteLength + this.scratch.byteLength;
+  }
+
+  writeToken(page: number, slot: number, src: Float32Array, srcOff: number): void {
+    checkSlot(this.shape, page, slot);
+    const d = this.shape.headDim;
+    const codes = this.codes;
+    for (let h = 0; h < this.shape.nHeadKv; h++) {
+      const s0 = srcOff + h * d;
+      let amax = 0;
+      for (let c = 0; c < d; c++) {
+        const v = Math.abs(src[s0 + c]!);
+        if (v > amax) amax = v;
+      }
+      const scale = Math.fround(amax / E4M3_MAX);
+      const inv = scale > 0 ? 1 / scale : 0;
+      const sIdx = (page * this.shape.pageSize + slot) * this.shape.nHeadKv + h;
+      this.scales[sIdx] = scale;
+      const base = sIdx * d;
+      for (let c = 0; c < d; c++) {
+        codes[base + c] = f32ToE4m3Bits(src[s0 + c]! * inv);
+      }
+    }
+  }
+
+  truncatePage(page: number, _nValid: number): void {
+    checkPage(this.shape, page);
+  }
+
+  copyPage(dstPage: number, srcPage: number): void {
+    checkPage(this.shape, dstPage);
+    checkPage(this.shape, srcPage);
+    const s = srcPage * this.pageStride;
+    this.codes.copyWithin(dstPage * this.pageStride, s, s + this.pageStride);
+    const sh = srcPage * this.pageHeads;
+    this.scales.copyWithin(dstPage * this.pageHeads, sh, sh + this.pageHeads);
+  }
+
+  dotRun(page: number, slotStart: number, n: number, kvHead: number, q: Float32Array, qOff: number, out: Float32Array, outOff: number): void {
+    const codes = this.codes;
+    const tab = E4M3_TO_F32;
+    const d = this.shape.headDim;
+    const stride = this.tokenStride;
+    const base0 = ((page * this.shape.pageSize + slotStart) * this.shape.nHeadKv + kvHead) * d;
+    // Channels outer, tokens inner (see f32.ts); each token's scale multiplies its sum once.
+    const acc = this.scratch;
+    for (let t = 0; t < n; t++) acc[t] = 0;
+    let c = 0;
+    for (; c + 7 < d; c += 8) {
+      const q0 = q[qOff + c]!, q1 = q[qOff + c + 1]!, q2 = q[qOff + c + 2]!, q3 = q[qOff + c + 3]!;
+      const q4 = q[qOff + c + 4]!, q5 = q[qOff + c + 5]!, q6 = q[qOff + c + 6]!, q7 = q[qOff + c + 7]!;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        acc[t] = acc[t]! + (q0 * tab[codes[b]!]! + q1 * tab[codes[b + 1]!]! + (q2 * tab[codes[b + 2]!]! + q3 * tab[codes[b + 3]!]!) +
+          (q4 * tab[codes[b + 4]!]! + q5 * tab[codes[b + 5]!]! + (q6 * tab[codes[b + 6]!]! + q7 * tab[codes[b + 7]!]!)));
+        b += stride;
+      }
+    }
+    for (; c < d; c++) {
+      const qc = q[qOff + c]!;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        acc[t] = acc[t]! + qc * tab[codes[b]!]!;
+        b += stride;
+      }
+    }
+    const nh = this.shape.nHeadKv;
+    let sIdx = (page * this.shape.pageSize + slotStart) * nh + kvHead;
+    for (let t = 0; t < n; t++) {
+      out[outOff + t] = this.scales[sIdx]! * acc[t]!;
+      sIdx += nh;
+    }
+  }
+
+  axpyRun(page: number, slotStart: number, n: number, kvHead: number, w: Float32Array, wOff: number, out: Float32Array, outOff: number): void {
+    const codes = this.codes;
+    const tab = E4M3_TO_F32;
+    const scales = this.scales;
+    const d = this.shape.headDim;
+    const nh = this.shape.nHeadKv;
+    const s0 = (page * this.shape.pageSize + slotStart) * nh + kvHead;
+    const stride = nh * d;
+    // Channels outer, tokens inner (see f32.ts), each token's weight * scale computed once.
+    const aT = this.scratch;
+    for (let t = 0, sIdx = s0; t < n; t++, sIdx += nh) aT[t] = w[wOff + t]! * scales[sIdx]!;
+    let c = 0;
+    for (; c + 3 < d; c += 4) {
+      let a0 = out[outOff + c]!, a1 = out[outOff + c + 1]!, a2 = out[outOff + c + 2]!, a3 = out[outOff + c + 3]!;
+      let b = s0 * d + c;
+      for (let t = 0; t < n; t++) {
+        const a = aT[t]!;
+        a0 += a * tab[codes[b]!]!;
+        a1 += a * tab[codes[b + 1]!]!;
+        a2 += a * tab[codes[b + 2]!]!;
+        a3 += a * tab[codes[b + 3]!]!;
+        b += stride;
+      }
+      out[outOff + c] = a0;
+      out[outOff + c + 1] = a1;
+      out[outOff + c + 2] = a2;
+      out[outOff + c + 3] = a3;
+    }
+    for (; c < d; c++) {
+      let acc = out[outOff + c]!;
+      let b = s0 * d + c;
+      for (let t = 0; t < n; t++) {
+        acc += aT[t]! * tab[codes[b]!]!;
+        b += stride;
+      }
+      out[outOff + c] = acc;
+    }
+  }
+
+  readToken(page: number, slot: number, out: Float32Array, outOff: number): void {
+    checkSlot(this.shape, page, slot);
+    const d = this.shape.headDim;
+    for (let h = 0; h < this.shape.nHeadKv; h++) {
+      const sIdx = (page * this.shape.pageSize + slot) * this.shape.nHeadKv + h;
+      const scale = this.scales[sIdx]!;
+      for (let c = 0; c < d; c++) out[outOff + h * d + c] = scale * E4M3_TO_F32[this.codes[sIdx * d + c]!]!;
+    }
+  }
+
+  /** Layout: the page's scales (pageSize*nHeadKv f32) then its codes (pageSize*nHeadKv*headDim bytes). */
+  exportPage(page: number): Uint8Array {
+    checkPage(this.shape, page);
+    const sBytes = this.pageHeads * 4;
+    const out = new Uint8Array(sBytes + this.pageStride);
+    out.set(new Uint8Array(this.buffer, page * sBytes, sBytes), 0);
+    out.set(new Uint8Array(this.buffer, this.scales.byteLength + page * this.pageStride, this.pageStride), sBytes);
+    return out;
+  }
+
+  importPage(page: number, bytes: Uint8Array): void {
+    checkPage(this.shape, page);
+    const sBytes = this.pageHeads * 4;
+    checkImportLength("fp8", bytes.byteLength, sBytes + this.pageStride);
+    new Uint8Array(this.buffer, page * sBytes, sBytes).set(bytes.subarray(0, sBytes));
+    new Uint8Array(this.buffer, this.scales.byteLength + page * this.pageStride, this.pageStride).set(bytes.subarray(sBytes));
+  }
+}
