@@ -1,0 +1,184 @@
+// Attention over a sequence's cached pages, read in place through the codecs' dotRun / axpyRun
+// (never through a dequantized copy). GQA, causal by retained order, one or more query tokens.
+// `denseAttention` (dense-attention.ts) is the naive reference the tests hold this kernel to.
+
+import type { PageStore } from "./codecs/types.js";
+import type { Rope } from "./rope.js";
+import type { KvRun } from "./runs.js";
+
+/**
+ * A sequence's runs (see runs.ts) in flat typed arrays, rebuilt only when the sequence changes.
+ * Runs are in retained order; run r covers retained indices [index[r], index[r] + length[r]).
+ */
+export class RunTable {
+  n = 0;
+  capacity: number;
+  page: Int32Array;
+  slotStart: Int32Array;
+  length: Int32Array;
+  pos: Int32Array;
+  rotPos: Int32Array;
+  index: Int32Array;
+
+  constructor(capacity: number) {
+    this.capacity = capacity;
+    this.page = new Int32Array(capacity);
+    this.slotStart = new Int32Array(capacity);
+    this.length = new Int32Array(capacity);
+    this.pos = new Int32Array(capacity);
+    this.rotPos = new Int32Array(capacity);
+    this.index = new Int32Array(capacity);
+  }
+
+  push(page: number, slotStart: number, length: number, pos: number, rotPos: number, index: number): void {
+    const r = this.n++;
+    this.page[r] = page;
+    this.slotStart[r] = slotStart;
+    this.length[r] = length;
+    this.pos[r] = pos;
+    this.rotPos[r] = rotPos;
+    this.index[r] = index;
+  }
+
+  /** The runs as objects (diagnostics and tests; allocates). */
+  toArray(): KvRun[] {
+    const out: KvRun[] = [];
+    for (let r = 0; r < this.n; r++) {
+      out.push({
+        page: this.page[r]!,
+        slotStart: this.slotStart[r]!,
+        length: this.length[r]!,
+        pos: this.pos[r]!,
+        rotPos: this.rotPos[r]!,
+        index: this.index[r]!,
+      });
+    }
+    return out;
+  }
+}
+
+/** Buffers the kernel reuses; sized for the window once. */
+export class AttentionScratch {
+  readonly scores: Float32Array; // [nHead][window]
+  readonly qRot: Float32Array; // [nHead][maxHeadDimK]
+  readonly wAvg: Float32Array; // [window]
+  readonly window: number;
+
+  constructor(nHead: number, window: number, maxHeadDimK: number) {
+    this.window = window;
+    this.scores = new Float32Array(nHead * window);
+    this.qRot = new Float32Array(nHead * maxHeadDimK);
+    this.wAvg = new Float32Array(window);
+  }
+}
+
+/** Receives, per query token, the head-averaged weights over the retained tokens it sees. */
+export type AttentionWeightsHook = (queryIndex: number, nQuery: number, w: Float32Array, nVisible: number) => void;
+
+export interface AttendShape {
+  readonly nHead: number;
+  readonly nHeadKv: number;
+  readonly headDimK: number;
+  readonly headDimV: number;
+}
+
+/**
+ * out[qi][h][0..headDimV) = softmax_t(scale * <R(qPos) q[qi][h], R(kPos_t) k_t>) . v_t over the
+ * retained tokens t <= the query's own index, where the queries are the last `nQuery` retained
+ * tokens (written by the last reserve). q is pre-RoPE, [nQuery][nHead][headDimK].
+ */
+export function attendRuns(
+  out: Float32Array,
+  outOff: number,
+  q: Float32Array,
+  qOff: number,
+  nQuery: number,
+  shape: AttendShape,
+  runs: RunTable,
+  held: number,
+  kStore: PageStore,
+  vStore: PageStore,
+  rope: Rope | null,
+  scale: number,
+  scratch: AttentionScratch,
+  hook: AttentionWeightsHook | null,
+): void {
+  const { nHead, nHeadKv, headDimK: dk, headDimV: dv } = shape;
+  const group = nHead / nHeadKv;
+  const W = scratch.window;
+  const scores = scratch.scores;
+  const qRot = scratch.qRot;
+  const qStride = nHead * dk;
+  for (let qi = 0; qi < nQuery; qi++) {
+    const self = held - nQuery + qi; // retained index of the query's own token
+    // The query's attention position: from the run that holds its own token.
+    let qr = runs.n - 1;
+    while (qr > 0 && runs.index[qr]! > self) qr--;
+    const qPos = runs.pos[qr]! + (self - runs.index[qr]!);
+    const qBase = qOff + qi * qStride;
+    if (rope === null) for (let i = 0; i < qStride; i++) qRot[i] = q[qBase + i]!;
+    let rotOffset = NaN;
+    const nVis = self + 1;
+    for (let r = 0; r < runs.n; r++) {
+      const idx = runs.index[r]!;
+      if (idx > self) break;
+      const len = Math.min(runs.length[r]!, nVis - idx);
+      if (rope !== null) {
+        // Keys of this run were rotated by rotPos; rotating the query by qPos + (rotPos - pos)
+        // gives the angle difference qPos - pos of dense attention at the assigned positions.
+        const off = runs.rotPos[r]! - runs.pos[r]!;
+        if (off !== rotOffset) {
+          rotOffset = off;
+          for (let i = 0; i < qStride; i++) qRot[i] = q[qBase + i]!;
+          rope.rotate(qRot, 0, nHead, qPos + off);
+        }
+      }
+      const page = runs.page[r]!;
+      const slot = runs.slotStart[r]!;
+      for (let h = 0; h < nHead; h++) {
+        kStore.dotRun(page, slot, len, (h / group) | 0, qRot, h * dk, scores, h * W + idx);
+      }
+    }
+    // Softmax per head over the visible tokens; weights normalized in place (the hook reads them).
+    for (let h = 0; h < nHead; h++) {
+      const base = h * W;
+      let max = -Infinity;
+      for (let t = 0; t < nVis; t++) {
+        const s = scores[base + t]! * scale;
+        scores[base + t] = s;
+        if (s > max) max = s;
+      }
+      let sum = 0;
+      for (let t = 0; t < nVis; t++) {
+        const e = Math.exp(scores[base + t]! - max);
+        scores[base + t] = e;
+        sum += e;
+      }
+      const inv = 1 / sum;
+      for (let t = 0; t < nVis; t++) scores[base + t] = scores[base + t]! * inv;
+    }
+    const oBase = outOff + qi * nHead * dv;
+    for (let i = 0; i < nHead * dv; i++) out[oBase + i] = 0;
+    for (let r = 0; r < runs.n; r++) {
+      const idx = runs.index[r]!;
+      if (idx > self) break;
+      const len = Math.min(runs.length[r]!, nVis - idx);
+      const page = runs.page[r]!;
+      const slot = runs.slotStart[r]!;
+      for (let h = 0; h < nHead; h++) {
+        vStore.axpyRun(page, slot, len, (h / group) | 0, scores, h * W + idx, out, oBase + h * dv);
+      }
+    }
+    if (hook !== null) {
+      const w = scratch.wAvg;
+      const invH = 1 / nHead;
+      for (let t = 0; t < nVis; t++) w[t] = 0;
+      for (let h = 0; h < nHead; h++) {
+        const base = h * W;
+        for (let t = 0; t < nVis; t++) w[t] = w[t]! + scores[base + t]!;
+      }
+      for (let t = 0; t < nVis; t++) w[t] = w[t]! * invH;
+      hook(qi, nQuery, w, nVis);
+    }
+  }
+}

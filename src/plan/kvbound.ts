@@ -1,0 +1,103 @@
+// kvbound's own runtime: the bytes its paged KV cache (src/cache) reserves for a model and config.
+// Not a model of the runtime but the runtime's own sizing rule: planPoolLayout is the function
+// PagedKvCache calls to size its pool, and pageStoreBytes the one each codec's store reserves by,
+// so this prediction and the runtime cannot drift (kvbound.test.ts constructs caches to check).
+
+import { CacheConfigError, InvalidSettingError } from "../errors.js";
+import { cacheShapeFromSpec, resolveCacheConfig, type CacheConfig, type CacheConfigInput } from "../cache/config.js";
+import type { CodecKind } from "../cache/codecs/types.js";
+import { planPoolLayout } from "../cache/page-pool.js";
+import { kvLayers, type ModelSpec } from "../spec/model-spec.js";
+import type { EngineKvResult, PlanSettings } from "./types.js";
+
+/** Fallback window when neither a window, ctx, nor the model's training context is known. */
+export const KVBOUND_DEFAULT_CONTEXT = 4096;
+
+/**
+ * The cache config the planner assumes for `settings`: WebLLM window names; unset windows take
+ * `ctx`, else the model's training context, as context_window_size; `seqs` is maxSequences.
+ * `settings.budgetBytes` is NOT the cache budget here: fit/rank pass the whole memory budget
+ * (weights included) under that name, so the planned pool is the window-sized one.
+ */
+export function kvboundCacheInput(spec: ModelSpec, settings: PlanSettings): CacheConfigInput {
+  let contextWindowSize = settings.contextWindowSize;
+  const slidingWindowSize = settings.slidingWindowSize;
+  if ((contextWindowSize === undefined || contextWindowSize === -1) && (slidingWindowSize === undefined || slidingWindowSize === -1)) {
+    contextWindowSize = settings.ctx ?? spec.nCtxTrain ?? KVBOUND_DEFAULT_CONTEXT;
+  }
+  const input: Record<string, unknown> = { contextWindowSize: contextWindowSize ?? -1, slidingWindowSize: slidingWindowSize ?? -1 };
+  if (settings.attentionSinkSize !== undefined) input.attentionSinkSize = settings.attentionSinkSize;
+  if (settings.pageSize !== undefined) input.pageSize = settings.pageSize;
+  if (settings.seqs !== undefined) input.maxSequences = settings.seqs;
+  if (settings.prefillChunkSize !== undefined) input.prefillChunkSize = settings.prefillChunkSize;
+  if (settings.codec !== undefined) input.codec = settings.codec as CodecKind;
+  return input as CacheConfigInput;
+}
+
+/** The kvbound engine rule for `plan`: the window-sized pool for the settings (see kvboundCacheInput). */
+export function kvboundKv(spec: ModelSpec, settings: PlanSettings): EngineKvResult {
+  let config: CacheConfig;
+  try {
+    config = resolveCacheConfig(kvboundCacheInput(spec, settings));
+  } catch (err) {
+    if (err instanceof CacheConfigError && err.details.field === "codec") {
+      throw new InvalidSettingError(err.message, { setting: "codec", value: err.details.value });
+    }
+    throw err;
+  }
+  return kvboundKvForConfig(spec, config);
+}
+
+/** Exactly the bytes `new PagedKvCache(config, cacheShapeFromSpec(spec))` reserves, budget included. */
+export function kvboundKvForConfig(spec: ModelSpec, config: CacheConfig): EngineKvResult {
+  const shape = cacheShapeFromSpec(spec);
+  const layout = planPoolLayout(config, shape);
+  const sliding = config.policy.kind !== "context";
+  const notes: string[] = [
+    `kvbound paged cache: ${layout.nPages} pages of ${config.pageSize} tokens shared by every layer, ` +
+      (config.budgetBytes === null
+        ? `${config.maxSequences} sequence(s) x ${layout.pagesPerSequence} pages (the most one ${config.windowTokens}-token ${config.policy.kind} window can span)`
+        : `as many as fit budgetBytes ${config.budgetBytes}`),
+    `codec ${config.codec} for K and V (bytes from the codec's own pageStoreBytes, side buffers included)`,
+  ];
+  if (sliding) notes.push(`${config.policy.kind} window of ${config.windowTokens} tokens (sinks included): bytes stay flat however long the text grows`);
+  if (shape.layers.length < spec.layers.length) {
+    notes.push(`${spec.layers.length - shape.layers.length} layer(s) store no K/V of their own (recurrent or shared-KV layers are not in this cache)`);
+  }
+  if (spec.mla) notes.push("MLA: one latent head per layer stored as K (kvLoraRank + ropeDim) and V (kvLoraRank)");
+  if (spec.nSwa > 0) notes.push(`the model's own SWA layers (window ${spec.nSwa}) are stored like full layers: kvbound applies its window to every layer`);
+  const cells = layout.nPages * config.pageSize;
+  return {
+    settings: {
+      contextWindowSize: config.contextWindowSize,
+      slidingWindowSize: config.slidingWindowSize,
+      attentionSinkSize: config.attentionSinkSize,
+      pageSize: config.pageSize,
+      codec: config.codec,
+      maxSequences: config.maxSequences,
+      prefillChunkSize: config.prefillChunkSize,
+      budgetBytes: config.budgetBytes,
+      policy: config.policy.kind,
+    },
+    kv: {
+      totalBytes: layout.reservedBytes,
+      kBytes: layout.kBytes,
+      vBytes: layout.vBytes,
+      caches: [
+        {
+          kind: sliding ? "swa" : "full",
+          cells,
+          layers: kvLayers(spec).length,
+          streams: 1,
+          typeK: config.codec,
+          typeV: config.codec,
+          kBytes: layout.kBytes,
+          vBytes: layout.vBytes,
+          bytesPerCell: layout.bytesPerPage / config.pageSize,
+        },
+      ],
+    },
+    notes,
+    extra: { nPages: layout.nPages, pagesPerSequence: layout.pagesPerSequence, bytesPerPage: layout.bytesPerPage, windowTokens: config.windowTokens },
+  };
+}
