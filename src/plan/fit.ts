@@ -1,0 +1,396 @@
+// Answers built on plans: "how long a context fits in this budget, for each KV cache type?"
+// (fitContexts) and "what is the cheapest setting that makes this context fit?" (cheapestFor).
+// Both only call planMemory, so they inherit each engine's exact KV rule.
+
+import { KvboundError } from "../errors.js";
+import type { ModelSpec } from "../spec/model-spec.js";
+import { formatBytes, MAX_CONTEXT_TOKENS } from "./parse.js";
+import { DEFAULT_ENGINE, ENGINE_RULES, parseEngine, planMemory, type EngineRules } from "./plan.js";
+import type { EngineName, MemoryPlan, PlanSettings } from "./types.js";
+
+/** Sinks kept by the sliding options (StreamingLLM's 4 attention-sink tokens). */
+export const FIT_ATTENTION_SINKS = 4;
+
+export type FitRequest = PlanSettings & { engine?: EngineName; budgetBytes: number };
+
+/** One KV setting tried by fitContexts / cheapestFor. */
+export interface KvOption {
+  readonly label: string;
+  /** Settings layered over the caller's. */
+  readonly settings: PlanSettings;
+  /** Bounded options keep memory fixed at any conversation length (sliding window). */
+  readonly bounded: boolean;
+}
+
+export interface FitOption extends KvOption {
+  /** Largest context (or sliding window, for bounded options) that fits; null when none does. */
+  readonly maxCtx: number | null;
+  /** Plan total at maxCtx (vLLM: the KV one request needs at maxCtx). */
+  readonly bytesAtMax: number | null;
+  /** "budget": the next step does not fit; "nCtxTrain": capped at the model's training context. */
+  readonly limitedBy: "budget" | "nCtxTrain" | "unavailable";
+  readonly note: string;
+}
+
+export interface FitResult {
+  readonly engine: EngineName;
+  readonly budgetBytes: number;
+  /** Context granularity of the engine (llama.cpp 256, vLLM block_size, WebLLM 16). */
+  readonly granularity: number;
+  readonly options: readonly FitOption[];
+  readonly notes: readonly string[];
+}
+
+/** Context steps each engine allocates in: smaller steps cost the same memory as the next one up. */
+export function ctxGranularity(engine: EngineName, settings: PlanSettings): number {
+  switch (engine) {
+    case "llama.cpp":
+      return 256; // n_ctx is padded up to 256 (llama-context.cpp)
+    case "vllm":
+      return settings.blockSize ?? 16;
+    case "webllm":
+      return 16; // page size
+    case "kvbound":
+      return settings.pageSize ?? 16;
+    default:
+      return engine satisfies never;
+  }
+}
+
+/** The KV settings fitContexts tries for an engine, cheapest-memory last. */
+export function kvOptions(engine: EngineName): KvOption[] {
+  switch (engine) {
+    case "llama.cpp":
+      return [
+        { label: "f16 K+V", settings: { typeK: "f16", typeV: "f16" }, bounded: false },
+        { label: "q8_0 K+V", settings: { typeK: "q8_0", typeV: "q8_0", flashAttn: true }, bounded: false },
+        { label: "q4_0 K+V", settings: { typeK: "q4_0", typeV: "q4_0", flashAttn: true }, bounded: false },
+      ];
+    case "vllm":
+      return [
+        { label: "auto (model dtype)", settings: { kvCacheDtype: "auto" }, bounded: false },
+        { label: "fp8", settings: { kvCacheDtype: "fp8" }, bounded: false },
+      ];
+    case "webllm":
+      return [
+        { label: "f16", settings: { kvCacheDtype: "f16" }, bounded: false },
+        { label: "f32", settings: { kvCacheDtype: "f32" }, bounded: false },
+      ];
+    case "kvbound":
+      return [
+        { label: "f16", settings: { codec: "f16" }, bounded: false },
+        { label: "int8", settings: { codec: "int8" }, bounded: false },
+        { label: "int4", settings: { codec: "int4" }, bounded: false },
+      ];
+    default:
+      return engine satisfies never;
+  }
+}
+
+/** Settings that plan a context of `ctx` tokens on `engine` (WebLLM/kvbound: context_window_size). */
+function ctxSettings(engine: EngineName, ctx: number): PlanSettings {
+  return engine === "webllm" || engine === "kvbound" ? { ctx, contextWindowSize: ctx, slidingWindowSize: -1 } : { ctx };
+}
+
+/** Settings that plan a sliding window of `window` tokens with sinks (WebLLM/kvbound only). */
+function windowSettings(window: number): PlanSettings {
+  return { contextWindowSize: -1, slidingWindowSize: window, attentionSinkSize: FIT_ATTENTION_SINKS };
+}
+
+interface Check {
+  readonly fits: boolean;
+  readonly bytes: number;
+  readonly plan: MemoryPlan;
+}
+
+/** Does a plan fit the budget? vLLM: one request at max_model_len must fit the KV pool it builds
+ *  from the GPU (budgetBytes); others: the plan's total must be within the budget. */
+function check(spec: ModelSpec, engine: EngineName, settings: PlanSettings, budget: number, rules: EngineRules): Check {
+  const plan = planMemory(spec, { ...settings, engine, budgetBytes: budget }, rules);
+  if (engine === "vllm") {
+    const extra = plan.extra ?? {};
+    const perRequest = typeof extra.bytesPerRequest === "number" ? extra.bytesPerRequest : plan.kv.totalBytes;
+    return { fits: extra.fitsOneRequest === true, bytes: perRequest, plan };
+  }
+  return { fits: plan.totalBytes <= budget, bytes: plan.totalBytes, plan };
+}
+
+/** Largest multiple of `step` in [step, cap] (or cap itself) for which `fits` holds; fits must be
+ *  monotone (true up to some point, false after). Returns null when even `step` does not fit. */
+export function largestFitting(step: number, cap: number, fits: (n: number) => boolean): number | null {
+  if (cap >= step && !fits(step)) return null;
+  if (cap < step) return fits(cap) ? cap : null;
+  if (fits(cap)) return cap;
+  let lo = 1; // fits(lo * step)
+  let hi = Math.floor(cap / step); // answer <= hi
+  if (hi * step === cap) hi -= 1; // cap itself does not fit
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (fits(mid * step)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo * step;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}
+
+/**
+ * For each KV type of the engine (llama.cpp f16 / q8_0 / q4_0; vLLM auto / fp8; WebLLM f16 / f32;
+ * kvbound f16 / int8 / int4) the largest context that fits `budgetBytes`, plus the bounded
+ * choice: a sliding window with 4 sink tokens (WebLLM, kvbound), or llama.cpp's context shift.
+ */
+export function fitContexts(spec: ModelSpec, request: FitRequest, rules: EngineRules = ENGINE_RULES): FitResult {
+  const { engine: engineIn, budgetBytes, ...base } = request;
+  const engine = engineIn === undefined ? DEFAULT_ENGINE : parseEngine(engineIn);
+  const step = ctxGranularity(engine, base);
+  const cap = spec.nCtxTrain ?? MAX_CONTEXT_TOKENS;
+  const notes: string[] = [];
+  const options: FitOption[] = [];
+
+  for (const opt of kvOptions(engine)) {
+    const settings = { ...base, ...opt.settings };
+    try {
+      const fits = (ctx: number): boolean => check(spec, engine, { ...settings, ...ctxSettings(engine, ctx) }, budgetBytes, rules).fits;
+      const maxCtx = largestFitting(step, cap, fits);
+      if (maxCtx === null) {
+        const smallest = check(spec, engine, { ...settings, ...ctxSettings(engine, Math.min(step, cap)) }, budgetBytes, rules);
+        options.push({
+          ...opt,
+          maxCtx: null,
+          bytesAtMax: null,
+          limitedBy: "budget",
+          note: `even ${Math.min(step, cap)} tokens need ${formatBytes(smallest.bytes)}${engine === "vllm" ? " of KV, more than vLLM has left" : ""}: does not fit ${formatBytes(budgetBytes)}`,
+        });
+        continue;
+      }
+      const at = check(spec, engine, { ...settings, ...ctxSettings(engine, maxCtx) }, budgetBytes, rules);
+      options.push({
+        ...opt,
+        maxCtx,
+        bytesAtMax: at.bytes,
+        limitedBy: maxCtx === cap && spec.nCtxTrain !== null ? "nCtxTrain" : "budget",
+        note:
+          maxCtx === cap && spec.nCtxTrain !== null
+            ? `the full training context ${cap} fits (${formatBytes(at.bytes)})`
+            : `${maxCtx} tokens fit (${formatBytes(at.bytes)}); ${maxCtx + step} do not`,
+      });
+    } catch (err) {
+      if (!(err instanceof KvboundError)) throw err;
+      options.push({ ...opt, maxCtx: null, bytesAtMax: null, limitedBy: "unavailable", note: errorText(err) });
+    }
+  }
+
+  options.push(boundedOption(spec, engine, base, budgetBytes, step, cap, options, rules));
+
+  const weights = planMemory(spec, { ...base, ...ctxSettings(engine, Math.min(step, cap)), engine, budgetBytes }, rules).weights;
+  if (weights !== null && weights.bytes > budgetBytes) {
+    notes.push(`the weights alone (${formatBytes(weights.bytes)}, ${weights.quant}) exceed the budget ${formatBytes(budgetBytes)} by ${formatBytes(weights.bytes - budgetBytes)}: no context fits; use a smaller quantization or model`);
+  }
+  return { engine, budgetBytes, granularity: step, options, notes };
+}
+
+function boundedOption(
+  spec: ModelSpec,
+  engine: EngineName,
+  base: PlanSettings,
+  budget: number,
+  step: number,
+  cap: number,
+  found: readonly FitOption[],
+  rules: EngineRules,
+): FitOption {
+  switch (engine) {
+    case "webllm":
+    case "kvbound": {
+      const label = `sliding window + ${FIT_ATTENTION_SINKS} sinks`;
+      const settings = { ...base, ...kvOptions(engine)[0]!.settings };
+      try {
+        // The window must exceed the sinks; search windows in page steps.
+        const fits = (w: number): boolean => check(spec, engine, { ...settings, ...windowSettings(w) }, budget, rules).fits;
+        const maxWindow = largestFitting(step, cap, (w) => w > FIT_ATTENTION_SINKS && fits(w));
+        const at = maxWindow === null ? null : check(spec, engine, { ...settings, ...windowSettings(maxWindow) }, budget, rules);
+        return {
+          label,
+          settings: { ...kvOptions(engine)[0]!.settings, ...windowSettings(maxWindow ?? step) },
+          bounded: true,
+          maxCtx: maxWindow,
+          bytesAtMax: at?.bytes ?? null,
+          limitedBy: maxWindow === null ? "budget" : maxWindow === cap && spec.nCtxTrain !== null ? "nCtxTrain" : "budget",
+          note:
+            maxWindow === null
+              ? `no sliding window fits ${formatBytes(budget)}`
+              : `a ${maxWindow}-token window (first ${FIT_ATTENTION_SINKS} tokens kept as attention sinks, the rest the most recent) ` +
+                `runs at any conversation length in ${formatBytes(at!.bytes)}; tokens that leave the window are forgotten`,
+        };
+      } catch (err) {
+        if (!(err instanceof KvboundError)) throw err;
+        return { label, settings: windowSettings(step), bounded: true, maxCtx: null, bytesAtMax: null, limitedBy: "unavailable", note: errorText(err) };
+      }
+    }
+    case "llama.cpp": {
+      // llama.cpp has no bounded sliding cache for full-attention layers. With context shift
+      // (llama-server --context-shift) a full context discards half of the tokens after --keep
+      // and continues, so memory stays that of -c; the bounded window is the largest -c that fits.
+      const best = [...found].reverse().find((o) => o.maxCtx !== null);
+      return {
+        label: `context shift (--context-shift --keep ${FIT_ATTENTION_SINKS})`,
+        settings: best?.settings ?? {},
+        bounded: true,
+        maxCtx: best?.maxCtx ?? null,
+        bytesAtMax: best?.bytesAtMax ?? null,
+        limitedBy: best === undefined ? "budget" : best.limitedBy,
+        note:
+          best === undefined
+            ? "no context fits, so context shift cannot help"
+            : `llama-server --context-shift --keep ${FIT_ATTENTION_SINKS} -c ${best.maxCtx} (${best.label}) keeps memory fixed at any length: ` +
+              `when the context fills it drops the older half after the first ${FIT_ATTENTION_SINKS} tokens (not a sliding window per token)`,
+      };
+    }
+    case "vllm":
+      return {
+        label: "sliding window",
+        settings: {},
+        bounded: true,
+        maxCtx: null,
+        bytesAtMax: null,
+        limitedBy: "unavailable",
+        note: "vLLM has no sliding-window option for full-attention models; requests are limited to max_model_len",
+      };
+    default:
+      return engine satisfies never;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export type CheapestResult =
+  | {
+      readonly fits: true;
+      readonly label: string;
+      /** The settings (caller's + chosen) that make ctx fit. */
+      readonly settings: PlanSettings;
+      readonly bytes: number;
+      readonly plan: MemoryPlan;
+      /** Bounded options fit by replacing the full context with a sliding window. */
+      readonly bounded: boolean;
+      readonly note: string;
+    }
+  | {
+      readonly fits: false;
+      /** The cheapest setting tried and what it needs. */
+      readonly cheapestLabel: string;
+      readonly bytes: number;
+      readonly shortfallBytes: number;
+      readonly reason: string;
+    };
+
+/** The ladder cheapestFor climbs, most faithful first (llama.cpp: f16 -> q8_0 -> q8_0 K + q4_0 V -> q4_0). */
+export function cheapestLadder(engine: EngineName): KvOption[] {
+  switch (engine) {
+    case "llama.cpp":
+      return [
+        { label: "f16 K+V", settings: { typeK: "f16", typeV: "f16" }, bounded: false },
+        { label: "q8_0 K+V", settings: { typeK: "q8_0", typeV: "q8_0", flashAttn: true }, bounded: false },
+        // Keys are more sensitive to quantization than values (KIVI), so V goes to 4 bits first.
+        { label: "q8_0 K + q4_0 V", settings: { typeK: "q8_0", typeV: "q4_0", flashAttn: true }, bounded: false },
+        { label: "q4_0 K+V", settings: { typeK: "q4_0", typeV: "q4_0", flashAttn: true }, bounded: false },
+      ];
+    case "vllm":
+    case "webllm":
+    case "kvbound":
+      // f32 (WebLLM) costs more than f16: never a cheaper step.
+      return kvOptions(engine).filter((o) => o.label !== "f32");
+    default:
+      return engine satisfies never;
+  }
+}
+
+/**
+ * The cheapest settings that make `ctx` fit `budgetBytes`: climbs the engine's KV type ladder,
+ * then (WebLLM, kvbound) falls back to the largest sliding window with sinks that fits. When
+ * nothing fits, says by how much the cheapest try misses, and whether the weights alone do.
+ */
+export function cheapestFor(spec: ModelSpec, ctx: number, request: FitRequest, rules: EngineRules = ENGINE_RULES): CheapestResult {
+  const { engine: engineIn, budgetBytes, ...base } = request;
+  const engine = engineIn === undefined ? DEFAULT_ENGINE : parseEngine(engineIn);
+  let last: { label: string; check: Check } | null = null;
+  const skipped: string[] = [];
+  for (const opt of cheapestLadder(engine)) {
+    const settings = { ...base, ...opt.settings, ...ctxSettings(engine, ctx) };
+    let c: Check;
+    try {
+      c = check(spec, engine, settings, budgetBytes, rules);
+    } catch (err) {
+      if (!(err instanceof KvboundError)) throw err;
+      skipped.push(`${opt.label} (${errorText(err)})`);
+      continue;
+    }
+    if (c.fits) {
+      return {
+        fits: true,
+        label: opt.label,
+        settings,
+        bytes: c.bytes,
+        plan: c.plan,
+        bounded: false,
+        note: `${ctx} tokens fit with ${opt.label}: ${formatBytes(c.bytes)} of ${formatBytes(budgetBytes)}`,
+      };
+    }
+    last = { label: opt.label, check: c };
+  }
+
+  // Bounded fallback: a sliding window that fits (memory fixed at any length, older tokens dropped).
+  if (engine === "webllm" || engine === "kvbound") {
+    const fit = fitContexts(spec, { ...base, engine, budgetBytes }, rules);
+    const bounded = fit.options.find((o) => o.bounded && o.maxCtx !== null);
+    if (bounded !== undefined && bounded.maxCtx !== null) {
+      const settings = { ...base, ...bounded.settings, ...windowSettings(Math.min(bounded.maxCtx, ctx)) };
+      const c = check(spec, engine, settings, budgetBytes, rules);
+      return {
+        fits: true,
+        label: `${bounded.label} (${Math.min(bounded.maxCtx, ctx)} tokens)`,
+        settings,
+        bytes: c.bytes,
+        plan: c.plan,
+        bounded: true,
+        note:
+          `${ctx} tokens do not fit as a full context even with ${last?.label ?? "the cheapest type"}; a sliding window of ` +
+          `${Math.min(bounded.maxCtx, ctx)} tokens with ${FIT_ATTENTION_SINKS} sinks does (${formatBytes(c.bytes)}), forgetting tokens outside it`,
+      };
+    }
+  }
+
+  if (last === null) {
+    return {
+      fits: false,
+      cheapestLabel: "none",
+      bytes: 0,
+      shortfallBytes: 0,
+      reason: `no KV setting is valid for this model on ${engine}: ${skipped.join("; ")}`,
+    };
+  }
+  const plan = last.check.plan;
+  let reason: string;
+  let shortfall: number;
+  if (engine === "vllm") {
+    const available = typeof plan.extra?.availableKvBytes === "number" ? plan.extra.availableKvBytes : 0;
+    shortfall = last.check.bytes - available;
+    reason =
+      available <= 0
+        ? `weights and activations leave no memory for KV within ${formatBytes(budgetBytes)} x gpu_memory_utilization; use tensor parallel, a smaller quantization, or a larger GPU`
+        : `does not fit even with ${last.label}: one ${ctx}-token request needs ${formatBytes(last.check.bytes)} of KV, ` +
+          `${formatBytes(shortfall)} more than the ${formatBytes(available)} vLLM has left; use tensor parallel or a shorter max_model_len` +
+          (typeof plan.extra?.estimatedMaxModelLen === "number" ? ` (at most ${plan.extra.estimatedMaxModelLen})` : "");
+  } else {
+    shortfall = last.check.bytes - budgetBytes;
+    const weights = plan.weights?.bytes ?? 0;
+    reason =
+      weights > budgetBytes
+        ? `the weights alone (${formatBytes(weights)}) exceed the budget ${formatBytes(budgetBytes)} by ${formatBytes(weights - budgetBytes)}; use a smaller quantization or model`
+        : `does not fit even with ${last.label}: needs ${formatBytes(last.check.bytes)} (${last.check.bytes} bytes), ${formatBytes(shortfall)} (${shortfall} bytes) more than ${formatBytes(budgetBytes)}`;
+  }
+  if (skipped.length > 0) reason += `; skipped: ${skipped.join("; ")}`;
+  return { fits: false, cheapestLabel: last.label, bytes: last.check.bytes, shortfallBytes: shortfall, reason };
+}
