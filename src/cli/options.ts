@@ -1,0 +1,146 @@
+// The flags `plan`, `fit` and `rank` share, declared once on a commander Command, and their
+// conversion into PlanSettings. Commander only collects strings; every value is validated here
+// (src/plan/parse.ts) so a bad value is a typed InvalidSettingError (exit 1), not a usage error.
+
+import type { Command } from "commander";
+
+import { InvalidSettingError } from "../errors.js";
+import { MAX_COUNT, parseBytes, parseCount, parseFraction } from "../plan/parse.js";
+import { ENGINES, type EngineName, type PlanSettings } from "../plan/types.js";
+
+/** What commander hands the action for the shared flags: strings and booleans, unvalidated. */
+export interface RawPlanFlags {
+  ctx?: string;
+  maxModelLen?: string;
+  seqs?: string;
+  kvUnified?: boolean;
+  ubatch?: string;
+  flashAttn?: string;
+  swaFull?: boolean;
+  typeK?: string;
+  typeV?: string;
+  engine?: string;
+  llamaCppBuild?: string;
+  budget?: string;
+  gpuMemoryUtilization?: string;
+  tp?: string;
+  kvCacheDtype?: string;
+  blockSize?: string;
+  contextWindow?: string;
+  slidingWindow?: string;
+  sinks?: string;
+  prefillChunk?: string;
+  pageSize?: string;
+  codec?: string;
+  quant?: string;
+  json?: boolean;
+}
+
+/** Adds the engine-setting flags to `cmd`. `withCtx: false` leaves --ctx to the command (rank). */
+export function addSettingOptions(cmd: Command, opts: { withCtx?: boolean } = {}): Command {
+  if (opts.withCtx !== false) cmd.option("--ctx <tokens>", "context length: 32768, 32k, 128K");
+  return cmd
+    .option("--engine <name>", `engine whose allocation rules to apply: ${ENGINES.join(", ")}`, "llama.cpp")
+    .option("--quant <name>", "registry models: quantization whose weight bytes to use (Q4_K_M, Q8_0, F16...)")
+    .option("--seqs <n>", "llama.cpp: parallel sequences (-np)")
+    .option("--kv-unified", "llama.cpp: one KV stream shared by all sequences (-kvu)")
+    .option("--ubatch <n>", "llama.cpp: physical batch size (-ub)")
+    .option("--flash-attn <on|off>", "llama.cpp: flash attention (-fa)")
+    .option("--swa-full", "llama.cpp: full-size cache for sliding-window layers (--swa-full)")
+    .option("--type-k <type>", "K cache type: f16, bf16, f32, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl")
+    .option("--type-v <type>", "V cache type (quantized V needs --flash-attn on in llama.cpp)")
+    .option("--llama-cpp-build <n>", "llama.cpp build number (bNNNN) whose padding/SWA rules to apply")
+    .option("--max-model-len <tokens>", "vLLM: alias of --ctx")
+    .option("--gpu-memory-utilization <x>", "vLLM: fraction of GPU memory to use (default 0.92)")
+    .option("--tp <n>", "vLLM: tensor parallel size (KV heads are split across ranks)")
+    .option("--kv-cache-dtype <type>", "vLLM: auto, fp8, fp8_e4m3, fp8_e5m2")
+    .option("--block-size <n>", "vLLM: tokens per KV block (default 16)")
+    .option("--context-window <n>", "WebLLM/kvbound: context_window_size (-1 = unset)")
+    .option("--sliding-window <n>", "WebLLM/kvbound: sliding_window_size (-1 = unset)")
+    .option("--sinks <n>", "WebLLM/kvbound: attention_sink_size")
+    .option("--prefill-chunk <n>", "WebLLM/kvbound: prefill_chunk_size")
+    .option("--page-size <n>", "kvbound: tokens per KV page")
+    .option("--codec <name>", "kvbound: page codec (f32, f16, q8_0, q4_0...)");
+}
+
+/** Settings parsed from the shared flags, plus the engine and the budget (if any). */
+export interface ParsedSettings {
+  readonly engine: EngineName;
+  readonly settings: PlanSettings;
+  readonly budgetBytes: number | undefined;
+  readonly quant: string | undefined;
+}
+
+export function parseEngine(value: string | undefined): EngineName {
+  const v = (value ?? "llama.cpp").toLowerCase();
+  // "llamacpp" / "llama-cpp" are common spellings of the same engine.
+  const name = v === "llamacpp" || v === "llama-cpp" ? "llama.cpp" : v;
+  for (const e of ENGINES) if (e === name) return e;
+  throw new InvalidSettingError(`engine ${JSON.stringify(value)} is unknown; use one of ${ENGINES.join(", ")}`, {
+    setting: "engine",
+    value,
+    allowed: ENGINES,
+  });
+}
+
+function parseOnOff(value: string, setting: string): boolean {
+  const v = value.trim().toLowerCase();
+  if (v === "on" || v === "true" || v === "1" || v === "yes") return true;
+  if (v === "off" || v === "false" || v === "0" || v === "no") return false;
+  // llama.cpp's -fa also takes "auto": it turns flash attention on where the backend supports it,
+  // which a planner cannot know; make the user choose.
+  throw new InvalidSettingError(`${setting} ${JSON.stringify(value)} is invalid: use on or off`, { setting, value });
+}
+
+/** A plain integer in [min, max], accepting -1 only where the WebLLM "unset" convention allows. */
+function parseInteger(value: string, setting: string, min: number, max = MAX_COUNT): number {
+  const t = value.trim();
+  const n = /^-?\d+$/.test(t) ? Number(t) : NaN;
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new InvalidSettingError(`${setting} ${JSON.stringify(value)} is invalid: must be an integer in [${min}, ${max}]`, {
+      setting,
+      value,
+    });
+  }
+  return n;
+}
+
+/** A window size: -1 (unset, WebLLM's convention) or a token count such as 4096 or 4k. */
+function parseWindow(value: string, setting: string): number {
+  return value.trim() === "-1" ? -1 : parseCount(value, setting);
+}
+
+/** Validates the shared flags into PlanSettings. Engines validate combinations (and types) themselves. */
+export function parseSettings(flags: RawPlanFlags): ParsedSettings {
+  const s: PlanSettings = {};
+  const engine = parseEngine(flags.engine);
+  if (flags.ctx !== undefined && flags.maxModelLen !== undefined) {
+    throw new InvalidSettingError("--ctx and --max-model-len are the same setting; pass one", {
+      setting: "ctx",
+      value: [flags.ctx, flags.maxModelLen],
+    });
+  }
+  const ctx = flags.ctx ?? flags.maxModelLen;
+  if (ctx !== undefined) s.ctx = parseCount(ctx, "ctx");
+  if (flags.seqs !== undefined) s.seqs = parseCount(flags.seqs, "seqs", MAX_COUNT);
+  if (flags.kvUnified) s.kvUnified = true;
+  if (flags.ubatch !== undefined) s.ubatch = parseCount(flags.ubatch, "ubatch", MAX_COUNT);
+  if (flags.flashAttn !== undefined) s.flashAttn = parseOnOff(flags.flashAttn, "flash-attn");
+  if (flags.swaFull) s.swaFull = true;
+  if (flags.typeK !== undefined) s.typeK = flags.typeK.toLowerCase();
+  if (flags.typeV !== undefined) s.typeV = flags.typeV.toLowerCase();
+  if (flags.llamaCppBuild !== undefined) s.llamaCppBuild = parseInteger(flags.llamaCppBuild.replace(/^b/i, ""), "llama-cpp-build", 1, 1e6);
+  if (flags.gpuMemoryUtilization !== undefined) s.gpuMemoryUtilization = parseFraction(flags.gpuMemoryUtilization, "gpu-memory-utilization");
+  if (flags.tp !== undefined) s.tensorParallel = parseInteger(flags.tp, "tp", 1, 1024);
+  if (flags.kvCacheDtype !== undefined) s.kvCacheDtype = flags.kvCacheDtype.toLowerCase();
+  if (flags.blockSize !== undefined) s.blockSize = parseInteger(flags.blockSize, "block-size", 1, 1 << 16);
+  if (flags.contextWindow !== undefined) s.contextWindowSize = parseWindow(flags.contextWindow, "context-window");
+  if (flags.slidingWindow !== undefined) s.slidingWindowSize = parseWindow(flags.slidingWindow, "sliding-window");
+  if (flags.sinks !== undefined) s.attentionSinkSize = parseInteger(flags.sinks, "sinks", 0);
+  if (flags.prefillChunk !== undefined) s.prefillChunkSize = parseCount(flags.prefillChunk, "prefill-chunk", MAX_COUNT);
+  if (flags.pageSize !== undefined) s.pageSize = parseInteger(flags.pageSize, "page-size", 1, 1 << 16);
+  if (flags.codec !== undefined) s.codec = flags.codec.toLowerCase();
+  const budgetBytes = flags.budget !== undefined ? parseBytes(flags.budget, "budget") : undefined;
+  if (budgetBytes !== undefined) s.budgetBytes = budgetBytes;
+  return { engine, settings: s, budgetBytes, quant: flags.quant };
+}
