@@ -305,7 +305,9 @@ describe("kvbound fit / rank / list", () => {
     }
     for (const m of models.slice(0, firstMiss)) expect(m.bytes).toBeLessThanOrEqual(8 * 1024 ** 3);
     const text = await run("rank", "--budget", "8GiB", "--ctx", "32k");
-    expect(text.out).toMatch(/does not fit \(\d+\), closest first:/);
+    expect(text.out).toMatch(/cannot hold the context \(\d+\), closest first:/);
+    // smollm2-135m fits 8 GiB many times over but was trained at 8k: demoted with that reason
+    expect(models.find((m) => m.id === "smollm2-135m").reason).toMatch(/trained at 8192 tokens/);
     expect(text.out).toContain("deepseek-v3");
   });
 

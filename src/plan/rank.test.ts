@@ -71,6 +71,16 @@ describe("rankModels", () => {
     expect(r.models[0]?.id).toBe("medium");
   });
 
+  it("demotes a model whose memory fits but whose training context is shorter than ctx", () => {
+    const short = { ...spec("Short", 16, 1e9, 1 * GIB), nCtxTrain: 2048 };
+    const reg: RankRegistry = { list: () => [{ id: "short", name: "Short", weights: { Q4_K_M: 1 }, defaultQuant: "Q4_K_M" }], spec: () => short };
+    const r = rankModels({ engine: "llama.cpp", budgetBytes: 8 * GIB, ctx: 8192 }, reg, ENGINE_RULES);
+    expect(r.models[0]?.fits).toBe(false);
+    expect(r.models[0]?.reason).toMatch(/trained at 2048 tokens/);
+    // 16 layers x 8192 cells x 2 x 1024 x 2 B = 512 MiB KV + 1 GiB weights (+ compute): the memory itself fits
+    expect(r.models[0]?.headroomBytes).toBeGreaterThan(0);
+  });
+
   it("orders misses by smallest shortfall and full fits before sliding fits", () => {
     const base = { id: "a", name: "a", quant: "q", params: 1, kvSetting: "", bytes: 0, reason: "" };
     const fullSmall = { ...base, id: "full-small", fits: true, bounded: false, headroomBytes: 1, params: 1 };

@@ -85,7 +85,15 @@ export function rankModels(request: RankRequest, registry: RankRegistry = DEFAUL
       models.push(demoted(entry, q, spec.params, 0, null, `${err.name}: ${err.message}`));
       continue;
     }
-    if (result.fits) {
+    if (result.fits && spec.nCtxTrain !== null && ctx > spec.nCtxTrain) {
+      // Memory is not the only limit: past its training context a model's attention degrades (or
+      // needs RoPE scaling it was not tuned for), so it cannot really hold `ctx` tokens.
+      const headroom = engine === "vllm" ? vllmHeadroom(result.plan.extra, result.bytes) : fitReq.budgetBytes - result.bytes;
+      models.push(
+        demoted(entry, q, spec.params, result.bytes, headroom,
+          `trained at ${spec.nCtxTrain} tokens: ${ctx} is past its training context (the memory would fit: ${result.note})`),
+      );
+    } else if (result.fits) {
       const headroom = engine === "vllm" ? vllmHeadroom(result.plan.extra, result.bytes) : fitReq.budgetBytes - result.bytes;
       models.push({
         id: entry.id,

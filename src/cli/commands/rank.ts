@@ -55,7 +55,7 @@ export function renderRank(result: RankResult, engine: string): string {
     out.push("");
   }
   if (demoted.length > 0) {
-    out.push(`does not fit (${demoted.length}), closest first:`);
+    out.push(`cannot hold the context (${demoted.length}), closest first:`);
     for (const m of demoted) out.push(`  ${m.id} ${m.quant} (${formatParams(m.params)}): ${m.reason}`);
     out.push("");
   }
