@@ -1,9 +1,52 @@
-// kvbound's public API. Every export is named here explicitly.
+// kvbound's public API (browser-safe: nothing here imports Node built-ins; Node-only helpers such as
+// reading a model from a local path live in "kvbound/node"). Every export is named explicitly.
 
 export * from "./errors.js";
+
+// Model facts
 export type { ModelSpec, LayerSpec, SwaType, WeightsSpec } from "./spec/model-spec.js";
 export { kvLayers, summarizeSpec } from "./spec/model-spec.js";
-export type { EngineName, KvCachePlan, KvPlan, MemoryPlan, PlanSettings, EnginePlanner } from "./plan/types.js";
-export { ENGINES } from "./plan/types.js";
+export { specFromGgufMetadata } from "./spec/from-gguf-metadata.js";
+export { specFromHfConfig } from "./spec/from-hf-config.js";
+export type { RegistryEntry } from "./spec/registry.js";
+export { listRegistry, findRegistryEntry, registrySpec, closeRegistryIds } from "./spec/registry.js";
+
+// GGUF
 export type { GgmlType } from "./gguf/ggml-types.js";
 export { GGML_TYPES, ggmlTypeById, ggmlTypeByName, ggmlRowBytes } from "./gguf/ggml-types.js";
+export type { GgufHeader, GgufTensorInfo, GgufValue, ReadGgufHeaderOptions } from "./gguf/header.js";
+export { readGgufHeader, readGgufHeaderFromSource } from "./gguf/header.js";
+export type { ByteSource } from "./gguf/readers/byte-source.js";
+export { blobSource, bytesSource } from "./gguf/readers/blob.js";
+export { httpSource } from "./gguf/readers/http.js";
+
+// Planning
+export type { EngineName, KvCachePlan, KvPlan, MemoryPlan, PlanSettings, EngineKvResult } from "./plan/types.js";
+export { ENGINES } from "./plan/types.js";
+export { planMemory, parseEngine, ENGINE_RULES, DEFAULT_ENGINE } from "./plan/plan.js";
+export type { PlanRequest, EngineRule, EngineRules } from "./plan/plan.js";
+export { llamaCppKv, formatMiB, LLAMA_CPP_CACHE_TYPES } from "./plan/llama-cpp.js";
+export { llamaCppRules, LLAMA_CPP_RULE_HISTORY } from "./plan/llama-cpp-builds.js";
+export { vllmKv } from "./plan/vllm.js";
+export { webllmKv } from "./plan/webllm.js";
+export { kvboundKv, kvboundKvForConfig } from "./plan/kvbound.js";
+export { fitContexts, cheapestFor } from "./plan/fit.js";
+export type { FitRequest, FitResult, FitOption, CheapestResult } from "./plan/fit.js";
+export { rankModels } from "./plan/rank.js";
+export type { RankRequest, RankResult, RankedModel } from "./plan/rank.js";
+export { exportPlan, EXPORT_TARGETS } from "./plan/export.js";
+export type { ExportTarget } from "./plan/export.js";
+export { parseBytes, parseCount, formatBytes } from "./plan/parse.js";
+
+// The bounded cache
+export type { CacheConfig, CacheConfigInput, CachePolicy, CachePolicyInput, CacheModelShape, PositionsMode } from "./cache/config.js";
+export { resolveCacheConfig, uniformModelShape, cacheShapeFromSpec, CACHE_POLICY_KINDS } from "./cache/config.js";
+export type { ReserveResult, PagedKvCacheOptions } from "./cache/paged-kv-cache.js";
+export { PagedKvCache } from "./cache/paged-kv-cache.js";
+export type { CacheStats, SequenceStats } from "./cache/stats.js";
+export type { CodecKind, PageShape, PageStore } from "./cache/codecs/index.js";
+export { CODEC_KINDS, createPageStore, pageStoreBytes } from "./cache/codecs/index.js";
+export { denseAttention } from "./cache/dense-attention.js";
+export type { RopeSpec } from "./cache/rope.js";
+export { Rope } from "./cache/rope.js";
+export type { KvRun } from "./cache/runs.js";

@@ -2,6 +2,7 @@
 // conversion into PlanSettings. Commander only collects strings; every value is validated here
 // (src/plan/parse.ts) so a bad value is a typed InvalidSettingError (exit 1), not a usage error.
 
+import { CODEC_KINDS } from "../cache/codecs/types.js";
 import type { Command } from "commander";
 
 import { InvalidSettingError } from "../errors.js";
@@ -60,7 +61,7 @@ export function addSettingOptions(cmd: Command, opts: { withCtx?: boolean } = {}
     .option("--sinks <n>", "WebLLM/kvbound: attention_sink_size")
     .option("--prefill-chunk <n>", "WebLLM/kvbound: prefill_chunk_size")
     .option("--page-size <n>", "kvbound: tokens per KV page")
-    .option("--codec <name>", "kvbound: page codec (f32, f16, q8_0, q4_0...)");
+    .option("--codec <name>", `kvbound: page codec (${CODEC_KINDS.join(", ")})`);
 }
 
 /** Settings parsed from the shared flags, plus the engine and the budget (if any). */

@@ -352,7 +352,7 @@ function describe(
 ): void {
   notes.push(
     build === undefined
-      ? `current llama.cpp rules (${rules.pr}: ${rules.summary})`
+      ? `current llama.cpp rules (n_ctx padded to 256, SWA cells n_swa + n_ubatch; newest change: ${rules.pr})`
       : `llama.cpp b${build} rules: ${rules.summary} (${rules.pr}, from b${rules.fromBuild}${rules.pinned ? "" : ", estimated"})`,
   );
   if (main.nCtx !== ctx) notes.push(`n_ctx ${ctx} padded to ${main.nCtx} (multiple of ${main.padding}${main.streams > 1 ? ` per stream` : ""})`);
