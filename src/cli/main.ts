@@ -12,6 +12,7 @@ import { KvboundError } from "../errors.js";
 import { fitCommand, type FitFlags } from "./commands/fit.js";
 import { planCommand, type PlanFlags } from "./commands/plan.js";
 import { listCommand, rankCommand, type RankFlags } from "./commands/rank.js";
+import { registerServe } from "./commands/serve.js";
 import { addSettingOptions } from "./options.js";
 
 /** Where the CLI writes, and what it may reach: tests pass collectors and a local fetch. */
@@ -80,6 +81,8 @@ function buildProgram(io: CliIo, setExit: (code: number) => void): Command {
     .action((flags: { json?: boolean }) => {
       setExit(listCommand(flags, io));
     });
+
+  registerServe(program, io, setExit);
 
   return program;
 }
