@@ -51,9 +51,9 @@ export default defineConfig({
   root: webRoot,
   base: "./",
   plugins: [noNodeFileReader()],
-  // Typed errors are shown by class name (err.name = new.target.name): keep class names.
-  esbuild: { keepNames: true },
   build: {
+    // Typed errors are shown by class name (err.name = new.target.name): keep class names.
+    rolldownOptions: { output: { keepNames: true } },
     outDir: fileURLToPath(new URL("../dist/web", import.meta.url)),
     emptyOutDir: true,
     target: "es2022",
