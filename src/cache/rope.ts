@@ -12,12 +12,27 @@ export interface RopeSpec {
   readonly invFreq?: readonly number[];
   /** Multiplies cos and sin (YaRN's attention factor); default 1. */
   readonly mscale?: number;
+  /**
+   * Round frequencies and angles to float32 as llama2.c's run.c (and the PyTorch code that trained
+   * its models) does: `val = (float)pos * freq`. Default false: angles in float64, which keeps the
+   * cache's per-run query rotation exact at any position. The two differ once pos * freq is large
+   * (about 1e-3 in NLL past 1.5k positions on stories260K); set it to reproduce an f32 reference.
+   */
+  readonly angleF32?: boolean;
 }
 
 export class Rope {
   readonly spec: RopeSpec;
   readonly headDim: number;
   private readonly invFreq: Float64Array; // [nRot/2]
+  // cos/sin of the two most recently used positions, [2][nRot/2]. Every layer rotates a new token's
+  // key by the same position, and decode attention rotates the query by one or two positions (see
+  // runs.ts), so computing the table once per position instead of once per call removes nearly all
+  // Math.cos/sin from the token path (measured in bench/cache.ts, docs/RESULTS.md).
+  private readonly cos: Float64Array;
+  private readonly sin: Float64Array;
+  private readonly cachedPos = [NaN, NaN];
+  private lastSlot = 0;
 
   constructor(spec: RopeSpec, headDim: number) {
     if (spec.nRot % 2 !== 0 || spec.nRot > headDim || spec.nRot <= 0) {
@@ -28,19 +43,49 @@ export class Rope {
     const half = spec.nRot / 2;
     this.invFreq = new Float64Array(half);
     for (let i = 0; i < half; i++) {
-      this.invFreq[i] = spec.invFreq?.[i] ?? Math.pow(spec.freqBase, (-2 * i) / spec.nRot);
+      const f = spec.invFreq?.[i] ?? Math.pow(spec.freqBase, (-2 * i) / spec.nRot);
+      this.invFreq[i] = spec.angleF32 ? Math.fround(f) : f;
     }
+    this.cos = new Float64Array(2 * half);
+    this.sin = new Float64Array(2 * half);
+  }
+
+  /** Offset of `pos`'s row in the cos/sin tables, computing the row on a miss (least recently used slot). */
+  private table(pos: number): number {
+    const half = this.spec.nRot / 2;
+    const cp = this.cachedPos;
+    if (cp[this.lastSlot] === pos) return this.lastSlot * half;
+    const other = 1 - this.lastSlot;
+    this.lastSlot = other;
+    if (cp[other] === pos) return other * half;
+    cp[other] = pos;
+    const m = this.spec.mscale ?? 1;
+    const base = other * half;
+    for (let i = 0; i < half; i++) {
+      if (this.spec.angleF32) {
+        // cosf/sinf of a float angle, as run.c computes them
+        const theta = Math.fround(pos * this.invFreq[i]!);
+        this.cos[base + i] = Math.fround(Math.cos(theta)) * m;
+        this.sin[base + i] = Math.fround(Math.sin(theta)) * m;
+      } else {
+        const theta = pos * this.invFreq[i]!;
+        this.cos[base + i] = Math.cos(theta) * m;
+        this.sin[base + i] = Math.sin(theta) * m;
+      }
+    }
+    return base;
   }
 
   /** Rotates `nHeads` consecutive heads of `headDim` values starting at `x[off]` by position `pos`. */
   rotate(x: Float32Array, off: number, nHeads: number, pos: number): void {
     const half = this.spec.nRot / 2;
-    const m = this.spec.mscale ?? 1;
     const neox = this.spec.neox;
+    const t = this.table(pos);
+    const cos = this.cos;
+    const sin = this.sin;
     for (let i = 0; i < half; i++) {
-      const theta = pos * this.invFreq[i]!;
-      const c = Math.cos(theta) * m;
-      const s = Math.sin(theta) * m;
+      const c = cos[t + i]!;
+      const s = sin[t + i]!;
       for (let h = 0; h < nHeads; h++) {
         const base = off + h * this.headDim;
         const a = neox ? base + i : base + 2 * i;

@@ -11,6 +11,10 @@ import { Command, CommanderError } from "commander";
 import { KvboundError } from "../errors.js";
 import { fitCommand, type FitFlags } from "./commands/fit.js";
 import { planCommand, type PlanFlags } from "./commands/plan.js";
+import { registerBench } from "./commands/bench.js";
+import { registerChat } from "./commands/chat.js";
+import { registerPpl } from "./commands/ppl.js";
+import { registerRun } from "./commands/run.js";
 import { listCommand, rankCommand, type RankFlags } from "./commands/rank.js";
 import { registerServe } from "./commands/serve.js";
 import { addSettingOptions } from "./options.js";
@@ -81,6 +85,11 @@ function buildProgram(io: CliIo, setExit: (code: number) => void): Command {
     .action((flags: { json?: boolean }) => {
       setExit(listCommand(flags, io));
     });
+
+  registerPpl(program, io, setExit);
+  registerRun(program, io, setExit);
+  registerChat(program, io, setExit);
+  registerBench(program, io, setExit);
 
   registerServe(program, io, setExit);
 

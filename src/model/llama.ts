@@ -104,8 +104,10 @@ export class LlamaModel {
   private readonly hb2: Float32Array; // [nFf]
   private readonly embdRow: Float32Array; // [nEmbd]
 
-  constructor(readonly header: GgufHeader, data: Uint8Array) {
-    const hp = llamaHParams(header);
+  /** `options.rope` overrides RoPE settings read from the metadata (e.g. `angleF32` to reproduce an f32 reference). */
+  constructor(readonly header: GgufHeader, data: Uint8Array, options: { rope?: Partial<RopeSpec> } = {}) {
+    const read = llamaHParams(header);
+    const hp: LlamaHParams = options.rope ? { ...read, rope: { ...read.rope, ...options.rope } } : read;
     this.hp = hp;
     const w = new WeightSet(header, data);
     const qDim = hp.nHead * hp.headDim;

@@ -1,0 +1,163 @@
+// `kvbound run | chat | bench` end to end, and the cache flags they share with `kvbound ppl`.
+// Expected ids are the llama2.c golden outputs (../shared/golden/README.md).
+
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+import { Command } from "commander";
+import { beforeAll, describe, expect, it } from "vitest";
+
+import { addCacheFlags, cacheConfigFromFlags } from "../src/cli/cache-flags.js";
+import { chatCommand } from "../src/cli/commands/chat.js";
+import { main } from "../src/cli/main.js";
+import { loadModel } from "../src/engine/load-model.js";
+import { InvalidSettingError } from "../src/errors.js";
+import { requireShared, sharedPath } from "./helpers/shared.js";
+
+const REPO = fileURLToPath(new URL("..", import.meta.url));
+const MODEL_REL = "../shared/models/stories260K.gguf";
+const have = requireShared("models/stories260K.gguf") && requireShared("golden/stories260K-greedy.json");
+
+async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = "";
+  let err = "";
+  const code = await main(argv, { stdout: (s) => void (out += s), stderr: (s) => void (err += s) });
+  return { code, out, err };
+}
+
+describe("cache flags", () => {
+  it("map to a CacheConfigInput", () => {
+    expect(cacheConfigFromFlags({})).toEqual({ contextWindowSize: 4096 });
+    expect(cacheConfigFromFlags({}, 512)).toEqual({ contextWindowSize: 512 });
+    expect(cacheConfigFromFlags({ contextWindow: "8k", codec: "F16", pageSize: "32", budget: "64MiB" })).toEqual({
+      contextWindowSize: 8192,
+      codec: "f16",
+      pageSize: 32,
+      budgetBytes: 64 * 1024 * 1024,
+    });
+    expect(cacheConfigFromFlags({ slidingWindow: "1024", sinks: "4", policy: "h2o", prefillChunk: "128" })).toEqual({
+      slidingWindowSize: 1024,
+      attentionSinkSize: 4,
+      policy: { kind: "h2o" },
+      prefillChunkSize: 128,
+    });
+    // An evicting policy alone means a sliding window of the default size.
+    expect(cacheConfigFromFlags({ policy: "fifo" }, 256)).toEqual({ slidingWindowSize: 256, policy: { kind: "fifo" } });
+    expect(cacheConfigFromFlags({ sinks: "0", slidingWindow: "64" })).toEqual({ slidingWindowSize: 64, attentionSinkSize: 0 });
+  });
+
+  it("refuse bad values with InvalidSettingError", () => {
+    expect(() => cacheConfigFromFlags({ policy: "lru" })).toThrow(InvalidSettingError);
+    expect(() => cacheConfigFromFlags({ codec: "q4_0" })).toThrow(InvalidSettingError);
+    expect(() => cacheConfigFromFlags({ contextWindow: "-5" })).toThrow(InvalidSettingError);
+    expect(() => cacheConfigFromFlags({ sinks: "x" })).toThrow(InvalidSettingError);
+    expect(() => cacheConfigFromFlags({ budget: "lots" })).toThrow(InvalidSettingError);
+  });
+
+  it("are declared on a command under the documented names", () => {
+    const cmd = addCacheFlags(new Command("x"));
+    const names = cmd.options.map((o) => o.long);
+    for (const n of ["--context-window", "--sliding-window", "--sinks", "--policy", "--codec", "--page-size", "--budget", "--prefill-chunk"]) {
+      expect(names).toContain(n);
+    }
+  });
+});
+
+describe.skipIf(!have)("kvbound run | chat | bench on stories260K", () => {
+  let golden: { promptIds: number[]; greedyIds: number[] };
+  beforeAll(() => {
+    golden = JSON.parse(readFileSync(sharedPath("golden/stories260K-greedy.json"), "utf8"));
+  });
+
+  it("run --json prints promptIds, the golden greedy ids, text and stats", async () => {
+    const r = await cli("run", "--model", MODEL_REL, "--prompt", "Once upon a time", "--max-tokens", "40", "--temperature", "0", "--codec", "f32", "--json");
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.promptIds).toEqual(golden.promptIds);
+    expect(j.ids).toEqual(golden.greedyIds.slice(0, 40));
+    expect(typeof j.text).toBe("string");
+    expect(j.stats.finishReason).toBe("length");
+    expect(j.stats.tokensHeld).toBe(5 + 39);
+    expect(j.stats.cache.codec).toBe("f32");
+  });
+
+  it("run streams the prompt and its continuation, and a summary on stderr", async () => {
+    const r = await cli("run", "--model", MODEL_REL, "--prompt", "Once upon a time", "--max-tokens", "8", "--temperature", "0");
+    expect(r.code).toBe(0);
+    expect(r.out.startsWith("Once upon a time, there was a little girl")).toBe(true);
+    expect(r.err).toMatch(/8 tokens, finish length/);
+  });
+
+  it("run refuses a prompt longer than --context-window (exit 1, typed error)", async () => {
+    const r = await cli("run", "--model", MODEL_REL, "--prompt", "Once upon a time there was a little girl", "--context-window", "4");
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/ContextWindowSizeExceededError/);
+    const bad = await cli("run", "--model", MODEL_REL, "--prompt", "x", "--policy", "lru");
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/InvalidSettingError/);
+  });
+
+  it("run with a sliding window decodes past the window", async () => {
+    const r = await cli("run", "--model", MODEL_REL, "--prompt", "Once upon a time", "--max-tokens", "100", "--temperature", "0", "--sliding-window", "32", "--sinks", "4", "--json");
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.ids.length).toBe(100);
+    expect(j.stats.tokensHeld).toBe(32);
+    expect(j.stats.evictions).toBeGreaterThan(0);
+  });
+
+  it("bench --json reports speeds and memory", async () => {
+    const r = await cli("bench", "--model", MODEL_REL, "--prompt-tokens", "32", "--gen-tokens", "32", "--repetitions", "1", "--json");
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.prefillTokensPerSecond).toBeGreaterThan(0);
+    expect(j.decodeTokensPerSecond).toBeGreaterThan(0);
+    expect(j.cacheBytesReserved).toBeGreaterThanOrEqual(j.cacheBytesUsed);
+    expect(j.rssBytes).toBeGreaterThan(0);
+    // stories260K: 1.12 MiB of f32 tensors (its header's sum, see ../shared/models/PROVENANCE.md).
+    expect(j.weightsBytes).toBeGreaterThan(1_000_000);
+  });
+
+  it("chat (in process) reuses the first turn's tokens in the second", async () => {
+    let out = "";
+    let err = "";
+    async function* lines() {
+      yield "Once upon a time";
+      yield "The end.";
+    }
+    const code = await chatCommand(
+      { model: MODEL_REL, maxTokens: "10", temperature: "0", codec: "f32" },
+      { stdout: (s) => void (out += s), stderr: (s) => void (err += s) },
+      lines(),
+    );
+    expect(code).toBe(0);
+    const { tokenizer } = await loadModel(sharedPath("models/stories260K.gguf"));
+    const promptText = tokenizer.decode(golden.promptIds);
+    const expected = tokenizer.decode([...golden.promptIds, ...golden.greedyIds.slice(0, 10)]).slice(promptText.length);
+    expect(out.split("\n")[0]).toBe(expected);
+    const mem = err.split("\n").filter((l) => l.startsWith("[cache"));
+    expect(mem.length).toBe(2);
+    expect(mem[0]).toMatch(/reused 0, prefilled 5 tokens/);
+    // Turn 2 reuses the prompt and the 9 fed reply tokens.
+    expect(mem[1]).toMatch(/reused 14, /);
+  });
+
+  it("chat as a child process: two piped lines, two streamed replies with memory lines", async () => {
+    const child = spawn("npx", ["tsx", "src/cli/main.ts", "chat", "--model", MODEL_REL, "--max-tokens", "12", "--temperature", "0"], {
+      cwd: REPO,
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    child.stdin.end("Once upon a time\nThe cat sat on the mat.\n");
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    expect(code).toBe(0);
+    const replies = out.split("\n").filter((l) => l.length > 0);
+    expect(replies.length).toBe(2);
+    expect(replies[0]!.startsWith(", there was a little girl")).toBe(true);
+    expect(err.match(/\[cache .* tokens held, 0 evicted/g)?.length).toBe(2);
+  }, 30_000);
+});
