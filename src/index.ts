@@ -50,3 +50,22 @@ export { denseAttention } from "./cache/dense-attention.js";
 export type { RopeSpec } from "./cache/rope.js";
 export { Rope } from "./cache/rope.js";
 export type { KvRun } from "./cache/runs.js";
+
+// Running models
+export type { LlamaHParams, KvBackend } from "./model/llama.js";
+export { LlamaModel, llamaHParams, SUPPORTED_ARCHS } from "./model/llama.js";
+export type { Tokenizer } from "./model/tokenizer/index.js";
+export { createTokenizer, tokenizerSettings } from "./model/tokenizer/index.js";
+export { renderChatTemplate } from "./model/chat-template.js";
+export type { ChatMessage } from "./model/chat-template.js";
+export { parseModelRef, hfResolveUrl } from "./model/model-ref.js";
+export { createModelCache, CacheKv } from "./engine/cache-kv.js";
+export type { ModelSource, LoadModelOptions, LoadedModel } from "./engine/load-model.js";
+export { loadModel } from "./engine/load-model.js";
+export { Session } from "./engine/session.js";
+export type { GenerateOptions, GenerateEvent, TokenEvent, DoneEvent, FinishReason, TokenStats } from "./engine/generate.js";
+export { Sampler } from "./engine/sampler.js";
+export type { SamplerSettings } from "./engine/sampler.js";
+export type { PerplexityOptions, PerplexityResult, PerplexitySegment } from "./engine/perplexity.js";
+export { perplexity, nllOf, rangePerplexity } from "./engine/perplexity.js";
+export { splitDocuments, encodeTextStream } from "./engine/text-stream.js";
