@@ -62,10 +62,12 @@ export class AttentionScratch {
   readonly scores: Float32Array; // [nHead][window]
   readonly qRot: Float32Array; // [nHead][maxHeadDimK]
   readonly wAvg: Float32Array; // [window]
+  readonly acc4: Float64Array; // [4 * pageSize] partial sums of the stores' dotRun4
   readonly window: number;
 
-  constructor(nHead: number, window: number, maxHeadDimK: number) {
+  constructor(nHead: number, window: number, maxHeadDimK: number, pageSize = 16) {
     this.window = window;
+    this.acc4 = new Float64Array(4 * pageSize);
     this.scores = new Float32Array(nHead * window);
     this.qRot = new Float32Array(nHead * maxHeadDimK);
     this.wAvg = new Float32Array(window);
@@ -109,6 +111,10 @@ export function attendRuns(
   const scores = scratch.scores;
   const qRot = scratch.qRot;
   const qStride = nHead * dk;
+  // GQA fast path: when groups come in fours, four query heads share one pass over each run.
+  const acc4 = scratch.acc4;
+  const grouped4 = group % 4 === 0 && kStore.dotRun4 !== undefined && acc4.length >= 4 * kStore.shape.pageSize;
+  const grouped4V = group % 4 === 0 && vStore.axpyRun4 !== undefined && acc4.length >= 4 * vStore.shape.pageSize;
   for (let qi = 0; qi < nQuery; qi++) {
     const self = held - nQuery + qi; // retained index of the query's own token
     // The query's attention position: from the run that holds its own token.
@@ -135,8 +141,14 @@ export function attendRuns(
       }
       const page = runs.page[r]!;
       const slot = runs.slotStart[r]!;
-      for (let h = 0; h < nHead; h++) {
-        kStore.dotRun(page, slot, len, (h / group) | 0, qRot, h * dk, scores, h * W + idx);
+      if (grouped4) {
+        for (let h = 0; h < nHead; h += 4) {
+          kStore.dotRun4!(page, slot, len, (h / group) | 0, qRot, h * dk, dk, scores, h * W + idx, W, acc4);
+        }
+      } else {
+        for (let h = 0; h < nHead; h++) {
+          kStore.dotRun(page, slot, len, (h / group) | 0, qRot, h * dk, scores, h * W + idx);
+        }
       }
     }
     // Softmax per head over the visible tokens; weights normalized in place (the hook reads them).
@@ -165,8 +177,14 @@ export function attendRuns(
       const len = Math.min(runs.length[r]!, nVis - idx);
       const page = runs.page[r]!;
       const slot = runs.slotStart[r]!;
-      for (let h = 0; h < nHead; h++) {
-        vStore.axpyRun(page, slot, len, (h / group) | 0, scores, h * W + idx, out, oBase + h * dv);
+      if (grouped4V) {
+        for (let h = 0; h < nHead; h += 4) {
+          vStore.axpyRun4!(page, slot, len, (h / group) | 0, scores, h * W + idx, W, out, oBase + h * dv, dv, acc4);
+        }
+      } else {
+        for (let h = 0; h < nHead; h++) {
+          vStore.axpyRun(page, slot, len, (h / group) | 0, scores, h * W + idx, out, oBase + h * dv);
+        }
       }
     }
     if (hook !== null) {

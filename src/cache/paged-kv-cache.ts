@@ -117,7 +117,7 @@ export class PagedKvCache {
     this.gather = new Float32Array(config.pageSize * maxStride);
     this.posScratch = new Int32Array(this.window);
     this.runs = new RunTable(this.window);
-    this.attnScratch = new AttentionScratch(model.nHead, this.window, maxK);
+    this.attnScratch = new AttentionScratch(model.nHead, this.window, maxK, config.pageSize);
     const nLayer = model.layers.length;
     this.hook = this.policy.usesScores
       ? (qi, nQuery, w, nVisible) => this.policy.observe(this.hookSeq!.scores!, this.hookLayer, nLayer, qi, nQuery, w, nVisible)

@@ -35,6 +35,22 @@ export interface PageStore {
   dotRun(page: number, slotStart: number, n: number, kvHead: number, q: Float32Array, qOff: number, out: Float32Array, outOff: number): void;
   /** Values: `out[outOff .. outOff+headDim) += sum_t w[wOff + t] * value(page, slotStart + t, kvHead)`, t < n. */
   axpyRun(page: number, slotStart: number, n: number, kvHead: number, w: Float32Array, wOff: number, out: Float32Array, outOff: number): void;
+  /**
+   * Optional GQA fast paths: four query heads that share `kvHead`, in one pass over the run (each
+   * key/value is loaded once for the four, instead of once per head). Query head j's vector is at
+   * `q[qOff + j*qStride]`, its scores at `out[outOff + j*outStride]` (dotRun4), its weights at
+   * `w[wOff + j*wStride]` and its output at `out[outOff + j*outStride]` (axpyRun4). `acc` is the
+   * caller's f64 scratch of at least 4 * pageSize (partial sums, or weights times scales). Results equal four dotRun / axpyRun calls up
+   * to f64/f32 summation order. Codecs without them are called per head.
+   */
+  dotRun4?(
+    page: number, slotStart: number, n: number, kvHead: number,
+    q: Float32Array, qOff: number, qStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
+  ): void;
+  axpyRun4?(
+    page: number, slotStart: number, n: number, kvHead: number,
+    w: Float32Array, wOff: number, wStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
+  ): void;
   /** Decodes one token's `[nHeadKv][headDim]` values (tests, references, snapshots). */
   readToken(page: number, slot: number, out: Float32Array, outOff: number): void;
 
