@@ -3,7 +3,7 @@
 
 import { el, replaceChildren } from "./dom.js";
 
-export type PageId = "planner";
+export type PageId = "planner" | "live";
 
 interface PageLink {
   readonly id: PageId;
@@ -11,7 +11,10 @@ interface PageLink {
   readonly title: string;
 }
 
-export const PAGES: readonly PageLink[] = [{ id: "planner", href: "./index.html", title: "Planner" }];
+export const PAGES: readonly PageLink[] = [
+  { id: "planner", href: "./index.html", title: "Planner" },
+  { id: "live", href: "./live.html", title: "Live" },
+];
 
 /** Fills the page's <nav id="site-nav"> with links, marking the current page. */
 export function renderNav(current: PageId): void {

@@ -1,0 +1,272 @@
+// The live page in Chromium: vite builds web/ once, `kvbound serve`'s server serves it (with
+// stories260K copied in as models/stories260K.gguf) on 127.0.0.1, and playwright-core drives
+// Debian's /usr/bin/chromium. Checks that the worker generates, that a small sliding window keeps
+// the cache bytes flat (hand-computed page bytes), that Stop aborts, that a typed error from the
+// worker is shown by name, that a hostile GGUF's strings stay text, the 390 px layout and the
+// keyboard. Screenshots go to test-artifacts/. Without Chromium: skip locally, FAIL under CI; the
+// same for ../shared/models/stories260K.gguf (requireShared).
+
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { chromium, type Browser, type Page } from "playwright-core";
+import { build } from "vite";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { startStaticServer, type StaticServer } from "../../src/cli/commands/serve.js";
+import { gv, writeGguf } from "../fixtures/gguf-writer.js";
+import { requireShared, sharedPath } from "../helpers/shared.js";
+
+const CHROMIUM = "/usr/bin/chromium";
+const haveChromium = existsSync(CHROMIUM);
+const ARTIFACTS = fileURLToPath(new URL("../../test-artifacts/", import.meta.url));
+const VITE_CONFIG = fileURLToPath(new URL("../../web/vite.config.ts", import.meta.url));
+const MODEL_REL = "models/stories260K.gguf";
+
+const LAUNCH_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  // Nothing but the local server resolves: the page must work offline (no CDN).
+  "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+];
+
+// Hand computation for stories260K (karpathy/llama2.c's 260K model, as converted to GGUF: dim 64,
+// 5 layers, 8 heads, 4 KV heads, so head_dim 64 / 8 = 8). One f16 page of 16 tokens holds
+// 16 tokens x 5 layers x 4 KV heads x 8 dims x 2 (K and V) x 2 bytes = 10,240 bytes.
+const PAGE_BYTES = 16 * 5 * 4 * 8 * 2 * 2;
+// A sliding window of 64 with 4 sinks: the sinks stay on page 0 (its other slots are evicted but
+// the page is kept), the 60 recent tokens span at most ceil(60 / 16) + 1 = 5 pages when they do
+// not start on a page boundary: 6 pages at most, however long the run.
+const WINDOW_64_PEAK = 6 * PAGE_BYTES;
+
+const HOSTILE = `<img src=x onerror="window.__pwned=1">`;
+
+/** A GGUF whose name, chat template and tokens carry markup (and no tensors: loading it must fail, typed). */
+function hostileGguf(): Buffer {
+  const { bytes } = writeGguf({
+    metadata: [
+      ["general.architecture", gv.str("llama")],
+      ["general.name", gv.str(`${HOSTILE} evil model`)],
+      ["llama.block_count", gv.u32(2)],
+      ["llama.context_length", gv.u32(256)],
+      ["llama.embedding_length", gv.u32(64)],
+      ["llama.feed_forward_length", gv.u32(128)],
+      ["llama.attention.head_count", gv.u32(8)],
+      ["llama.attention.head_count_kv", gv.u32(4)],
+      ["tokenizer.chat_template", gv.str(`{{ '${HOSTILE}' }}{% for m in messages %}{{ m.content }}{% endfor %}`)],
+      ["tokenizer.ggml.tokens", gv.arr("string", [gv.str(HOSTILE), gv.str("<script>window.__pwned=2</script>"), gv.str("ok")])],
+    ],
+  });
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+const runBrowser = haveChromium || Boolean(process.env.CI);
+// Under CI a missing model throws here (the file's tests fail); locally it skips them.
+let modelMissing: Error | null = null;
+let haveModel = false;
+try {
+  haveModel = runBrowser && requireShared(MODEL_REL);
+} catch (err) {
+  modelMissing = err as Error;
+}
+const runModel = haveModel || modelMissing !== null;
+
+describe.skipIf(!runBrowser)("live page in Chromium", () => {
+  let outDir: string;
+  let server: StaticServer;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    if (!haveChromium) throw new Error(`CI: ${CHROMIUM} is missing; install Debian's chromium (apt-get install -y chromium)`);
+    mkdirSync(ARTIFACTS, { recursive: true });
+    outDir = mkdtempSync(join(tmpdir(), "kvbound-live-"));
+    await build({ configFile: VITE_CONFIG, logLevel: "error", build: { outDir, emptyOutDir: true, sourcemap: false } });
+    if (haveModel) {
+      mkdirSync(join(outDir, "models"), { recursive: true });
+      copyFileSync(sharedPath(MODEL_REL), join(outDir, MODEL_REL));
+    }
+    server = await startStaticServer({ dir: outDir, port: 0 });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
+  }, 60_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+    if (outDir !== undefined) rmSync(outDir, { recursive: true, force: true });
+  });
+
+  async function open(width: number, height: number): Promise<{ page: Page; errors: string[] }> {
+    const page = await browser.newPage({ viewport: { width, height } });
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    page.on("console", (m) => {
+      if (m.type() === "error") errors.push(m.text());
+    });
+    await page.goto(`${server.url}live.html`);
+    await page.waitForSelector("html[data-ready=true]", { timeout: 10_000 });
+    return { page, errors };
+  }
+
+  async function loadStories(page: Page): Promise<void> {
+    if (modelMissing !== null) throw modelMissing;
+    await page.locator("#model-url").fill(MODEL_REL);
+    await page.locator("#load-url").click();
+    await page.waitForSelector("html[data-model=loaded]", { timeout: 15_000 });
+    expect(await page.locator("#model-arch").innerText()).toBe("llama");
+  }
+
+  /** Sets the cache and generation controls, runs, and waits for the finish reason. */
+  async function run(page: Page, s: { policy: string; window: number; sinks: number; maxTokens: number; temperature?: number }): Promise<{ tokens: number; bytes: number; peak: number; reserved: number }> {
+    await page.locator("#policy").selectOption(s.policy);
+    await page.locator("#window").fill(String(s.window));
+    if (await page.locator("#sinks").isEnabled()) await page.locator("#sinks").fill(String(s.sinks));
+    await page.locator("#max-tokens").fill(String(s.maxTokens));
+    await page.locator("#temperature").fill(String(s.temperature ?? 0));
+    await page.locator("#generate").click();
+    await page.waitForSelector("#stat-finish[data-finish=length]", { timeout: 20_000 });
+    const num = async (sel: string, attr: string) => Number(await page.locator(sel).getAttribute(attr));
+    return {
+      tokens: await num("#stat-tokens", "data-tokens"),
+      bytes: await num("#stat-bytes", "data-bytes"),
+      peak: await num("#stat-peak", "data-bytes"),
+      reserved: await num("#stat-reserved", "data-bytes"),
+    };
+  }
+
+  it.skipIf(!runModel)("generates stories260K in a worker; a 64-token sliding window keeps the cache bytes flat", async () => {
+    const { page, errors } = await open(1280, 800);
+    expect(await page.evaluate(() => self.crossOriginIsolated)).toBe(true);
+    await loadStories(page);
+
+    const r100 = await run(page, { policy: "sliding", window: 64, sinks: 4, maxTokens: 100 });
+    expect(r100.tokens).toBe(100);
+    expect((await page.locator("#output").innerText()).length).toBeGreaterThan(50);
+    const r300 = await run(page, { policy: "sliding", window: 64, sinks: 4, maxTokens: 300 });
+    expect(r300.tokens).toBe(300);
+    // Flat: the peak after 300 tokens is the peak after 100 (the window filled by token ~60), the
+    // hand-computed 6 pages, and the bytes at the end are 5 or 6 pages, under the reserved pool.
+    expect(r100.peak).toBe(WINDOW_64_PEAK);
+    expect(r300.peak).toBe(r100.peak);
+    expect([5 * PAGE_BYTES, 6 * PAGE_BYTES]).toContain(r100.bytes);
+    expect([5 * PAGE_BYTES, 6 * PAGE_BYTES]).toContain(r300.bytes);
+    expect(r300.bytes).toBeLessThanOrEqual(r300.reserved);
+    expect(Number(await page.locator("#stat-evictions").getAttribute("data-evictions"))).toBeGreaterThanOrEqual(300 - 64);
+    // The samples table (the chart's data as text) says the same at tokens 100..300.
+    const sampled = await page.locator("#samples tbody tr").evaluateAll((rows) => rows.map((r) => [Number(r.getAttribute("data-token")), Number(r.getAttribute("data-bytes"))]));
+    const late = sampled.filter(([t]) => t! >= 100);
+    expect(late.map(([t]) => t)).toEqual([100, 150, 200, 250, 300]);
+    for (const [, b] of late) expect(b).toBeLessThanOrEqual(WINDOW_64_PEAK);
+    // The page map: 4 sink slots, the rest of the 64 held tokens in the window, drawn on a canvas.
+    expect(await page.locator("#role-sink").getAttribute("data-slots")).toBe("4");
+    expect(await page.locator("#role-window").getAttribute("data-slots")).toBe("60");
+    // The pool is sized for the window's worst case, the same 6 pages: the map draws all of them.
+    expect(await page.locator("#cache-map").getAttribute("data-pages")).toBe("6");
+    expect(await page.locator("#bytes-chart canvas").count()).toBeGreaterThan(0);
+    expect(Number(await page.locator("#stat-tps").getAttribute("data-tps"))).toBeGreaterThan(0);
+    await page.screenshot({ path: join(ARTIFACTS, "live-1280x800.png"), fullPage: true });
+
+    // Without eviction (context window 512) the same 300 tokens grow the cache page by page: the
+    // prompt "Once upon a time" + 300 tokens is over 18 pages, three times the window's peak.
+    const ctx = await run(page, { policy: "context", window: 512, sinks: 0, maxTokens: 300 });
+    expect(ctx.peak).toBeGreaterThanOrEqual(19 * PAGE_BYTES);
+    expect(await page.locator("#role-sink").getAttribute("data-slots")).toBe("0");
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it.skipIf(!runModel)("stops a long generation, and shows a typed error from the worker by name", async () => {
+    const { page, errors } = await open(1280, 800);
+    await loadStories(page);
+    await page.locator("#window").fill("64");
+    await page.locator("#sinks").fill("4");
+    await page.locator("#max-tokens").fill("100000");
+    await page.locator("#temperature").fill("0.8");
+    await page.locator("#generate").click();
+    await page.waitForFunction(() => Number(document.querySelector("#stat-tokens")?.getAttribute("data-tokens")) > 20, undefined, { timeout: 10_000 });
+    expect(await page.locator("#generate").isDisabled()).toBe(true);
+    await page.locator("#stop").click();
+    await page.waitForSelector("#stat-finish[data-finish=abort]", { timeout: 5_000 });
+    expect(Number(await page.locator("#stat-tokens").getAttribute("data-tokens"))).toBeLessThan(100_000);
+    expect(await page.locator("#generate").isEnabled()).toBe(true);
+    expect(await page.locator("#stop").isDisabled()).toBe(true);
+
+    // sinks >= window: resolveCacheConfig throws AttentionSinkSizeError in the worker; it crosses
+    // as { name, code, message, details } and is shown as that class, with its code.
+    await page.locator("#sinks").fill("64");
+    await page.locator("#generate").click();
+    await page.waitForSelector("#error:not([hidden])");
+    expect(await page.locator("#error .error-name").innerText()).toBe("AttentionSinkSizeError");
+    expect(await page.locator("#error").innerText()).toMatch(/^AttentionSinkSizeError: attention_sink_size 64 is invalid with sliding_window_size 64/);
+    expect(await page.locator("#error .error-code").innerText()).toContain("ATTENTION_SINK_SIZE");
+    expect(await page.locator("#generate").isEnabled()).toBe(true);
+    await page.screenshot({ path: join(ARTIFACTS, "live-error.png"), fullPage: true });
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it("renders a hostile GGUF's name, chat template and tokens as text, and its load failure as a typed error", async () => {
+    const { page, errors } = await open(1280, 800);
+    await page.locator("#model-file").setInputFiles({ name: "hostile.gguf", mimeType: "application/octet-stream", buffer: hostileGguf() });
+    await page.waitForSelector("#error:not([hidden])", { timeout: 10_000 });
+    expect(await page.locator("#model-name").innerText()).toBe(`${HOSTILE} evil model`);
+    expect(await page.locator("#model-template").innerText()).toContain(HOSTILE);
+    expect(await page.locator("#model-tokens").innerText()).toContain("<script>window.__pwned=2</script>");
+    expect(await page.locator("#model-name").isVisible()).toBe(true);
+    // A file with no tensors cannot run: the worker's typed error, by class name (not a bare "Error").
+    expect(await page.locator("#error .error-name").innerText()).toBe("ModelConfigError");
+    expect(await page.locator("#error .error-message").innerText()).toContain("token_embd.weight is missing");
+    expect(await page.locator("#generate").isDisabled()).toBe(true);
+    expect(await page.evaluate(() => document.querySelectorAll("img").length)).toBe(0);
+    expect(await page.evaluate(() => document.querySelectorAll("main script").length)).toBe(0);
+    expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+    await page.screenshot({ path: join(ARTIFACTS, "live-hostile-gguf.png"), fullPage: true });
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it.skipIf(!runModel)("fits a 390 px wide viewport and works from the keyboard", async () => {
+    const { page, errors } = await open(390, 844);
+    const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    expect(await overflow()).toBeLessThanOrEqual(0);
+    const unlabeled = await page.evaluate(() =>
+      Array.from(document.querySelectorAll("input, select, textarea"))
+        .filter((c) => (c as HTMLInputElement).labels === null || (c as HTMLInputElement).labels!.length === 0)
+        .map((c) => c.id),
+    );
+    expect(unlabeled).toEqual([]);
+
+    // Keys only: Tab to the URL field, type, Enter loads; Tab on to Generate and press Enter.
+    if (modelMissing !== null) throw modelMissing;
+    await page.locator("body").focus();
+    const tabTo = async (id: string): Promise<boolean> => {
+      for (let i = 0; i < 40; i++) {
+        await page.keyboard.press("Tab");
+        if (await page.evaluate((want) => document.activeElement?.id === want, id)) return true;
+      }
+      return false;
+    };
+    expect(await tabTo("model-url")).toBe(true);
+    await page.keyboard.type(MODEL_REL);
+    await page.keyboard.press("Enter");
+    await page.waitForSelector("html[data-model=loaded]", { timeout: 15_000 });
+    expect(await tabTo("max-tokens")).toBe(true);
+    await page.keyboard.press("Control+A");
+    await page.keyboard.type("80");
+    expect(await tabTo("generate")).toBe(true);
+    await page.keyboard.press("Enter");
+    await page.waitForSelector("#stat-finish[data-finish=length]", { timeout: 15_000 });
+    expect(await page.locator("#stat-tokens").getAttribute("data-tokens")).toBe("80");
+    expect(await overflow()).toBeLessThanOrEqual(0);
+    await page.screenshot({ path: join(ARTIFACTS, "live-390.png"), fullPage: true });
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+});
