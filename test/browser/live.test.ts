@@ -6,37 +6,15 @@
 // keyboard. Screenshots go to test-artifacts/. Without Chromium: skip locally, FAIL under CI; the
 // same for ../shared/models/stories260K.gguf (requireShared).
 
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 
-import { chromium, type Browser, type Page } from "playwright-core";
-import { build } from "vite";
+import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { startStaticServer, type StaticServer } from "../../src/cli/commands/serve.js";
-import { gv, writeGguf } from "../fixtures/gguf-writer.js";
+import { ARTIFACTS, HOSTILE, hostileGguf, runBrowser, startWebHarness, type WebHarness } from "../helpers/browser.js";
 import { requireShared, sharedPath } from "../helpers/shared.js";
 
-const CHROMIUM = "/usr/bin/chromium";
-const haveChromium = existsSync(CHROMIUM);
-const ARTIFACTS = fileURLToPath(new URL("../../test-artifacts/", import.meta.url));
-const VITE_CONFIG = fileURLToPath(new URL("../../web/vite.config.ts", import.meta.url));
 const MODEL_REL = "models/stories260K.gguf";
-
-const LAUNCH_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  // Nothing but the local server resolves: the page must work offline (no CDN).
-  "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-];
 
 // Hand computation for stories260K (karpathy/llama2.c's 260K model, as converted to GGUF: dim 64,
 // 5 layers, 8 heads, 4 KV heads, so head_dim 64 / 8 = 8). One f16 page of 16 tokens holds
@@ -47,28 +25,9 @@ const PAGE_BYTES = 16 * 5 * 4 * 8 * 2 * 2;
 // not start on a page boundary: 6 pages at most, however long the run.
 const WINDOW_64_PEAK = 6 * PAGE_BYTES;
 
-const HOSTILE = `<img src=x onerror="window.__pwned=1">`;
+/** A GGUF with markup in its strings and no tensors: loading it must fail, typed. */
+const hostile = () => hostileGguf({ nLayer: 2, nCtx: 256, nEmbd: 64, nFf: 128, nHead: 8, nHeadKv: 4 });
 
-/** A GGUF whose name, chat template and tokens carry markup (and no tensors: loading it must fail, typed). */
-function hostileGguf(): Buffer {
-  const { bytes } = writeGguf({
-    metadata: [
-      ["general.architecture", gv.str("llama")],
-      ["general.name", gv.str(`${HOSTILE} evil model`)],
-      ["llama.block_count", gv.u32(2)],
-      ["llama.context_length", gv.u32(256)],
-      ["llama.embedding_length", gv.u32(64)],
-      ["llama.feed_forward_length", gv.u32(128)],
-      ["llama.attention.head_count", gv.u32(8)],
-      ["llama.attention.head_count_kv", gv.u32(4)],
-      ["tokenizer.chat_template", gv.str(`{{ '${HOSTILE}' }}{% for m in messages %}{{ m.content }}{% endfor %}`)],
-      ["tokenizer.ggml.tokens", gv.arr("string", [gv.str(HOSTILE), gv.str("<script>window.__pwned=2</script>"), gv.str("ok")])],
-    ],
-  });
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-const runBrowser = haveChromium || Boolean(process.env.CI);
 // Under CI a missing model throws here (the file's tests fail); locally it skips them.
 let modelMissing: Error | null = null;
 let haveModel = false;
@@ -80,40 +39,17 @@ try {
 const runModel = haveModel || modelMissing !== null;
 
 describe.skipIf(!runBrowser)("live page in Chromium", () => {
-  let outDir: string;
-  let server: StaticServer;
-  let browser: Browser;
+  let web: WebHarness;
 
   beforeAll(async () => {
-    if (!haveChromium) throw new Error(`CI: ${CHROMIUM} is missing; install Debian's chromium (apt-get install -y chromium)`);
-    mkdirSync(ARTIFACTS, { recursive: true });
-    outDir = mkdtempSync(join(tmpdir(), "kvbound-live-"));
-    await build({ configFile: VITE_CONFIG, logLevel: "error", build: { outDir, emptyOutDir: true, sourcemap: false } });
-    if (haveModel) {
-      mkdirSync(join(outDir, "models"), { recursive: true });
-      copyFileSync(sharedPath(MODEL_REL), join(outDir, MODEL_REL));
-    }
-    server = await startStaticServer({ dir: outDir, port: 0 });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
+    web = await startWebHarness(haveModel ? { [MODEL_REL]: sharedPath(MODEL_REL) } : {});
   }, 60_000);
 
   afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-    if (outDir !== undefined) rmSync(outDir, { recursive: true, force: true });
+    await web?.close();
   });
 
-  async function open(width: number, height: number): Promise<{ page: Page; errors: string[] }> {
-    const page = await browser.newPage({ viewport: { width, height } });
-    const errors: string[] = [];
-    page.on("pageerror", (e) => errors.push(String(e)));
-    page.on("console", (m) => {
-      if (m.type() === "error") errors.push(m.text());
-    });
-    await page.goto(`${server.url}live.html`);
-    await page.waitForSelector("html[data-ready=true]", { timeout: 10_000 });
-    return { page, errors };
-  }
+  const open = (width: number, height: number) => web.open("live.html", width, height);
 
   async function loadStories(page: Page): Promise<void> {
     if (modelMissing !== null) throw modelMissing;
@@ -214,7 +150,7 @@ describe.skipIf(!runBrowser)("live page in Chromium", () => {
 
   it("renders a hostile GGUF's name, chat template and tokens as text, and its load failure as a typed error", async () => {
     const { page, errors } = await open(1280, 800);
-    await page.locator("#model-file").setInputFiles({ name: "hostile.gguf", mimeType: "application/octet-stream", buffer: hostileGguf() });
+    await page.locator("#model-file").setInputFiles({ name: "hostile.gguf", mimeType: "application/octet-stream", buffer: hostile() });
     await page.waitForSelector("#error:not([hidden])", { timeout: 10_000 });
     expect(await page.locator("#model-name").innerText()).toBe(`${HOSTILE} evil model`);
     expect(await page.locator("#model-template").innerText()).toContain(HOSTILE);

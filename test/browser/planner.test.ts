@@ -3,35 +3,12 @@
 // published case, that a hostile GGUF's strings stay text, the 390 px layout and the keyboard.
 // Screenshots go to test-artifacts/ (gitignored). Without Chromium: skip locally, FAIL under CI.
 
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 
-import { chromium, type Browser, type Page } from "playwright-core";
-import { build } from "vite";
+import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { startStaticServer, type StaticServer } from "../../src/cli/commands/serve.js";
-import { gv, writeGguf } from "../fixtures/gguf-writer.js";
-
-const CHROMIUM = "/usr/bin/chromium";
-const haveChromium = existsSync(CHROMIUM);
-const ARTIFACTS = fileURLToPath(new URL("../../test-artifacts/", import.meta.url));
-const VITE_CONFIG = fileURLToPath(new URL("../../web/vite.config.ts", import.meta.url));
-
-const LAUNCH_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  // Nothing but the local server resolves: the page must work offline (no CDN).
-  "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-];
+import { ARTIFACTS, HOSTILE, hostileGguf, runBrowser, startWebHarness, type WebHarness } from "../helpers/browser.js";
 
 // Hand computation for Llama 3.2 1B (config.json: 16 layers, 8 KV heads, hidden 2048 / 32 heads
 // = head_dim 64): one cell = 16 layers x 8 heads x 64 x (K+V = 2) values.
@@ -43,60 +20,21 @@ const F16_2048 = 2048 * VALUES_PER_CELL * 2;
 // q8_0: blocks of 32 values in 34 bytes (ggml-common.h block_q8_0: f16 scale + 32 int8).
 const Q8_2048 = (2048 * VALUES_PER_CELL * 34) / 32;
 
-const HOSTILE = `<img src=x onerror="window.__pwned=1">`;
-
-/** A GGUF whose name, chat template and tokens carry markup; Llama-3.2-1B-shaped metadata. */
-function hostileGguf(): Buffer {
-  const { bytes } = writeGguf({
-    metadata: [
-      ["general.architecture", gv.str("llama")],
-      ["general.name", gv.str(`${HOSTILE} evil model`)],
-      ["llama.block_count", gv.u32(16)],
-      ["llama.context_length", gv.u32(131072)],
-      ["llama.embedding_length", gv.u32(2048)],
-      ["llama.feed_forward_length", gv.u32(8192)],
-      ["llama.attention.head_count", gv.u32(32)],
-      ["llama.attention.head_count_kv", gv.u32(8)],
-      ["tokenizer.chat_template", gv.str(`{{ '${HOSTILE}' }}{% for m in messages %}{{ m.content }}{% endfor %}`)],
-      ["tokenizer.ggml.tokens", gv.arr("string", [gv.str(HOSTILE), gv.str("<script>window.__pwned=2</script>"), gv.str("ok")])],
-    ],
-  });
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-const runBrowser = haveChromium || Boolean(process.env.CI);
+// Llama-3.2-1B-shaped metadata, so the hostile file plans to the same 64.00 MiB.
+const hostile = () => hostileGguf({ nLayer: 16, nCtx: 131072, nEmbd: 2048, nFf: 8192, nHead: 32, nHeadKv: 8 });
 
 describe.skipIf(!runBrowser)("planner page in Chromium", () => {
-  let outDir: string;
-  let server: StaticServer;
-  let browser: Browser;
+  let web: WebHarness;
 
   beforeAll(async () => {
-    if (!haveChromium) throw new Error(`CI: ${CHROMIUM} is missing; install Debian's chromium (apt-get install -y chromium)`);
-    mkdirSync(ARTIFACTS, { recursive: true });
-    outDir = mkdtempSync(join(tmpdir(), "kvbound-web-"));
-    await build({ configFile: VITE_CONFIG, logLevel: "error", build: { outDir, emptyOutDir: true, sourcemap: false } });
-    server = await startStaticServer({ dir: outDir, port: 0 });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
+    web = await startWebHarness();
   }, 60_000);
 
   afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-    if (outDir !== undefined) rmSync(outDir, { recursive: true, force: true });
+    await web?.close();
   });
 
-  async function open(width: number, height: number): Promise<{ page: Page; errors: string[] }> {
-    const page = await browser.newPage({ viewport: { width, height } });
-    const errors: string[] = [];
-    page.on("pageerror", (e) => errors.push(String(e)));
-    page.on("console", (m) => {
-      if (m.type() === "error") errors.push(m.text());
-    });
-    await page.goto(server.url);
-    await page.waitForSelector("html[data-ready=true]", { timeout: 10_000 });
-    return { page, errors };
-  }
+  const open = (width: number, height: number) => web.open("", width, height);
 
   const text = (page: Page, sel: string): Promise<string> => page.locator(sel).innerText();
 
@@ -145,7 +83,7 @@ describe.skipIf(!runBrowser)("planner page in Chromium", () => {
   it("renders a hostile GGUF's name, chat template and tokens as text, creating no element", async () => {
     const { page, errors } = await open(1280, 800);
     await page.locator('input[name="source"][value="gguf"]').check();
-    await page.locator("#gguf-file").setInputFiles({ name: "hostile.gguf", mimeType: "application/octet-stream", buffer: hostileGguf() });
+    await page.locator("#gguf-file").setInputFiles({ name: "hostile.gguf", mimeType: "application/octet-stream", buffer: hostile() });
     await page.waitForSelector("#gguf-name");
     expect(await text(page, "#gguf-name")).toBe(`${HOSTILE} evil model`);
     expect(await text(page, "#model-name")).toBe(`${HOSTILE} evil model`);
