@@ -1,31 +1,13 @@
 import { describe, expect, it } from "vitest";
 
-import type { LayerSpec, ModelSpec } from "../spec/model-spec.js";
+import { LLAMA_31_8B } from "../../test/helpers/spec.js";
 import { cheapestFor, fitContexts, largestFitting } from "./fit.js";
 import { ENGINE_RULES, planMemory } from "./plan.js";
 
 const GIB = 1024 ** 3;
 
-const layers: LayerSpec[] = Array.from({ length: 32 }, () => ({ kind: "attention", nHeadKv: 8, headDimK: 128, headDimV: 128, swa: false }) as const);
 // Llama 3.1 8B (config.json) with Q4_K_M weight bytes from the registry.
-const llama8b: ModelSpec = {
-  name: "Llama 3.1 8B",
-  arch: "llama",
-  source: "test",
-  nLayer: 32,
-  nEmbd: 4096,
-  nHead: 32,
-  nFf: 14336,
-  nVocab: 128256,
-  nCtxTrain: 131072,
-  nSwa: 0,
-  swaType: "none",
-  layers,
-  mla: null,
-  experts: null,
-  params: 8_030_261_248,
-  weights: { bytes: 4_912_913_832, quant: "Q4_K_M", source: "registry" },
-};
+const llama8b = LLAMA_31_8B;
 
 // Hand figures for llama.cpp, one sequence, flash attention on (default), ubatch 512:
 const WEIGHTS = 4_912_913_832;

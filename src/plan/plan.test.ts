@@ -1,33 +1,14 @@
 import { describe, expect, it } from "vitest";
 
 import { InvalidSettingError } from "../errors.js";
-import type { LayerSpec, ModelSpec } from "../spec/model-spec.js";
+import { LLAMA_31_8B } from "../../test/helpers/spec.js";
 import { exportPlan } from "./export.js";
 import { ENGINE_RULES, planMemory, type EngineRules } from "./plan.js";
 import type { EngineKvResult, EngineName } from "./types.js";
 
 const GIB = 1024 ** 3;
 
-// Llama 3.1 8B (config.json) with the registry's Q4_K_M weight bytes.
-const layers: LayerSpec[] = Array.from({ length: 32 }, () => ({ kind: "attention", nHeadKv: 8, headDimK: 128, headDimV: 128, swa: false }) as const);
-export const llama8b: ModelSpec = {
-  name: "Llama 3.1 8B",
-  arch: "llama",
-  source: "test",
-  nLayer: 32,
-  nEmbd: 4096,
-  nHead: 32,
-  nFf: 14336,
-  nVocab: 128256,
-  nCtxTrain: 131072,
-  nSwa: 0,
-  swaType: "none",
-  layers,
-  mla: null,
-  experts: null,
-  params: 8_030_261_248,
-  weights: { bytes: 4_912_913_832, quant: "Q4_K_M", source: "registry" },
-};
+const llama8b = LLAMA_31_8B;
 
 function stubRules(calls: EngineName[]): EngineRules {
   const rule =
