@@ -10,55 +10,14 @@ import {
   UnknownCacheTypeError,
 } from "../errors.js";
 import type { LayerSpec, ModelSpec } from "../spec/model-spec.js";
+import { testSpec } from "../../test/helpers/spec.js";
 import { formatMiB, LLAMA_CPP_CACHE_TYPES, llamaCppKv } from "./llama-cpp.js";
 import { LLAMA_CPP_RULE_HISTORY, llamaCppRules } from "./llama-cpp-builds.js";
 import type { KvCachePlan, PlanSettings } from "./types.js";
 
 const MiB = 1024 * 1024;
 
-interface Shape {
-  name: string;
-  arch?: string;
-  nLayer: number;
-  nHeadKv: number;
-  headDim: number;
-  headDimV?: number;
-  nCtxTrain?: number | null;
-  /** SWA window and which layers slide (pattern p: layer il slides iff il % p < p - 1). */
-  swa?: { window: number; pattern: number };
-  mla?: { kvLoraRank: number; ropeDim: number };
-  layers?: LayerSpec[];
-}
-
-function model(s: Shape): ModelSpec {
-  const layers: LayerSpec[] = [];
-  if (s.layers) {
-    layers.push(...s.layers);
-  } else {
-    for (let il = 0; il < s.nLayer; il++) {
-      const swa = s.swa !== undefined && il % s.swa.pattern < s.swa.pattern - 1;
-      layers.push({ kind: "attention", nHeadKv: s.nHeadKv, headDimK: s.headDim, headDimV: s.headDimV ?? s.headDim, swa });
-    }
-  }
-  return {
-    name: s.name,
-    arch: s.arch ?? "llama",
-    source: "test",
-    nLayer: layers.length,
-    nEmbd: 0,
-    nHead: 0,
-    nFf: null,
-    nVocab: null,
-    nCtxTrain: s.nCtxTrain ?? null,
-    nSwa: s.swa?.window ?? 0,
-    swaType: s.swa ? "standard" : "none",
-    layers,
-    mla: s.mla ?? null,
-    experts: null,
-    params: null,
-    weights: null,
-  };
-}
+const model = testSpec;
 
 function plan(spec: ModelSpec, settings: PlanSettings = {}) {
   return llamaCppKv(spec, settings);
