@@ -1,10 +1,14 @@
-// kvbound's side of bench/model.ts: LlamaModel driven one token at a time. The KV backend is
-// DenseKv for now; swap `makeKv` for the paged cache session when it lands (one place to change).
+// kvbound's side of bench/model.ts: LlamaModel over the real paged cache (createModelCache +
+// CacheKv, f16 pages like llama.cpp's default F16 KV cache, so both engines store K/V alike).
+// Prefill goes through forwardBatch in chunks of the cache's prefillChunkSize (what Session does);
+// decode is one forward per token.
 
 import { readFileSync } from "node:fs";
+import { resolveCacheConfig } from "../../src/cache/config.js";
+import type { CodecKind } from "../../src/cache/codecs/types.js";
+import { CacheKv, createModelCache } from "../../src/engine/cache-kv.js";
 import { readGgufHeader } from "../../src/gguf/header.js";
-import { DenseKv } from "../../src/model/dense-kv.js";
-import { LlamaModel } from "../../src/model/llama.js";
+import { LlamaModel, type LlamaModelOptions } from "../../src/model/llama.js";
 import type { EngineRunner } from "./runner.js";
 
 function argmax(a: Float32Array): number {
@@ -13,33 +17,53 @@ function argmax(a: Float32Array): number {
   return best;
 }
 
-export async function kvboundRunner(path: string): Promise<EngineRunner> {
+export interface KvboundRunnerOptions {
+  /** Context window of the cache (tokens); default the model's training context, at most 4096. */
+  readonly contextSize?: number;
+  /** KV page codec; default f16 (llama.cpp's default KV type), f32 under bench/model.ts --kv-f32. */
+  readonly codec?: CodecKind;
+  readonly model?: LlamaModelOptions;
+}
+
+export async function kvboundRunner(path: string, opts: KvboundRunnerOptions = {}): Promise<EngineRunner> {
   const header = await readGgufHeader(path);
   const file = readFileSync(path);
-  const model = new LlamaModel(header, new Uint8Array(file.buffer, file.byteOffset + header.dataOffset, file.length - header.dataOffset));
-  const makeKv = () => new DenseKv(model.hp);
-  let kv = makeKv();
-  let pos = 0;
+  const model = new LlamaModel(header, new Uint8Array(file.buffer, file.byteOffset + header.dataOffset, file.length - header.dataOffset), opts.model);
+  // bench/model.ts --kv-f32 switches llama.cpp to an F32 KV cache: follow it so both store K/V alike.
+  const codec = opts.codec ?? (process.argv.includes("--kv-f32") ? "f32" : "f16");
+  const config = resolveCacheConfig({ contextWindowSize: opts.contextSize ?? Math.min(model.hp.nCtxTrain, 4096), codec });
+  const cache = createModelCache(model.hp, config);
+  const seqId = 0;
+  cache.add(seqId);
+  const kv = new CacheKv(cache, seqId);
   const logits = new Float32Array(model.hp.nVocab); // [nVocab]
-  const step = (token: number, withLogits: boolean) => {
-    kv.setPosition(pos);
-    model.forward(token, pos, kv, withLogits ? logits : null);
-    pos++;
+  // Session's prefill: chunks of prefillChunkSize, each reserved and run in forwardBatch-sized pieces.
+  const chunk = Math.min(config.prefillChunkSize, model.maxBatchTokens);
+  let pos = 0; // CacheKv takes positions from the cache; this only keeps the KvBackend contract
+  const step = (token: number) => {
+    cache.reserveOrThrow(seqId, 1);
+    model.forward(token, pos++, kv, logits);
   };
   return {
     engine: "kvbound",
     async reset() {
-      kv = makeKv();
+      cache.remove(seqId);
+      cache.add(seqId);
       pos = 0;
     },
     async prefill(ids) {
-      for (let i = 0; i < ids.length; i++) step(ids[i]!, false);
+      for (let p = 0; p < ids.length; p += chunk) {
+        const n = Math.min(chunk, ids.length - p);
+        cache.reserveOrThrow(seqId, n);
+        model.forwardBatch(ids, p, n, kv, null, pos);
+        pos += n;
+      }
     },
     async decode(first, n) {
       const out: number[] = [];
       let t = first;
       for (let i = 0; i < n; i++) {
-        step(t, true);
+        step(t);
         t = argmax(logits);
         out.push(t);
       }

@@ -19,6 +19,16 @@ export class CacheKv implements KvBackend {
     this.cache.write(layer, this.seqId, 0, k, 0, v, 0);
   }
 
+  /** Token i of the n slots the caller reserved (LlamaModel.forwardBatch). */
+  writeBatch(layer: number, i: number, k: Float32Array, kOff: number, v: Float32Array, vOff: number): void {
+    this.cache.write(layer, this.seqId, i, k, kOff, v, vOff);
+  }
+
+  /** The last nQuery tokens (the reserved batch), causal among them. */
+  attendBatch(layer: number, q: Float32Array, nQuery: number, out: Float32Array): void {
+    this.cache.attend(layer, this.seqId, q, 0, nQuery, out, 0);
+  }
+
   // The cache knows the query's position (its own place in the retained order), so `pos` is unused.
   attend(layer: number, q: Float32Array, _pos: number, out: Float32Array): void {
     this.cache.attend(layer, this.seqId, q, 0, 1, out, 0);

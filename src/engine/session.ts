@@ -163,15 +163,17 @@ export class Session {
     let p = common;
     while (p < ids.length) {
       const end = Math.min(ids.length, p + chunk);
-      // One forward pass per token inside the chunk for now: the chunk bounds how long the loop
-      // runs between abort checks; batched matmuls over a chunk are future work.
-      for (; p < end; p++) {
-        const r = this.cache.reserve(this.seqId, 1);
+      // The chunk bounds how long the loop runs between abort checks; inside it, pieces of up to
+      // maxBatchTokens go through forwardBatch (each weight matrix read once per piece).
+      while (p < end) {
+        const n = Math.min(end - p, this.model.maxBatchTokens);
+        const r = this.cache.reserve(this.seqId, n);
         if (!r.ok) {
           if (r.reason === "length") this.cache.reserveOrThrow(this.seqId, ids.length - p); // ContextWindowSizeExceededError
           throw new CacheExhaustedError(r.reason === "exhausted" ? r.neededPages : 1, r.reason === "exhausted" ? r.freePages : 0, this.config.budgetBytes ?? this.cache.reservedBytes);
         }
-        this.forward(ids[p]!, p === ids.length - 1, r.evicted);
+        this.forwardPiece(ids, p, n, p + n === ids.length, r.evicted);
+        p += n;
       }
       if (p < ids.length || now() - lastYield > YIELD_INTERVAL_MS) {
         await yieldToEventLoop();
@@ -189,6 +191,20 @@ export class Session {
       this.cache.truncate(this.seqId, drop);
       this.held.length = n;
     }
+  }
+
+  /** ids[p..p+n) through the model into the n slots just reserved (`evicted`: what that reserve evicted). */
+  private forwardPiece(ids: readonly number[], p: number, n: number, wantLogits: boolean, evicted: number): void {
+    try {
+      this.model.forwardBatch(ids, p, n, this.kv, wantLogits ? this.logitsBuf : null);
+    } catch (err) {
+      // Half-written tokens must not stay in the cache.
+      this.cache.truncate(this.seqId, n);
+      throw err;
+    }
+    this.forwardCalls += n;
+    if (evicted > 0 || (this.held.length === 0 && this.cache.length(this.seqId) > n)) this.held.length = 0;
+    else for (let i = 0; i < n; i++) this.held.push(ids[p + i]!);
   }
 
   /** One token through the model into the slot reserved for it (`evicted`: what that reserve evicted). */

@@ -1,12 +1,16 @@
 // The Llama-family forward pass (llama, mistral, qwen2 with QKV bias, qwen3 with QK norm):
-// RMSNorm, RoPE, GQA attention through a KV backend, SwiGLU. One token at a time; every buffer is
-// allocated once in the constructor, so decoding allocates nothing.
+// RMSNorm, RoPE, GQA attention through a KV backend, SwiGLU. One token (forward) or a batch of
+// prompt tokens (forwardBatch: each weight matrix read once per batch); every buffer is allocated
+// once in the constructor, so decoding allocates nothing. Matmuls run on the WebAssembly SIMD
+// kernels (src/model/wasm) when the runtime has them, on the JS kernels otherwise.
 
 import type { GgufHeader } from "../gguf/header.js";
 import { ModelConfigError, UnsupportedArchitectureError } from "../errors.js";
 import type { RopeSpec } from "../cache/rope.js";
+import { Acts, bindWasm, linear, q8ScratchBytes, quantizeActs, wasmBytes, type Linear, type Q8Scratch } from "./kernels/linear.js";
 import { matvec, type WeightMatrix } from "./kernels/matvec.js";
 import { dequantizeRow } from "./kernels/quant-rows.js";
+import { WasmArena, wasmKernelsAvailable } from "./wasm/wasm-kernels.js";
 import { WeightSet } from "./weights.js";
 
 export const SUPPORTED_ARCHS = ["llama", "mistral", "qwen2", "qwen3"] as const;
@@ -31,15 +35,19 @@ export interface KvBackend {
   write(layer: number, k: Float32Array, v: Float32Array): void;
   /** out[nHead*headDim] = attention of the (pre-RoPE) query `q` at position `pos` over the cached tokens. */
   attend(layer: number, q: Float32Array, pos: number, out: Float32Array): void;
+  /** Batch form of write: token i (< n of the batch the caller reserved) at k[kOff], v[vOff]. */
+  writeBatch?(layer: number, i: number, k: Float32Array, kOff: number, v: Float32Array, vOff: number): void;
+  /** Batch form of attend: q [nQuery][nHead*headDim] (pre-RoPE) of the last nQuery tokens written, causal among them. */
+  attendBatch?(layer: number, q: Float32Array, nQuery: number, out: Float32Array): void;
 }
 
 interface LayerWeights {
   attnNorm: Float32Array;
-  wq: WeightMatrix; wk: WeightMatrix; wv: WeightMatrix; wo: WeightMatrix;
+  wq: Linear; wk: Linear; wv: Linear; wo: Linear;
   bq: Float32Array | null; bk: Float32Array | null; bv: Float32Array | null;
   qNorm: Float32Array | null; kNorm: Float32Array | null;
   ffnNorm: Float32Array;
-  wGate: WeightMatrix; wUp: WeightMatrix; wDown: WeightMatrix;
+  wGate: Linear; wUp: Linear; wDown: Linear;
 }
 
 function num(meta: GgufHeader["metadata"], key: string, fallback?: number): number {
@@ -87,38 +95,83 @@ export function llamaHParams(header: GgufHeader): LlamaHParams {
   };
 }
 
+/** How the forward pass computes (see LlamaModel's constructor). */
+export interface LlamaModelOptions {
+  /** Overrides RoPE settings read from the metadata (e.g. `angleF32` to reproduce an f32 reference). */
+  readonly rope?: Partial<RopeSpec>;
+  /**
+   * "wasm" (default when the runtime has WebAssembly SIMD): F32 matrices, and with q8 activations
+   * Q8_0, Q4_0, Q5_0, Q4_K and Q6_K ones, are copied into the model's wasm memory (their bytes
+   * again, widened: bytes per 32 values 36 for Q8_0/Q4_0/Q5_0, 24 for Q4_K, 40 for Q6_K; see
+   * `wasmBytes` in kernels/linear.ts) and multiplied there with SIMD; other types keep the JS
+   * kernels. "js": every matrix read in place from the file bytes, no copy.
+   */
+  readonly kernels?: "wasm" | "js";
+  /**
+   * "q8" (default): the input of a quantized matmul is quantized to Q8_0 once and dotted int8 x
+   * int8, as llama.cpp does (llama.cpp uses Q8_K for the K types); logits move by about the
+   * activation rounding (~1% of the largest logit on random-weight models). "f32": f32
+   * activations against the weights as stored (the reference numerics), on the JS kernels for
+   * every quantized type. F32 weights always take f32 activations.
+   */
+  readonly activations?: "q8" | "f32";
+  /** Most tokens one forwardBatch call takes (activation rows allocated for it). Default 64. */
+  readonly maxBatchTokens?: number;
+}
+
+/** Default tokens per forwardBatch: enough that each weight row is read once per 64 tokens. */
+export const DEFAULT_MAX_BATCH_TOKENS = 64;
+/** Largest batch: activation rows are allocated for it up front. */
+export const MAX_BATCH_TOKENS_LIMIT = 4096;
+
 export class LlamaModel {
   readonly hp: LlamaHParams;
+  /** Tokens one forwardBatch call may take (callers reserve cache slots in pieces this size). */
+  readonly maxBatchTokens: number;
+  /** Which kernels run the matmuls, after falling back ("wasm" asked but unavailable gives "js"). */
+  readonly kernels: "wasm" | "js";
+  readonly activations: "q8" | "f32";
+  /** Bytes of the wasm linear memory (weights copied in + activations); 0 on the JS kernels. */
+  readonly wasmBytes: number;
+  private readonly arena: WasmArena | null;
   private readonly tokEmbd: WeightMatrix;
   private readonly outNorm: Float32Array;
-  private readonly output: WeightMatrix;
+  private readonly output: Linear;
   private readonly layers: LayerWeights[] = [];
-  // Activations, allocated once.
-  private readonly x: Float32Array; // [nEmbd] residual stream
-  private readonly xb: Float32Array; // [nEmbd] normed input
-  private readonly q: Float32Array; // [nHead*headDim]
-  private readonly k: Float32Array; // [nHeadKv*headDim]
-  private readonly v: Float32Array; // [nHeadKv*headDim]
-  private readonly att: Float32Array; // [nHead*headDim]
-  private readonly hb: Float32Array; // [nFf]
-  private readonly hb2: Float32Array; // [nFf]
-  private readonly embdRow: Float32Array; // [nEmbd]
+  // Activations [maxBatchTokens][width], allocated once (in wasm memory when there is one).
+  private readonly x: Acts; // residual stream [nEmbd]
+  private readonly xb: Acts; // normed input / matmul output [nEmbd]
+  private readonly q: Acts; // [nHead*headDim]
+  private readonly k: Acts; // [nHeadKv*headDim]
+  private readonly v: Acts; // [nHeadKv*headDim]
+  private readonly att: Acts; // [nHead*headDim]
+  private readonly hb: Acts; // [nFf]
+  private readonly hb2: Acts; // [nFf]
+  private readonly logitsRow: Acts; // [1][nVocab]
+  private readonly q8: Q8Scratch | null;
 
-  /** `options.rope` overrides RoPE settings read from the metadata (e.g. `angleF32` to reproduce an f32 reference). */
-  constructor(readonly header: GgufHeader, data: Uint8Array, options: { rope?: Partial<RopeSpec> } = {}) {
+  constructor(readonly header: GgufHeader, data: Uint8Array, options: LlamaModelOptions = {}) {
     const read = llamaHParams(header);
     const hp: LlamaHParams = options.rope ? { ...read, rope: { ...read.rope, ...options.rope } } : read;
     this.hp = hp;
+    const B = options.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS;
+    if (!Number.isInteger(B) || B < 1 || B > MAX_BATCH_TOKENS_LIMIT) {
+      throw new ModelConfigError(`maxBatchTokens ${B} is invalid: use 1..${MAX_BATCH_TOKENS_LIMIT}`, { field: "maxBatchTokens" });
+    }
+    this.maxBatchTokens = B;
     const w = new WeightSet(header, data);
     const qDim = hp.nHead * hp.headDim;
     const kvDim = hp.nHeadKv * hp.headDim;
-    this.tokEmbd = w.matrix("token_embd.weight", hp.nEmbd, hp.nVocab);
+    const tokEmbd = w.matrix("token_embd.weight", hp.nEmbd, hp.nVocab);
+    this.tokEmbd = tokEmbd;
     this.outNorm = w.vector("output_norm.weight", hp.nEmbd);
-    this.output = w.has("output.weight") ? w.matrix("output.weight", hp.nEmbd, hp.nVocab) : this.tokEmbd;
+    const output = w.has("output.weight") ? w.matrix("output.weight", hp.nEmbd, hp.nVocab) : tokEmbd;
     const opt = (name: string, n: number) => (w.has(name) ? w.vector(name, n) : null);
+    type RawLayer = Omit<LayerWeights, "wq" | "wk" | "wv" | "wo" | "wGate" | "wUp" | "wDown"> & Record<"wq" | "wk" | "wv" | "wo" | "wGate" | "wUp" | "wDown", WeightMatrix>;
+    const raw: RawLayer[] = [];
     for (let l = 0; l < hp.nLayer; l++) {
       const p = `blk.${l}.`;
-      this.layers.push({
+      raw.push({
         attnNorm: w.vector(p + "attn_norm.weight", hp.nEmbd),
         wq: w.matrix(p + "attn_q.weight", hp.nEmbd, qDim),
         wk: w.matrix(p + "attn_k.weight", hp.nEmbd, kvDim),
@@ -135,15 +188,66 @@ export class LlamaModel {
         wDown: w.matrix(p + "ffn_down.weight", hp.nFf, hp.nEmbd),
       });
     }
-    this.x = new Float32Array(hp.nEmbd);
-    this.xb = new Float32Array(hp.nEmbd);
-    this.q = new Float32Array(qDim);
-    this.k = new Float32Array(kvDim);
-    this.v = new Float32Array(kvDim);
-    this.att = new Float32Array(qDim);
-    this.hb = new Float32Array(hp.nFf);
-    this.hb2 = new Float32Array(hp.nFf);
-    this.embdRow = new Float32Array(hp.nEmbd);
+
+    // Lay out the wasm memory: matrices with a wasm kernel, then activations; grow once.
+    let arena: WasmArena | null = (options.kernels ?? "wasm") === "wasm" && wasmKernelsAvailable() ? new WasmArena() : null;
+    const placed = new Map<WeightMatrix, number>();
+    const q8Acts = (options.activations ?? "q8") === "q8";
+    const place = (m: WeightMatrix) => {
+      if (arena === null || placed.has(m)) return;
+      const bytes = wasmBytes(m, q8Acts);
+      if (bytes > 0) placed.set(m, arena.reserve(bytes));
+    };
+    const maxWidth = Math.max(hp.nEmbd, qDim, hp.nFf);
+    let ptrs: number[] = [];
+    let q8: Q8Scratch | null = null;
+    if (arena !== null) {
+      for (const L of raw) for (const m of [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown]) place(m);
+      place(output);
+      for (const width of [hp.nEmbd, hp.nEmbd, qDim, kvDim, kvDim, qDim, hp.nFf, hp.nFf]) ptrs.push(arena.reserve(B * width * 4));
+      ptrs.push(arena.reserve(hp.nVocab * 4));
+      const [qsBytes, dBytes, x16Bytes, dTBytes, sxBytes] = q8ScratchBytes(B, maxWidth);
+      q8 = { qs: arena.reserve(qsBytes), d: arena.reserve(dBytes), x16: arena.reserve(x16Bytes), dT: arena.reserve(dTBytes), sx: arena.reserve(sxBytes) };
+      if (!arena.commit()) {
+        arena = null;
+        q8 = null;
+        placed.clear();
+      }
+    }
+    if (arena === null) ptrs = [-1, -1, -1, -1, -1, -1, -1, -1, -1];
+    this.arena = arena;
+    this.kernels = arena === null ? "js" : "wasm";
+    this.wasmBytes = arena === null ? 0 : arena.bytes;
+    this.activations = arena !== null && q8Acts ? "q8" : "f32";
+    this.q8 = this.activations === "q8" ? q8 : null;
+    const bound = new Map<WeightMatrix, Linear>();
+    const bind = (m: WeightMatrix): Linear => {
+      let L = bound.get(m);
+      if (L === undefined) {
+        const at = placed.get(m);
+        L = arena !== null && at !== undefined ? bindWasm(m, arena, at) : { kind: "js", w: m };
+        bound.set(m, L);
+      }
+      return L;
+    };
+    for (const L of raw) {
+      this.layers.push({
+        ...L,
+        wq: bind(L.wq), wk: bind(L.wk), wv: bind(L.wv), wo: bind(L.wo),
+        wGate: bind(L.wGate), wUp: bind(L.wUp), wDown: bind(L.wDown),
+      });
+    }
+    this.output = bind(output);
+    const acts = (i: number, width: number, rows = B) => new Acts(rows, width, ptrs[i]!, arena);
+    this.x = acts(0, hp.nEmbd);
+    this.xb = acts(1, hp.nEmbd);
+    this.q = acts(2, qDim);
+    this.k = acts(3, kvDim);
+    this.v = acts(4, kvDim);
+    this.att = acts(5, qDim);
+    this.hb = acts(6, hp.nFf);
+    this.hb2 = acts(7, hp.nFf);
+    this.logitsRow = acts(8, hp.nVocab, 1);
   }
 
   /**
@@ -152,60 +256,129 @@ export class LlamaModel {
    * for prompt tokens whose logits nobody reads.
    */
   forward(token: number, pos: number, kv: KvBackend, logits: Float32Array | null): void {
-    const hp = this.hp;
-    if (!Number.isInteger(token) || token < 0 || token >= hp.nVocab) {
-      throw new ModelConfigError(`token id ${token} is outside the vocabulary (0..${hp.nVocab - 1})`, { field: "token" });
+    this.checkToken(token);
+    embedRow(this.tokEmbd, token, this.x.row[0]!);
+    this.layersFor(1, pos, kv, false);
+    if (logits) this.logitsOf(0, logits);
+  }
+
+  /**
+   * Runs tokens[start .. start+n) (n <= maxBatchTokens) at positions firstPos.. through every
+   * layer as one batch: each weight matrix is read once for all n tokens. With a backend that
+   * has the batch methods (CacheKv: the caller reserved exactly these n slots), attention is
+   * causal among them; otherwise the tokens go one by one. `logits` receives the last token's.
+   */
+  forwardBatch(tokens: ArrayLike<number>, start: number, n: number, kv: KvBackend, logits: Float32Array | null, firstPos = 0): void {
+    if (!Number.isInteger(n) || n < 1 || n > this.maxBatchTokens || start < 0 || start + n > tokens.length) {
+      throw new ModelConfigError(`forwardBatch of ${n} tokens from ${start} is invalid: use 1..${this.maxBatchTokens} tokens inside the ${tokens.length} given`, { field: "n" });
     }
-    const x = this.x;
-    embedRow(this.tokEmbd, token, this.embdRow);
-    x.set(this.embdRow);
+    if (kv.writeBatch === undefined || kv.attendBatch === undefined) {
+      for (let i = 0; i < n; i++) this.forward(tokens[start + i]!, firstPos + i, kv, i === n - 1 ? logits : null);
+      return;
+    }
+    for (let i = 0; i < n; i++) this.checkToken(tokens[start + i]!);
+    for (let i = 0; i < n; i++) embedRow(this.tokEmbd, tokens[start + i]!, this.x.row[i]!);
+    this.layersFor(n, firstPos, kv, true);
+    if (logits) this.logitsOf(n - 1, logits);
+  }
+
+  private checkToken(token: number): void {
+    if (!Number.isInteger(token) || token < 0 || token >= this.hp.nVocab) {
+      throw new ModelConfigError(`token id ${token} is outside the vocabulary (0..${this.hp.nVocab - 1})`, { field: "token" });
+    }
+  }
+
+  /** Quantizes rows 0..n of x for a matrix that takes q8 activations; null when it does not. */
+  private quant(x: Acts, n: number, L: Linear): Q8Scratch | null {
+    if (this.q8 === null || L.kind === "js" || L.kind === "wasm-f32") return null;
+    quantizeActs(this.arena!, x, n, this.q8);
+    return this.q8;
+  }
+
+  /** The layers over rows 0..n of x (the embedded tokens). */
+  private layersFor(n: number, pos: number, kv: KvBackend, batch: boolean): void {
+    const hp = this.hp;
+    const arena = this.arena;
+    const { x, xb, q, k, v, att, hb, hb2 } = this;
+    const nEmbd = hp.nEmbd, nFf = hp.nFf, hd = hp.headDim;
+    const qDim = hp.nHead * hd, kvDim = hp.nHeadKv * hd;
+    const xa = x.a, xba = xb.a, hba = hb.a, hb2a = hb2.a;
     for (let l = 0; l < hp.nLayer; l++) {
       const L = this.layers[l]!;
-      rmsNorm(this.xb, x, L.attnNorm, hp.normEps, 0, hp.nEmbd);
-      matvec(this.q, this.xb, L.wq);
-      matvec(this.k, this.xb, L.wk);
-      matvec(this.v, this.xb, L.wv);
-      if (L.bq) addInPlace(this.q, L.bq);
-      if (L.bk) addInPlace(this.k, L.bk);
-      if (L.bv) addInPlace(this.v, L.bv);
-      if (L.qNorm) for (let h = 0; h < hp.nHead; h++) rmsNorm(this.q, this.q, L.qNorm, hp.normEps, h * hp.headDim, hp.headDim);
-      if (L.kNorm) for (let h = 0; h < hp.nHeadKv; h++) rmsNorm(this.k, this.k, L.kNorm, hp.normEps, h * hp.headDim, hp.headDim);
-      kv.write(l, this.k, this.v);
-      kv.attend(l, this.q, pos, this.att);
-      matvec(this.xb, this.att, L.wo);
-      addInPlace(x, this.xb);
-
-      rmsNorm(this.xb, x, L.ffnNorm, hp.normEps, 0, hp.nEmbd);
-      matvec(this.hb, this.xb, L.wGate);
-      matvec(this.hb2, this.xb, L.wUp);
-      const hb = this.hb, hb2 = this.hb2;
-      for (let i = 0; i < hp.nFf; i++) {
-        const g = hb[i]!;
-        hb[i] = (g / (1 + Math.exp(-g))) * hb2[i]!;
+      for (let t = 0; t < n; t++) rmsNorm(xba, xa, L.attnNorm, hp.normEps, t * nEmbd, nEmbd);
+      let s = this.quant(xb, n, L.wq);
+      linear(arena, q, L.wq, xb, n, s);
+      if (L.wk.kind !== L.wq.kind) s = this.quant(xb, n, L.wk);
+      linear(arena, k, L.wk, xb, n, s);
+      if (L.wv.kind !== L.wk.kind) s = this.quant(xb, n, L.wv);
+      linear(arena, v, L.wv, xb, n, s);
+      for (let t = 0; t < n; t++) {
+        if (L.bq) addRow(q.a, t * qDim, L.bq, qDim);
+        if (L.bk) addRow(k.a, t * kvDim, L.bk, kvDim);
+        if (L.bv) addRow(v.a, t * kvDim, L.bv, kvDim);
+        if (L.qNorm) for (let h = 0; h < hp.nHead; h++) rmsNorm(q.a, q.a, L.qNorm, hp.normEps, t * qDim + h * hd, hd);
+        if (L.kNorm) for (let h = 0; h < hp.nHeadKv; h++) rmsNorm(k.a, k.a, L.kNorm, hp.normEps, t * kvDim + h * hd, hd);
       }
-      matvec(this.xb, hb, L.wDown);
-      addInPlace(x, this.xb);
+      if (batch) {
+        for (let t = 0; t < n; t++) kv.writeBatch!(l, t, k.a, t * kvDim, v.a, t * kvDim);
+        kv.attendBatch!(l, q.a, n, att.a);
+      } else {
+        kv.write(l, k.row[0]!, v.row[0]!);
+        kv.attend(l, q.row[0]!, pos, att.row[0]!);
+      }
+      linear(arena, xb, L.wo, att, n, this.quant(att, n, L.wo));
+      addRow(xa, 0, xba, n * nEmbd);
+
+      for (let t = 0; t < n; t++) rmsNorm(xba, xa, L.ffnNorm, hp.normEps, t * nEmbd, nEmbd);
+      s = this.quant(xb, n, L.wGate);
+      linear(arena, hb, L.wGate, xb, n, s);
+      if (L.wUp.kind !== L.wGate.kind) s = this.quant(xb, n, L.wUp);
+      linear(arena, hb2, L.wUp, xb, n, s);
+      const m = n * nFf;
+      for (let i = 0; i < m; i++) {
+        const g = hba[i]!;
+        hba[i] = (g / (1 + Math.exp(-g))) * hb2a[i]!;
+      }
+      linear(arena, xb, L.wDown, hb, n, this.quant(hb, n, L.wDown));
+      addRow(xa, 0, xba, n * nEmbd);
     }
-    if (logits) {
-      rmsNorm(this.xb, x, this.outNorm, hp.normEps, 0, hp.nEmbd);
-      matvec(logits, this.xb, this.output);
+  }
+
+  /** logits = output(norm(x row t)). */
+  private logitsOf(t: number, logits: Float32Array): void {
+    const hp = this.hp;
+    rmsNorm(this.xb.a, this.x.a, this.outNorm, hp.normEps, 0, hp.nEmbd, t * hp.nEmbd);
+    if (this.arena === null) {
+      linearOne(logits, this.output, this.xb.row[0]!);
+      return;
     }
+    linear(this.arena, this.logitsRow, this.output, this.xb, 1, this.quant(this.xb, 1, this.output));
+    logits.set(this.logitsRow.a);
   }
 }
 
+function linearOne(out: Float32Array, L: Linear, x: Float32Array): void {
+  matvec(out, x, L.w);
+}
+
 function embedRow(table: WeightMatrix, token: number, out: Float32Array): void {
-  if (table.f32) out.set(table.f32.subarray(token * table.cols, (token + 1) * table.cols));
-  else dequantizeRow(table.type, table.u8, token * table.rowBytes, out, 0, table.cols);
+  const f32 = table.f32;
+  if (f32) {
+    // A loop, not set(subarray): subarray allocates a view per token.
+    const n = table.cols, o = token * n;
+    for (let i = 0; i < n; i++) out[i] = f32[o + i]!;
+  } else dequantizeRow(table.type, table.u8, token * table.rowBytes, out, 0, table.cols);
 }
 
-/** out[off..off+n) = x[off..off+n) / rms * w */
-export function rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, eps: number, off: number, n: number): void {
+/** out[off..off+n) = x[xOff..xOff+n) / rms * w (xOff defaults to off) */
+export function rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, eps: number, off: number, n: number, xOff = off): void {
   let ss = 0;
-  for (let i = 0; i < n; i++) ss += x[off + i]! * x[off + i]!;
+  for (let i = 0; i < n; i++) ss += x[xOff + i]! * x[xOff + i]!;
   const s = 1 / Math.sqrt(ss / n + eps);
-  for (let i = 0; i < n; i++) out[off + i] = x[off + i]! * s * w[i]!;
+  for (let i = 0; i < n; i++) out[off + i] = x[xOff + i]! * s * w[i]!;
 }
 
-function addInPlace(a: Float32Array, b: Float32Array): void {
-  for (let i = 0; i < a.length; i++) a[i] = a[i]! + b[i]!;
+/** a[off..off+n) += b[0..n) */
+function addRow(a: Float32Array, off: number, b: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) a[off + i] = a[off + i]! + b[i]!;
 }

@@ -28,7 +28,12 @@ describe.skipIf(!have)("quantized stories260K against llama.cpp's greedy ids", (
       const path = sharedPath(`models/stories260K-${quant}.gguf`);
       const header = await readGgufHeader(path);
       const file = readFileSync(path);
-      const model = new LlamaModel(header, new Uint8Array(file.buffer, file.byteOffset + header.dataOffset, file.length - header.dataOffset));
+      // The table above is for a dequantize-to-f32 engine, so run the f32-activation path (the
+      // default q8 activations measured 200 / 157 / 74 ids for q8_0 / q5_0 / q4_0: q4_0 leaves
+      // llama.cpp at step 74 by a 0.04 logit margin where f32 activations happen to follow it).
+      const model = new LlamaModel(header, new Uint8Array(file.buffer, file.byteOffset + header.dataOffset, file.length - header.dataOffset), {
+        activations: "f32",
+      });
       const run = golden.files[quant];
       const kv = new DenseKv(model.hp);
       const logits = new Float32Array(model.hp.nVocab);

@@ -1,0 +1,223 @@
+// A weight matrix bound to the kernel that multiplies it: the WebAssembly SIMD kernels when the
+// matrix was copied into the model's wasm memory (F32 as is; Q8_0, Q4_0, Q5_0 as int8 + f32 scale;
+// Q6_K as int8 + f32 scale per 16; Q4_K as nibbles + f32 scale and offset), else the JS matvec
+// over the file's bytes. `Acts` are activation buffers [rows][width] that live in wasm memory when
+// the model has one (so the kernels read them in place) and in plain arrays otherwise.
+
+import type { WasmArena } from "../wasm/wasm-kernels.js";
+import { F16_TO_F32 } from "../../cache/codecs/half.js";
+import { matvec, type WeightMatrix } from "./matvec.js";
+
+export type Linear =
+  | { readonly kind: "js"; readonly w: WeightMatrix }
+  | { readonly kind: "wasm-f32"; readonly w: WeightMatrix; readonly ptr: number }
+  /** qs [rows][cols] int8 at `qs`, d [rows][cols/32] f32 at `d`. */
+  | { readonly kind: "wasm-q8"; readonly w: WeightMatrix; readonly qs: number; readonly d: number }
+  /** int8 qs [rows][cols] at `qs`, one f32 scale per 16 values [rows][cols/16] at `d` (Q6_K). Needs q8 activations. */
+  | { readonly kind: "wasm-q8g16"; readonly w: WeightMatrix; readonly qs: number; readonly d: number }
+  /** nibbles qs [rows][cols/2] at `qs`; per 32 values a = d*scale at `a`, c = -dmin*min at `c` (f32). Needs q8 activations. */
+  | { readonly kind: "wasm-q4k"; readonly w: WeightMatrix; readonly qs: number; readonly a: number; readonly c: number };
+
+/**
+ * Bytes a matrix takes in wasm memory, or 0 when it has no wasm kernel (stays a JS matrix).
+ * The quantized types run on wasm only with q8 activations: their kernels dot int8 x int8, and the
+ * f32-activation path is the reference numerics, kept on the JS kernels.
+ */
+export function wasmBytes(w: WeightMatrix, q8Activations = true): number {
+  const n = w.rows * w.cols;
+  switch (w.type) {
+    case "F32": return n * 4;
+    case "Q8_0":
+    case "Q4_0":
+    case "Q5_0":
+      return q8Activations ? n + (n / 32) * 4 : 0; // int8 + f32 scale: 36 B per 32 values (file: 34, 18, 22)
+    case "Q4_K": return q8Activations ? n / 2 + (n / 32) * 8 : 0; // 24 B per 32 values (file: 18)
+    case "Q6_K": return q8Activations ? n + (n / 16) * 4 : 0; // int8 + f32 per 16: 40 B per 32 (file: 26.25)
+    default: return 0;
+  }
+}
+
+/** Copies `w` into the arena (reserve first, commit, then call this with the reserved offset). */
+export function bindWasm(w: WeightMatrix, arena: WasmArena, at: number): Linear {
+  if (w.type === "F32") {
+    arena.f32(at, w.rows * w.cols).set(w.f32!);
+    return { kind: "wasm-f32", w, ptr: at };
+  }
+  if (w.type === "Q4_0" || w.type === "Q5_0") {
+    // Exact in the Q8_0 layout: value = d * (nibble - 8), or d * (5-bit - 16), as int8 times d.
+    const n = w.rows * w.cols;
+    const nb = n / 32;
+    const qs = arena.i8(at, n);
+    const dAt = at + n;
+    const d = arena.f32(dAt, nb);
+    const u8 = w.u8;
+    const five = w.type === "Q5_0";
+    const bytes = five ? 22 : 18;
+    for (let b = 0, o = 0; b < nb; b++, o += bytes) {
+      d[b] = F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]!;
+      const q = b * 32;
+      if (five) {
+        // block_q5_0: f16 d, u32 qh (5th bits), u8 qs[16]
+        const qh = u8[o + 2]! | (u8[o + 3]! << 8) | (u8[o + 4]! << 16) | (u8[o + 5]! << 24);
+        for (let j = 0; j < 16; j++) {
+          const v = u8[o + 6 + j]!;
+          qs[q + j] = ((v & 15) | (((qh >>> j) & 1) << 4)) - 16;
+          qs[q + j + 16] = ((v >> 4) | (((qh >>> (j + 16)) & 1) << 4)) - 16;
+        }
+      } else {
+        // block_q4_0: f16 d, u8 qs[16]
+        for (let j = 0; j < 16; j++) {
+          const v = u8[o + 2 + j]!;
+          qs[q + j] = (v & 15) - 8;
+          qs[q + j + 16] = (v >> 4) - 8;
+        }
+      }
+    }
+    return { kind: "wasm-q8", w, qs: at, d: dAt };
+  }
+  if (w.type === "Q8_0") {
+    const n = w.rows * w.cols;
+    const nb = n / 32;
+    const qs = arena.i8(at, n);
+    const dAt = at + n;
+    const d = arena.f32(dAt, nb);
+    const u8 = w.u8, i8 = w.i8;
+    // Blocks are 34 bytes (f16 d + 32 int8) back to back over the whole tensor.
+    for (let b = 0, o = 0; b < nb; b++, o += 34) {
+      d[b] = F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]!;
+      qs.set(i8.subarray(o + 2, o + 34), b * 32);
+    }
+    return { kind: "wasm-q8", w, qs: at, d: dAt };
+  }
+  if (w.type === "Q4_K") {
+    const n = w.rows * w.cols;
+    const nBlocks = n / 256;
+    const qs = arena.u8(at, n / 2);
+    const aAt = at + n / 2, cAt = aAt + (n / 32) * 4;
+    const a = arena.f32(aAt, n / 32), c = arena.f32(cAt, n / 32);
+    const u8 = w.u8;
+    // block_q4_K: f16 d, f16 dmin, u8 scales[12] (ggml's get_scale_min_k4 packing), u8 qs[128].
+    for (let b = 0, o = 0; b < nBlocks; b++, o += 144) {
+      const d = F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]!;
+      const dmin = F16_TO_F32[u8[o + 2]! | (u8[o + 3]! << 8)]!;
+      const sc = o + 4;
+      for (let j = 0; j < 8; j++) {
+        let scale: number, min: number;
+        if (j < 4) {
+          scale = u8[sc + j]! & 63;
+          min = u8[sc + j + 4]! & 63;
+        } else {
+          scale = (u8[sc + j + 4]! & 0xf) | ((u8[sc + j - 4]! >> 6) << 4);
+          min = (u8[sc + j + 4]! >> 4) | ((u8[sc + j]! >> 6) << 4);
+        }
+        a[b * 8 + j] = d * scale;
+        c[b * 8 + j] = -dmin * min;
+      }
+      qs.set(u8.subarray(o + 16, o + 144), b * 128);
+    }
+    return { kind: "wasm-q4k", w, qs: at, a: aAt, c: cAt };
+  }
+  if (w.type === "Q6_K") {
+    const n = w.rows * w.cols;
+    const qs = arena.i8(at, n);
+    const dAt = at + n;
+    const d16 = arena.f32(dAt, n / 16);
+    const u8 = w.u8, i8 = w.i8;
+    // block_q6_K: u8 ql[128], u8 qh[64], i8 scales[16], f16 d (210 bytes) per 256 values; in each
+    // 128-value half, value l + 32k takes its low 4 bits from ql and 2 high bits from qh (ggml's
+    // dequantize_row_q6_K), and scale (l + 32k) / 16 of the half's 8.
+    for (let b = 0, o = 0; b < n / 256; b++, o += 210) {
+      const d = F16_TO_F32[u8[o + 208]! | (u8[o + 209]! << 8)]!;
+      for (let g = 0; g < 16; g++) d16[b * 16 + g] = d * i8[o + 192 + g]!;
+      for (let half = 0; half < 2; half++) {
+        const ql = o + half * 64, qh = o + 128 + half * 32, y = b * 256 + half * 128;
+        for (let l = 0; l < 32; l++) {
+          const h = u8[qh + l]!;
+          qs[y + l] = ((u8[ql + l]! & 15) | ((h & 3) << 4)) - 32;
+          qs[y + l + 32] = ((u8[ql + l + 32]! & 15) | (((h >> 2) & 3) << 4)) - 32;
+          qs[y + l + 64] = ((u8[ql + l]! >> 4) | (((h >> 4) & 3) << 4)) - 32;
+          qs[y + l + 96] = ((u8[ql + l + 32]! >> 4) | (((h >> 6) & 3) << 4)) - 32;
+        }
+      }
+    }
+    return { kind: "wasm-q8g16", w, qs: at, d: dAt };
+  }
+  return { kind: "js", w };
+}
+
+/** Activation rows [rows][width] f32; `ptr` is the byte offset in wasm memory, -1 for a JS array. */
+export class Acts {
+  readonly a: Float32Array;
+  /** Row views, made once (subarray allocates, so the hot path never calls it). */
+  readonly row: Float32Array[] = [];
+
+  constructor(readonly rows: number, readonly width: number, readonly ptr: number, arena: WasmArena | null) {
+    this.a = arena !== null && ptr >= 0 ? arena.f32(ptr, rows * width) : new Float32Array(rows * width);
+    for (let t = 0; t < rows; t++) this.row.push(this.a.subarray(t * width, (t + 1) * width));
+  }
+}
+
+/**
+ * Scratch for q8 activations (wasm only), for up to `rows` tokens of up to `maxWidth` values:
+ * qs [rows][maxWidth] int8, d [rows][maxWidth/32] f32; for batches also x16 [rows4][maxWidth] int16
+ * and dT [rows4/4][maxWidth/32][4] f32 (see widenQ8 in kernels.as; rows4 = rows rounded up to 4).
+ */
+export interface Q8Scratch {
+  readonly qs: number;
+  readonly d: number;
+  readonly x16: number;
+  readonly dT: number;
+  /** [rows][maxWidth/32] f32: d times the block's int8 sum (blockSumsQ8), for Q4_K's offsets. */
+  readonly sx: number;
+}
+
+/** Bytes of each Q8Scratch region, in field order. */
+export function q8ScratchBytes(rows: number, maxWidth: number): [number, number, number, number, number] {
+  const rows4 = Math.ceil(rows / 4) * 4;
+  return [rows * maxWidth, (rows * maxWidth) / 8, rows4 * maxWidth * 2, (rows4 * maxWidth) / 8, (rows * maxWidth) / 8];
+}
+
+/**
+ * out[t] = W x[t] for t < n. The wasm int8 kinds need `q8`: x quantized into it
+ * by `quantizeActs` first: the quantization is shared by every matrix that reads the same x.
+ */
+export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n: number, q8: Q8Scratch | null): void {
+  switch (L.kind) {
+    case "js":
+      for (let t = 0; t < n; t++) matvec(out.row[t]!, x.row[t]!, L.w);
+      return;
+    case "wasm-f32":
+      arena!.k.matmulF32(out.ptr, out.width, L.ptr, L.w.rows, L.w.cols, x.ptr, x.width, n);
+      return;
+    case "wasm-q8": {
+      const k = arena!.k;
+      if (n === 1) k.matvecQ8(out.ptr, L.qs, L.d, L.w.rows, L.w.cols, q8!.qs, q8!.d);
+      else k.matmulQ8x16(out.ptr, out.width, L.qs, L.d, L.w.rows, L.w.cols, q8!.x16, q8!.dT, n);
+      return;
+    }
+    case "wasm-q8g16": {
+      const k = arena!.k;
+      const c = L.w.cols;
+      for (let t = 0; t < n; t++) k.matvecQ8g16(out.ptr + t * out.width * 4, L.qs, L.d, L.w.rows, c, q8!.qs + t * c, q8!.d + t * (c / 8));
+      return;
+    }
+    case "wasm-q4k": {
+      const k = arena!.k;
+      const q = q8!;
+      const c = L.w.cols;
+      for (let t = 0; t < n; t++) {
+        k.matvecQ4K(out.ptr + t * out.width * 4, L.qs, L.a, L.c, L.w.rows, c, q.qs + t * c, q.d + t * (c / 8), q.sx + t * (c / 8));
+      }
+      return;
+    }
+    default:
+      L satisfies never;
+  }
+}
+
+/** Quantizes rows 0..n of x (contiguous: width % 32 == 0) into the q8 scratch (and widens them for a batch). */
+export function quantizeActs(arena: WasmArena, x: Acts, n: number, q8: Q8Scratch): void {
+  arena.k.quantizeQ8(x.ptr, n * x.width, q8.qs, q8.d);
+  arena.k.blockSumsQ8(q8.qs, q8.d, n * x.width, q8.sx);
+  if (n > 1) arena.k.widenQ8(q8.qs, q8.d, n, x.width, q8.x16, q8.dT);
+}

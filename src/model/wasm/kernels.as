@@ -1,0 +1,335 @@
+// AssemblyScript source of kvbound's WebAssembly SIMD matmul kernels (compiled by build.mjs into
+// kernels-wasm.ts; the extension is .as so that tsc does not read it as TypeScript).
+// Memory is managed by the JS side (wasm-kernels.ts): every argument is a byte offset into this
+// module's linear memory; nothing here allocates. The JS kernels in ../kernels/ are the references
+// these are held to (src/model/wasm/wasm-kernels.test.ts).
+//
+// Layouts:
+//   f32 matrix      [rows][cols] f32
+//   q8 matrix       qs [rows][cols] i8  +  d [rows][cols/32] f32   (GGUF block_q8_0 repacked:
+//                   the int8 values contiguous and 16-byte aligned, the f16 scale widened to f32;
+//                   Q4_0 and Q5_0 decode exactly into it: d * (q - 8), d * (q - 16))
+//   q8g16 matrix    qs [rows][cols] i8  +  d [rows][cols/16] f32   (Q6_K: d * scale per 16 values)
+//   q4k matrix      nibbles [rows][cols/2] as in the file + a, c [rows][cols/32] f32 (a*q + c)
+//   q8 activations  the same as one q8 row: qs [cols] i8 + d [cols/32] f32
+//
+// Integer dots follow llama.cpp's ggml_vec_dot_q8_0_q8_0 (ggml/src/ggml-cpu/arch/x86/quants.c):
+// int8 x int8 products summed in int32 within a 32-value block, then scaled by d_w * d_x.
+
+/** f32 -> nearest f16 -> f32 (ties to even, subnormals and overflow included): the rounding of
+ *  GGML_FP32_TO_FP16, which llama.cpp applies to every q8_0 block scale.
+ *  Build: `npm run build:wasm` (node src/model/wasm/build.mjs); never edit kernels-wasm.ts. */
+function roundToF16(f: f32): f32 {
+  const bits = reinterpret<u32>(f);
+  const sign = bits & 0x80000000;
+  const a = bits & 0x7fffffff;
+  if (a >= 0x7f800000) return f; // inf / nan
+  if (a >= 0x477ff000) return reinterpret<f32>(sign | 0x7f800000); // rounds past 65504
+  if (a < 0x38800000) {
+    // f16 subnormal range: a multiple of 2^-24; adding and removing 2^-10 * 2^... rounds by the FPU.
+    const m: f32 = reinterpret<f32>(a);
+    const scaled: f32 = nearest<f32>(m * 16777216.0) / 16777216.0;
+    return reinterpret<f32>(sign | reinterpret<u32>(scaled));
+  }
+  // Keep 10 mantissa bits, round to nearest even on the 13 dropped ones.
+  const lsb = (a >> 13) & 1;
+  const r = (a + 0x0fff + lsb) & 0xffffe000;
+  return reinterpret<f32>(sign | r);
+}
+
+/** Quantizes n f32 values (n % 32 == 0) at x into q8 activations: qs[n] i8 at qx, d[n/32] f32 at dx.
+ *  d = fp16(amax / 127), q = nearest(x * 127 / amax) (llama.cpp's AVX2 quantize_row_q8_0). */
+export function quantizeQ8(x: usize, n: i32, qx: usize, dx: usize): void {
+  const nb = n >> 5;
+  for (let b = 0; b < nb; b++) {
+    const xb = x + (<usize>b << 7);
+    let m = f32x4.splat(0);
+    for (let j = 0; j < 8; j++) m = f32x4.max(m, f32x4.abs(v128.load(xb + (<usize>j << 4))));
+    const amax = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+    const d: f32 = amax / 127.0;
+    const id: f32 = amax != 0 ? <f32>127.0 / amax : 0;
+    store<f32>(dx + (<usize>b << 2), roundToF16(d));
+    const vid = f32x4.splat(id);
+    const qb = qx + (<usize>b << 5);
+    for (let j = 0; j < 2; j++) {
+      const p = xb + (<usize>j << 6);
+      const i0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p), vid)));
+      const i1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p + 16), vid)));
+      const i2 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p + 32), vid)));
+      const i3 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p + 48), vid)));
+      const h0 = i16x8.narrow_i32x4_s(i0, i1);
+      const h1 = i16x8.narrow_i32x4_s(i2, i3);
+      v128.store(qb + (<usize>j << 4), i8x16.narrow_i16x8_s(h0, h1));
+    }
+  }
+}
+
+/** out[r] = sum_b d_w[r][b] * d_x[b] * sum_j qs_w[r][32b+j] * qs_x[32b+j], for r < rows.
+ *  The int16 pair sums cannot overflow: |x| <= 127 (quantizeQ8), |w| <= 128 (int8), 2*128*127 < 32768. */
+export function matvecQ8(out: usize, wq: usize, wd: usize, rows: i32, cols: i32, qx: usize, dx: usize): void {
+  const nb = cols >> 5;
+  const rowBytes = <usize>cols;
+  const dBytes = <usize>nb << 2;
+  let r = 0;
+  // Two rows per pass share the activation loads.
+  for (; r + 1 < rows; r += 2) {
+    const w0 = wq + <usize>r * rowBytes;
+    const w1 = w0 + rowBytes;
+    const d0 = wd + <usize>r * dBytes;
+    const d1 = d0 + dBytes;
+    let acc0 = f32x4.splat(0);
+    let acc1 = f32x4.splat(0);
+    for (let b = 0; b < nb; b++) {
+      const o = <usize>b << 5;
+      const xa = v128.load(qx + o);
+      const xb = v128.load(qx + o + 16);
+      const dxb = load<f32>(dx + (<usize>b << 2));
+      let wa = v128.load(w0 + o);
+      let wb = v128.load(w0 + o + 16);
+      let s = i32x4.add(
+        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wa, xa), i16x8.extmul_high_i8x16_s(wa, xa))),
+        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wb, xb), i16x8.extmul_high_i8x16_s(wb, xb))),
+      );
+      acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(s), f32x4.splat(load<f32>(d0 + (<usize>b << 2)) * dxb)));
+      wa = v128.load(w1 + o);
+      wb = v128.load(w1 + o + 16);
+      s = i32x4.add(
+        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wa, xa), i16x8.extmul_high_i8x16_s(wa, xa))),
+        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wb, xb), i16x8.extmul_high_i8x16_s(wb, xb))),
+      );
+      acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(s), f32x4.splat(load<f32>(d1 + (<usize>b << 2)) * dxb)));
+    }
+    store<f32>(out + (<usize>r << 2), f32x4.extract_lane(acc0, 0) + f32x4.extract_lane(acc0, 1) + f32x4.extract_lane(acc0, 2) + f32x4.extract_lane(acc0, 3));
+    store<f32>(out + (<usize>(r + 1) << 2), f32x4.extract_lane(acc1, 0) + f32x4.extract_lane(acc1, 1) + f32x4.extract_lane(acc1, 2) + f32x4.extract_lane(acc1, 3));
+  }
+  for (; r < rows; r++) {
+    const w0 = wq + <usize>r * rowBytes;
+    const d0 = wd + <usize>r * dBytes;
+    let acc0 = f32x4.splat(0);
+    for (let b = 0; b < nb; b++) {
+      const o = <usize>b << 5;
+      const xa = v128.load(qx + o);
+      const xb = v128.load(qx + o + 16);
+      const wa = v128.load(w0 + o);
+      const wb = v128.load(w0 + o + 16);
+      const s = i32x4.add(
+        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wa, xa), i16x8.extmul_high_i8x16_s(wa, xa))),
+        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wb, xb), i16x8.extmul_high_i8x16_s(wb, xb))),
+      );
+      acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(s), f32x4.splat(load<f32>(d0 + (<usize>b << 2)) * load<f32>(dx + (<usize>b << 2)))));
+    }
+    store<f32>(out + (<usize>r << 2), f32x4.extract_lane(acc0, 0) + f32x4.extract_lane(acc0, 1) + f32x4.extract_lane(acc0, 2) + f32x4.extract_lane(acc0, 3));
+  }
+}
+
+/** f32 matrix [rows][cols] times nTok f32 vectors (x [nTok][xStride]): out[t * outStride + r].
+ *  cols need not be a multiple of 4 (a scalar tail). nTok = 1 is the plain matvec. */
+export function matmulF32(out: usize, outStride: i32, w: usize, rows: i32, cols: i32, x: usize, xStride: i32, nTok: i32): void {
+  const c4 = cols & ~3;
+  const rowBytes = <usize>cols << 2;
+  const xBytes = <usize>xStride << 2;
+  const TILE = 8;
+  for (let t0 = 0; t0 < nTok; t0 += TILE) {
+    const tEnd = min(nTok, t0 + TILE);
+    let r = 0;
+    for (; r + 1 < rows; r += 2) {
+      const wa = w + <usize>r * rowBytes;
+      const wb = wa + rowBytes;
+      for (let t = t0; t < tEnd; t++) {
+        const xp = x + <usize>t * xBytes;
+        let a0 = f32x4.splat(0);
+        let a1 = f32x4.splat(0);
+        let i = 0;
+        for (; i < c4; i += 4) {
+          const o = <usize>i << 2;
+          const xv = v128.load(xp + o);
+          a0 = f32x4.add(a0, f32x4.mul(v128.load(wa + o), xv));
+          a1 = f32x4.add(a1, f32x4.mul(v128.load(wb + o), xv));
+        }
+        let s0 = f32x4.extract_lane(a0, 0) + f32x4.extract_lane(a0, 1) + f32x4.extract_lane(a0, 2) + f32x4.extract_lane(a0, 3);
+        let s1 = f32x4.extract_lane(a1, 0) + f32x4.extract_lane(a1, 1) + f32x4.extract_lane(a1, 2) + f32x4.extract_lane(a1, 3);
+        for (; i < cols; i++) {
+          const xv = load<f32>(xp + (<usize>i << 2));
+          s0 += load<f32>(wa + (<usize>i << 2)) * xv;
+          s1 += load<f32>(wb + (<usize>i << 2)) * xv;
+        }
+        store<f32>(out + ((<usize>t * <usize>outStride + <usize>r) << 2), s0);
+        store<f32>(out + ((<usize>t * <usize>outStride + <usize>r + 1) << 2), s1);
+      }
+    }
+    for (; r < rows; r++) {
+      const wa = w + <usize>r * rowBytes;
+      for (let t = t0; t < tEnd; t++) {
+        const xp = x + <usize>t * xBytes;
+        let a0 = f32x4.splat(0);
+        let i = 0;
+        for (; i < c4; i += 4) {
+          const o = <usize>i << 2;
+          a0 = f32x4.add(a0, f32x4.mul(v128.load(wa + o), v128.load(xp + o)));
+        }
+        let s0 = f32x4.extract_lane(a0, 0) + f32x4.extract_lane(a0, 1) + f32x4.extract_lane(a0, 2) + f32x4.extract_lane(a0, 3);
+        for (; i < cols; i++) s0 += load<f32>(wa + (<usize>i << 2)) * load<f32>(xp + (<usize>i << 2));
+        store<f32>(out + ((<usize>t * <usize>outStride + <usize>r) << 2), s0);
+      }
+    }
+  }
+}
+
+/** Prepares q8 activations of nTok rows (qx [nTok][cols] i8, dx [nTok][cols/32]) for matmulQ8x16:
+ *  x16 [nTok4][cols] i16 (widened once, not once per weight row) and dxT [nTok4/4][cols/32][4] f32
+ *  (the scales of 4 tokens side by side), where nTok4 rounds nTok up to 4 and the padding tokens
+ *  get zero values and scales. */
+export function widenQ8(qx: usize, dx: usize, nTok: i32, cols: i32, x16: usize, dxT: usize): void {
+  const nb = cols >> 5;
+  const nTok4 = (nTok + 3) & ~3;
+  for (let t = 0; t < nTok4; t++) {
+    const dst = x16 + ((<usize>t * <usize>cols) << 1);
+    const tile = dxT + (<usize>(t >> 2) * <usize>nb << 4) + (<usize>(t & 3) << 2);
+    if (t < nTok) {
+      const src = qx + <usize>t * <usize>cols;
+      for (let i = 0; i < cols; i += 16) {
+        const v = v128.load(src + <usize>i);
+        v128.store(dst + (<usize>i << 1), i16x8.extend_low_i8x16_s(v));
+        v128.store(dst + (<usize>i << 1) + 16, i16x8.extend_high_i8x16_s(v));
+      }
+      const ds = dx + ((<usize>t * <usize>nb) << 2);
+      for (let b = 0; b < nb; b++) store<f32>(tile + (<usize>b << 4), load<f32>(ds + (<usize>b << 2)));
+    } else {
+      memory.fill(dst, 0, <usize>cols << 1);
+      for (let b = 0; b < nb; b++) store<f32>(tile + (<usize>b << 4), 0);
+    }
+  }
+}
+
+/** matmulQ8 on widened activations (widenQ8): each weight block is sign-extended once and dotted
+ *  (i32x4.dot_i16x8_s) with 4 tokens; their 4 int32 sums are transposed into one vector so the
+ *  block's f32 scaling is one multiply-add for the 4 tokens. out[t * outStride + r]. */
+export function matmulQ8x16(out: usize, outStride: i32, wq: usize, wd: usize, rows: i32, cols: i32, x16: usize, dxT: usize, nTok: i32): void {
+  const nb = cols >> 5;
+  const xRow = <usize>cols << 1;
+  for (let t0 = 0; t0 < nTok; t0 += 4) {
+    const xt = x16 + <usize>t0 * xRow;
+    const dt = dxT + (<usize>(t0 >> 2) * <usize>nb << 4);
+    const nHere = min(4, nTok - t0);
+    for (let r = 0; r < rows; r++) {
+      const w0 = wq + <usize>r * <usize>cols;
+      const d0 = wd + <usize>r * (<usize>nb << 2);
+      let acc = f32x4.splat(0);
+      for (let b = 0; b < nb; b++) {
+        const o = <usize>b << 5;
+        const wa = v128.load(w0 + o);
+        const wb = v128.load(w0 + o + 16);
+        const v0 = i16x8.extend_low_i8x16_s(wa);
+        const v1 = i16x8.extend_high_i8x16_s(wa);
+        const v2 = i16x8.extend_low_i8x16_s(wb);
+        const v3 = i16x8.extend_high_i8x16_s(wb);
+        let p = xt + (o << 1);
+        const s0 = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(v0, v128.load(p)), i32x4.dot_i16x8_s(v1, v128.load(p + 16))),
+          i32x4.add(i32x4.dot_i16x8_s(v2, v128.load(p + 32)), i32x4.dot_i16x8_s(v3, v128.load(p + 48))));
+        p += xRow;
+        const s1 = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(v0, v128.load(p)), i32x4.dot_i16x8_s(v1, v128.load(p + 16))),
+          i32x4.add(i32x4.dot_i16x8_s(v2, v128.load(p + 32)), i32x4.dot_i16x8_s(v3, v128.load(p + 48))));
+        p += xRow;
+        const s2 = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(v0, v128.load(p)), i32x4.dot_i16x8_s(v1, v128.load(p + 16))),
+          i32x4.add(i32x4.dot_i16x8_s(v2, v128.load(p + 32)), i32x4.dot_i16x8_s(v3, v128.load(p + 48))));
+        p += xRow;
+        const s3 = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(v0, v128.load(p)), i32x4.dot_i16x8_s(v1, v128.load(p + 16))),
+          i32x4.add(i32x4.dot_i16x8_s(v2, v128.load(p + 32)), i32x4.dot_i16x8_s(v3, v128.load(p + 48))));
+        // [s0, s1, s2, s3] lane sums -> one vector of 4 token totals.
+        const a01 = i32x4.add(v128.shuffle<i32>(s0, s1, 0, 4, 1, 5), v128.shuffle<i32>(s0, s1, 2, 6, 3, 7));
+        const a23 = i32x4.add(v128.shuffle<i32>(s2, s3, 0, 4, 1, 5), v128.shuffle<i32>(s2, s3, 2, 6, 3, 7));
+        const tot = i32x4.add(v128.shuffle<i32>(a01, a23, 0, 1, 4, 5), v128.shuffle<i32>(a01, a23, 2, 3, 6, 7));
+        acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(tot), f32x4.mul(v128.load(dt + (<usize>b << 4)), f32x4.splat(load<f32>(d0 + (<usize>b << 2))))));
+      }
+      const o0 = out + (<usize>r << 2);
+      const st = <usize>outStride << 2;
+      store<f32>(o0 + <usize>t0 * st, f32x4.extract_lane(acc, 0));
+      if (nHere > 1) store<f32>(o0 + <usize>(t0 + 1) * st, f32x4.extract_lane(acc, 1));
+      if (nHere > 2) store<f32>(o0 + <usize>(t0 + 2) * st, f32x4.extract_lane(acc, 2));
+      if (nHere > 3) store<f32>(o0 + <usize>(t0 + 3) * st, f32x4.extract_lane(acc, 3));
+    }
+  }
+}
+
+/** sx[b] = dx[b] * sum of the 32 int8 values of block b, for n/32 blocks of q8 activations: the
+ *  term that a weight format with a per-block offset (Q4_K's -dmin*m) multiplies. */
+export function blockSumsQ8(qx: usize, dx: usize, n: i32, sx: usize): void {
+  const nb = n >> 5;
+  for (let b = 0; b < nb; b++) {
+    const p = qx + (<usize>b << 5);
+    const h = i16x8.add(i16x8.extadd_pairwise_i8x16_s(v128.load(p)), i16x8.extadd_pairwise_i8x16_s(v128.load(p + 16)));
+    const s = i32x4.extadd_pairwise_i16x8_s(h);
+    const t = i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1) + i32x4.extract_lane(s, 2) + i32x4.extract_lane(s, 3);
+    store<f32>(sx + (<usize>b << 2), <f32>t * load<f32>(dx + (<usize>b << 2)));
+  }
+}
+
+/** Q4_K weights (nibbles as in the file: qs [rows][cols/2], 128 bytes per 256 values; per 32-value
+ *  sub-block j the value is a[j] * q + c[j], a = d*scale, c = -dmin*min, decoded to f32 at load)
+ *  times q8 activations (qx, dx, and sx from blockSumsQ8): out[r]. */
+export function matvecQ4K(out: usize, wq: usize, wa: usize, wc: usize, rows: i32, cols: i32, qx: usize, dx: usize, sx: usize): void {
+  const nsb = cols >> 5;
+  const nPairs = cols >> 6;
+  const mask = i8x16.splat(15);
+  for (let r = 0; r < rows; r++) {
+    const q = wq + <usize>r * (<usize>cols >> 1);
+    const a = wa + <usize>r * (<usize>nsb << 2);
+    const c = wc + <usize>r * (<usize>nsb << 2);
+    let acc = f32x4.splat(0);
+    let bias: f32 = 0;
+    for (let j = 0; j < nPairs; j++) {
+      // Pair j: 32 bytes; low nibbles are sub-block 2j, high nibbles sub-block 2j + 1.
+      const p = q + (<usize>j << 5);
+      const v0 = v128.load(p);
+      const v1 = v128.load(p + 16);
+      const l0 = v128.and(v0, mask);
+      const l1 = v128.and(v1, mask);
+      const h0 = i8x16.shr_u(v0, 4);
+      const h1 = i8x16.shr_u(v1, 4);
+      const xp = qx + (<usize>j << 6);
+      const x0 = v128.load(xp);
+      const x1 = v128.load(xp + 16);
+      const x2 = v128.load(xp + 32);
+      const x3 = v128.load(xp + 48);
+      const sl = i32x4.add(
+        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(l0, x0), i16x8.extmul_high_i8x16_s(l0, x0))),
+        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(l1, x1), i16x8.extmul_high_i8x16_s(l1, x1))),
+      );
+      const sh = i32x4.add(
+        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(h0, x2), i16x8.extmul_high_i8x16_s(h0, x2))),
+        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(h1, x3), i16x8.extmul_high_i8x16_s(h1, x3))),
+      );
+      const o = <usize>j << 3; // byte offset of sub-block 2j's f32
+      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sl), f32x4.splat(load<f32>(a + o) * load<f32>(dx + o))));
+      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sh), f32x4.splat(load<f32>(a + o + 4) * load<f32>(dx + o + 4))));
+      bias += load<f32>(c + o) * load<f32>(sx + o) + load<f32>(c + o + 4) * load<f32>(sx + o + 4);
+    }
+    store<f32>(out + (<usize>r << 2), f32x4.extract_lane(acc, 0) + f32x4.extract_lane(acc, 1) + f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3) + bias);
+  }
+}
+
+/** int8 weights with one f32 scale per 16 values (Q6_K decoded at load: qs [rows][cols] i8,
+ *  d16 [rows][cols/16] f32) times q8 activations: out[r]. The two 16-value halves of a 32-value
+ *  activation block are summed apart, each under its own weight scale. */
+export function matvecQ8g16(out: usize, wq: usize, wd: usize, rows: i32, cols: i32, qx: usize, dx: usize): void {
+  const nb = cols >> 5;
+  for (let r = 0; r < rows; r++) {
+    const w0 = wq + <usize>r * <usize>cols;
+    const d0 = wd + <usize>r * (<usize>nb << 3);
+    let acc = f32x4.splat(0);
+    for (let b = 0; b < nb; b++) {
+      const o = <usize>b << 5;
+      const xa = v128.load(qx + o);
+      const xb = v128.load(qx + o + 16);
+      const wa = v128.load(w0 + o);
+      const wb = v128.load(w0 + o + 16);
+      const sa = i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wa, xa), i16x8.extmul_high_i8x16_s(wa, xa)));
+      const sb = i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wb, xb), i16x8.extmul_high_i8x16_s(wb, xb)));
+      const dxb = load<f32>(dx + (<usize>b << 2));
+      const db = d0 + (<usize>b << 3);
+      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sa), f32x4.splat(load<f32>(db) * dxb)));
+      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sb), f32x4.splat(load<f32>(db + 4) * dxb)));
+    }
+    store<f32>(out + (<usize>r << 2), f32x4.extract_lane(acc, 0) + f32x4.extract_lane(acc, 1) + f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3));
+  }
+}
