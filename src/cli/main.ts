@@ -13,6 +13,7 @@ import { fitCommand, type FitFlags } from "./commands/fit.js";
 import { planCommand, type PlanFlags } from "./commands/plan.js";
 import { registerBench } from "./commands/bench.js";
 import { registerChat } from "./commands/chat.js";
+import { registerEval } from "./commands/eval.js";
 import { registerPpl } from "./commands/ppl.js";
 import { registerRun } from "./commands/run.js";
 import { listCommand, rankCommand, type RankFlags } from "./commands/rank.js";
@@ -90,6 +91,7 @@ function buildProgram(io: CliIo, setExit: (code: number) => void): Command {
   registerRun(program, io, setExit);
   registerChat(program, io, setExit);
   registerBench(program, io, setExit);
+  registerEval(program, io, setExit);
 
   registerServe(program, io, setExit);
 
