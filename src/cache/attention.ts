@@ -2,7 +2,9 @@
 // (never through a dequantized copy). GQA, causal by retained order, one or more query tokens.
 // `denseAttention` (dense-attention.ts) is the naive reference the tests hold this kernel to.
 
+import { axpyRunGroup, dotRunGroup, GROUPED_ACC_PER_SLOT } from "./codecs/grouped.js";
 import type { PageStore } from "./codecs/types.js";
+import { expNonPositive } from "./fast-exp.js";
 import type { Rope } from "./rope.js";
 import type { KvRun } from "./runs.js";
 
@@ -62,15 +64,17 @@ export class AttentionScratch {
   readonly scores: Float32Array; // [nHead][window]
   readonly qRot: Float32Array; // [nHead][maxHeadDimK]
   readonly wAvg: Float32Array; // [window]
-  readonly acc4: Float64Array; // [4 * pageSize] partial sums of the stores' dotRun4
+  readonly invSum: Float64Array; // [nHead] 1 / softmax denominator per head
+  readonly acc4: Float64Array; // [4 * pageSize] partial sums of the stores' grouped kernels (grouped.ts)
   readonly window: number;
 
   constructor(nHead: number, window: number, maxHeadDimK: number, pageSize = 16) {
     this.window = window;
-    this.acc4 = new Float64Array(4 * pageSize);
+    this.acc4 = new Float64Array(GROUPED_ACC_PER_SLOT * pageSize);
     this.scores = new Float32Array(nHead * window);
     this.qRot = new Float32Array(nHead * maxHeadDimK);
     this.wAvg = new Float32Array(window);
+    this.invSum = new Float64Array(nHead);
   }
 }
 
@@ -111,10 +115,14 @@ export function attendRuns(
   const scores = scratch.scores;
   const qRot = scratch.qRot;
   const qStride = nHead * dk;
-  // GQA fast path: when groups come in fours, four query heads share one pass over each run.
+  // GQA: the query heads of one KV head share one pass over each run (grouped.ts), whatever the
+  // group size; one head per call when the group is 1 or the scratch is too small.
   const acc4 = scratch.acc4;
-  const grouped4 = group % 4 === 0 && kStore.dotRun4 !== undefined && acc4.length >= 4 * kStore.shape.pageSize;
-  const grouped4V = group % 4 === 0 && vStore.axpyRun4 !== undefined && acc4.length >= 4 * vStore.shape.pageSize;
+  const groupedK = group > 1 && acc4.length >= GROUPED_ACC_PER_SLOT * kStore.shape.pageSize;
+  const groupedV = group > 1 && acc4.length >= GROUPED_ACC_PER_SLOT * vStore.shape.pageSize;
+  const gqStride = group * dk; // query offset between KV heads' groups
+  const gsStride = group * W; // score offset between KV heads' groups
+  const goStride = group * dv; // output offset between KV heads' groups
   for (let qi = 0; qi < nQuery; qi++) {
     const self = held - nQuery + qi; // retained index of the query's own token
     // The query's attention position: from the run that holds its own token.
@@ -122,7 +130,8 @@ export function attendRuns(
     while (qr > 0 && runs.index[qr]! > self) qr--;
     const qPos = runs.pos[qr]! + (self - runs.index[qr]!);
     const qBase = qOff + qi * qStride;
-    if (rope === null) for (let i = 0; i < qStride; i++) qRot[i] = q[qBase + i]!;
+    // The softmax scale goes onto the query once (rotation is linear), not onto every score.
+    if (rope === null) for (let i = 0; i < qStride; i++) qRot[i] = q[qBase + i]! * scale;
     let rotOffset = NaN;
     const nVis = self + 1;
     for (let r = 0; r < runs.n; r++) {
@@ -135,15 +144,15 @@ export function attendRuns(
         const off = runs.rotPos[r]! - runs.pos[r]!;
         if (off !== rotOffset) {
           rotOffset = off;
-          for (let i = 0; i < qStride; i++) qRot[i] = q[qBase + i]!;
+          for (let i = 0; i < qStride; i++) qRot[i] = q[qBase + i]! * scale;
           rope.rotate(qRot, 0, nHead, qPos + off);
         }
       }
       const page = runs.page[r]!;
       const slot = runs.slotStart[r]!;
-      if (grouped4) {
-        for (let h = 0; h < nHead; h += 4) {
-          kStore.dotRun4!(page, slot, len, (h / group) | 0, qRot, h * dk, dk, scores, h * W + idx, W, acc4);
+      if (groupedK) {
+        for (let kv = 0; kv < nHeadKv; kv++) {
+          dotRunGroup(kStore, page, slot, len, kv, group, qRot, kv * gqStride, dk, scores, kv * gsStride + idx, W, acc4);
         }
       } else {
         for (let h = 0; h < nHead; h++) {
@@ -151,23 +160,27 @@ export function attendRuns(
         }
       }
     }
-    // Softmax per head over the visible tokens; weights normalized in place (the hook reads them).
+    // Softmax per head over the visible tokens, unnormalized (e^(s - max) <= 1): the 1/sum goes
+    // onto the head's output after the value pass, or onto the weights when the hook reads them.
+    // Two passes instead of three, and expNonPositive instead of Math.exp (fast-exp.ts: the exp
+    // was about a third of stories260K's decode CPU).
+    const invSum = scratch.invSum;
     for (let h = 0; h < nHead; h++) {
       const base = h * W;
       let max = -Infinity;
       for (let t = 0; t < nVis; t++) {
-        const s = scores[base + t]! * scale;
-        scores[base + t] = s;
+        const s = scores[base + t]!;
         if (s > max) max = s;
       }
       let sum = 0;
       for (let t = 0; t < nVis; t++) {
-        const e = Math.exp(scores[base + t]! - max);
+        const e = expNonPositive(scores[base + t]! - max);
         scores[base + t] = e;
         sum += e;
       }
       const inv = 1 / sum;
-      for (let t = 0; t < nVis; t++) scores[base + t] = scores[base + t]! * inv;
+      invSum[h] = inv;
+      if (hook !== null) for (let t = 0; t < nVis; t++) scores[base + t] = scores[base + t]! * inv;
     }
     const oBase = outOff + qi * nHead * dv;
     for (let i = 0; i < nHead * dv; i++) out[oBase + i] = 0;
@@ -177,9 +190,9 @@ export function attendRuns(
       const len = Math.min(runs.length[r]!, nVis - idx);
       const page = runs.page[r]!;
       const slot = runs.slotStart[r]!;
-      if (grouped4V) {
-        for (let h = 0; h < nHead; h += 4) {
-          vStore.axpyRun4!(page, slot, len, (h / group) | 0, scores, h * W + idx, W, out, oBase + h * dv, dv, acc4);
+      if (groupedV) {
+        for (let kv = 0; kv < nHeadKv; kv++) {
+          axpyRunGroup(vStore, page, slot, len, kv, group, scores, kv * gsStride + idx, W, out, oBase + kv * goStride, dv, acc4);
         }
       } else {
         for (let h = 0; h < nHead; h++) {
@@ -187,7 +200,13 @@ export function attendRuns(
         }
       }
     }
-    if (hook !== null) {
+    if (hook === null) {
+      for (let h = 0; h < nHead; h++) {
+        const inv = invSum[h]!;
+        const o = oBase + h * dv;
+        for (let i = 0; i < dv; i++) out[o + i] = out[o + i]! * inv;
+      }
+    } else {
       const w = scratch.wAvg;
       const invH = 1 / nHead;
       for (let t = 0; t < nVis; t++) w[t] = 0;

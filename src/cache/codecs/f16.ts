@@ -226,6 +226,207 @@ export class F16PageStore implements PageStore {
     }
   }
 
+  dotRun2(
+    page: number, slotStart: number, n: number, kvHead: number,
+    q: Float32Array, qOff: number, qStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
+  ): void {
+    const data = this.data;
+    const tab = F16_TO_F32;
+    const d = this.shape.headDim;
+    const stride = this.tokenStride;
+    const P = this.shape.pageSize;
+    const base0 = page * this.pageStride + slotStart * stride + kvHead * d;
+    // As dotRun4 with 2 query heads: each value decoded once for the 2.
+    const q1 = qOff + qStride;
+    for (let t = 0; t < 2 * P; t++) acc[t] = 0;
+    // Four channels per pass for two heads: 8 query values + 4 key values fit the registers.
+    let c = 0;
+    for (; c + 3 < d; c += 4) {
+      const a0 = q[qOff + c]!, a1 = q[qOff + c + 1]!, a2 = q[qOff + c + 2]!, a3 = q[qOff + c + 3]!;
+      const b0 = q[q1 + c]!, b1 = q[q1 + c + 1]!, b2 = q[q1 + c + 2]!, b3 = q[q1 + c + 3]!;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        const x0 = tab[data[b]!]!;
+        const x1 = tab[data[b + 1]!]!;
+        const x2 = tab[data[b + 2]!]!;
+        const x3 = tab[data[b + 3]!]!;
+        acc[t] = acc[t]! + ((a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3));
+        acc[P + t] = acc[P + t]! + ((b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3));
+        b += stride;
+      }
+    }
+    for (; c < d; c++) {
+      const aq = q[qOff + c]!, bq = q[q1 + c]!;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        const x = tab[data[b]!]!;
+        acc[t] = acc[t]! + aq * x;
+        acc[P + t] = acc[P + t]! + bq * x;
+        b += stride;
+      }
+    }
+    for (let t = 0; t < n; t++) {
+      out[outOff + t] = acc[t]!;
+      out[outOff + outStride + t] = acc[P + t]!;
+    }
+  }
+
+  axpyRun2(
+    page: number, slotStart: number, n: number, kvHead: number,
+    w: Float32Array, wOff: number, wStride: number, out: Float32Array, outOff: number, outStride: number, _acc: Float64Array,
+  ): void {
+    const data = this.data;
+    const tab = F16_TO_F32;
+    const d = this.shape.headDim;
+    const stride = this.tokenStride;
+    const base0 = page * this.pageStride + slotStart * stride + kvHead * d;
+    // As axpyRun4 with 2 query heads: each value decoded once for the 2.
+    const w1 = wOff + wStride;
+    const o1 = outOff + outStride;
+    // Four channels per pass for two heads: 8 sums + 4 values + 2 weights fit the registers.
+    let c = 0;
+    for (; c + 3 < d; c += 4) {
+      let a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        const x0 = tab[data[b]!]!;
+        const x1 = tab[data[b + 1]!]!;
+        const x2 = tab[data[b + 2]!]!;
+        const x3 = tab[data[b + 3]!]!;
+        const wa = w[wOff + t]!, wb = w[w1 + t]!;
+        a0 += wa * x0;
+        a1 += wa * x1;
+        a2 += wa * x2;
+        a3 += wa * x3;
+        b0 += wb * x0;
+        b1 += wb * x1;
+        b2 += wb * x2;
+        b3 += wb * x3;
+        b += stride;
+      }
+      out[outOff + c] = out[outOff + c]! + a0;
+      out[outOff + c + 1] = out[outOff + c + 1]! + a1;
+      out[outOff + c + 2] = out[outOff + c + 2]! + a2;
+      out[outOff + c + 3] = out[outOff + c + 3]! + a3;
+      out[o1 + c] = out[o1 + c]! + b0;
+      out[o1 + c + 1] = out[o1 + c + 1]! + b1;
+      out[o1 + c + 2] = out[o1 + c + 2]! + b2;
+      out[o1 + c + 3] = out[o1 + c + 3]! + b3;
+    }
+    for (; c < d; c++) {
+      let sa = 0, sb = 0;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        const x = tab[data[b]!]!;
+        sa += w[wOff + t]! * x;
+        sb += w[w1 + t]! * x;
+        b += stride;
+      }
+      out[outOff + c] = out[outOff + c]! + sa;
+      out[o1 + c] = out[o1 + c]! + sb;
+    }
+  }
+
+  dotRun3(
+    page: number, slotStart: number, n: number, kvHead: number,
+    q: Float32Array, qOff: number, qStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
+  ): void {
+    const data = this.data;
+    const tab = F16_TO_F32;
+    const d = this.shape.headDim;
+    const stride = this.tokenStride;
+    const P = this.shape.pageSize;
+    const base0 = page * this.pageStride + slotStart * stride + kvHead * d;
+    // As dotRun4 with 3 query heads: each value decoded once for the 3.
+    const q1 = qOff + qStride;
+    const q2 = q1 + qStride;
+    for (let t = 0; t < 3 * P; t++) acc[t] = 0;
+    let c = 0;
+    for (; c + 1 < d; c += 2) {
+      const a0 = q[qOff + c]!, a1 = q[qOff + c + 1]!;
+      const b0 = q[q1 + c]!, b1 = q[q1 + c + 1]!;
+      const c0 = q[q2 + c]!, c1 = q[q2 + c + 1]!;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        const x0 = tab[data[b]!]!;
+        const x1 = tab[data[b + 1]!]!;
+        acc[t] = acc[t]! + (a0 * x0 + a1 * x1);
+        acc[P + t] = acc[P + t]! + (b0 * x0 + b1 * x1);
+        acc[2 * P + t] = acc[2 * P + t]! + (c0 * x0 + c1 * x1);
+        b += stride;
+      }
+    }
+    for (; c < d; c++) {
+      const aq = q[qOff + c]!, bq = q[q1 + c]!, cq = q[q2 + c]!;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        const x = tab[data[b]!]!;
+        acc[t] = acc[t]! + aq * x;
+        acc[P + t] = acc[P + t]! + bq * x;
+        acc[2 * P + t] = acc[2 * P + t]! + cq * x;
+        b += stride;
+      }
+    }
+    for (let t = 0; t < n; t++) {
+      out[outOff + t] = acc[t]!;
+      out[outOff + outStride + t] = acc[P + t]!;
+      out[outOff + 2 * outStride + t] = acc[2 * P + t]!;
+    }
+  }
+
+  axpyRun3(
+    page: number, slotStart: number, n: number, kvHead: number,
+    w: Float32Array, wOff: number, wStride: number, out: Float32Array, outOff: number, outStride: number, _acc: Float64Array,
+  ): void {
+    const data = this.data;
+    const tab = F16_TO_F32;
+    const d = this.shape.headDim;
+    const stride = this.tokenStride;
+    const base0 = page * this.pageStride + slotStart * stride + kvHead * d;
+    // As axpyRun4 with 3 query heads: each value decoded once for the 3.
+    const w1 = wOff + wStride;
+    const w2 = w1 + wStride;
+    const o1 = outOff + outStride;
+    const o2 = o1 + outStride;
+    let c = 0;
+    for (; c + 1 < d; c += 2) {
+      let a0 = 0, a1 = 0, b0 = 0, b1 = 0, c0 = 0, c1 = 0;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        const x0 = tab[data[b]!]!;
+        const x1 = tab[data[b + 1]!]!;
+        const wa = w[wOff + t]!, wb = w[w1 + t]!, wc = w[w2 + t]!;
+        a0 += wa * x0;
+        a1 += wa * x1;
+        b0 += wb * x0;
+        b1 += wb * x1;
+        c0 += wc * x0;
+        c1 += wc * x1;
+        b += stride;
+      }
+      out[outOff + c] = out[outOff + c]! + a0;
+      out[outOff + c + 1] = out[outOff + c + 1]! + a1;
+      out[o1 + c] = out[o1 + c]! + b0;
+      out[o1 + c + 1] = out[o1 + c + 1]! + b1;
+      out[o2 + c] = out[o2 + c]! + c0;
+      out[o2 + c + 1] = out[o2 + c + 1]! + c1;
+    }
+    for (; c < d; c++) {
+      let sa = 0, sb = 0, sc = 0;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        const x = tab[data[b]!]!;
+        sa += w[wOff + t]! * x;
+        sb += w[w1 + t]! * x;
+        sc += w[w2 + t]! * x;
+        b += stride;
+      }
+      out[outOff + c] = out[outOff + c]! + sa;
+      out[o1 + c] = out[o1 + c]! + sb;
+      out[o2 + c] = out[o2 + c]! + sc;
+    }
+  }
+
   readToken(page: number, slot: number, out: Float32Array, outOff: number): void {
     checkSlot(this.shape, page, slot);
     const n = this.tokenStride;

@@ -673,6 +673,220 @@ export class Int4PageStore implements PageStore {
     }
   }
 
+  dotRun2(
+    page: number, slotStart: number, n: number, kvHead: number,
+    q: Float32Array, qOff: number, qStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
+  ): void {
+    if (!this.isKey || this.resOf[page]! >= 0) {
+      for (let k = 0; k < 2; k++) this.dotRun(page, slotStart, n, kvHead, q, qOff + k * qStride, out, outOff + k * outStride);
+      return;
+    }
+    // Sealed keys, as dotRun4 with 2 query heads: each byte loaded once for the 2.
+    const d = this.shape.headDim;
+    const P = this.shape.pageSize;
+    const nib = this.nibbles;
+    const params = this.params;
+    const tab = F16_TO_F32;
+    const tb = this.tokenBytes;
+    const hd2 = d >> 1;
+    const nb0 = (page * P + slotStart) * tb + kvHead * hd2;
+    const pb = (page * this.shape.nHeadKv + kvHead) * 2 * d; // [min_c][scale_c]
+    const q1 = qOff + qStride;
+    let bias0 = 0, bias1 = 0;
+    for (let c = 0; c < d; c++) {
+      const mn = tab[params[pb + c]!]!;
+      bias0 += q[qOff + c]! * mn;
+      bias1 += q[q1 + c]! * mn;
+    }
+    for (let t = 0; t < 2 * P; t++) acc[t] = 0;
+    for (let j = 0; j < hd2; j++) {
+      const c = 2 * j;
+      const s0 = tab[params[pb + d + c]!]!;
+      const s1 = tab[params[pb + d + c + 1]!]!;
+      const a0 = q[qOff + c]! * s0, a1 = q[qOff + c + 1]! * s1, b0 = q[q1 + c]! * s0, b1 = q[q1 + c + 1]! * s1;
+      let b = nb0 + j;
+      for (let t = 0; t < n; t++) {
+        const x = nib[b]!;
+        const lo = x & 15;
+        const hi = x >> 4;
+        acc[t] = acc[t]! + (a0 * lo + a1 * hi);
+        acc[P + t] = acc[P + t]! + (b0 * lo + b1 * hi);
+        b += tb;
+      }
+    }
+    for (let t = 0; t < n; t++) {
+      out[outOff + t] = bias0 + acc[t]!;
+      out[outOff + outStride + t] = bias1 + acc[P + t]!;
+    }
+  }
+
+  axpyRun2(
+    page: number, slotStart: number, n: number, kvHead: number,
+    w: Float32Array, wOff: number, wStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
+  ): void {
+    if (this.isKey || this.resOf[page]! >= 0) {
+      for (let k = 0; k < 2; k++) this.axpyRun(page, slotStart, n, kvHead, w, wOff + k * wStride, out, outOff + k * outStride);
+      return;
+    }
+    // Sealed values, as axpyRun4 with 2 query heads: each byte loaded once for the 2.
+    const d = this.shape.headDim;
+    const P = this.shape.pageSize;
+    const nib = this.nibbles;
+    const params = this.params;
+    const tab = F16_TO_F32;
+    const tb = this.tokenBytes;
+    const hd2 = d >> 1;
+    const nb0 = (page * P + slotStart) * tb + kvHead * hd2;
+    const w1 = wOff + wStride;
+    let pIdx = ((page * P + slotStart) * this.shape.nHeadKv + kvHead) * 2;
+    const pStride = this.shape.nHeadKv * 2;
+    let bias0 = 0, bias1 = 0;
+    for (let t = 0; t < n; t++) {
+      const mn = tab[params[pIdx]!]!;
+      const sc = tab[params[pIdx + 1]!]!;
+      const wa = w[wOff + t]!, wb = w[w1 + t]!;
+      bias0 += wa * mn;
+      bias1 += wb * mn;
+      acc[t] = wa * sc;
+      acc[P + t] = wb * sc;
+      pIdx += pStride;
+    }
+    const o1 = outOff + outStride;
+    for (let j = 0; j < hd2; j++) {
+      const c = 2 * j;
+      let a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+      let b = nb0 + j;
+      for (let t = 0; t < n; t++) {
+        const x = nib[b]!;
+        const lo = x & 15;
+        const hi = x >> 4;
+        const wa = acc[t]!, wb = acc[P + t]!;
+        a0 += wa * lo;
+        a1 += wa * hi;
+        b0 += wb * lo;
+        b1 += wb * hi;
+        b += tb;
+      }
+      out[outOff + c] = out[outOff + c]! + bias0 + a0;
+      out[outOff + c + 1] = out[outOff + c + 1]! + bias0 + a1;
+      out[o1 + c] = out[o1 + c]! + bias1 + b0;
+      out[o1 + c + 1] = out[o1 + c + 1]! + bias1 + b1;
+    }
+  }
+
+  dotRun3(
+    page: number, slotStart: number, n: number, kvHead: number,
+    q: Float32Array, qOff: number, qStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
+  ): void {
+    if (!this.isKey || this.resOf[page]! >= 0) {
+      for (let k = 0; k < 3; k++) this.dotRun(page, slotStart, n, kvHead, q, qOff + k * qStride, out, outOff + k * outStride);
+      return;
+    }
+    // Sealed keys, as dotRun4 with 3 query heads: each byte loaded once for the 3.
+    const d = this.shape.headDim;
+    const P = this.shape.pageSize;
+    const nib = this.nibbles;
+    const params = this.params;
+    const tab = F16_TO_F32;
+    const tb = this.tokenBytes;
+    const hd2 = d >> 1;
+    const nb0 = (page * P + slotStart) * tb + kvHead * hd2;
+    const pb = (page * this.shape.nHeadKv + kvHead) * 2 * d; // [min_c][scale_c]
+    const q1 = qOff + qStride;
+    const q2 = q1 + qStride;
+    let bias0 = 0, bias1 = 0, bias2 = 0;
+    for (let c = 0; c < d; c++) {
+      const mn = tab[params[pb + c]!]!;
+      bias0 += q[qOff + c]! * mn;
+      bias1 += q[q1 + c]! * mn;
+      bias2 += q[q2 + c]! * mn;
+    }
+    for (let t = 0; t < 3 * P; t++) acc[t] = 0;
+    for (let j = 0; j < hd2; j++) {
+      const c = 2 * j;
+      const s0 = tab[params[pb + d + c]!]!;
+      const s1 = tab[params[pb + d + c + 1]!]!;
+      const a0 = q[qOff + c]! * s0, a1 = q[qOff + c + 1]! * s1, b0 = q[q1 + c]! * s0, b1 = q[q1 + c + 1]! * s1, c0 = q[q2 + c]! * s0, c1 = q[q2 + c + 1]! * s1;
+      let b = nb0 + j;
+      for (let t = 0; t < n; t++) {
+        const x = nib[b]!;
+        const lo = x & 15;
+        const hi = x >> 4;
+        acc[t] = acc[t]! + (a0 * lo + a1 * hi);
+        acc[P + t] = acc[P + t]! + (b0 * lo + b1 * hi);
+        acc[2 * P + t] = acc[2 * P + t]! + (c0 * lo + c1 * hi);
+        b += tb;
+      }
+    }
+    for (let t = 0; t < n; t++) {
+      out[outOff + t] = bias0 + acc[t]!;
+      out[outOff + outStride + t] = bias1 + acc[P + t]!;
+      out[outOff + 2 * outStride + t] = bias2 + acc[2 * P + t]!;
+    }
+  }
+
+  axpyRun3(
+    page: number, slotStart: number, n: number, kvHead: number,
+    w: Float32Array, wOff: number, wStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
+  ): void {
+    if (this.isKey || this.resOf[page]! >= 0) {
+      for (let k = 0; k < 3; k++) this.axpyRun(page, slotStart, n, kvHead, w, wOff + k * wStride, out, outOff + k * outStride);
+      return;
+    }
+    // Sealed values, as axpyRun4 with 3 query heads: each byte loaded once for the 3.
+    const d = this.shape.headDim;
+    const P = this.shape.pageSize;
+    const nib = this.nibbles;
+    const params = this.params;
+    const tab = F16_TO_F32;
+    const tb = this.tokenBytes;
+    const hd2 = d >> 1;
+    const nb0 = (page * P + slotStart) * tb + kvHead * hd2;
+    const w1 = wOff + wStride;
+    const w2 = w1 + wStride;
+    let pIdx = ((page * P + slotStart) * this.shape.nHeadKv + kvHead) * 2;
+    const pStride = this.shape.nHeadKv * 2;
+    let bias0 = 0, bias1 = 0, bias2 = 0;
+    for (let t = 0; t < n; t++) {
+      const mn = tab[params[pIdx]!]!;
+      const sc = tab[params[pIdx + 1]!]!;
+      const wa = w[wOff + t]!, wb = w[w1 + t]!, wc = w[w2 + t]!;
+      bias0 += wa * mn;
+      bias1 += wb * mn;
+      bias2 += wc * mn;
+      acc[t] = wa * sc;
+      acc[P + t] = wb * sc;
+      acc[2 * P + t] = wc * sc;
+      pIdx += pStride;
+    }
+    const o1 = outOff + outStride;
+    const o2 = o1 + outStride;
+    for (let j = 0; j < hd2; j++) {
+      const c = 2 * j;
+      let a0 = 0, a1 = 0, b0 = 0, b1 = 0, c0 = 0, c1 = 0;
+      let b = nb0 + j;
+      for (let t = 0; t < n; t++) {
+        const x = nib[b]!;
+        const lo = x & 15;
+        const hi = x >> 4;
+        const wa = acc[t]!, wb = acc[P + t]!, wc = acc[2 * P + t]!;
+        a0 += wa * lo;
+        a1 += wa * hi;
+        b0 += wb * lo;
+        b1 += wb * hi;
+        c0 += wc * lo;
+        c1 += wc * hi;
+        b += tb;
+      }
+      out[outOff + c] = out[outOff + c]! + bias0 + a0;
+      out[outOff + c + 1] = out[outOff + c + 1]! + bias0 + a1;
+      out[o1 + c] = out[o1 + c]! + bias1 + b0;
+      out[o1 + c + 1] = out[o1 + c + 1]! + bias1 + b1;
+      out[o2 + c] = out[o2 + c]! + bias2 + c0;
+      out[o2 + c + 1] = out[o2 + c + 1]! + bias2 + c1;
+    }
+  }
+
   readToken(page: number, slot: number, out: Float32Array, outOff: number): void {
     checkSlot(this.shape, page, slot);
     const r = this.resOf[page]!;

@@ -51,6 +51,27 @@ export interface PageStore {
     page: number, slotStart: number, n: number, kvHead: number,
     w: Float32Array, wOff: number, wStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
   ): void;
+  /**
+   * The same for two and three query heads (GQA groups of 2, 3, 6, 7 ...: stories260K has 2,
+   * SmolLM2-135M 3). `acc` holds at least 3 * pageSize. grouped.ts splits any group size into
+   * calls of four, three, two and one head, so each key/value is read once per call.
+   */
+  dotRun2?(
+    page: number, slotStart: number, n: number, kvHead: number,
+    q: Float32Array, qOff: number, qStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
+  ): void;
+  axpyRun2?(
+    page: number, slotStart: number, n: number, kvHead: number,
+    w: Float32Array, wOff: number, wStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
+  ): void;
+  dotRun3?(
+    page: number, slotStart: number, n: number, kvHead: number,
+    q: Float32Array, qOff: number, qStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
+  ): void;
+  axpyRun3?(
+    page: number, slotStart: number, n: number, kvHead: number,
+    w: Float32Array, wOff: number, wStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
+  ): void;
   /** Decodes one token's `[nHeadKv][headDim]` values (tests, references, snapshots). */
   readToken(page: number, slot: number, out: Float32Array, outOff: number): void;
 
