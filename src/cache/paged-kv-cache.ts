@@ -93,12 +93,14 @@ export class PagedKvCache {
     const make: StoreFactory =
       options.createStore ?? ((kind, role, shape) => createPageStore(kind, role, shape, this.layout.storeOptions));
     let maxK = 0;
+    let maxV = 0;
     let maxStride = 0;
     const ropeByDim = new Map<number, Rope>();
     for (const layer of model.layers) {
       this.kStores.push(make(config.codec, "k", layerPageShape(nPages, config.pageSize, layer.nHeadKv, layer.headDimK)));
       this.vStores.push(make(config.codec, "v", layerPageShape(nPages, config.pageSize, layer.nHeadKv, layer.headDimV)));
       maxK = Math.max(maxK, layer.headDimK);
+      maxV = Math.max(maxV, layer.headDimV);
       maxStride = Math.max(maxStride, layer.nHeadKv * layer.headDimK, layer.nHeadKv * layer.headDimV);
       if (model.rope) {
         let rope = ropeByDim.get(layer.headDimK);
@@ -117,7 +119,7 @@ export class PagedKvCache {
     this.gather = new Float32Array(config.pageSize * maxStride);
     this.posScratch = new Int32Array(this.window);
     this.runs = new RunTable(this.window);
-    this.attnScratch = new AttentionScratch(model.nHead, this.window, maxK, config.pageSize);
+    this.attnScratch = new AttentionScratch(model.nHead, this.window, maxK, config.pageSize, maxV);
     const nLayer = model.layers.length;
     this.hook = this.policy.usesScores
       ? (qi, nQuery, w, nVisible) => this.policy.observe(this.hookSeq!.scores!, this.hookLayer, nLayer, qi, nQuery, w, nVisible)

