@@ -100,10 +100,11 @@ async function readFile(path: string, opts: LoadModelOptions): Promise<{ bytes: 
     let done = 0;
     while (done < size) {
       checkAborted(opts.signal);
-      const chunk = await src.read(done, Math.min(FILE_READ_CHUNK_BYTES, size - done));
-      if (chunk.length === 0) break;
-      out.set(chunk, done);
-      done += chunk.length;
+      // Straight into the one buffer: a chunk copy would leave its freed bytes in the process's
+      // resident set (malloc keeps them), which the memory plan does not count.
+      const n = await src.readInto(done, out.subarray(done, done + Math.min(FILE_READ_CHUNK_BYTES, size - done)));
+      if (n === 0) break;
+      done += n;
       opts.onProgress?.(done, size);
     }
     // A file that shrank while being read: the header/tensor checks would report garbage offsets.

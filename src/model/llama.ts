@@ -7,10 +7,11 @@
 import type { GgufHeader } from "../gguf/header.js";
 import { ModelConfigError, UnsupportedArchitectureError } from "../errors.js";
 import type { RopeSpec } from "../cache/rope.js";
+import { expNonPositive } from "../cache/fast-exp.js";
 import { Acts, bindWasm, linear, q8ScratchBytes, quantizeActs, wasmBytes, type Linear, type Q8Scratch } from "./kernels/linear.js";
 import { matvec, type WeightMatrix } from "./kernels/matvec.js";
 import { dequantizeRow } from "./kernels/quant-rows.js";
-import { WasmArena, wasmKernelsAvailable } from "./wasm/wasm-kernels.js";
+import { ArenaLayout, MAX_WASM_MEMORY_BYTES, WasmArena, wasmKernelsAvailable } from "./wasm/wasm-kernels.js";
 import { WeightSet } from "./weights.js";
 
 export const SUPPORTED_ARCHS = ["llama", "mistral", "qwen2", "qwen3"] as const;
@@ -124,6 +125,104 @@ export const DEFAULT_MAX_BATCH_TOKENS = 64;
 /** Largest batch: activation rows are allocated for it up front. */
 export const MAX_BATCH_TOKENS_LIMIT = 4096;
 
+/** The sizes a model's wasm layout depends on. */
+export type LlamaDims = Pick<LlamaHParams, "nEmbd" | "nHead" | "nHeadKv" | "headDim" | "nFf" | "nVocab">;
+/** What `wasmBytes` reads of a matrix: enough to lay one out without its bytes. */
+export type MatrixShape = Pick<WeightMatrix, "type" | "rows" | "cols">;
+
+/** Where LlamaModel puts things in its wasm memory: copied matrices, the 9 activation buffers, the q8 scratch. */
+export interface LlamaWasmLayout<M> {
+  readonly placed: Map<M, number>;
+  readonly acts: number[];
+  readonly q8: Q8Scratch;
+  /** Bytes of the copied matrices (64-byte alignment included). */
+  readonly weightBytes: number;
+  /** Bytes of the activation buffers and q8 scratch (alignment included). */
+  readonly activationBytes: number;
+}
+
+/**
+ * Lays out a model's wasm memory on `arena`: each matrix with a wasm kernel (wasmBytes > 0), in
+ * the order given, then activations [B][width] for x, xb, q, k, v, att, hb, hb2, one logits row,
+ * then the q8 activation scratch. LlamaModel's constructor and the planner both call this.
+ */
+export function layoutLlamaWasm<M extends MatrixShape>(hp: LlamaDims, B: number, matrices: readonly M[], q8Acts: boolean, arena: ArenaLayout): LlamaWasmLayout<M> {
+  const start = arena.bytes;
+  const placed = new Map<M, number>();
+  for (const m of matrices) {
+    if (placed.has(m)) continue;
+    const bytes = wasmBytes(m, q8Acts);
+    if (bytes > 0) placed.set(m, arena.reserve(bytes));
+  }
+  const weightsEnd = arena.bytes;
+  const qDim = hp.nHead * hp.headDim;
+  const kvDim = hp.nHeadKv * hp.headDim;
+  const acts: number[] = [];
+  for (const width of [hp.nEmbd, hp.nEmbd, qDim, kvDim, kvDim, qDim, hp.nFf, hp.nFf]) acts.push(arena.reserve(B * width * 4));
+  acts.push(arena.reserve(hp.nVocab * 4));
+  const [qsBytes, dBytes, x16Bytes, dTBytes, sxBytes] = q8ScratchBytes(B, Math.max(hp.nEmbd, qDim, hp.nFf));
+  const q8 = { qs: arena.reserve(qsBytes), d: arena.reserve(dBytes), x16: arena.reserve(x16Bytes), dT: arena.reserve(dTBytes), sx: arena.reserve(sxBytes) };
+  return { placed, acts, q8, weightBytes: weightsEnd - start, activationBytes: arena.bytes - weightsEnd };
+}
+
+/** The matrices LlamaModel may copy into wasm memory, in its layout order, with their shapes. */
+export function llamaWasmMatrices(hp: LlamaDims & { readonly nLayer: number }, hasOutput: boolean): Array<{ name: string; cols: number; rows: number }> {
+  const qDim = hp.nHead * hp.headDim;
+  const kvDim = hp.nHeadKv * hp.headDim;
+  const out: Array<{ name: string; cols: number; rows: number }> = [];
+  for (let l = 0; l < hp.nLayer; l++) {
+    const p = `blk.${l}.`;
+    out.push(
+      { name: p + "attn_q.weight", cols: hp.nEmbd, rows: qDim },
+      { name: p + "attn_k.weight", cols: hp.nEmbd, rows: kvDim },
+      { name: p + "attn_v.weight", cols: hp.nEmbd, rows: kvDim },
+      { name: p + "attn_output.weight", cols: qDim, rows: hp.nEmbd },
+      { name: p + "ffn_gate.weight", cols: hp.nEmbd, rows: hp.nFf },
+      { name: p + "ffn_up.weight", cols: hp.nEmbd, rows: hp.nFf },
+      { name: p + "ffn_down.weight", cols: hp.nFf, rows: hp.nEmbd },
+    );
+  }
+  // Tied embeddings: the output matmul reads token_embd, which is then copied.
+  out.push({ name: hasOutput ? "output.weight" : "token_embd.weight", cols: hp.nEmbd, rows: hp.nVocab });
+  return out;
+}
+
+/** What a default LlamaModel (wasm kernels, q8 activations) holds besides the file bytes. */
+export interface LlamaMemory {
+  /** "wasm" when the layout fits MAX_WASM_MEMORY_BYTES (the engine then copies); "js" otherwise. */
+  readonly kernels: "wasm" | "js";
+  /** Bytes of weight copies in wasm memory (0 on the JS kernels). */
+  readonly wasmWeightBytes: number;
+  /** Activation bytes: wasm-side buffers (= wasmBytes - wasmWeightBytes), or the JS Float32Arrays. */
+  readonly activationBytes: number;
+  /** `LlamaModel.wasmBytes` for this model: the whole arena, 0 on the JS kernels. */
+  readonly wasmBytes: number;
+}
+
+/**
+ * Predicts a LlamaModel's memory besides the file from the tensor types alone, by replaying the
+ * constructor's layout (`typeOf(name)`: the GGUF type name of a tensor, undefined when absent).
+ * Assumes a runtime with WebAssembly SIMD (Node >= 16.4, current browsers).
+ */
+export function llamaModelMemory(hp: LlamaDims & { readonly nLayer: number }, typeOf: (tensor: string) => string | undefined, options: Pick<LlamaModelOptions, "activations" | "maxBatchTokens"> = {}): LlamaMemory {
+  const B = options.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS;
+  const qDim = hp.nHead * hp.headDim;
+  const kvDim = hp.nHeadKv * hp.headDim;
+  const hasOutput = typeOf("output.weight") !== undefined;
+  // wasmBytes switches on the type name; a name it does not know costs 0 there, as in the engine.
+  const shapes: MatrixShape[] = llamaWasmMatrices(hp, hasOutput).map((m) => ({ type: (typeOf(m.name) ?? "missing") as WeightMatrix["type"], rows: m.rows, cols: m.cols }));
+  const arena = new ArenaLayout();
+  const layout = layoutLlamaWasm(hp, B, shapes, (options.activations ?? "q8") === "q8", arena);
+  if (arena.bytes > MAX_WASM_MEMORY_BYTES) {
+    // commit() refuses: the JS kernels run with Float32Array activations, no q8 scratch.
+    let js = hp.nVocab * 4;
+    for (const width of [hp.nEmbd, hp.nEmbd, qDim, kvDim, kvDim, qDim, hp.nFf, hp.nFf]) js += B * width * 4;
+    return { kernels: "js", wasmWeightBytes: 0, activationBytes: js, wasmBytes: 0 };
+  }
+  // The arena's unused first 64 bytes count with the activations, so the two parts sum to wasmBytes.
+  return { kernels: "wasm", wasmWeightBytes: layout.weightBytes, activationBytes: arena.bytes - layout.weightBytes, wasmBytes: arena.bytes };
+}
+
 export class LlamaModel {
   readonly hp: LlamaHParams;
   /** Tokens one forwardBatch call may take (callers reserve cache slots in pieces this size). */
@@ -191,23 +290,19 @@ export class LlamaModel {
 
     // Lay out the wasm memory: matrices with a wasm kernel, then activations; grow once.
     let arena: WasmArena | null = (options.kernels ?? "wasm") === "wasm" && wasmKernelsAvailable() ? new WasmArena() : null;
-    const placed = new Map<WeightMatrix, number>();
+    let placed = new Map<WeightMatrix, number>();
     const q8Acts = (options.activations ?? "q8") === "q8";
-    const place = (m: WeightMatrix) => {
-      if (arena === null || placed.has(m)) return;
-      const bytes = wasmBytes(m, q8Acts);
-      if (bytes > 0) placed.set(m, arena.reserve(bytes));
-    };
-    const maxWidth = Math.max(hp.nEmbd, qDim, hp.nFf);
     let ptrs: number[] = [];
     let q8: Q8Scratch | null = null;
     if (arena !== null) {
-      for (const L of raw) for (const m of [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown]) place(m);
-      place(output);
-      for (const width of [hp.nEmbd, hp.nEmbd, qDim, kvDim, kvDim, qDim, hp.nFf, hp.nFf]) ptrs.push(arena.reserve(B * width * 4));
-      ptrs.push(arena.reserve(hp.nVocab * 4));
-      const [qsBytes, dBytes, x16Bytes, dTBytes, sxBytes] = q8ScratchBytes(B, maxWidth);
-      q8 = { qs: arena.reserve(qsBytes), d: arena.reserve(dBytes), x16: arena.reserve(x16Bytes), dT: arena.reserve(dTBytes), sx: arena.reserve(sxBytes) };
+      // The order of llamaWasmMatrices: the planner replays this layout from tensor types.
+      const matrices: WeightMatrix[] = [];
+      for (const L of raw) matrices.push(L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown);
+      matrices.push(output);
+      const layout = layoutLlamaWasm(hp, B, matrices, q8Acts, arena);
+      placed = layout.placed;
+      ptrs = layout.acts;
+      q8 = layout.q8;
       if (!arena.commit()) {
         arena = null;
         q8 = null;
@@ -337,7 +432,10 @@ export class LlamaModel {
       const m = n * nFf;
       for (let i = 0; i < m; i++) {
         const g = hba[i]!;
-        hba[i] = (g / (1 + Math.exp(-g))) * hb2a[i]!;
+        // SiLU g * sigmoid(g) through expNonPositive (fast-exp.ts, inlined, ~4x Math.exp): e = exp(-|g|)
+        // <= 1, sigmoid(g) = 1 / (1 + e) for g >= 0 and e / (1 + e) below.
+        const e = expNonPositive(g >= 0 ? -g : g);
+        hba[i] = ((g >= 0 ? g : g * e) / (1 + e)) * hb2a[i]!;
       }
       linear(arena, xb, L.wDown, hb, n, this.quant(hb, n, L.wDown));
       addRow(xa, 0, xba, n * nEmbd);

@@ -4,6 +4,7 @@
 // formula counts the largest tensors alive at the same time and says what it leaves out.
 
 import type { ModelSpec } from "../spec/model-spec.js";
+import { kvboundCompute } from "./kvbound.js";
 import type { EngineName, PlanSettings } from "./types.js";
 
 export interface ComputeEstimate {
@@ -93,17 +94,10 @@ export function computeEstimate(engine: EngineName, spec: ModelSpec, inputs: Com
           `+ last-token logits ${nVocab} x 4 B; TVM's memory planner decides the real figure`,
       };
     }
-    case "kvbound": {
-      // kvbound's runtime keeps f32 activations for a chunk and one attention score row per head.
-      const layer = t * (2 * nFfActive + 4 * nEmbd) * 4 + spec.nHead * inputs.kvTokens * 4;
-      const logits = nVocab * 4;
-      return {
-        bytes: layer + logits,
-        note:
-          `estimate of kvbound's activations for a ${t}-token chunk: ${t} x (2 x ${nFfActive} + 4 x ${nEmbd}) x 4 B ` +
-          `+ scores ${spec.nHead} x ${inputs.kvTokens} x 4 B + logits ${nVocab} x 4 B`,
-      };
-    }
+    case "kvbound":
+      // Not an estimate: kvbound's own model layout (activation buffers of its 64-token batch),
+      // replayed by src/plan/kvbound.ts; `inputs` do not change it.
+      return kvboundCompute(spec);
     default:
       return engine satisfies never;
   }

@@ -7,8 +7,11 @@ import { CacheConfigError, InvalidSettingError } from "../errors.js";
 import { cacheShapeFromSpec, resolveCacheConfig, type CacheConfig, type CacheConfigInput } from "../cache/config.js";
 import type { CodecKind } from "../cache/codecs/types.js";
 import { planPoolLayout } from "../cache/page-pool.js";
+import { llamaModelMemory, type LlamaMemory } from "../model/llama.js";
 import { kvLayers, type ModelSpec } from "../spec/model-spec.js";
+import type { ComputeEstimate } from "./compute.js";
 import type { EngineKvResult, PlanSettings } from "./types.js";
+import { weightBytes, type WeightsEstimate } from "./weights.js";
 
 /** Fallback window when neither a window, ctx, nor the model's training context is known. */
 export const KVBOUND_DEFAULT_CONTEXT = 4096;
@@ -99,5 +102,66 @@ export function kvboundKvForConfig(spec: ModelSpec, config: CacheConfig): Engine
     },
     notes,
     extra: { nPages: layout.nPages, pagesPerSequence: layout.pagesPerSequence, bytesPerPage: layout.bytesPerPage, windowTokens: config.windowTokens },
+  };
+}
+
+/**
+ * The matrix type kvbound assumes when the spec carries no per-tensor types (registry or JSON
+ * specs): the file's quant name reduced to the ggml type most of its matrices use.
+ */
+function uniformMatrixType(quant: string): string {
+  const q = quant.toUpperCase();
+  if (/^Q[2-6]_K(_[SML])?$/.test(q)) return q.slice(0, 4);
+  if (q === "BF16" || q === "F16" || q === "F32" || /^Q[458]_[01]$/.test(q)) return q;
+  return "unknown";
+}
+
+/**
+ * What kvbound's LlamaModel holds besides the file bytes, replayed by the model's own layout
+ * function (llamaModelMemory in src/model/llama.ts, which the constructor also uses) from the
+ * spec's tensor types. Null when the spec lacks the sizes (n_vocab, n_ff, a KV layer).
+ */
+export function kvboundModelMemory(spec: ModelSpec): (LlamaMemory & { readonly typesFrom: "tensors" | "quant" }) | null {
+  const first = kvLayers(spec)[0]?.layer;
+  if (spec.nVocab === null || spec.nFf === null || first === undefined) return null;
+  const types = spec.tensorTypes;
+  let typeOf: (name: string) => string | undefined;
+  if (types !== undefined) typeOf = (name) => (Object.prototype.hasOwnProperty.call(types, name) ? types[name] : undefined);
+  else {
+    const t = uniformMatrixType(spec.weights?.quant ?? "unknown");
+    // Without tensor names, assume untied embeddings (an output matrix of the same type).
+    typeOf = () => t;
+  }
+  const dims = { nLayer: spec.nLayer, nEmbd: spec.nEmbd, nHead: spec.nHead, nHeadKv: first.nHeadKv, headDim: first.headDimK, nFf: spec.nFf, nVocab: spec.nVocab };
+  return { ...llamaModelMemory(dims, typeOf), typesFrom: types !== undefined ? "tensors" : "quant" };
+}
+
+/**
+ * kvbound runtime weights: the file's tensor bytes (LoadedModel keeps the whole file alive; tensors
+ * are views into it) plus the matrices copied into wasm memory for the SIMD kernels.
+ */
+export function kvboundWeights(spec: ModelSpec): WeightsEstimate | null {
+  const file = weightBytes(spec);
+  if (file === null) return null;
+  const mem = kvboundModelMemory(spec);
+  if (mem === null) return file;
+  return { ...file, bytes: file.bytes + mem.wasmWeightBytes };
+}
+
+/**
+ * kvbound runtime compute: the model's activation buffers and q8 scratch (for its 64-token batch,
+ * in wasm memory) plus the Session's f32 logits row. The cache's own attention scratch (one page
+ * of gathered K/V) is not counted.
+ */
+export function kvboundCompute(spec: ModelSpec): ComputeEstimate | null {
+  const mem = kvboundModelMemory(spec);
+  if (mem === null || spec.nVocab === null) return null;
+  const logits = spec.nVocab * 4;
+  return {
+    bytes: mem.activationBytes + logits,
+    note:
+      `kvbound runtime: ${mem.activationBytes} B of activations (${mem.kernels === "wasm" ? "wasm memory, 64-token batch, q8 scratch" : "JS arrays"}) + ` +
+      `logits ${spec.nVocab} x 4 B; weights include ${mem.wasmWeightBytes} B of matrices copied into wasm memory ` +
+      (mem.typesFrom === "tensors" ? "(from the file's tensor types)" : `(assuming every matrix is ${uniformMatrixType(spec.weights?.quant ?? "unknown")})`),
   };
 }

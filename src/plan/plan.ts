@@ -5,7 +5,7 @@
 import { InvalidSettingError } from "../errors.js";
 import { summarizeSpec, type ModelSpec } from "../spec/model-spec.js";
 import { computeEstimate, defaultComputeInputs, type ComputeEstimate, type ComputeInputs } from "./compute.js";
-import { kvboundKv } from "./kvbound.js";
+import { kvboundCompute, kvboundKv, kvboundWeights } from "./kvbound.js";
 import { llamaCppKv } from "./llama-cpp.js";
 import { ENGINES, type EngineKvResult, type EngineName, type MemoryPlan, type PlanSettings } from "./types.js";
 import { vllmKv, vllmOverheads } from "./vllm.js";
@@ -90,6 +90,10 @@ export function planMemory(spec: ModelSpec, settings: PlanRequest, rules: Engine
       notes.push(`weights are per GPU: 1/${tp} of the model (tensor parallel)`);
     }
     compute = o.activationNote === undefined ? null : { bytes: o.activationBytes, note: o.activationNote };
+  } else if (engine === "kvbound") {
+    // kvbound's own runtime: the model's layout rule, not an estimate (src/plan/kvbound.ts).
+    weights = kvboundWeights(spec);
+    compute = kvboundCompute(spec);
   } else {
     compute = computeEstimate(engine, spec, computeInputs(engine, spec, rest, result));
   }

@@ -92,12 +92,16 @@ async function specFromGgufSource(ref: string, source: string | URL, opts: LoadM
     quant: quantOfGguf(header.metadata["general.file_type"], header.tensors),
     source: "gguf-tensors",
   };
-  return specFromGgufMetadata(header.metadata, {
+  // No prototype: tensor names come from the file ("__proto__" must stay a plain key).
+  const tensorTypes: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const t of header.tensors) tensorTypes[t.name] = t.type.name;
+  const spec = specFromGgufMetadata(header.metadata, {
     source: ref,
     name: nameFromRef(ref),
     weights,
     params: header.tensors.length > 0 ? params : undefined,
   });
+  return { ...spec, tensorTypes };
 }
 
 // llama.cpp `enum llama_ftype` (include/llama.h): the value written to general.file_type.

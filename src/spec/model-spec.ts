@@ -73,6 +73,9 @@ export interface ModelSpec {
   /** Parameter count when known. */
   readonly params: number | null;
   readonly weights: WeightsSpec | null;
+  /** GGUF sources only: each tensor's ggml type name by tensor name, so a planner can replay an
+   *  engine's per-tensor rules (kvbound's wasm weight copies, src/plan/kvbound.ts). */
+  readonly tensorTypes?: Readonly<Record<string, string>>;
 }
 
 /** Layers that allocate their own attention K/V (not recurrent, not sharing another's cache). */

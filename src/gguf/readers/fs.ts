@@ -7,7 +7,13 @@ import { GgufParseError, UnknownModelError } from "../../errors.js";
 import type { ByteSource } from "./byte-source.js";
 
 /** Opens `path` for range reads. A missing file or a directory is an UnknownModelError. */
-export async function fileSource(file: string | URL): Promise<ByteSource> {
+/** A file source that can also read straight into a caller's buffer (no per-read allocation). */
+export interface FileByteSource extends ByteSource {
+  /** Fills target[0..) from `offset` (fewer bytes only at EOF); returns the bytes read. */
+  readInto(offset: number, target: Uint8Array): Promise<number>;
+}
+
+export async function fileSource(file: string | URL): Promise<FileByteSource> {
   let path: string;
   try {
     path = typeof file === "string" ? file : fileURLToPath(file);
@@ -34,26 +40,32 @@ export async function fileSource(file: string | URL): Promise<ByteSource> {
   }
   const fh = handle;
   let closed = false;
-  return {
+  const source: FileByteSource = {
     size,
     name: path,
     async read(offset: number, length: number): Promise<Uint8Array> {
-      if (closed) throw new GgufParseError(`${path} was read after it was closed`, { source: path, field: "file" });
       const start = Math.min(Math.max(0, offset), size);
       const end = Math.min(size, start + Math.max(0, length));
       const out = new Uint8Array(end - start);
+      const filled = await source.readInto(start, out);
+      return filled === out.length ? out : out.subarray(0, filled);
+    },
+    async readInto(offset: number, target: Uint8Array): Promise<number> {
+      if (closed) throw new GgufParseError(`${path} was read after it was closed`, { source: path, field: "file" });
+      const start = Math.min(Math.max(0, offset), size);
+      const want = Math.min(target.length, size - start);
       let filled = 0;
       try {
         // fh.read may return fewer bytes than asked (pipes, network filesystems): loop until EOF.
-        while (filled < out.length) {
-          const { bytesRead } = await fh.read(out, filled, out.length - filled, start + filled);
+        while (filled < want) {
+          const { bytesRead } = await fh.read(target, filled, want - filled, start + filled);
           if (bytesRead === 0) break;
           filled += bytesRead;
         }
       } catch (err) {
         throw ioError(path, err);
       }
-      return filled === out.length ? out : out.subarray(0, filled);
+      return filled;
     },
     async close(): Promise<void> {
       if (closed) return;
@@ -61,6 +73,7 @@ export async function fileSource(file: string | URL): Promise<ByteSource> {
       await fh.close();
     },
   };
+  return source;
 }
 
 function ioError(path: string, err: unknown): Error {

@@ -23,7 +23,7 @@ export type Linear =
  * The quantized types run on wasm only with q8 activations: their kernels dot int8 x int8, and the
  * f32-activation path is the reference numerics, kept on the JS kernels.
  */
-export function wasmBytes(w: WeightMatrix, q8Activations = true): number {
+export function wasmBytes(w: Pick<WeightMatrix, "type" | "rows" | "cols">, q8Activations = true): number {
   const n = w.rows * w.cols;
   switch (w.type) {
     case "F32": return n * 4;
@@ -85,7 +85,9 @@ export function bindWasm(w: WeightMatrix, arena: WasmArena, at: number): Linear 
     // Blocks are 34 bytes (f16 d + 32 int8) back to back over the whole tensor.
     for (let b = 0, o = 0; b < nb; b++, o += 34) {
       d[b] = F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]!;
-      qs.set(i8.subarray(o + 2, o + 34), b * 32);
+      // A loop, not set(subarray): a view per block is garbage that grows the JS heap at load.
+      const q = b * 32, src = o + 2;
+      for (let j = 0; j < 32; j++) qs[q + j] = i8[src + j]!;
     }
     return { kind: "wasm-q8", w, qs: at, d: dAt };
   }

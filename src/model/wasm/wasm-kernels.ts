@@ -57,19 +57,11 @@ export function wasmKernelsAvailable(): boolean {
 }
 
 /**
- * One kernel instance and a bump layout of its memory: `reserve` hands out 64-byte aligned byte
- * offsets; `commit` grows the memory once to hold them all; views are valid from then on.
+ * The bump layout alone, without a kernel instance: WasmArena lays its memory out with it, and the
+ * planner (src/plan/kvbound.ts) replays a model's layout with it to predict `LlamaModel.wasmBytes`.
  */
-export class WasmArena {
-  readonly k: KernelExports;
-  private top = 64; // offset 0 stays unused (a null pointer would be a bug)
-  private committed = false;
-
-  constructor() {
-    const mod = kernelModule();
-    if (mod === null) throw new Error("WebAssembly SIMD is unavailable; use the JS kernels");
-    this.k = new WebAssembly.Instance(mod, {}).exports as unknown as KernelExports;
-  }
+export class ArenaLayout {
+  protected top = 64; // offset 0 stays unused (a null pointer would be a bug)
 
   /** Bytes laid out so far. */
   get bytes(): number {
@@ -77,10 +69,30 @@ export class WasmArena {
   }
 
   reserve(bytes: number): number {
-    if (this.committed) throw new Error("WasmArena: reserve after commit");
     const at = this.top;
     this.top = at + Math.ceil(bytes / 64) * 64;
     return at;
+  }
+}
+
+/**
+ * One kernel instance and a bump layout of its memory: `reserve` hands out 64-byte aligned byte
+ * offsets; `commit` grows the memory once to hold them all; views are valid from then on.
+ */
+export class WasmArena extends ArenaLayout {
+  readonly k: KernelExports;
+  private committed = false;
+
+  constructor() {
+    super();
+    const mod = kernelModule();
+    if (mod === null) throw new Error("WebAssembly SIMD is unavailable; use the JS kernels");
+    this.k = new WebAssembly.Instance(mod, {}).exports as unknown as KernelExports;
+  }
+
+  override reserve(bytes: number): number {
+    if (this.committed) throw new Error("WasmArena: reserve after commit");
+    return super.reserve(bytes);
   }
 
   /** Grows the memory to everything reserved; false when that passes MAX_WASM_MEMORY_BYTES or the

@@ -1,0 +1,112 @@
+// The kvbound plan's weights + cache + compute equal what the runtime really holds: a constructed
+// LlamaModel's wasm memory (`model.wasmBytes`), the file's tensor bytes, the PagedKvCache's
+// reservedBytes and the Session's logits row; with hand-computed figures for stories260K.
+
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
+import { resolveCacheConfig } from "../cache/config.js";
+import { createModelCache } from "../engine/cache-kv.js";
+import { readGgufHeader } from "../gguf/header.js";
+import { LlamaModel } from "../model/llama.js";
+import { wasmKernelsAvailable } from "../model/wasm/wasm-kernels.js";
+import { loadModelSpec } from "../spec/load.js";
+import type { ModelSpec } from "../spec/model-spec.js";
+import { requireShared, sharedPath } from "../../test/helpers/shared.js";
+import { writeSyntheticModel, type SyntheticShape } from "../../test/fixtures/synthetic-model.js";
+import { kvboundCacheInput, kvboundModelMemory } from "./kvbound.js";
+import { planMemory } from "./plan.js";
+import type { PlanSettings } from "./types.js";
+
+const dir = mkdtempSync(join(tmpdir(), "kvbound-runtime-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const SLIDING: PlanSettings = { slidingWindowSize: 256, attentionSinkSize: 4, codec: "f16" };
+
+/** The runtime's own figures for a file: header tensor bytes, model.wasmBytes, cache bytes. */
+async function runtime(path: string, spec: ModelSpec, settings: PlanSettings) {
+  const bytes = new Uint8Array(readFileSync(path));
+  const header = await readGgufHeader(bytes);
+  const model = new LlamaModel(header, bytes.subarray(header.dataOffset));
+  const cache = createModelCache(model.hp, resolveCacheConfig(kvboundCacheInput(spec, settings)));
+  return { tensorBytes: header.tensorBytes, wasmBytes: model.wasmBytes, kernels: model.kernels, cacheBytes: cache.reservedBytes, logitsBytes: model.hp.nVocab * 4 };
+}
+
+function expectPlanEqualsRuntime(spec: ModelSpec, settings: PlanSettings, rt: Awaited<ReturnType<typeof runtime>>): void {
+  const plan = planMemory(spec, { ...settings, engine: "kvbound" });
+  expect(plan.kv.totalBytes).toBe(rt.cacheBytes);
+  // weights + compute = file tensors + the whole wasm arena + the Session's f32 logits row.
+  expect(plan.weights!.bytes + plan.compute!.bytes).toBe(rt.tensorBytes + rt.wasmBytes + rt.logitsBytes);
+  expect(plan.totalBytes).toBe(rt.cacheBytes + rt.tensorBytes + rt.wasmBytes + rt.logitsBytes);
+  const mem = kvboundModelMemory(spec)!;
+  expect(mem.wasmBytes).toBe(rt.wasmBytes);
+  expect(plan.weights!.bytes).toBe(rt.tensorBytes + mem.wasmWeightBytes);
+}
+
+describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => {
+  const haveStories = requireShared("models/stories260K.gguf");
+
+  it.skipIf(!haveStories)("stories260K (F32, untied output): hand-computed wasm layout", async () => {
+    const path = sharedPath("models/stories260K.gguf");
+    const spec = await loadModelSpec(path);
+    const rt = await runtime(path, spec, SLIDING);
+    expect(rt.kernels).toBe("wasm");
+    // stories260K: 5 layers, n_embd 64, 8 heads, 4 KV heads of 8 dims, n_ff 172, vocab 512, all F32.
+    // Copies (F32, 4 B/value, each a multiple of 64 B): per layer q 64x64, k 64x32, v 64x32,
+    // o 64x64, gate/up/down 64x172 -> (2*4096 + 2*2048 + 3*11008) * 4 = 181,248; x5 + output 64x512x4.
+    const copies = 5 * ((2 * 4096 + 2 * 2048 + 3 * 11008) * 4) + 64 * 512 * 4;
+    expect(copies).toBe(1_037_312);
+    // Activations, batch 64, f32: x, xb, q, att 64 wide; k, v 32; hb, hb2 172; one logits row 512.
+    const acts = 64 * 4 * (4 * 64 + 2 * 32 + 2 * 172) + 512 * 4;
+    // q8 scratch for 64 rows x max width 172: qs 11008, d 1376 -> 1408 (64-B aligned), x16 22016,
+    // dT 1376 -> 1408, sx 1376 -> 1408; the arena's unused first 64 bytes.
+    const scratch = 11008 + 1408 + 22016 + 1408 + 1408;
+    expect(rt.wasmBytes).toBe(64 + copies + acts + scratch);
+    expectPlanEqualsRuntime(spec, SLIDING, rt);
+    const plan = planMemory(spec, { ...SLIDING, engine: "kvbound" });
+    expect(plan.weights!.bytes).toBe(rt.tensorBytes + 1_037_312);
+    expect(plan.compute!.bytes).toBe(64 + acts + scratch + 512 * 4);
+  });
+
+  const shapes: Array<[string, SyntheticShape, string]> = [
+    ["Q8_0 tied embeddings", { arch: "llama", nLayer: 2, nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 320, nVocab: 600, nCtxTrain: 2048 }, "Q8_0"],
+    // n_ff 320 is not a multiple of 256: ffn_down falls back to Q5_0 (per-tensor types matter).
+    ["Q4_K with Q5_0 fallbacks", { arch: "llama", nLayer: 2, nEmbd: 256, nHead: 4, nHeadKv: 1, nFf: 320, nVocab: 512, nCtxTrain: 2048 }, "Q4_K"],
+    ["F16 (no wasm copies)", { arch: "qwen2", nLayer: 1, nEmbd: 64, nHead: 2, nHeadKv: 1, nFf: 96, nVocab: 300, nCtxTrain: 2048, qkvBias: true }, "F16"],
+  ];
+  for (const [label, shape, type] of shapes) {
+    it(`synthetic ${label}`, async () => {
+      const path = join(dir, `${label.replace(/\W+/g, "_")}.gguf`);
+      writeFileSync(path, writeSyntheticModel(shape, type));
+      const spec = await loadModelSpec(path);
+      for (const settings of [SLIDING, { contextWindowSize: 512, codec: "int8" } satisfies PlanSettings]) {
+        expectPlanEqualsRuntime(spec, settings, await runtime(path, spec, settings));
+      }
+    });
+  }
+
+  it("synthetic Q8_0: the copies are 36 B per 32 values, by hand", async () => {
+    const shape: SyntheticShape = { arch: "llama", nLayer: 1, nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 256, nVocab: 512, nCtxTrain: 2048 };
+    const path = join(dir, "hand-q8.gguf");
+    writeFileSync(path, writeSyntheticModel(shape, "Q8_0"));
+    const spec = await loadModelSpec(path);
+    // q 128x128, k/v 128x64, o 128x128, gate/up/down 128x256, tied output = token_embd 128x512;
+    // every size is a multiple of 64 B after x 36/32.
+    const values = 2 * 128 * 128 + 2 * 128 * 64 + 3 * 128 * 256 + 128 * 512;
+    expect(kvboundModelMemory(spec)!.wasmWeightBytes).toBe((values * 36) / 32);
+  });
+
+  it("without tensor types (registry-style spec) it assumes one type for every matrix", () => {
+    const spec: ModelSpec = {
+      name: "t", arch: "llama", source: "test", nLayer: 1, nEmbd: 128, nHead: 4, nFf: 256, nVocab: 512, nCtxTrain: 2048,
+      nSwa: 0, swaType: "none", layers: [{ kind: "attention", nHeadKv: 2, headDimK: 32, headDimV: 32, swa: false }],
+      mla: null, experts: null, params: null, weights: { bytes: 1000, quant: "Q8_0", source: "registry" },
+    };
+    const values = 2 * 128 * 128 + 2 * 128 * 64 + 3 * 128 * 256 + 128 * 512;
+    const plan = planMemory(spec, { engine: "kvbound" });
+    expect(plan.weights!.bytes).toBe(1000 + (values * 36) / 32);
+    expect(plan.compute!.note).toMatch(/assuming every matrix is Q8_0/);
+  });
+});
