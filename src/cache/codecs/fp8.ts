@@ -5,40 +5,18 @@
 
 import type { KvRole, PageShape, PageStore } from "./types.js";
 import { E4M3_MAX, E4M3_TO_F32, f32ToE4m3Bits } from "./e4m3.js";
-import { checkImportLength, checkPage, checkSlot } from "./shape.js";
+import { checkSlot } from "./shape.js";
+import { ScaledBytePages, scaledByteStoreBytes } from "./scaled-byte-pages.js";
 
-/** Bytes: 1 per value plus a 4-byte scale per (token, head), plus the dot kernel's scratch (8 per page slot). */
-export function fp8StoreBytes(shape: PageShape): number {
-  const tokenHeads = shape.nPages * shape.pageSize * shape.nHeadKv;
-  return tokenHeads * shape.headDim + tokenHeads * 4 + shape.pageSize * 8;
-}
+export const fp8StoreBytes = scaledByteStoreBytes;
 
-export class Fp8PageStore implements PageStore {
+export class Fp8PageStore extends ScaledBytePages implements PageStore {
   readonly kind = "fp8" as const;
-  readonly role: KvRole;
-  readonly shape: PageShape;
-  readonly reservedBytes: number;
-  private readonly buffer: ArrayBuffer;
-  private readonly scales: Float32Array; // [nPages][pageSize][nHeadKv]
   private readonly codes: Uint8Array; // [nPages][pageSize][nHeadKv][headDim]
-  private readonly tokenStride: number; // nHeadKv * headDim
-  private readonly pageStride: number; // pageSize * tokenStride
-  private readonly pageHeads: number; // pageSize * nHeadKv
-  private readonly scratch: Float64Array; // [pageSize] per-token sums (dotRun) / weights (axpyRun)
 
   constructor(role: KvRole, shape: PageShape) {
-    this.role = role;
-    this.shape = Object.freeze({ ...shape });
-    this.tokenStride = shape.nHeadKv * shape.headDim;
-    this.pageStride = shape.pageSize * this.tokenStride;
-    this.pageHeads = shape.pageSize * shape.nHeadKv;
-    const nScales = shape.nPages * this.pageHeads;
-    // Scales first so that the Float32Array view starts 4-byte aligned.
-    this.buffer = new ArrayBuffer(nScales * 4 + shape.nPages * this.pageStride);
-    this.scales = new Float32Array(this.buffer, 0, nScales);
-    this.codes = new Uint8Array(this.buffer, nScales * 4, shape.nPages * this.pageStride);
-    this.scratch = new Float64Array(shape.pageSize);
-    this.reservedBytes = this.buffer.byteLength + this.scratch.byteLength;
+    super(role, shape);
+    this.codes = new Uint8Array(this.buffer, this.codesOffset, shape.nPages * this.pageStride);
   }
 
   writeToken(page: number, slot: number, src: Float32Array, srcOff: number): void {
@@ -61,19 +39,6 @@ export class Fp8PageStore implements PageStore {
         codes[base + c] = f32ToE4m3Bits(src[s0 + c]! * inv);
       }
     }
-  }
-
-  truncatePage(page: number, _nValid: number): void {
-    checkPage(this.shape, page);
-  }
-
-  copyPage(dstPage: number, srcPage: number): void {
-    checkPage(this.shape, dstPage);
-    checkPage(this.shape, srcPage);
-    const s = srcPage * this.pageStride;
-    this.codes.copyWithin(dstPage * this.pageStride, s, s + this.pageStride);
-    const sh = srcPage * this.pageHeads;
-    this.scales.copyWithin(dstPage * this.pageHeads, sh, sh + this.pageHeads);
   }
 
   dotRun(page: number, slotStart: number, n: number, kvHead: number, q: Float32Array, qOff: number, out: Float32Array, outOff: number): void {
@@ -505,23 +470,5 @@ export class Fp8PageStore implements PageStore {
       const scale = this.scales[sIdx]!;
       for (let c = 0; c < d; c++) out[outOff + h * d + c] = scale * E4M3_TO_F32[this.codes[sIdx * d + c]!]!;
     }
-  }
-
-  /** Layout: the page's scales (pageSize*nHeadKv f32) then its codes (pageSize*nHeadKv*headDim bytes). */
-  exportPage(page: number): Uint8Array {
-    checkPage(this.shape, page);
-    const sBytes = this.pageHeads * 4;
-    const out = new Uint8Array(sBytes + this.pageStride);
-    out.set(new Uint8Array(this.buffer, page * sBytes, sBytes), 0);
-    out.set(new Uint8Array(this.buffer, this.scales.byteLength + page * this.pageStride, this.pageStride), sBytes);
-    return out;
-  }
-
-  importPage(page: number, bytes: Uint8Array): void {
-    checkPage(this.shape, page);
-    const sBytes = this.pageHeads * 4;
-    checkImportLength("fp8", bytes.byteLength, sBytes + this.pageStride);
-    new Uint8Array(this.buffer, page * sBytes, sBytes).set(bytes.subarray(0, sBytes));
-    new Uint8Array(this.buffer, this.scales.byteLength + page * this.pageStride, this.pageStride).set(bytes.subarray(sBytes));
   }
 }
