@@ -7,6 +7,8 @@ import type { PageStore } from "./codecs/types.js";
 import { expNonPositive } from "./fast-exp.js";
 import type { Rope } from "./rope.js";
 import type { KvRun } from "./runs.js";
+import type { StoreRegion } from "./codecs/shape.js";
+import type { ScratchFloats } from "./wasm/store-memory.js";
 
 /**
  * A sequence's runs (see runs.ts) in flat typed arrays, rebuilt only when the sequence changes.
@@ -22,14 +24,18 @@ export class RunTable {
   rotPos: Int32Array;
   index: Int32Array;
 
-  constructor(capacity: number) {
+  /** `region` (the wasm kernels' memory, common.as's run table) holds page, slotStart, length and
+   *  index, `capacity` int32 each, one after another; pos and rotPos stay on the JS side. */
+  constructor(capacity: number, region?: StoreRegion) {
     this.capacity = capacity;
-    this.page = new Int32Array(capacity);
-    this.slotStart = new Int32Array(capacity);
-    this.length = new Int32Array(capacity);
+    const buffer = region?.buffer ?? new ArrayBuffer(16 * capacity);
+    const at = region?.byteOffset ?? 0;
+    this.page = new Int32Array(buffer, at, capacity);
+    this.slotStart = new Int32Array(buffer, at + 4 * capacity, capacity);
+    this.length = new Int32Array(buffer, at + 8 * capacity, capacity);
+    this.index = new Int32Array(buffer, at + 12 * capacity, capacity);
     this.pos = new Int32Array(capacity);
     this.rotPos = new Int32Array(capacity);
-    this.index = new Int32Array(capacity);
   }
 
   push(page: number, slotStart: number, length: number, pos: number, rotPos: number, index: number): void {
@@ -67,6 +73,24 @@ export class RunTable {
  */
 export const QUERY_BLOCK = 2;
 
+/** Float counts of the scratch arrays the wasm kernels share with AttentionScratch (store-memory.ts lays them out). */
+export function attentionScratchFloats(nHead: number, window: number, maxHeadDimK: number, maxHeadDimV: number): ScratchFloats {
+  return {
+    scores: QUERY_BLOCK * nHead * window,
+    qBlock: QUERY_BLOCK * nHead * maxHeadDimK,
+    outBlock: QUERY_BLOCK * nHead * maxHeadDimV,
+    invSum: QUERY_BLOCK * nHead,
+  };
+}
+
+/** Byte offsets of AttentionScratch's shared arrays in `buffer`. */
+export interface ScratchMemory {
+  readonly buffer: ArrayBuffer;
+  readonly scores: number;
+  readonly qBlock: number;
+  readonly outBlock: number;
+}
+
 /** Buffers the kernel reuses; sized for the window once. */
 export class AttentionScratch {
   readonly scores: Float32Array; // [QUERY_BLOCK * nHead][window]
@@ -78,13 +102,15 @@ export class AttentionScratch {
   readonly acc4: Float64Array; // [4 * pageSize] partial sums of the stores' grouped kernels (grouped.ts)
   readonly window: number;
 
-  constructor(nHead: number, window: number, maxHeadDimK: number, pageSize = 16, maxHeadDimV = maxHeadDimK) {
+  /** `memory`: where scores, qBlock and outBlock live (the wasm kernels' memory; sizes from attentionScratchFloats). */
+  constructor(nHead: number, window: number, maxHeadDimK: number, pageSize = 16, maxHeadDimV = maxHeadDimK, memory?: ScratchMemory) {
     this.window = window;
+    const f = attentionScratchFloats(nHead, window, maxHeadDimK, maxHeadDimV);
     this.acc4 = new Float64Array(GROUPED_ACC_PER_SLOT * pageSize);
-    this.scores = new Float32Array(QUERY_BLOCK * nHead * window);
+    this.scores = memory ? new Float32Array(memory.buffer, memory.scores, f.scores) : new Float32Array(f.scores);
     this.qRot = new Float32Array(nHead * maxHeadDimK);
-    this.qBlock = new Float32Array(QUERY_BLOCK * nHead * maxHeadDimK);
-    this.outBlock = new Float32Array(QUERY_BLOCK * nHead * maxHeadDimV);
+    this.qBlock = memory ? new Float32Array(memory.buffer, memory.qBlock, f.qBlock) : new Float32Array(f.qBlock);
+    this.outBlock = memory ? new Float32Array(memory.buffer, memory.outBlock, f.outBlock) : new Float32Array(f.outBlock);
     this.wAvg = new Float32Array(window);
     this.invSum = new Float64Array(QUERY_BLOCK * nHead);
   }
@@ -244,7 +270,7 @@ export function attendRuns(
 }
 
 /** The run holding retained index `self` (runs in retained order, run 0 at index 0). */
-function runOf(runs: RunTable, self: number): number {
+export function runOf(runs: RunTable, self: number): number {
   let r = runs.n - 1;
   while (r > 0 && runs.index[r]! > self) r--;
   return r;
@@ -354,7 +380,7 @@ function attendBlock(
  * Scales (and with RoPE rotates by each query's position + off) queries qi0 .. qi0+nb into
  * qBlock's rows (KV head, query, head in group); qRot is the one-query staging buffer.
  */
-function loadBlockQueries(
+export function loadBlockQueries(
   q: Float32Array, qOff: number, qi0: number, nb: number, self0: number, nHead: number, group: number, dk: number,
   runs: RunTable, rope: Rope | null, off: number, scale: number, qRot: Float32Array, qBlock: Float32Array,
 ): void {

@@ -22,10 +22,12 @@ import {
   LayerOutOfRangeError,
   SequenceNotFoundError,
 } from "../errors.js";
-import { createPageStore } from "./codecs/index.js";
+import { createPageStore, pageStoreBytes } from "./codecs/index.js";
 import type { CodecKind, KvRole, PageShape, PageStore } from "./codecs/types.js";
 import type { CacheConfig, CacheModelShape } from "./config.js";
-import { AttentionScratch, attendRuns, RunTable, type AttentionWeightsHook } from "./attention.js";
+import { AttentionScratch, attendRuns, attentionScratchFloats, RunTable, type AttentionWeightsHook } from "./attention.js";
+import { attendRunsWasm, type WasmAttendTarget } from "./wasm/attend-wasm.js";
+import { CacheKernelMemory, layoutCacheMemory, wasmAttentionSupports } from "./wasm/store-memory.js";
 import { layerPageShape, PagePool, planPoolLayout, type PoolLayout } from "./page-pool.js";
 import { createPolicy, type EvictionPolicy } from "./policies/index.js";
 import { Rope } from "./rope.js";
@@ -39,6 +41,14 @@ export type StoreFactory = (kind: CodecKind, role: KvRole, shape: PageShape) => 
 export interface PagedKvCacheOptions {
   /** Replaces the codec factory (tests, instrumented stores). Must reserve what pageStoreBytes says. */
   readonly createStore?: StoreFactory;
+  /**
+   * "wasm" (default): the stores, run table and attention scratch live in one WebAssembly memory
+   * and attention runs in the SIMD kernels of src/cache/wasm/, when this runtime, the codec and the
+   * head dims allow it (else as "js"). "js": every buffer is a plain ArrayBuffer and attention runs
+   * in the JS kernels. Score-based policies (h2o, tova) and `createStore` always take the JS
+   * kernels (they read the stores where they are).
+   */
+  readonly kernels?: "wasm" | "js";
 }
 
 /** What `reserve` did. Refusals change nothing. */
@@ -80,6 +90,9 @@ export class PagedKvCache {
   private hookSeq: SequenceState | null = null;
   private hookLayer = 0;
   private readonly hook: AttentionWeightsHook | null;
+  /** Per layer, when attention runs in the wasm kernels (options.kernels). */
+  private readonly wasmTargets: WasmAttendTarget[] = [];
+  private readonly kernelMemory: CacheKernelMemory | null = null;
 
   constructor(config: CacheConfig, model: CacheModelShape, options: PagedKvCacheOptions = {}) {
     this.config = config;
@@ -90,18 +103,33 @@ export class PagedKvCache {
     this.window = config.windowTokens;
     const nPages = this.layout.nPages;
     this.pool = new PagePool(nPages);
-    const make: StoreFactory =
-      options.createStore ?? ((kind, role, shape) => createPageStore(kind, role, shape, this.layout.storeOptions));
     let maxK = 0;
     let maxV = 0;
     let maxStride = 0;
-    const ropeByDim = new Map<number, Rope>();
     for (const layer of model.layers) {
-      this.kStores.push(make(config.codec, "k", layerPageShape(nPages, config.pageSize, layer.nHeadKv, layer.headDimK)));
-      this.vStores.push(make(config.codec, "v", layerPageShape(nPages, config.pageSize, layer.nHeadKv, layer.headDimV)));
       maxK = Math.max(maxK, layer.headDimK);
       maxV = Math.max(maxV, layer.headDimV);
       maxStride = Math.max(maxStride, layer.nHeadKv * layer.headDimK, layer.nHeadKv * layer.headDimV);
+    }
+    const usesScores = this.policy.usesScores;
+    const mem =
+      options.kernels === "js" || options.createStore !== undefined || usesScores ? null : cacheKernelMemory(config, model, nPages, this.layout.storeOptions, maxK, maxV);
+    const make: StoreFactory =
+      options.createStore ??
+      ((kind, role, shape) => createPageStore(kind, role, shape, this.layout.storeOptions));
+    const ropeByDim = new Map<number, Rope>();
+    for (let l = 0; l < model.layers.length; l++) {
+      const layer = model.layers[l]!;
+      const kShape = layerPageShape(nPages, config.pageSize, layer.nHeadKv, layer.headDimK);
+      const vShape = layerPageShape(nPages, config.pageSize, layer.nHeadKv, layer.headDimV);
+      if (mem !== null) {
+        const buffer = mem.buffer;
+        this.kStores.push(createPageStore(config.codec, "k", kShape, { ...this.layout.storeOptions, region: { buffer, byteOffset: mem.layout.kStore[l]! } }));
+        this.vStores.push(createPageStore(config.codec, "v", vShape, { ...this.layout.storeOptions, region: { buffer, byteOffset: mem.layout.vStore[l]! } }));
+      } else {
+        this.kStores.push(make(config.codec, "k", kShape));
+        this.vStores.push(make(config.codec, "v", vShape));
+      }
       if (model.rope) {
         let rope = ropeByDim.get(layer.headDimK);
         if (!rope) {
@@ -118,8 +146,27 @@ export class PagedKvCache {
     this.kScratch = new Float32Array(maxStride);
     this.gather = new Float32Array(config.pageSize * maxStride);
     this.posScratch = new Int32Array(this.window);
-    this.runs = new RunTable(this.window);
-    this.attnScratch = new AttentionScratch(model.nHead, this.window, maxK, config.pageSize, maxV);
+    if (mem !== null) {
+      const L = mem.layout;
+      this.runs = new RunTable(this.window, { buffer: mem.buffer, byteOffset: L.runTable });
+      this.attnScratch = new AttentionScratch(model.nHead, this.window, maxK, config.pageSize, maxV, {
+        buffer: mem.buffer,
+        scores: L.scores,
+        qBlock: L.qBlock,
+        outBlock: L.outBlock,
+      });
+      const kernels = mem.kernels(config.codec);
+      const invSum = new Float32Array(mem.buffer, L.invSum, attentionScratchFloats(model.nHead, this.window, maxK, maxV).invSum);
+      for (let l = 0; l < model.layers.length; l++) {
+        mem.writeDescriptor(L.kDesc[l]!, this.kStores[l]!);
+        mem.writeDescriptor(L.vDesc[l]!, this.vStores[l]!);
+        this.wasmTargets.push({ mem, k: kernels, v: kernels, kDesc: L.kDesc[l]!, vDesc: L.vDesc[l]!, invSum });
+      }
+      this.kernelMemory = mem;
+    } else {
+      this.runs = new RunTable(this.window);
+      this.attnScratch = new AttentionScratch(model.nHead, this.window, maxK, config.pageSize, maxV);
+    }
     const nLayer = model.layers.length;
     this.hook = this.policy.usesScores
       ? (qi, nQuery, w, nVisible) => this.policy.observe(this.hookSeq!.scores!, this.hookLayer, nLayer, qi, nQuery, w, nVisible)
@@ -128,6 +175,16 @@ export class PagedKvCache {
 
   get nLayer(): number {
     return this.model.layers.length;
+  }
+
+  /** Which kernels attention runs in (options.kernels, and what this runtime, codec and shape allow). */
+  get kernels(): "wasm" | "js" {
+    return this.kernelMemory === null ? "js" : "wasm";
+  }
+
+  /** Bytes of the wasm kernels' memory (the stores, run table, attention scratch, rounded to 64 KiB pages); 0 with JS kernels. */
+  get kernelMemoryBytes(): number {
+    return this.kernelMemory?.bytes ?? 0;
   }
 
   /** Bytes the stores reserved (constant). */
@@ -329,6 +386,24 @@ export class PagedKvCache {
     const shape = this.model.layers[layer]!;
     this.hookSeq = s;
     this.hookLayer = layer;
+    const wasm = this.wasmTargets[layer];
+    if (wasm !== undefined) {
+      attendRunsWasm(
+        out,
+        outOff,
+        q,
+        qOff,
+        nQuery,
+        { nHead: this.model.nHead, nHeadKv: shape.nHeadKv, headDimK: shape.headDimK, headDimV: shape.headDimV },
+        runs,
+        s.held,
+        wasm,
+        this.ropes[layer]!,
+        scale ?? 1 / Math.sqrt(shape.headDimK),
+        this.attnScratch,
+      );
+      return;
+    }
     attendRuns(
       out,
       outOff,
@@ -824,3 +899,27 @@ export class PagedKvCache {
 }
 
 const EMPTY_SCORES = new Float64Array(0);
+
+/**
+ * The wasm kernel memory for this cache's stores, or null when attention stays in JS: no wasm SIMD
+ * here, a codec or head dim without wasm kernels, or more memory than one instance may hold.
+ */
+function cacheKernelMemory(
+  config: CacheConfig,
+  model: CacheModelShape,
+  nPages: number,
+  storeOptions: PoolLayout["storeOptions"],
+  maxK: number,
+  maxV: number,
+): CacheKernelMemory | null {
+  const bytes: { k: number; v: number }[] = [];
+  for (const layer of model.layers) {
+    if (!wasmAttentionSupports(config.codec, layer.headDimK, layer.headDimV)) return null;
+    bytes.push({
+      k: pageStoreBytes(config.codec, "k", layerPageShape(nPages, config.pageSize, layer.nHeadKv, layer.headDimK), storeOptions),
+      v: pageStoreBytes(config.codec, "v", layerPageShape(nPages, config.pageSize, layer.nHeadKv, layer.headDimV), storeOptions),
+    });
+  }
+  const layout = layoutCacheMemory(bytes, config.windowTokens, attentionScratchFloats(model.nHead, config.windowTokens, maxK, maxV));
+  return CacheKernelMemory.create(layout, config.codec);
+}

@@ -1,9 +1,9 @@
 // The f16 codec: IEEE binary16 values (round to nearest even, overflow to +-Infinity as in
 // llama.cpp's f16 cache). Half the bytes of f32; kernels decode through a 65536-entry table.
 
-import type { KvRole, PageShape, PageStore } from "./types.js";
+import type { KvRole, PageShape, PageStore, StoreKernelLayout } from "./types.js";
 import { F16_TO_F32, f32ToF16Bits } from "./half.js";
-import { checkImportLength, checkPage, checkSlot } from "./shape.js";
+import { checkImportLength, checkPage, checkSlot, storeRegion, type StoreRegion } from "./shape.js";
 
 /** Bytes: 2 per value, plus the dot kernel's scratch (8 per page slot). */
 export function f16StoreBytes(shape: PageShape): number {
@@ -20,14 +20,20 @@ export class F16PageStore implements PageStore {
   private readonly pageStride: number;
   private readonly scratch: Float64Array; // [pageSize] per-token partial sums of dotRun
 
-  constructor(role: KvRole, shape: PageShape) {
+  constructor(role: KvRole, shape: PageShape, region?: StoreRegion) {
     this.role = role;
     this.shape = Object.freeze({ ...shape });
     this.tokenStride = shape.nHeadKv * shape.headDim;
     this.pageStride = shape.pageSize * this.tokenStride;
-    this.data = new Uint16Array(shape.nPages * this.pageStride);
-    this.scratch = new Float64Array(shape.pageSize);
-    this.reservedBytes = this.data.byteLength + this.scratch.byteLength;
+    this.reservedBytes = f16StoreBytes(shape);
+    const { buffer, byteOffset } = storeRegion(region, this.reservedBytes);
+    // The f64 scratch first, so that both views start aligned.
+    this.scratch = new Float64Array(buffer, byteOffset, shape.pageSize);
+    this.data = new Uint16Array(buffer, byteOffset + shape.pageSize * 8, shape.nPages * this.pageStride);
+  }
+
+  kernelLayout(): StoreKernelLayout {
+    return { data: this.data.byteOffset, scales: 0 };
   }
 
   writeToken(page: number, slot: number, src: Float32Array, srcOff: number): void {
@@ -476,6 +482,6 @@ export class F16PageStore implements PageStore {
   importPage(page: number, bytes: Uint8Array): void {
     checkPage(this.shape, page);
     checkImportLength("f16", bytes.byteLength, this.pageStride * 2);
-    new Uint8Array(this.data.buffer, page * this.pageStride * 2, this.pageStride * 2).set(bytes);
+    new Uint8Array(this.data.buffer, this.data.byteOffset + page * this.pageStride * 2, this.pageStride * 2).set(bytes);
   }
 }

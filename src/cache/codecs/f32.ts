@@ -1,8 +1,8 @@
 // The f32 codec: pages hold the values as written. The baseline every other codec is measured
 // against, and the exact store the attention reference is checked with.
 
-import type { KvRole, PageShape, PageStore } from "./types.js";
-import { checkImportLength, checkPage, checkSlot } from "./shape.js";
+import type { KvRole, PageShape, PageStore, StoreKernelLayout } from "./types.js";
+import { checkImportLength, checkPage, checkSlot, storeRegion, type StoreRegion } from "./shape.js";
 
 /** Bytes: 4 per value, plus the dot kernel's scratch (8 per page slot). */
 export function f32StoreBytes(shape: PageShape): number {
@@ -19,14 +19,20 @@ export class F32PageStore implements PageStore {
   private readonly pageStride: number; // pageSize * tokenStride
   private readonly scratch: Float64Array; // [pageSize] per-token partial sums of dotRun
 
-  constructor(role: KvRole, shape: PageShape) {
+  constructor(role: KvRole, shape: PageShape, region?: StoreRegion) {
     this.role = role;
     this.shape = Object.freeze({ ...shape });
     this.tokenStride = shape.nHeadKv * shape.headDim;
     this.pageStride = shape.pageSize * this.tokenStride;
-    this.data = new Float32Array(shape.nPages * this.pageStride);
-    this.scratch = new Float64Array(shape.pageSize);
-    this.reservedBytes = this.data.byteLength + this.scratch.byteLength;
+    this.reservedBytes = f32StoreBytes(shape);
+    const { buffer, byteOffset } = storeRegion(region, this.reservedBytes);
+    // The f64 scratch first, so that both views start aligned.
+    this.scratch = new Float64Array(buffer, byteOffset, shape.pageSize);
+    this.data = new Float32Array(buffer, byteOffset + shape.pageSize * 8, shape.nPages * this.pageStride);
+  }
+
+  kernelLayout(): StoreKernelLayout {
+    return { data: this.data.byteOffset, scales: 0 };
   }
 
   writeToken(page: number, slot: number, src: Float32Array, srcOff: number): void {
@@ -441,6 +447,6 @@ export class F32PageStore implements PageStore {
   importPage(page: number, bytes: Uint8Array): void {
     checkPage(this.shape, page);
     checkImportLength("f32", bytes.byteLength, this.pageStride * 4);
-    new Uint8Array(this.data.buffer, page * this.pageStride * 4, this.pageStride * 4).set(bytes);
+    new Uint8Array(this.data.buffer, this.data.byteOffset + page * this.pageStride * 4, this.pageStride * 4).set(bytes);
   }
 }

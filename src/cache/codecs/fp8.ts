@@ -5,7 +5,7 @@
 
 import type { KvRole, PageShape, PageStore } from "./types.js";
 import { E4M3_MAX, E4M3_TO_F32, f32ToE4m3Bits } from "./e4m3.js";
-import { checkSlot } from "./shape.js";
+import { checkSlot, type StoreRegion } from "./shape.js";
 import { ScaledBytePages, scaledByteStoreBytes } from "./scaled-byte-pages.js";
 
 export const fp8StoreBytes = scaledByteStoreBytes;
@@ -14,8 +14,8 @@ export class Fp8PageStore extends ScaledBytePages implements PageStore {
   readonly kind = "fp8" as const;
   private readonly codes: Uint8Array; // [nPages][pageSize][nHeadKv][headDim]
 
-  constructor(role: KvRole, shape: PageShape) {
-    super(role, shape);
+  constructor(role: KvRole, shape: PageShape, region?: StoreRegion) {
+    super(role, shape, region);
     this.codes = new Uint8Array(this.buffer, this.codesOffset, shape.nPages * this.pageStride);
   }
 

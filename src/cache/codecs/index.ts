@@ -13,14 +13,15 @@
 // Measured attention error vs f32 per codec: accuracy.test.ts. Speed: bench/cache-codecs.ts.
 
 import type { CodecKind, KvRole, PageShape, PageStore } from "./types.js";
-import { checkStoreBytes, validatePageShape } from "./shape.js";
+import { checkStoreBytes, validatePageShape, type StoreRegion } from "./shape.js";
 import { F32PageStore, f32StoreBytes } from "./f32.js";
 import { F16PageStore, f16StoreBytes } from "./f16.js";
 import { Int8PageStore, int8StoreBytes } from "./int8.js";
 import { Int4PageStore, int4StoreBytes } from "./int4.js";
 import { Fp8PageStore, fp8StoreBytes } from "./fp8.js";
 
-export type { CodecKind, KvRole, PageShape, PageStore } from "./types.js";
+export type { CodecKind, KvRole, PageShape, PageStore, StoreKernelLayout } from "./types.js";
+export type { StoreRegion } from "./shape.js";
 export { CODEC_KINDS } from "./types.js";
 export { DEFAULT_OPEN_PAGES, resolveOpenPages } from "./int4.js";
 export { MAX_STORE_BYTES } from "./shape.js";
@@ -29,6 +30,8 @@ export interface PageStoreOptions {
   /** int4 only: residual (full-precision) page buffers, i.e. pages that may be filling at once.
    *  Pass the cache's maxSequences; default DEFAULT_OPEN_PAGES; clamped to [2, nPages]. */
   readonly openPages?: number;
+  /** Where the store keeps its bytes (a region of the cache's wasm memory); default its own buffer. */
+  readonly region?: StoreRegion;
 }
 
 /** Bytes `createPageStore(kind, role, shape, options)` reserves, computed without allocating. */
@@ -55,15 +58,15 @@ export function createPageStore(kind: CodecKind, role: KvRole, shape: PageShape,
   checkStoreBytes(pageStoreBytes(kind, role, shape, options), kind, shape);
   switch (kind) {
     case "f32":
-      return new F32PageStore(role, shape);
+      return new F32PageStore(role, shape, options.region);
     case "f16":
-      return new F16PageStore(role, shape);
+      return new F16PageStore(role, shape, options.region);
     case "int8":
-      return new Int8PageStore(role, shape);
+      return new Int8PageStore(role, shape, options.region);
     case "int4":
       return new Int4PageStore(role, shape, options);
     case "fp8":
-      return new Fp8PageStore(role, shape);
+      return new Fp8PageStore(role, shape, options.region);
     default:
       return kind satisfies never;
   }

@@ -19,7 +19,7 @@
 import { CacheConfigError } from "../../errors.js";
 import type { KvRole, PageShape, PageStore } from "./types.js";
 import { F16_TO_F32, f32ToF16Bits } from "./half.js";
-import { checkImportLength, checkPage, checkSlot } from "./shape.js";
+import { checkImportLength, checkPage, checkSlot, storeRegion, type StoreRegion } from "./shape.js";
 import { SnapshotError } from "../../errors.js";
 
 /**
@@ -36,6 +36,8 @@ const EXPORT_HEADER_BYTES = 8; // int32 fill, int32 open (1) / sealed (0), littl
 export interface Int4Options {
   /** How many pages may be open (filling, in full precision) at once; default DEFAULT_OPEN_PAGES. */
   readonly openPages?: number;
+  /** Where the store keeps its bytes (shape.ts); default a buffer of its own. */
+  readonly region?: StoreRegion;
 }
 
 /** Residual buffers actually reserved: at least 2 (copyPage of an open page needs two), at most nPages. */
@@ -124,9 +126,11 @@ export class Int4PageStore implements PageStore {
     this.pageParams = this.isKey ? nHeadKv * headDim * 2 : pageSize * nHeadKv * 2;
 
     const l = int4Layout(role, shape, this.openPages);
-    this.buffer = new ArrayBuffer(int4StoreBytes(role, shape, options));
+    this.reservedBytes = int4StoreBytes(role, shape, options);
+    const region = storeRegion(options.region, this.reservedBytes);
+    this.buffer = region.buffer;
     // Widest elements first, so that every view starts aligned.
-    let off = 0;
+    let off = region.byteOffset;
     this.ticks = new Float64Array(this.buffer, off, this.openPages);
     off += l.ticks;
     this.scratch = new Float64Array(this.buffer, off, headDim + pageSize);
@@ -144,7 +148,6 @@ export class Int4PageStore implements PageStore {
     this.nibbles = new Uint8Array(this.buffer, off, nPages * pageSize * this.tokenBytes);
     this.owner.fill(-1);
     this.resOf.fill(-1);
-    this.reservedBytes = this.buffer.byteLength;
   }
 
   /** Valid slots of a page (tests and diagnostics). */

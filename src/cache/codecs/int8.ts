@@ -4,7 +4,7 @@
 // scale * sum(q * code), one multiply per token. Costs 8 bits + 32/headDim bits per value.
 
 import type { KvRole, PageShape, PageStore } from "./types.js";
-import { checkSlot } from "./shape.js";
+import { checkSlot, type StoreRegion } from "./shape.js";
 import { ScaledBytePages, scaledByteStoreBytes } from "./scaled-byte-pages.js";
 
 export const int8StoreBytes = scaledByteStoreBytes;
@@ -13,8 +13,8 @@ export class Int8PageStore extends ScaledBytePages implements PageStore {
   readonly kind = "int8" as const;
   private readonly codes: Int8Array; // [nPages][pageSize][nHeadKv][headDim]
 
-  constructor(role: KvRole, shape: PageShape) {
-    super(role, shape);
+  constructor(role: KvRole, shape: PageShape, region?: StoreRegion) {
+    super(role, shape, region);
     this.codes = new Int8Array(this.buffer, this.codesOffset, shape.nPages * this.pageStride);
   }
 

@@ -2,8 +2,8 @@
 // (token, head), in one buffer. The codecs differ only in how a byte encodes and decodes, so each
 // keeps its own kernels (hot loops stay monomorphic) and inherits the layout and page bookkeeping.
 
-import type { KvRole, PageShape } from "./types.js";
-import { checkImportLength, checkPage } from "./shape.js";
+import type { KvRole, PageShape, StoreKernelLayout } from "./types.js";
+import { checkImportLength, checkPage, storeRegion, type StoreRegion } from "./shape.js";
 
 /** Bytes: 1 per value plus a 4-byte scale per (token, head), plus the dot kernel's scratch (8 per page slot). */
 export function scaledByteStoreBytes(shape: PageShape): number {
@@ -18,26 +18,33 @@ export abstract class ScaledBytePages {
   readonly reservedBytes: number;
   protected readonly buffer: ArrayBuffer;
   protected readonly scales: Float32Array; // [nPages][pageSize][nHeadKv]
-  /** Byte offset of the codes ([nPages][pageSize][nHeadKv][headDim]) in `buffer`. */
+  /** Byte offsets in `buffer` of the scales and of the codes ([nPages][pageSize][nHeadKv][headDim]). */
+  protected readonly scalesOffset: number;
   protected readonly codesOffset: number;
   protected readonly tokenStride: number; // nHeadKv * headDim
   protected readonly pageStride: number; // pageSize * tokenStride
   protected readonly pageHeads: number; // pageSize * nHeadKv
   protected readonly scratch: Float64Array; // [pageSize] per-token sums (dotRun) / weights (axpyRun)
 
-  constructor(role: KvRole, shape: PageShape) {
+  constructor(role: KvRole, shape: PageShape, region?: StoreRegion) {
     this.role = role;
     this.shape = Object.freeze({ ...shape });
     this.tokenStride = shape.nHeadKv * shape.headDim;
     this.pageStride = shape.pageSize * this.tokenStride;
     this.pageHeads = shape.pageSize * shape.nHeadKv;
     const nScales = shape.nPages * this.pageHeads;
-    // Scales first so that the Float32Array view starts 4-byte aligned.
-    this.codesOffset = nScales * 4;
-    this.buffer = new ArrayBuffer(this.codesOffset + shape.nPages * this.pageStride);
-    this.scales = new Float32Array(this.buffer, 0, nScales);
-    this.scratch = new Float64Array(shape.pageSize);
-    this.reservedBytes = this.buffer.byteLength + this.scratch.byteLength;
+    this.reservedBytes = scaledByteStoreBytes(shape);
+    const { buffer, byteOffset } = storeRegion(region, this.reservedBytes);
+    this.buffer = buffer;
+    // Widest elements first so that every view starts aligned: f64 scratch, f32 scales, byte codes.
+    this.scratch = new Float64Array(buffer, byteOffset, shape.pageSize);
+    this.scalesOffset = byteOffset + shape.pageSize * 8;
+    this.scales = new Float32Array(buffer, this.scalesOffset, nScales);
+    this.codesOffset = this.scalesOffset + nScales * 4;
+  }
+
+  kernelLayout(): StoreKernelLayout {
+    return { data: this.codesOffset, scales: this.scalesOffset };
   }
 
   truncatePage(page: number, _nValid: number): void {
@@ -59,7 +66,7 @@ export abstract class ScaledBytePages {
     checkPage(this.shape, page);
     const sBytes = this.pageHeads * 4;
     const out = new Uint8Array(sBytes + this.pageStride);
-    out.set(new Uint8Array(this.buffer, page * sBytes, sBytes), 0);
+    out.set(new Uint8Array(this.buffer, this.scalesOffset + page * sBytes, sBytes), 0);
     out.set(new Uint8Array(this.buffer, this.codesOffset + page * this.pageStride, this.pageStride), sBytes);
     return out;
   }
@@ -68,7 +75,7 @@ export abstract class ScaledBytePages {
     checkPage(this.shape, page);
     const sBytes = this.pageHeads * 4;
     checkImportLength(this.kind, bytes.byteLength, sBytes + this.pageStride);
-    new Uint8Array(this.buffer, page * sBytes, sBytes).set(bytes.subarray(0, sBytes));
+    new Uint8Array(this.buffer, this.scalesOffset + page * sBytes, sBytes).set(bytes.subarray(0, sBytes));
     new Uint8Array(this.buffer, this.codesOffset + page * this.pageStride, this.pageStride).set(bytes.subarray(sBytes));
   }
 }

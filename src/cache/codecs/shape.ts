@@ -10,6 +10,25 @@ import type { PageShape } from "./types.js";
  */
 export const MAX_STORE_BYTES = 2 ** 31 - 1;
 
+/**
+ * Where a store keeps its bytes: `reservedBytes` from `byteOffset` in `buffer`. The cache passes
+ * regions of one WebAssembly memory so that the attention kernels (src/cache/wasm/) read the pages
+ * in place; without one a store allocates its own ArrayBuffer.
+ */
+export interface StoreRegion {
+  readonly buffer: ArrayBuffer;
+  readonly byteOffset: number;
+}
+
+/** `region`, checked to hold `bytes` at an 8-byte aligned offset; or a fresh buffer of `bytes`. */
+export function storeRegion(region: StoreRegion | undefined, bytes: number): StoreRegion {
+  if (region === undefined) return { buffer: new ArrayBuffer(bytes), byteOffset: 0 };
+  if (region.byteOffset % 8 !== 0 || region.byteOffset < 0 || region.byteOffset + bytes > region.buffer.byteLength) {
+    throw new RangeError(`a store region of ${bytes} bytes at ${region.byteOffset} does not fit an aligned slot of a ${region.buffer.byteLength}-byte buffer`);
+  }
+  return region;
+}
+
 /** Throws CacheConfigError unless every dimension is a positive safe integer. */
 export function validatePageShape(shape: PageShape): void {
   for (const field of ["nPages", "pageSize", "nHeadKv", "headDim"] as const) {

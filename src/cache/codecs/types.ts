@@ -72,10 +72,26 @@ export interface PageStore {
     page: number, slotStart: number, n: number, kvHead: number,
     w: Float32Array, wOff: number, wStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
   ): void;
+  /**
+   * Where the wasm attention kernels (src/cache/wasm/) find this store's pages: byte offsets in the
+   * store's buffer, written into the kernels' store descriptor (common.as). Present on codecs that
+   * have wasm kernels; the cache uses them only when the store lives in the kernels' memory.
+   */
+  kernelLayout?(): StoreKernelLayout;
   /** Decodes one token's `[nHeadKv][headDim]` values (tests, references, snapshots). */
   readToken(page: number, slot: number, out: Float32Array, outOff: number): void;
 
   /** A page's encoded bytes (snapshots); `importPage` restores them exactly. */
   exportPage(page: number): Uint8Array;
   importPage(page: number, bytes: Uint8Array): void;
+}
+
+/** A store's part of the wasm kernels' descriptor (src/cache/wasm/common.as). */
+export interface StoreKernelLayout {
+  /** Byte offset of the values / codes. */
+  readonly data: number;
+  /** Byte offset of the per-(token, head) f32 scales (int8, fp8), else 0. */
+  readonly scales: number;
+  /** Codec-specific fields, descriptor words 8 onwards. */
+  readonly extra?: readonly number[];
 }

@@ -10,6 +10,7 @@
 // `kernels: "js"` avoids the copy (and the speed).
 
 import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
+import { ArenaLayout, compileEmbedded, growMemoryTo } from "../../wasm/embedded.js";
 
 export interface KernelExports {
   readonly memory: WebAssembly.Memory;
@@ -23,56 +24,19 @@ export interface KernelExports {
   matmulF32(out: number, outStride: number, w: number, rows: number, cols: number, x: number, xStride: number, nTok: number): void;
 }
 
-/** Largest linear memory a model may lay out: wasm32 addresses 4 GiB; engines cap it lower in
- *  places (Chrome on 32-bit hosts: 1 GiB), so models past 2 GiB of wasm-side bytes use the JS kernels. */
-export const MAX_WASM_MEMORY_BYTES = 2 ** 31;
-const PAGE_BYTES = 65536;
+export { ArenaLayout, MAX_WASM_MEMORY_BYTES } from "../../wasm/embedded.js";
 
 let compiled: WebAssembly.Module | null | undefined;
 
-function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
-  if (typeof atob === "function") {
-    const s = atob(b64);
-    const out = new Uint8Array(s.length);
-    for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-    return out;
-  }
-  throw new Error("no base64 decoder");
-}
-
 /** The compiled module, or null when this runtime cannot compile it (no wasm or no SIMD). */
 function kernelModule(): WebAssembly.Module | null {
-  if (compiled !== undefined) return compiled;
-  try {
-    // Synchronous compile: the module is ~3 KiB, under the 4 KiB that browsers allow on the main thread.
-    compiled = typeof WebAssembly === "object" ? new WebAssembly.Module(decodeBase64(KERNELS_WASM_BASE64)) : null;
-  } catch {
-    compiled = null;
-  }
+  // Synchronous compile: the module is ~3 KiB, under the 4 KiB that browsers allow on the main thread.
+  if (compiled === undefined) compiled = compileEmbedded(KERNELS_WASM_BASE64);
   return compiled;
 }
 
 export function wasmKernelsAvailable(): boolean {
   return kernelModule() !== null;
-}
-
-/**
- * The bump layout alone, without a kernel instance: WasmArena lays its memory out with it, and the
- * planner (src/plan/kvbound.ts) replays a model's layout with it to predict `LlamaModel.wasmBytes`.
- */
-export class ArenaLayout {
-  protected top = 64; // offset 0 stays unused (a null pointer would be a bug)
-
-  /** Bytes laid out so far. */
-  get bytes(): number {
-    return this.top;
-  }
-
-  reserve(bytes: number): number {
-    const at = this.top;
-    this.top = at + Math.ceil(bytes / 64) * 64;
-    return at;
-  }
 }
 
 /**
@@ -98,13 +62,7 @@ export class WasmArena extends ArenaLayout {
   /** Grows the memory to everything reserved; false when that passes MAX_WASM_MEMORY_BYTES or the
    *  engine refuses to grow (the caller then keeps the JS kernels). */
   commit(): boolean {
-    if (this.top > MAX_WASM_MEMORY_BYTES) return false;
-    const need = Math.ceil(this.top / PAGE_BYTES) - this.k.memory.buffer.byteLength / PAGE_BYTES;
-    try {
-      if (need > 0) this.k.memory.grow(need);
-    } catch {
-      return false; // RangeError: the engine could not reserve that much
-    }
+    if (!growMemoryTo(this.k.memory, this.top)) return false;
     this.committed = true;
     return true;
   }

@@ -1,0 +1,167 @@
+// The wasm attention kernels (attention.as through attendRunsWasm) against the JS kernels over the
+// same cache operations, and f32 against the dense reference: every codec with wasm kernels, the
+// window policies (re-assigned positions give several RoPE ranges per step), page sizes 1/4/16,
+// GQA groups 1/3/4/8, query chunks of 1..5 tokens (blocks of two queries and odd tails).
+
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { resolveCacheConfig, type CacheConfigInput, type CacheModelShape } from "../config.js";
+import { denseAttention } from "../dense-attention.js";
+import { PagedKvCache } from "../paged-kv-cache.js";
+import type { CodecKind } from "../codecs/types.js";
+import { appendTokens, makeTokenKv, retainedIds, rng, type TokenKv } from "../../../test/cache-helpers.js";
+import { wasmAttentionAvailable } from "./store-memory.js";
+
+const MODELS: Record<string, CacheModelShape> = {
+  "groups 4/1/8": {
+    nHead: 8,
+    layers: [
+      { nHeadKv: 2, headDimK: 16, headDimV: 8 },
+      { nHeadKv: 8, headDimK: 8, headDimV: 16 },
+      { nHeadKv: 1, headDimK: 32, headDimV: 32 },
+    ],
+    rope: { nRot: 8, freqBase: 10000, neox: false },
+  },
+  "group 3, neox": {
+    nHead: 6,
+    layers: [{ nHeadKv: 2, headDimK: 8, headDimV: 8 }],
+    rope: { nRot: 8, freqBase: 500000, neox: true },
+  },
+};
+
+function maxRelErr(got: Float32Array, want: Float32Array): number {
+  let maxAbs = 0;
+  let err = 0;
+  for (let i = 0; i < want.length; i++) {
+    maxAbs = Math.max(maxAbs, Math.abs(want[i]!));
+    err = Math.max(err, Math.abs(got[i]! - want[i]!));
+  }
+  return err / Math.max(maxAbs, 1e-30);
+}
+
+/** Streams tokens through a wasm cache and a JS cache; returns the worst relative differences. */
+function compare(model: CacheModelShape, codec: CodecKind, input: CacheConfigInput, total: number, seed: number) {
+  const config = resolveCacheConfig({ ...input, codec });
+  const wasm = new PagedKvCache(config, model);
+  const js = new PagedKvCache(config, model, { kernels: "js" });
+  expect(wasm.kernels).toBe("wasm");
+  expect(js.kernels).toBe("js");
+  wasm.add(0);
+  js.add(0);
+  const rand = rng(seed);
+  const kvById: TokenKv[] = [];
+  const pos = new Int32Array(config.windowTokens);
+  let worstJs = 0;
+  let worstDense = 0;
+  let steps = 0;
+  let id = 0;
+  while (id < total) {
+    const n = Math.min(total - id, 1 + Math.floor(rand() * 5));
+    const batch: TokenKv[] = [];
+    for (let i = 0; i < n; i++) {
+      const kv = makeTokenKv(model, id, rand);
+      kvById[id++] = kv;
+      batch.push(kv);
+    }
+    expect(appendTokens(wasm, 0, batch)).toBe(true);
+    expect(appendTokens(js, 0, batch)).toBe(true);
+    const held = wasm.positions(0, pos);
+    const ids = retainedIds(wasm, 0);
+    for (let l = 0; l < model.layers.length; l++) {
+      const shape = model.layers[l]!;
+      const q = new Float32Array(n * model.nHead * shape.headDimK);
+      for (let i = 0; i < q.length; i++) q[i] = rand() * 2 - 1;
+      const a = new Float32Array(n * model.nHead * shape.headDimV);
+      const b = new Float32Array(a.length);
+      wasm.attend(l, 0, q, 0, n, a, 0);
+      js.attend(l, 0, q, 0, n, b, 0);
+      worstJs = Math.max(worstJs, maxRelErr(a, b));
+      if (codec === "f32") {
+        const k = new Float32Array(held * shape.nHeadKv * shape.headDimK);
+        const v = new Float32Array(held * shape.nHeadKv * shape.headDimV);
+        for (let t = 0; t < held; t++) {
+          k.set(kvById[ids[t]!]!.k[l]!, t * shape.nHeadKv * shape.headDimK);
+          v.set(kvById[ids[t]!]!.v[l]!, t * shape.nHeadKv * shape.headDimV);
+        }
+        const positions = Array.from(pos.subarray(0, held));
+        const want = denseAttention({
+          nHead: model.nHead,
+          nHeadKv: shape.nHeadKv,
+          headDimK: shape.headDimK,
+          headDimV: shape.headDimV,
+          q,
+          qPos: positions.slice(held - n),
+          k,
+          v,
+          kPos: positions,
+          rope: model.rope!,
+        });
+        worstDense = Math.max(worstDense, maxRelErr(a, want));
+      }
+    }
+    steps++;
+  }
+  return { steps, worstJs, worstDense };
+}
+
+const POLICIES: CacheConfigInput[] = [
+  { contextWindowSize: 120, policy: { kind: "context" } },
+  { slidingWindowSize: 40, attentionSinkSize: 3 },
+  { slidingWindowSize: 40, attentionSinkSize: 3, policy: { kind: "sliding", positions: "original" } },
+  { slidingWindowSize: 36, policy: { kind: "fifo" } },
+  { slidingWindowSize: 38, policy: { kind: "prefix-recent", prefix: 9 } },
+];
+
+describe("wasm attention kernels", () => {
+  it("are available in this runtime (Node 20 has WebAssembly SIMD)", () => {
+    expect(wasmAttentionAvailable()).toBe(true);
+  });
+
+  for (const [modelName, model] of Object.entries(MODELS)) {
+    for (const codec of ["f32", "f16", "int8", "fp8"] as const) {
+      for (const input of POLICIES) {
+        for (const pageSize of [1, 4, 16]) {
+          const name = `${modelName} ${codec} ${JSON.stringify(input)} page ${pageSize}`;
+          it(`equal the JS kernels${codec === "f32" ? " and dense attention" : ""}: ${name}`, () => {
+            const { steps, worstJs, worstDense } = compare(model, codec, { ...input, pageSize }, 110, 3 + pageSize);
+            expect(steps).toBeGreaterThan(20);
+            // Same decoded values; only the summation order and the exp (Cephes polynomial vs
+            // fast-exp.ts's table) differ.
+            expect(worstJs).toBeLessThan(2e-5);
+            if (codec === "f32") expect(worstDense).toBeLessThan(1e-5);
+          });
+        }
+      }
+    }
+  }
+
+  it("fall back to JS where the head dims do not suit them, with the same results", () => {
+    const model: CacheModelShape = { nHead: 4, layers: [{ nHeadKv: 2, headDimK: 6, headDimV: 6 }], rope: null };
+    const cache = new PagedKvCache(resolveCacheConfig({ contextWindowSize: 64, codec: "f32" }), model);
+    expect(cache.kernels).toBe("js");
+    expect(cache.kernelMemoryBytes).toBe(0);
+  });
+
+  it("keep the cache's stores, run table and scratch in one memory of whole 64 KiB pages", () => {
+    const model = MODELS["groups 4/1/8"]!;
+    const cache = new PagedKvCache(resolveCacheConfig({ contextWindowSize: 4096, codec: "f16" }), model);
+    expect(cache.kernels).toBe("wasm");
+    expect(cache.kernelMemoryBytes % 65536).toBe(0);
+    expect(cache.kernelMemoryBytes).toBeGreaterThanOrEqual(cache.reservedBytes);
+    // Scratch: 2 queries x 8 heads x 4096 scores dominate what the stores do not count.
+    expect(cache.kernelMemoryBytes - cache.reservedBytes).toBeLessThan(cache.reservedBytes);
+  });
+});
+
+describe("the embedded attention module", () => {
+  it("attention-wasm.ts is what build.mjs makes from attention.as and its siblings (run npm run build:wasm after editing them)", async () => {
+    // @ts-expect-error build.mjs is plain JS without types
+    const build = (await import("../../model/wasm/build.mjs")) as {
+      compileKernels(name: string): Promise<Uint8Array>;
+      generatedModule(w: Uint8Array, name: string): string;
+    };
+    const want = build.generatedModule(await build.compileKernels("attention"), "attention");
+    const have = readFileSync(new URL("./attention-wasm.ts", import.meta.url), "utf8");
+    expect(have === want).toBe(true);
+  }, 30_000);
+});

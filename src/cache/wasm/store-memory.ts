@@ -1,0 +1,163 @@
+// One WebAssembly instance of the attention kernels (attention.as) per cache, whose memory holds
+// the cache's page stores, their descriptors, the run table and the attention scratch, laid out
+// once and never grown afterwards (growing would detach every view). The codecs write their pages
+// through views of this memory; the kernels read them in place.
+//
+// layoutCacheMemory is the whole layout as a pure function of the sizes, so that the planner
+// predicts the memory the cache reserves without creating one.
+
+import { ArenaLayout, compileEmbedded, growMemoryTo, MAX_WASM_MEMORY_BYTES } from "../../wasm/embedded.js";
+import type { CodecKind, PageStore } from "../codecs/types.js";
+import { ATTENTION_WASM_BASE64 } from "./attention-wasm.js";
+
+type ScoresFn = (desc: number, rt: number, cap: number, r0: number, r1: number, nVis: number, nHeadKv: number, q: number, G: number, dk: number, scores: number, W: number) => void;
+type ValuesFn = (desc: number, rt: number, cap: number, r0: number, r1: number, nVis: number, nHeadKv: number, w: number, G: number, W: number, out: number, dv: number) => void;
+
+export interface AttentionExports {
+  readonly memory: WebAssembly.Memory;
+  softmaxRows(scores: number, W: number, nRows: number, group: number, nb: number, self0: number, nVisLast: number, invSum: number): void;
+  readonly [name: string]: unknown;
+}
+
+/** One codec's pair of kernels. */
+export interface CodecKernels {
+  readonly scores: ScoresFn;
+  readonly values: ValuesFn;
+}
+
+const KERNEL_NAMES: Record<CodecKind, readonly [string, string]> = {
+  f32: ["scoresF32", "valuesF32"],
+  f16: ["scoresF16", "valuesF16"],
+  int8: ["scoresInt8", "valuesInt8"],
+  fp8: ["scoresFp8", "valuesFp8"],
+  int4: ["scoresInt4", "valuesInt4"],
+};
+
+let compiled: WebAssembly.Module | null | undefined;
+
+function attentionModule(): WebAssembly.Module | null {
+  if (compiled === undefined) compiled = compileEmbedded(ATTENTION_WASM_BASE64);
+  return compiled;
+}
+
+/** Whether this runtime can run the wasm attention kernels at all. */
+export function wasmAttentionAvailable(): boolean {
+  return attentionModule() !== null;
+}
+
+/** Whether the wasm kernels handle a codec at these head dims (the cache falls back to JS otherwise):
+ *  the kernels read keys four channels and values eight channels at a time. */
+export function wasmAttentionSupports(codec: CodecKind, headDimK: number, headDimV: number): boolean {
+  if (codec === "int4") return headDimK % 8 === 0 && headDimV % 8 === 0;
+  return headDimK % 4 === 0 && headDimV % 8 === 0;
+}
+
+/** Words of one store descriptor (common.as): 8 fixed + codec-specific extras. */
+export const DESCRIPTOR_WORDS = 16;
+
+/** Byte offsets of everything in a cache's kernel memory. */
+export interface CacheMemoryLayout {
+  /** Per layer: K store, V store, and their descriptors. */
+  readonly kStore: readonly number[];
+  readonly vStore: readonly number[];
+  readonly kDesc: readonly number[];
+  readonly vDesc: readonly number[];
+  /** The run table: 4 x capacity int32 (page, slotStart, length, index). */
+  readonly runTable: number;
+  /** Attention scratch (AttentionScratch's float arrays), float counts in `scratchFloats`. */
+  readonly scores: number;
+  readonly qBlock: number;
+  readonly outBlock: number;
+  readonly invSum: number;
+  /** Bytes the memory must hold (before rounding to 64 KiB wasm pages). */
+  readonly bytes: number;
+}
+
+/** Float counts of the attention scratch (AttentionScratch). */
+export interface ScratchFloats {
+  readonly scores: number;
+  readonly qBlock: number;
+  readonly outBlock: number;
+  readonly invSum: number;
+}
+
+/** Lays out stores (bytes per layer, K and V), the run table and the scratch, 64-byte aligned. */
+export function layoutCacheMemory(storeBytes: readonly { readonly k: number; readonly v: number }[], runCapacity: number, scratch: ScratchFloats): CacheMemoryLayout {
+  const a = new ArenaLayout();
+  const kStore: number[] = [];
+  const vStore: number[] = [];
+  const kDesc: number[] = [];
+  const vDesc: number[] = [];
+  for (const s of storeBytes) {
+    kStore.push(a.reserve(s.k));
+    vStore.push(a.reserve(s.v));
+    kDesc.push(a.reserve(DESCRIPTOR_WORDS * 4));
+    vDesc.push(a.reserve(DESCRIPTOR_WORDS * 4));
+  }
+  const runTable = a.reserve(4 * 4 * runCapacity);
+  const scores = a.reserve(scratch.scores * 4);
+  const qBlock = a.reserve(scratch.qBlock * 4);
+  const outBlock = a.reserve(scratch.outBlock * 4);
+  const invSum = a.reserve(scratch.invSum * 4);
+  return { kStore, vStore, kDesc, vDesc, runTable, scores, qBlock, outBlock, invSum, bytes: a.bytes };
+}
+
+/** The memory a layout reserves: whole 64 KiB wasm pages. */
+export function cacheMemoryBytes(layout: CacheMemoryLayout): number {
+  return Math.ceil(layout.bytes / 65536) * 65536;
+}
+
+/** A cache's kernel instance, its memory grown to the layout. */
+export class CacheKernelMemory {
+  readonly exports: AttentionExports;
+  readonly layout: CacheMemoryLayout;
+
+  private constructor(exports: AttentionExports, layout: CacheMemoryLayout) {
+    this.exports = exports;
+    this.layout = layout;
+  }
+
+  /** An instance holding `layout`; null when wasm is unavailable, the codec has no kernels, or the memory cannot be had. */
+  static create(layout: CacheMemoryLayout, codec: CodecKind): CacheKernelMemory | null {
+    if (layout.bytes > MAX_WASM_MEMORY_BYTES) return null;
+    const mod = attentionModule();
+    if (mod === null) return null;
+    const names = KERNEL_NAMES[codec];
+    if (!WebAssembly.Module.exports(mod).some((e) => e.name === names[0])) return null;
+    const exports = new WebAssembly.Instance(mod, {}).exports as unknown as AttentionExports;
+    if (!growMemoryTo(exports.memory, layout.bytes)) return null;
+    return new CacheKernelMemory(exports, layout);
+  }
+
+  get buffer(): ArrayBuffer {
+    return this.exports.memory.buffer;
+  }
+
+  /** Bytes of the instance's memory. */
+  get bytes(): number {
+    return this.exports.memory.buffer.byteLength;
+  }
+
+  kernels(codec: CodecKind): CodecKernels {
+    const [s, v] = KERNEL_NAMES[codec];
+    return { scores: this.exports[s] as ScoresFn, values: this.exports[v] as ValuesFn };
+  }
+
+  /** Writes a store's descriptor (common.as) at byte offset `at`. */
+  writeDescriptor(at: number, store: PageStore): void {
+    const l = store.kernelLayout!();
+    const { pageSize, nHeadKv, headDim } = store.shape;
+    const d = new Int32Array(this.buffer, at, DESCRIPTOR_WORDS);
+    d.fill(0);
+    d[0] = l.data;
+    d[1] = l.scales;
+    d[2] = nHeadKv * headDim;
+    d[3] = pageSize * nHeadKv * headDim;
+    d[4] = headDim;
+    d[5] = pageSize;
+    d[6] = nHeadKv;
+    const extra = l.extra ?? [];
+    if (extra.length > DESCRIPTOR_WORDS - 8) throw new RangeError(`a store descriptor holds ${DESCRIPTOR_WORDS - 8} extra words, not ${extra.length}`);
+    for (let i = 0; i < extra.length; i++) d[8 + i] = extra[i]!;
+  }
+}
