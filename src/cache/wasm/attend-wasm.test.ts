@@ -136,7 +136,7 @@ describe("wasm attention kernels", () => {
   }
 
   it("fall back to JS where the head dims do not suit them, with the same results", () => {
-    const model: CacheModelShape = { nHead: 4, layers: [{ nHeadKv: 2, headDimK: 6, headDimV: 6 }], rope: null };
+    const model: CacheModelShape = { nHead: 4, layers: [{ nHeadKv: 2, headDimK: 6, headDimV: 6 }] };
     const cache = new PagedKvCache(resolveCacheConfig({ contextWindowSize: 64, codec: "f32" }), model);
     expect(cache.kernels).toBe("js");
     expect(cache.kernelMemoryBytes).toBe(0);
