@@ -198,8 +198,14 @@ describe.skipIf(!have)("Session on stories260K", () => {
     await fresh.prefill(turn2);
     expect(fresh.forwardCalls).toBe(turn2.length);
     let maxDiff = 0;
-    for (let i = 0; i < reusedLogits.length; i++) maxDiff = Math.max(maxDiff, Math.abs(reusedLogits[i]! - fresh.logits[i]!));
-    expect(maxDiff).toBeLessThan(1e-5);
+    let maxAbs = 0;
+    for (let i = 0; i < reusedLogits.length; i++) {
+      maxDiff = Math.max(maxDiff, Math.abs(reusedLogits[i]! - fresh.logits[i]!));
+      maxAbs = Math.max(maxAbs, Math.abs(fresh.logits[i]!));
+    }
+    // Relative to the largest logit: the two prefills group queries into different attention blocks,
+    // so f32 sums run in a different order (measured ~1e-6 relative).
+    expect(maxDiff / maxAbs).toBeLessThan(1e-5);
 
     // A diverging prompt truncates back to the common prefix.
     const branch = [...golden.promptIds, ...loaded.tokenizer.encode("there was a dog.")];

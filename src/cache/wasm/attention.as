@@ -18,9 +18,7 @@ export function scoresF32(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nV
 export function scoresF16(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, nHeadKv: i32, q: usize, G: i32, dk: i32, scores: usize, W: i32): void {
   scoresKind(KIND_F16, desc, rt, cap, r0, r1, nVis, nHeadKv, q, G, dk, scores, W);
 }
-export function scoresInt8(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, nHeadKv: i32, q: usize, G: i32, dk: i32, scores: usize, W: i32): void {
-  scoresKind(KIND_INT8, desc, rt, cap, r0, r1, nVis, nHeadKv, q, G, dk, scores, W);
-}
+export { scoresInt8Dot as scoresInt8 } from "./codecs";
 export function scoresFp8(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, nHeadKv: i32, q: usize, G: i32, dk: i32, scores: usize, W: i32): void {
   scoresKind(KIND_FP8, desc, rt, cap, r0, r1, nVis, nHeadKv, q, G, dk, scores, W);
 }
@@ -31,9 +29,7 @@ export function valuesF32(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nV
 export function valuesF16(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, nHeadKv: i32, w: usize, G: i32, W: i32, out: usize, dv: i32): void {
   valuesKind(KIND_F16, desc, rt, cap, r0, r1, nVis, nHeadKv, w, G, W, out, dv);
 }
-export function valuesInt8(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, nHeadKv: i32, w: usize, G: i32, W: i32, out: usize, dv: i32): void {
-  valuesKind(KIND_INT8, desc, rt, cap, r0, r1, nVis, nHeadKv, w, G, W, out, dv);
-}
+export { valuesInt8Dot as valuesInt8 } from "./codecs";
 export function valuesFp8(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, nHeadKv: i32, w: usize, G: i32, W: i32, out: usize, dv: i32): void {
   valuesKind(KIND_FP8, desc, rt, cap, r0, r1, nVis, nHeadKv, w, G, W, out, dv);
 }

@@ -12,6 +12,7 @@
 //   2 tokenStride  elements between consecutive slots (nHeadKv * headDim)
 //   3 pageStride   elements between pages (pageSize * tokenStride)
 //   4 headDim, 5 pageSize, 6 nHeadKv
+//   7 q16      byte offset of a scratch for the query rows rounded to int16 (int8's integer dots)
 //   8.. codec-specific fields (int4.as)
 
 export const DESC_DATA: i32 = 0;
@@ -21,6 +22,7 @@ export const DESC_PAGE_STRIDE: i32 = 12;
 export const DESC_HEAD_DIM: i32 = 16;
 export const DESC_PAGE_SIZE: i32 = 20;
 export const DESC_N_HEAD_KV: i32 = 24;
+export const DESC_Q16: i32 = 28;
 
 @inline export function runPage(rt: usize, cap: i32, r: i32): i32 {
   return load<i32>(rt + (<usize>r << 2));

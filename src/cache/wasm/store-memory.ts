@@ -46,9 +46,9 @@ export function wasmAttentionAvailable(): boolean {
 }
 
 /** Whether the wasm kernels handle a codec at these head dims (the cache falls back to JS otherwise):
- *  the kernels read keys four channels and values eight channels at a time. */
+ *  the kernels read keys four channels (int8, int4: eight) and values eight channels at a time. */
 export function wasmAttentionSupports(codec: CodecKind, headDimK: number, headDimV: number): boolean {
-  if (codec === "int4") return headDimK % 8 === 0 && headDimV % 8 === 0;
+  if (codec === "int4" || codec === "int8") return headDimK % 8 === 0 && headDimV % 8 === 0;
   return headDimK % 4 === 0 && headDimV % 8 === 0;
 }
 
@@ -69,6 +69,10 @@ export interface CacheMemoryLayout {
   readonly qBlock: number;
   readonly outBlock: number;
   readonly invSum: number;
+  /** Kernel scratch (descriptor word 7): for K stores the query rows rounded to int16 plus their
+   *  f32 scales, for V stores packed int16 weight pairs (128 per row), a scale per row and 256 token scales. */
+  readonly q16: number;
+  readonly wq: number;
   /** Bytes the memory must hold (before rounding to 64 KiB wasm pages). */
   readonly bytes: number;
 }
@@ -99,7 +103,9 @@ export function layoutCacheMemory(storeBytes: readonly { readonly k: number; rea
   const qBlock = a.reserve(scratch.qBlock * 4);
   const outBlock = a.reserve(scratch.outBlock * 4);
   const invSum = a.reserve(scratch.invSum * 4);
-  return { kStore, vStore, kDesc, vDesc, runTable, scores, qBlock, outBlock, invSum, bytes: a.bytes };
+  const q16 = a.reserve(scratch.qBlock * 2 + scratch.invSum * 4);
+  const wq = a.reserve(scratch.invSum * (128 * 4 + 4) + 256 * 4);
+  return { kStore, vStore, kDesc, vDesc, runTable, scores, qBlock, outBlock, invSum, q16, wq, bytes: a.bytes };
 }
 
 /** The memory a layout reserves: whole 64 KiB wasm pages. */
@@ -156,6 +162,7 @@ export class CacheKernelMemory {
     d[4] = headDim;
     d[5] = pageSize;
     d[6] = nHeadKv;
+    d[7] = store.role === "k" ? this.layout.q16 : this.layout.wq;
     const extra = l.extra ?? [];
     if (extra.length > DESCRIPTOR_WORDS - 8) throw new RangeError(`a store descriptor holds ${DESCRIPTOR_WORDS - 8} extra words, not ${extra.length}`);
     for (let i = 0; i < extra.length; i++) d[8 + i] = extra[i]!;
