@@ -65,12 +65,12 @@ function fill(cache: PagedKvCache, n: number): void {
   }
 }
 
-function newCache(model: CacheModelShape, codec: CodecKind, window: { sliding: number } | { context: number }): PagedKvCache {
+function newCache(model: CacheModelShape, codec: CodecKind, window: { sliding: number } | { context: number }, kernels: "wasm" | "js" = "wasm"): PagedKvCache {
   const config =
     "sliding" in window
       ? resolveCacheConfig({ slidingWindowSize: window.sliding, attentionSinkSize: SINKS, codec })
       : resolveCacheConfig({ contextWindowSize: window.context, codec });
-  const cache = new PagedKvCache(config, model);
+  const cache = new PagedKvCache(config, model, { kernels });
   cache.add(0);
   return cache;
 }
@@ -180,15 +180,20 @@ if (runs("append")) {
 // 2 + 3. Decode attention vs a plain copy, and per codec vs f32
 if (runs("attention")) {
   const model = uniformModelShape(1, N_HEAD, N_HEAD_KV, HEAD_DIM, HEAD_DIM, ROPE);
-  const codecs: CodecKind[] = ["f32", "f16", "int8", "fp8", "int4"];
+  // Each codec with the kernels the cache picks (wasm SIMD here), then f32 in the JS kernels (the
+  // fallback without wasm SIMD) for reference.
+  const entries: { codec: CodecKind; kernels: "wasm" | "js" }[] = [
+    ...(["f32", "f16", "int8", "fp8", "int4"] as const).map((codec) => ({ codec, kernels: "wasm" as const })),
+    { codec: "f32", kernels: "js" },
+  ];
   const q = activations(2, 1, N_HEAD * HEAD_DIM);
   const o = new Float32Array(N_HEAD * HEAD_DIM);
   const bwRows: (string | number)[][] = [];
   const codecRows: (string | number)[][] = [];
   for (const n of [8192, 32768]) {
     const ROUNDS = QUICK ? 5 : n > 10000 ? 9 : 15;
-    const caches = codecs.map((codec) => {
-      const c = newCache(model, codec, { context: n });
+    const caches = entries.map(({ codec, kernels }) => {
+      const c = newCache(model, codec, { context: n }, kernels);
       fill(c, n);
       return c;
     });
@@ -217,17 +222,22 @@ if (runs("attention")) {
     const copyMs = copyLaps.map((x) => x.cpuMs);
     const copyMed = median(copyMs);
     const f32Med = median(byCodec[0]!.map((x) => x.cpuMs));
-    const wallShare = median(copyLaps.map((x) => x.wallMs)) / median(byCodec[0]!.map((x) => x.wallMs));
     const copyGBs = f32Bytes / copyMed / 1e6;
-    const attGBs = f32Bytes / f32Med / 1e6;
-    bwRows.push([n, fmt(f32Bytes / MiB), fmt(copyMed), fmt(copyGBs), fmt(f32Med), fmt(attGBs), `${((attGBs / copyGBs) * 100).toFixed(1)}%`, `${(wallShare * 100).toFixed(1)}%`]);
+    for (let i = 0; i < caches.length; i++) {
+      if (entries[i]!.codec !== "f32") continue;
+      const med = median(byCodec[i]!.map((x) => x.cpuMs));
+      const wallShare = median(copyLaps.map((x) => x.wallMs)) / median(byCodec[i]!.map((x) => x.wallMs));
+      const attGBs = f32Bytes / med / 1e6;
+      bwRows.push([n, caches[i]!.kernels, fmt(f32Bytes / MiB), fmt(copyMed), fmt(copyGBs), fmt(med), fmt(attGBs), `${((attGBs / copyGBs) * 100).toFixed(1)}%`, `${(wallShare * 100).toFixed(1)}%`]);
+    }
     for (let i = 0; i < caches.length; i++) {
       const c = caches[i]!;
       const med = median(byCodec[i]!.map((x) => x.cpuMs));
       const bytesPerToken = c.stats().bytesReserved / c.stats().pagesTotal / c.config.pageSize; // K+V bytes per token, 1 layer
       codecRows.push([
         n,
-        codecs[i]!,
+        entries[i]!.codec,
+        c.kernels,
         fmt(bytesPerToken, 4),
         fmt(med),
         (med / f32Med).toFixed(2),
@@ -243,6 +253,7 @@ if (runs("attention")) {
     markdownTable(
       [
         { title: "cached tokens", align: "right" },
+        { title: "kernels" },
         { title: "K+V MiB", align: "right" },
         { title: "copy CPU ms", align: "right" },
         { title: "copy GB/s", align: "right" },
@@ -255,12 +266,13 @@ if (runs("attention")) {
     ),
   );
   say("");
-  say(`#### Attention per codec vs f32 at the same length (median CPU ms of one decode step, same shape)\n`);
+  say(`#### Attention per codec vs f32 at the same length (median CPU ms of one decode step, same shape; time vs f32 in the wasm kernels)\n`);
   say(
     markdownTable(
       [
         { title: "cached tokens", align: "right" },
         { title: "codec" },
+        { title: "kernels" },
         { title: "store bytes/token (K+V, 1 layer)", align: "right" },
         { title: "attend CPU ms", align: "right" },
         { title: "time vs f32", align: "right" },

@@ -27,7 +27,7 @@ import type { CodecKind, KvRole, PageShape, PageStore } from "./codecs/types.js"
 import type { CacheConfig, CacheModelShape } from "./config.js";
 import { AttentionScratch, attendRuns, attentionScratchFloats, RunTable, type AttentionWeightsHook } from "./attention.js";
 import { attendRunsWasm, type WasmAttendTarget } from "./wasm/attend-wasm.js";
-import { CacheKernelMemory, layoutCacheMemory, wasmAttentionSupports } from "./wasm/store-memory.js";
+import { CacheKernelMemory, layoutCacheMemory, wasmAttentionSupports, type CacheMemoryLayout } from "./wasm/store-memory.js";
 import { layerPageShape, PagePool, planPoolLayout, type PoolLayout } from "./page-pool.js";
 import { createPolicy, type EvictionPolicy } from "./policies/index.js";
 import { Rope } from "./rope.js";
@@ -113,7 +113,7 @@ export class PagedKvCache {
     }
     const usesScores = this.policy.usesScores;
     const mem =
-      options.kernels === "js" || options.createStore !== undefined || usesScores ? null : cacheKernelMemory(config, model, nPages, this.layout.storeOptions, maxK, maxV);
+      options.kernels === "js" || options.createStore !== undefined || usesScores ? null : cacheKernelMemory(config, model);
     const make: StoreFactory =
       options.createStore ??
       ((kind, role, shape) => createPageStore(kind, role, shape, this.layout.storeOptions));
@@ -901,25 +901,30 @@ export class PagedKvCache {
 const EMPTY_SCORES = new Float64Array(0);
 
 /**
- * The wasm kernel memory for this cache's stores, or null when attention stays in JS: no wasm SIMD
- * here, a codec or head dim without wasm kernels, or more memory than one instance may hold.
+ * Where the wasm kernels' memory would put this cache's stores, run table and attention scratch,
+ * or null when attention stays in JS whatever the runtime: a score-based policy (h2o, tova), or a
+ * codec / head dim without wasm kernels. The planner's kvbound rule sizes the memory with it.
  */
-function cacheKernelMemory(
-  config: CacheConfig,
-  model: CacheModelShape,
-  nPages: number,
-  storeOptions: PoolLayout["storeOptions"],
-  maxK: number,
-  maxV: number,
-): CacheKernelMemory | null {
+export function cacheKernelLayout(config: CacheConfig, model: CacheModelShape): CacheMemoryLayout | null {
+  if (createPolicy(config.policy).usesScores) return null;
+  const pool = planPoolLayout(config, model);
   const bytes: { k: number; v: number }[] = [];
+  let maxK = 0;
+  let maxV = 0;
   for (const layer of model.layers) {
     if (!wasmAttentionSupports(config.codec, layer.headDimK, layer.headDimV)) return null;
+    maxK = Math.max(maxK, layer.headDimK);
+    maxV = Math.max(maxV, layer.headDimV);
     bytes.push({
-      k: pageStoreBytes(config.codec, "k", layerPageShape(nPages, config.pageSize, layer.nHeadKv, layer.headDimK), storeOptions),
-      v: pageStoreBytes(config.codec, "v", layerPageShape(nPages, config.pageSize, layer.nHeadKv, layer.headDimV), storeOptions),
+      k: pageStoreBytes(config.codec, "k", layerPageShape(pool.nPages, config.pageSize, layer.nHeadKv, layer.headDimK), pool.storeOptions),
+      v: pageStoreBytes(config.codec, "v", layerPageShape(pool.nPages, config.pageSize, layer.nHeadKv, layer.headDimV), pool.storeOptions),
     });
   }
-  const layout = layoutCacheMemory(bytes, config.windowTokens, attentionScratchFloats(model.nHead, config.windowTokens, maxK, maxV));
-  return CacheKernelMemory.create(layout, config.codec);
+  return layoutCacheMemory(bytes, config.windowTokens, attentionScratchFloats(model.nHead, config.windowTokens, maxK, maxV));
+}
+
+/** The wasm kernel memory for this cache, or null when attention stays in JS (cacheKernelLayout, or no wasm SIMD here, or too much memory). */
+function cacheKernelMemory(config: CacheConfig, model: CacheModelShape): CacheKernelMemory | null {
+  const layout = cacheKernelLayout(config, model);
+  return layout === null ? null : CacheKernelMemory.create(layout, config.codec);
 }

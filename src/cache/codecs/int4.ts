@@ -17,7 +17,7 @@
 //   of the full page) and reopens it lazily, the same way, when the next token is written.
 
 import { CacheConfigError } from "../../errors.js";
-import type { KvRole, PageShape, PageStore } from "./types.js";
+import type { KvRole, PageShape, PageStore, StoreKernelLayout } from "./types.js";
 import { F16_TO_F32, f32ToF16Bits } from "./half.js";
 import { checkImportLength, checkPage, checkSlot, storeRegion, type StoreRegion } from "./shape.js";
 import { SnapshotError } from "../../errors.js";
@@ -89,6 +89,18 @@ export function int4StoreBytes(role: KvRole, shape: PageShape, options: Int4Opti
   return l.ticks + l.scratch + l.residual + l.owner + l.fill + l.resOf + l.params + l.nibbles;
 }
 
+/**
+ * Largest head dim the wasm kernels (src/cache/wasm/int4.as) take: a key's int32 sum holds
+ * 32767 * 15 * headDim, and the query rows they round to int16 fill the store's scratch.
+ */
+export const INT4_WASM_MAX_HEAD_DIM = 1024;
+
+/** Whether the wasm int4 kernels handle this head dim (8 channels = 4 nibble bytes per step); the
+ *  cache keeps the JS kernels otherwise. */
+export function int4WasmSupports(headDim: number): boolean {
+  return Number.isSafeInteger(headDim) && headDim > 0 && headDim % 8 === 0 && headDim <= INT4_WASM_MAX_HEAD_DIM;
+}
+
 export class Int4PageStore implements PageStore {
   readonly kind = "int4" as const;
   readonly role: KvRole;
@@ -158,6 +170,20 @@ export class Int4PageStore implements PageStore {
   /** Whether a page is open (its tokens in full precision) rather than sealed (quantized). */
   isOpen(page: number): boolean {
     return this.resOf[page]! >= 0;
+  }
+
+  /**
+   * For the wasm kernels (int4.as): data = the nibbles, scales = the f16 params; extra = the
+   * residual buffers (f32), resOf (int32) and the kernel scratch (8 * (headDim + pageSize) bytes,
+   * which the kernels use for their int16 query rows / weights, as the JS kernels use it for f64
+   * partial sums: nothing lives there between calls). Byte offsets in the store's buffer.
+   */
+  kernelLayout(): StoreKernelLayout {
+    return {
+      data: this.nibbles.byteOffset,
+      scales: this.params.byteOffset,
+      extra: [this.residual.byteOffset, this.resOf.byteOffset, this.scratch.byteOffset],
+    };
   }
 
   // ---------------------------------------------------------------------------------------------

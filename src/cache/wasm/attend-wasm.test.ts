@@ -7,10 +7,10 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { resolveCacheConfig, type CacheConfigInput, type CacheModelShape } from "../config.js";
 import { denseAttention } from "../dense-attention.js";
-import { PagedKvCache } from "../paged-kv-cache.js";
+import { cacheKernelLayout, PagedKvCache } from "../paged-kv-cache.js";
 import type { CodecKind } from "../codecs/types.js";
 import { appendTokens, makeTokenKv, retainedIds, rng, type TokenKv } from "../../../test/cache-helpers.js";
-import { wasmAttentionAvailable } from "./store-memory.js";
+import { cacheMemoryBytes, wasmAttentionAvailable } from "./store-memory.js";
 
 const MODELS: Record<string, CacheModelShape> = {
   "groups 4/1/8": {
@@ -118,7 +118,7 @@ describe("wasm attention kernels", () => {
   });
 
   for (const [modelName, model] of Object.entries(MODELS)) {
-    for (const codec of ["f32", "f16", "int8", "fp8"] as const) {
+    for (const codec of ["f32", "f16", "int8", "fp8", "int4"] as const) {
       for (const input of POLICIES) {
         for (const pageSize of [1, 4, 16]) {
           const name = `${modelName} ${codec} ${JSON.stringify(input)} page ${pageSize}`;
@@ -126,10 +126,11 @@ describe("wasm attention kernels", () => {
             const { steps, worstJs, worstDense } = compare(model, codec, { ...input, pageSize }, 110, 3 + pageSize);
             expect(steps).toBeGreaterThan(20);
             // Same decoded values; only the summation order and the exp (Cephes polynomial vs
-            // fast-exp.ts's table) differ. int8 also rounds the query rows and the weights to int16
-            // for its integer dots (2^-16 of a row's / a chunk's largest each): measured <= 3.5e-5,
-            // two orders below int8's own error against f32 (4.6e-3, codecs/accuracy.test.ts).
-            expect(worstJs).toBeLessThan(codec === "int8" ? 1e-4 : 2e-5);
+            // fast-exp.ts's table) differ. int8 and int4 also round the query rows (times the
+            // channel scales, int4) and the weights to int16 for their integer dots (2^-16 of a
+            // row's / a chunk's largest each): measured <= 3.5e-5 (int8) and 5.4e-5 (int4), two
+            // orders below their own error against f32 (4.6e-3 / 7.7e-2, codecs/accuracy.test.ts).
+            expect(worstJs).toBeLessThan(codec === "int8" || codec === "int4" ? 1e-4 : 2e-5);
             if (codec === "f32") expect(worstDense).toBeLessThan(1e-5);
           });
         }
@@ -152,9 +153,13 @@ describe("wasm attention kernels", () => {
 
   it("keep the cache's stores, run table and scratch in one memory of whole 64 KiB pages", () => {
     const model = MODELS["groups 4/1/8"]!;
-    const cache = new PagedKvCache(resolveCacheConfig({ contextWindowSize: 4096, codec: "f16" }), model);
+    const config = resolveCacheConfig({ contextWindowSize: 4096, codec: "f16" });
+    const cache = new PagedKvCache(config, model);
     expect(cache.kernels).toBe("wasm");
     expect(cache.kernelMemoryBytes % 65536).toBe(0);
+    // What the planner predicts (cacheKernelLayout, without creating a cache) is what the cache reserved.
+    expect(cacheMemoryBytes(cacheKernelLayout(config, model)!)).toBe(cache.kernelMemoryBytes);
+    expect(cacheKernelLayout(resolveCacheConfig({ slidingWindowSize: 64, policy: { kind: "h2o", recent: 16 } }), model)).toBeNull();
     expect(cache.kernelMemoryBytes).toBeGreaterThanOrEqual(cache.reservedBytes);
     // Scratch: 2 queries x 8 heads x 4096 scores dominate what the stores do not count.
     expect(cache.kernelMemoryBytes - cache.reservedBytes).toBeLessThan(cache.reservedBytes);

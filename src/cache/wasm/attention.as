@@ -11,6 +11,7 @@
 
 import { expNonPositive4 } from "./common";
 import { scoresKind, valuesKind, KIND_F32, KIND_F16, KIND_INT8, KIND_FP8 } from "./codecs";
+export { scoresInt4, valuesInt4 } from "./int4";
 
 export function scoresF32(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, nHeadKv: i32, q: usize, G: i32, dk: i32, scores: usize, W: i32): void {
   scoresKind(KIND_F32, desc, rt, cap, r0, r1, nVis, nHeadKv, q, G, dk, scores, W);

@@ -8,6 +8,7 @@
 
 import { ArenaLayout, compileEmbedded, growMemoryTo, MAX_WASM_MEMORY_BYTES } from "../../wasm/embedded.js";
 import type { CodecKind, PageStore } from "../codecs/types.js";
+import { int4WasmSupports } from "../codecs/int4.js";
 import { ATTENTION_WASM_BASE64 } from "./attention-wasm.js";
 
 type ScoresFn = (desc: number, rt: number, cap: number, r0: number, r1: number, nVis: number, nHeadKv: number, q: number, G: number, dk: number, scores: number, W: number) => void;
@@ -48,7 +49,8 @@ export function wasmAttentionAvailable(): boolean {
 /** Whether the wasm kernels handle a codec at these head dims (the cache falls back to JS otherwise):
  *  the kernels read keys four channels (int8, int4: eight) and values eight channels at a time. */
 export function wasmAttentionSupports(codec: CodecKind, headDimK: number, headDimV: number): boolean {
-  if (codec === "int4" || codec === "int8") return headDimK % 8 === 0 && headDimV % 8 === 0;
+  if (codec === "int4") return int4WasmSupports(headDimK) && int4WasmSupports(headDimV);
+  if (codec === "int8") return headDimK % 8 === 0 && headDimV % 8 === 0;
   return headDimK % 4 === 0 && headDimV % 8 === 0;
 }
 
