@@ -2,6 +2,7 @@
 // while keeping each token's pre-RoPE K/V, so a test can rebuild what the cache should hold.
 
 import type { CacheModelShape } from "../src/cache/config.js";
+import { denseAttention } from "../src/cache/dense-attention.js";
 import type { PagedKvCache } from "../src/cache/paged-kv-cache.js";
 
 /** mulberry32: a tiny seeded PRNG (tests must be reproducible). */
@@ -58,4 +59,50 @@ export function retainedIds(cache: PagedKvCache, seqId: number): number[] {
     ids.push(v[layer.headDimV - 1]!);
   }
   return ids;
+}
+
+/** max |got - want| / max |want|. */
+export function maxRelErr(got: Float32Array, want: Float32Array): number {
+  let maxAbs = 0;
+  let err = 0;
+  for (let i = 0; i < want.length; i++) {
+    maxAbs = Math.max(maxAbs, Math.abs(want[i]!));
+    err = Math.max(err, Math.abs(got[i]! - want[i]!));
+  }
+  return err / Math.max(maxAbs, 1e-30);
+}
+
+/**
+ * The naive reference for cache.attend of the last `n` retained tokens' queries `q` in `layer`:
+ * dense attention over the retained tokens `ids` (their K/V from `kvById`) at `positions`.
+ */
+export function denseOverRetained(
+  model: CacheModelShape,
+  layer: number,
+  kvById: readonly TokenKv[],
+  ids: readonly number[],
+  positions: readonly number[],
+  q: Float32Array,
+  n: number,
+): Float32Array {
+  const shape = model.layers[layer]!;
+  const held = ids.length;
+  const k = new Float32Array(held * shape.nHeadKv * shape.headDimK);
+  const v = new Float32Array(held * shape.nHeadKv * shape.headDimV);
+  for (let t = 0; t < held; t++) {
+    k.set(kvById[ids[t]!]!.k[layer]!, t * shape.nHeadKv * shape.headDimK);
+    v.set(kvById[ids[t]!]!.v[layer]!, t * shape.nHeadKv * shape.headDimV);
+  }
+  return denseAttention({
+    nHead: model.nHead,
+    nHeadKv: shape.nHeadKv,
+    headDimK: shape.headDimK,
+    headDimV: shape.headDimV,
+    q,
+    qPos: positions.slice(held - n),
+    k,
+    v,
+    kPos: positions,
+    ...(model.rope ? { rope: model.rope } : {}),
+  });
 }

@@ -6,19 +6,9 @@
 import { describe, expect, it } from "vitest";
 import type { CodecKind } from "./codecs/types.js";
 import { resolveCacheConfig, type CacheModelShape } from "./config.js";
-import { denseAttention } from "./dense-attention.js";
 import { PagedKvCache } from "./paged-kv-cache.js";
-import { appendTokens, makeTokenKv, retainedIds, rng, type TokenKv } from "../../test/cache-helpers.js";
+import { appendTokens, denseOverRetained, makeTokenKv, maxRelErr, retainedIds, rng, type TokenKv } from "../../test/cache-helpers.js";
 
-function maxRelErr(got: Float32Array, want: Float32Array): number {
-  let maxAbs = 0;
-  let err = 0;
-  for (let i = 0; i < want.length; i++) {
-    maxAbs = Math.max(maxAbs, Math.abs(want[i]!));
-    err = Math.max(err, Math.abs(got[i]! - want[i]!));
-  }
-  return err / Math.max(maxAbs, 1e-30);
-}
 
 /** Prefills in chunks, then decodes; after each step compares attend with dense attention over the decoded K/V. */
 function worstErr(G: number, codec: CodecKind): number {
@@ -47,16 +37,7 @@ function worstErr(G: number, codec: CodecKind): number {
     for (let i = 0; i < q.length; i++) q[i] = rand() * 2 - 1;
     const out = new Float32Array(n * model.nHead * shape.headDimV);
     cache.attend(0, 0, q, 0, n, out, 0);
-    const k = new Float32Array(held * shape.nHeadKv * shape.headDimK);
-    const v = new Float32Array(held * shape.nHeadKv * shape.headDimV);
-    for (let t = 0; t < held; t++) {
-      k.set(kvById[ids[t]!]!.k[0]!, t * shape.nHeadKv * shape.headDimK);
-      v.set(kvById[ids[t]!]!.v[0]!, t * shape.nHeadKv * shape.headDimV);
-    }
-    const want = denseAttention({
-      nHead: model.nHead, nHeadKv: shape.nHeadKv, headDimK: shape.headDimK, headDimV: shape.headDimV,
-      q, qPos: positions.slice(held - n), k, v, kPos: positions, rope: model.rope!,
-    });
+    const want = denseOverRetained(model, 0, kvById, ids, positions, q, n);
     worst = Math.max(worst, maxRelErr(out, want));
   }
   return worst;

@@ -4,9 +4,8 @@
 
 import { describe, expect, it } from "vitest";
 import { resolveCacheConfig, type CacheConfigInput, type CacheModelShape } from "./config.js";
-import { denseAttention } from "./dense-attention.js";
 import { PagedKvCache } from "./paged-kv-cache.js";
-import { appendTokens, makeTokenKv, retainedIds, rng, type TokenKv } from "../../test/cache-helpers.js";
+import { appendTokens, denseOverRetained, makeTokenKv, maxRelErr, retainedIds, rng, type TokenKv } from "../../test/cache-helpers.js";
 
 const MODEL: CacheModelShape = {
   nHead: 4,
@@ -17,16 +16,6 @@ const MODEL: CacheModelShape = {
   ],
   rope: { nRot: 6, freqBase: 10000, neox: false },
 };
-
-function maxRelErr(got: Float32Array, want: Float32Array): number {
-  let maxAbs = 0;
-  let err = 0;
-  for (let i = 0; i < want.length; i++) {
-    maxAbs = Math.max(maxAbs, Math.abs(want[i]!));
-    err = Math.max(err, Math.abs(got[i]! - want[i]!));
-  }
-  return err / Math.max(maxAbs, 1e-30);
-}
 
 /** Streams `total` tokens in random chunks; after every step compares attend with dense attention. */
 function runAgainstDense(input: CacheConfigInput, total: number, seed: number): { steps: number; worst: number } {
@@ -58,24 +47,7 @@ function runAgainstDense(input: CacheConfigInput, total: number, seed: number): 
       for (let i = 0; i < q.length; i++) q[i] = rand() * 2 - 1;
       const out = new Float32Array(n * MODEL.nHead * shape.headDimV);
       cache.attend(l, 0, q, 0, n, out, 0);
-      const k = new Float32Array(held * shape.nHeadKv * shape.headDimK);
-      const v = new Float32Array(held * shape.nHeadKv * shape.headDimV);
-      for (let t = 0; t < held; t++) {
-        k.set(kvById[ids[t]!]!.k[l]!, t * shape.nHeadKv * shape.headDimK);
-        v.set(kvById[ids[t]!]!.v[l]!, t * shape.nHeadKv * shape.headDimV);
-      }
-      const want = denseAttention({
-        nHead: MODEL.nHead,
-        nHeadKv: shape.nHeadKv,
-        headDimK: shape.headDimK,
-        headDimV: shape.headDimV,
-        q,
-        qPos: positions.slice(held - n),
-        k,
-        v,
-        kPos: positions,
-        rope: MODEL.rope!,
-      });
+      const want = denseOverRetained(MODEL, l, kvById, ids, positions, q, n);
       worst = Math.max(worst, maxRelErr(out, want));
     }
     steps++;

@@ -364,6 +364,18 @@ function attendBlock(
       axpyRunGroup(vStore, page, slot, len, kv, G, scores, kv * G * W + idx, W, outBlock, kv * G * dv, dv, acc4);
     }
   }
+  scatterBlockRows(out, outOff, qi0, nb, nHead, group, dv, outBlock, invSum);
+}
+
+/**
+ * out[query qi0 + b][head kv*group + g] = outBlock[row] * invSum[row] for the block's rows, ordered
+ * (KV head, query, head in group): the unnormalized softmax's 1/sum applied on the way out.
+ */
+export function scatterBlockRows(
+  out: Float32Array, outOff: number, qi0: number, nb: number, nHead: number, group: number, dv: number,
+  outBlock: Float32Array, invSum: Float32Array | Float64Array,
+): void {
+  const nRows = nb * nHead;
   for (let row = 0; row < nRows; row++) {
     const g = row % group;
     const kvb = (row / group) | 0;

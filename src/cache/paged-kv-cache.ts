@@ -386,40 +386,15 @@ export class PagedKvCache {
     const shape = this.model.layers[layer]!;
     this.hookSeq = s;
     this.hookLayer = layer;
+    const attendShape = { nHead: this.model.nHead, nHeadKv: shape.nHeadKv, headDimK: shape.headDimK, headDimV: shape.headDimV };
+    const rope = this.ropes[layer]!;
+    const sc = scale ?? 1 / Math.sqrt(shape.headDimK);
     const wasm = this.wasmTargets[layer];
     if (wasm !== undefined) {
-      attendRunsWasm(
-        out,
-        outOff,
-        q,
-        qOff,
-        nQuery,
-        { nHead: this.model.nHead, nHeadKv: shape.nHeadKv, headDimK: shape.headDimK, headDimV: shape.headDimV },
-        runs,
-        s.held,
-        wasm,
-        this.ropes[layer]!,
-        scale ?? 1 / Math.sqrt(shape.headDimK),
-        this.attnScratch,
-      );
-      return;
+      attendRunsWasm(out, outOff, q, qOff, nQuery, attendShape, runs, s.held, wasm, rope, sc, this.attnScratch);
+    } else {
+      attendRuns(out, outOff, q, qOff, nQuery, attendShape, runs, s.held, this.kStores[layer]!, this.vStores[layer]!, rope, sc, this.attnScratch, this.hook);
     }
-    attendRuns(
-      out,
-      outOff,
-      q,
-      qOff,
-      nQuery,
-      { nHead: this.model.nHead, nHeadKv: shape.nHeadKv, headDimK: shape.headDimK, headDimV: shape.headDimV },
-      runs,
-      s.held,
-      this.kStores[layer]!,
-      this.vStores[layer]!,
-      this.ropes[layer]!,
-      scale ?? 1 / Math.sqrt(shape.headDimK),
-      this.attnScratch,
-      this.hook,
-    );
   }
 
   /** Pops the `n` newest retained tokens (undo); the next token continues at the oldest popped position. */

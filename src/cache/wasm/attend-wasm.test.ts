@@ -6,10 +6,9 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { resolveCacheConfig, type CacheConfigInput, type CacheModelShape } from "../config.js";
-import { denseAttention } from "../dense-attention.js";
 import { cacheKernelLayout, PagedKvCache } from "../paged-kv-cache.js";
 import type { CodecKind } from "../codecs/types.js";
-import { appendTokens, makeTokenKv, retainedIds, rng, type TokenKv } from "../../../test/cache-helpers.js";
+import { appendTokens, denseOverRetained, makeTokenKv, maxRelErr, retainedIds, rng, type TokenKv } from "../../../test/cache-helpers.js";
 import { cacheMemoryBytes, wasmAttentionAvailable } from "./store-memory.js";
 
 const MODELS: Record<string, CacheModelShape> = {
@@ -28,16 +27,6 @@ const MODELS: Record<string, CacheModelShape> = {
     rope: { nRot: 8, freqBase: 500000, neox: true },
   },
 };
-
-function maxRelErr(got: Float32Array, want: Float32Array): number {
-  let maxAbs = 0;
-  let err = 0;
-  for (let i = 0; i < want.length; i++) {
-    maxAbs = Math.max(maxAbs, Math.abs(want[i]!));
-    err = Math.max(err, Math.abs(got[i]! - want[i]!));
-  }
-  return err / Math.max(maxAbs, 1e-30);
-}
 
 /** Streams tokens through a wasm cache and a JS cache; returns the worst relative differences. */
 function compare(model: CacheModelShape, codec: CodecKind, input: CacheConfigInput, total: number, seed: number) {
@@ -77,25 +66,7 @@ function compare(model: CacheModelShape, codec: CodecKind, input: CacheConfigInp
       js.attend(l, 0, q, 0, n, b, 0);
       worstJs = Math.max(worstJs, maxRelErr(a, b));
       if (codec === "f32") {
-        const k = new Float32Array(held * shape.nHeadKv * shape.headDimK);
-        const v = new Float32Array(held * shape.nHeadKv * shape.headDimV);
-        for (let t = 0; t < held; t++) {
-          k.set(kvById[ids[t]!]!.k[l]!, t * shape.nHeadKv * shape.headDimK);
-          v.set(kvById[ids[t]!]!.v[l]!, t * shape.nHeadKv * shape.headDimV);
-        }
-        const positions = Array.from(pos.subarray(0, held));
-        const want = denseAttention({
-          nHead: model.nHead,
-          nHeadKv: shape.nHeadKv,
-          headDimK: shape.headDimK,
-          headDimV: shape.headDimV,
-          q,
-          qPos: positions.slice(held - n),
-          k,
-          v,
-          kPos: positions,
-          rope: model.rope!,
-        });
+        const want = denseOverRetained(model, l, kvById, ids, Array.from(pos.subarray(0, held)), q, n);
         worstDense = Math.max(worstDense, maxRelErr(a, want));
       }
     }

@@ -4,7 +4,7 @@
 // what is per block: rotating the queries by each run range's RoPE offset, and the final 1/sum
 // scaling into `out`.
 
-import { loadBlockQueries, QUERY_BLOCK, type AttendShape, type AttentionScratch, type RunTable } from "../attention.js";
+import { loadBlockQueries, QUERY_BLOCK, scatterBlockRows, type AttendShape, type AttentionScratch, type RunTable } from "../attention.js";
 import type { Rope } from "../rope.js";
 import type { CacheKernelMemory, CodecKernels } from "./store-memory.js";
 
@@ -68,15 +68,6 @@ export function attendRunsWasm(
     softmaxRows(L.scores, W, nRows, group, nb, self0, nVisLast, L.invSum);
     outBlock.fill(0, 0, nRows * dv);
     t.v.values(t.vDesc, rt, cap, 0, runs.n, nVisLast, nHeadKv, L.scores, G, W, L.outBlock, dv);
-    for (let row = 0; row < nRows; row++) {
-      const g = row % group;
-      const kvb = (row / group) | 0;
-      const b = kvb % nb;
-      const kv = (kvb / nb) | 0;
-      const o = outOff + (qi0 + b) * nHead * dv + (kv * group + g) * dv;
-      const inv = invSum[row]!;
-      const src = row * dv;
-      for (let i = 0; i < dv; i++) out[o + i] = outBlock[src + i]! * inv;
-    }
+    scatterBlockRows(out, outOff, qi0, nb, nHead, group, dv, outBlock, invSum);
   }
 }
