@@ -59,3 +59,35 @@ export function relativeError(measuredBytes: number, predictedBytes: number): nu
 export function formatMiB(bytes: number): string {
   return `${(bytes / 1048576).toFixed(1)} MiB`;
 }
+
+export interface SettleReport {
+  readonly waitedMs: number;
+  /** RSS at the start minus RSS at the end (positive: the runtime released that much while idle). */
+  readonly releasedBytes: number;
+}
+
+/**
+ * Idles until the process's RSS stops falling, so a baseline taken next is the runtime's settled
+ * memory and not a transient that V8 is about to release. After a full GC, V8's memory reducer
+ * fires about 8 s later (its long-delay timer) and returns the freed heap pages it pooled to the
+ * OS: measured 5-8 MiB on Node 20 after tsx's startup, released in the middle of a run when not
+ * waited for, which then hides that much of the model's memory. Waits at least `minMs`, until RSS
+ * has not fallen by more than 64 KiB for `quietMs`, at most `maxMs`.
+ */
+export async function settleRss(minMs = 12_000, quietMs = 3_000, maxMs = 30_000, stepMs = 250): Promise<SettleReport> {
+  const t0 = performance.now();
+  const start = process.memoryUsage.rss();
+  let low = start;
+  let lastFall = t0;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, stepMs));
+    const now = performance.now();
+    const rss = process.memoryUsage.rss();
+    if (rss < low - 65536) lastFall = now;
+    if (rss < low) low = rss;
+    const waited = now - t0;
+    if ((waited >= minMs && now - lastFall >= quietMs) || waited >= maxMs) {
+      return { waitedMs: waited, releasedBytes: start - rss };
+    }
+  }
+}

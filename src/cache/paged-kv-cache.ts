@@ -25,7 +25,8 @@ import {
 import { createPageStore, pageStoreBytes } from "./codecs/index.js";
 import type { CodecKind, KvRole, PageShape, PageStore } from "./codecs/types.js";
 import type { CacheConfig, CacheModelShape } from "./config.js";
-import { AttentionScratch, attendRuns, attentionScratchFloats, RunTable, type AttentionWeightsHook } from "./attention.js";
+import { AttentionScratch, attendRuns, attentionScratchFloats, QUERY_BLOCK, RunTable, type AttentionWeightsHook } from "./attention.js";
+import { GROUPED_ACC_PER_SLOT } from "./codecs/grouped.js";
 import { attendRunsWasm, type WasmAttendTarget } from "./wasm/attend-wasm.js";
 import { CacheKernelMemory, layoutCacheMemory, wasmAttentionSupports, type CacheMemoryLayout } from "./wasm/store-memory.js";
 import { layerPageShape, PagePool, planPoolLayout, type PoolLayout } from "./page-pool.js";
@@ -185,6 +186,21 @@ export class PagedKvCache {
   /** Bytes of the wasm kernels' memory (the stores, run table, attention scratch, rounded to 64 KiB pages); 0 with JS kernels. */
   get kernelMemoryBytes(): number {
     return this.kernelMemory?.bytes ?? 0;
+  }
+
+  /**
+   * Bytes the cache allocated besides its stores, at construction (constant): the attention scratch,
+   * the run table, eviction and compaction buffers; with wasm kernels, everything in the kernel
+   * memory that is not a store. Per-sequence page tables (a few bytes per page) are not counted.
+   * cacheScratchBytes(config, model) predicts it without creating a cache.
+   */
+  get scratchBytes(): number {
+    const a = this.attnScratch;
+    const r = this.runs;
+    let b = this.evictIdx.byteLength + this.doomed.byteLength + this.kScratch.byteLength + this.gather.byteLength + this.posScratch.byteLength;
+    b += r.pos.byteLength + r.rotPos.byteLength + a.acc4.byteLength + a.qRot.byteLength + a.wAvg.byteLength + a.invSum.byteLength;
+    if (this.kernelMemory !== null) return b + this.kernelMemory.layout.bytes - this.reservedBytes;
+    return b + r.page.buffer.byteLength + a.scores.byteLength + a.qBlock.byteLength + a.outBlock.byteLength;
   }
 
   /** Bytes the stores reserved (constant). */
@@ -896,6 +912,31 @@ export function cacheKernelLayout(config: CacheConfig, model: CacheModelShape): 
     });
   }
   return layoutCacheMemory(bytes, config.windowTokens, attentionScratchFloats(model.nHead, config.windowTokens, maxK, maxV));
+}
+
+/**
+ * PagedKvCache.scratchBytes for (config, model), computed without allocating: with wasm kernels
+ * wherever cacheKernelLayout says they run (this runtime has WebAssembly SIMD), JS otherwise.
+ */
+export function cacheScratchBytes(config: CacheConfig, model: CacheModelShape): number {
+  const pool = planPoolLayout(config, model);
+  const W = config.windowTokens;
+  let maxK = 0;
+  let maxV = 0;
+  let maxStride = 0;
+  for (const layer of model.layers) {
+    maxK = Math.max(maxK, layer.headDimK);
+    maxV = Math.max(maxV, layer.headDimV);
+    maxStride = Math.max(maxStride, layer.nHeadKv * layer.headDimK, layer.nHeadKv * layer.headDimV);
+  }
+  // evictIdx, doomed, kScratch, gather, posScratch
+  let b = 4 * W + 4 * (pool.pagesPerSequence + W + 1) + 4 * maxStride + 4 * config.pageSize * maxStride + 4 * W;
+  // RunTable pos + rotPos; AttentionScratch acc4, qRot, wAvg, invSum
+  b += 8 * W + 8 * GROUPED_ACC_PER_SLOT * config.pageSize + 4 * model.nHead * maxK + 4 * W + 8 * QUERY_BLOCK * model.nHead;
+  const kernel = cacheKernelLayout(config, model);
+  if (kernel !== null) return b + kernel.bytes - pool.reservedBytes;
+  const f = attentionScratchFloats(model.nHead, W, maxK, maxV);
+  return b + 16 * W + 4 * (f.scores + f.qBlock + f.outBlock);
 }
 
 /** The wasm kernel memory for this cache, or null when attention stays in JS (cacheKernelLayout, or no wasm SIMD here, or too much memory). */

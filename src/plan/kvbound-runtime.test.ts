@@ -31,17 +31,23 @@ async function runtime(path: string, spec: ModelSpec, settings: PlanSettings) {
   const header = await readGgufHeader(bytes);
   const model = new LlamaModel(header, bytes.subarray(header.dataOffset));
   const cache = createModelCache(model.hp, resolveCacheConfig(kvboundCacheInput(spec, settings)));
-  return { tensorBytes: header.tensorBytes, wasmBytes: model.wasmBytes, kernels: model.kernels, cacheBytes: cache.reservedBytes, logitsBytes: model.hp.nVocab * 4 };
+  // The WebAssembly.Memory really allocated (not the layout's own counter): whole 64 KiB pages.
+  const memoryBytes = model["arena"]?.k.memory.buffer.byteLength ?? 0;
+  return { tensorBytes: header.tensorBytes, wasmBytes: model.wasmBytes, memoryBytes, kernels: model.kernels, cacheBytes: cache.reservedBytes, cacheScratchBytes: cache.scratchBytes, logitsBytes: model.hp.nVocab * 4 };
 }
 
 function expectPlanEqualsRuntime(spec: ModelSpec, settings: PlanSettings, rt: Awaited<ReturnType<typeof runtime>>): void {
   const plan = planMemory(spec, { ...settings, engine: "kvbound" });
   expect(plan.kv.totalBytes).toBe(rt.cacheBytes);
-  // weights + compute = file tensors + the whole wasm arena + the Session's f32 logits row.
-  expect(plan.weights!.bytes + plan.compute!.bytes).toBe(rt.tensorBytes + rt.wasmBytes + rt.logitsBytes);
-  expect(plan.totalBytes).toBe(rt.cacheBytes + rt.tensorBytes + rt.wasmBytes + rt.logitsBytes);
+  // weights + compute = file tensors + the whole wasm arena + the Session's f32 logits row + the
+  // cache's attention scratch.
+  expect(plan.weights!.bytes + plan.compute!.bytes).toBe(rt.tensorBytes + rt.wasmBytes + rt.logitsBytes + rt.cacheScratchBytes);
+  expect(plan.totalBytes).toBe(rt.cacheBytes + rt.tensorBytes + rt.wasmBytes + rt.logitsBytes + rt.cacheScratchBytes);
   const mem = kvboundModelMemory(spec)!;
   expect(mem.wasmBytes).toBe(rt.wasmBytes);
+  // The memory the engine grew holds the planned bytes and at most the rest of its last 64 KiB
+  // page, which nothing writes (so RSS never sees it): the plan counts the bytes in use.
+  expect(rt.memoryBytes).toBe(Math.ceil(mem.wasmBytes / 65536) * 65536);
   expect(plan.weights!.bytes).toBe(rt.tensorBytes + mem.wasmWeightBytes);
 }
 
@@ -67,7 +73,8 @@ describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => 
     expectPlanEqualsRuntime(spec, SLIDING, rt);
     const plan = planMemory(spec, { ...SLIDING, engine: "kvbound" });
     expect(plan.weights!.bytes).toBe(rt.tensorBytes + 1_037_312);
-    expect(plan.compute!.bytes).toBe(64 + acts + scratch + 512 * 4);
+    // + the cache's attention scratch (equal to what the cache allocates: src/cache/wasm/attend-wasm.test.ts).
+    expect(plan.compute!.bytes).toBe(64 + acts + scratch + 512 * 4 + rt.cacheScratchBytes);
   });
 
   const shapes: Array<[string, SyntheticShape, string]> = [

@@ -7,6 +7,7 @@ import { CacheConfigError, InvalidSettingError } from "../errors.js";
 import { cacheShapeFromSpec, resolveCacheConfig, type CacheConfig, type CacheConfigInput } from "../cache/config.js";
 import type { CodecKind } from "../cache/codecs/types.js";
 import { planPoolLayout } from "../cache/page-pool.js";
+import { cacheScratchBytes } from "../cache/paged-kv-cache.js";
 import { llamaModelMemory, type LlamaMemory } from "../model/llama.js";
 import { kvLayers, type ModelSpec } from "../spec/model-spec.js";
 import type { ComputeEstimate } from "./compute.js";
@@ -101,7 +102,14 @@ export function kvboundKvForConfig(spec: ModelSpec, config: CacheConfig): Engine
       ],
     },
     notes,
-    extra: { nPages: layout.nPages, pagesPerSequence: layout.pagesPerSequence, bytesPerPage: layout.bytesPerPage, windowTokens: config.windowTokens },
+    extra: {
+      nPages: layout.nPages,
+      pagesPerSequence: layout.pagesPerSequence,
+      bytesPerPage: layout.bytesPerPage,
+      windowTokens: config.windowTokens,
+      // The cache's attention scratch and bookkeeping besides its pages (counted under compute).
+      cacheScratchBytes: cacheScratchBytes(config, shape),
+    },
   };
 }
 
@@ -150,18 +158,21 @@ export function kvboundWeights(spec: ModelSpec): WeightsEstimate | null {
 
 /**
  * kvbound runtime compute: the model's activation buffers and q8 scratch (for its 64-token batch,
- * in wasm memory) plus the Session's f32 logits row. The cache's own attention scratch (one page
- * of gathered K/V) is not counted.
+ * in wasm memory), the Session's f32 logits row, and `cacheScratchBytes`: the cache's attention
+ * scratch (scores of QUERY_BLOCK queries over the window, run table, kernel scratch; see
+ * cacheScratchBytes in src/cache/paged-kv-cache.ts), which the plan's cache line does not hold.
  */
-export function kvboundCompute(spec: ModelSpec): ComputeEstimate | null {
+export function kvboundCompute(spec: ModelSpec, cacheScratch = 0): ComputeEstimate | null {
   const mem = kvboundModelMemory(spec);
   if (mem === null || spec.nVocab === null) return null;
   const logits = spec.nVocab * 4;
   return {
-    bytes: mem.activationBytes + logits,
+    bytes: mem.activationBytes + logits + cacheScratch,
     note:
       `kvbound runtime: ${mem.activationBytes} B of activations (${mem.kernels === "wasm" ? "wasm memory, 64-token batch, q8 scratch" : "JS arrays"}) + ` +
-      `logits ${spec.nVocab} x 4 B; weights include ${mem.wasmWeightBytes} B of matrices copied into wasm memory ` +
+      `logits ${spec.nVocab} x 4 B` +
+      (cacheScratch > 0 ? ` + ${cacheScratch} B of the cache's attention scratch` : "") +
+      `; weights include ${mem.wasmWeightBytes} B of matrices copied into wasm memory ` +
       (mem.typesFrom === "tensors" ? "(from the file's tensor types)" : `(assuming every matrix is ${uniformMatrixType(spec.weights?.quant ?? "unknown")})`),
   };
 }

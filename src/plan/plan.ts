@@ -93,7 +93,8 @@ export function planMemory(spec: ModelSpec, settings: PlanRequest, rules: Engine
   } else if (engine === "kvbound") {
     // kvbound's own runtime: the model's layout rule, not an estimate (src/plan/kvbound.ts).
     weights = kvboundWeights(spec);
-    compute = kvboundCompute(spec);
+    const scratch = result.extra?.cacheScratchBytes;
+    compute = kvboundCompute(spec, typeof scratch === "number" ? scratch : 0);
   } else {
     compute = computeEstimate(engine, spec, computeInputs(engine, spec, rest, result));
   }

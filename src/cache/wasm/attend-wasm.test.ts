@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { resolveCacheConfig, type CacheConfigInput, type CacheModelShape } from "../config.js";
-import { cacheKernelLayout, PagedKvCache } from "../paged-kv-cache.js";
+import { cacheKernelLayout, cacheScratchBytes, PagedKvCache } from "../paged-kv-cache.js";
 import type { CodecKind } from "../codecs/types.js";
 import { appendTokens, denseOverRetained, makeTokenKv, maxRelErr, retainedIds, rng, type TokenKv } from "../../../test/cache-helpers.js";
 import { cacheMemoryBytes, wasmAttentionAvailable } from "./store-memory.js";
@@ -113,6 +113,26 @@ describe("wasm attention kernels", () => {
     const { steps, worstJs } = compare(MODELS["group 3, neox"]!, "int8", { contextWindowSize: 1100, pageSize: 1024 }, 700, 5);
     expect(steps).toBeGreaterThan(100);
     expect(worstJs).toBeLessThan(1e-4);
+  });
+
+  it("cacheScratchBytes predicts what a cache allocates besides its stores, wasm or JS", () => {
+    const odd: CacheModelShape = { nHead: 4, layers: [{ nHeadKv: 2, headDimK: 6, headDimV: 6 }] };
+    const cases: [CacheModelShape, CacheConfigInput][] = [
+      [MODELS["groups 4/1/8"]!, { contextWindowSize: 4096, codec: "f16" }],
+      [MODELS["groups 4/1/8"]!, { slidingWindowSize: 1024, attentionSinkSize: 4, codec: "int4", maxSequences: 3 }],
+      [MODELS["group 3, neox"]!, { slidingWindowSize: 300, policy: { kind: "h2o", recent: 64 }, codec: "int8" }],
+      [MODELS["group 3, neox"]!, { contextWindowSize: 2048, codec: "fp8", pageSize: 64, budgetBytes: 200_000 }],
+      [odd, { contextWindowSize: 500, codec: "f32" }],
+    ];
+    const kernels: string[] = [];
+    for (const [model, input] of cases) {
+      const config = resolveCacheConfig(input);
+      const cache = new PagedKvCache(config, model);
+      kernels.push(cache.kernels);
+      expect(cacheScratchBytes(config, model)).toBe(cache.scratchBytes);
+      expect(cache.scratchBytes).toBeGreaterThan(4 * model.nHead * config.windowTokens); // at least the scores of one query
+    }
+    expect(kernels).toEqual(["wasm", "wasm", "js", "wasm", "js"]);
   });
 
   it("fall back to JS where the head dims do not suit them, with the same results", () => {
