@@ -25,7 +25,7 @@ import {
 import { createPageStore, pageStoreBytes } from "./codecs/index.js";
 import type { CodecKind, KvRole, PageShape, PageStore } from "./codecs/types.js";
 import type { CacheConfig, CacheModelShape } from "./config.js";
-import { AttentionScratch, attendRuns, attentionScratchFloats, QUERY_BLOCK, RunTable, type AttentionWeightsHook } from "./attention.js";
+import { AttentionScratch, attendRuns, attentionScratchFloats, QUERY_BLOCK, RunTable, type AttendShape, type AttentionWeightsHook } from "./attention.js";
 import { GROUPED_ACC_PER_SLOT } from "./codecs/grouped.js";
 import { attendRunsWasm, type WasmAttendTarget } from "./wasm/attend-wasm.js";
 import { CacheKernelMemory, layoutCacheMemory, wasmAttentionSupports, type CacheMemoryLayout } from "./wasm/store-memory.js";
@@ -91,6 +91,8 @@ export class PagedKvCache {
   private hookSeq: SequenceState | null = null;
   private hookLayer = 0;
   private readonly hook: AttentionWeightsHook | null;
+  /** Per layer: attention's view of the layer's shape (built once: attend allocates nothing). */
+  private readonly attendShapes: AttendShape[] = [];
   /** Per layer, when attention runs in the wasm kernels (options.kernels). */
   private readonly wasmTargets: WasmAttendTarget[] = [];
   private readonly kernelMemory: CacheKernelMemory | null = null;
@@ -123,6 +125,7 @@ export class PagedKvCache {
       const layer = model.layers[l]!;
       const kShape = layerPageShape(nPages, config.pageSize, layer.nHeadKv, layer.headDimK);
       const vShape = layerPageShape(nPages, config.pageSize, layer.nHeadKv, layer.headDimV);
+      this.attendShapes.push({ nHead: model.nHead, nHeadKv: layer.nHeadKv, headDimK: layer.headDimK, headDimV: layer.headDimV });
       if (mem !== null) {
         const buffer = mem.buffer;
         this.kStores.push(createPageStore(config.codec, "k", kShape, { ...this.layout.storeOptions, region: { buffer, byteOffset: mem.layout.kStore[l]! } }));
@@ -402,7 +405,7 @@ export class PagedKvCache {
     const shape = this.model.layers[layer]!;
     this.hookSeq = s;
     this.hookLayer = layer;
-    const attendShape = { nHead: this.model.nHead, nHeadKv: shape.nHeadKv, headDimK: shape.headDimK, headDimV: shape.headDimV };
+    const attendShape = this.attendShapes[layer]!;
     const rope = this.ropes[layer]!;
     const sc = scale ?? 1 / Math.sqrt(shape.headDimK);
     const wasm = this.wasmTargets[layer];
