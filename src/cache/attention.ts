@@ -270,7 +270,7 @@ export function attendRuns(
 }
 
 /** The run holding retained index `self` (runs in retained order, run 0 at index 0). */
-export function runOf(runs: RunTable, self: number): number {
+function runOf(runs: RunTable, self: number): number {
   let r = runs.n - 1;
   while (r > 0 && runs.index[r]! > self) r--;
   return r;

@@ -91,7 +91,7 @@ export class PagedKvCache {
   private hookSeq: SequenceState | null = null;
   private hookLayer = 0;
   private readonly hook: AttentionWeightsHook | null;
-  /** Per layer: attention's view of the layer's shape (built once: attend allocates nothing). */
+  /** Per layer: attention's view of the layer's shape (built once, not per call). */
   private readonly attendShapes: AttendShape[] = [];
   /** Per layer, when attention runs in the wasm kernels (options.kernels). */
   private readonly wasmTargets: WasmAttendTarget[] = [];

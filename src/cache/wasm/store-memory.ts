@@ -132,7 +132,12 @@ export class CacheKernelMemory {
     if (mod === null) return null;
     const names = KERNEL_NAMES[codec];
     if (!WebAssembly.Module.exports(mod).some((e) => e.name === names[0])) return null;
-    const exports = new WebAssembly.Instance(mod, {}).exports as unknown as AttentionExports;
+    let exports: AttentionExports;
+    try {
+      exports = new WebAssembly.Instance(mod, {}).exports as unknown as AttentionExports;
+    } catch {
+      return null; // RangeError: the engine could not reserve another memory
+    }
     if (!growMemoryTo(exports.memory, layout.bytes)) return null;
     return new CacheKernelMemory(exports, layout);
   }
