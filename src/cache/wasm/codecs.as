@@ -87,7 +87,23 @@ export const KIND_FP8: i32 = 3;
           store<f32>(sg + 2 * wBytes, f32x4.extract_lane(s, 2));
           store<f32>(sg + 3 * wBytes, f32x4.extract_lane(s, 3));
         }
-        for (; g < G; g++) {
+        if (g + 1 < G) {
+          // Two rows (GQA groups of 2 and 3, and their tails): one decode for both.
+          const q0 = qkv + <usize>g * rowBytes;
+          const q1 = q0 + rowBytes;
+          let a0 = f32x4.splat(0);
+          let a1 = f32x4.splat(0);
+          for (let c: usize = 0; c < dkU; c += 4) {
+            const k = decode4(kind, data, e + c);
+            a0 = f32x4.add(a0, f32x4.mul(v128.load(q0 + (c << 2)), k));
+            a1 = f32x4.add(a1, f32x4.mul(v128.load(q1 + (c << 2)), k));
+          }
+          const sg = st + <usize>g * wBytes;
+          store<f32>(sg, hsum(a0) * sc);
+          store<f32>(sg + wBytes, hsum(a1) * sc);
+          g += 2;
+        }
+        if (g < G) {
           const q0 = qkv + <usize>g * rowBytes;
           let a0 = f32x4.splat(0);
           for (let c: usize = 0; c < dkU; c += 4) a0 = f32x4.add(a0, f32x4.mul(v128.load(q0 + (c << 2)), decode4(kind, data, e + c)));
@@ -161,7 +177,26 @@ export const KIND_FP8: i32 = 3;
             accumulate2(o3 + oc, xa3, xb3, la, ha, lb, hb);
           }
         }
-        for (; g < G; g++) {
+        if (g + 1 < G) {
+          // Two rows: one decode of the two tokens for both.
+          const w0 = wkv + <usize>g * wBytes;
+          const w1 = w0 + wBytes;
+          const xa0 = f32x4.splat(load<f32>(w0) * sa), xb0 = f32x4.splat(load<f32>(w0, 4) * sb);
+          const xa1 = f32x4.splat(load<f32>(w1) * sa), xb1 = f32x4.splat(load<f32>(w1, 4) * sb);
+          const o0 = okv + <usize>g * rowBytes;
+          const o1 = o0 + rowBytes;
+          for (let c: usize = 0; c < dvU; c += 8) {
+            const la = decode4(kind, data, ea + c);
+            const ha = decode4(kind, data, ea + c + 4);
+            const lb = decode4(kind, data, eb + c);
+            const hb = decode4(kind, data, eb + c + 4);
+            const oc = c << 2;
+            accumulate2(o0 + oc, xa0, xb0, la, ha, lb, hb);
+            accumulate2(o1 + oc, xa1, xb1, la, ha, lb, hb);
+          }
+          g += 2;
+        }
+        if (g < G) {
           const w0 = wkv + <usize>g * wBytes;
           const xa0 = f32x4.splat(load<f32>(w0) * sa), xb0 = f32x4.splat(load<f32>(w0, 4) * sb);
           const o0 = okv + <usize>g * rowBytes;
