@@ -2,7 +2,8 @@
 // RMSNorm, RoPE, GQA attention through a KV backend, SwiGLU. One token (forward) or a batch of
 // prompt tokens (forwardBatch: each weight matrix read once per batch); every buffer is allocated
 // once in the constructor, so decoding allocates nothing. Matmuls run on the WebAssembly SIMD
-// kernels (src/model/wasm) when the runtime has them, on the JS kernels otherwise.
+// kernels (src/model/wasm) when the runtime has them, on the JS kernels otherwise; so do SwiGLU,
+// the RMSNorms and the residual adds (elementwise.as, over the same memory).
 
 import type { GgufHeader } from "../gguf/header.js";
 import { ModelConfigError, UnsupportedArchitectureError } from "../errors.js";
@@ -12,6 +13,8 @@ import { Acts, bindWasm, linear, q8ScratchBytes, quantizeActs, wasmBytes, type L
 import { matvec, type WeightMatrix } from "./kernels/matvec.js";
 import { dequantizeRow } from "./kernels/quant-rows.js";
 import { ArenaLayout, MAX_WASM_MEMORY_BYTES, WasmArena, wasmKernelsAvailable } from "./wasm/wasm-kernels.js";
+import { ELEMENTWISE_WASM_BASE64 } from "./wasm/elementwise-wasm.js";
+import { compileEmbedded } from "../wasm/embedded.js";
 import { WeightSet } from "./weights.js";
 
 export const SUPPORTED_ARCHS = ["llama", "mistral", "qwen2", "qwen3"] as const;
@@ -96,6 +99,30 @@ export function llamaHParams(header: GgufHeader): LlamaHParams {
   };
 }
 
+/** src/model/wasm/elementwise.as: f32 buffers at byte offsets into the arena's memory, any n. */
+interface ElementwiseExports {
+  /** g[i] = silu(g[i]) * u[i] */
+  swiglu(g: number, u: number, n: number): void;
+  /** out = x / rms(x) * w, one row (out may be x) */
+  rmsNorm(out: number, x: number, w: number, n: number, eps: number): void;
+  /** a[i] += b[i] */
+  addRows(a: number, b: number, n: number): void;
+}
+
+let elementwiseCompiled: WebAssembly.Module | null | undefined;
+
+/**
+ * The elementwise kernels over `arena`'s memory, or null when this runtime cannot compile them
+ * (the JS loops run then). The instance imports the memory, so it adds only its code (~1.5 KiB)
+ * and no bytes to the arena: llamaModelMemory's prediction is unchanged.
+ */
+function elementwiseOn(arena: WasmArena): ElementwiseExports | null {
+  // ~1.5 KiB: under the 4 KiB browsers compile synchronously on the main thread.
+  if (elementwiseCompiled === undefined) elementwiseCompiled = compileEmbedded(ELEMENTWISE_WASM_BASE64);
+  if (elementwiseCompiled === null) return null;
+  return new WebAssembly.Instance(elementwiseCompiled, { env: { memory: arena.k.memory } }).exports as unknown as ElementwiseExports;
+}
+
 /** How the forward pass computes (see LlamaModel's constructor). */
 export interface LlamaModelOptions {
   /** Overrides RoPE settings read from the metadata (e.g. `angleF32` to reproduce an f32 reference). */
@@ -130,7 +157,7 @@ export type LlamaDims = Pick<LlamaHParams, "nEmbd" | "nHead" | "nHeadKv" | "head
 /** What `wasmBytes` reads of a matrix: enough to lay one out without its bytes. */
 export type MatrixShape = Pick<WeightMatrix, "type" | "rows" | "cols">;
 
-/** Where LlamaModel puts things in its wasm memory: copied matrices, the 9 activation buffers, the q8 scratch. */
+/** Where LlamaModel puts things in its wasm memory: copied matrices, the 9 activation buffers and a norm-weight row, the q8 scratch. */
 export interface LlamaWasmLayout<M> {
   readonly placed: Map<M, number>;
   readonly acts: number[];
@@ -144,7 +171,7 @@ export interface LlamaWasmLayout<M> {
 /**
  * Lays out a model's wasm memory on `arena`: each matrix with a wasm kernel (wasmBytes > 0), in
  * the order given, then activations [B][width] for x, xb, q, k, v, att, hb, hb2, one logits row,
- * then the q8 activation scratch. LlamaModel's constructor and the planner both call this.
+ * one norm-weight row, then the q8 activation scratch. LlamaModel's constructor and the planner both call this.
  */
 export function layoutLlamaWasm<M extends MatrixShape>(hp: LlamaDims, B: number, matrices: readonly M[], q8Acts: boolean, arena: ArenaLayout): LlamaWasmLayout<M> {
   const start = arena.bytes;
@@ -160,6 +187,8 @@ export function layoutLlamaWasm<M extends MatrixShape>(hp: LlamaDims, B: number,
   const acts: number[] = [];
   for (const width of [hp.nEmbd, hp.nEmbd, qDim, kvDim, kvDim, qDim, hp.nFf, hp.nFf]) acts.push(arena.reserve(B * width * 4));
   acts.push(arena.reserve(hp.nVocab * 4));
+  // One norm weight at a time, staged for the elementwise kernels' rmsNorm (LlamaModel.normStage).
+  acts.push(arena.reserve(Math.max(hp.nEmbd, hp.headDim) * 4));
   const [qsBytes, dBytes, x16Bytes, dTBytes, sxBytes] = q8ScratchBytes(B, Math.max(hp.nEmbd, qDim, hp.nFf));
   const q8 = { qs: arena.reserve(qsBytes), d: arena.reserve(dBytes), x16: arena.reserve(x16Bytes), dT: arena.reserve(dTBytes), sx: arena.reserve(sxBytes) };
   return { placed, acts, q8, weightBytes: weightsEnd - start, activationBytes: arena.bytes - weightsEnd };
@@ -248,6 +277,14 @@ export class LlamaModel {
   private readonly hb2: Acts; // [nFf]
   private readonly logitsRow: Acts; // [1][nVocab]
   private readonly q8: Q8Scratch | null;
+  /** The elementwise wasm kernels (null on the JS kernels: the JS loops below run instead). */
+  private readonly ew: ElementwiseExports | null;
+  /**
+   * Where a norm weight is staged for ew.rmsNorm, which reads it from wasm memory: the weights stay
+   * in the file's bytes and each norm copies its vector (nEmbd, or headDim for QK norms) into this
+   * row of the arena first (a few hundred floats per call). Null on the JS kernels.
+   */
+  private readonly normStage: Float32Array | null;
 
   constructor(readonly header: GgufHeader, data: Uint8Array, options: LlamaModelOptions = {}) {
     const read = llamaHParams(header);
@@ -309,7 +346,7 @@ export class LlamaModel {
         placed.clear();
       }
     }
-    if (arena === null) ptrs = [-1, -1, -1, -1, -1, -1, -1, -1, -1];
+    if (arena === null) ptrs = [-1, -1, -1, -1, -1, -1, -1, -1, -1, -1];
     this.arena = arena;
     this.kernels = arena === null ? "js" : "wasm";
     this.wasmBytes = arena === null ? 0 : arena.bytes;
@@ -343,6 +380,40 @@ export class LlamaModel {
     this.hb = acts(6, hp.nFf);
     this.hb2 = acts(7, hp.nFf);
     this.logitsRow = acts(8, hp.nVocab, 1);
+    this.ew = arena !== null ? elementwiseOn(arena) : null;
+    this.normStage = this.ew !== null && arena !== null ? arena.f32(ptrs[9]!, Math.max(hp.nEmbd, hp.headDim)) : null;
+  }
+
+  /** Rows 0..n of out = RMSNorm(rows of x) * w (x row t read at row t + xRow; the wasm kernel when staged). */
+  private normRows(out: Acts, x: Acts, w: Float32Array, n: number, xRow = 0): void {
+    const width = x.width, eps = this.hp.normEps;
+    const stage = this.normStage;
+    if (this.ew === null || stage === null) {
+      for (let t = 0; t < n; t++) rmsNorm(out.a, x.a, w, eps, t * width, width, (t + xRow) * width);
+      return;
+    }
+    stage.set(w, 0);
+    const rowBytes = width * 4;
+    for (let t = 0; t < n; t++) this.ew.rmsNorm(out.ptr + t * rowBytes, x.ptr + (t + xRow) * rowBytes, stage.byteOffset, width, eps);
+  }
+
+  /** In-place RMSNorm of each head (headDim values) of rows 0..n of a (qwen3's QK norm). */
+  private normHeads(a: Acts, w: Float32Array, nHeads: number, n: number): void {
+    const hd = this.hp.headDim, eps = this.hp.normEps;
+    const ew = this.ew;
+    const stage = this.normStage;
+    if (ew === null || stage === null) {
+      for (let t = 0; t < n; t++) for (let h = 0; h < nHeads; h++) rmsNorm(a.a, a.a, w, eps, t * a.width + h * hd, hd);
+      return;
+    }
+    stage.set(w);
+    const at = stage.byteOffset;
+    for (let t = 0; t < n; t++) {
+      for (let h = 0; h < nHeads; h++) {
+        const p = a.ptr + (t * a.width + h * hd) * 4;
+        ew.rmsNorm(p, p, at, hd, eps);
+      }
+    }
   }
 
   /**
@@ -398,22 +469,25 @@ export class LlamaModel {
     const nEmbd = hp.nEmbd, nFf = hp.nFf, hd = hp.headDim;
     const qDim = hp.nHead * hd, kvDim = hp.nHeadKv * hd;
     const xa = x.a, xba = xb.a, hba = hb.a, hb2a = hb2.a;
+    const ew = this.ew;
     for (let l = 0; l < hp.nLayer; l++) {
       const L = this.layers[l]!;
-      for (let t = 0; t < n; t++) rmsNorm(xba, xa, L.attnNorm, hp.normEps, t * nEmbd, nEmbd);
+      this.normRows(xb, x, L.attnNorm, n);
       let s = this.quant(xb, n, L.wq);
       linear(arena, q, L.wq, xb, n, s);
       if (L.wk.kind !== L.wq.kind) s = this.quant(xb, n, L.wk);
       linear(arena, k, L.wk, xb, n, s);
       if (L.wv.kind !== L.wk.kind) s = this.quant(xb, n, L.wv);
       linear(arena, v, L.wv, xb, n, s);
-      for (let t = 0; t < n; t++) {
-        if (L.bq) addRow(q.a, t * qDim, L.bq, qDim);
-        if (L.bk) addRow(k.a, t * kvDim, L.bk, kvDim);
-        if (L.bv) addRow(v.a, t * kvDim, L.bv, kvDim);
-        if (L.qNorm) for (let h = 0; h < hp.nHead; h++) rmsNorm(q.a, q.a, L.qNorm, hp.normEps, t * qDim + h * hd, hd);
-        if (L.kNorm) for (let h = 0; h < hp.nHeadKv; h++) rmsNorm(k.a, k.a, L.kNorm, hp.normEps, t * kvDim + h * hd, hd);
+      if (L.bq || L.bk || L.bv) {
+        for (let t = 0; t < n; t++) {
+          if (L.bq) addRow(q.a, t * qDim, L.bq, qDim);
+          if (L.bk) addRow(k.a, t * kvDim, L.bk, kvDim);
+          if (L.bv) addRow(v.a, t * kvDim, L.bv, kvDim);
+        }
       }
+      if (L.qNorm) this.normHeads(q, L.qNorm, hp.nHead, n);
+      if (L.kNorm) this.normHeads(k, L.kNorm, hp.nHeadKv, n);
       if (batch) {
         for (let t = 0; t < n; t++) kv.writeBatch!(l, t, k.a, t * kvDim, v.a, t * kvDim);
         kv.attendBatch!(l, q.a, n, att.a);
@@ -422,30 +496,26 @@ export class LlamaModel {
         kv.attend(l, q.row[0]!, pos, att.row[0]!);
       }
       linear(arena, xb, L.wo, att, n, this.quant(att, n, L.wo));
-      addRow(xa, 0, xba, n * nEmbd);
+      if (ew !== null) ew.addRows(x.ptr, xb.ptr, n * nEmbd);
+      else addRow(xa, 0, xba, n * nEmbd);
 
-      for (let t = 0; t < n; t++) rmsNorm(xba, xa, L.ffnNorm, hp.normEps, t * nEmbd, nEmbd);
+      this.normRows(xb, x, L.ffnNorm, n);
       s = this.quant(xb, n, L.wGate);
       linear(arena, hb, L.wGate, xb, n, s);
       if (L.wUp.kind !== L.wGate.kind) s = this.quant(xb, n, L.wUp);
       linear(arena, hb2, L.wUp, xb, n, s);
       const m = n * nFf;
-      for (let i = 0; i < m; i++) {
-        const g = hba[i]!;
-        // SiLU g * sigmoid(g) through expNonPositive (fast-exp.ts, inlined, ~4x Math.exp): e = exp(-|g|)
-        // <= 1, sigmoid(g) = 1 / (1 + e) for g >= 0 and e / (1 + e) below.
-        const e = expNonPositive(g >= 0 ? -g : g);
-        hba[i] = ((g >= 0 ? g : g * e) / (1 + e)) * hb2a[i]!;
-      }
+      if (ew !== null) ew.swiglu(hb.ptr, hb2.ptr, m);
+      else swigluRows(hba, hb2a, m);
       linear(arena, xb, L.wDown, hb, n, this.quant(hb, n, L.wDown));
-      addRow(xa, 0, xba, n * nEmbd);
+      if (ew !== null) ew.addRows(x.ptr, xb.ptr, n * nEmbd);
+      else addRow(xa, 0, xba, n * nEmbd);
     }
   }
 
   /** logits = output(norm(x row t)). */
   private logitsOf(t: number, logits: Float32Array): void {
-    const hp = this.hp;
-    rmsNorm(this.xb.a, this.x.a, this.outNorm, hp.normEps, 0, hp.nEmbd, t * hp.nEmbd);
+    this.normRows(this.xb, this.x, this.outNorm, 1, t);
     if (this.arena === null) {
       linearOne(logits, this.output, this.xb.row[0]!);
       return;
@@ -474,6 +544,17 @@ export function rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, eps
   for (let i = 0; i < n; i++) ss += x[xOff + i]! * x[xOff + i]!;
   const s = 1 / Math.sqrt(ss / n + eps);
   for (let i = 0; i < n; i++) out[off + i] = x[xOff + i]! * s * w[i]!;
+}
+
+/** g[i] = silu(g[i]) * u[i] for i < n: the reference for elementwise.as's swiglu. */
+export function swigluRows(g: Float32Array, u: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const x = g[i]!;
+    // SiLU x * sigmoid(x) through expNonPositive (fast-exp.ts, inlined, ~4x Math.exp): e = exp(-|x|)
+    // <= 1, sigmoid(x) = 1 / (1 + e) for x >= 0 and e / (1 + e) below.
+    const e = expNonPositive(x >= 0 ? -x : x);
+    g[i] = ((x >= 0 ? x : x * e) / (1 + e)) * u[i]!;
+  }
 }
 
 /** a[off..off+n) += b[0..n) */

@@ -64,8 +64,9 @@ describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => 
     // o 64x64, gate/up/down 64x172 -> (2*4096 + 2*2048 + 3*11008) * 4 = 181,248; x5 + output 64x512x4.
     const copies = 5 * ((2 * 4096 + 2 * 2048 + 3 * 11008) * 4) + 64 * 512 * 4;
     expect(copies).toBe(1_037_312);
-    // Activations, batch 64, f32: x, xb, q, att 64 wide; k, v 32; hb, hb2 172; one logits row 512.
-    const acts = 64 * 4 * (4 * 64 + 2 * 32 + 2 * 172) + 512 * 4;
+    // Activations, batch 64, f32: x, xb, q, att 64 wide; k, v 32; hb, hb2 172; one logits row 512;
+    // one norm-weight row of n_embd 64 (staged for the elementwise rmsNorm).
+    const acts = 64 * 4 * (4 * 64 + 2 * 32 + 2 * 172) + 512 * 4 + 64 * 4;
     // q8 scratch for 64 rows x max width 172: qs 11008, d 1376 -> 1408 (64-B aligned), x16 22016,
     // dT 1376 -> 1408, sx 1376 -> 1408; the arena's unused first 64 bytes.
     const scratch = 11008 + 1408 + 22016 + 1408 + 1408;

@@ -3,7 +3,9 @@
 //   src/model/wasm/kernels.as     -> src/model/wasm/kernels-wasm.ts     (matmuls)
 //   src/cache/wasm/attention.as   -> src/cache/wasm/attention-wasm.ts   (attention over the cache's
 //                                    pages; it imports its sibling .as files, one per codec)
-// Run: node src/model/wasm/build.mjs           (writes both)
+//   src/model/wasm/elementwise.as -> src/model/wasm/elementwise-wasm.ts (SwiGLU, RMSNorm, residual
+//                                    adds over the matmul module's memory: --importMemory)
+// Run: node src/model/wasm/build.mjs           (writes them all)
 //      node src/model/wasm/build.mjs --check   (exit 1 when a generated file is out of date)
 
 import { readFileSync, writeFileSync } from "node:fs";
@@ -24,6 +26,14 @@ export const MODULES = {
     constant: "ATTENTION_WASM_BASE64",
     what: "The WebAssembly SIMD attention kernels' bytes",
   },
+  elementwise: {
+    source: fileURLToPath(new URL("elementwise.as", import.meta.url)),
+    target: fileURLToPath(new URL("elementwise-wasm.ts", import.meta.url)),
+    constant: "ELEMENTWISE_WASM_BASE64",
+    what: "The WebAssembly SIMD elementwise kernels' bytes",
+    // No memory of its own: it runs over the model's arena memory, imported as env.memory.
+    flags: ["--importMemory"],
+  },
 };
 
 // --runtime stub: no GC or allocator (the JS side owns memory); SIMD on; no traps for bounds the
@@ -40,7 +50,7 @@ export async function compileKernels(name = "kernels", sourceText) {
   const dir = new URL("./", `file://${mod.source}`);
   let wasm = null;
   let stderr = "";
-  const { error } = await asc.main(FLAGS, {
+  const { error } = await asc.main([...FLAGS, ...(mod.flags ?? [])], {
     readFile: (file) => {
       if (file === "entry.ts") return sourceText ?? readFileSync(mod.source, "utf8");
       const m = /^([\w-]+)\.ts$/.exec(file);
