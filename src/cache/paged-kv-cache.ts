@@ -91,6 +91,8 @@ export class PagedKvCache {
   private hookSeq: SequenceState | null = null;
   private hookLayer = 0;
   private readonly hook: AttentionWeightsHook | null;
+  /** What the policy sees of the sequence when it picks evictions (one object, refilled per reserve). */
+  private readonly evictionView: { held: number; scores: Float64Array } = { held: 0, scores: EMPTY_SCORES };
   /** Per layer: attention's view of the layer's shape (built once, not per call). */
   private readonly attendShapes: AttendShape[] = [];
   /** Per layer, when attention runs in the wasm kernels (options.kernels). */
@@ -297,11 +299,16 @@ export class PagedKvCache {
       throw new CacheOperationError(`positions would pass ${MAX_POSITION}; start a new sequence`, { operation: "reserve", seqId });
     }
     s.pendingCount = 0;
-    if (n === 0) return { ok: true, evicted: 0 };
+    if (n === 0) return okResult(0);
     const over = s.held + n - this.window;
     if (over > 0 && this.policy.config.kind === "context") return { ok: false, reason: "length", held: s.held, window: this.window };
     const e = Math.max(0, over);
-    if (e > 0) this.policy.selectEvictions({ held: s.held, scores: s.scores ?? EMPTY_SCORES }, e, n, this.evictIdx);
+    if (e > 0) {
+      const view = this.evictionView;
+      view.held = s.held;
+      view.scores = s.scores ?? EMPTY_SCORES;
+      this.policy.selectEvictions(view, e, n, this.evictIdx);
+    }
 
     // Dry run: which entries the evictions empty, and how many pages the append then needs.
     const nDoomed = this.markDoomed(s, e);
@@ -340,7 +347,7 @@ export class PagedKvCache {
     }
     if (compact) this.compact(s);
     this.append(s, n);
-    return { ok: true, evicted: e };
+    return okResult(e);
   }
 
   /** reserve() for callers at the boundary: refusals become typed errors. */
@@ -893,6 +900,15 @@ export class PagedKvCache {
 }
 
 const EMPTY_SCORES = new Float64Array(0);
+
+/** Successful reserve results for small eviction counts, frozen, made on first use: a decode loop in
+ *  a full window gets the same `{ ok: true, evicted: 1 }` every token instead of a new object. */
+const OK_RESULTS: ReserveResult[] = [];
+const OK_RESULTS_CACHED = 64;
+function okResult(evicted: number): ReserveResult {
+  if (evicted > OK_RESULTS_CACHED) return { ok: true, evicted };
+  return (OK_RESULTS[evicted] ??= Object.freeze({ ok: true as const, evicted }));
+}
 
 /**
  * Where the wasm kernels' memory would put this cache's stores, run table and attention scratch,
