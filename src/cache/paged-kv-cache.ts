@@ -108,14 +108,7 @@ export class PagedKvCache {
     this.window = config.windowTokens;
     const nPages = this.layout.nPages;
     this.pool = new PagePool(nPages);
-    let maxK = 0;
-    let maxV = 0;
-    let maxStride = 0;
-    for (const layer of model.layers) {
-      maxK = Math.max(maxK, layer.headDimK);
-      maxV = Math.max(maxV, layer.headDimV);
-      maxStride = Math.max(maxStride, layer.nHeadKv * layer.headDimK, layer.nHeadKv * layer.headDimV);
-    }
+    const { maxK, maxV, maxStride } = layerMaxima(model);
     const usesScores = this.policy.usesScores;
     const mem =
       options.kernels === "js" || options.createStore !== undefined || usesScores ? null : cacheKernelMemory(config, model);
@@ -901,6 +894,19 @@ export class PagedKvCache {
 
 const EMPTY_SCORES = new Float64Array(0);
 
+/** The widest head dims and K/V token strides over the layers (what the shared buffers are sized by). */
+function layerMaxima(model: CacheModelShape): { maxK: number; maxV: number; maxStride: number } {
+  let maxK = 0;
+  let maxV = 0;
+  let maxStride = 0;
+  for (const layer of model.layers) {
+    maxK = Math.max(maxK, layer.headDimK);
+    maxV = Math.max(maxV, layer.headDimV);
+    maxStride = Math.max(maxStride, layer.nHeadKv * layer.headDimK, layer.nHeadKv * layer.headDimV);
+  }
+  return { maxK, maxV, maxStride };
+}
+
 /** Successful reserve results for small eviction counts, frozen, made on first use: a decode loop in
  *  a full window gets the same `{ ok: true, evicted: 1 }` every token instead of a new object. */
 const OK_RESULTS: ReserveResult[] = [];
@@ -919,12 +925,9 @@ export function cacheKernelLayout(config: CacheConfig, model: CacheModelShape): 
   if (createPolicy(config.policy).usesScores) return null;
   const pool = planPoolLayout(config, model);
   const bytes: { k: number; v: number }[] = [];
-  let maxK = 0;
-  let maxV = 0;
+  const { maxK, maxV } = layerMaxima(model);
   for (const layer of model.layers) {
     if (!wasmAttentionSupports(config.codec, layer.headDimK, layer.headDimV)) return null;
-    maxK = Math.max(maxK, layer.headDimK);
-    maxV = Math.max(maxV, layer.headDimV);
     bytes.push({
       k: pageStoreBytes(config.codec, "k", layerPageShape(pool.nPages, config.pageSize, layer.nHeadKv, layer.headDimK), pool.storeOptions),
       v: pageStoreBytes(config.codec, "v", layerPageShape(pool.nPages, config.pageSize, layer.nHeadKv, layer.headDimV), pool.storeOptions),
@@ -940,14 +943,7 @@ export function cacheKernelLayout(config: CacheConfig, model: CacheModelShape): 
 export function cacheScratchBytes(config: CacheConfig, model: CacheModelShape): number {
   const pool = planPoolLayout(config, model);
   const W = config.windowTokens;
-  let maxK = 0;
-  let maxV = 0;
-  let maxStride = 0;
-  for (const layer of model.layers) {
-    maxK = Math.max(maxK, layer.headDimK);
-    maxV = Math.max(maxV, layer.headDimV);
-    maxStride = Math.max(maxStride, layer.nHeadKv * layer.headDimK, layer.nHeadKv * layer.headDimV);
-  }
+  const { maxK, maxV, maxStride } = layerMaxima(model);
   // evictIdx, doomed, kScratch, gather, posScratch
   let b = 4 * W + 4 * (pool.pagesPerSequence + W + 1) + 4 * maxStride + 4 * config.pageSize * maxStride + 4 * W;
   // RunTable pos + rotPos; AttentionScratch acc4, qRot, wAvg, invSum

@@ -14,6 +14,7 @@ import { DenseKv } from "../dense-kv.js";
 import { LlamaModel, rmsNorm, swigluRows, type LlamaModelOptions } from "../llama.js";
 import { ELEMENTWISE_WASM_BASE64 } from "./elementwise-wasm.js";
 import { wasmKernelsAvailable } from "./wasm-kernels.js";
+import { rng } from "../../../test/cache-helpers.js";
 
 interface Elementwise {
   swiglu(g: number, u: number, n: number): void;
@@ -21,16 +22,6 @@ interface Elementwise {
   addRows(a: number, b: number, n: number): void;
 }
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const bytes = Buffer.from(ELEMENTWISE_WASM_BASE64, "base64");
 const mod = compileEmbedded(ELEMENTWISE_WASM_BASE64);
