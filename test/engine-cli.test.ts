@@ -117,6 +117,8 @@ describe.skipIf(!have)("kvbound run | chat | bench on stories260K", () => {
     expect(j.rssBytes).toBeGreaterThan(0);
     // stories260K: 1.12 MiB of f32 tensors (its header's sum, see ../shared/models/PROVENANCE.md).
     expect(j.weightsBytes).toBeGreaterThan(1_000_000);
+    // Node 20 has WebAssembly SIMD and stories260K's head dim 8 suits the attention kernels.
+    expect(j.kernels).toEqual({ model: "wasm", attention: "wasm" });
   });
 
   it("chat (in process) reuses the first turn's tokens in the second", async () => {

@@ -40,6 +40,8 @@ export interface BenchResult {
   readonly cacheBytesUsed: number;
   readonly rssBytes: number;
   readonly cache: ReturnType<import("../../cache/paged-kv-cache.js").PagedKvCache["stats"]>;
+  /** Where the work ran: the model's matmuls and the cache's attention, WebAssembly SIMD or JS. */
+  readonly kernels: { readonly model: "wasm" | "js"; readonly attention: "wasm" | "js" };
 }
 
 export async function benchCommand(flags: BenchFlags, io: CliIo): Promise<number> {
@@ -81,6 +83,7 @@ export async function benchCommand(flags: BenchFlags, io: CliIo): Promise<number
     cacheBytesUsed: stats.bytesUsed,
     rssBytes: process.memoryUsage().rss,
     cache: stats,
+    kernels: { model: loaded.model.kernels, attention: session.cache.kernels },
   };
   if (flags.json) {
     io.stdout(JSON.stringify(result, null, 2) + "\n");
@@ -92,6 +95,7 @@ export async function benchCommand(flags: BenchFlags, io: CliIo): Promise<number
         ["measure", "value"],
         ["model", result.model],
         ["cache", `${stats.policy}, window ${stats.windowTokens}, ${stats.codec}, page ${stats.pageSize}`],
+        ["kernels", `matmuls ${loaded.model.kernels}, attention ${session.cache.kernels}`],
         ["prefill", `${result.prefillTokensPerSecond.toFixed(1)} tok/s (${nPrompt} tokens, best of ${reps})`],
         ["decode", `${result.decodeTokensPerSecond.toFixed(1)} tok/s (${nGen} tokens, best of ${reps})`],
         ["weights", formatBytes(result.weightsBytes)],
