@@ -15,13 +15,23 @@ import { resolveCacheConfig, type CacheConfig, type CacheConfigInput, type Cache
 import { PagedKvCache } from "../src/cache/paged-kv-cache.js";
 import { appendTokens, makeTokenKv, retainedIds, rng } from "./cache-helpers.js";
 
-const MODEL: CacheModelShape = {
+const BASE_MODEL: CacheModelShape = {
   nHead: 2,
   layers: [
     { nHeadKv: 1, headDimK: 4, headDimV: 4 },
     { nHeadKv: 2, headDimK: 2, headDimV: 2 },
   ],
   rope: { nRot: 2, freqBase: 10000, neox: true },
+};
+
+/** Head dims that suit the wasm attention kernels: the stores live in the cache's wasm memory. */
+const WASM_MODEL: CacheModelShape = {
+  nHead: 4,
+  layers: [
+    { nHeadKv: 2, headDimK: 8, headDimV: 8 },
+    { nHeadKv: 1, headDimK: 16, headDimV: 8 },
+  ],
+  rope: { nRot: 8, freqBase: 10000, neox: true },
 };
 
 interface RefSeq {
@@ -153,13 +163,13 @@ function expectRefused(fn: () => unknown, cls: new (...a: never[]) => KvboundErr
 }
 
 /** Runs `nOps` random operations; returns counts of what happened (so a test can check coverage). */
-function run(input: CacheConfigInput, nOps: number, seed: number, mayExhaust: boolean): Record<string, number> {
+function run(input: CacheConfigInput, nOps: number, seed: number, mayExhaust: boolean, MODEL: CacheModelShape = BASE_MODEL): Record<string, number> {
   const config = resolveCacheConfig({ codec: "f32", maxSequences: 4, ...input });
   const cache = new PagedKvCache(config, MODEL);
+  const counts: Record<string, number> = { [`kernels:${cache.kernels}`]: 1 };
   const ref = new Reference(config);
   const rand = rng(seed);
   const pick = (n: number): number => Math.floor(rand() * n);
-  const counts: Record<string, number> = {};
   const bump = (k: string): void => {
     counts[k] = (counts[k] ?? 0) + 1;
   };
@@ -271,7 +281,7 @@ function run(input: CacheConfigInput, nOps: number, seed: number, mayExhaust: bo
       }
     } else {
       // Refused operations: each must throw its typed error and change nothing.
-      const k = new Float32Array(8);
+      const k = new Float32Array(32);
       const which = pick(5);
       if (which === 0) expectRefused(() => cache.write(0, nextSeq + 100, 0, k, 0, k, 0), SequenceNotFoundError);
       else if (which === 1) expectRefused(() => cache.write(cache.nLayer, sid, 0, k, 0, k, 0), LayerOutOfRangeError);
@@ -287,7 +297,7 @@ function run(input: CacheConfigInput, nOps: number, seed: number, mayExhaust: bo
   return counts;
 }
 
-/** Bytes of `pages` pages for MODEL at f32: per page, per layer, K + V. */
+/** Bytes of `pages` pages for BASE_MODEL at f32: per page, per layer, K + V. */
 function budgetFor(pages: number, pageSize: number): number {
   // Hand count: layer 0 K 1x4 + V 1x4, layer 1 K 2x2 + V 2x2 = 16 floats per token = 64 bytes.
   return pages * pageSize * 64;
@@ -310,6 +320,21 @@ describe("cache property test (10,000 operations per configuration)", () => {
       if (input.contextWindowSize === undefined) expect(counts["append+evict"] ?? 0).toBeGreaterThan(100);
       if (name.startsWith("h2o")) expect(counts.compactions).toBeGreaterThan(0);
       if ((input.pageSize ?? 16) > 1) expect(counts.cow).toBeGreaterThan(0);
+    });
+  }
+
+  // The same operations over stores in the wasm kernels' memory (regions of one buffer instead of
+  // a buffer each): copy-on-write, truncation, snapshots and compaction must not care.
+  const wasmCases: Array<[string, CacheConfigInput, boolean]> = [
+    ["wasm memory: sliding, page 4", { slidingWindowSize: 13, attentionSinkSize: 3, pageSize: 4 }, false],
+    ["wasm memory: context, budget", { contextWindowSize: 20, pageSize: 4, budgetBytes: 12 * 4 * (2 * 8 + 2 * 8 + 16 + 8) * 4 }, true],
+  ];
+  for (const [name, input, mayExhaust] of wasmCases) {
+    it(name, () => {
+      const counts = run(input, 10_000, name.length * 7919, mayExhaust, WASM_MODEL);
+      expect(counts["kernels:wasm"]).toBe(1);
+      for (const k of ["add", "append", "fork", "truncate", "remove", "attend", "refused:typed"]) expect(counts[k] ?? 0).toBeGreaterThan(0);
+      expect(counts.cow).toBeGreaterThan(0);
     });
   }
 });
