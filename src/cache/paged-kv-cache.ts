@@ -29,6 +29,7 @@ import { AttentionScratch, attendRuns, attentionScratchFloats, QUERY_BLOCK, RunT
 import { GROUPED_ACC_PER_SLOT } from "./codecs/grouped.js";
 import { attendRunsWasm, type WasmAttendTarget } from "./wasm/attend-wasm.js";
 import { CacheKernelMemory, layoutCacheMemory, wasmAttentionSupports, type CacheMemoryLayout } from "./wasm/store-memory.js";
+import { MAX_WASM_MEMORY_BYTES } from "../wasm/embedded.js";
 import { layerPageShape, PagePool, planPoolLayout, type PoolLayout } from "./page-pool.js";
 import { createPolicy, type EvictionPolicy } from "./policies/index.js";
 import { Rope } from "./rope.js";
@@ -918,8 +919,8 @@ function okResult(evicted: number): ReserveResult {
 
 /**
  * Where the wasm kernels' memory would put this cache's stores, run table and attention scratch,
- * or null when attention stays in JS whatever the runtime: a score-based policy (h2o, tova), or a
- * codec / head dim without wasm kernels. The planner's kvbound rule sizes the memory with it.
+ * or null when attention stays in JS whatever the runtime: a score-based policy (h2o, tova), a
+ * codec / head dim without wasm kernels, or more than MAX_WASM_MEMORY_BYTES (2 GiB) in all. The planner's kvbound rule sizes the memory with it.
  */
 export function cacheKernelLayout(config: CacheConfig, model: CacheModelShape): CacheMemoryLayout | null {
   if (createPolicy(config.policy).usesScores) return null;
@@ -933,7 +934,9 @@ export function cacheKernelLayout(config: CacheConfig, model: CacheModelShape): 
       v: pageStoreBytes(config.codec, "v", layerPageShape(pool.nPages, config.pageSize, layer.nHeadKv, layer.headDimV), pool.storeOptions),
     });
   }
-  return layoutCacheMemory(bytes, config.windowTokens, attentionScratchFloats(model.nHead, config.windowTokens, maxK, maxV));
+  const layout = layoutCacheMemory(bytes, config.windowTokens, attentionScratchFloats(model.nHead, config.windowTokens, maxK, maxV));
+  // Past what one instance may hold the cache keeps plain buffers (CacheKernelMemory.create refuses).
+  return layout.bytes > MAX_WASM_MEMORY_BYTES ? null : layout;
 }
 
 /**

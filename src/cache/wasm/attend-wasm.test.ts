@@ -5,7 +5,7 @@
 
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { resolveCacheConfig, type CacheConfigInput, type CacheModelShape } from "../config.js";
+import { resolveCacheConfig, uniformModelShape, type CacheConfigInput, type CacheModelShape } from "../config.js";
 import { cacheKernelLayout, cacheScratchBytes, PagedKvCache } from "../paged-kv-cache.js";
 import type { CodecKind } from "../codecs/types.js";
 import { appendTokens, denseOverRetained, makeTokenKv, maxRelErr, retainedIds, rng, type TokenKv } from "../../../test/cache-helpers.js";
@@ -151,6 +151,10 @@ describe("wasm attention kernels", () => {
     // What the planner predicts (cacheKernelLayout, without creating a cache) is what the cache reserved.
     expect(cacheMemoryBytes(cacheKernelLayout(config, model)!)).toBe(cache.kernelMemoryBytes);
     expect(cacheKernelLayout(resolveCacheConfig({ slidingWindowSize: 64, policy: { kind: "h2o", recent: 16 } }), model)).toBeNull();
+    // Llama-3-8B's 32 layers x 8 KV heads x 128 at 65536 tokens, f32: 16 GiB, past one wasm memory.
+    const big = uniformModelShape(32, 32, 8, 128, 128);
+    expect(cacheKernelLayout(resolveCacheConfig({ contextWindowSize: 65536, codec: "f32" }), big)).toBeNull();
+    expect(cacheKernelLayout(resolveCacheConfig({ contextWindowSize: 4096, codec: "f16" }), big)!.bytes).toBeGreaterThan(512 * 2 ** 20);
     expect(cache.kernelMemoryBytes).toBeGreaterThanOrEqual(cache.reservedBytes);
     // Scratch: 2 queries x 8 heads x 4096 scores dominate what the stores do not count.
     expect(cache.kernelMemoryBytes - cache.reservedBytes).toBeLessThan(cache.reservedBytes);
