@@ -28,8 +28,7 @@ import type { CacheConfig, CacheModelShape } from "./config.js";
 import { AttentionScratch, attendRuns, attentionScratchFloats, QUERY_BLOCK, RunTable, type AttendShape, type AttentionWeightsHook } from "./attention.js";
 import { GROUPED_ACC_PER_SLOT } from "./codecs/grouped.js";
 import { attendRunsWasm, type WasmAttendTarget } from "./wasm/attend-wasm.js";
-import { CacheKernelMemory, layoutCacheMemory, wasmAttentionSupports, type CacheMemoryLayout } from "./wasm/store-memory.js";
-import { MAX_WASM_MEMORY_BYTES } from "../wasm/embedded.js";
+import { CacheKernelMemory, layoutCacheMemory, MAX_CACHE_MEMORY_BYTES, wasmAttentionSupports, type CacheMemoryLayout } from "./wasm/store-memory.js";
 import { layerPageShape, PagePool, planPoolLayout, type PoolLayout } from "./page-pool.js";
 import { createPolicy, type EvictionPolicy } from "./policies/index.js";
 import { Rope } from "./rope.js";
@@ -920,7 +919,7 @@ function okResult(evicted: number): ReserveResult {
 /**
  * Where the wasm kernels' memory would put this cache's stores, run table and attention scratch,
  * or null when attention stays in JS whatever the runtime: a score-based policy (h2o, tova), a
- * codec / head dim without wasm kernels, or more than MAX_WASM_MEMORY_BYTES (2 GiB) in all. The planner's kvbound rule sizes the memory with it.
+ * codec / head dim without wasm kernels, or more than MAX_CACHE_MEMORY_BYTES (about 4 GiB) in all. The planner's kvbound rule sizes the memory with it.
  */
 export function cacheKernelLayout(config: CacheConfig, model: CacheModelShape): CacheMemoryLayout | null {
   if (createPolicy(config.policy).usesScores) return null;
@@ -936,7 +935,7 @@ export function cacheKernelLayout(config: CacheConfig, model: CacheModelShape): 
   }
   const layout = layoutCacheMemory(bytes, config.windowTokens, attentionScratchFloats(model.nHead, config.windowTokens, maxK, maxV));
   // Past what one instance may hold the cache keeps plain buffers (CacheKernelMemory.create refuses).
-  return layout.bytes > MAX_WASM_MEMORY_BYTES ? null : layout;
+  return layout.bytes > MAX_CACHE_MEMORY_BYTES ? null : layout;
 }
 
 /**

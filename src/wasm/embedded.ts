@@ -7,6 +7,12 @@
  *  lower in places (Chrome on 32-bit hosts: 1 GiB), so past 2 GiB the callers keep JS buffers. */
 export const MAX_WASM_MEMORY_BYTES = 2 ** 31;
 export const WASM_PAGE_BYTES = 65536;
+/**
+ * The most a wasm32 memory can hold short of its last page: a cache's kernel memory may go this far
+ * (its kernels compute every address in unsigned 32-bit arithmetic; tested past 2 GiB). Engines that
+ * cannot grow that much refuse the grow, and the cache keeps plain buffers.
+ */
+export const MAX_WASM32_MEMORY_BYTES = 2 ** 32 - WASM_PAGE_BYTES;
 
 function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
   const s = atob(b64);
@@ -28,9 +34,9 @@ export function compileEmbedded(base64: string): WebAssembly.Module | null {
   }
 }
 
-/** Grows `memory` to at least `bytes`; false past MAX_WASM_MEMORY_BYTES or when the engine refuses. */
-export function growMemoryTo(memory: WebAssembly.Memory, bytes: number): boolean {
-  if (bytes > MAX_WASM_MEMORY_BYTES) return false;
+/** Grows `memory` to at least `bytes`; false past `limit` or when the engine refuses. */
+export function growMemoryTo(memory: WebAssembly.Memory, bytes: number, limit = MAX_WASM_MEMORY_BYTES): boolean {
+  if (bytes > limit) return false;
   const need = Math.ceil(bytes / WASM_PAGE_BYTES) - memory.buffer.byteLength / WASM_PAGE_BYTES;
   try {
     if (need > 0) memory.grow(need);

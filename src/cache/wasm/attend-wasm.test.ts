@@ -135,6 +135,37 @@ describe("wasm attention kernels", () => {
     expect(kernels).toEqual(["wasm", "wasm", "js", "wasm", "js"]);
   });
 
+  it("address stores past 2 GiB of their memory (unsigned 32-bit offsets end to end)", () => {
+    // 5 layers of 65536-token pools at 8 KiB per token and layer: the last layer's stores start past
+    // 2^31. Nothing touches the untouched pages, so this reserves address space, not RAM.
+    for (const [codec, nHeadKv] of [["f32", 8], ["int8", 32], ["int4", 32]] as const) {
+      const model = uniformModelShape(codec === "int4" ? 8 : 5, 32, nHeadKv, 128, 128, { nRot: 128, freqBase: 500000, neox: false });
+      const config = resolveCacheConfig({ contextWindowSize: 65536, codec });
+      const wasm = new PagedKvCache(config, model);
+      expect(wasm.kernels).toBe("wasm");
+      expect(wasm.kernelMemoryBytes).toBeGreaterThan(2 ** 31 + 2 ** 28);
+      const js = new PagedKvCache(config, model, { kernels: "js" });
+      wasm.add(0);
+      js.add(0);
+      const rand = rng(11);
+      for (let step = 0; step < 6; step++) {
+        const batch: TokenKv[] = [];
+        for (let i = 0; i < 7; i++) batch.push(makeTokenKv(model, step * 7 + i, rand));
+        expect(appendTokens(wasm, 0, batch)).toBe(true);
+        expect(appendTokens(js, 0, batch)).toBe(true);
+      }
+      const last = model.layers.length - 1;
+      for (const n of [1, 3]) {
+        const q = new Float32Array(n * 32 * 128).map(() => rand() * 2 - 1);
+        const a = new Float32Array(n * 32 * 128);
+        const b = new Float32Array(a.length);
+        wasm.attend(last, 0, q, 0, n, a, 0);
+        js.attend(last, 0, q, 0, n, b, 0);
+        expect(maxRelErr(a, b), `${codec}, ${n} queries`).toBeLessThan(codec === "f32" ? 2e-5 : 1e-4);
+      }
+    }
+  }, 30_000);
+
   it("fall back to JS where the head dims do not suit them, with the same results", () => {
     const model: CacheModelShape = { nHead: 4, layers: [{ nHeadKv: 2, headDimK: 6, headDimV: 6 }] };
     const cache = new PagedKvCache(resolveCacheConfig({ contextWindowSize: 64, codec: "f32" }), model);

@@ -6,7 +6,10 @@
 // layoutCacheMemory is the whole layout as a pure function of the sizes, so that the planner
 // predicts the memory the cache reserves without creating one.
 
-import { ArenaLayout, compileEmbedded, growMemoryTo, MAX_WASM_MEMORY_BYTES } from "../../wasm/embedded.js";
+import { ArenaLayout, compileEmbedded, growMemoryTo, MAX_WASM32_MEMORY_BYTES } from "../../wasm/embedded.js";
+
+/** Largest kernel memory one cache lays out (about 4 GiB); past it the cache keeps plain buffers. */
+export const MAX_CACHE_MEMORY_BYTES = MAX_WASM32_MEMORY_BYTES;
 import type { CodecKind, PageStore } from "../codecs/types.js";
 import { int4WasmSupports } from "../codecs/int4.js";
 import { ATTENTION_WASM_BASE64 } from "./attention-wasm.js";
@@ -127,7 +130,7 @@ export class CacheKernelMemory {
 
   /** An instance holding `layout`; null when wasm is unavailable, the codec has no kernels, or the memory cannot be had. */
   static create(layout: CacheMemoryLayout, codec: CodecKind): CacheKernelMemory | null {
-    if (layout.bytes > MAX_WASM_MEMORY_BYTES) return null;
+    if (layout.bytes > MAX_CACHE_MEMORY_BYTES) return null;
     const mod = attentionModule();
     if (mod === null) return null;
     const names = KERNEL_NAMES[codec];
@@ -138,7 +141,7 @@ export class CacheKernelMemory {
     } catch {
       return null; // RangeError: the engine could not reserve another memory
     }
-    if (!growMemoryTo(exports.memory, layout.bytes)) return null;
+    if (!growMemoryTo(exports.memory, layout.bytes, MAX_CACHE_MEMORY_BYTES)) return null;
     return new CacheKernelMemory(exports, layout);
   }
 
