@@ -1,8 +1,7 @@
-// attend() with every GQA group size 1..8 (the grouped kernels split G into 4 / 3 / 2 / 1 heads,
-// grouped.ts), against the naive dense reference over the retained tokens' original K/V. f32, and
-// f16 / int8 within their rounding; every codec's grouped kernels (fp8, int4 included) are held to
-// a naive loop over their decoded values in codecs/grouped-kernels.test.ts. Group sizes of real models: stories260K 2 (8 / 4), SmolLM2-135M 3 (9 / 3),
-// Llama-3-8B 4 (32 / 8).
+// attend() with every GQA group size 1..8 against the naive dense reference over the retained
+// tokens' original K/V: f32, and f16 / int8 within their rounding. headDimV 6 keeps these caches on
+// the JS kernels; wasm/attend-wasm.test.ts holds the wasm kernels to them for groups 1, 3, 4, 8.
+// Group sizes of real models: stories260K 2 (8 / 4), SmolLM2-135M 3 (9 / 3), Llama-3-8B 4 (32 / 8).
 import { describe, expect, it } from "vitest";
 import type { CodecKind } from "./codecs/types.js";
 import { resolveCacheConfig, type CacheModelShape } from "./config.js";

@@ -2,7 +2,6 @@
 // (never through a dequantized copy). GQA, causal by retained order, one or more query tokens.
 // `denseAttention` (dense-attention.ts) is the naive reference the tests hold this kernel to.
 
-import { axpyRunGroup, dotRunGroup, GROUPED_ACC_PER_SLOT } from "./codecs/grouped.js";
 import type { PageStore } from "./codecs/types.js";
 import { expNonPositive } from "./fast-exp.js";
 import type { Rope } from "./rope.js";
@@ -66,10 +65,9 @@ export class RunTable {
 }
 
 /**
- * Query tokens one pass over the cached runs serves when several are attended at once (prefill):
- * with QUERY_BLOCK queries x G heads through the stores' grouped kernels, each cached key/value
- * is decoded once per block instead of once per query (stories260K prefill: 2 queries x 2 heads
- * of a KV head fill the 4-wide kernels). Scratch grows by this factor.
+ * Query tokens one pass of the wasm kernels over the cached runs serves when several are attended
+ * at once (prefill): their rows share each key/value decode (wasm/attend-wasm.ts). The kernel
+ * memory's scratch grows by this factor.
  */
 export const QUERY_BLOCK = 2;
 
@@ -91,28 +89,29 @@ export interface ScratchMemory {
   readonly outBlock: number;
 }
 
-/** Buffers the kernel reuses; sized for the window once. */
+/**
+ * Buffers the kernels reuse; sized for the window once. With `memory` (the wasm kernels' memory,
+ * sizes from attentionScratchFloats) scores, qBlock and outBlock are views of it; without, the JS
+ * kernels need scores for one query's heads and no blocks.
+ */
 export class AttentionScratch {
-  readonly scores: Float32Array; // [QUERY_BLOCK * nHead][window]
+  readonly scores: Float32Array; // [QUERY_BLOCK * nHead][window] (wasm) or [nHead][window] (JS)
   readonly qRot: Float32Array; // [nHead][maxHeadDimK]
-  readonly qBlock: Float32Array; // [QUERY_BLOCK * nHead][maxHeadDimK], rows by (KV head, query, head in group)
-  readonly outBlock: Float32Array; // [QUERY_BLOCK * nHead][maxHeadDimV], rows as qBlock
+  readonly qBlock: Float32Array; // wasm: [QUERY_BLOCK * nHead][maxHeadDimK], rows by (KV head, query, head in group)
+  readonly outBlock: Float32Array; // wasm: [QUERY_BLOCK * nHead][maxHeadDimV], rows as qBlock
   readonly wAvg: Float32Array; // [window]
-  readonly invSum: Float64Array; // [QUERY_BLOCK * nHead] 1 / softmax denominator per head
-  readonly acc4: Float64Array; // [4 * pageSize] partial sums of the stores' grouped kernels (grouped.ts)
+  readonly invSum: Float64Array; // [nHead] 1 / softmax denominator per head (JS kernels)
   readonly window: number;
 
-  /** `memory`: where scores, qBlock and outBlock live (the wasm kernels' memory; sizes from attentionScratchFloats). */
-  constructor(nHead: number, window: number, maxHeadDimK: number, pageSize = 16, maxHeadDimV = maxHeadDimK, memory?: ScratchMemory) {
+  constructor(nHead: number, window: number, maxHeadDimK: number, maxHeadDimV = maxHeadDimK, memory?: ScratchMemory) {
     this.window = window;
     const f = attentionScratchFloats(nHead, window, maxHeadDimK, maxHeadDimV);
-    this.acc4 = new Float64Array(GROUPED_ACC_PER_SLOT * pageSize);
-    this.scores = memory ? new Float32Array(memory.buffer, memory.scores, f.scores) : new Float32Array(f.scores);
+    this.scores = memory ? new Float32Array(memory.buffer, memory.scores, f.scores) : new Float32Array(nHead * window);
     this.qRot = new Float32Array(nHead * maxHeadDimK);
-    this.qBlock = memory ? new Float32Array(memory.buffer, memory.qBlock, f.qBlock) : new Float32Array(f.qBlock);
-    this.outBlock = memory ? new Float32Array(memory.buffer, memory.outBlock, f.outBlock) : new Float32Array(f.outBlock);
+    this.qBlock = memory ? new Float32Array(memory.buffer, memory.qBlock, f.qBlock) : new Float32Array(0);
+    this.outBlock = memory ? new Float32Array(memory.buffer, memory.outBlock, f.outBlock) : new Float32Array(0);
     this.wAvg = new Float32Array(window);
-    this.invSum = new Float64Array(QUERY_BLOCK * nHead);
+    this.invSum = new Float64Array(nHead);
   }
 }
 
@@ -153,25 +152,6 @@ export function attendRuns(
   const scores = scratch.scores;
   const qRot = scratch.qRot;
   const qStride = nHead * dk;
-  // GQA: the query heads of one KV head share one pass over each run (grouped.ts), whatever the
-  // group size; one head per call when the group is 1 or the scratch is too small.
-  const acc4 = scratch.acc4;
-  const groupedK = group > 1 && acc4.length >= GROUPED_ACC_PER_SLOT * kStore.shape.pageSize;
-  const groupedV = group > 1 && acc4.length >= GROUPED_ACC_PER_SLOT * vStore.shape.pageSize;
-  const gqStride = group * dk; // query offset between KV heads' groups
-  const gsStride = group * W; // score offset between KV heads' groups
-  const goStride = group * dv; // output offset between KV heads' groups
-  // Several queries without a score hook: blocks of QUERY_BLOCK queries share each pass.
-  const blocked =
-    nQuery > 1 && hook === null &&
-    acc4.length >= GROUPED_ACC_PER_SLOT * Math.max(kStore.shape.pageSize, vStore.shape.pageSize) &&
-    scratch.qBlock.length >= QUERY_BLOCK * nHead * dk && scratch.outBlock.length >= QUERY_BLOCK * nHead * dv;
-  if (blocked) {
-    for (let qi = 0; qi < nQuery; qi += QUERY_BLOCK) {
-      attendBlock(out, outOff, q, qOff, qi, Math.min(QUERY_BLOCK, nQuery - qi), nQuery, shape, runs, held, kStore, vStore, rope, scale, scratch);
-    }
-    return;
-  }
   for (let qi = 0; qi < nQuery; qi++) {
     const self = held - nQuery + qi; // retained index of the query's own token
     // The query's attention position: from the run that holds its own token.
@@ -199,15 +179,7 @@ export function attendRuns(
       }
       const page = runs.page[r]!;
       const slot = runs.slotStart[r]!;
-      if (groupedK) {
-        for (let kv = 0; kv < nHeadKv; kv++) {
-          dotRunGroup(kStore, page, slot, len, kv, group, qRot, kv * gqStride, dk, scores, kv * gsStride + idx, W, acc4);
-        }
-      } else {
-        for (let h = 0; h < nHead; h++) {
-          kStore.dotRun(page, slot, len, (h / group) | 0, qRot, h * dk, scores, h * W + idx);
-        }
-      }
+      for (let h = 0; h < nHead; h++) kStore.dotRun(page, slot, len, (h / group) | 0, qRot, h * dk, scores, h * W + idx);
     }
     // Softmax per head over the visible tokens, unnormalized (e^(s - max) <= 1): the 1/sum goes
     // onto the head's output after the value pass, or onto the weights when the hook reads them.
@@ -239,15 +211,7 @@ export function attendRuns(
       const len = Math.min(runs.length[r]!, nVis - idx);
       const page = runs.page[r]!;
       const slot = runs.slotStart[r]!;
-      if (groupedV) {
-        for (let kv = 0; kv < nHeadKv; kv++) {
-          axpyRunGroup(vStore, page, slot, len, kv, group, scores, kv * gsStride + idx, W, out, oBase + kv * goStride, dv, acc4);
-        }
-      } else {
-        for (let h = 0; h < nHead; h++) {
-          vStore.axpyRun(page, slot, len, (h / group) | 0, scores, h * W + idx, out, oBase + h * dv);
-        }
-      }
+      for (let h = 0; h < nHead; h++) vStore.axpyRun(page, slot, len, (h / group) | 0, scores, h * W + idx, out, oBase + h * dv);
     }
     if (hook === null) {
       for (let h = 0; h < nHead; h++) {
@@ -265,151 +229,6 @@ export function attendRuns(
       }
       for (let t = 0; t < nVis; t++) w[t] = w[t]! * invH;
       hook(qi, nQuery, w, nVis);
-    }
-  }
-}
-
-/** The run holding retained index `self` (runs in retained order, run 0 at index 0). */
-function runOf(runs: RunTable, self: number): number {
-  let r = runs.n - 1;
-  while (r > 0 && runs.index[r]! > self) r--;
-  return r;
-}
-
-/**
- * Queries qi0 .. qi0+nb of attendRuns in one pass over the runs. Rows of the block are ordered
- * (KV head, query, head in group), so the nb * group rows of one KV head are contiguous and go
- * through one dotRunGroup / axpyRunGroup. Causal: each query's scores beyond its own token are
- * computed with the block's last query's and then zeroed, so they add nothing in the value pass.
- */
-function attendBlock(
-  out: Float32Array,
-  outOff: number,
-  q: Float32Array,
-  qOff: number,
-  qi0: number,
-  nb: number,
-  nQuery: number,
-  shape: AttendShape,
-  runs: RunTable,
-  held: number,
-  kStore: PageStore,
-  vStore: PageStore,
-  rope: Rope | null,
-  scale: number,
-  scratch: AttentionScratch,
-): void {
-  const { nHead, nHeadKv, headDimK: dk, headDimV: dv } = shape;
-  const group = nHead / nHeadKv;
-  const G = nb * group; // rows per KV head
-  const W = scratch.window;
-  const scores = scratch.scores;
-  const qRot = scratch.qRot;
-  const qBlock = scratch.qBlock;
-  const outBlock = scratch.outBlock;
-  const acc4 = scratch.acc4;
-  const invSum = scratch.invSum;
-  const self0 = held - nQuery + qi0; // retained index of the block's first query token
-  const selfLast = self0 + nb - 1;
-  const nVisLast = selfLast + 1;
-  if (rope === null) loadBlockQueries(q, qOff, qi0, nb, self0, nHead, group, dk, runs, null, 0, scale, qRot, qBlock);
-  let rotOffset = NaN;
-  for (let r = 0; r < runs.n; r++) {
-    const idx = runs.index[r]!;
-    if (idx > selfLast) break;
-    const len = Math.min(runs.length[r]!, nVisLast - idx);
-    if (rope !== null) {
-      // As in attendRuns: the run's keys were rotated by rotPos, so the queries go by qPos + (rotPos - pos).
-      const off = runs.rotPos[r]! - runs.pos[r]!;
-      if (off !== rotOffset) {
-        rotOffset = off;
-        loadBlockQueries(q, qOff, qi0, nb, self0, nHead, group, dk, runs, rope, off, scale, qRot, qBlock);
-      }
-    }
-    const page = runs.page[r]!;
-    const slot = runs.slotStart[r]!;
-    for (let kv = 0; kv < nHeadKv; kv++) {
-      dotRunGroup(kStore, page, slot, len, kv, G, qBlock, kv * G * dk, dk, scores, kv * G * W + idx, W, acc4);
-    }
-  }
-  // Unnormalized softmax per row over its query's visible tokens (as attendRuns); the tokens the
-  // row's query must not see get weight 0.
-  const nRows = nb * nHead;
-  for (let row = 0; row < nRows; row++) {
-    const b = ((row / group) | 0) % nb;
-    const nVis = self0 + b + 1;
-    const base = row * W;
-    let max = -Infinity;
-    for (let t = 0; t < nVis; t++) {
-      const s = scores[base + t]!;
-      if (s > max) max = s;
-    }
-    let sum = 0;
-    for (let t = 0; t < nVis; t++) {
-      const e = expNonPositive(scores[base + t]! - max);
-      scores[base + t] = e;
-      sum += e;
-    }
-    for (let t = nVis; t < nVisLast; t++) scores[base + t] = 0;
-    invSum[row] = 1 / sum;
-  }
-  for (let i = 0; i < nRows * dv; i++) outBlock[i] = 0;
-  for (let r = 0; r < runs.n; r++) {
-    const idx = runs.index[r]!;
-    if (idx > selfLast) break;
-    const len = Math.min(runs.length[r]!, nVisLast - idx);
-    const page = runs.page[r]!;
-    const slot = runs.slotStart[r]!;
-    for (let kv = 0; kv < nHeadKv; kv++) {
-      axpyRunGroup(vStore, page, slot, len, kv, G, scores, kv * G * W + idx, W, outBlock, kv * G * dv, dv, acc4);
-    }
-  }
-  scatterBlockRows(out, outOff, qi0, nb, nHead, group, dv, outBlock, invSum);
-}
-
-/**
- * out[query qi0 + b][head kv*group + g] = outBlock[row] * invSum[row] for the block's rows, ordered
- * (KV head, query, head in group): the unnormalized softmax's 1/sum applied on the way out.
- */
-export function scatterBlockRows(
-  out: Float32Array, outOff: number, qi0: number, nb: number, nHead: number, group: number, dv: number,
-  outBlock: Float32Array, invSum: Float32Array | Float64Array,
-): void {
-  const nRows = nb * nHead;
-  for (let row = 0; row < nRows; row++) {
-    const g = row % group;
-    const kvb = (row / group) | 0;
-    const b = kvb % nb;
-    const kv = (kvb / nb) | 0;
-    const o = outOff + (qi0 + b) * nHead * dv + (kv * group + g) * dv;
-    const inv = invSum[row]!;
-    const src = row * dv;
-    for (let i = 0; i < dv; i++) out[o + i] = outBlock[src + i]! * inv;
-  }
-}
-
-/**
- * Scales (and with RoPE rotates by each query's position + off) queries qi0 .. qi0+nb into
- * qBlock's rows (KV head, query, head in group); qRot is the one-query staging buffer.
- */
-export function loadBlockQueries(
-  q: Float32Array, qOff: number, qi0: number, nb: number, self0: number, nHead: number, group: number, dk: number,
-  runs: RunTable, rope: Rope | null, off: number, scale: number, qRot: Float32Array, qBlock: Float32Array,
-): void {
-  const qStride = nHead * dk;
-  for (let b = 0; b < nb; b++) {
-    const qBase = qOff + (qi0 + b) * qStride;
-    for (let i = 0; i < qStride; i++) qRot[i] = q[qBase + i]! * scale;
-    if (rope !== null) {
-      const self = self0 + b;
-      const r = runOf(runs, self);
-      rope.rotate(qRot, 0, nHead, runs.pos[r]! + (self - runs.index[r]!) + off);
-    }
-    for (let h = 0; h < nHead; h++) {
-      const kv = (h / group) | 0;
-      const row = (kv * nb + b) * group + (h - kv * group);
-      const src = h * dk, dst = row * dk;
-      for (let i = 0; i < dk; i++) qBlock[dst + i] = qRot[src + i]!;
     }
   }
 }

@@ -25,8 +25,7 @@ import {
 import { createPageStore, pageStoreBytes } from "./codecs/index.js";
 import type { CodecKind, KvRole, PageShape, PageStore } from "./codecs/types.js";
 import type { CacheConfig, CacheModelShape } from "./config.js";
-import { AttentionScratch, attendRuns, attentionScratchFloats, QUERY_BLOCK, RunTable, type AttendShape, type AttentionWeightsHook } from "./attention.js";
-import { GROUPED_ACC_PER_SLOT } from "./codecs/grouped.js";
+import { AttentionScratch, attendRuns, attentionScratchFloats, RunTable, type AttendShape, type AttentionWeightsHook } from "./attention.js";
 import { attendRunsWasm, type WasmAttendTarget } from "./wasm/attend-wasm.js";
 import { CacheKernelMemory, layoutCacheMemory, MAX_CACHE_MEMORY_BYTES, wasmAttentionSupports, type CacheMemoryLayout } from "./wasm/store-memory.js";
 import { layerPageShape, PagePool, planPoolLayout, type PoolLayout } from "./page-pool.js";
@@ -148,7 +147,7 @@ export class PagedKvCache {
     if (mem !== null) {
       const L = mem.layout;
       this.runs = new RunTable(this.window, { buffer: mem.buffer, byteOffset: L.runTable });
-      this.attnScratch = new AttentionScratch(model.nHead, this.window, maxK, config.pageSize, maxV, {
+      this.attnScratch = new AttentionScratch(model.nHead, this.window, maxK, maxV, {
         buffer: mem.buffer,
         scores: L.scores,
         qBlock: L.qBlock,
@@ -164,7 +163,7 @@ export class PagedKvCache {
       this.kernelMemory = mem;
     } else {
       this.runs = new RunTable(this.window);
-      this.attnScratch = new AttentionScratch(model.nHead, this.window, maxK, config.pageSize, maxV);
+      this.attnScratch = new AttentionScratch(model.nHead, this.window, maxK, maxV);
     }
     const nLayer = model.layers.length;
     this.hook = this.policy.usesScores
@@ -196,9 +195,9 @@ export class PagedKvCache {
     const a = this.attnScratch;
     const r = this.runs;
     let b = this.evictIdx.byteLength + this.doomed.byteLength + this.kScratch.byteLength + this.gather.byteLength + this.posScratch.byteLength;
-    b += r.pos.byteLength + r.rotPos.byteLength + a.acc4.byteLength + a.qRot.byteLength + a.wAvg.byteLength + a.invSum.byteLength;
+    b += r.pos.byteLength + r.rotPos.byteLength + a.qRot.byteLength + a.wAvg.byteLength + a.invSum.byteLength;
     if (this.kernelMemory !== null) return b + this.kernelMemory.layout.bytes - this.reservedBytes;
-    return b + r.page.buffer.byteLength + a.scores.byteLength + a.qBlock.byteLength + a.outBlock.byteLength;
+    return b + r.page.buffer.byteLength + a.scores.byteLength;
   }
 
   /** Bytes the stores reserved (constant). */
@@ -948,12 +947,12 @@ export function cacheScratchBytes(config: CacheConfig, model: CacheModelShape): 
   const { maxK, maxV, maxStride } = layerMaxima(model);
   // evictIdx, doomed, kScratch, gather, posScratch
   let b = 4 * W + 4 * (pool.pagesPerSequence + W + 1) + 4 * maxStride + 4 * config.pageSize * maxStride + 4 * W;
-  // RunTable pos + rotPos; AttentionScratch acc4, qRot, wAvg, invSum
-  b += 8 * W + 8 * GROUPED_ACC_PER_SLOT * config.pageSize + 4 * model.nHead * maxK + 4 * W + 8 * QUERY_BLOCK * model.nHead;
+  // RunTable pos + rotPos; AttentionScratch qRot, wAvg, invSum
+  b += 8 * W + 4 * model.nHead * maxK + 4 * W + 8 * model.nHead;
   const kernel = cacheKernelLayout(config, model);
   if (kernel !== null) return b + kernel.bytes - pool.reservedBytes;
-  const f = attentionScratchFloats(model.nHead, W, maxK, maxV);
-  return b + 16 * W + 4 * (f.scores + f.qBlock + f.outBlock);
+  // JS kernels: the run table's four shared arrays and one query's scores.
+  return b + 16 * W + 4 * model.nHead * W;
 }
 
 /** The wasm kernel memory for this cache, or null when attention stays in JS (cacheKernelLayout, or no wasm SIMD here, or too much memory). */

@@ -36,43 +36,6 @@ export interface PageStore {
   /** Values: `out[outOff .. outOff+headDim) += sum_t w[wOff + t] * value(page, slotStart + t, kvHead)`, t < n. */
   axpyRun(page: number, slotStart: number, n: number, kvHead: number, w: Float32Array, wOff: number, out: Float32Array, outOff: number): void;
   /**
-   * Optional GQA fast paths: four query heads that share `kvHead`, in one pass over the run (each
-   * key/value is loaded once for the four, instead of once per head). Query head j's vector is at
-   * `q[qOff + j*qStride]`, its scores at `out[outOff + j*outStride]` (dotRun4), its weights at
-   * `w[wOff + j*wStride]` and its output at `out[outOff + j*outStride]` (axpyRun4). `acc` is the
-   * caller's f64 scratch of at least 4 * pageSize (partial sums, or weights times scales). Results equal four dotRun / axpyRun calls up
-   * to f64/f32 summation order. Codecs without them are called per head.
-   */
-  dotRun4?(
-    page: number, slotStart: number, n: number, kvHead: number,
-    q: Float32Array, qOff: number, qStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
-  ): void;
-  axpyRun4?(
-    page: number, slotStart: number, n: number, kvHead: number,
-    w: Float32Array, wOff: number, wStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
-  ): void;
-  /**
-   * The same for two and three query heads (GQA groups of 2, 3, 6, 7 ...: stories260K has 2,
-   * SmolLM2-135M 3). `acc` holds at least 3 * pageSize. grouped.ts splits any group size into
-   * calls of four, three, two and one head, so each key/value is read once per call.
-   */
-  dotRun2?(
-    page: number, slotStart: number, n: number, kvHead: number,
-    q: Float32Array, qOff: number, qStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
-  ): void;
-  axpyRun2?(
-    page: number, slotStart: number, n: number, kvHead: number,
-    w: Float32Array, wOff: number, wStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
-  ): void;
-  dotRun3?(
-    page: number, slotStart: number, n: number, kvHead: number,
-    q: Float32Array, qOff: number, qStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
-  ): void;
-  axpyRun3?(
-    page: number, slotStart: number, n: number, kvHead: number,
-    w: Float32Array, wOff: number, wStride: number, out: Float32Array, outOff: number, outStride: number, acc: Float64Array,
-  ): void;
-  /**
    * Where the wasm attention kernels (src/cache/wasm/) find this store's pages: byte offsets in the
    * store's buffer, written into the kernels' store descriptor (common.as). Present on codecs that
    * have wasm kernels; the cache uses them only when the store lives in the kernels' memory.

@@ -4,7 +4,7 @@
 // what is per block: rotating the queries by each run range's RoPE offset, and the final 1/sum
 // scaling into `out`.
 
-import { loadBlockQueries, QUERY_BLOCK, scatterBlockRows, type AttendShape, type AttentionScratch, type RunTable } from "../attention.js";
+import { QUERY_BLOCK, type AttendShape, type AttentionScratch, type RunTable } from "../attention.js";
 import type { Rope } from "../rope.js";
 import type { CacheKernelMemory, CodecKernels } from "./store-memory.js";
 
@@ -69,5 +69,59 @@ export function attendRunsWasm(
     outBlock.fill(0, 0, nRows * dv);
     t.v.values(t.vDesc, rt, cap, 0, runs.n, nVisLast, nHeadKv, L.scores, G, W, L.outBlock, dv);
     scatterBlockRows(out, outOff, qi0, nb, nHead, group, dv, outBlock, invSum);
+  }
+}
+
+/**
+ * Scales (and with RoPE rotates by each query's position + off) queries qi0 .. qi0+nb into
+ * qBlock's rows (KV head, query, head in group); qRot is the one-query staging buffer.
+ */
+function loadBlockQueries(
+  q: Float32Array, qOff: number, qi0: number, nb: number, self0: number, nHead: number, group: number, dk: number,
+  runs: RunTable, rope: Rope | null, off: number, scale: number, qRot: Float32Array, qBlock: Float32Array,
+): void {
+  const qStride = nHead * dk;
+  for (let b = 0; b < nb; b++) {
+    const qBase = qOff + (qi0 + b) * qStride;
+    for (let i = 0; i < qStride; i++) qRot[i] = q[qBase + i]! * scale;
+    if (rope !== null) {
+      const self = self0 + b;
+      const r = runOf(runs, self);
+      rope.rotate(qRot, 0, nHead, runs.pos[r]! + (self - runs.index[r]!) + off);
+    }
+    for (let h = 0; h < nHead; h++) {
+      const kv = (h / group) | 0;
+      const row = (kv * nb + b) * group + (h - kv * group);
+      const src = h * dk, dst = row * dk;
+      for (let i = 0; i < dk; i++) qBlock[dst + i] = qRot[src + i]!;
+    }
+  }
+}
+
+/** The run holding retained index `self` (runs in retained order, run 0 at index 0). */
+function runOf(runs: RunTable, self: number): number {
+  let r = runs.n - 1;
+  while (r > 0 && runs.index[r]! > self) r--;
+  return r;
+}
+
+/**
+ * out[query qi0 + b][head kv*group + g] = outBlock[row] * invSum[row] for the block's rows, ordered
+ * (KV head, query, head in group): the unnormalized softmax's 1/sum applied on the way out.
+ */
+function scatterBlockRows(
+  out: Float32Array, outOff: number, qi0: number, nb: number, nHead: number, group: number, dv: number,
+  outBlock: Float32Array, invSum: Float32Array | Float64Array,
+): void {
+  const nRows = nb * nHead;
+  for (let row = 0; row < nRows; row++) {
+    const g = row % group;
+    const kvb = (row / group) | 0;
+    const b = kvb % nb;
+    const kv = (kvb / nb) | 0;
+    const o = outOff + (qi0 + b) * nHead * dv + (kv * group + g) * dv;
+    const inv = invSum[row]!;
+    const src = row * dv;
+    for (let i = 0; i < dv; i++) out[o + i] = outBlock[src + i]! * inv;
   }
 }
