@@ -3,7 +3,8 @@
 // figures that do not come from the code under test.
 
 import { describe, expect, it } from "vitest";
-import { cacheShapeFromSpec, resolveCacheConfig } from "../cache/config.js";
+import { resolveCacheConfig } from "../cache/config.js";
+import { cacheShapeFromSpec } from "./cache-shape.js";
 import { PagedKvCache } from "../cache/paged-kv-cache.js";
 import type { LayerSpec, ModelSpec } from "../spec/model-spec.js";
 import { kvboundCacheInput, kvboundKv, kvboundKvForConfig } from "./kvbound.js";

@@ -195,7 +195,7 @@ describe("wasm attention kernels", () => {
 describe("the embedded attention module", () => {
   it("attention-wasm.ts is what build.mjs makes from attention.as and its siblings (run npm run build:wasm after editing them)", async () => {
     // @ts-expect-error build.mjs is plain JS without types
-    const build = (await import("../../model/wasm/build.mjs")) as {
+    const build = (await import("../../wasm/build.mjs")) as {
       compileKernels(name: string): Promise<Uint8Array>;
       generatedModule(w: Uint8Array, name: string): string;
     };

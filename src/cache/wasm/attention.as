@@ -1,5 +1,5 @@
 // AssemblyScript source of kvbound's WebAssembly SIMD attention over the paged cache (compiled by
-// src/model/wasm/build.mjs into attention-wasm.ts; .as so that tsc does not read it). The cache's
+// src/wasm/build.mjs into attention-wasm.ts; .as so that tsc does not read it). The cache's
 // page stores live in this module's memory (store-memory.ts lays them out), so these kernels read
 // the pages where the codecs wrote them. ../attention.ts drives them (attendRunsWasm) and holds
 // the JS kernels they are tested against (src/cache/wasm/attend-wasm.test.ts).

@@ -42,7 +42,7 @@ let compiled: Promise<WebAssembly.Module> | undefined;
 async function newInstance(): Promise<Exports> {
   compiled ??= (async () => {
     // @ts-expect-error build.mjs is plain JS without types
-    const build = (await import("../../model/wasm/build.mjs")) as { compileKernels(name: string): Promise<Uint8Array<ArrayBuffer>> };
+    const build = (await import("../../wasm/build.mjs")) as { compileKernels(name: string): Promise<Uint8Array<ArrayBuffer>> };
     return new WebAssembly.Module(await build.compileKernels("attention"));
   })();
   return new WebAssembly.Instance(await compiled, {}).exports as unknown as Exports;

@@ -1,19 +1,13 @@
 // The elementwise wasm kernels (elementwise.as: swiglu, rmsNorm, addRows) against the JS loops of
-// llama.ts and against double-precision formulas; the embedded module's shape (imports only
-// env.memory, no data segment, under 4 KiB, up to date); and LlamaModel on them against
-// kernels: "js" on shapes whose widths are not multiples of 4 and with qwen3's QK norms.
+// llama.ts and against double-precision formulas; and the embedded module's shape (imports only
+// env.memory, no data segment, under 4 KiB, up to date). LlamaModel on them, batched over the paged
+// cache, is held to kernels: "js" in test/forward-batch.test.ts.
 
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { compileEmbedded } from "../../wasm/embedded.js";
-import { readGgufHeader } from "../../gguf/header.js";
-import { gv, writeGguf, type GgufWriterValue, type WriterTensor } from "../../../test/fixtures/gguf-writer.js";
-import { resolveCacheConfig } from "../../cache/config.js";
-import { CacheKv, createModelCache } from "../../engine/cache-kv.js";
-import { DenseKv } from "../dense-kv.js";
-import { LlamaModel, rmsNorm, swigluRows, type LlamaModelOptions } from "../llama.js";
+import { rmsNorm, swigluRows } from "../transformer.js";
 import { ELEMENTWISE_WASM_BASE64 } from "./elementwise-wasm.js";
-import { wasmKernelsAvailable } from "./wasm-kernels.js";
 import { rng } from "../../../test/cache-helpers.js";
 
 interface Elementwise {
@@ -190,108 +184,9 @@ describe("the embedded elementwise module", () => {
 
   it("elementwise-wasm.ts is what build.mjs makes from elementwise.as (run npm run build:wasm after editing it)", async () => {
     // @ts-expect-error build.mjs is plain JS without types
-    const build = (await import("./build.mjs")) as { compileKernels(name: string): Promise<Uint8Array>; generatedModule(w: Uint8Array, name: string): string };
+    const build = (await import("../../wasm/build.mjs")) as { compileKernels(name: string): Promise<Uint8Array>; generatedModule(w: Uint8Array, name: string): string };
     const want = build.generatedModule(await build.compileKernels("elementwise"), "elementwise");
     const have = readFileSync(new URL("./elementwise-wasm.ts", import.meta.url), "utf8");
     expect(have === want).toBe(true);
   }, 30_000);
-});
-
-/** A small F32 model: widths that are not multiples of 4 (tails), optional QK norms (qwen3). */
-function tinyModel(arch: "llama" | "qwen3", nEmbd: number, nHead: number, nHeadKv: number, nFf: number, seed: number): Uint8Array {
-  const rand = rng(seed);
-  const nVocab = 97, nLayer = 2;
-  const hd = nEmbd / nHead;
-  const meta: Array<[string, GgufWriterValue]> = [
-    ["general.architecture", gv.str(arch)],
-    [`${arch}.block_count`, gv.u32(nLayer)],
-    [`${arch}.embedding_length`, gv.u32(nEmbd)],
-    [`${arch}.attention.head_count`, gv.u32(nHead)],
-    [`${arch}.attention.head_count_kv`, gv.u32(nHeadKv)],
-    [`${arch}.feed_forward_length`, gv.u32(nFf)],
-    [`${arch}.context_length`, gv.u32(64)],
-    [`${arch}.vocab_size`, gv.u32(nVocab)],
-    [`${arch}.attention.layer_norm_rms_epsilon`, gv.f32(1e-6)],
-  ];
-  const t = (name: string, shape: number[], scale: number, offset = 0): WriterTensor => {
-    let n = 1;
-    for (const d of shape) n *= d;
-    const f = new Float32Array(n);
-    for (let i = 0; i < n; i++) f[i] = offset + (rand() * 2 - 1) * scale;
-    return { name, shape, type: "F32", data: new Uint8Array(f.buffer) };
-  };
-  const mat = (name: string, cols: number, rows: number) => t(name, [cols, rows], 1 / Math.sqrt(cols));
-  const tensors = [mat("token_embd.weight", nEmbd, nVocab), t("output_norm.weight", [nEmbd], 0.5, 1)];
-  for (let l = 0; l < nLayer; l++) {
-    const p = `blk.${l}.`;
-    tensors.push(
-      t(p + "attn_norm.weight", [nEmbd], 0.5, 1),
-      mat(p + "attn_q.weight", nEmbd, nEmbd),
-      mat(p + "attn_k.weight", nEmbd, nHeadKv * hd),
-      mat(p + "attn_v.weight", nEmbd, nHeadKv * hd),
-      mat(p + "attn_output.weight", nEmbd, nEmbd),
-      t(p + "ffn_norm.weight", [nEmbd], 0.5, 1),
-      mat(p + "ffn_gate.weight", nEmbd, nFf),
-      mat(p + "ffn_up.weight", nEmbd, nFf),
-      mat(p + "ffn_down.weight", nFf, nEmbd),
-    );
-    if (arch === "qwen3") tensors.push(t(p + "attn_q_norm.weight", [hd], 0.5, 1), t(p + "attn_k_norm.weight", [hd], 0.5, 1));
-  }
-  return writeGguf({ metadata: meta, tensors }).bytes;
-}
-
-async function load(file: Uint8Array, opts: LlamaModelOptions): Promise<LlamaModel> {
-  const header = await readGgufHeader(file);
-  return new LlamaModel(header, file.subarray(header.dataOffset), opts);
-}
-
-describe.skipIf(!wasmKernelsAvailable() || mod === null)("LlamaModel on the elementwise kernels", () => {
-  const ids = [1, 50, 96, 7, 33, 2, 80, 64, 11, 5];
-  const cases: Array<[string, Uint8Array]> = [
-    // 3 heads of 14: every width (42, 14, 58) leaves a tail of 2 past the last group of 4.
-    ["llama, widths 42 / 58", tinyModel("llama", 42, 3, 1, 58, 5)],
-    ["qwen3 with QK norms, widths 40 / 100", tinyModel("qwen3", 40, 4, 2, 100, 9)],
-  ];
-  for (const [name, file] of cases) {
-    it(`${name}: wasm logits (token by token and batched) equal kernels: "js" within 1e-4 relative; the memory does not grow`, async () => {
-      const wasm = await load(file, { maxBatchTokens: 4 });
-      const js = await load(file, { kernels: "js" });
-      expect(wasm.kernels).toBe("wasm");
-      expect(wasm["ew"]).not.toBeNull();
-      const memory = wasm["arena"]!.k.memory;
-      const before = memory.buffer.byteLength;
-      const kvA = new DenseKv(wasm.hp), kvB = new DenseKv(js.hp);
-      const a = new Float32Array(wasm.hp.nVocab);
-      const want: Float32Array[] = [];
-      const close = (got: Float32Array, ref: Float32Array) => {
-        let scale = 0, diff = 0;
-        for (let i = 0; i < ref.length; i++) {
-          scale = Math.max(scale, Math.abs(ref[i]!));
-          diff = Math.max(diff, Math.abs(got[i]! - ref[i]!));
-        }
-        expect(scale).toBeGreaterThan(0);
-        expect(diff).toBeLessThan(1e-4 * scale);
-      };
-      for (let p = 0; p < ids.length; p++) {
-        const b = new Float32Array(js.hp.nVocab);
-        kvA.setPosition(p);
-        kvB.setPosition(p);
-        wasm.forward(ids[p]!, p, kvA, a);
-        js.forward(ids[p]!, p, kvB, b);
-        close(a, b);
-        want.push(b);
-      }
-      // Batches of up to 4 rows over the paged cache: the norms and adds run over several rows.
-      const cache = createModelCache(wasm.hp, resolveCacheConfig({ contextWindowSize: 64, codec: "f32" }));
-      cache.add(0);
-      const kv = new CacheKv(cache, 0);
-      for (let p = 0; p < ids.length; p += 4) {
-        const n = Math.min(4, ids.length - p);
-        cache.reserveOrThrow(0, n);
-        wasm.forwardBatch(ids, p, n, kv, a, p);
-        close(a, want[p + n - 1]!);
-      }
-      expect(memory.buffer.byteLength).toBe(before);
-    });
-  }
 });

@@ -18,7 +18,7 @@
 
 /** f32 -> nearest f16 -> f32 (ties to even, subnormals and overflow included): the rounding of
  *  GGML_FP32_TO_FP16, which llama.cpp applies to every q8_0 block scale.
- *  Build: `npm run build:wasm` (node src/model/wasm/build.mjs); never edit kernels-wasm.ts. */
+ *  Build: `npm run build:wasm` (node src/wasm/build.mjs); never edit kernels-wasm.ts. */
 function roundToF16(f: f32): f32 {
   const bits = reinterpret<u32>(f);
   const sign = bits & 0x80000000;

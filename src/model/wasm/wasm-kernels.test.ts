@@ -224,7 +224,7 @@ describe("the embedded module", () => {
 
   it("kernels-wasm.ts is what build.mjs makes from kernels.as (run npm run build:wasm after editing kernels.as)", async () => {
     // @ts-expect-error build.mjs is plain JS without types
-    const build = (await import("./build.mjs")) as { compileKernels(): Promise<Uint8Array>; generatedModule(w: Uint8Array): string };
+    const build = (await import("../../wasm/build.mjs")) as { compileKernels(): Promise<Uint8Array>; generatedModule(w: Uint8Array): string };
     const want = build.generatedModule(await build.compileKernels());
     const have = readFileSync(new URL("./kernels-wasm.ts", import.meta.url), "utf8");
     expect(have === want).toBe(true);

@@ -1,5 +1,5 @@
 // The kvbound plan's weights + cache + compute equal what the runtime really holds: a constructed
-// LlamaModel's wasm memory (`model.wasmBytes`), the file's tensor bytes, the PagedKvCache's
+// CausalLM's wasm memory (`model.wasmBytes`), the file's tensor bytes, the PagedKvCache's
 // reservedBytes and the Session's logits row; with hand-computed figures for stories260K.
 
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -7,18 +7,19 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
-import { resolveCacheConfig } from "../cache/config.js";
-import { createModelCache } from "../engine/cache-kv.js";
-import { readGgufHeader } from "../gguf/header.js";
-import { LlamaModel } from "../model/llama.js";
-import { wasmKernelsAvailable } from "../model/wasm/wasm-kernels.js";
-import { loadModelSpec } from "../spec/load.js";
-import type { ModelSpec } from "../spec/model-spec.js";
-import { requireShared, sharedPath } from "../../test/helpers/shared.js";
-import { writeSyntheticModel, type SyntheticShape } from "../../test/fixtures/synthetic-model.js";
-import { kvboundCacheInput, kvboundModelMemory } from "./kvbound.js";
-import { planMemory } from "./plan.js";
-import type { PlanSettings } from "./types.js";
+import { resolveCacheConfig } from "../src/cache/config.js";
+import { createModelCache } from "../src/model/cache-kv.js";
+import { readGgufHeader } from "../src/gguf/header.js";
+import { createModel } from "../src/model/architectures.js";
+import type { CausalLM } from "../src/model/causal-lm.js";
+import { wasmKernelsAvailable } from "../src/model/wasm/wasm-kernels.js";
+import { loadModelSpec } from "../src/spec/load.js";
+import type { ModelSpec } from "../src/spec/model-spec.js";
+import { requireShared, sharedPath } from "./helpers/shared.js";
+import { writeSyntheticModel, type SyntheticShape } from "./fixtures/synthetic-model.js";
+import { kvboundCacheInput, kvboundModelMemory } from "../src/plan/kvbound.js";
+import { planMemory } from "../src/plan/plan.js";
+import type { PlanSettings } from "../src/plan/types.js";
 
 const dir = mkdtempSync(join(tmpdir(), "kvbound-runtime-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -29,8 +30,8 @@ const SLIDING: PlanSettings = { slidingWindowSize: 256, attentionSinkSize: 4, co
 async function runtime(path: string, spec: ModelSpec, settings: PlanSettings) {
   const bytes = new Uint8Array(readFileSync(path));
   const header = await readGgufHeader(bytes);
-  const model = new LlamaModel(header, bytes.subarray(header.dataOffset));
-  const cache = createModelCache(model.hp, resolveCacheConfig(kvboundCacheInput(spec, settings)));
+  const model = createModel(header, bytes.subarray(header.dataOffset));
+  const cache = createModelCache(model, resolveCacheConfig(kvboundCacheInput(spec, settings)));
   // The WebAssembly.Memory really allocated (not the layout's own counter): whole 64 KiB pages.
   const memoryBytes = model["arena"]?.k.memory.buffer.byteLength ?? 0;
   return { tensorBytes: header.tensorBytes, wasmBytes: model.wasmBytes, memoryBytes, kernels: model.kernels, cacheBytes: cache.reservedBytes, cacheScratchBytes: cache.scratchBytes, logitsBytes: model.hp.nVocab * 4 };
