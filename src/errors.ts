@@ -58,6 +58,17 @@ export class ModelConfigError extends KvboundError {
   }
 }
 
+/** RoPE scaling metadata that changes llama.cpp's math in a way kvbound does not implement (model/rope-scaling.ts). */
+export class UnsupportedRopeScalingError extends KvboundError {
+  constructor(field: string, value: string | number, fix: string) {
+    super(
+      "UNSUPPORTED_ROPE_SCALING",
+      `GGUF metadata ${field} = ${value} asks for RoPE scaling kvbound does not implement; ${fix}`,
+      { field, value },
+    );
+  }
+}
+
 /** An architecture kvbound has no rules for (planning) or no forward pass for (running). */
 export class UnsupportedArchitectureError extends KvboundError {
   constructor(message: string, details: { arch: string } & ErrorDetails) {
@@ -286,6 +297,7 @@ for (const ctor of [
   GgufLimitError,
   FetchError,
   ModelConfigError,
+  UnsupportedRopeScalingError,
   UnsupportedArchitectureError,
   UnknownModelError,
   ModelRefError,

@@ -123,6 +123,32 @@ export interface AttendShape {
   readonly nHeadKv: number;
   readonly headDimK: number;
   readonly headDimV: number;
+  /** > 0: the query at retained index i sees only indices > i - slidingWindow (a model's own SWA,
+   *  kept in a FIFO group where retained indices are consecutive positions). */
+  readonly slidingWindow?: number;
+  /** > 0: scores become softcap * tanh(score / softcap) before the softmax (gemma2). */
+  readonly softcap?: number;
+}
+
+/**
+ * Applies the layer's sliding-window mask and soft-capping to one row of scores (scaled q.k over
+ * retained indices 0 .. nVis-1, the query at nVis - 1): masked scores become -Infinity, which the
+ * softmax (JS and wasm) turns into 0. A no-op for plain layers.
+ */
+export function transformScores(scores: Float32Array, base: number, nVis: number, shape: AttendShape): void {
+  const sw = shape.slidingWindow ?? 0;
+  const lo = sw > 0 ? Math.max(0, nVis - sw) : 0;
+  for (let t = 0; t < lo; t++) scores[base + t] = -Infinity;
+  const cap = shape.softcap ?? 0;
+  if (cap > 0) {
+    const inv = 1 / cap;
+    for (let t = lo; t < nVis; t++) scores[base + t] = cap * Math.tanh(scores[base + t]! * inv);
+  }
+}
+
+/** Whether transformScores changes anything for this shape (the fast path skips it). */
+export function hasScoreTransform(shape: AttendShape): boolean {
+  return (shape.slidingWindow ?? 0) > 0 || (shape.softcap ?? 0) > 0;
 }
 
 /**
@@ -186,8 +212,10 @@ export function attendRuns(
     // Two passes instead of three, and expNonPositive instead of Math.exp (fast-exp.ts: the exp
     // was about a third of stories260K's decode CPU).
     const invSum = scratch.invSum;
+    const transform = hasScoreTransform(shape);
     for (let h = 0; h < nHead; h++) {
       const base = h * W;
+      if (transform) transformScores(scores, base, nVis, shape);
       let max = -Infinity;
       for (let t = 0; t < nVis; t++) {
         const s = scores[base + t]!;

@@ -1,5 +1,6 @@
-// The paged, bounded KV cache: one page pool shared by every layer's K and V stores, a page table
-// per sequence, a policy that decides what leaves, and attention that reads pages in place.
+// One group of layers of the paged KV cache: a page pool shared by the group's K and V stores, a
+// page table per sequence, a policy that decides what leaves, and attention that reads pages in
+// place. PagedKvCache (paged-kv-cache.ts) composes one group per kind of layer.
 //
 // The token path, per step:
 //   reserve(seq, n)            policy evicts, pages are found (or the call is refused, untouched)
@@ -63,7 +64,7 @@ export type ReserveResult =
 /** Largest original position: positions are stored as int32. */
 export const MAX_POSITION = 2 ** 31 - 2;
 
-export class PagedKvCache {
+export class CacheGroup {
   readonly config: CacheConfig;
   readonly model: CacheModelShape;
   readonly layout: PoolLayout;
@@ -97,6 +98,8 @@ export class PagedKvCache {
   /** Per layer, when attention runs in the wasm kernels (options.kernels). */
   private readonly wasmTargets: WasmAttendTarget[] = [];
   private readonly kernelMemory: CacheKernelMemory | null = null;
+  /** The last planReserve's decision, applied by commitReserve (one object, refilled). */
+  private readonly plan = { seq: null as SequenceState | null, n: 0, e: 0, nDoomed: 0, compact: false, version: -1 };
 
   constructor(config: CacheConfig, model: CacheModelShape, options: PagedKvCacheOptions = {}) {
     this.config = config;
@@ -114,12 +117,19 @@ export class PagedKvCache {
     const make: StoreFactory =
       options.createStore ??
       ((kind, role, shape) => createPageStore(kind, role, shape, this.layout.storeOptions));
-    const ropeByDim = new Map<number, Rope>();
+    const ropeByKey = new Map<string, Rope>();
     for (let l = 0; l < model.layers.length; l++) {
       const layer = model.layers[l]!;
       const kShape = layerPageShape(nPages, config.pageSize, layer.nHeadKv, layer.headDimK);
       const vShape = layerPageShape(nPages, config.pageSize, layer.nHeadKv, layer.headDimV);
-      this.attendShapes.push({ nHead: model.nHead, nHeadKv: layer.nHeadKv, headDimK: layer.headDimK, headDimV: layer.headDimV });
+      this.attendShapes.push({
+        nHead: model.nHead,
+        nHeadKv: layer.nHeadKv,
+        headDimK: layer.headDimK,
+        headDimV: layer.headDimV,
+        slidingWindow: layer.slidingWindow ?? 0,
+        softcap: layer.softcap ?? 0,
+      });
       if (mem !== null) {
         const buffer = mem.buffer;
         this.kStores.push(createPageStore(config.codec, "k", kShape, { ...this.layout.storeOptions, region: { buffer, byteOffset: mem.layout.kStore[l]! } }));
@@ -128,11 +138,14 @@ export class PagedKvCache {
         this.kStores.push(make(config.codec, "k", kShape));
         this.vStores.push(make(config.codec, "v", vShape));
       }
-      if (model.rope) {
-        let rope = ropeByDim.get(layer.headDimK);
+      const spec = layer.rope === undefined ? model.rope : layer.rope;
+      if (spec) {
+        // Layers with the same RoPE and head dim share one Rope (and its cos/sin table).
+        const key = `${layer.headDimK}/${JSON.stringify(spec)}`;
+        let rope = ropeByKey.get(key);
         if (!rope) {
-          rope = new Rope(model.rope, layer.headDimK);
-          ropeByDim.set(layer.headDimK, rope);
+          rope = new Rope(spec, layer.headDimK);
+          ropeByKey.set(key, rope);
         }
         this.ropes.push(rope);
       } else {
@@ -278,6 +291,18 @@ export class PagedKvCache {
    * context policy, or pool exhausted) changes nothing. n <= window - pinned tokens (prefillChunkSize).
    */
   reserve(seqId: number, n: number): ReserveResult {
+    const r = this.planReserve(seqId, n);
+    if (r.ok) this.commitReserve();
+    return r;
+  }
+
+  /**
+   * The read-only half of reserve (as llama.cpp's find_slot is apart from apply_ubatch): which
+   * tokens the policy evicts and whether the pages suffice. Changes nothing but the sequence's
+   * pending reservation; an ok plan is applied by commitReserve(), before any other call.
+   */
+  planReserve(seqId: number, n: number): ReserveResult {
+    this.plan.seq = null;
     const s = this.seq(seqId);
     const P = this.pageSize;
     const maxN = this.window - this.policy.pinned;
@@ -291,7 +316,10 @@ export class PagedKvCache {
       throw new CacheOperationError(`positions would pass ${MAX_POSITION}; start a new sequence`, { operation: "reserve", seqId });
     }
     s.pendingCount = 0;
-    if (n === 0) return okResult(0);
+    if (n === 0) {
+      this.setPlan(s, 0, 0, 0, false);
+      return okResult(0);
+    }
     const over = s.held + n - this.window;
     if (over > 0 && this.policy.config.kind === "context") return { ok: false, reason: "length", held: s.held, window: this.window };
     const e = Math.max(0, over);
@@ -328,8 +356,27 @@ export class PagedKvCache {
     } else if (fresh + cow > available) {
       return { ok: false, reason: "exhausted", neededPages: fresh + cow, freePages: available };
     }
+    this.setPlan(s, n, e, nDoomed, compact);
+    return okResult(e);
+  }
 
-    // Commit.
+  private setPlan(s: SequenceState, n: number, e: number, nDoomed: number, compact: boolean): void {
+    const p = this.plan;
+    p.seq = s;
+    p.n = n;
+    p.e = e;
+    p.nDoomed = nDoomed;
+    p.compact = compact;
+    p.version = s.version;
+  }
+
+  /** Applies the plan of the last ok planReserve (evictions, compaction, append). */
+  commitReserve(): void {
+    const { seq: s, n, e, nDoomed, compact, version } = this.plan;
+    if (s === null || s.version !== version || this.seqs.get(s.id) !== s) {
+      throw new CacheOperationError("commitReserve without a current planReserve: plan and commit with no other call between", { operation: "commitReserve" });
+    }
+    this.plan.seq = null;
     if (e > 0) {
       this.applyEvictions(s, e, nDoomed);
       s.evictionEvents++;
@@ -338,8 +385,7 @@ export class PagedKvCache {
       this.counters.evictedTokens += e;
     }
     if (compact) this.compact(s);
-    this.append(s, n);
-    return okResult(e);
+    if (n > 0) this.append(s, n);
   }
 
   /** reserve() for callers at the boundary: refusals become typed errors. */

@@ -10,7 +10,6 @@ import {
 } from "../errors.js";
 import { CODEC_KINDS, type CodecKind } from "./codecs/types.js";
 import type { RopeSpec } from "./rope.js";
-import { kvLayers, type ModelSpec } from "../spec/model-spec.js";
 
 /** How positions are given to cached tokens: their place in the text, or their place in the cache. */
 export type PositionsMode = "original" | "reassigned";
@@ -96,6 +95,16 @@ export interface CacheLayerShape {
   readonly nHeadKv: number;
   readonly headDimK: number;
   readonly headDimV: number;
+  /** This layer's RoPE when it differs from the model's (gemma3 local layers); null: no RoPE (smollm3's NoPE layers). */
+  readonly rope?: RopeSpec | null;
+  /**
+   * The model's own sliding window (llama.cpp n_swa, standard type): a query at position p sees
+   * keys at p - n_swa + 1 .. p. Such layers live in a group of their own that keeps only what that
+   * mask can reach, whatever the user's policy (see cache-groups.ts). Absent: a full-attention layer.
+   */
+  readonly slidingWindow?: number;
+  /** Attention logit soft-capping (gemma2): scores become c * tanh(scores / c) before the softmax. */
+  readonly softcap?: number;
 }
 
 /** A model whose layers all have one shape. */
@@ -308,15 +317,4 @@ function resolvePolicy(
     default:
       return inp satisfies never;
   }
-}
-
-/**
- * The cache shape of a model as kvbound's runtime stores it: every attention layer that owns its
- * K/V (kvLayers) gets its own stores; recurrent layers and layers sharing another's cache store
- * nothing here. nHead must be a whole multiple of every layer's nHeadKv (GQA).
- */
-export function cacheShapeFromSpec(spec: ModelSpec, rope?: RopeSpec): CacheModelShape {
-  const layers: CacheLayerShape[] = [];
-  for (const { layer } of kvLayers(spec)) layers.push({ nHeadKv: layer.nHeadKv, headDimK: layer.headDimK, headDimV: layer.headDimV });
-  return rope === undefined ? { nHead: spec.nHead, layers } : { nHead: spec.nHead, layers, rope };
 }

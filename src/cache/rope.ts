@@ -42,8 +42,11 @@ export class Rope {
     this.headDim = headDim;
     const half = spec.nRot / 2;
     this.invFreq = new Float64Array(half);
+    const thetaScale = Math.fround(Math.pow(Math.fround(spec.freqBase), Math.fround(-2 / spec.nRot)));
     for (let i = 0; i < half; i++) {
-      const f = spec.invFreq?.[i] ?? Math.pow(spec.freqBase, (-2 * i) / spec.nRot);
+      // Default: ggml's theta_scale = powf(base, -2/n_rot) to the i-th power (its float32 step, see
+      // src/model/rope-scaling.ts); llama2.c's (float) base^(-2i/n) with angleF32.
+      const f = spec.invFreq?.[i] ?? (spec.angleF32 ? Math.pow(spec.freqBase, (-2 * i) / spec.nRot) : Math.pow(thetaScale, i));
       this.invFreq[i] = spec.angleF32 ? Math.fround(f) : f;
     }
     this.cos = new Float64Array(2 * half);

@@ -4,7 +4,7 @@
 // what is per block: rotating the queries by each run range's RoPE offset, and the final 1/sum
 // scaling into `out`.
 
-import { QUERY_BLOCK, type AttendShape, type AttentionScratch, type RunTable } from "../attention.js";
+import { hasScoreTransform, QUERY_BLOCK, transformScores, type AttendShape, type AttentionScratch, type RunTable } from "../attention.js";
 import type { Rope } from "../rope.js";
 import type { CacheKernelMemory, CodecKernels } from "./store-memory.js";
 
@@ -65,6 +65,11 @@ export function attendRunsWasm(
       }
     }
     const nRows = nb * nHead;
+    if (hasScoreTransform(shape)) {
+      // Rows are (KV head, query, head in group): row's query b sees self0 + b + 1 tokens.
+      const scores = scratch.scores;
+      for (let row = 0; row < nRows; row++) transformScores(scores, row * W, self0 + ((row / group) | 0) % nb + 1, shape);
+    }
     softmaxRows(L.scores, W, nRows, group, nb, self0, nVisLast, L.invSum);
     outBlock.fill(0, 0, nRows * dv);
     t.v.values(t.vDesc, rt, cap, 0, runs.n, nVisLast, nHeadKv, L.scores, G, W, L.outBlock, dv);
