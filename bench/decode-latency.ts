@@ -11,7 +11,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { resolveCacheConfig, type CodecKind } from "../src/index.js";
-import { createModelCache, CacheKv } from "../src/engine/cache-kv.js";
+import { createModelCache, CacheKv } from "../src/model/cache-kv.js";
 import { loadModel } from "../src/engine/load-model.js";
 import { encodeTextStream } from "../src/engine/text-stream.js";
 import { machineInfo, machineLines } from "./lib/machine.js";
@@ -36,9 +36,9 @@ const loaded = await loadModel(values.model!);
 const { model } = loaded;
 const ids = encodeTextStream(loaded.tokenizer, readFileSync(values.text!, "utf8"), { maxTokens: 20000 });
 const config = resolveCacheConfig({ slidingWindowSize: window, attentionSinkSize: Number(values.sinks), codec: values.codec as CodecKind });
-const cache = createModelCache(model.hp, config);
+const cache = createModelCache(model, config);
 cache.add(0);
-const kv = new CacheKv(cache, 0);
+const kv = new CacheKv(cache, 0, model);
 const logits = new Float32Array(model.hp.nVocab);
 
 const near: number[] = [];

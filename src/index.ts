@@ -40,7 +40,8 @@ export { parseBytes, parseCount, formatBytes } from "./plan/parse.js";
 
 // The bounded cache
 export type { CacheConfig, CacheConfigInput, CachePolicy, CachePolicyInput, CacheModelShape, PositionsMode } from "./cache/config.js";
-export { resolveCacheConfig, uniformModelShape, cacheShapeFromSpec, CACHE_POLICY_KINDS } from "./cache/config.js";
+export { resolveCacheConfig, uniformModelShape, CACHE_POLICY_KINDS } from "./cache/config.js";
+export { cacheShapeFromSpec } from "./plan/cache-shape.js";
 export type { ReserveResult, PagedKvCacheOptions } from "./cache/paged-kv-cache.js";
 export { PagedKvCache, cacheKernelLayout } from "./cache/paged-kv-cache.js";
 export { wasmAttentionAvailable, cacheMemoryBytes } from "./cache/wasm/store-memory.js";
@@ -54,14 +55,15 @@ export { Rope } from "./cache/rope.js";
 export type { KvRun } from "./cache/runs.js";
 
 // Running models
-export type { LlamaHParams, KvBackend } from "./model/llama.js";
-export { LlamaModel, llamaHParams, SUPPORTED_ARCHS } from "./model/llama.js";
+export { TransformerModel, type ModelOptions } from "./model/transformer.js";
+export { createModel, transformerPlan, architectureOf, SUPPORTED_ARCHS, type CreateModelOptions } from "./model/architectures.js";
+export type { CausalLM, KvBackend, LayerAttention, ModelHParams } from "./model/causal-lm.js";
 export type { Tokenizer } from "./model/tokenizer/index.js";
 export { createTokenizer, tokenizerSettings } from "./model/tokenizer/index.js";
 export { renderChatTemplate } from "./model/chat-template.js";
 export type { ChatMessage } from "./model/chat-template.js";
 export { parseModelRef, hfResolveUrl } from "./model/model-ref.js";
-export { createModelCache, CacheKv } from "./engine/cache-kv.js";
+export { createModelCache, CacheKv, modelCacheShape } from "./model/cache-kv.js";
 export type { ModelSource, LoadModelOptions, LoadedModel } from "./engine/load-model.js";
 export { loadModel } from "./engine/load-model.js";
 export { Session } from "./engine/session.js";

@@ -3,12 +3,13 @@
 
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { resolveCacheConfig, type CacheConfigInput } from "../cache/config.js";
-import { readGgufHeader } from "../gguf/header.js";
-import { DenseKv } from "../model/dense-kv.js";
-import { LlamaModel } from "../model/llama.js";
-import { requireShared, sharedPath } from "../../test/helpers/shared.js";
-import { CacheKv, createModelCache } from "./cache-kv.js";
+import { resolveCacheConfig, type CacheConfigInput } from "../src/cache/config.js";
+import { readGgufHeader } from "../src/gguf/header.js";
+import { DenseKv } from "../src/model/dense-kv.js";
+import { createModel } from "../src/model/architectures.js";
+import type { CausalLM } from "../src/model/causal-lm.js";
+import { requireShared, sharedPath } from "./helpers/shared.js";
+import { CacheKv, createModelCache } from "../src/model/cache-kv.js";
 
 const have = requireShared("models/stories260K.gguf") && requireShared("golden/stories260K-stream-ids-4096.json");
 
@@ -16,15 +17,15 @@ async function loadModel() {
   const path = sharedPath("models/stories260K.gguf");
   const header = await readGgufHeader(path);
   const file = readFileSync(path);
-  return new LlamaModel(header, new Uint8Array(file.buffer, file.byteOffset + header.dataOffset, file.length - header.dataOffset));
+  return createModel(header, new Uint8Array(file.buffer, file.byteOffset + header.dataOffset, file.length - header.dataOffset));
 }
 
-function run(model: LlamaModel, ids: number[], input: CacheConfigInput | null): Float32Array[] {
+function run(model: CausalLM, ids: number[], input: CacheConfigInput | null): Float32Array[] {
   const out: Float32Array[] = [];
-  const dense = new DenseKv(model.hp);
-  const cache = input ? createModelCache(model.hp, resolveCacheConfig(input)) : null;
+  const dense = new DenseKv(model);
+  const cache = input ? createModelCache(model, resolveCacheConfig(input)) : null;
   cache?.add(0);
-  const kv = cache ? new CacheKv(cache, 0) : dense;
+  const kv = cache ? new CacheKv(cache, 0, model) : dense;
   for (let p = 0; p < ids.length; p++) {
     if (cache) {
       const r = cache.reserve(0, 1);

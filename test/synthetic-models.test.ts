@@ -5,7 +5,8 @@ import { describe, expect, it } from "vitest";
 import { readGgufHeader } from "../src/gguf/header.js";
 import { matvec, matvecReference } from "../src/model/kernels/matvec.js";
 import { DenseKv } from "../src/model/dense-kv.js";
-import { LlamaModel } from "../src/model/llama.js";
+import { createModel } from "../src/model/architectures.js";
+import type { CausalLM } from "../src/model/causal-lm.js";
 import { WeightSet } from "../src/model/weights.js";
 import { QWEN25_05B, SMOLLM2_135M, writeSyntheticModel, type SyntheticShape } from "./fixtures/synthetic-model.js";
 
@@ -51,8 +52,8 @@ describe("synthetic models with realistic shapes", () => {
           expect(Math.abs(fast[r]! - ref[r]!)).toBeLessThanOrEqual(1e-3 * Math.max(1e-3, Math.abs(ref[r]!)));
         }
       }
-      const model = new LlamaModel(header, data);
-      const kv = new DenseKv(model.hp);
+      const model = createModel(header, data);
+      const kv = new DenseKv(model);
       const logits = new Float32Array(shape.nVocab);
       for (let p = 0; p < 2; p++) { kv.setPosition(p); model.forward(p + 5, p, kv, logits); }
       let finite = 0;

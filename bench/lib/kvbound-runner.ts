@@ -1,4 +1,4 @@
-// kvbound's side of bench/model.ts: LlamaModel over the real paged cache (createModelCache +
+// kvbound's side of bench/model.ts: the model over the real paged cache (createModelCache +
 // CacheKv, f16 pages like llama.cpp's default F16 KV cache, so both engines store K/V alike).
 // Prefill goes through forwardBatch in chunks of the cache's prefillChunkSize (what Session does);
 // decode is one forward per token.
@@ -6,9 +6,9 @@
 import { readFileSync } from "node:fs";
 import { resolveCacheConfig } from "../../src/cache/config.js";
 import type { CodecKind } from "../../src/cache/codecs/types.js";
-import { CacheKv, createModelCache } from "../../src/engine/cache-kv.js";
+import { CacheKv, createModelCache } from "../../src/model/cache-kv.js";
 import { readGgufHeader } from "../../src/gguf/header.js";
-import { LlamaModel, type LlamaModelOptions } from "../../src/model/llama.js";
+import { createModel, type CreateModelOptions } from "../../src/model/architectures.js";
 import type { EngineRunner } from "./runner.js";
 
 function argmax(a: Float32Array): number {
@@ -22,20 +22,20 @@ export interface KvboundRunnerOptions {
   readonly contextSize?: number;
   /** KV page codec; default f16 (llama.cpp's default KV type), f32 under bench/model.ts --kv-f32. */
   readonly codec?: CodecKind;
-  readonly model?: LlamaModelOptions;
+  readonly model?: CreateModelOptions;
 }
 
 export async function kvboundRunner(path: string, opts: KvboundRunnerOptions = {}): Promise<EngineRunner> {
   const header = await readGgufHeader(path);
   const file = readFileSync(path);
-  const model = new LlamaModel(header, new Uint8Array(file.buffer, file.byteOffset + header.dataOffset, file.length - header.dataOffset), opts.model);
+  const model = createModel(header, new Uint8Array(file.buffer, file.byteOffset + header.dataOffset, file.length - header.dataOffset), opts.model);
   // bench/model.ts --kv-f32 switches llama.cpp to an F32 KV cache: follow it so both store K/V alike.
   const codec = opts.codec ?? (process.argv.includes("--kv-f32") ? "f32" : "f16");
   const config = resolveCacheConfig({ contextWindowSize: opts.contextSize ?? Math.min(model.hp.nCtxTrain, 4096), codec });
-  const cache = createModelCache(model.hp, config);
+  const cache = createModelCache(model, config);
   const seqId = 0;
   cache.add(seqId);
-  const kv = new CacheKv(cache, seqId);
+  const kv = new CacheKv(cache, seqId, model);
   const logits = new Float32Array(model.hp.nVocab); // [nVocab]
   // Session's prefill: chunks of prefillChunkSize, each reserved and run in forwardBatch-sized pieces.
   const chunk = Math.min(config.prefillChunkSize, model.maxBatchTokens);

@@ -12,6 +12,13 @@ interface NlcSequence {
   clearHistory(): Promise<void>;
   evaluateWithoutGeneratingNewTokens(tokens: number[]): Promise<void>;
   evaluate(tokens: number[], options: { temperature: number; yieldEogToken: boolean }): AsyncGenerator<number, void, number | number[] | undefined>;
+  controlledEvaluate(input: NlcControlledInput[]): Promise<Array<NlcControlledOutput | undefined>>;
+}
+/** One input of controlledEvaluate (LlamaContext.d.ts, ControlledEvaluateInputItem): no sampling options, so no sampler truncates. */
+type NlcControlledInput = number | [number, { generateNext: { probabilities?: boolean; logits?: boolean } }];
+/** Per input, when it asked for anything: `next.*` maps are keyed by token id (sorted by value, highest first). */
+interface NlcControlledOutput {
+  next: { probabilities?: Map<number, number>; logits?: Map<number, number> };
 }
 interface NlcContext {
   getSequence(): NlcSequence;
@@ -82,8 +89,8 @@ export interface LlamaCppPeer {
 
 const PACKAGE = "node-llama-cpp";
 
-/** Loads the prebuilt CPU llama.cpp; throws with the install command when bench/peers is not installed. */
-export async function loadLlamaCpp(threads: number): Promise<LlamaCppPeer> {
+/** node-llama-cpp from bench/peers, and its version; throws with the install command when it is not installed. */
+async function importNodeLlamaCpp(): Promise<{ mod: NlcModule; version: string }> {
   // The postinstall/download paths of node-llama-cpp are never wanted here: prebuilt or nothing.
   process.env.NODE_LLAMA_CPP_SKIP_DOWNLOAD = "true";
   let mod: NlcModule;
@@ -94,6 +101,12 @@ export async function loadLlamaCpp(threads: number): Promise<LlamaCppPeer> {
     throw new Error(`cannot import node-llama-cpp from bench/peers (${(e as Error).message}); run bench/peers/install.sh first`);
   }
   const version = (JSON.parse(readFileSync(new URL("./node_modules/node-llama-cpp/package.json", import.meta.url), "utf8")) as { version: string }).version;
+  return { mod, version };
+}
+
+/** Loads the prebuilt CPU llama.cpp; throws with the install command when bench/peers is not installed. */
+export async function loadLlamaCpp(threads: number): Promise<LlamaCppPeer> {
+  const { mod, version } = await importNodeLlamaCpp();
   // maxThreads caps every context of this instance; with it set, `threads` is what is used
   // (node-llama-cpp's default would be os.cpus() math cores, oversubscribing a small machine).
   const llama = await mod.getLlama({
@@ -155,6 +168,134 @@ export async function loadLlamaCpp(threads: number): Promise<LlamaCppPeer> {
     },
     async dispose() {
       for (const m of models) await m.dispose();
+      await llama.dispose();
+    },
+  };
+}
+
+/** Next-token outputs of llama.cpp for one position, in token-id order. */
+export interface LlamaCppNextToken {
+  /** llama.cpp's logits (llama_get_logits_ith), [nVocab]. */
+  readonly logits: Float32Array;
+  /**
+   * node-llama-cpp's `next.probabilities`, [nVocab]: with no sampling options its sampler chain is
+   * only the greedy sampler, which selects without truncating, so this is the softmax (expf, f32
+   * sums, AddonContext.cpp SampleToken) of all the logits at temperature 1.
+   */
+  readonly probabilities: Float32Array;
+}
+
+export interface LlamaCppLogitsRunner {
+  readonly contextSize: number;
+  /**
+   * Appends `ids` to the sequence in one controlledEvaluate call (batches of batchSize, teacher
+   * forced) and returns the next-token outputs after each. Throws before the context would fill:
+   * node-llama-cpp would shift it silently.
+   */
+  evaluate(ids: readonly number[]): Promise<LlamaCppNextToken[]>;
+  /** Empties the sequence (the next evaluate starts at position 0). */
+  reset(): Promise<void>;
+  dispose(): Promise<void>;
+}
+
+export interface LlamaCppLogitsOptions {
+  readonly contextSize: number;
+  readonly nVocab: number;
+  readonly batchSize?: number;
+  readonly flashAttention?: boolean;
+  readonly kvCacheType?: "F16" | "F32";
+}
+
+export interface LlamaCppLogitsPeer {
+  readonly info: LlamaCppInfo;
+  /** Loads a model; a file llama.cpp refuses throws with llama.cpp's own log lines (e.g. the missing tensor). */
+  open(modelPath: string, opts: LlamaCppLogitsOptions): Promise<LlamaCppLogitsRunner>;
+  dispose(): Promise<void>;
+}
+
+/** llama.cpp as a reference for next-token distributions (differential tests): one sequence, `threads` threads. */
+export async function loadLlamaCppLogits(threads: number): Promise<LlamaCppLogitsPeer> {
+  const { mod, version } = await importNodeLlamaCpp();
+  // llama.cpp says why it refuses a file only in its log: keep the recent lines for the error.
+  const recentLog: string[] = [];
+  const llama = await mod.getLlama({
+    gpu: false,
+    build: "never",
+    usePrebuiltBinaries: true,
+    progressLogs: false,
+    maxThreads: threads,
+    logLevel: "warn",
+    logger: (level, message) => {
+      recentLog.push(`${level}: ${message.trim()}`);
+      if (recentLog.length > 20) recentLog.shift();
+    },
+  });
+  const info: LlamaCppInfo = {
+    nodeLlamaCppVersion: version,
+    llamaCppRelease: `${llama.llamaCppRelease.repo}@${llama.llamaCppRelease.release}`,
+    buildType: llama.buildType,
+    gpu: String(llama.gpu),
+    systemInfo: llama.systemInfo,
+  };
+  return {
+    info,
+    async open(modelPath, opts) {
+      recentLog.length = 0;
+      let model: NlcModel;
+      try {
+        model = await llama.loadModel({ modelPath, gpuLayers: 0 });
+      } catch (e) {
+        const why = recentLog.filter((l) => l.startsWith("error")).join(" | ");
+        throw new Error(`llama.cpp refused ${modelPath}: ${(e as Error).message.trim()}${why ? ` (${why})` : ""}`);
+      }
+      const ctx = await model.createContext({
+        contextSize: opts.contextSize,
+        batchSize: opts.batchSize ?? Math.min(512, opts.contextSize),
+        threads,
+        sequences: 1,
+        flashAttention: opts.flashAttention ?? false,
+        experimentalKvCacheKeyType: opts.kvCacheType ?? "F16",
+        experimentalKvCacheValueType: opts.kvCacheType ?? "F16",
+      });
+      if (ctx.currentThreads !== threads) throw new Error(`node-llama-cpp runs ${ctx.currentThreads} threads, asked for ${threads}`);
+      const seq = ctx.getSequence();
+      let length = 0;
+      return {
+        contextSize: ctx.contextSize,
+        async evaluate(ids) {
+          if (length + ids.length > ctx.contextSize) {
+            throw new Error(`${length} + ${ids.length} tokens do not fit the ${ctx.contextSize}-token context (node-llama-cpp would shift it)`);
+          }
+          const input: NlcControlledInput[] = [];
+          for (let i = 0; i < ids.length; i++) input.push([ids[i]!, { generateNext: { probabilities: true, logits: true } }]);
+          const results = await seq.controlledEvaluate(input);
+          length += ids.length;
+          const out: LlamaCppNextToken[] = [];
+          for (let i = 0; i < ids.length; i++) {
+            const next = results[i]?.next;
+            if (next?.probabilities === undefined || next.logits === undefined) throw new Error(`llama.cpp gave no next-token output for input ${i}`);
+            if (next.probabilities.size !== opts.nVocab || next.logits.size !== opts.nVocab) {
+              throw new Error(`llama.cpp gave ${next.probabilities.size} probabilities and ${next.logits.size} logits at input ${i}, not the whole vocabulary of ${opts.nVocab}`);
+            }
+            const logits = new Float32Array(opts.nVocab);
+            const probabilities = new Float32Array(opts.nVocab);
+            for (const [t, v] of next.logits) logits[t] = v;
+            for (const [t, p] of next.probabilities) probabilities[t] = p;
+            out.push({ logits, probabilities });
+          }
+          return out;
+        },
+        async reset() {
+          await seq.clearHistory();
+          length = 0;
+        },
+        async dispose() {
+          await ctx.dispose();
+          await model.dispose();
+        },
+      };
+    },
+    async dispose() {
       await llama.dispose();
     },
   };

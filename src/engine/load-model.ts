@@ -5,7 +5,8 @@
 
 import { AbortError, FetchError, GgufLimitError } from "../errors.js";
 import { readGgufHeader, type GgufHeader } from "../gguf/header.js";
-import { LlamaModel, llamaHParams } from "../model/llama.js";
+import { architectureOf, createModel } from "../model/architectures.js";
+import type { CausalLM } from "../model/causal-lm.js";
 import { resolveModelRef, type ResolveModelRefOptions } from "../model/model-ref.js";
 import { createTokenizer, tokenizerSettings, type Tokenizer, type TokenizerSettings } from "../model/tokenizer/index.js";
 
@@ -19,13 +20,15 @@ export interface LoadModelOptions {
   readonly fetch?: typeof fetch;
   /** Folder of hf: downloads (see resolveModelRef). */
   readonly cacheDir?: string;
+  /** The context the model will run with (see CreateModelOptions.nCtx: LongRoPE models pick their factors by it). */
+  readonly nCtx?: number;
   /** Passed to resolveModelRef for hf: references (endpoint, token, env). */
   readonly resolve?: Omit<ResolveModelRefOptions, "fetch" | "onProgress" | "signal" | "cacheDir">;
 }
 
 export interface LoadedModel {
   readonly header: GgufHeader;
-  readonly model: LlamaModel;
+  readonly model: CausalLM;
   readonly tokenizer: Tokenizer;
   readonly settings: TokenizerSettings;
   /** The one buffer the file lives in (tensors are views into it). */
@@ -52,8 +55,8 @@ export async function loadModel(source: ModelSource, opts: LoadModelOptions = {}
   const { bytes, name } = await readModelBytes(source, opts);
   const header = await readGgufHeader(bytes);
   header.source = name;
-  llamaHParams(header); // UnsupportedArchitectureError before weights or vocabulary are read
-  const model = new LlamaModel(header, bytes.subarray(header.dataOffset));
+  architectureOf(header); // UnsupportedArchitectureError before weights or vocabulary are read
+  const model = createModel(header, bytes.subarray(header.dataOffset), opts.nCtx !== undefined ? { nCtx: opts.nCtx } : {});
   const tokenizer = createTokenizer(header.metadata);
   const settings = tokenizerSettings(header.metadata);
   return { header, model, tokenizer, settings, bytes, source: name };

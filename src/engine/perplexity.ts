@@ -13,8 +13,8 @@ import { resolveCacheConfig, type CacheConfig } from "../cache/config.js";
 import type { PagedKvCache } from "../cache/paged-kv-cache.js";
 import type { CacheStats } from "../cache/stats.js";
 import { AbortError, InvalidSettingError } from "../errors.js";
-import type { LlamaModel } from "../model/llama.js";
-import { CacheKv, createModelCache } from "./cache-kv.js";
+import type { CausalLM } from "../model/causal-lm.js";
+import { CacheKv, createModelCache } from "../model/cache-kv.js";
 
 /** Predicted tokens per reported segment (stories260K's training length; llama.cpp's perplexity default chunk). */
 export const SEGMENT_TOKENS = 512;
@@ -24,7 +24,7 @@ export const MAX_RECOMPUTE_WINDOW = 65536;
 const YIELD_INTERVAL_MS = 50;
 
 /** What the loop needs of a model. */
-export type PerplexityModel = Pick<LlamaModel, "hp" | "forward">;
+export type PerplexityModel = Pick<CausalLM, "hp" | "attention" | "forward">;
 
 export interface PerplexityProgress {
   /** Predictions done, of `total`. */
@@ -222,11 +222,11 @@ class Loop {
 
 /** The stream through one cache sequence, one token per forward pass. */
 async function streamThroughCache(model: PerplexityModel, ids: readonly number[], config: CacheConfig, loop: Loop): Promise<PagedKvCache> {
-  const cache = createModelCache(model.hp, config);
+  const cache = createModelCache(model, config);
   cache.add(0);
   // The last token is never fed, so a window of ids.length - 1 suffices.
   cache.assertPromptFits(0, ids.length - 1);
-  const kv = new CacheKv(cache, 0);
+  const kv = new CacheKv(cache, 0, model);
   const logits = new Float32Array(model.hp.nVocab);
   for (let p = 0; p < ids.length - 1; p++) {
     cache.reserveOrThrow(0, 1);
@@ -254,8 +254,8 @@ async function recomputeOracle(
   config: CacheConfig,
   loop: Loop,
 ): Promise<PagedKvCache> {
-  const cache = createModelCache(model.hp, resolveCacheConfig({ contextWindowSize: w, codec: config.codec, pageSize: config.pageSize }));
-  const kv = new CacheKv(cache, 0);
+  const cache = createModelCache(model, resolveCacheConfig({ contextWindowSize: w, codec: config.codec, pageSize: config.pageSize }));
+  const kv = new CacheKv(cache, 0, model);
   const logits = new Float32Array(model.hp.nVocab);
   const m = ids.length - 1;
   cache.add(0);

@@ -6,9 +6,9 @@ import { resolveCacheConfig, type CacheConfig, type CacheConfigInput } from "../
 import type { PagedKvCache } from "../cache/paged-kv-cache.js";
 import { CacheExhaustedError, CacheOperationError, ContextWindowSizeExceededError } from "../errors.js";
 import { renderChatTemplate, type ChatMessage } from "../model/chat-template.js";
-import type { LlamaModel } from "../model/llama.js";
+import type { CausalLM } from "../model/causal-lm.js";
 import { encodePrompt, type Tokenizer, type TokenizerSettings } from "../model/tokenizer/index.js";
-import { CacheKv, createModelCache } from "./cache-kv.js";
+import { CacheKv, createModelCache } from "../model/cache-kv.js";
 import {
   StopMatcher,
   Utf8Stream,
@@ -44,7 +44,7 @@ interface PrefillResult {
 }
 
 export class Session {
-  readonly model: LlamaModel;
+  readonly model: CausalLM;
   readonly tokenizer: Tokenizer;
   readonly tokenizerSettings: TokenizerSettings;
   readonly cache: PagedKvCache;
@@ -73,9 +73,9 @@ export class Session {
     this.tokenizer = loaded.tokenizer;
     this.tokenizerSettings = loaded.settings;
     this.config = resolveCacheConfig(withDefaultWindow(cacheConfig, this.model.hp.nCtxTrain));
-    this.cache = createModelCache(this.model.hp, this.config);
+    this.cache = createModelCache(this.model, this.config);
     this.cache.add(this.seqId);
-    this.kv = new CacheKv(this.cache, this.seqId);
+    this.kv = new CacheKv(this.cache, this.seqId, this.model);
     this.logitsBuf = new Float32Array(this.model.hp.nVocab);
   }
 

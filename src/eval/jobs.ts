@@ -4,7 +4,7 @@
 import { readFile } from "node:fs/promises";
 
 import type { Tokenizer } from "../model/tokenizer/index.js";
-import type { LlamaModel } from "../model/llama.js";
+import type { CausalLM } from "../model/causal-lm.js";
 import { loadModel } from "../engine/load-model.js";
 import { encodeTextStream } from "../engine/text-stream.js";
 import { loadModelSpec } from "../spec/load.js";
@@ -33,7 +33,7 @@ export type EvalJobResult =
   | { readonly kind: "passkey"; readonly key: string; readonly result: PasskeyResult };
 
 export interface EvalContext {
-  readonly model: LlamaModel;
+  readonly model: CausalLM;
   readonly tokenizer: Tokenizer;
   readonly spec: ModelSpec;
   /** The stream (BOS + tokens per document), cut at maxTokens. */

@@ -12,9 +12,9 @@
 import { resolveCacheConfig, type CacheConfigInput } from "../cache/config.js";
 import type { PagedKvCache } from "../cache/paged-kv-cache.js";
 import { AbortError, InvalidSettingError } from "../errors.js";
-import type { LlamaModel } from "../model/llama.js";
+import type { CausalLM } from "../model/causal-lm.js";
 import type { Tokenizer } from "../model/tokenizer/index.js";
-import { CacheKv, createModelCache } from "../engine/cache-kv.js";
+import { CacheKv, createModelCache } from "../model/cache-kv.js";
 import { nllOf } from "../engine/perplexity.js";
 import { splitDocuments } from "../engine/text-stream.js";
 
@@ -151,7 +151,7 @@ export interface PasskeyResult {
 
 /** Log-probability of each candidate's tokens (summed) after `context`, which the caller has fed. */
 function scoreCandidates(
-  model: LlamaModel,
+  model: CausalLM,
   cache: PagedKvCache,
   kv: CacheKv,
   fromSeq: number,
@@ -183,7 +183,7 @@ function scoreCandidates(
  * must hold the longest distance plus the largest offset.
  */
 export async function runPasskey(
-  model: LlamaModel,
+  model: CausalLM,
   tokenizer: Tokenizer,
   fillerIds: readonly number[],
   setting: PasskeySetting,
@@ -230,8 +230,8 @@ export async function runPasskey(
     const filler = fillerIds.slice(offset, offset + maxDistance);
     for (let truth = 0; truth < K; truth++) {
       const prompt = buildPasskeyPrompt(bos, facts[truth]!, filler, cue, maxDistance);
-      const cache = createModelCache(model.hp, config);
-      const kv = new CacheKv(cache, MAIN);
+      const cache = createModelCache(model, config);
+      const kv = new CacheKv(cache, MAIN, model);
       cache.add(MAIN);
       let fed = 0;
       for (let di = 0; di < distances.length; di++) {

@@ -3,7 +3,7 @@
 // reserved, and a trace of the bytes in use as the stream grows (the flat-memory plot).
 
 import { resolveCacheConfig, type CacheConfig } from "../cache/config.js";
-import type { LlamaModel } from "../model/llama.js";
+import type { CausalLM } from "../model/causal-lm.js";
 import { perplexity, type PerplexityProgress } from "../engine/perplexity.js";
 import { kvboundKvForConfig } from "../plan/kvbound.js";
 import type { ModelSpec } from "../spec/model-spec.js";
@@ -48,7 +48,7 @@ export function rowCacheConfig(row: StreamConfig, tokens: number): CacheConfig {
 
 /** Runs `row` over `ids` (already cut to the row's cap by the caller or here). */
 export async function runStreamRow(
-  model: LlamaModel,
+  model: CausalLM,
   spec: ModelSpec,
   ids: readonly number[],
   row: StreamConfig,

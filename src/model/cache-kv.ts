@@ -1,36 +1,53 @@
-// Connects the forward pass to the paged cache: the model writes each layer's K/V for the token
-// being processed and attends over what the cache retains, at the positions the policy gives.
+// Connects a model's forward pass to the paged cache: the model writes each layer's K/V for the
+// tokens being processed and attends over what the cache retains, at the positions the policy
+// gives. The cache learns each layer's attention (RoPE, the model's own sliding window, soft-cap)
+// from the model, so sliding-window layers get a group of their own.
 
-import type { CacheConfig } from "../cache/config.js";
-import { PagedKvCache } from "../cache/paged-kv-cache.js";
-import type { KvBackend, LlamaHParams } from "../model/llama.js";
-import { uniformModelShape } from "../cache/config.js";
+import type { CacheConfig, CacheLayerShape, CacheModelShape } from "../cache/config.js";
+import { PagedKvCache, type PagedKvCacheOptions } from "../cache/paged-kv-cache.js";
+import type { CausalLM, KvBackend } from "./causal-lm.js";
 
-/** The cache's view of a Llama model: every layer has the same K/V shape and RoPE. */
-export function createModelCache(hp: LlamaHParams, config: CacheConfig): PagedKvCache {
-  return new PagedKvCache(config, uniformModelShape(hp.nLayer, hp.nHead, hp.nHeadKv, hp.headDim, hp.headDim, hp.rope));
+/** The cache's view of a model: per layer its K/V shape, RoPE, window and soft-cap. */
+export function modelCacheShape(model: Pick<CausalLM, "hp" | "attention">): CacheModelShape {
+  const layers: CacheLayerShape[] = model.attention.map((a) => ({
+    nHeadKv: a.nHeadKv,
+    headDimK: a.headDimK,
+    headDimV: a.headDimV,
+    rope: a.rope,
+    ...(a.slidingWindow > 0 ? { slidingWindow: a.slidingWindow } : {}),
+    ...(a.softcap > 0 ? { softcap: a.softcap } : {}),
+  }));
+  return { nHead: model.hp.nHead, layers };
 }
 
-/** A KvBackend over one sequence of a PagedKvCache, one token at a time (the caller reserves). */
+export function createModelCache(model: Pick<CausalLM, "hp" | "attention">, config: CacheConfig, options: PagedKvCacheOptions = {}): PagedKvCache {
+  return new PagedKvCache(config, modelCacheShape(model), options);
+}
+
+/** A KvBackend over one sequence of a PagedKvCache (the caller reserves the slots). */
 export class CacheKv implements KvBackend {
-  constructor(readonly cache: PagedKvCache, public seqId: number) {}
+  private readonly scales: Float64Array; // [nLayer] softmax scale of q.k
+
+  constructor(readonly cache: PagedKvCache, public seqId: number, model: Pick<CausalLM, "attention">) {
+    this.scales = Float64Array.from(model.attention, (a) => a.scale);
+  }
 
   write(layer: number, k: Float32Array, v: Float32Array): void {
     this.cache.write(layer, this.seqId, 0, k, 0, v, 0);
   }
 
-  /** Token i of the n slots the caller reserved (LlamaModel.forwardBatch). */
+  /** Token i of the n slots the caller reserved (forwardBatch). */
   writeBatch(layer: number, i: number, k: Float32Array, kOff: number, v: Float32Array, vOff: number): void {
     this.cache.write(layer, this.seqId, i, k, kOff, v, vOff);
   }
 
   /** The last nQuery tokens (the reserved batch), causal among them. */
   attendBatch(layer: number, q: Float32Array, nQuery: number, out: Float32Array): void {
-    this.cache.attend(layer, this.seqId, q, 0, nQuery, out, 0);
+    this.cache.attend(layer, this.seqId, q, 0, nQuery, out, 0, this.scales[layer]);
   }
 
   // The cache knows the query's position (its own place in the retained order), so `pos` is unused.
   attend(layer: number, q: Float32Array, _pos: number, out: Float32Array): void {
-    this.cache.attend(layer, this.seqId, q, 0, 1, out, 0);
+    this.cache.attend(layer, this.seqId, q, 0, 1, out, 0, this.scales[layer]);
   }
 }

@@ -1,22 +1,27 @@
 // The naive reference KV backend: every token's K/V kept in plain arrays at absolute positions,
-// RoPE applied to each key and the query directly. The paged cache is held to it.
+// RoPE applied to each key and the query directly, each layer's sliding-window mask, scale and
+// soft-cap applied in float64. The paged cache is held to it.
 
 import { Rope } from "../cache/rope.js";
-import type { KvBackend, LlamaHParams } from "./llama.js";
+import type { CausalLM, KvBackend, LayerAttention } from "./causal-lm.js";
 
 export class DenseKv implements KvBackend {
-  private readonly keys: Float32Array[][] = []; // [layer][token] -> [nHeadKv*headDim], rotated
+  private readonly keys: Float32Array[][] = []; // [layer][token] -> [nHeadKv*headDimK], rotated
   private readonly values: Float32Array[][] = [];
   private readonly positions: number[][] = [];
-  private readonly rope: Rope;
+  private readonly ropes: (Rope | null)[] = [];
+  private readonly layers: readonly LayerAttention[];
+  private readonly nHead: number;
   private nextPos = 0;
 
-  constructor(private readonly hp: LlamaHParams) {
-    this.rope = new Rope(hp.rope, hp.headDim);
-    for (let l = 0; l < hp.nLayer; l++) {
+  constructor(model: Pick<CausalLM, "hp" | "attention">) {
+    this.layers = model.attention;
+    this.nHead = model.hp.nHead;
+    for (const a of this.layers) {
       this.keys.push([]);
       this.values.push([]);
       this.positions.push([]);
+      this.ropes.push(a.rope === null ? null : new Rope(a.rope, a.headDimK));
     }
   }
 
@@ -27,18 +32,20 @@ export class DenseKv implements KvBackend {
 
   write(layer: number, k: Float32Array, v: Float32Array): void {
     const kr = Float32Array.from(k);
-    this.rope.rotate(kr, 0, this.hp.nHeadKv, this.nextPos);
+    this.ropes[layer]?.rotate(kr, 0, this.layers[layer]!.nHeadKv, this.nextPos);
     this.keys[layer]!.push(kr);
     this.values[layer]!.push(Float32Array.from(v));
     this.positions[layer]!.push(this.nextPos);
   }
 
   attend(layer: number, q: Float32Array, pos: number, out: Float32Array): void {
-    const { nHead, nHeadKv, headDim } = this.hp;
+    const { nHeadKv, headDimK: dk, headDimV: dv, slidingWindow, scale, softcap } = this.layers[layer]!;
+    const nHead = this.nHead;
     const qr = Float32Array.from(q);
-    this.rope.rotate(qr, 0, nHead, pos);
+    this.ropes[layer]?.rotate(qr, 0, nHead, pos);
     const keys = this.keys[layer]!;
     const values = this.values[layer]!;
+    const positions = this.positions[layer]!;
     const n = keys.length;
     const scores = new Float64Array(n);
     const group = nHead / nHeadKv;
@@ -47,9 +54,15 @@ export class DenseKv implements KvBackend {
       const kh = Math.floor(h / group);
       let max = -Infinity;
       for (let t = 0; t < n; t++) {
+        // llama.cpp's standard SWA mask: key position p0 is hidden from query p when p - p0 >= n_swa.
+        if (slidingWindow > 0 && pos - positions[t]! >= slidingWindow) {
+          scores[t] = -Infinity;
+          continue;
+        }
         let s = 0;
-        for (let d = 0; d < headDim; d++) s += qr[h * headDim + d]! * keys[t]![kh * headDim + d]!;
-        s /= Math.sqrt(headDim);
+        for (let d = 0; d < dk; d++) s += qr[h * dk + d]! * keys[t]![kh * dk + d]!;
+        s *= scale;
+        if (softcap > 0) s = softcap * Math.tanh(s / softcap);
         scores[t] = s;
         if (s > max) max = s;
       }
@@ -57,7 +70,8 @@ export class DenseKv implements KvBackend {
       for (let t = 0; t < n; t++) { scores[t] = Math.exp(scores[t]! - max); sum += scores[t]!; }
       for (let t = 0; t < n; t++) {
         const w = scores[t]! / sum;
-        for (let d = 0; d < headDim; d++) out[h * headDim + d] = out[h * headDim + d]! + w * values[t]![kh * headDim + d]!;
+        if (w === 0) continue;
+        for (let d = 0; d < dv; d++) out[h * dv + d] = out[h * dv + d]! + w * values[t]![kh * dv + d]!;
       }
     }
   }

@@ -3,7 +3,8 @@ import { describe, expect, it } from "vitest";
 import { readGgufHeader } from "../gguf/header.js";
 import { requireShared, sharedPath } from "../../test/helpers/shared.js";
 import { DenseKv } from "./dense-kv.js";
-import { LlamaModel } from "./llama.js";
+import { createModel } from "./architectures.js";
+import type { CausalLM } from "./causal-lm.js";
 import { SpmTokenizer } from "./tokenizer/spm.js";
 import { spmVocabFromMetadata } from "./tokenizer/spm-metadata.js";
 
@@ -14,7 +15,7 @@ async function load() {
   const path = sharedPath(MODEL);
   const header = await readGgufHeader(path);
   const file = readFileSync(path);
-  const model = new LlamaModel(header, new Uint8Array(file.buffer, file.byteOffset + header.dataOffset, file.length - header.dataOffset));
+  const model = createModel(header, new Uint8Array(file.buffer, file.byteOffset + header.dataOffset, file.length - header.dataOffset));
   return { header, model };
 }
 
@@ -30,7 +31,7 @@ describe.skipIf(!have)("stories260K against the llama2.c golden outputs (../shar
     const ids: number[] = JSON.parse(readFileSync(sharedPath("golden/stories260K-stream-ids-4096.json"), "utf8")).ids;
     const raw = readFileSync(sharedPath("golden/stories260K-stream-logits-128x512.f32"));
     const golden = new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4);
-    const kv = new DenseKv(model.hp);
+    const kv = new DenseKv(model);
     const logits = new Float32Array(model.hp.nVocab);
     let maxErr = 0;
     for (let p = 0; p < 128; p++) {
@@ -47,7 +48,7 @@ describe.skipIf(!have)("stories260K against the llama2.c golden outputs (../shar
     const tok = new SpmTokenizer(spmVocabFromMetadata(header.metadata));
     const prompt = [tok.vocab.bosId, ...tok.encode("Once upon a time")];
     expect(prompt).toEqual(golden.promptIds);
-    const kv = new DenseKv(model.hp);
+    const kv = new DenseKv(model);
     const logits = new Float32Array(model.hp.nVocab);
     let pos = 0;
     for (const id of prompt) { kv.setPosition(pos); model.forward(id, pos++, kv, logits); }

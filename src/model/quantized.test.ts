@@ -7,7 +7,8 @@ import { describe, expect, it } from "vitest";
 import { readGgufHeader } from "../gguf/header.js";
 import { requireShared, sharedPath } from "../../test/helpers/shared.js";
 import { DenseKv } from "./dense-kv.js";
-import { LlamaModel } from "./llama.js";
+import { createModel } from "./architectures.js";
+import type { CausalLM } from "./causal-lm.js";
 
 const GOLDEN = "golden/stories260K-quant-llamacpp-greedy.json";
 // From the golden README's table "ids that match llama.cpp" for a float64 dequantized forward pass.
@@ -31,11 +32,11 @@ describe.skipIf(!have)("quantized stories260K against llama.cpp's greedy ids", (
       // The table above is for a dequantize-to-f32 engine, so run the f32-activation path (the
       // default q8 activations measured 200 / 157 / 74 ids for q8_0 / q5_0 / q4_0: q4_0 leaves
       // llama.cpp at step 74 by a 0.04 logit margin where f32 activations happen to follow it).
-      const model = new LlamaModel(header, new Uint8Array(file.buffer, file.byteOffset + header.dataOffset, file.length - header.dataOffset), {
+      const model = createModel(header, new Uint8Array(file.buffer, file.byteOffset + header.dataOffset, file.length - header.dataOffset), {
         activations: "f32",
       });
       const run = golden.files[quant];
-      const kv = new DenseKv(model.hp);
+      const kv = new DenseKv(model);
       const logits = new Float32Array(model.hp.nVocab);
       let pos = 0;
       for (const id of run.promptIds as number[]) { kv.setPosition(pos); model.forward(id, pos++, kv, logits); }

@@ -1,14 +1,19 @@
-// The Llama-family forward pass (llama, mistral, qwen2 with QKV bias, qwen3 with QK norm):
-// RMSNorm, RoPE, GQA attention through a KV backend, SwiGLU. One token (forward) or a batch of
-// prompt tokens (forwardBatch: each weight matrix read once per batch); every buffer is allocated
-// once in the constructor, so decoding allocates nothing. Matmuls run on the WebAssembly SIMD
-// kernels (src/model/wasm) when the runtime has them, on the JS kernels otherwise; so do SwiGLU,
-// the RMSNorms and the residual adds (elementwise.as, over the same memory).
+// The forward pass of every supported architecture: a pre-norm decoder computed from a
+// TransformerPlan (src/model/archs/): RMSNorm, Q/K/V (fused or not, biases, per-head QK norm),
+// attention through a KV backend (which applies each layer's RoPE, window, scale and soft-cap),
+// optional post-norms, a SwiGLU or GeGLU FFN, final norm and optional logit soft-capping.
+// One token (forward) or a batch of prompt tokens (forwardBatch: each weight matrix read once per
+// batch); every buffer is allocated once in the constructor, so decoding allocates nothing.
+// Matmuls run on the WebAssembly SIMD kernels (src/model/wasm) when the runtime has them, on the
+// JS kernels otherwise; so do SwiGLU, the RMSNorms and the residual adds (elementwise.as).
 
 import type { GgufHeader } from "../gguf/header.js";
-import { ModelConfigError, UnsupportedArchitectureError } from "../errors.js";
-import type { RopeSpec } from "../cache/rope.js";
+import { ModelConfigError } from "../errors.js";
 import { expNonPositive } from "../cache/fast-exp.js";
+import { f32ToF16Bits, F16_TO_F32 } from "../cache/codecs/half.js";
+import type { RopeSpec } from "../cache/rope.js";
+import type { CausalLM, KvBackend, LayerAttention, ModelHParams } from "./causal-lm.js";
+import type { MatrixRef, TransformerPlan } from "./archs/plan.js";
 import { Acts, bindWasm, linear, q8ScratchBytes, quantizeActs, wasmBytes, type Linear, type Q8Scratch } from "./kernels/linear.js";
 import { matvec, type WeightMatrix } from "./kernels/matvec.js";
 import { dequantizeRow } from "./kernels/quant-rows.js";
@@ -17,87 +22,7 @@ import { ELEMENTWISE_WASM_BASE64 } from "./wasm/elementwise-wasm.js";
 import { compileEmbedded } from "../wasm/embedded.js";
 import { WeightSet } from "./weights.js";
 
-export const SUPPORTED_ARCHS = ["llama", "mistral", "qwen2", "qwen3"] as const;
-
-export interface LlamaHParams {
-  readonly arch: string;
-  readonly nLayer: number;
-  readonly nEmbd: number;
-  readonly nHead: number;
-  readonly nHeadKv: number;
-  readonly headDim: number;
-  readonly nFf: number;
-  readonly nVocab: number;
-  readonly nCtxTrain: number;
-  readonly normEps: number;
-  readonly rope: RopeSpec;
-}
-
-/** Where attention reads and writes K/V: the paged cache in a session, a dense array in references. */
-export interface KvBackend {
-  /** Stores layer `layer`'s K (pre-RoPE) and V for the token being processed. */
-  write(layer: number, k: Float32Array, v: Float32Array): void;
-  /** out[nHead*headDim] = attention of the (pre-RoPE) query `q` at position `pos` over the cached tokens. */
-  attend(layer: number, q: Float32Array, pos: number, out: Float32Array): void;
-  /** Batch form of write: token i (< n of the batch the caller reserved) at k[kOff], v[vOff]. */
-  writeBatch?(layer: number, i: number, k: Float32Array, kOff: number, v: Float32Array, vOff: number): void;
-  /** Batch form of attend: q [nQuery][nHead*headDim] (pre-RoPE) of the last nQuery tokens written, causal among them. */
-  attendBatch?(layer: number, q: Float32Array, nQuery: number, out: Float32Array): void;
-}
-
-interface LayerWeights {
-  attnNorm: Float32Array;
-  wq: Linear; wk: Linear; wv: Linear; wo: Linear;
-  bq: Float32Array | null; bk: Float32Array | null; bv: Float32Array | null;
-  qNorm: Float32Array | null; kNorm: Float32Array | null;
-  ffnNorm: Float32Array;
-  wGate: Linear; wUp: Linear; wDown: Linear;
-}
-
-function num(meta: GgufHeader["metadata"], key: string, fallback?: number): number {
-  const v = meta[key];
-  if (typeof v === "number") return v;
-  if (typeof v === "bigint" && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
-  if (v === undefined && fallback !== undefined) return fallback;
-  throw new ModelConfigError(`GGUF metadata ${key} is ${v === undefined ? "missing" : "not a number"}`, { field: key });
-}
-
-export function llamaHParams(header: GgufHeader): LlamaHParams {
-  const meta = header.metadata;
-  const arch = String(meta["general.architecture"] ?? "");
-  if (!(SUPPORTED_ARCHS as readonly string[]).includes(arch)) {
-    throw new UnsupportedArchitectureError(`architecture "${arch}" has no forward pass in kvbound yet; supported: ${SUPPORTED_ARCHS.join(", ")}`, { arch });
-  }
-  const nEmbd = num(meta, `${arch}.embedding_length`);
-  const nHead = num(meta, `${arch}.attention.head_count`);
-  const nHeadKv = num(meta, `${arch}.attention.head_count_kv`, nHead);
-  const headDim = num(meta, `${arch}.attention.key_length`, nEmbd / nHead);
-  const tokens = meta["tokenizer.ggml.tokens"];
-  const nVocab = num(meta, `${arch}.vocab_size`, Array.isArray(tokens) ? tokens.length : undefined);
-  const nRot = num(meta, `${arch}.rope.dimension_count`, headDim);
-  if (!Number.isInteger(headDim) || nHead % nHeadKv !== 0) {
-    throw new ModelConfigError(`head_count ${nHead}, head_count_kv ${nHeadKv}, head dim ${headDim} do not form a GQA layout`, { field: `${arch}.attention.head_count_kv` });
-  }
-  const rope: RopeSpec = {
-    nRot,
-    freqBase: num(meta, `${arch}.rope.freq_base`, 10000),
-    // llama.cpp's rope type per arch (llama_model_rope_type): llama/mistral NORM, qwen2/qwen3 NEOX.
-    neox: arch === "qwen2" || arch === "qwen3",
-  };
-  return {
-    arch,
-    nLayer: num(meta, `${arch}.block_count`),
-    nEmbd,
-    nHead,
-    nHeadKv,
-    headDim,
-    nFf: num(meta, `${arch}.feed_forward_length`),
-    nVocab,
-    nCtxTrain: num(meta, `${arch}.context_length`, 2048),
-    normEps: num(meta, `${arch}.attention.layer_norm_rms_epsilon`, 1e-5),
-    rope,
-  };
-}
+export type { KvBackend } from "./causal-lm.js";
 
 /** src/model/wasm/elementwise.as: f32 buffers at byte offsets into the arena's memory, any n. */
 interface ElementwiseExports {
@@ -114,7 +39,7 @@ let elementwiseCompiled: WebAssembly.Module | null | undefined;
 /**
  * The elementwise kernels over `arena`'s memory, or null when this runtime cannot compile them
  * (the JS loops run then). The instance imports the memory, so it adds only its code (~1.5 KiB)
- * and no bytes to the arena: llamaModelMemory's prediction is unchanged.
+ * and no bytes to the arena: modelMemory's prediction is unchanged.
  */
 function elementwiseOn(arena: WasmArena): ElementwiseExports | null {
   // ~1.5 KiB: under the 4 KiB browsers compile synchronously on the main thread.
@@ -123,8 +48,8 @@ function elementwiseOn(arena: WasmArena): ElementwiseExports | null {
   return new WebAssembly.Instance(elementwiseCompiled, { env: { memory: arena.k.memory } }).exports as unknown as ElementwiseExports;
 }
 
-/** How the forward pass computes (see LlamaModel's constructor). */
-export interface LlamaModelOptions {
+/** How the forward pass computes (see TransformerModel's constructor). */
+export interface ModelOptions {
   /** Overrides RoPE settings read from the metadata (e.g. `angleF32` to reproduce an f32 reference). */
   readonly rope?: Partial<RopeSpec>;
   /**
@@ -153,12 +78,12 @@ export const DEFAULT_MAX_BATCH_TOKENS = 64;
 export const MAX_BATCH_TOKENS_LIMIT = 4096;
 
 /** The sizes a model's wasm layout depends on. */
-export type LlamaDims = Pick<LlamaHParams, "nEmbd" | "nHead" | "nHeadKv" | "headDim" | "nFf" | "nVocab">;
+export type ModelDims = Pick<ModelHParams, "nEmbd" | "nHead" | "nHeadKv" | "headDim" | "nFf" | "nVocab">;
 /** What `wasmBytes` reads of a matrix: enough to lay one out without its bytes. */
 export type MatrixShape = Pick<WeightMatrix, "type" | "rows" | "cols">;
 
-/** Where LlamaModel puts things in its wasm memory: copied matrices, the 9 activation buffers and a norm-weight row, the q8 scratch. */
-export interface LlamaWasmLayout<M> {
+/** Where TransformerModel puts things in its wasm memory: copied matrices, the 9 activation buffers and a norm-weight row, the q8 scratch. */
+export interface ModelWasmLayout<M> {
   readonly placed: Map<M, number>;
   readonly acts: number[];
   readonly q8: Q8Scratch;
@@ -171,9 +96,9 @@ export interface LlamaWasmLayout<M> {
 /**
  * Lays out a model's wasm memory on `arena`: each matrix with a wasm kernel (wasmBytes > 0), in
  * the order given, then activations [B][width] for x, xb, q, k, v, att, hb, hb2, one logits row,
- * one norm-weight row, then the q8 activation scratch. LlamaModel's constructor and the planner both call this.
+ * one norm-weight row, then the q8 activation scratch. TransformerModel's constructor and the planner both call this.
  */
-export function layoutLlamaWasm<M extends MatrixShape>(hp: LlamaDims, B: number, matrices: readonly M[], q8Acts: boolean, arena: ArenaLayout): LlamaWasmLayout<M> {
+export function layoutModelWasm<M extends MatrixShape>(hp: ModelDims, B: number, matrices: readonly M[], q8Acts: boolean, arena: ArenaLayout): ModelWasmLayout<M> {
   const start = arena.bytes;
   const placed = new Map<M, number>();
   for (const m of matrices) {
@@ -187,61 +112,65 @@ export function layoutLlamaWasm<M extends MatrixShape>(hp: LlamaDims, B: number,
   const acts: number[] = [];
   for (const width of [hp.nEmbd, hp.nEmbd, qDim, kvDim, kvDim, qDim, hp.nFf, hp.nFf]) acts.push(arena.reserve(B * width * 4));
   acts.push(arena.reserve(hp.nVocab * 4));
-  // One norm weight at a time, staged for the elementwise kernels' rmsNorm (LlamaModel.normStage).
+  // One norm weight at a time, staged for the elementwise kernels' rmsNorm (TransformerModel.normStage).
   acts.push(arena.reserve(Math.max(hp.nEmbd, hp.headDim) * 4));
   const [qsBytes, dBytes, x16Bytes, dTBytes, sxBytes] = q8ScratchBytes(B, Math.max(hp.nEmbd, qDim, hp.nFf));
   const q8 = { qs: arena.reserve(qsBytes), d: arena.reserve(dBytes), x16: arena.reserve(x16Bytes), dT: arena.reserve(dTBytes), sx: arena.reserve(sxBytes) };
   return { placed, acts, q8, weightBytes: weightsEnd - start, activationBytes: arena.bytes - weightsEnd };
 }
 
-/** The matrices LlamaModel may copy into wasm memory, in its layout order, with their shapes. */
-export function llamaWasmMatrices(hp: LlamaDims & { readonly nLayer: number }, hasOutput: boolean): Array<{ name: string; cols: number; rows: number }> {
+/**
+ * The matrices TransformerModel may copy into wasm memory, in its layout order, with their types
+ * (`typeOf`: a tensor's GGUF type name, undefined when absent): per layer q, k, v, o, gate, up,
+ * down, then the output. Fused tensors (phi3's attn_qkv and gate+up ffn_up) count as the row
+ * ranges the model splits them into.
+ */
+export function modelWasmMatrices(hp: ModelDims & { readonly nLayer: number }, typeOf: (tensor: string) => string | undefined): MatrixShape[] {
   const qDim = hp.nHead * hp.headDim;
   const kvDim = hp.nHeadKv * hp.headDim;
-  const out: Array<{ name: string; cols: number; rows: number }> = [];
+  const out: MatrixShape[] = [];
+  const m = (tensor: string, cols: number, rows: number, fused?: string) =>
+    out.push({ type: (typeOf(tensor) ?? (fused !== undefined ? typeOf(fused) : undefined) ?? "missing") as WeightMatrix["type"], rows, cols });
   for (let l = 0; l < hp.nLayer; l++) {
     const p = `blk.${l}.`;
-    out.push(
-      { name: p + "attn_q.weight", cols: hp.nEmbd, rows: qDim },
-      { name: p + "attn_k.weight", cols: hp.nEmbd, rows: kvDim },
-      { name: p + "attn_v.weight", cols: hp.nEmbd, rows: kvDim },
-      { name: p + "attn_output.weight", cols: qDim, rows: hp.nEmbd },
-      { name: p + "ffn_gate.weight", cols: hp.nEmbd, rows: hp.nFf },
-      { name: p + "ffn_up.weight", cols: hp.nEmbd, rows: hp.nFf },
-      { name: p + "ffn_down.weight", cols: hp.nFf, rows: hp.nEmbd },
-    );
+    m(p + "attn_q.weight", hp.nEmbd, qDim, p + "attn_qkv.weight");
+    m(p + "attn_k.weight", hp.nEmbd, kvDim, p + "attn_qkv.weight");
+    m(p + "attn_v.weight", hp.nEmbd, kvDim, p + "attn_qkv.weight");
+    m(p + "attn_output.weight", qDim, hp.nEmbd);
+    m(p + "ffn_gate.weight", hp.nEmbd, hp.nFf, p + "ffn_up.weight");
+    m(p + "ffn_up.weight", hp.nEmbd, hp.nFf);
+    m(p + "ffn_down.weight", hp.nFf, hp.nEmbd);
   }
   // Tied embeddings: the output matmul reads token_embd, which is then copied.
-  out.push({ name: hasOutput ? "output.weight" : "token_embd.weight", cols: hp.nEmbd, rows: hp.nVocab });
+  m(typeOf("output.weight") !== undefined ? "output.weight" : "token_embd.weight", hp.nEmbd, hp.nVocab);
   return out;
 }
 
-/** What a default LlamaModel (wasm kernels, q8 activations) holds besides the file bytes. */
-export interface LlamaMemory {
+/** What a default TransformerModel (wasm kernels, q8 activations) holds besides the file bytes. */
+export interface ModelMemory {
   /** "wasm" when the layout fits MAX_WASM_MEMORY_BYTES (the engine then copies); "js" otherwise. */
   readonly kernels: "wasm" | "js";
   /** Bytes of weight copies in wasm memory (0 on the JS kernels). */
   readonly wasmWeightBytes: number;
   /** Activation bytes: wasm-side buffers (= wasmBytes - wasmWeightBytes), or the JS Float32Arrays. */
   readonly activationBytes: number;
-  /** `LlamaModel.wasmBytes` for this model: the whole arena, 0 on the JS kernels. */
+  /** `TransformerModel.wasmBytes` for this model: the whole arena, 0 on the JS kernels. */
   readonly wasmBytes: number;
 }
 
 /**
- * Predicts a LlamaModel's memory besides the file from the tensor types alone, by replaying the
+ * Predicts a TransformerModel's memory besides the file from the tensor types alone, by replaying the
  * constructor's layout (`typeOf(name)`: the GGUF type name of a tensor, undefined when absent).
  * Assumes a runtime with WebAssembly SIMD (Node >= 16.4, current browsers).
  */
-export function llamaModelMemory(hp: LlamaDims & { readonly nLayer: number }, typeOf: (tensor: string) => string | undefined, options: Pick<LlamaModelOptions, "activations" | "maxBatchTokens"> = {}): LlamaMemory {
+export function modelMemory(hp: ModelDims & { readonly nLayer: number }, typeOf: (tensor: string) => string | undefined, options: Pick<ModelOptions, "activations" | "maxBatchTokens"> = {}): ModelMemory {
   const B = options.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS;
   const qDim = hp.nHead * hp.headDim;
   const kvDim = hp.nHeadKv * hp.headDim;
-  const hasOutput = typeOf("output.weight") !== undefined;
   // wasmBytes switches on the type name; a name it does not know costs 0 there, as in the engine.
-  const shapes: MatrixShape[] = llamaWasmMatrices(hp, hasOutput).map((m) => ({ type: (typeOf(m.name) ?? "missing") as WeightMatrix["type"], rows: m.rows, cols: m.cols }));
+  const shapes = modelWasmMatrices(hp, typeOf);
   const arena = new ArenaLayout();
-  const layout = layoutLlamaWasm(hp, B, shapes, (options.activations ?? "q8") === "q8", arena);
+  const layout = layoutModelWasm(hp, B, shapes, (options.activations ?? "q8") === "q8", arena);
   if (arena.bytes > MAX_WASM_MEMORY_BYTES) {
     // commit() refuses: the JS kernels run with Float32Array activations, no q8 scratch.
     let js = hp.nVocab * 4;
@@ -252,15 +181,44 @@ export function llamaModelMemory(hp: LlamaDims & { readonly nLayer: number }, ty
   return { kernels: "wasm", wasmWeightBytes: layout.weightBytes, activationBytes: arena.bytes - layout.weightBytes, wasmBytes: arena.bytes };
 }
 
-export class LlamaModel {
-  readonly hp: LlamaHParams;
-  /** Tokens one forwardBatch call may take (callers reserve cache slots in pieces this size). */
+interface LayerWeights {
+  attnNorm: Float32Array;
+  wq: Linear; wk: Linear; wv: Linear; wo: Linear;
+  bq: Float32Array | null; bk: Float32Array | null; bv: Float32Array | null;
+  qNorm: Float32Array | null; kNorm: Float32Array | null;
+  attnPostNorm: Float32Array | null;
+  ffnNorm: Float32Array;
+  wGate: Linear; wUp: Linear; wDown: Linear;
+  ffnPostNorm: Float32Array | null;
+}
+
+/** Rows [row0, row0 + rows) of a matrix as a matrix of its own: a view of the same bytes (rows are contiguous). */
+function rowsOf(m: WeightMatrix, row0: number, rows: number): WeightMatrix {
+  if (row0 === 0 && rows === m.rows) return m;
+  if (row0 < 0 || row0 + rows > m.rows) {
+    throw new ModelConfigError(`tensor ${m.name} has ${m.rows} rows; rows ${row0}..${row0 + rows} are outside it`, { field: m.name });
+  }
+  const u8 = m.u8.subarray(row0 * m.rowBytes, (row0 + rows) * m.rowBytes);
+  return {
+    name: `${m.name}[${row0}:${row0 + rows}]`,
+    type: m.type,
+    rows,
+    cols: m.cols,
+    rowBytes: m.rowBytes,
+    u8,
+    i8: new Int8Array(u8.buffer, u8.byteOffset, u8.byteLength),
+    f32: m.f32 ? new Float32Array(u8.buffer, u8.byteOffset, u8.byteLength / 4) : null,
+  };
+}
+
+export class TransformerModel implements CausalLM {
+  readonly hp: ModelHParams;
+  readonly attention: readonly LayerAttention[];
   readonly maxBatchTokens: number;
-  /** Which kernels run the matmuls, after falling back ("wasm" asked but unavailable gives "js"). */
   readonly kernels: "wasm" | "js";
   readonly activations: "q8" | "f32";
-  /** Bytes of the wasm linear memory (weights copied in + activations); 0 on the JS kernels. */
   readonly wasmBytes: number;
+  private readonly plan: TransformerPlan;
   private readonly arena: WasmArena | null;
   private readonly tokEmbd: WeightMatrix;
   private readonly outNorm: Float32Array;
@@ -286,10 +244,12 @@ export class LlamaModel {
    */
   private readonly normStage: Float32Array | null;
 
-  constructor(readonly header: GgufHeader, data: Uint8Array, options: LlamaModelOptions = {}) {
-    const read = llamaHParams(header);
-    const hp: LlamaHParams = options.rope ? { ...read, rope: { ...read.rope, ...options.rope } } : read;
+  /** `data` holds the tensor data region (byte 0 is the header's dataOffset); `plan` from the architecture table. */
+  constructor(readonly header: GgufHeader, data: Uint8Array, plan: TransformerPlan, options: ModelOptions = {}) {
+    const hp = plan.hp;
+    this.plan = plan;
     this.hp = hp;
+    this.attention = plan.attention;
     const B = options.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS;
     if (!Number.isInteger(B) || B < 1 || B > MAX_BATCH_TOKENS_LIMIT) {
       throw new ModelConfigError(`maxBatchTokens ${B} is invalid: use 1..${MAX_BATCH_TOKENS_LIMIT}`, { field: "maxBatchTokens" });
@@ -301,27 +261,40 @@ export class LlamaModel {
     const tokEmbd = w.matrix("token_embd.weight", hp.nEmbd, hp.nVocab);
     this.tokEmbd = tokEmbd;
     this.outNorm = w.vector("output_norm.weight", hp.nEmbd);
-    const output = w.has("output.weight") ? w.matrix("output.weight", hp.nEmbd, hp.nVocab) : tokEmbd;
-    const opt = (name: string, n: number) => (w.has(name) ? w.vector(name, n) : null);
+    const output = plan.output === "token_embd.weight" ? tokEmbd : w.matrix(plan.output, hp.nEmbd, hp.nVocab);
+    const opt = (name: string | null, n: number) => (name !== null && w.has(name) ? w.vector(name, n) : null);
+    // A fused tensor is read once and split into row views; whole tensors are read as they are.
+    const fused = new Map<string, WeightMatrix>();
+    const mat = (ref: MatrixRef, cols: number): WeightMatrix => {
+      if (ref.fusedRows === undefined) return w.matrix(ref.tensor, cols, ref.rows);
+      let whole = fused.get(ref.tensor);
+      if (whole === undefined) {
+        whole = w.matrix(ref.tensor, cols, ref.fusedRows);
+        fused.set(ref.tensor, whole);
+      }
+      return rowsOf(whole, ref.row0, ref.rows);
+    };
     type RawLayer = Omit<LayerWeights, "wq" | "wk" | "wv" | "wo" | "wGate" | "wUp" | "wDown"> & Record<"wq" | "wk" | "wv" | "wo" | "wGate" | "wUp" | "wDown", WeightMatrix>;
     const raw: RawLayer[] = [];
     for (let l = 0; l < hp.nLayer; l++) {
-      const p = `blk.${l}.`;
+      const t = plan.layers[l]!;
       raw.push({
-        attnNorm: w.vector(p + "attn_norm.weight", hp.nEmbd),
-        wq: w.matrix(p + "attn_q.weight", hp.nEmbd, qDim),
-        wk: w.matrix(p + "attn_k.weight", hp.nEmbd, kvDim),
-        wv: w.matrix(p + "attn_v.weight", hp.nEmbd, kvDim),
-        wo: w.matrix(p + "attn_output.weight", qDim, hp.nEmbd),
-        bq: opt(p + "attn_q.bias", qDim),
-        bk: opt(p + "attn_k.bias", kvDim),
-        bv: opt(p + "attn_v.bias", kvDim),
-        qNorm: opt(p + "attn_q_norm.weight", hp.headDim),
-        kNorm: opt(p + "attn_k_norm.weight", hp.headDim),
-        ffnNorm: w.vector(p + "ffn_norm.weight", hp.nEmbd),
-        wGate: w.matrix(p + "ffn_gate.weight", hp.nEmbd, hp.nFf),
-        wUp: w.matrix(p + "ffn_up.weight", hp.nEmbd, hp.nFf),
-        wDown: w.matrix(p + "ffn_down.weight", hp.nFf, hp.nEmbd),
+        attnNorm: w.vector(t.attnNorm, hp.nEmbd),
+        wq: mat(t.q, hp.nEmbd),
+        wk: mat(t.k, hp.nEmbd),
+        wv: mat(t.v, hp.nEmbd),
+        wo: w.matrix(t.o, qDim, hp.nEmbd),
+        bq: opt(t.qBias, qDim),
+        bk: opt(t.kBias, kvDim),
+        bv: opt(t.vBias, kvDim),
+        qNorm: opt(t.qNorm, hp.headDim),
+        kNorm: opt(t.kNorm, hp.headDim),
+        attnPostNorm: t.attnPostNorm === null ? null : w.vector(t.attnPostNorm, hp.nEmbd),
+        ffnNorm: w.vector(t.ffnNorm, hp.nEmbd),
+        wGate: mat(t.gate, hp.nEmbd),
+        wUp: mat(t.up, hp.nEmbd),
+        wDown: w.matrix(t.down, hp.nFf, hp.nEmbd),
+        ffnPostNorm: t.ffnPostNorm === null ? null : w.vector(t.ffnPostNorm, hp.nEmbd),
       });
     }
 
@@ -332,11 +305,11 @@ export class LlamaModel {
     let ptrs: number[] = [];
     let q8: Q8Scratch | null = null;
     if (arena !== null) {
-      // The order of llamaWasmMatrices: the planner replays this layout from tensor types.
+      // The order of modelWasmMatrices: the planner replays this layout from tensor types.
       const matrices: WeightMatrix[] = [];
       for (const L of raw) matrices.push(L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown);
       matrices.push(output);
-      const layout = layoutLlamaWasm(hp, B, matrices, q8Acts, arena);
+      const layout = layoutModelWasm(hp, B, matrices, q8Acts, arena);
       placed = layout.placed;
       ptrs = layout.acts;
       q8 = layout.q8;
@@ -397,7 +370,7 @@ export class LlamaModel {
     for (let t = 0; t < n; t++) this.ew.rmsNorm(out.ptr + t * rowBytes, x.ptr + (t + xRow) * rowBytes, stage.byteOffset, width, eps);
   }
 
-  /** In-place RMSNorm of each head (headDim values) of rows 0..n of a (qwen3's QK norm). */
+  /** In-place RMSNorm of each head (headDim values) of rows 0..n of a (QK norm). */
   private normHeads(a: Acts, w: Float32Array, nHeads: number, n: number): void {
     const hd = this.hp.headDim, eps = this.hp.normEps;
     const ew = this.ew;
@@ -423,7 +396,7 @@ export class LlamaModel {
    */
   forward(token: number, pos: number, kv: KvBackend, logits: Float32Array | null): void {
     this.checkToken(token);
-    embedRow(this.tokEmbd, token, this.x.row[0]!);
+    this.embed(token, 0);
     this.layersFor(1, pos, kv, false);
     if (logits) this.logitsOf(0, logits);
   }
@@ -443,7 +416,7 @@ export class LlamaModel {
       return;
     }
     for (let i = 0; i < n; i++) this.checkToken(tokens[start + i]!);
-    for (let i = 0; i < n; i++) embedRow(this.tokEmbd, tokens[start + i]!, this.x.row[i]!);
+    for (let i = 0; i < n; i++) this.embed(tokens[start + i]!, i);
     this.layersFor(n, firstPos, kv, true);
     if (logits) this.logitsOf(n - 1, logits);
   }
@@ -452,6 +425,14 @@ export class LlamaModel {
     if (!Number.isInteger(token) || token < 0 || token >= this.hp.nVocab) {
       throw new ModelConfigError(`token id ${token} is outside the vocabulary (0..${this.hp.nVocab - 1})`, { field: "token" });
     }
+  }
+
+  /** Row t of x = the token's embedding, times the plan's embedding scale (f32, as ggml_scale). */
+  private embed(token: number, t: number): void {
+    const row = this.x.row[t]!;
+    embedRow(this.tokEmbd, token, row);
+    const s = this.plan.embedScale;
+    if (s !== 1) for (let i = 0; i < row.length; i++) row[i] = row[i]! * s;
   }
 
   /** Quantizes rows 0..n of x for a matrix that takes q8 activations; null when it does not. */
@@ -470,6 +451,7 @@ export class LlamaModel {
     const qDim = hp.nHead * hd, kvDim = hp.nHeadKv * hd;
     const xa = x.a, xba = xb.a, hba = hb.a, hb2a = hb2.a;
     const ew = this.ew;
+    const gelu = this.plan.activation === "gelu";
     for (let l = 0; l < hp.nLayer; l++) {
       const L = this.layers[l]!;
       this.normRows(xb, x, L.attnNorm, n);
@@ -496,6 +478,7 @@ export class LlamaModel {
         kv.attend(l, q.row[0]!, pos, att.row[0]!);
       }
       linear(arena, xb, L.wo, att, n, this.quant(att, n, L.wo));
+      if (L.attnPostNorm) this.normRows(xb, xb, L.attnPostNorm, n);
       if (ew !== null) ew.addRows(x.ptr, xb.ptr, n * nEmbd);
       else addRow(xa, 0, xba, n * nEmbd);
 
@@ -505,28 +488,28 @@ export class LlamaModel {
       if (L.wUp.kind !== L.wGate.kind) s = this.quant(xb, n, L.wUp);
       linear(arena, hb2, L.wUp, xb, n, s);
       const m = n * nFf;
-      if (ew !== null) ew.swiglu(hb.ptr, hb2.ptr, m);
+      if (gelu) gegluRows(hba, hb2a, m);
+      else if (ew !== null) ew.swiglu(hb.ptr, hb2.ptr, m);
       else swigluRows(hba, hb2a, m);
       linear(arena, xb, L.wDown, hb, n, this.quant(hb, n, L.wDown));
+      if (L.ffnPostNorm) this.normRows(xb, xb, L.ffnPostNorm, n);
       if (ew !== null) ew.addRows(x.ptr, xb.ptr, n * nEmbd);
       else addRow(xa, 0, xba, n * nEmbd);
     }
   }
 
-  /** logits = output(norm(x row t)). */
+  /** logits = output(norm(x row t)), soft-capped when the plan says so. */
   private logitsOf(t: number, logits: Float32Array): void {
     this.normRows(this.xb, this.x, this.outNorm, 1, t);
     if (this.arena === null) {
-      linearOne(logits, this.output, this.xb.row[0]!);
-      return;
+      matvec(logits, this.xb.row[0]!, this.output.w);
+    } else {
+      linear(this.arena, this.logitsRow, this.output, this.xb, 1, this.quant(this.xb, 1, this.output));
+      logits.set(this.logitsRow.a);
     }
-    linear(this.arena, this.logitsRow, this.output, this.xb, 1, this.quant(this.xb, 1, this.output));
-    logits.set(this.logitsRow.a);
+    const cap = this.plan.finalSoftcap;
+    if (cap > 0) for (let i = 0; i < logits.length; i++) logits[i] = cap * Math.tanh(logits[i]! / cap);
   }
-}
-
-function linearOne(out: Float32Array, L: Linear, x: Float32Array): void {
-  matvec(out, x, L.w);
 }
 
 function embedRow(table: WeightMatrix, token: number, out: Float32Array): void {
@@ -560,4 +543,36 @@ export function swigluRows(g: Float32Array, u: Float32Array, n: number): void {
 /** a[off..off+n) += b[0..n) */
 function addRow(a: Float32Array, off: number, b: Float32Array, n: number): void {
   for (let i = 0; i < n; i++) a[off + i] = a[off + i]! + b[i]!;
+}
+
+/**
+ * GELU (tanh form) as ggml's CPU backend computes it for GeGLU (ggml_vec_geglu_f32 with
+ * GGML_GELU_FP16): the input rounded to f16, looked up in a table of f16(gelu(f16 value)), times
+ * the up value; saturated outside [-10, 10]. Reproducing the table keeps gemma's outputs within
+ * f32 rounding of llama.cpp's (the exact GELU differs by up to ~1e-3 relative).
+ */
+let geluF16: Float32Array | null = null;
+function geluTable(): Float32Array {
+  if (geluF16 !== null) return geluF16;
+  const t = new Float32Array(65536);
+  const c = Math.fround(Math.sqrt(2 / Math.PI));
+  for (let h = 0; h < 65536; h++) {
+    const x = F16_TO_F32[h]!;
+    // ggml_gelu_f32: 0.5f*x*(1.0f + tanhf(SQRT_2_OVER_PI*x*(1.0f + GELU_COEF_A*x*x))), in float
+    const inner = Math.fround(c * Math.fround(x * Math.fround(1 + Math.fround(Math.fround(0.044715 * x) * x))));
+    const g = Math.fround(Math.fround(0.5 * x) * Math.fround(1 + Math.fround(Math.tanh(inner))));
+    t[h] = F16_TO_F32[f32ToF16Bits(g)]!;
+  }
+  geluF16 = t;
+  return t;
+}
+
+/** g[i] = gelu(g[i]) * u[i] for i < n (ggml's f16-table GELU). */
+export function gegluRows(g: Float32Array, u: Float32Array, n: number): void {
+  const table = geluTable();
+  for (let i = 0; i < n; i++) {
+    const x = g[i]!;
+    const y = x <= -10 ? 0 : x >= 10 ? x : table[f32ToF16Bits(x)]!;
+    g[i] = y * u[i]!;
+  }
 }

@@ -4,11 +4,12 @@
 // so this prediction and the runtime cannot drift (kvbound.test.ts constructs caches to check).
 
 import { CacheConfigError, InvalidSettingError } from "../errors.js";
-import { cacheShapeFromSpec, resolveCacheConfig, type CacheConfig, type CacheConfigInput } from "../cache/config.js";
+import { resolveCacheConfig, type CacheConfig, type CacheConfigInput } from "../cache/config.js";
 import type { CodecKind } from "../cache/codecs/types.js";
 import { planPoolLayout } from "../cache/page-pool.js";
-import { cacheScratchBytes } from "../cache/paged-kv-cache.js";
-import { llamaModelMemory, type LlamaMemory } from "../model/llama.js";
+import { cacheScratchBytes, planCacheGroups } from "../cache/paged-kv-cache.js";
+import { cacheShapeFromSpec } from "./cache-shape.js";
+import { modelMemory, type ModelMemory } from "../model/transformer.js";
 import { kvLayers, type ModelSpec } from "../spec/model-spec.js";
 import type { ComputeEstimate } from "./compute.js";
 import type { EngineKvResult, PlanSettings } from "./types.js";
@@ -52,16 +53,21 @@ export function kvboundKv(spec: ModelSpec, settings: PlanSettings): EngineKvResu
   return kvboundKvForConfig(spec, config);
 }
 
-/** Exactly the bytes `new PagedKvCache(config, cacheShapeFromSpec(spec))` reserves, budget included. */
+/**
+ * Exactly the bytes `new PagedKvCache(config, cacheShapeFromSpec(spec))` reserves, budget included:
+ * each layer group (planCacheGroups, the function the cache itself calls) sized by planPoolLayout.
+ */
 export function kvboundKvForConfig(spec: ModelSpec, config: CacheConfig): EngineKvResult {
   const shape = cacheShapeFromSpec(spec);
-  const layout = planPoolLayout(config, shape);
+  const groups = planCacheGroups(config, shape);
+  const mainGroup = groups[0]!;
+  const layout = planPoolLayout(mainGroup.config, mainGroup.shape);
   const sliding = config.policy.kind !== "context";
   const notes: string[] = [
-    `kvbound paged cache: ${layout.nPages} pages of ${config.pageSize} tokens shared by every layer, ` +
-      (config.budgetBytes === null
+    `kvbound paged cache: ${layout.nPages} pages of ${config.pageSize} tokens shared by ${groups.length > 1 ? "the full-attention" : "every"} layer${groups.length > 1 ? "s" : ""}, ` +
+      (mainGroup.config.budgetBytes === null
         ? `${config.maxSequences} sequence(s) x ${layout.pagesPerSequence} pages (the most one ${config.windowTokens}-token ${config.policy.kind} window can span)`
-        : `as many as fit budgetBytes ${config.budgetBytes}`),
+        : `as many as fit budgetBytes ${mainGroup.config.budgetBytes}`),
     `codec ${config.codec} for K and V (bytes from the codec's own pageStoreBytes, side buffers included)`,
   ];
   if (sliding) notes.push(`${config.policy.kind} window of ${config.windowTokens} tokens (sinks included): bytes stay flat however long the text grows`);
@@ -69,8 +75,32 @@ export function kvboundKvForConfig(spec: ModelSpec, config: CacheConfig): Engine
     notes.push(`${spec.layers.length - shape.layers.length} layer(s) store no K/V of their own (recurrent or shared-KV layers are not in this cache)`);
   }
   if (spec.mla) notes.push("MLA: one latent head per layer stored as K (kvLoraRank + ropeDim) and V (kvLoraRank)");
-  if (spec.nSwa > 0) notes.push(`the model's own SWA layers (window ${spec.nSwa}) are stored like full layers: kvbound applies its window to every layer`);
-  const cells = layout.nPages * config.pageSize;
+  const caches: EngineKvResult["kv"]["caches"][number][] = [];
+  let kBytes = 0;
+  let vBytes = 0;
+  for (const g of groups) {
+    const gl = g === mainGroup ? layout : planPoolLayout(g.config, g.shape);
+    kBytes += gl.kBytes;
+    vBytes += gl.vBytes;
+    caches.push({
+      kind: g.kind === "swa" || sliding ? "swa" : "full",
+      cells: gl.nPages * g.config.pageSize,
+      layers: g.layers.length,
+      streams: 1,
+      typeK: config.codec,
+      typeV: config.codec,
+      kBytes: gl.kBytes,
+      vBytes: gl.vBytes,
+      bytesPerCell: gl.bytesPerPage / g.config.pageSize,
+    });
+    if (g.kind === "swa") {
+      notes.push(
+        `the model's own sliding-window layers (${g.layers.length}, window ${g.slidingWindow}) keep ${g.config.windowTokens} tokens ` +
+          `(n_swa - 1 + prefill chunk ${config.prefillChunkSize}) in a group of their own: ${gl.nPages} pages, flat at any length`,
+      );
+    }
+  }
+  if (spec.nSwa > 0 && groups.length === 1) notes.push(`the model's own SWA layers (window ${spec.nSwa}, ${spec.swaType}) are stored like full layers`);
   return {
     settings: {
       contextWindowSize: config.contextWindowSize,
@@ -83,24 +113,7 @@ export function kvboundKvForConfig(spec: ModelSpec, config: CacheConfig): Engine
       budgetBytes: config.budgetBytes,
       policy: config.policy.kind,
     },
-    kv: {
-      totalBytes: layout.reservedBytes,
-      kBytes: layout.kBytes,
-      vBytes: layout.vBytes,
-      caches: [
-        {
-          kind: sliding ? "swa" : "full",
-          cells,
-          layers: kvLayers(spec).length,
-          streams: 1,
-          typeK: config.codec,
-          typeV: config.codec,
-          kBytes: layout.kBytes,
-          vBytes: layout.vBytes,
-          bytesPerCell: layout.bytesPerPage / config.pageSize,
-        },
-      ],
-    },
+    kv: { totalBytes: kBytes + vBytes, kBytes, vBytes, caches },
     notes,
     extra: {
       nPages: layout.nPages,
@@ -125,11 +138,11 @@ function uniformMatrixType(quant: string): string {
 }
 
 /**
- * What kvbound's LlamaModel holds besides the file bytes, replayed by the model's own layout
- * function (llamaModelMemory in src/model/llama.ts, which the constructor also uses) from the
+ * What kvbound's TransformerModel holds besides the file bytes, replayed by the model's own layout
+ * function (modelMemory in src/model/transformer.ts, which the constructor also uses) from the
  * spec's tensor types. Null when the spec lacks the sizes (n_vocab, n_ff, a KV layer).
  */
-export function kvboundModelMemory(spec: ModelSpec): (LlamaMemory & { readonly typesFrom: "tensors" | "quant" }) | null {
+export function kvboundModelMemory(spec: ModelSpec): (ModelMemory & { readonly typesFrom: "tensors" | "quant" }) | null {
   const first = kvLayers(spec)[0]?.layer;
   if (spec.nVocab === null || spec.nFf === null || first === undefined) return null;
   const types = spec.tensorTypes;
@@ -141,7 +154,7 @@ export function kvboundModelMemory(spec: ModelSpec): (LlamaMemory & { readonly t
     typeOf = () => t;
   }
   const dims = { nLayer: spec.nLayer, nEmbd: spec.nEmbd, nHead: spec.nHead, nHeadKv: first.nHeadKv, headDim: first.headDimK, nFf: spec.nFf, nVocab: spec.nVocab };
-  return { ...llamaModelMemory(dims, typeOf), typesFrom: types !== undefined ? "tensors" : "quant" };
+  return { ...modelMemory(dims, typeOf), typesFrom: types !== undefined ? "tensors" : "quant" };
 }
 
 /**
