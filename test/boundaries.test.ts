@@ -49,13 +49,7 @@ const FOLDER_RULES: Readonly<Record<string, readonly string[]>> = {
  * now. The test passes with these present and fails once one of them is gone (delete the entry
  * then), so the list cannot go stale. Add nothing here for a file you own: fix the import.
  */
-const KNOWN_VIOLATIONS: readonly string[] = [
-  // src/plan/kvbound.ts (plan imports no model): modelMemory, the forward pass's arena layout, is
-  // layout arithmetic plan and model share; DESIGN wants it apart from the forward pass (e.g. a
-  // src/model/memory-layout.ts that imports no forward pass, which plan may then import; or on the
-  // plan side, imported by the model).
-  "src/plan/kvbound.ts -> ../model/transformer.js",
-];
+const KNOWN_VIOLATIONS: readonly string[] = [];
 
 /**
  * Lazy (dynamic) Node-only imports the browser build replaces with a stub that throws a typed error

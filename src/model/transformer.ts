@@ -14,10 +14,11 @@ import { f32ToF16Bits, F16_TO_F32 } from "../cache/codecs/half.js";
 import type { RopeSpec } from "../cache/rope.js";
 import type { CausalLM, KvBackend, LayerAttention, ModelHParams } from "./causal-lm.js";
 import type { MatrixRef, TransformerPlan } from "./archs/plan.js";
-import { Acts, bindWasm, linear, q8ScratchBytes, quantizeActs, wasmBytes, type Linear, type Q8Scratch } from "./kernels/linear.js";
+import { Acts, bindWasm, linear, quantizeActs, type Linear, type Q8Scratch } from "./kernels/linear.js";
+import { DEFAULT_MAX_BATCH_TOKENS, layoutModelWasm, MAX_BATCH_TOKENS_LIMIT } from "../wasm/model-layout.js";
 import { matvec, type WeightMatrix } from "./kernels/matvec.js";
 import { dequantizeRow } from "./kernels/quant-rows.js";
-import { ArenaLayout, MAX_WASM_MEMORY_BYTES, WasmArena, wasmKernelsAvailable } from "./wasm/wasm-kernels.js";
+import { WasmArena, wasmKernelsAvailable } from "./wasm/wasm-kernels.js";
 import { ELEMENTWISE_WASM_BASE64 } from "./wasm/elementwise-wasm.js";
 import { compileEmbedded } from "../wasm/embedded.js";
 import { WeightSet } from "./weights.js";
@@ -70,115 +71,6 @@ export interface ModelOptions {
   readonly activations?: "q8" | "f32";
   /** Most tokens one forwardBatch call takes (activation rows allocated for it). Default 64. */
   readonly maxBatchTokens?: number;
-}
-
-/** Default tokens per forwardBatch: enough that each weight row is read once per 64 tokens. */
-export const DEFAULT_MAX_BATCH_TOKENS = 64;
-/** Largest batch: activation rows are allocated for it up front. */
-export const MAX_BATCH_TOKENS_LIMIT = 4096;
-
-/** The sizes a model's wasm layout depends on. */
-export type ModelDims = Pick<ModelHParams, "nEmbd" | "nHead" | "nHeadKv" | "headDim" | "nFf" | "nVocab">;
-/** What `wasmBytes` reads of a matrix: enough to lay one out without its bytes. */
-export type MatrixShape = Pick<WeightMatrix, "type" | "rows" | "cols">;
-
-/** Where TransformerModel puts things in its wasm memory: copied matrices, the 9 activation buffers and a norm-weight row, the q8 scratch. */
-export interface ModelWasmLayout<M> {
-  readonly placed: Map<M, number>;
-  readonly acts: number[];
-  readonly q8: Q8Scratch;
-  /** Bytes of the copied matrices (64-byte alignment included). */
-  readonly weightBytes: number;
-  /** Bytes of the activation buffers and q8 scratch (alignment included). */
-  readonly activationBytes: number;
-}
-
-/**
- * Lays out a model's wasm memory on `arena`: each matrix with a wasm kernel (wasmBytes > 0), in
- * the order given, then activations [B][width] for x, xb, q, k, v, att, hb, hb2, one logits row,
- * one norm-weight row, then the q8 activation scratch. TransformerModel's constructor and the planner both call this.
- */
-export function layoutModelWasm<M extends MatrixShape>(hp: ModelDims, B: number, matrices: readonly M[], q8Acts: boolean, arena: ArenaLayout): ModelWasmLayout<M> {
-  const start = arena.bytes;
-  const placed = new Map<M, number>();
-  for (const m of matrices) {
-    if (placed.has(m)) continue;
-    const bytes = wasmBytes(m, q8Acts);
-    if (bytes > 0) placed.set(m, arena.reserve(bytes));
-  }
-  const weightsEnd = arena.bytes;
-  const qDim = hp.nHead * hp.headDim;
-  const kvDim = hp.nHeadKv * hp.headDim;
-  const acts: number[] = [];
-  for (const width of [hp.nEmbd, hp.nEmbd, qDim, kvDim, kvDim, qDim, hp.nFf, hp.nFf]) acts.push(arena.reserve(B * width * 4));
-  acts.push(arena.reserve(hp.nVocab * 4));
-  // One norm weight at a time, staged for the elementwise kernels' rmsNorm (TransformerModel.normStage).
-  acts.push(arena.reserve(Math.max(hp.nEmbd, hp.headDim) * 4));
-  const [qsBytes, dBytes, x16Bytes, dTBytes, sxBytes] = q8ScratchBytes(B, Math.max(hp.nEmbd, qDim, hp.nFf));
-  const q8 = { qs: arena.reserve(qsBytes), d: arena.reserve(dBytes), x16: arena.reserve(x16Bytes), dT: arena.reserve(dTBytes), sx: arena.reserve(sxBytes) };
-  return { placed, acts, q8, weightBytes: weightsEnd - start, activationBytes: arena.bytes - weightsEnd };
-}
-
-/**
- * The matrices TransformerModel may copy into wasm memory, in its layout order, with their types
- * (`typeOf`: a tensor's GGUF type name, undefined when absent): per layer q, k, v, o, gate, up,
- * down, then the output. Fused tensors (phi3's attn_qkv and gate+up ffn_up) count as the row
- * ranges the model splits them into.
- */
-export function modelWasmMatrices(hp: ModelDims & { readonly nLayer: number }, typeOf: (tensor: string) => string | undefined): MatrixShape[] {
-  const qDim = hp.nHead * hp.headDim;
-  const kvDim = hp.nHeadKv * hp.headDim;
-  const out: MatrixShape[] = [];
-  const m = (tensor: string, cols: number, rows: number, fused?: string) =>
-    out.push({ type: (typeOf(tensor) ?? (fused !== undefined ? typeOf(fused) : undefined) ?? "missing") as WeightMatrix["type"], rows, cols });
-  for (let l = 0; l < hp.nLayer; l++) {
-    const p = `blk.${l}.`;
-    m(p + "attn_q.weight", hp.nEmbd, qDim, p + "attn_qkv.weight");
-    m(p + "attn_k.weight", hp.nEmbd, kvDim, p + "attn_qkv.weight");
-    m(p + "attn_v.weight", hp.nEmbd, kvDim, p + "attn_qkv.weight");
-    m(p + "attn_output.weight", qDim, hp.nEmbd);
-    m(p + "ffn_gate.weight", hp.nEmbd, hp.nFf, p + "ffn_up.weight");
-    m(p + "ffn_up.weight", hp.nEmbd, hp.nFf);
-    m(p + "ffn_down.weight", hp.nFf, hp.nEmbd);
-  }
-  // Tied embeddings: the output matmul reads token_embd, which is then copied.
-  m(typeOf("output.weight") !== undefined ? "output.weight" : "token_embd.weight", hp.nEmbd, hp.nVocab);
-  return out;
-}
-
-/** What a default TransformerModel (wasm kernels, q8 activations) holds besides the file bytes. */
-export interface ModelMemory {
-  /** "wasm" when the layout fits MAX_WASM_MEMORY_BYTES (the engine then copies); "js" otherwise. */
-  readonly kernels: "wasm" | "js";
-  /** Bytes of weight copies in wasm memory (0 on the JS kernels). */
-  readonly wasmWeightBytes: number;
-  /** Activation bytes: wasm-side buffers (= wasmBytes - wasmWeightBytes), or the JS Float32Arrays. */
-  readonly activationBytes: number;
-  /** `TransformerModel.wasmBytes` for this model: the whole arena, 0 on the JS kernels. */
-  readonly wasmBytes: number;
-}
-
-/**
- * Predicts a TransformerModel's memory besides the file from the tensor types alone, by replaying the
- * constructor's layout (`typeOf(name)`: the GGUF type name of a tensor, undefined when absent).
- * Assumes a runtime with WebAssembly SIMD (Node >= 16.4, current browsers).
- */
-export function modelMemory(hp: ModelDims & { readonly nLayer: number }, typeOf: (tensor: string) => string | undefined, options: Pick<ModelOptions, "activations" | "maxBatchTokens"> = {}): ModelMemory {
-  const B = options.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS;
-  const qDim = hp.nHead * hp.headDim;
-  const kvDim = hp.nHeadKv * hp.headDim;
-  // wasmBytes switches on the type name; a name it does not know costs 0 there, as in the engine.
-  const shapes = modelWasmMatrices(hp, typeOf);
-  const arena = new ArenaLayout();
-  const layout = layoutModelWasm(hp, B, shapes, (options.activations ?? "q8") === "q8", arena);
-  if (arena.bytes > MAX_WASM_MEMORY_BYTES) {
-    // commit() refuses: the JS kernels run with Float32Array activations, no q8 scratch.
-    let js = hp.nVocab * 4;
-    for (const width of [hp.nEmbd, hp.nEmbd, qDim, kvDim, kvDim, qDim, hp.nFf, hp.nFf]) js += B * width * 4;
-    return { kernels: "js", wasmWeightBytes: 0, activationBytes: js, wasmBytes: 0 };
-  }
-  // The arena's unused first 64 bytes count with the activations, so the two parts sum to wasmBytes.
-  return { kernels: "wasm", wasmWeightBytes: layout.weightBytes, activationBytes: arena.bytes - layout.weightBytes, wasmBytes: arena.bytes };
 }
 
 interface LayerWeights {

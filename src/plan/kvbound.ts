@@ -9,7 +9,7 @@ import type { CodecKind } from "../cache/codecs/types.js";
 import { planPoolLayout } from "../cache/page-pool.js";
 import { cacheScratchBytes, planCacheGroups } from "../cache/paged-kv-cache.js";
 import { cacheShapeFromSpec } from "./cache-shape.js";
-import { modelMemory, type ModelMemory } from "../model/transformer.js";
+import { modelMemory, type ModelMemory } from "../wasm/model-layout.js";
 import { kvLayers, type ModelSpec } from "../spec/model-spec.js";
 import type { ComputeEstimate } from "./compute.js";
 import type { EngineKvResult, PlanSettings } from "./types.js";
@@ -139,7 +139,7 @@ function uniformMatrixType(quant: string): string {
 
 /**
  * What kvbound's TransformerModel holds besides the file bytes, replayed by the model's own layout
- * function (modelMemory in src/model/transformer.ts, which the constructor also uses) from the
+ * function (modelMemory in src/wasm/model-layout.ts, which the constructor also uses) from the
  * spec's tensor types. Null when the spec lacks the sizes (n_vocab, n_ff, a KV layer).
  */
 export function kvboundModelMemory(spec: ModelSpec): (ModelMemory & { readonly typesFrom: "tensors" | "quant" }) | null {

@@ -8,6 +8,10 @@ import type { WasmArena } from "../wasm/wasm-kernels.js";
 import { F16_TO_F32 } from "../../cache/codecs/half.js";
 import { matvec, type WeightMatrix } from "./matvec.js";
 
+import type { Q8Scratch } from "../../wasm/model-layout.js";
+
+export { q8ScratchBytes, wasmBytes, type Q8Scratch } from "../../wasm/model-layout.js";
+
 export type Linear =
   | { readonly kind: "js"; readonly w: WeightMatrix }
   | { readonly kind: "wasm-f32"; readonly w: WeightMatrix; readonly ptr: number }
@@ -17,25 +21,6 @@ export type Linear =
   | { readonly kind: "wasm-q8g16"; readonly w: WeightMatrix; readonly qs: number; readonly d: number }
   /** nibbles qs [rows][cols/2] at `qs`; per 32 values a = d*scale at `a`, c = -dmin*min at `c` (f32). Needs q8 activations. */
   | { readonly kind: "wasm-q4k"; readonly w: WeightMatrix; readonly qs: number; readonly a: number; readonly c: number };
-
-/**
- * Bytes a matrix takes in wasm memory, or 0 when it has no wasm kernel (stays a JS matrix).
- * The quantized types run on wasm only with q8 activations: their kernels dot int8 x int8, and the
- * f32-activation path is the reference numerics, kept on the JS kernels.
- */
-export function wasmBytes(w: Pick<WeightMatrix, "type" | "rows" | "cols">, q8Activations = true): number {
-  const n = w.rows * w.cols;
-  switch (w.type) {
-    case "F32": return n * 4;
-    case "Q8_0":
-    case "Q4_0":
-    case "Q5_0":
-      return q8Activations ? n + (n / 32) * 4 : 0; // int8 + f32 scale: 36 B per 32 values (file: 34, 18, 22)
-    case "Q4_K": return q8Activations ? n / 2 + (n / 32) * 8 : 0; // 24 B per 32 values (file: 18)
-    case "Q6_K": return q8Activations ? n + (n / 16) * 4 : 0; // int8 + f32 per 16: 40 B per 32 (file: 26.25)
-    default: return 0;
-  }
-}
 
 /** Copies `w` into the arena (reserve first, commit, then call this with the reserved offset). */
 export function bindWasm(w: WeightMatrix, arena: WasmArena, at: number): Linear {
@@ -157,26 +142,6 @@ export class Acts {
     this.a = arena !== null && ptr >= 0 ? arena.f32(ptr, rows * width) : new Float32Array(rows * width);
     for (let t = 0; t < rows; t++) this.row.push(this.a.subarray(t * width, (t + 1) * width));
   }
-}
-
-/**
- * Scratch for q8 activations (wasm only), for up to `rows` tokens of up to `maxWidth` values:
- * qs [rows][maxWidth] int8, d [rows][maxWidth/32] f32; for batches also x16 [rows4][maxWidth] int16
- * and dT [rows4/4][maxWidth/32][4] f32 (see widenQ8 in kernels.as; rows4 = rows rounded up to 4).
- */
-export interface Q8Scratch {
-  readonly qs: number;
-  readonly d: number;
-  readonly x16: number;
-  readonly dT: number;
-  /** [rows][maxWidth/32] f32: d times the block's int8 sum (blockSumsQ8), for Q4_K's offsets. */
-  readonly sx: number;
-}
-
-/** Bytes of each Q8Scratch region, in field order. */
-export function q8ScratchBytes(rows: number, maxWidth: number): [number, number, number, number, number] {
-  const rows4 = Math.ceil(rows / 4) * 4;
-  return [rows * maxWidth, (rows * maxWidth) / 8, rows4 * maxWidth * 2, (rows4 * maxWidth) / 8, (rows * maxWidth) / 8];
 }
 
 /**
