@@ -69,6 +69,12 @@ export interface ModelOptions {
    * every quantized type. F32 weights always take f32 activations.
    */
   readonly activations?: "q8" | "f32";
+  /**
+   * GeGLU models: "ggml" (default) rounds the gate to f16 and reads GELU from ggml's f16 table, as
+   * llama.cpp's CPU backend does; "exact" computes the tanh GELU in float64 (reference numerics: the
+   * table's f16 steps amplify float noise between two otherwise equal computations).
+   */
+  readonly gelu?: "ggml" | "exact";
   /** Most tokens one forwardBatch call takes (activation rows allocated for it). Default 64. */
   readonly maxBatchTokens?: number;
 }
@@ -111,6 +117,7 @@ export class TransformerModel implements CausalLM {
   readonly activations: "q8" | "f32";
   readonly wasmBytes: number;
   private readonly plan: TransformerPlan;
+  private readonly exactGelu: boolean;
   private readonly arena: WasmArena | null;
   private readonly tokEmbd: WeightMatrix;
   private readonly outNorm: Float32Array;
@@ -140,6 +147,7 @@ export class TransformerModel implements CausalLM {
   constructor(readonly header: GgufHeader, data: Uint8Array, plan: TransformerPlan, options: ModelOptions = {}) {
     const hp = plan.hp;
     this.plan = plan;
+    this.exactGelu = options.gelu === "exact";
     this.hp = hp;
     this.attention = plan.attention;
     const B = options.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS;
@@ -344,6 +352,7 @@ export class TransformerModel implements CausalLM {
     const xa = x.a, xba = xb.a, hba = hb.a, hb2a = hb2.a;
     const ew = this.ew;
     const gelu = this.plan.activation === "gelu";
+    const exactGelu = this.exactGelu;
     for (let l = 0; l < hp.nLayer; l++) {
       const L = this.layers[l]!;
       this.normRows(xb, x, L.attnNorm, n);
@@ -380,7 +389,7 @@ export class TransformerModel implements CausalLM {
       if (L.wUp.kind !== L.wGate.kind) s = this.quant(xb, n, L.wUp);
       linear(arena, hb2, L.wUp, xb, n, s);
       const m = n * nFf;
-      if (gelu) gegluRows(hba, hb2a, m);
+      if (gelu) (exactGelu ? gegluExactRows : gegluRows)(hba, hb2a, m);
       else if (ew !== null) ew.swiglu(hb.ptr, hb2.ptr, m);
       else swigluRows(hba, hb2a, m);
       linear(arena, xb, L.wDown, hb, n, this.quant(hb, n, L.wDown));
@@ -466,5 +475,14 @@ export function gegluRows(g: Float32Array, u: Float32Array, n: number): void {
     const x = g[i]!;
     const y = x <= -10 ? 0 : x >= 10 ? x : table[f32ToF16Bits(x)]!;
     g[i] = y * u[i]!;
+  }
+}
+
+/** g[i] = gelu(g[i]) * u[i] with the tanh GELU in float64 (ModelOptions.gelu "exact"). */
+export function gegluExactRows(g: Float32Array, u: Float32Array, n: number): void {
+  const c = Math.sqrt(2 / Math.PI);
+  for (let i = 0; i < n; i++) {
+    const x = g[i]!;
+    g[i] = 0.5 * x * (1 + Math.tanh(c * x * (1 + 0.044715 * x * x))) * u[i]!;
   }
 }
