@@ -11,6 +11,8 @@ import { createModel } from "../src/model/architectures.js";
 import { CacheKv, createModelCache, modelCacheShape } from "../src/model/cache-kv.js";
 import type { CausalLM } from "../src/model/causal-lm.js";
 import { DenseKv } from "../src/model/dense-kv.js";
+import { loadModel } from "../src/engine/load-model.js";
+import { Session } from "../src/engine/session.js";
 import { ARCH_NAMES, buildArchModel, xorshift32, type ArchName } from "./fixtures/arch-models.js";
 
 async function load(arch: ArchName, kernels: "wasm" | "js"): Promise<CausalLM> {
@@ -135,5 +137,26 @@ describe("layer groups", () => {
     }
     expect(maxAbsDiff(a, b)).toBe(0);
     cache.checkInvariants();
+  });
+});
+
+describe("a session over a sliding-window model", () => {
+  it("reuses the cached prefix while the local layers still hold what it needs, and re-prefills (same logits) once they do not", async () => {
+    const m = buildArchModel({ arch: "gemma2", seed: 11 });
+    const loaded = await loadModel(m.bytes);
+    const config = { contextWindowSize: 512, codec: "f32" as const, prefillChunkSize: 16 };
+    const s = new Session(loaded, config);
+    const ids = tokens(205, m.nVocab, 13);
+    expect((await s.prefill(ids.slice(0, 200))).prefilled).toBe(200);
+    // Appending: everything before is reused.
+    expect(await s.prefill(ids)).toMatchObject({ reused: 200, prefilled: 5 });
+    // Dropping 3 tokens: the local group (64 - 1 + 16 = 79 tokens) still holds the 63 before the new end.
+    expect(await s.prefill(ids.slice(0, 202))).toMatchObject({ reused: 201, prefilled: 1 });
+    // Going back 60 tokens: it does not, so the whole prompt is prefilled again.
+    const back = ids.slice(0, 142);
+    expect(await s.prefill(back)).toMatchObject({ reused: 0, prefilled: 142 });
+    const fresh = new Session(loaded, config);
+    await fresh.prefill(back);
+    expect(maxAbsDiff(s.logits, fresh.logits)).toBe(0);
   });
 });

@@ -151,6 +151,14 @@ export class Session {
     while (common < max && this.held[common] === ids[common]) common++;
     // The logits of the prompt's last token are needed: recompute it when all of it is cached.
     if (common === ids.length) common--;
+    // A model's sliding-window layers may no longer hold the tokens before `common` (they keep only
+    // their window): then nothing can be reused, as llama.cpp re-processes the prompt after SWA.
+    if (common < this.held.length && !this.cache.canTruncate(this.seqId, this.held.length - common)) {
+      this.cache.remove(this.seqId);
+      this.cache.add(this.seqId);
+      this.held = [];
+      common = 0;
+    }
     // Checked before the truncate changes anything: after it the sequence holds `common` tokens.
     if (this.config.policy.kind === "context" && ids.length > this.config.windowTokens) {
       throw new ContextWindowSizeExceededError(ids.length - common, common, this.config.windowTokens);
