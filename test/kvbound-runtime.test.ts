@@ -17,6 +17,7 @@ import { loadModelSpec } from "../src/spec/load.js";
 import type { ModelSpec } from "../src/spec/model-spec.js";
 import { requireShared, sharedPath } from "./helpers/shared.js";
 import { writeSyntheticModel, type SyntheticShape } from "./fixtures/synthetic-model.js";
+import { ARCH_NAMES, buildArchModel } from "./fixtures/arch-models.js";
 import { kvboundCacheInput, kvboundModelMemory } from "../src/plan/kvbound.js";
 import { planMemory } from "../src/plan/plan.js";
 import type { PlanSettings } from "../src/plan/types.js";
@@ -92,6 +93,22 @@ describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => 
       const spec = await loadModelSpec(path);
       for (const settings of [SLIDING, { contextWindowSize: 512, codec: "int8" } satisfies PlanSettings]) {
         expectPlanEqualsRuntime(spec, settings, await runtime(path, spec, settings));
+      }
+    });
+  }
+
+  // Every architecture (fused phi3 tensors, gemma's sliding-window groups, tied and untied outputs):
+  // the planner's layer groups and weight copies equal the runtime's, at a context past the windows.
+  for (const arch of ARCH_NAMES) {
+    it(`synthetic ${arch} (Q8_0): layer groups and copies`, async () => {
+      const path = join(dir, `${arch}.gguf`);
+      writeFileSync(path, buildArchModel({ arch, weights: "Q8_0" }).bytes);
+      const spec = await loadModelSpec(path);
+      for (const settings of [{ contextWindowSize: 1024, codec: "f16" } satisfies PlanSettings, SLIDING]) {
+        const rt = await runtime(path, spec, settings);
+        expectPlanEqualsRuntime(spec, settings, rt);
+        const plan = planMemory(spec, { ...settings, engine: "kvbound" });
+        expect(plan.kv.caches.length).toBe(arch.startsWith("gemma") ? 2 : 1);
       }
     });
   }
