@@ -12,6 +12,7 @@ import { CacheKv, createModelCache, modelCacheShape } from "../src/model/cache-k
 import type { CausalLM } from "../src/model/causal-lm.js";
 import { DenseKv } from "../src/model/dense-kv.js";
 import { loadModel } from "../src/engine/load-model.js";
+import { ModelConfigError } from "../src/errors.js";
 import { Session } from "../src/engine/session.js";
 import { ARCH_NAMES, buildArchModel, xorshift32, type ArchName } from "./fixtures/arch-models.js";
 
@@ -158,5 +159,22 @@ describe("a session over a sliding-window model", () => {
     const fresh = new Session(loaded, config);
     await fresh.prefill(back);
     expect(maxAbsDiff(s.logits, fresh.logits)).toBe(0);
+  });
+});
+
+describe("LongRoPE (phi3): the factors follow the context, as llama.cpp picks them by n_ctx", () => {
+  it("a model built for one side of the original context refuses a session on the other side; each side computes differently", async () => {
+    const m = buildArchModel({ arch: "phi3", seed: 2 }); // original context 256, context_length 1024
+    const long = await loadModel(m.bytes); // default context min(1024, 4096): long factors
+    expect(long.model.longRope).toMatchObject({ nCtxOrig: 256, long: true });
+    expect(() => new Session(long, { contextWindowSize: 256 })).toThrow(ModelConfigError);
+    const short = await loadModel(m.bytes, { nCtx: 256 });
+    expect(short.model.longRope).toMatchObject({ long: false });
+    const ids = tokens(40, m.nVocab, 4);
+    const a = new Session(long, { contextWindowSize: 1024, codec: "f32" });
+    const b = new Session(short, { contextWindowSize: 256, codec: "f32" });
+    await a.prefill(ids);
+    await b.prefill(ids);
+    expect(maxAbsDiff(a.logits, b.logits)).toBeGreaterThan(1e-3);
   });
 });

@@ -4,7 +4,8 @@
 
 import { resolveCacheConfig, type CacheConfig, type CacheConfigInput } from "../cache/config.js";
 import type { PagedKvCache } from "../cache/paged-kv-cache.js";
-import { CacheExhaustedError, CacheOperationError, ContextWindowSizeExceededError } from "../errors.js";
+import { CacheExhaustedError, CacheOperationError, ContextWindowSizeExceededError, ModelConfigError } from "../errors.js";
+import { llamaCppNCtxSeq } from "../model/rope-scaling.js";
 import { renderChatTemplate, type ChatMessage } from "../model/chat-template.js";
 import type { CausalLM } from "../model/causal-lm.js";
 import { encodePrompt, type Tokenizer, type TokenizerSettings } from "../model/tokenizer/index.js";
@@ -73,6 +74,14 @@ export class Session {
     this.tokenizer = loaded.tokenizer;
     this.tokenizerSettings = loaded.settings;
     this.config = resolveCacheConfig(withDefaultWindow(cacheConfig, this.model.hp.nCtxTrain));
+    const lr = this.model.longRope;
+    if (lr !== null && (llamaCppNCtxSeq(this.config.windowTokens, this.model.hp.nCtxTrain) > lr.nCtxOrig) !== lr.long) {
+      throw new ModelConfigError(
+        `this LongRoPE model was loaded for a ${lr.nCtx}-token context (${lr.long ? "long" : "short"} factors, original context ${lr.nCtxOrig}) ` +
+          `but the session's window is ${this.config.windowTokens} tokens, which takes the ${lr.long ? "short" : "long"} factors; load it with nCtx ${this.config.windowTokens}`,
+        { field: "nCtx" },
+      );
+    }
     this.cache = createModelCache(this.model, this.config);
     this.cache.add(this.seqId);
     this.kv = new CacheKv(this.cache, this.seqId, this.model);

@@ -51,6 +51,15 @@ export interface KvBackend {
   attendBatch?(layer: number, q: Float32Array, nQuery: number, out: Float32Array): void;
 }
 
+/** Which LongRoPE factors a model was built with, and the context that decides it. */
+export interface LongRopeChoice {
+  /** rope.scaling.original_context_length: contexts (padded as llama.cpp pads them) above it take the long factors. */
+  readonly nCtxOrig: number;
+  readonly long: boolean;
+  /** The context the model was built for. */
+  readonly nCtx: number;
+}
+
 /** A causal language model: what sessions, perplexity and the benchmarks run. */
 export interface CausalLM {
   readonly hp: ModelHParams;
@@ -61,6 +70,12 @@ export interface CausalLM {
   /** Which kernels run the matmuls ("wasm" SIMD or "js"). */
   readonly kernels: "wasm" | "js";
   readonly activations: "q8" | "f32";
+  /**
+   * LongRoPE models (Phi-3 128k): llama.cpp picks the long factors when the context passes the
+   * original one, so the model was built for a context on one side of it; a session on the other
+   * side would compute with the wrong factors (Session refuses it). Null for every other model.
+   */
+  readonly longRope: LongRopeChoice | null;
   /** Bytes of the model's WebAssembly memory (weight copies + activations); 0 on the JS kernels. */
   readonly wasmBytes: number;
   /** One token at position `pos` through every layer; `logits` ([nVocab]) receives the output when given. */

@@ -12,7 +12,7 @@ import { ModelConfigError } from "../errors.js";
 import { expNonPositive } from "../cache/fast-exp.js";
 import { f32ToF16Bits, F16_TO_F32 } from "../cache/codecs/half.js";
 import type { RopeSpec } from "../cache/rope.js";
-import type { CausalLM, KvBackend, LayerAttention, ModelHParams } from "./causal-lm.js";
+import type { CausalLM, KvBackend, LayerAttention, LongRopeChoice, ModelHParams } from "./causal-lm.js";
 import type { MatrixRef, TransformerPlan } from "./archs/plan.js";
 import { Acts, bindWasm, linear, quantizeActs, type Linear, type Q8Scratch } from "./kernels/linear.js";
 import { DEFAULT_MAX_BATCH_TOKENS, layoutModelWasm, MAX_BATCH_TOKENS_LIMIT } from "../wasm/model-layout.js";
@@ -116,6 +116,7 @@ export class TransformerModel implements CausalLM {
   readonly kernels: "wasm" | "js";
   readonly activations: "q8" | "f32";
   readonly wasmBytes: number;
+  readonly longRope: LongRopeChoice | null;
   private readonly plan: TransformerPlan;
   private readonly exactGelu: boolean;
   private readonly arena: WasmArena | null;
@@ -150,6 +151,7 @@ export class TransformerModel implements CausalLM {
     this.exactGelu = options.gelu === "exact";
     this.hp = hp;
     this.attention = plan.attention;
+    this.longRope = plan.longRope ?? null;
     const B = options.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS;
     if (!Number.isInteger(B) || B < 1 || B > MAX_BATCH_TOKENS_LIMIT) {
       throw new ModelConfigError(`maxBatchTokens ${B} is invalid: use 1..${MAX_BATCH_TOKENS_LIMIT}`, { field: "maxBatchTokens" });

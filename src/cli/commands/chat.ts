@@ -28,7 +28,7 @@ export const DEFAULT_CHAT_MAX_TOKENS = 128;
 export async function chatCommand(flags: ChatFlags, io: CliIo, lines?: AsyncIterable<string>): Promise<number> {
   const sampling = samplerFromFlags(flags);
   const maxTokens = flags.maxTokens === undefined ? DEFAULT_CHAT_MAX_TOKENS : parseCount(flags.maxTokens, "max-tokens");
-  const loaded = await loadModelForCli(flags.model, io);
+  const loaded = await loadModelForCli(flags.model, io, flags);
   const session = sessionFromFlags(loaded, flags);
   const tty = process.stdin.isTTY === true && lines === undefined;
   const mode = loaded.settings.chatTemplate !== undefined ? "chat template" : "plain continuation (the model has no chat template)";

@@ -60,11 +60,15 @@ export function samplerFromFlags(f: SamplingFlags): SamplerSettings {
 }
 
 /** Loads a model reference (path, URL, hf:) with a progress bar on stderr when it is a terminal. */
-export async function loadModelForCli(ref: string, io: CliIo): Promise<LoadedModel> {
+export async function loadModelForCli(ref: string, io: CliIo, flags: RawCacheFlags = {}): Promise<LoadedModel> {
   // Only a terminal gets a redrawn bar; a pipe or a log file would fill with carriage returns.
   const tty = process.stderr.isTTY === true;
   let lastDraw = 0;
+  // The window decides LongRoPE models' factors (llama.cpp: by n_ctx), so the model is built for it.
+  const given = flags.contextWindow !== undefined || flags.slidingWindow !== undefined ? cacheConfigFromFlags(flags) : null;
+  const window = given === null ? -1 : Math.max(given.contextWindowSize ?? -1, given.slidingWindowSize ?? -1);
   const loaded = await loadModel(ref, {
+    ...(window > 0 ? { nCtx: window } : {}),
     ...(io.fetch ? { fetch: io.fetch } : {}),
     ...(tty
       ? {
@@ -110,7 +114,7 @@ export function memoryLine(s: DoneEvent["stats"]): string {
 export async function runCommand(flags: RunFlags, io: CliIo): Promise<number> {
   const sampling = samplerFromFlags(flags);
   const maxTokens = flags.maxTokens === undefined ? undefined : Number(flags.maxTokens) === 0 ? 0 : parseCount(flags.maxTokens, "max-tokens");
-  const loaded = await loadModelForCli(flags.model, io);
+  const loaded = await loadModelForCli(flags.model, io, flags);
   const session = sessionFromFlags(loaded, flags);
   const promptIds = session.encode(flags.prompt);
   const gen = session.generate(promptIds, { ...sampling, ...(maxTokens !== undefined ? { maxTokens } : {}) });

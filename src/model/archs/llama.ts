@@ -3,7 +3,7 @@
 // Normal (GPT-J) RoPE pairs on the converter's permuted Q/K; rope_freqs.weight is llama3 scaling,
 // rope_factors_long/short LongRoPE; the softmax scale is 1/sqrt(head_dim).
 
-import { outputTensor, readRope, readSizes, standardLayer, uniformAttention, type Architecture, type ArchContext, type TransformerPlan } from "./plan.js";
+import { longRopeChoice, outputTensor, readRope, readSizes, standardLayer, uniformAttention, type Architecture, type ArchContext, type TransformerPlan } from "./plan.js";
 
 function llamaPlan(ctx: ArchContext, noRopeStep: number): TransformerPlan {
   const sizes = readSizes(ctx);
@@ -14,7 +14,7 @@ function llamaPlan(ctx: ArchContext, noRopeStep: number): TransformerPlan {
   );
   const layers = [];
   for (let l = 0; l < sizes.nLayer; l++) layers.push(standardLayer(l, sizes));
-  return { hp: { ...sizes, rope }, attention, layers, embedScale: 1, activation: "silu", output: outputTensor(ctx), finalSoftcap: 0 };
+  return { hp: { ...sizes, rope }, attention, layers, embedScale: 1, activation: "silu", output: outputTensor(ctx), finalSoftcap: 0, longRope: longRopeChoice(ctx) };
 }
 
 export const llama: Architecture = { names: ["llama", "mistral"], plan: (ctx) => llamaPlan(ctx, 0) };

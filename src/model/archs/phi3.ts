@@ -4,7 +4,7 @@
 // rope.scaling.attn_factor on cos/sin. llama.cpp disables Phi's sliding window (PR 13676): every
 // layer attends over the whole context, so phi3.attention.sliding_window is read and not applied.
 
-import { num, outputTensor, readRope, readSizes, standardLayer, uniformAttention, type Architecture, type ArchContext, type TransformerPlan } from "./plan.js";
+import { longRopeChoice, num, outputTensor, readRope, readSizes, standardLayer, uniformAttention, type Architecture, type ArchContext, type TransformerPlan } from "./plan.js";
 
 function phi3Plan(ctx: ArchContext): TransformerPlan {
   const sizes = readSizes(ctx);
@@ -32,7 +32,7 @@ function phi3Plan(ctx: ArchContext): TransformerPlan {
       }),
     );
   }
-  return { hp: { ...sizes, rope }, attention: uniformAttention(sizes, rope), layers, embedScale: 1, activation: "silu", output: outputTensor(ctx), finalSoftcap: 0 };
+  return { hp: { ...sizes, rope }, attention: uniformAttention(sizes, rope), layers, embedScale: 1, activation: "silu", output: outputTensor(ctx), finalSoftcap: 0, longRope: longRopeChoice(ctx) };
 }
 
 export const phi3: Architecture = { names: ["phi3"], plan: phi3Plan };

@@ -5,8 +5,8 @@
 import type { GgufHeader } from "../../gguf/header.js";
 import { ModelConfigError } from "../../errors.js";
 import type { RopeSpec } from "../../cache/rope.js";
-import type { LayerAttention, ModelHParams } from "../causal-lm.js";
-import { readRopeScaling, ropeSpecFromScaling } from "../rope-scaling.js";
+import type { LayerAttention, LongRopeChoice, ModelHParams } from "../causal-lm.js";
+import { llamaCppNCtxSeq, readRopeHParams, readRopeScaling, ropeSpecFromScaling } from "../rope-scaling.js";
 
 /** Rows [row0, row0 + rows) of a tensor: the whole matrix, or one part of a fused one (phi3's attn_qkv). */
 export interface MatrixRef {
@@ -53,6 +53,8 @@ export interface TransformerPlan {
   readonly output: string;
   /** Final logit soft-capping (gemma2); 0 for none. */
   readonly finalSoftcap: number;
+  /** Set when the file has LongRoPE factors (readRope records the choice). */
+  readonly longRope?: LongRopeChoice | null;
 }
 
 /** What an architecture reads: the header, which tensors exist (and their F32 values), and the run's context. */
@@ -173,6 +175,13 @@ export function readRope(ctx: ArchContext, headDim: number, r: RopeReading): Rop
   });
   const s = { ...scaling, ...(r.freqBase !== undefined ? { freqBase: r.freqBase } : {}), ...(r.freqScale !== undefined ? { freqScale: r.freqScale } : {}) };
   return ropeSpecFromScaling(nRot, r.neox, s);
+}
+
+/** The LongRoPE factor choice for this file and context, or null when it has no long/short factors. */
+export function longRopeChoice(ctx: ArchContext): LongRopeChoice | null {
+  if (!ctx.has("rope_factors_long.weight") && !ctx.has("rope_factors_short.weight")) return null;
+  const hp = readRopeHParams(ctx.meta, ctx.arch);
+  return { nCtxOrig: hp.nCtxOrigYarn, long: llamaCppNCtxSeq(ctx.nCtx, hp.nCtxTrain) > hp.nCtxOrigYarn, nCtx: ctx.nCtx };
 }
 
 /** Every layer attending over the full context with one RoPE and the standard 1/sqrt(headDim) scale. */
