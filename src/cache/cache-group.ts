@@ -1,6 +1,7 @@
 // One group of layers of the paged KV cache: a page pool shared by the group's K and V stores, a
 // page table per sequence, a policy that decides what leaves, and attention that reads pages in
-// place. PagedKvCache (paged-kv-cache.ts) composes one group per kind of layer.
+// place. PagedKvCache (paged-kv-cache.ts) composes one group per kind of layer. This file wires
+// them and moves the K/V bytes; the slot bookkeeping is page-table.ts's, the buffers cache-scratch.ts's.
 //
 // The token path, per step:
 //   reserve(seq, n)            policy evicts, pages are found (or the call is refused, untouched)
@@ -23,19 +24,26 @@ import {
   LayerOutOfRangeError,
   SequenceNotFoundError,
 } from "../errors.js";
-import { createPageStore, pageStoreBytes } from "./codecs/index.js";
+import { createPageStore } from "./codecs/index.js";
 import type { CodecKind, KvRole, PageShape, PageStore } from "./codecs/types.js";
 import type { CacheConfig, CacheModelShape } from "./config.js";
-import { AttentionScratch, attendRuns, attentionScratchFloats, RunTable, type AttendShape, type AttentionWeightsHook } from "./attention.js";
+import { attendRuns, type AttendShape, type AttentionWeightsHook } from "./attention.js";
+import { CacheScratch, cacheKernelMemory } from "./cache-scratch.js";
 import { attendRunsWasm, type WasmAttendTarget } from "./wasm/attend-wasm.js";
-import { CacheKernelMemory, layoutCacheMemory, MAX_CACHE_MEMORY_BYTES, wasmAttentionSupports, type CacheMemoryLayout } from "./wasm/store-memory.js";
+import type { CacheKernelMemory } from "./wasm/store-memory.js";
 import { layerPageShape, PagePool, planPoolLayout, type PoolLayout } from "./page-pool.js";
+import { MAX_POSITION, PageTable } from "./page-table.js";
 import { createPolicy, type EvictionPolicy } from "./policies/index.js";
+import { okResult, ReservePlan, type ReserveResult } from "./reserve-plan.js";
 import { Rope } from "./rope.js";
 import type { KvRun } from "./runs.js";
 import { PageEntry, SequenceState } from "./sequence.js";
 import { StatsCounters, type CacheStats, type SequenceStats } from "./stats.js";
 import { decodeSnapshot, encodeSnapshot, type SnapshotHeader } from "./snapshot.js";
+
+export { cacheKernelLayout, cacheScratchBytes } from "./cache-scratch.js";
+export { MAX_POSITION } from "./page-table.js";
+export type { ReserveResult } from "./reserve-plan.js";
 
 export type StoreFactory = (kind: CodecKind, role: KvRole, shape: PageShape) => PageStore;
 
@@ -52,42 +60,22 @@ export interface PagedKvCacheOptions {
   readonly kernels?: "wasm" | "js";
 }
 
-/** What `reserve` did. Refusals change nothing. */
-export type ReserveResult =
-  | { readonly ok: true; readonly evicted: number }
-  /** context policy: the window is full. A prompt boundary throws ContextWindowSizeExceededError;
-   *  a decoding loop finishes with reason "length". */
-  | { readonly ok: false; readonly reason: "length"; readonly held: number; readonly window: number }
-  /** The pool has too few free pages (a budget shared by sequences, or forks holding pages). */
-  | { readonly ok: false; readonly reason: "exhausted"; readonly neededPages: number; readonly freePages: number };
-
-/** Largest original position: positions are stored as int32. */
-export const MAX_POSITION = 2 ** 31 - 2;
-
 export class CacheGroup {
   readonly config: CacheConfig;
   readonly model: CacheModelShape;
   readonly layout: PoolLayout;
   readonly policy: EvictionPolicy;
   private readonly pool: PagePool;
+  private readonly table: PageTable;
   private readonly kStores: PageStore[] = [];
   private readonly vStores: PageStore[] = [];
   private readonly ropes: (Rope | null)[] = [];
   private readonly seqs = new Map<number, SequenceState>();
-  private readonly spareEntries: PageEntry[] = [];
   private readonly counters = new StatsCounters();
   private readonly pageSize: number;
   private readonly window: number;
-  // Scratch, allocated once.
-  private readonly evictIdx: Int32Array; // [window] retained indices chosen by the policy
-  private readonly doomed: Int32Array; // [pages per sequence + 1] entry indices released by a reserve
-  private readonly kScratch: Float32Array; // [max nHeadKv * headDimK]
-  private readonly gather: Float32Array; // [pageSize][max token stride] compaction buffer
-  private readonly posScratch: Int32Array; // [window] compaction positions
-  private readonly runs: RunTable;
-  private runsSeq: SequenceState | null = null;
-  private runsVersion = -1;
-  private readonly attnScratch: AttentionScratch;
+  /** Every buffer besides the stores, allocated once. */
+  private readonly scratch: CacheScratch;
   private hookSeq: SequenceState | null = null;
   private hookLayer = 0;
   private readonly hook: AttentionWeightsHook | null;
@@ -98,8 +86,8 @@ export class CacheGroup {
   /** Per layer, when attention runs in the wasm kernels (options.kernels). */
   private readonly wasmTargets: WasmAttendTarget[] = [];
   private readonly kernelMemory: CacheKernelMemory | null = null;
-  /** The last planReserve's decision, applied by commitReserve (one object, refilled). */
-  private readonly plan = { seq: null as SequenceState | null, n: 0, e: 0, nDoomed: 0, compact: false, version: -1 };
+  /** The last planReserve's decision, applied by commitReserve. */
+  private readonly plan = new ReservePlan();
 
   constructor(config: CacheConfig, model: CacheModelShape, options: PagedKvCacheOptions = {}) {
     this.config = config;
@@ -110,10 +98,8 @@ export class CacheGroup {
     this.window = config.windowTokens;
     const nPages = this.layout.nPages;
     this.pool = new PagePool(nPages);
-    const { maxK, maxV, maxStride } = layerMaxima(model);
-    const usesScores = this.policy.usesScores;
     const mem =
-      options.kernels === "js" || options.createStore !== undefined || usesScores ? null : cacheKernelMemory(config, model);
+      options.kernels === "js" || options.createStore !== undefined || this.policy.usesScores ? null : cacheKernelMemory(config, model);
     const make: StoreFactory =
       options.createStore ??
       ((kind, role, shape) => createPageStore(kind, role, shape, this.layout.storeOptions));
@@ -152,32 +138,23 @@ export class CacheGroup {
         this.ropes.push(null);
       }
     }
-    this.evictIdx = new Int32Array(this.window);
-    this.doomed = new Int32Array(this.layout.pagesPerSequence + this.window + 1);
-    this.kScratch = new Float32Array(maxStride);
-    this.gather = new Float32Array(config.pageSize * maxStride);
-    this.posScratch = new Int32Array(this.window);
+    this.scratch = new CacheScratch(config, model, this.layout, mem);
     if (mem !== null) {
+      // The scratch's byte count takes the stores to be what the layout reserved for them.
+      if (this.reservedBytes !== this.layout.reservedBytes) {
+        throw new Error(`stores in the kernel memory reserved ${this.reservedBytes} bytes, the layout ${this.layout.reservedBytes}`);
+      }
       const L = mem.layout;
-      this.runs = new RunTable(this.window, { buffer: mem.buffer, byteOffset: L.runTable });
-      this.attnScratch = new AttentionScratch(model.nHead, this.window, maxK, maxV, {
-        buffer: mem.buffer,
-        scores: L.scores,
-        qBlock: L.qBlock,
-        outBlock: L.outBlock,
-      });
       const kernels = mem.kernels(config.codec);
-      const invSum = new Float32Array(mem.buffer, L.invSum, attentionScratchFloats(model.nHead, this.window, maxK, maxV).invSum);
+      const invSum = this.scratch.kernelInvSum!;
       for (let l = 0; l < model.layers.length; l++) {
         mem.writeDescriptor(L.kDesc[l]!, this.kStores[l]!);
         mem.writeDescriptor(L.vDesc[l]!, this.vStores[l]!);
         this.wasmTargets.push({ mem, k: kernels, v: kernels, kDesc: L.kDesc[l]!, vDesc: L.vDesc[l]!, invSum });
       }
       this.kernelMemory = mem;
-    } else {
-      this.runs = new RunTable(this.window);
-      this.attnScratch = new AttentionScratch(model.nHead, this.window, maxK, maxV);
     }
+    this.table = new PageTable(this.pool, this.pageSize, this.window, this.policy.positions, this.scratch);
     const nLayer = model.layers.length;
     this.hook = this.policy.usesScores
       ? (qi, nQuery, w, nVisible) => this.policy.observe(this.hookSeq!.scores!, this.hookLayer, nLayer, qi, nQuery, w, nVisible)
@@ -202,15 +179,10 @@ export class CacheGroup {
    * Bytes the cache allocated besides its stores, at construction (constant): the attention scratch,
    * the run table, eviction and compaction buffers; with wasm kernels, everything in the kernel
    * memory that is not a store. Per-sequence page tables (a few bytes per page) are not counted.
-   * cacheScratchBytes(config, model) predicts it without creating a cache.
+   * cacheScratchBytes(config, model) predicts it without creating a cache (both from scratchLengths).
    */
   get scratchBytes(): number {
-    const a = this.attnScratch;
-    const r = this.runs;
-    let b = this.evictIdx.byteLength + this.doomed.byteLength + this.kScratch.byteLength + this.gather.byteLength + this.posScratch.byteLength;
-    b += r.pos.byteLength + r.rotPos.byteLength + a.qRot.byteLength + a.wAvg.byteLength + a.invSum.byteLength;
-    if (this.kernelMemory !== null) return b + this.kernelMemory.layout.bytes - this.reservedBytes;
-    return b + r.page.buffer.byteLength + a.scores.byteLength;
+    return this.scratch.bytes;
   }
 
   /** Bytes the stores reserved (constant). */
@@ -244,10 +216,9 @@ export class CacheGroup {
   /** Removes a sequence and drops its page references (shared pages stay with their other holders). */
   remove(seqId: number): void {
     const s = this.seq(seqId);
-    while (s.entries.length > 0) this.dropEntry(s.entries.pop());
+    this.table.releaseAll(s);
     this.counters.tokens -= s.held;
     this.seqs.delete(seqId);
-    if (this.runsSeq === s) this.runsSeq = null;
   }
 
   /** A copy of `srcId` named `dstId` sharing every page (copy-on-write). Voids srcId's pending reservation. */
@@ -255,18 +226,7 @@ export class CacheGroup {
     const src = this.seq(srcId);
     this.checkNewId(dstId, "fork");
     const dst = this.newSequence(dstId);
-    for (let i = 0; i < src.entries.length; i++) {
-      const e = src.entries.get(i);
-      const c = this.takeEntry(e.page);
-      c.copyFrom(e);
-      this.pool.retain(e.page);
-      dst.entries.push(c);
-    }
-    dst.held = src.held;
-    dst.nextPos = src.nextPos;
-    if (src.scores && dst.scores) dst.scores.set(src.scores.subarray(0, src.held));
-    src.pendingCount = 0;
-    src.version++;
+    this.table.share(src, dst);
     this.counters.tokens += dst.held;
     this.seqs.set(dstId, dst);
   }
@@ -302,7 +262,7 @@ export class CacheGroup {
    * pending reservation; an ok plan is applied by commitReserve(), before any other call.
    */
   planReserve(seqId: number, n: number): ReserveResult {
-    this.plan.seq = null;
+    this.plan.clear();
     const s = this.seq(seqId);
     const P = this.pageSize;
     const maxN = this.window - this.policy.pinned;
@@ -317,7 +277,7 @@ export class CacheGroup {
     }
     s.pendingCount = 0;
     if (n === 0) {
-      this.setPlan(s, 0, 0, 0, false);
+      this.plan.set(s, 0, 0, 0, false);
       return okResult(0);
     }
     const over = s.held + n - this.window;
@@ -327,15 +287,16 @@ export class CacheGroup {
       const view = this.evictionView;
       view.held = s.held;
       view.scores = s.scores ?? EMPTY_SCORES;
-      this.policy.selectEvictions(view, e, n, this.evictIdx);
+      this.policy.selectEvictions(view, e, n, this.scratch.evictIdx);
     }
 
     // Dry run: which entries the evictions empty, and how many pages the append then needs.
-    const nDoomed = this.markDoomed(s, e);
+    const nDoomed = this.table.markDoomed(s, e);
+    const doomed = this.scratch.doomed;
     let freed = 0;
-    for (let d = 0; d < nDoomed; d++) if (this.pool.refCount(s.entries.get(this.doomed[d]!).page) === 1) freed++;
+    for (let d = 0; d < nDoomed; d++) if (this.pool.refCount(s.entries.get(doomed[d]!).page) === 1) freed++;
     let tailIdx = s.entries.length - 1;
-    for (let d = nDoomed - 1; d >= 0 && tailIdx >= 0 && this.doomed[d] === tailIdx; d--) tailIdx--;
+    for (let d = nDoomed - 1; d >= 0 && tailIdx >= 0 && doomed[d] === tailIdx; d--) tailIdx--;
     const tail = tailIdx >= 0 ? s.entries.get(tailIdx) : null;
     const tailFree = tail ? P - tail.used : 0;
     const cow = tail !== null && tailFree > 0 && this.pool.refCount(tail.page) > 1 ? 1 : 0;
@@ -343,7 +304,7 @@ export class CacheGroup {
     const entriesAfter = s.entries.length - nDoomed + fresh;
     const available = this.pool.freePages + freed;
     let compact = false;
-    if (this.policy.holes && (entriesAfter > this.layout.pagesPerSequence || fresh + cow > available) && this.allExclusive(s)) {
+    if (this.policy.holes && (entriesAfter > this.layout.pagesPerSequence || fresh + cow > available) && this.table.allExclusive(s)) {
       // Compaction packs the L survivors into ceil(L/P) pages and frees the rest.
       const L = s.held - e;
       const packed = Math.ceil(L / P);
@@ -356,35 +317,30 @@ export class CacheGroup {
     } else if (fresh + cow > available) {
       return { ok: false, reason: "exhausted", neededPages: fresh + cow, freePages: available };
     }
-    this.setPlan(s, n, e, nDoomed, compact);
+    this.plan.set(s, n, e, nDoomed, compact);
     return okResult(e);
-  }
-
-  private setPlan(s: SequenceState, n: number, e: number, nDoomed: number, compact: boolean): void {
-    const p = this.plan;
-    p.seq = s;
-    p.n = n;
-    p.e = e;
-    p.nDoomed = nDoomed;
-    p.compact = compact;
-    p.version = s.version;
   }
 
   /** Applies the plan of the last ok planReserve (evictions, compaction, append). */
   commitReserve(): void {
-    const { seq: s, n, e, nDoomed, compact, version } = this.plan;
+    const { seq: s, n, evictions: e, nDoomed, compact, version } = this.plan;
     if (s === null || s.version !== version || this.seqs.get(s.id) !== s) {
       throw new CacheOperationError("commitReserve without a current planReserve: plan and commit with no other call between", { operation: "commitReserve" });
     }
-    this.plan.seq = null;
+    this.plan.clear();
     if (e > 0) {
-      this.applyEvictions(s, e, nDoomed);
+      this.table.applyEvictions(s, e, nDoomed);
+      this.counters.tokens -= e;
       s.evictionEvents++;
       s.evictedTokens += e;
       this.counters.evictionEvents++;
       this.counters.evictedTokens += e;
     }
-    if (compact) this.compact(s);
+    if (compact) {
+      this.compactStores(s);
+      this.table.compact(s);
+      this.counters.compactions++;
+    }
     if (n > 0) this.append(s, n);
   }
 
@@ -420,7 +376,7 @@ export class CacheGroup {
     let off = kOff;
     if (rope !== null) {
       const n = shape.nHeadKv * shape.headDimK;
-      const tmp = this.kScratch;
+      const tmp = this.scratch.kScratch;
       for (let j = 0; j < n; j++) tmp[j] = k[kOff + j]!;
       rope.rotate(tmp, 0, shape.nHeadKv, entry.pos[slot]!);
       src = tmp;
@@ -446,7 +402,7 @@ export class CacheGroup {
         nQuery,
       });
     }
-    const runs = this.runsFor(s);
+    const runs = this.table.runsFor(s);
     const shape = this.model.layers[layer]!;
     this.hookSeq = s;
     this.hookLayer = layer;
@@ -455,9 +411,9 @@ export class CacheGroup {
     const sc = scale ?? 1 / Math.sqrt(shape.headDimK);
     const wasm = this.wasmTargets[layer];
     if (wasm !== undefined) {
-      attendRunsWasm(out, outOff, q, qOff, nQuery, attendShape, runs, s.held, wasm, rope, sc, this.attnScratch);
+      attendRunsWasm(out, outOff, q, qOff, nQuery, attendShape, runs, s.held, wasm, rope, sc, this.scratch.attention);
     } else {
-      attendRuns(out, outOff, q, qOff, nQuery, attendShape, runs, s.held, this.kStores[layer]!, this.vStores[layer]!, rope, sc, this.attnScratch, this.hook);
+      attendRuns(out, outOff, q, qOff, nQuery, attendShape, runs, s.held, this.kStores[layer]!, this.vStores[layer]!, rope, sc, this.scratch.attention, this.hook);
     }
   }
 
@@ -471,35 +427,8 @@ export class CacheGroup {
         n,
       });
     }
-    s.pendingCount = 0;
-    if (n === 0) return;
-    let left = n;
-    let oldestPopped = s.nextPos;
-    while (left > 0) {
-      const e = s.entries.get(s.entries.length - 1);
-      for (let slot = e.used - 1; slot >= 0 && left > 0; slot--) {
-        if (e.alive[slot] === 1) {
-          e.alive[slot] = 0;
-          e.live--;
-          left--;
-          oldestPopped = e.pos[slot]!;
-        }
-      }
-      if (e.live === 0) this.dropEntry(s.entries.pop());
-    }
-    // The new tail reuses its slots after its last live one.
-    if (s.entries.length > 0) {
-      const t = s.entries.get(s.entries.length - 1);
-      let last = t.used - 1;
-      while (last >= 0 && t.alive[last] === 0) last--;
-      if (last + 1 < t.used) {
-        t.used = last + 1;
-        if (this.pool.refCount(t.page) === 1) this.truncateStores(t.page, t.used);
-      }
-    }
-    s.held -= n;
-    s.nextPos = oldestPopped;
-    s.version++;
+    const shrunk = this.table.pop(s, n);
+    if (shrunk !== null) this.truncateStores(shrunk.page, shrunk.used);
     this.counters.tokens -= n;
   }
 
@@ -508,23 +437,17 @@ export class CacheGroup {
 
   /** Attention positions of the retained tokens, in retained order, into `out`; returns the count. */
   positions(seqId: number, out: Int32Array): number {
-    const runs = this.runsFor(this.seq(seqId));
-    let n = 0;
-    for (let r = 0; r < runs.n; r++) for (let t = 0; t < runs.length[r]!; t++) out[n++] = runs.pos[r]! + t;
-    return n;
+    return this.table.positions(this.seq(seqId), out);
   }
 
   /** Original (text) positions of the retained tokens, in retained order; returns the count. */
   originalPositions(seqId: number, out: Int32Array): number {
-    const runs = this.runsFor(this.seq(seqId));
-    let n = 0;
-    for (let r = 0; r < runs.n; r++) for (let t = 0; t < runs.length[r]!; t++) out[n++] = runs.rotPos[r]! + t;
-    return n;
+    return this.table.originalPositions(this.seq(seqId), out);
   }
 
   /** The runs attention reads (diagnostics; allocates). */
   runsOf(seqId: number): KvRun[] {
-    return this.runsFor(this.seq(seqId)).toArray();
+    return this.table.runsFor(this.seq(seqId)).toArray();
   }
 
   /** Decodes retained token `index` of a layer: K as stored (rotated by its original position), V. */
@@ -534,7 +457,7 @@ export class CacheGroup {
     if (!(index >= 0 && index < s.held)) {
       throw new CacheOperationError(`token ${index} is out of range: the sequence holds ${s.held}`, { operation: "readToken", seqId });
     }
-    const runs = this.runsFor(s);
+    const runs = this.table.runsFor(s);
     let r = 0;
     while (runs.index[r]! + runs.length[r]! <= index) r++;
     const slot = runs.slotStart[r]! + (index - runs.index[r]!);
@@ -581,39 +504,11 @@ export class CacheGroup {
   }
 
   /**
-   * Checks every invariant the cache relies on and throws an Error naming the first broken one:
-   * reference counts equal the page tables' references, free pages are referenced by nobody and
-   * listed once, live counts match the slot flags, held counts match.
+   * Checks every invariant the cache relies on and throws an Error naming the first broken one
+   * (PageTable.checkInvariants: reference counts, the free list, live and held counts, positions).
    */
   checkInvariants(): void {
-    const refs = new Int32Array(this.pool.nPages);
-    let tokens = 0;
-    for (const s of this.seqs.values()) {
-      let live = 0;
-      for (let i = 0; i < s.entries.length; i++) {
-        const e = s.entries.get(i);
-        refs[e.page] = refs[e.page]! + 1;
-        let l = 0;
-        for (let slot = 0; slot < e.used; slot++) l += e.alive[slot]!;
-        for (let slot = e.used; slot < this.pageSize; slot++) if (e.alive[slot] !== 0) throw new Error(`seq ${s.id} page ${e.page}: live slot past used`);
-        if (l !== e.live) throw new Error(`seq ${s.id} page ${e.page}: live ${e.live} but ${l} slots alive`);
-        if (l === 0) throw new Error(`seq ${s.id} page ${e.page}: an empty entry was not released`);
-        live += l;
-      }
-      if (live !== s.held) throw new Error(`seq ${s.id}: held ${s.held} but ${live} live slots`);
-      tokens += live;
-    }
-    if (tokens !== this.counters.tokens) throw new Error(`token counter ${this.counters.tokens} != ${tokens}`);
-    const seen = new Uint8Array(this.pool.nPages);
-    for (const p of this.pool.freeList()) {
-      if (seen[p]) throw new Error(`page ${p} is on the free list twice`);
-      seen[p] = 1;
-      if (refs[p] !== 0) throw new Error(`page ${p} is free but referenced ${refs[p]} times`);
-    }
-    for (let p = 0; p < this.pool.nPages; p++) {
-      if (refs[p] !== this.pool.refCount(p)) throw new Error(`page ${p}: refcount ${this.pool.refCount(p)} but ${refs[p]} references`);
-      if (refs[p] === 0 && !seen[p]) throw new Error(`page ${p} leaked: unreferenced and not free`);
-    }
+    this.table.checkInvariants(this.seqs.values(), this.counters.tokens);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -637,24 +532,12 @@ export class CacheGroup {
     if (snap.entries.length > this.pool.freePages) return false;
     const s = this.newSequence(seqId);
     for (const se of snap.entries) {
-      const page = this.pool.allocate()!;
-      const e = this.takeEntry(page);
-      e.used = se.used;
-      e.alive.set(se.alive);
-      e.pos.set(se.pos);
-      let live = 0;
-      let contiguous = true;
-      for (let slot = 0; slot < se.used; slot++) {
-        live += se.alive[slot]!;
-        if (slot > 0 && se.pos[slot] !== se.pos[slot - 1]! + 1) contiguous = false;
-      }
-      e.live = live;
-      e.contiguous = contiguous;
+      const page = this.table.allocatePage();
+      this.table.pushRestored(s, page, se.used, se.alive, se.pos);
       for (let l = 0; l < this.nLayer; l++) {
         this.kStores[l]!.importPage(page, se.k[l]!);
         this.vStores[l]!.importPage(page, se.v[l]!);
       }
-      s.entries.push(e);
     }
     s.held = snap.held;
     s.nextPos = snap.nextPos;
@@ -714,24 +597,6 @@ export class CacheGroup {
     return new SequenceState(seqId, this.policy.usesScores ? this.window : 0);
   }
 
-  private takeEntry(page: number): PageEntry {
-    const e = this.spareEntries.pop() ?? new PageEntry(this.pageSize);
-    e.reset(page);
-    e.alive.fill(0);
-    return e;
-  }
-
-  private dropEntry(e: PageEntry): void {
-    this.pool.release(e.page);
-    e.page = -1;
-    this.spareEntries.push(e);
-  }
-
-  private allExclusive(s: SequenceState): boolean {
-    for (let i = 0; i < s.entries.length; i++) if (this.pool.refCount(s.entries.get(i).page) !== 1) return false;
-    return true;
-  }
-
   private truncateStores(page: number, nValid: number): void {
     for (let l = 0; l < this.kStores.length; l++) {
       this.kStores[l]!.truncatePage(page, nValid);
@@ -740,78 +605,17 @@ export class CacheGroup {
   }
 
   /**
-   * Walks the entries holding the `e` chosen evictions (this.evictIdx, ascending) and records in
-   * this.doomed the indices of entries they empty. Reads only; stops at the last chosen token, so
-   * a sliding window (evictions right after the sinks) touches O(1) entries.
+   * The store half of a compaction (PageTable.compact does the metadata, after this): packs the
+   * sequence's live tokens into as few pages as possible, in order, reusing its own pages front to
+   * back (all exclusive: the plan checked). Tokens for packed page d come only from entries >= d,
+   * so each page's tokens are gathered before it is overwritten. Quantized codecs re-encode the
+   * decoded values (one more rounding step for int8/int4/fp8; exact for f32 and f16).
    */
-  private markDoomed(s: SequenceState, e: number): number {
-    let j = 0;
-    let base = 0;
-    let nDoomed = 0;
-    for (let i = 0; i < s.entries.length && j < e; i++) {
-      const entry = s.entries.get(i);
-      const end = base + entry.live;
-      let c = 0;
-      while (j < e && this.evictIdx[j]! < end) {
-        j++;
-        c++;
-      }
-      if (c === entry.live) this.doomed[nDoomed++] = i;
-      base = end;
-    }
-    return nDoomed;
-  }
-
-  private applyEvictions(s: SequenceState, e: number, nDoomed: number): void {
-    let j = 0;
-    let base = 0;
-    for (let i = 0; i < s.entries.length && j < e; i++) {
-      const entry = s.entries.get(i);
-      const end = base + entry.live;
-      if (j < e && this.evictIdx[j]! < end) {
-        let rank = base;
-        for (let slot = 0; slot < entry.used && j < e; slot++) {
-          if (entry.alive[slot] === 0) continue;
-          if (rank === this.evictIdx[j]) {
-            entry.alive[slot] = 0;
-            entry.live--;
-            j++;
-          }
-          rank++;
-        }
-      }
-      base = end;
-    }
-    // Release emptied entries, highest index first so lower indices stay valid.
-    for (let d = nDoomed - 1; d >= 0; d--) this.dropEntry(s.entries.removeAt(this.doomed[d]!));
-    const sc = s.scores;
-    if (sc) {
-      // Keep scores in retained order: drop the evicted indices in one pass.
-      let w = 0;
-      let k = 0;
-      for (let t = 0; t < s.held; t++) {
-        if (k < e && this.evictIdx[k] === t) {
-          k++;
-          continue;
-        }
-        sc[w++] = sc[t]!;
-      }
-    }
-    s.held -= e;
-    this.counters.tokens -= e;
-    s.version++;
-  }
-
-  /**
-   * Packs the sequence's live tokens into as few pages as possible, in order, reusing its own pages
-   * front to back (all exclusive: the caller checked). Tokens for packed page d come only from
-   * entries >= d, so each page's tokens are gathered before it is overwritten. Quantized codecs
-   * re-encode the decoded values (one more rounding step for int8/int4/fp8; exact for f32 and f16).
-   */
-  private compact(s: SequenceState): void {
+  private compactStores(s: SequenceState): void {
     const P = this.pageSize;
     const nEntries = s.entries.length;
     const packed = Math.ceil(s.held / P);
+    const gather = this.scratch.gather;
     for (let l = 0; l < this.nLayer; l++) {
       for (const store of [this.kStores[l]!, this.vStores[l]!]) {
         const stride = store.shape.nHeadKv * store.shape.headDim;
@@ -826,183 +630,36 @@ export class CacheGroup {
               rs = 0;
               continue;
             }
-            if (src.alive[rs] === 1) store.readToken(src.page, rs, this.gather, (n++) * stride);
+            if (src.alive[rs] === 1) store.readToken(src.page, rs, gather, (n++) * stride);
             rs++;
           }
           const page = s.entries.get(d).page;
           store.truncatePage(page, 0);
-          for (let t = 0; t < n; t++) store.writeToken(page, t, this.gather, t * stride);
+          for (let t = 0; t < n; t++) store.writeToken(page, t, gather, t * stride);
         }
       }
     }
-    // Metadata: the same walk over positions, written into a scratch of packed entries.
-    const posTmp = this.posScratch;
-    let n = 0;
-    for (let i = 0; i < nEntries; i++) {
-      const e = s.entries.get(i);
-      for (let slot = 0; slot < e.used; slot++) if (e.alive[slot] === 1) posTmp[n++] = e.pos[slot]!;
-    }
-    while (s.entries.length > packed) this.dropEntry(s.entries.pop());
-    for (let d = 0; d < packed; d++) {
-      const e = s.entries.get(d);
-      const cnt = Math.min(P, s.held - d * P);
-      e.alive.fill(0);
-      e.used = cnt;
-      e.live = cnt;
-      e.contiguous = true;
-      for (let t = 0; t < cnt; t++) {
-        e.alive[t] = 1;
-        e.pos[t] = posTmp[d * P + t]!;
-        if (t > 0 && e.pos[t] !== e.pos[t - 1]! + 1) e.contiguous = false;
-      }
-    }
-    this.counters.compactions++;
-    s.version++;
   }
 
-  /** Appends n slots at the tail (pages were checked by the caller). */
+  /** Appends n slots at the tail (the plan counted the pages): copies a shared tail first, clears fresh pages. */
   private append(s: SequenceState, n: number): void {
-    const P = this.pageSize;
-    let tail = s.entries.length > 0 ? s.entries.get(s.entries.length - 1) : null;
-    if (tail !== null && tail.used < P && this.pool.refCount(tail.page) > 1) {
-      const page = this.pool.allocate()!;
+    const table = this.table;
+    const tail = table.openTail(s);
+    if (tail !== null && this.pool.refCount(tail.page) > 1) {
+      const page = table.allocatePage();
       for (let l = 0; l < this.nLayer; l++) {
         this.kStores[l]!.copyPage(page, tail.page);
         this.vStores[l]!.copyPage(page, tail.page);
       }
-      if (tail.used < P) this.truncateStores(page, tail.used);
-      this.pool.release(tail.page);
-      tail.page = page;
+      this.truncateStores(page, tail.used);
+      table.replaceTailPage(s, page);
       this.counters.copyOnWritePages++;
     }
-    if (tail !== null && tail.used < P) {
-      s.pendingEntry = s.entries.length - 1;
-      s.pendingSlot = tail.used;
-    } else {
-      s.pendingEntry = s.entries.length;
-      s.pendingSlot = 0;
-    }
-    for (let t = 0; t < n; t++) {
-      if (tail === null || tail.used === P) {
-        const page = this.pool.allocate()!;
-        this.truncateStores(page, 0);
-        tail = this.takeEntry(page);
-        s.entries.push(tail);
-      }
-      const slot = tail.used++;
-      const pos = s.nextPos++;
-      if (slot > 0 && tail.pos[slot - 1] !== pos - 1) tail.contiguous = false;
-      tail.pos[slot] = pos;
-      tail.alive[slot] = 1;
-      tail.live++;
-      if (s.scores) s.scores[s.held] = 0;
-      s.held++;
-    }
-    s.pendingCount = n;
-    s.version++;
+    const firstNew = s.entries.length;
+    table.append(s, n);
+    for (let i = firstNew; i < s.entries.length; i++) this.truncateStores(s.entries.get(i).page, 0);
     this.counters.tokens += n;
-  }
-
-  /** The sequence's runs, rebuilt only when it changed since the last call. */
-  private runsFor(s: SequenceState): RunTable {
-    if (this.runsSeq === s && this.runsVersion === s.version) return this.runs;
-    const runs = this.runs;
-    runs.n = 0;
-    const reassigned = this.policy.positions === "reassigned";
-    let index = 0;
-    for (let i = 0; i < s.entries.length; i++) {
-      const e = s.entries.get(i);
-      if (e.contiguous && e.live === e.used) {
-        runs.push(e.page, 0, e.used, reassigned ? index : e.pos[0]!, e.pos[0]!, index);
-        index += e.used;
-        continue;
-      }
-      let slot = 0;
-      while (slot < e.used) {
-        if (e.alive[slot] === 0) {
-          slot++;
-          continue;
-        }
-        const start = slot;
-        slot++;
-        while (slot < e.used && e.alive[slot] === 1 && e.pos[slot] === e.pos[slot - 1]! + 1) slot++;
-        const len = slot - start;
-        runs.push(e.page, start, len, reassigned ? index : e.pos[start]!, e.pos[start]!, index);
-        index += len;
-      }
-    }
-    this.runsSeq = s;
-    this.runsVersion = s.version;
-    return runs;
   }
 }
 
 const EMPTY_SCORES = new Float64Array(0);
-
-/** The widest head dims and K/V token strides over the layers (what the shared buffers are sized by). */
-function layerMaxima(model: CacheModelShape): { maxK: number; maxV: number; maxStride: number } {
-  let maxK = 0;
-  let maxV = 0;
-  let maxStride = 0;
-  for (const layer of model.layers) {
-    maxK = Math.max(maxK, layer.headDimK);
-    maxV = Math.max(maxV, layer.headDimV);
-    maxStride = Math.max(maxStride, layer.nHeadKv * layer.headDimK, layer.nHeadKv * layer.headDimV);
-  }
-  return { maxK, maxV, maxStride };
-}
-
-/** Successful reserve results for small eviction counts, frozen, made on first use: a decode loop in
- *  a full window gets the same `{ ok: true, evicted: 1 }` every token instead of a new object. */
-const OK_RESULTS: ReserveResult[] = [];
-const OK_RESULTS_CACHED = 64;
-function okResult(evicted: number): ReserveResult {
-  if (evicted > OK_RESULTS_CACHED) return { ok: true, evicted };
-  return (OK_RESULTS[evicted] ??= Object.freeze({ ok: true as const, evicted }));
-}
-
-/**
- * Where the wasm kernels' memory would put this cache's stores, run table and attention scratch,
- * or null when attention stays in JS whatever the runtime: a score-based policy (h2o, tova), a
- * codec / head dim without wasm kernels, or more than MAX_CACHE_MEMORY_BYTES (about 4 GiB) in all. The planner's kvbound rule sizes the memory with it.
- */
-export function cacheKernelLayout(config: CacheConfig, model: CacheModelShape): CacheMemoryLayout | null {
-  if (createPolicy(config.policy).usesScores) return null;
-  const pool = planPoolLayout(config, model);
-  const bytes: { k: number; v: number }[] = [];
-  const { maxK, maxV } = layerMaxima(model);
-  for (const layer of model.layers) {
-    if (!wasmAttentionSupports(config.codec, layer.headDimK, layer.headDimV)) return null;
-    bytes.push({
-      k: pageStoreBytes(config.codec, "k", layerPageShape(pool.nPages, config.pageSize, layer.nHeadKv, layer.headDimK), pool.storeOptions),
-      v: pageStoreBytes(config.codec, "v", layerPageShape(pool.nPages, config.pageSize, layer.nHeadKv, layer.headDimV), pool.storeOptions),
-    });
-  }
-  const layout = layoutCacheMemory(bytes, config.windowTokens, attentionScratchFloats(model.nHead, config.windowTokens, maxK, maxV));
-  // Past what one instance may hold the cache keeps plain buffers (CacheKernelMemory.create refuses).
-  return layout.bytes > MAX_CACHE_MEMORY_BYTES ? null : layout;
-}
-
-/**
- * PagedKvCache.scratchBytes for (config, model), computed without allocating: with wasm kernels
- * wherever cacheKernelLayout says they run (this runtime has WebAssembly SIMD), JS otherwise.
- */
-export function cacheScratchBytes(config: CacheConfig, model: CacheModelShape): number {
-  const pool = planPoolLayout(config, model);
-  const W = config.windowTokens;
-  const { maxK, maxV, maxStride } = layerMaxima(model);
-  // evictIdx, doomed, kScratch, gather, posScratch
-  let b = 4 * W + 4 * (pool.pagesPerSequence + W + 1) + 4 * maxStride + 4 * config.pageSize * maxStride + 4 * W;
-  // RunTable pos + rotPos; AttentionScratch qRot, wAvg, invSum
-  b += 8 * W + 4 * model.nHead * maxK + 4 * W + 8 * model.nHead;
-  const kernel = cacheKernelLayout(config, model);
-  if (kernel !== null) return b + kernel.bytes - pool.reservedBytes;
-  // JS kernels: the run table's four shared arrays and one query's scores.
-  return b + 16 * W + 4 * model.nHead * W;
-}
-
-/** The wasm kernel memory for this cache, or null when attention stays in JS (cacheKernelLayout, or no wasm SIMD here, or too much memory). */
-function cacheKernelMemory(config: CacheConfig, model: CacheModelShape): CacheKernelMemory | null {
-  const layout = cacheKernelLayout(config, model);
-  return layout === null ? null : CacheKernelMemory.create(layout, config.codec);
-}

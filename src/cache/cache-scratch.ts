@@ -1,0 +1,195 @@
+// Everything a CacheGroup allocates besides its page stores (eviction, compaction and RoPE buffers,
+// the run table, the attention scratch; in the wasm kernels' memory or not), and the bytes it takes.
+//
+// One function, scratchLengths, sizes every array. CacheScratch allocates from it and checks at
+// construction that what it got adds up to scratchBytesOf(lengths); cacheScratchBytes (the planner's
+// figure) and cacheKernelLayout predict from the same lengths. So allocation and prediction cannot drift.
+
+import { AttentionScratch, RunTable, attentionScratchFloats } from "./attention.js";
+import { pageStoreBytes } from "./codecs/index.js";
+import type { CacheConfig, CacheModelShape } from "./config.js";
+import { layerPageShape, planPoolLayout, type PoolLayout } from "./page-pool.js";
+import { createPolicy } from "./policies/index.js";
+import {
+  CacheKernelMemory,
+  layoutCacheMemory,
+  MAX_CACHE_MEMORY_BYTES,
+  wasmAttentionSupports,
+  type CacheMemoryLayout,
+  type ScratchFloats,
+} from "./wasm/store-memory.js";
+
+/** Element counts of every scratch array (the comment on each says its type and shape). */
+export interface ScratchLengths {
+  readonly window: number;
+  readonly nHead: number;
+  readonly maxHeadDimK: number;
+  readonly maxHeadDimV: number;
+  readonly evictIdx: number; // int32 [window] retained indices the policy chose to evict
+  readonly doomed: number; // int32 [pagesPerSequence + window + 1] entry indices a reserve releases
+  readonly kScratch: number; // f32 [max nHeadKv * headDimK] one key, rotated before it is stored
+  readonly gather: number; // f32 [pageSize][max token stride] compaction buffer
+  readonly posScratch: number; // int32 [window] compaction positions
+  /** RunTable capacity: int32 [window] x 6 (page, slotStart, length, index: shared with the wasm kernels; pos, rotPos: JS). */
+  readonly runs: number;
+  readonly qRot: number; // f32 [nHead * maxHeadDimK]
+  readonly wAvg: number; // f32 [window]
+  readonly invSum: number; // f64 [nHead]
+  readonly jsScores: number; // f32 [nHead * window] one query's scores (JS kernels)
+  /** f32 counts of the attention scratch inside the wasm kernels' memory. */
+  readonly kernel: ScratchFloats;
+}
+
+/** The widest head dims and K/V token strides over the layers (what the shared buffers are sized by). */
+function layerMaxima(model: CacheModelShape): { maxK: number; maxV: number; maxStride: number } {
+  let maxK = 0;
+  let maxV = 0;
+  let maxStride = 0;
+  for (const layer of model.layers) {
+    maxK = Math.max(maxK, layer.headDimK);
+    maxV = Math.max(maxV, layer.headDimV);
+    maxStride = Math.max(maxStride, layer.nHeadKv * layer.headDimK, layer.nHeadKv * layer.headDimV);
+  }
+  return { maxK, maxV, maxStride };
+}
+
+/** The sizes of every scratch array for (config, model) and its pool. */
+export function scratchLengths(config: CacheConfig, model: CacheModelShape, pool: PoolLayout): ScratchLengths {
+  const W = config.windowTokens;
+  const { maxK, maxV, maxStride } = layerMaxima(model);
+  return {
+    window: W,
+    nHead: model.nHead,
+    maxHeadDimK: maxK,
+    maxHeadDimV: maxV,
+    evictIdx: W,
+    // Each entry a reserve empties lost at least one evicted token, so this bound is never reached.
+    doomed: pool.pagesPerSequence + W + 1,
+    kScratch: maxStride,
+    gather: config.pageSize * maxStride,
+    posScratch: W,
+    runs: W,
+    qRot: model.nHead * maxK,
+    wAvg: W,
+    invSum: model.nHead,
+    jsScores: model.nHead * W,
+    kernel: attentionScratchFloats(model.nHead, W, maxK, maxV),
+  };
+}
+
+/**
+ * Bytes of the scratch with these lengths: the arrays always on the JS heap, plus either the JS
+ * run table and scores, or (wasm kernels) everything in the kernel memory that is not a store.
+ */
+export function scratchBytesOf(len: ScratchLengths, kernel: CacheMemoryLayout | null, storeBytes: number): number {
+  let b = 4 * (len.evictIdx + len.doomed + len.posScratch) + 4 * (len.kScratch + len.gather);
+  // RunTable pos + rotPos; AttentionScratch qRot, wAvg, invSum.
+  b += 2 * 4 * len.runs + 4 * (len.qRot + len.wAvg) + 8 * len.invSum;
+  if (kernel !== null) return b + kernel.bytes - storeBytes;
+  // JS kernels: the run table's four shared arrays and one query's scores.
+  return b + 4 * 4 * len.runs + 4 * len.jsScores;
+}
+
+/**
+ * Where the wasm kernels' memory would put this cache's stores, run table and attention scratch,
+ * or null when attention stays in JS whatever the runtime: a score-based policy (h2o, tova), a
+ * codec / head dim without wasm kernels, or more than MAX_CACHE_MEMORY_BYTES (about 4 GiB) in all.
+ * The planner's kvbound rule sizes the memory with it.
+ */
+export function cacheKernelLayout(config: CacheConfig, model: CacheModelShape): CacheMemoryLayout | null {
+  if (createPolicy(config.policy).usesScores) return null;
+  const pool = planPoolLayout(config, model);
+  return kernelLayoutFor(config, model, pool, scratchLengths(config, model, pool));
+}
+
+function kernelLayoutFor(config: CacheConfig, model: CacheModelShape, pool: PoolLayout, len: ScratchLengths): CacheMemoryLayout | null {
+  const bytes: { k: number; v: number }[] = [];
+  for (const layer of model.layers) {
+    if (!wasmAttentionSupports(config.codec, layer.headDimK, layer.headDimV)) return null;
+    bytes.push({
+      k: pageStoreBytes(config.codec, "k", layerPageShape(pool.nPages, config.pageSize, layer.nHeadKv, layer.headDimK), pool.storeOptions),
+      v: pageStoreBytes(config.codec, "v", layerPageShape(pool.nPages, config.pageSize, layer.nHeadKv, layer.headDimV), pool.storeOptions),
+    });
+  }
+  const layout = layoutCacheMemory(bytes, len.runs, len.kernel);
+  // Past what one instance may hold the cache keeps plain buffers (CacheKernelMemory.create refuses).
+  return layout.bytes > MAX_CACHE_MEMORY_BYTES ? null : layout;
+}
+
+/**
+ * CacheGroup.scratchBytes for (config, model), computed without allocating: with wasm kernels
+ * wherever cacheKernelLayout says they run (this runtime has WebAssembly SIMD), JS otherwise.
+ */
+export function cacheScratchBytes(config: CacheConfig, model: CacheModelShape): number {
+  const pool = planPoolLayout(config, model);
+  const len = scratchLengths(config, model, pool);
+  const kernel = createPolicy(config.policy).usesScores ? null : kernelLayoutFor(config, model, pool, len);
+  return scratchBytesOf(len, kernel, pool.reservedBytes);
+}
+
+/** The wasm kernel memory for this cache, or null when attention stays in JS (cacheKernelLayout, or no wasm SIMD here, or too much memory). */
+export function cacheKernelMemory(config: CacheConfig, model: CacheModelShape): CacheKernelMemory | null {
+  const layout = cacheKernelLayout(config, model);
+  return layout === null ? null : CacheKernelMemory.create(layout, config.codec);
+}
+
+/** The scratch of one cache group, allocated once (in `mem` where the wasm kernels run). */
+export class CacheScratch {
+  readonly lengths: ScratchLengths;
+  readonly evictIdx: Int32Array; // [window]
+  readonly doomed: Int32Array; // [pagesPerSequence + window + 1]
+  readonly kScratch: Float32Array; // [max nHeadKv * headDimK]
+  readonly gather: Float32Array; // [pageSize][max token stride]
+  readonly posScratch: Int32Array; // [window]
+  readonly runs: RunTable;
+  readonly attention: AttentionScratch;
+  /** wasm kernels: the softmax denominators in their memory ([QUERY_BLOCK * nHead] f32); null with JS kernels. */
+  readonly kernelInvSum: Float32Array | null;
+  /**
+   * Bytes allocated besides the stores (constant): the arrays above; with wasm kernels, everything
+   * in the kernel memory that is not a store. Per-sequence page tables (a few bytes per page) are not counted.
+   */
+  readonly bytes: number;
+
+  /** `pool` is the group's layout; `mem`, when given, already holds the stores and reserves the rest by its layout. */
+  constructor(config: CacheConfig, model: CacheModelShape, pool: PoolLayout, mem: CacheKernelMemory | null) {
+    const len = scratchLengths(config, model, pool);
+    this.lengths = len;
+    this.evictIdx = new Int32Array(len.evictIdx);
+    this.doomed = new Int32Array(len.doomed);
+    this.kScratch = new Float32Array(len.kScratch);
+    this.gather = new Float32Array(len.gather);
+    this.posScratch = new Int32Array(len.posScratch);
+    if (mem !== null) {
+      const L = mem.layout;
+      this.runs = new RunTable(len.runs, { buffer: mem.buffer, byteOffset: L.runTable });
+      this.attention = new AttentionScratch(len.nHead, len.window, len.maxHeadDimK, len.maxHeadDimV, {
+        buffer: mem.buffer,
+        scores: L.scores,
+        qBlock: L.qBlock,
+        outBlock: L.outBlock,
+      });
+      this.kernelInvSum = new Float32Array(mem.buffer, L.invSum, len.kernel.invSum);
+    } else {
+      this.runs = new RunTable(len.runs);
+      this.attention = new AttentionScratch(len.nHead, len.window, len.maxHeadDimK, len.maxHeadDimV);
+      this.kernelInvSum = null;
+    }
+    this.bytes = scratchBytesOf(len, mem?.layout ?? null, pool.reservedBytes);
+    // What was allocated must be what the lengths say (the planner predicts from them): checked once here.
+    const got = this.allocatedBytes(mem !== null ? mem.layout.bytes - pool.reservedBytes : -1);
+    if (got !== this.bytes) {
+      throw new Error(`cache scratch allocated ${got} bytes but scratchLengths predicts ${this.bytes}: update scratchLengths with the allocation`);
+    }
+  }
+
+  /** Sum of the byteLengths actually allocated (`kernelBytes` >= 0: the kernel memory's non-store bytes, which hold the shared arrays). */
+  private allocatedBytes(kernelBytes: number): number {
+    const r = this.runs;
+    const a = this.attention;
+    let b = this.evictIdx.byteLength + this.doomed.byteLength + this.kScratch.byteLength + this.gather.byteLength + this.posScratch.byteLength;
+    b += r.pos.byteLength + r.rotPos.byteLength + a.qRot.byteLength + a.wAvg.byteLength + a.invSum.byteLength;
+    if (kernelBytes >= 0) return b + kernelBytes;
+    return b + r.page.buffer.byteLength + a.scores.byteLength;
+  }
+}
