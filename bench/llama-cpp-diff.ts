@@ -3,7 +3,7 @@
 //
 //   npx tsx bench/llama-cpp-diff.ts --arch A [--seed S] [--layers L] [--weights F32|Q8_0|Q4_K]
 //       [--ctx N] [--rope-scaling none|linear|llama3|yarn|longrope] [--positions N]
-//       [--activations f32|q8] [--json]
+//       [--activations f32|q8] [--sliding-window W] [--gelu ggml|exact] [--noise-floor] [--kvbound-noise] [--json]
 //
 // It writes test/fixtures/arch-models.ts's GGUF of the architecture (seeded random weights scaled
 // so predictions are confident), runs llama.cpp (node-llama-cpp from bench/peers: CPU, 1 thread,
@@ -40,7 +40,7 @@ import {
 } from "../test/fixtures/arch-models.js";
 import { machineInfo, machineLines } from "./lib/machine.js";
 import { fmt, markdownTable } from "./lib/table.js";
-import { loadLlamaCppLogits, type LlamaCppLogitsPeer } from "./peers/llama-cpp.js";
+import { loadLlamaCppLogits, type LlamaCppLogitsPeer, type LlamaCppLogitsRunner, type LlamaCppNextToken } from "./peers/llama-cpp.js";
 
 /** Below this median top-1 probability the distributions are too flat for agreement to say anything. */
 export const MIN_MEDIAN_TOP1 = 0.3;
@@ -66,6 +66,22 @@ export interface DiffOptions {
    * activations for Q8_0 weights; Q8_K for K-quants, which kvbound does not mirror), "f32" on F32.
    */
   readonly activations?: "f32" | "q8";
+  /**
+   * Also run llama.cpp one token at a time and compare it with its own batched run: how far two
+   * summation orders of the same engine drift on this model (with quantized activations a 1-ulp
+   * difference flips an int8 now and then, and peaked random models amplify it). Off by default.
+   */
+  readonly noiseFloor?: boolean;
+  /**
+   * Also run kvbound with its JS matmul kernels and compare with its default (wasm) run: how far two
+   * summation orders of kvbound drift on this model. GeGLU models (gemma) need it: ggml's f16 GELU
+   * table, which kvbound reproduces, turns float noise into f16 steps. Off by default.
+   */
+  readonly kvboundNoise?: boolean;
+  /** gemma2/gemma3: the model's sliding window (default 64 / 128). */
+  readonly slidingWindow?: number;
+  /** kvbound's GELU: "ggml" (default, llama.cpp's f16 table) or "exact" (to measure what the table does). */
+  readonly gelu?: "ggml" | "exact";
 }
 
 export interface DiffError {
@@ -99,6 +115,11 @@ export interface DiffResult {
   readonly greedy: { readonly llamaCpp: number[]; readonly kvbound: number[] | null; readonly firstDivergence: number | null };
   /** Largest |node-llama-cpp probability - float64 softmax of llama.cpp's logits|: ~1e-7 when they are the full softmax. */
   readonly peerSoftmaxMaxErr: number;
+  /** llama.cpp one token at a time against llama.cpp batched (only with `noiseFloor`). */
+  readonly llamaCppSelf?: { readonly maxAbsDp: number; readonly top1Agreement: number };
+  /** kvbound's JS matmul kernels against its wasm ones (only with `kvboundNoise`). */
+  readonly kvboundSelf?: { readonly maxAbsDp: number; readonly p90: number; readonly top1Agreement: number };
+  readonly gelu: "ggml" | "exact";
   readonly kvboundActivations: "f32" | "q8";
   readonly notes: readonly string[];
   readonly llamaCpp: { readonly release: string; readonly nodeLlamaCpp: string; readonly contextSize: number };
@@ -115,11 +136,16 @@ export interface DiffResult {
 async function kvboundLogits(
   gguf: Uint8Array,
   ids: readonly number[],
-  opts: { readonly ctx: number; readonly activations: "f32" | "q8"; readonly generate: number },
+  opts: { readonly ctx: number; readonly activations: "f32" | "q8"; readonly generate: number; readonly kernels?: "wasm" | "js"; readonly gelu?: "ggml" | "exact" },
 ): Promise<{ logits: Float32Array[]; generated: number[] }> {
   const header = await readGgufHeader(gguf);
   // nCtx: LongRoPE picks its factors by the context, as llama.cpp does by n_ctx_per_seq.
-  const model = createModel(header, gguf.subarray(header.dataOffset), { nCtx: opts.ctx, activations: opts.activations });
+  const model = createModel(header, gguf.subarray(header.dataOffset), {
+    nCtx: opts.ctx,
+    activations: opts.activations,
+    kernels: opts.kernels ?? "wasm",
+    gelu: opts.gelu ?? "ggml",
+  });
   const cache = createModelCache(model, resolveCacheConfig({ contextWindowSize: opts.ctx, codec: "f32" }));
   cache.add(0);
   const kv = new CacheKv(cache, 0, model);
@@ -166,6 +192,38 @@ function quantile(sorted: Float64Array, q: number): number {
   return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (at - lo);
 }
 
+interface Agreement {
+  /** Per position max |Δp|, sorted ascending. */
+  readonly dpSorted: Float64Array;
+  readonly agree: number;
+  readonly disagreeAboveMargin: number;
+}
+
+/** Compares llama.cpp's probabilities at each position with `other`'s (probs(t, out) fills out[nVocab]). */
+function agreement(ref: readonly LlamaCppNextToken[], nVocab: number, probs: (t: number, out: Float64Array) => void): Agreement {
+  const n = ref.length;
+  const dp = new Float64Array(n);
+  const p = new Float64Array(nVocab);
+  let agree = 0, disagreeAboveMargin = 0;
+  for (let t = 0; t < n; t++) {
+    const pRef = ref[t]!.probabilities;
+    probs(t, p);
+    let d = 0, first = 0, second = 0;
+    for (let v = 0; v < nVocab; v++) {
+      d = Math.max(d, Math.abs(pRef[v]! - p[v]!));
+      const pr = pRef[v]!;
+      if (pr > first) {
+        second = first;
+        first = pr;
+      } else if (pr > second) second = pr;
+    }
+    dp[t] = d;
+    if (argmax(pRef) === argmax(p)) agree++;
+    else if (first - second > TOP1_MARGIN) disagreeAboveMargin++;
+  }
+  return { dpSorted: dp.sort(), agree, disagreeAboveMargin };
+}
+
 function errorOf(e: unknown): DiffError {
   if (e instanceof Error) {
     const code = (e as { code?: unknown }).code;
@@ -205,8 +263,8 @@ export async function runDiff(options: DiffOptions): Promise<DiffResult> {
     weights,
     contextLength: ctx,
     ...(options.layers !== undefined ? { nLayer: options.layers } : {}),
+    ...(options.slidingWindow !== undefined ? { slidingWindow: options.slidingWindow } : {}),
     ...(options.ropeScaling !== undefined ? { ropeScaling: options.ropeScaling } : {}),
-    ...(process.env.KVD_SPREAD ? { attentionSpread: Number(process.env.KVD_SPREAD) } : {}),
   });
   const nVocab = built.nVocab;
   // BOS, then seeded random ids (any id: llama.cpp takes ids, no text is tokenized).
@@ -221,11 +279,18 @@ export async function runDiff(options: DiffOptions): Promise<DiffResult> {
   writeFileSync(path, built.bytes);
   const peerLoaded = await llamaCpp();
   const t0 = performance.now();
-  const runner = await peerLoaded.open(path, { contextSize: ctx, nVocab, kvCacheType: "F32", flashAttention: false, batchSize: Math.min(512, ctx) });
-  let ref: Awaited<ReturnType<typeof runner.evaluate>>;
+  let runner: LlamaCppLogitsRunner | null = null;
+  let ref: LlamaCppNextToken[];
   const refGreedy: number[] = [];
+  let self: LlamaCppNextToken[] | null = null;
   try {
+    runner = await peerLoaded.open(path, { contextSize: ctx, nVocab, kvCacheType: "F32", flashAttention: false, batchSize: Math.min(512, ctx) });
     ref = await runner.evaluate(ids);
+    if (options.noiseFloor) {
+      await runner.reset();
+      self = [];
+      for (let i = 0; i < ids.length; i++) self.push((await runner.evaluate([ids[i]!]))[0]!);
+    }
     await runner.reset();
     let last = (await runner.evaluate(prompt))[GREEDY_PROMPT_TOKENS - 1]!;
     while (refGreedy.length < GREEDY_TOKENS) {
@@ -234,9 +299,10 @@ export async function runDiff(options: DiffOptions): Promise<DiffResult> {
       if (refGreedy.length < GREEDY_TOKENS) last = (await runner.evaluate([t]))[0]!;
     }
   } finally {
-    await runner.dispose();
+    await runner?.dispose();
     rmSync(dir, { recursive: true, force: true });
   }
+  const llamaContext = runner.contextSize;
   const llamaSeconds = (performance.now() - t0) / 1000;
 
   // llama.cpp alone: how peaked, and whether node-llama-cpp's probabilities are the full softmax.
@@ -256,6 +322,15 @@ export async function runDiff(options: DiffOptions): Promise<DiffResult> {
   top1.sort();
   const medianTop1 = quantile(top1, 0.5);
   const info = peerLoaded.info;
+  let llamaCppSelf: { maxAbsDp: number; top1Agreement: number } | undefined;
+  if (self !== null) {
+    const one = self;
+    const a = agreement(ref, nVocab, (t, out) => {
+      const q = one[t]!.probabilities;
+      for (let v = 0; v < nVocab; v++) out[v] = q[v]!;
+    });
+    llamaCppSelf = { maxAbsDp: a.dpSorted[positions - 1]!, top1Agreement: a.agree / positions };
+  }
   const base = {
     arch: options.arch,
     positions,
@@ -267,9 +342,11 @@ export async function runDiff(options: DiffOptions): Promise<DiffResult> {
     ctx,
     ropeScaling: built.ropeScaling,
     peerSoftmaxMaxErr,
+    ...(llamaCppSelf !== undefined ? { llamaCppSelf } : {}),
     kvboundActivations: activations,
+    gelu: options.gelu ?? "ggml",
     notes: built.notes,
-    llamaCpp: { release: info.llamaCppRelease, nodeLlamaCpp: info.nodeLlamaCppVersion, contextSize: runner.contextSize },
+    llamaCpp: { release: info.llamaCppRelease, nodeLlamaCpp: info.nodeLlamaCppVersion, contextSize: llamaContext },
   } as const;
   const flat: DiffError | undefined =
     medianTop1 < MIN_MEDIAN_TOP1
@@ -279,9 +356,26 @@ export async function runDiff(options: DiffOptions): Promise<DiffResult> {
   const t1 = performance.now();
   let mine: Awaited<ReturnType<typeof kvboundLogits>>;
   let mineGreedy: number[];
+  let kvboundSelf: { maxAbsDp: number; p90: number; top1Agreement: number } | undefined;
+  const gelu = options.gelu ?? "ggml";
   try {
-    mine = await kvboundLogits(built.bytes, ids, { ctx: runner.contextSize, activations, generate: 0 });
-    mineGreedy = (await kvboundLogits(built.bytes, prompt, { ctx: runner.contextSize, activations, generate: GREEDY_TOKENS })).generated;
+    mine = await kvboundLogits(built.bytes, ids, { ctx: llamaContext, activations, generate: 0, gelu });
+    mineGreedy = (await kvboundLogits(built.bytes, prompt, { ctx: llamaContext, activations, generate: GREEDY_TOKENS, gelu })).generated;
+    if (options.kvboundNoise) {
+      const js = await kvboundLogits(built.bytes, ids, { ctx: llamaContext, activations, generate: 0, gelu, kernels: "js" });
+      const pw = new Float64Array(nVocab);
+      const pj = new Float64Array(nVocab);
+      const dp = new Float64Array(positions);
+      let agree = 0;
+      for (let t = 0; t < positions; t++) {
+        softmax(pw, mine.logits[t]!);
+        softmax(pj, js.logits[t]!);
+        for (let v = 0; v < nVocab; v++) dp[t] = Math.max(dp[t]!, Math.abs(pw[v]! - pj[v]!));
+        if (argmax(pw) === argmax(pj)) agree++;
+      }
+      dp.sort();
+      kvboundSelf = { maxAbsDp: dp[positions - 1]!, p90: quantile(dp, 0.9), top1Agreement: agree / positions };
+    }
   } catch (e) {
     return {
       ...base,
@@ -298,24 +392,7 @@ export async function runDiff(options: DiffOptions): Promise<DiffResult> {
   }
   const kvboundSeconds = (performance.now() - t1) / 1000;
 
-  const dp = new Float64Array(positions);
-  let agree = 0, disagreeAboveMargin = 0;
-  for (let t = 0; t < positions; t++) {
-    const pRef = ref[t]!.probabilities;
-    softmax(p64, mine.logits[t]!);
-    let d = 0, first = 0, second = 0;
-    for (let v = 0; v < nVocab; v++) {
-      d = Math.max(d, Math.abs(pRef[v]! - p64[v]!));
-      const p = pRef[v]!;
-      if (p > first) {
-        second = first;
-        first = p;
-      } else if (p > second) second = p;
-    }
-    dp[t] = d;
-    if (argmax(pRef) === argmax(p64)) agree++;
-    else if (first - second > TOP1_MARGIN) disagreeAboveMargin++;
-  }
+  const a = agreement(ref, nVocab, (t, out) => softmax(out, mine.logits[t]!));
   let firstDivergence: number | null = null;
   for (let i = 0; i < GREEDY_TOKENS; i++) {
     if (refGreedy[i] !== mineGreedy[i]) {
@@ -323,17 +400,18 @@ export async function runDiff(options: DiffOptions): Promise<DiffResult> {
       break;
     }
   }
-  const sorted = Float64Array.from(dp).sort();
+  const sorted = a.dpSorted;
   return {
     ...base,
     maxAbsDp: sorted[positions - 1]!,
-    top1Agreement: agree / positions,
+    top1Agreement: a.agree / positions,
     greedyEqual: firstDivergence === null,
     dpQuantiles: { p50: quantile(sorted, 0.5), p90: quantile(sorted, 0.9), p99: quantile(sorted, 0.99) },
-    top1Disagreements: positions - agree,
-    top1DisagreementsAboveMargin: disagreeAboveMargin,
+    top1Disagreements: positions - a.agree,
+    top1DisagreementsAboveMargin: a.disagreeAboveMargin,
     greedy: { llamaCpp: refGreedy, kvbound: mineGreedy, firstDivergence },
     seconds: { llamaCpp: llamaSeconds, kvbound: kvboundSeconds },
+    ...(kvboundSelf !== undefined ? { kvboundSelf } : {}),
     ...(flat !== undefined ? { error: flat } : {}),
   };
 }
@@ -360,7 +438,13 @@ function report(r: DiffResult): string {
       r.greedyEqual === null ? "n/a" : r.greedyEqual ? "equal" : `differ from index ${r.greedy.firstDivergence}`,
     ],
     ["node-llama-cpp probabilities vs softmax(logits)", fmt(r.peerSoftmaxMaxErr)],
-    ["kvbound activations", r.kvboundActivations],
+    ...(r.llamaCppSelf
+      ? ([["llama.cpp one token at a time vs batched: max abs(Δp) / top-1 agreement", `${fmt(r.llamaCppSelf.maxAbsDp)} / ${fmt(r.llamaCppSelf.top1Agreement, 4)}`]] as Array<[string, string]>)
+      : []),
+    ...(r.kvboundSelf
+      ? ([["kvbound JS vs wasm matmuls: max abs(Δp) / p90 / top-1 agreement", `${fmt(r.kvboundSelf.maxAbsDp)} / ${fmt(r.kvboundSelf.p90)} / ${fmt(r.kvboundSelf.top1Agreement, 4)}`]] as Array<[string, string]>)
+      : []),
+    ["kvbound activations / GELU", `${r.kvboundActivations} / ${r.gelu}`],
     ["seconds llama.cpp / kvbound", `${fmt(r.seconds.llamaCpp)} / ${fmt(r.seconds.kvbound)}`],
   ];
   for (const n of r.notes) rows.push(["model", n]);
@@ -399,6 +483,10 @@ async function main(): Promise<void> {
       "rope-scaling": { type: "string" },
       positions: { type: "string" },
       activations: { type: "string" },
+      "noise-floor": { type: "boolean", default: false },
+      "kvbound-noise": { type: "boolean", default: false },
+      gelu: { type: "string" },
+      "sliding-window": { type: "string" },
       json: { type: "boolean", default: false },
     },
   });
@@ -413,6 +501,10 @@ async function main(): Promise<void> {
     ...(values["rope-scaling"] !== undefined ? { ropeScaling: oneOf("rope-scaling", values["rope-scaling"], ROPE_SCALINGS)! } : {}),
     ...(values.positions !== undefined ? { positions: intOf("positions", values.positions)! } : {}),
     ...(values.activations !== undefined ? { activations: oneOf("activations", values.activations, ["f32", "q8"] as const)! } : {}),
+    ...(values["noise-floor"] ? { noiseFloor: true } : {}),
+    ...(values["kvbound-noise"] ? { kvboundNoise: true } : {}),
+    ...(values.gelu !== undefined ? { gelu: oneOf("gelu", values.gelu, ["ggml", "exact"] as const)! } : {}),
+    ...(values["sliding-window"] !== undefined ? { slidingWindow: Number(values["sliding-window"]) } : {}),
   };
   const r = await runDiff(opts);
   await closeLlamaCpp();
