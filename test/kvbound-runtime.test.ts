@@ -18,7 +18,8 @@ import type { ModelSpec } from "../src/spec/model-spec.js";
 import { requireShared, sharedPath } from "./helpers/shared.js";
 import { writeSyntheticModel, type SyntheticShape } from "./fixtures/synthetic-model.js";
 import { ARCH_NAMES, buildArchModel } from "./fixtures/arch-models.js";
-import { kvboundCacheInput, kvboundModelMemory } from "../src/plan/kvbound.js";
+import { KVBOUND_ARCHS, kvboundCacheInput, kvboundModelMemory } from "../src/plan/kvbound.js";
+import { SUPPORTED_ARCHS } from "../src/model/architectures.js";
 import { planMemory } from "../src/plan/plan.js";
 import type { PlanSettings } from "../src/plan/types.js";
 
@@ -134,5 +135,11 @@ describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => 
     const plan = planMemory(spec, { engine: "kvbound" });
     expect(plan.weights!.bytes).toBe(1000 + (values * 36) / 32);
     expect(plan.compute!.note).toMatch(/assuming every matrix is Q8_0/);
+  });
+});
+
+describe("the planner's list of runnable architectures", () => {
+  it("is the model table's (rank --engine kvbound lists only what kvbound run accepts)", () => {
+    expect([...KVBOUND_ARCHS].sort()).toEqual([...SUPPORTED_ARCHS].sort());
   });
 });

@@ -15,6 +15,12 @@ import type { ComputeEstimate } from "./compute.js";
 import type { EngineKvResult, PlanSettings } from "./types.js";
 import { weightBytes, type WeightsEstimate } from "./weights.js";
 
+/**
+ * The general.architecture values kvbound's runtime runs: the table in src/model/architectures.ts,
+ * repeated here because planning imports no model (test/kvbound-runtime.test.ts holds them equal).
+ */
+export const KVBOUND_ARCHS: readonly string[] = ["llama", "mistral", "smollm3", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"];
+
 /** Fallback window when neither a window, ctx, nor the model's training context is known. */
 export const KVBOUND_DEFAULT_CONTEXT = 4096;
 

@@ -3,6 +3,7 @@
 // better at equal memory), then by headroom; models that do not fit follow, demoted with the
 // reason, ordered by how little they miss by. Nothing is hidden.
 
+import { KVBOUND_ARCHS } from "./kvbound.js";
 import { KvboundError } from "../errors.js";
 import type { ModelSpec } from "../spec/model-spec.js";
 import { listRegistry, registrySpec } from "../spec/registry.js";
@@ -74,6 +75,11 @@ export function rankModels(request: RankRequest, registry: RankRegistry = DEFAUL
     } catch (err) {
       if (!(err instanceof KvboundError)) throw err;
       models.push(demoted(entry, q, null, 0, null, `${err.name}: ${err.message}`));
+      continue;
+    }
+    if (engine === "kvbound" && !KVBOUND_ARCHS.includes(spec.arch)) {
+      // Memory alone would rank it, but kvbound run would refuse it.
+      models.push(demoted(entry, q, spec.params, 0, null, `kvbound has no forward pass for architecture ${spec.arch} (it runs ${KVBOUND_ARCHS.join(", ")})`));
       continue;
     }
     let result: ReturnType<typeof cheapestFor>;
