@@ -63,7 +63,7 @@ export interface DiffOptions {
   readonly positions?: number;
   /**
    * kvbound's matmul activations. Default: "q8" on quantized weights (what llama.cpp does: Q8_0
-   * activations for Q8_0 weights; Q8_K for K-quants, which kvbound does not mirror), "f32" on F32.
+   * activations for Q8_0 weights, Q8_K for K-quants, as kvbound does too), "f32" on F32.
    */
   readonly activations?: "f32" | "q8";
   /**

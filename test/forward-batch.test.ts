@@ -107,7 +107,7 @@ describe.skipIf(!wasmKernelsAvailable())("a small synthetic Q8_0 model on the wa
   });
 
   for (const type of ["Q4_K", "Q6_K", "Q4_0", "Q5_0"]) {
-    it(`${type} on the wasm kernels (q8 activations) stays within 2% of the JS kernels' logits`, async () => {
+    it(`${type} on the wasm kernels (q8 activations) stays within 2% (K types, Q8_K activations: 4%) of the JS kernels' logits`, async () => {
       const shape: SyntheticShape = { ...TINY, nEmbd: 256, nFf: 512 }; // K-type rows need 256-value multiples
       const k4 = writeSyntheticModel(shape, type, 5);
       const wasm = await loadBytes(k4);
@@ -117,7 +117,9 @@ describe.skipIf(!wasmKernelsAvailable())("a small synthetic Q8_0 model on the wa
       for (let p = 0; p < ids.length; p++) {
         let scale = 0;
         for (let i = 0; i < b[p]!.length; i++) scale = Math.max(scale, Math.abs(b[p]![i]!));
-        expect(maxAbsDiff(a[p]!, b[p]!)).toBeLessThan(0.02 * scale);
+        // Q8_K activations (the K types', as llama.cpp: one scale per 256 values) round coarser
+        // than Q8_0's per-32 scale: ~2-3% here where Q8_0 stays under 2%.
+        expect(maxAbsDiff(a[p]!, b[p]!)).toBeLessThan((type.endsWith("_K") ? 0.04 : 0.02) * scale);
       }
     });
   }

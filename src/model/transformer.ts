@@ -14,7 +14,7 @@ import { f32ToF16Bits, F16_TO_F32 } from "../cache/codecs/half.js";
 import type { RopeSpec } from "../cache/rope.js";
 import type { CausalLM, KvBackend, LayerAttention, LongRopeChoice, ModelHParams } from "./causal-lm.js";
 import type { MatrixRef, TransformerPlan } from "./archs/plan.js";
-import { Acts, bindWasm, linear, quantizeActs, type Linear, type Q8Scratch } from "./kernels/linear.js";
+import { Acts, actQuant, bindWasm, linear, quantizeActs, type Linear, type Q8Scratch } from "./kernels/linear.js";
 import { DEFAULT_MAX_BATCH_TOKENS, layoutModelWasm, MAX_BATCH_TOKENS_LIMIT } from "../wasm/model-layout.js";
 import { matvec, type WeightMatrix } from "./kernels/matvec.js";
 import { dequantizeRow } from "./kernels/quant-rows.js";
@@ -62,9 +62,10 @@ export interface ModelOptions {
    */
   readonly kernels?: "wasm" | "js";
   /**
-   * "q8" (default): the input of a quantized matmul is quantized to Q8_0 once and dotted int8 x
-   * int8, as llama.cpp does (llama.cpp uses Q8_K for the K types); logits move by about the
-   * activation rounding (~1% of the largest logit on random-weight models). "f32": f32
+   * "q8" (default): the input of a quantized matmul is quantized once, as llama.cpp does (Q8_0 for
+   * Q8_0/Q4_0/Q5_0, Q8_K for Q4_K/Q6_K), and dotted int8 x int8; logits move by about the
+   * activation rounding (on random-weight models ~1% of the largest logit with Q8_0, ~2-3% with
+   * Q8_K, whose one scale per 256 values rounds coarser). "f32": f32
    * activations against the weights as stored (the reference numerics), on the JS kernels for
    * every quantized type. F32 weights always take f32 activations.
    */
@@ -337,10 +338,15 @@ export class TransformerModel implements CausalLM {
     if (s !== 1) for (let i = 0; i < row.length; i++) row[i] = row[i]! * s;
   }
 
-  /** Quantizes rows 0..n of x for a matrix that takes q8 activations; null when it does not. */
+  /**
+   * Quantizes rows 0..n of x as L's kernel takes them (actQuant: Q8_0 or Q8_K, llama.cpp's
+   * vec_dot_type); null when L takes f32 activations. The one scratch is reused by the next matrix
+   * only while sameQuant says so (layersFor).
+   */
   private quant(x: Acts, n: number, L: Linear): Q8Scratch | null {
-    if (this.q8 === null || L.kind === "js" || L.kind === "wasm-f32") return null;
-    quantizeActs(this.arena!, x, n, this.q8);
+    const to = actQuant(L.kind);
+    if (this.q8 === null || to === null) return null;
+    quantizeActs(this.arena!, x, n, this.q8, to);
     return this.q8;
   }
 
@@ -360,9 +366,9 @@ export class TransformerModel implements CausalLM {
       this.normRows(xb, x, L.attnNorm, n);
       let s = this.quant(xb, n, L.wq);
       linear(arena, q, L.wq, xb, n, s);
-      if (L.wk.kind !== L.wq.kind) s = this.quant(xb, n, L.wk);
+      if (!sameQuant(L.wk, L.wq)) s = this.quant(xb, n, L.wk);
       linear(arena, k, L.wk, xb, n, s);
-      if (L.wv.kind !== L.wk.kind) s = this.quant(xb, n, L.wv);
+      if (!sameQuant(L.wv, L.wk)) s = this.quant(xb, n, L.wv);
       linear(arena, v, L.wv, xb, n, s);
       if (L.bq || L.bk || L.bv) {
         for (let t = 0; t < n; t++) {
@@ -388,7 +394,7 @@ export class TransformerModel implements CausalLM {
       this.normRows(xb, x, L.ffnNorm, n);
       s = this.quant(xb, n, L.wGate);
       linear(arena, hb, L.wGate, xb, n, s);
-      if (L.wUp.kind !== L.wGate.kind) s = this.quant(xb, n, L.wUp);
+      if (!sameQuant(L.wUp, L.wGate)) s = this.quant(xb, n, L.wUp);
       linear(arena, hb2, L.wUp, xb, n, s);
       const m = n * nFf;
       if (gelu) (exactGelu ? gegluExactRows : gegluRows)(hba, hb2a, m);
@@ -413,6 +419,11 @@ export class TransformerModel implements CausalLM {
     const cap = this.plan.finalSoftcap;
     if (cap > 0) for (let i = 0; i < logits.length; i++) logits[i] = cap * Math.tanh(logits[i]! / cap);
   }
+}
+
+/** Whether b can read the quantized input that a's quant() left (Q4_K after Q6_K: both Q8_K). */
+function sameQuant(a: Linear, b: Linear): boolean {
+  return actQuant(a.kind) === actQuant(b.kind);
 }
 
 function embedRow(table: WeightMatrix, token: number, out: Float32Array): void {

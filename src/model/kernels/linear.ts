@@ -17,9 +17,9 @@ export type Linear =
   | { readonly kind: "wasm-f32"; readonly w: WeightMatrix; readonly ptr: number }
   /** qs [rows][cols] int8 at `qs`, d [rows][cols/32] f32 at `d`. */
   | { readonly kind: "wasm-q8"; readonly w: WeightMatrix; readonly qs: number; readonly d: number }
-  /** int8 qs [rows][cols] at `qs`, one f32 scale per 16 values [rows][cols/16] at `d` (Q6_K). Needs q8 activations. */
+  /** int8 qs [rows][cols] at `qs`, one f32 scale per 16 values [rows][cols/16] at `d` (Q6_K). Needs Q8_K activations (actQuant). */
   | { readonly kind: "wasm-q8g16"; readonly w: WeightMatrix; readonly qs: number; readonly d: number }
-  /** nibbles qs [rows][cols/2] at `qs`; per 32 values a = d*scale at `a`, c = -dmin*min at `c` (f32). Needs q8 activations. */
+  /** nibbles qs [rows][cols/2] at `qs`; per 32 values a = d*scale at `a`, c = -dmin*min at `c` (f32). Needs Q8_K activations (actQuant). */
   | { readonly kind: "wasm-q4k"; readonly w: WeightMatrix; readonly qs: number; readonly a: number; readonly c: number };
 
 /** Copies `w` into the arena (reserve first, commit, then call this with the reserved offset). */
@@ -145,8 +145,9 @@ export class Acts {
 }
 
 /**
- * out[t] = W x[t] for t < n. The wasm int8 kinds need `q8`: x quantized into it
- * by `quantizeActs` first: the quantization is shared by every matrix that reads the same x.
+ * out[t] = W x[t] for t < n. The wasm int8 kinds need `q8`: x quantized into it by `quantizeActs`
+ * first, as `actQuant(L.kind)` says (Q8_0 or Q8_K): the quantization is shared by every matrix that
+ * reads the same x with the same `actQuant`.
  */
 export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n: number, q8: Q8Scratch | null): void {
   switch (L.kind) {
@@ -182,9 +183,30 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
   }
 }
 
-/** Quantizes rows 0..n of x (contiguous: width % 32 == 0) into the q8 scratch (and widens them for a batch). */
-export function quantizeActs(arena: WasmArena, x: Acts, n: number, q8: Q8Scratch): void {
-  arena.k.quantizeQ8(x.ptr, n * x.width, q8.qs, q8.d);
-  arena.k.blockSumsQ8(q8.qs, q8.d, n * x.width, q8.sx);
-  if (n > 1) arena.k.widenQ8(q8.qs, q8.d, n, x.width, q8.x16, q8.dT);
+/**
+ * The activation quantization a kind's kernel takes, as llama.cpp's vec_dot_type picks it
+ * (ggml/src/ggml-cpu/ggml-cpu.c type_traits_cpu): Q8_0 for Q8_0/Q4_0/Q5_0 ("wasm-q8"), Q8_K for
+ * the K-quants (Q4_K "wasm-q4k", Q6_K "wasm-q8g16"); null for the f32-activation kinds. Matrices
+ * whose kinds give the same answer can share one quantization of their input.
+ */
+export function actQuant(kind: Linear["kind"]): "q8_0" | "q8_K" | null {
+  return kind === "wasm-q8" ? "q8_0" : kind === "wasm-q4k" || kind === "wasm-q8g16" ? "q8_K" : null;
+}
+
+/**
+ * Quantizes rows 0..n of x (contiguous) into the q8 scratch as `to`: Q8_0 (width % 32 == 0; and
+ * widened for a batch, which only matmulQ8x16 reads) or Q8_K (width % 256 == 0, true of every
+ * K-quant matrix's input; d per 256 values stored per 32). Both also fill sx (blockSumsQ8).
+ */
+export function quantizeActs(arena: WasmArena, x: Acts, n: number, q8: Q8Scratch, to: "q8_0" | "q8_K"): void {
+  const k = arena.k;
+  if (to === "q8_K") {
+    // A Q8_K block must not straddle two rows; K-quant rows are whole 256-value blocks, so this never throws.
+    if (x.width % 256 !== 0) throw new Error(`Q8_K activations need rows of 256k values, not ${x.width}`);
+    k.quantizeQ8K(x.ptr, n * x.width, q8.qs, q8.d);
+  } else {
+    k.quantizeQ8(x.ptr, n * x.width, q8.qs, q8.d);
+  }
+  k.blockSumsQ8(q8.qs, q8.d, n * x.width, q8.sx);
+  if (n > 1 && to === "q8_0") k.widenQ8(q8.qs, q8.d, n, x.width, q8.x16, q8.dT);
 }

@@ -11,7 +11,8 @@
 //                   Q4_0 and Q5_0 decode exactly into it: d * (q - 8), d * (q - 16))
 //   q8g16 matrix    qs [rows][cols] i8  +  d [rows][cols/16] f32   (Q6_K: d * scale per 16 values)
 //   q4k matrix      nibbles [rows][cols/2] as in the file + a, c [rows][cols/32] f32 (a*q + c)
-//   q8 activations  the same as one q8 row: qs [cols] i8 + d [cols/32] f32
+//   q8 activations  the same as one q8 row: qs [cols] i8 + d [cols/32] f32; Q8_0 (quantizeQ8) for
+//                   the q8 kernels, Q8_K (quantizeQ8K: its per-256 d repeated per 32) for Q4_K, Q6_K
 //
 // Integer dots follow llama.cpp's ggml_vec_dot_q8_0_q8_0 (ggml/src/ggml-cpu/arch/x86/quants.c):
 // int8 x int8 products summed in int32 within a 32-value block, then scaled by d_w * d_x.
@@ -40,26 +41,67 @@ function roundToF16(f: f32): f32 {
 /** Quantizes n f32 values (n % 32 == 0) at x into q8 activations: qs[n] i8 at qx, d[n/32] f32 at dx.
  *  d = fp16(amax / 127), q = nearest(x * 127 / amax) (llama.cpp's AVX2 quantize_row_q8_0). */
 export function quantizeQ8(x: usize, n: i32, qx: usize, dx: usize): void {
-  const nb = n >> 5;
+  quantizeBlocks(x, n, qx, dx, false);
+}
+
+/** Quantizes n f32 values (n % 256 == 0) at x into llama.cpp's Q8_K activations, the vec_dot_type of
+ *  the K-quants (ggml/src/ggml-cpu/ggml-cpu.c type_traits_cpu): per 256 values, `max` is the first
+ *  value of largest |x| (signed), iscale = -127/max, q = min(127, nearest_even(iscale * x)), d =
+ *  1/iscale in f32 (no f16 rounding); amax 0 gives d = 0, q = 0. That is ggml-quants.c
+ *  quantize_row_q8_K_ref, which x86's quantize_row_q8_K calls (ggml-cpu/arch/x86/quants.c); the
+ *  AVX2 ggml_quantize_mat_q8_K_4x8 of repacked Q4_K batches (arch/x86/repack.cpp) gives the same
+ *  d * q (on a +-amax tie it may flip both signs). d goes to dx once per 32 values (8 copies), so
+ *  the result is a q8 activation row that the Q8_0-shaped kernels read unchanged. */
+export function quantizeQ8K(x: usize, n: i32, qx: usize, dx: usize): void {
+  quantizeBlocks(x, n, qx, dx, true);
+}
+
+/** Both quantizers in one body (two copies would push the module past 4 KiB): blocks of 32 (Q8_0)
+ *  or 256 (Q8_K) values; the scale differs, the rounding is the same. */
+function quantizeBlocks(x: usize, n: i32, qx: usize, dx: usize, k: bool): void {
+  const shift = k ? 8 : 5;
+  const len = 1 << shift;
+  const nb = n >> shift;
   for (let b = 0; b < nb; b++) {
-    const xb = x + (<usize>b << 7);
+    const xb = x + (<usize>(b << shift) << 2);
     let m = f32x4.splat(0);
-    for (let j = 0; j < 8; j++) m = f32x4.max(m, f32x4.abs(v128.load(xb + (<usize>j << 4))));
+    for (let j = 0; j < len; j += 4) {
+      const a = f32x4.abs(v128.load(xb + (<usize>j << 2)));
+      // Q8_K: pmax skips a NaN as ggml's `fabsf(x) > amax` does (nearest_int then makes it 0, as
+      // trunc_sat does here); Q8_0: max keeps it, as AVX2's _mm256_max_ps(maxAbs, abs) does.
+      m = k ? f32x4.pmax(m, a) : f32x4.max(m, a);
+    }
     const amax = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
-    const d: f32 = amax / 127.0;
-    const id: f32 = amax != 0 ? <f32>127.0 / amax : 0;
-    store<f32>(dx + (<usize>b << 2), roundToF16(d));
+    let id: f32;
+    if (k) {
+      // The sign of the first value reaching amax: ggml's strict `>` scan keeps the first.
+      let mx: f32 = 0;
+      for (let j = 0; j < 256; j++) {
+        const v = load<f32>(xb + (<usize>j << 2));
+        if (abs(v) == amax) {
+          mx = v;
+          break;
+        }
+      }
+      id = amax != 0 ? <f32>-127.0 / mx : 0;
+      const vd = f32x4.splat(amax != 0 ? <f32>1.0 / id : 0);
+      const db = dx + (<usize>b << 5);
+      v128.store(db, vd);
+      v128.store(db + 16, vd);
+    } else {
+      id = amax != 0 ? <f32>127.0 / amax : 0;
+      store<f32>(dx + (<usize>b << 2), roundToF16(amax / <f32>127.0));
+    }
+    // The saturating narrows are ggml's MIN(127, v) for Q8_K; nothing reaches -129 (|id * x| <= ~127).
     const vid = f32x4.splat(id);
-    const qb = qx + (<usize>b << 5);
-    for (let j = 0; j < 2; j++) {
-      const p = xb + (<usize>j << 6);
+    const qb = qx + <usize>(b << shift);
+    for (let j = 0; j < len; j += 16) {
+      const p = xb + (<usize>j << 2);
       const i0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p), vid)));
       const i1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p + 16), vid)));
       const i2 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p + 32), vid)));
       const i3 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p + 48), vid)));
-      const h0 = i16x8.narrow_i32x4_s(i0, i1);
-      const h1 = i16x8.narrow_i32x4_s(i2, i3);
-      v128.store(qb + (<usize>j << 4), i8x16.narrow_i16x8_s(h0, h1));
+      v128.store(qb + <usize>j, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(i0, i1), i16x8.narrow_i32x4_s(i2, i3)));
     }
   }
 }

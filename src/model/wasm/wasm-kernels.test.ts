@@ -1,9 +1,10 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { f32ToF16Bits } from "../../cache/codecs/half.js";
-import { bindWasm, wasmBytes } from "../kernels/linear.js";
+import { Acts, actQuant, bindWasm, linear, q8ScratchBytes, quantizeActs, wasmBytes, type Q8Scratch } from "../kernels/linear.js";
 import { matvecReference, type WeightMatrix } from "../kernels/matvec.js";
 import { matvecQ8_0Q8Reference, quantizeRowQ8_0Reference } from "../kernels/q8-activations.js";
+import { dequantizeRow } from "../kernels/quant-rows.js";
 import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
 import { WasmArena, wasmKernelsAvailable } from "./wasm-kernels.js";
 
@@ -211,6 +212,172 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
         expect(maxRelErr(o.subarray(t * ROWS, (t + 1) * ROWS), ref, ROWS)).toBeLessThan(1e-5);
       }
     }
+  });
+});
+
+// ggml's nearest_int (ggml/src/ggml-quants.c): add 1.5 * 2^23 in f32, read the low mantissa bits.
+const nearestF32 = new Float32Array(1);
+const nearestI32 = new Int32Array(nearestF32.buffer);
+function nearestInt(fval: number): number {
+  nearestF32[0] = Math.fround(fval + 12582912);
+  return (nearestI32[0]! & 0x007fffff) - 0x00400000;
+}
+
+/**
+ * ggml-quants.c quantize_row_q8_K_ref, transcribed line for line (f32 arithmetic via Math.fround:
+ * one f64 operation on f32 operands rounded once is the f32 operation). x86's quantize_row_q8_K
+ * calls it (ggml-cpu/arch/x86/quants.c). d [k/256], qs [k], bsums [k/16].
+ */
+function quantizeRowQ8KRef(x: Float32Array, k: number, d: Float32Array, qs: Int8Array, bsums: Int16Array): void {
+  const QK_K = 256;
+  for (let i = 0; i < k / QK_K; i++) {
+    const o = i * QK_K;
+    let max = 0;
+    let amax = 0;
+    for (let j = 0; j < QK_K; ++j) {
+      const ax = Math.abs(x[o + j]!);
+      if (ax > amax) {
+        amax = ax;
+        max = x[o + j]!;
+      }
+    }
+    if (!amax) {
+      d[i] = 0;
+      qs.fill(0, o, o + QK_K);
+      continue;
+    }
+    const iscale = Math.fround(-127 / max);
+    for (let j = 0; j < QK_K; ++j) {
+      const v = nearestInt(Math.fround(iscale * x[o + j]!));
+      qs[o + j] = Math.min(127, v);
+    }
+    for (let j = 0; j < QK_K / 16; ++j) {
+      let sum = 0;
+      for (let ii = 0; ii < 16; ++ii) sum += qs[o + j * 16 + ii]!;
+      bsums[i * 16 + j] = sum;
+    }
+    d[i] = Math.fround(1 / iscale);
+  }
+}
+
+describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_dot_type) against ggml's quantize_row_q8_K_ref", () => {
+  const rand = rng(23);
+  const BLOCKS = 16;
+  const N = BLOCKS * 256;
+  const arena = new WasmArena();
+  const x = arena.reserve(N * 4), qx = arena.reserve(N), dx = arena.reserve(N / 8), sx = arena.reserve(N / 8);
+  expect(arena.commit()).toBe(true);
+  const xs = arena.f32(x, N);
+  // Block by block: random magnitudes across 20 orders, then the edge cases ggml's code branches on.
+  for (let b = 0; b < BLOCKS; b++) {
+    const scale = 10 ** (rand() * 20 - 12);
+    for (let j = 0; j < 256; j++) xs[b * 256 + j] = (rand() * 2 - 1) * scale;
+  }
+  xs.fill(0, 256, 512); // block 1: all zero -> d = 0, qs = 0
+  for (let j = 0; j < 256; j++) xs[512 + j] = j % 2 === 0 ? 0 : -0; // block 2: signed zeros only
+  // Block 3: max = -127 (negative) -> iscale = 1 exactly, so k + 0.5 values are exact ties (to even).
+  for (let j = 0; j < 256; j++) xs[768 + j] = (j % 254) - 126.5;
+  xs[768 + 7] = -127;
+  // Block 4: max = +127 -> iscale = -1: ties again, with the signs flipped; -127 gives +127.
+  for (let j = 0; j < 256; j++) xs[1024 + j] = 126.5 - (j % 254);
+  xs[1024 + 3] = 127;
+  xs[1024 + 200] = -127;
+  // Block 5: +amax and -amax both present: the first one sets the sign (ggml's strict `>`).
+  xs[1280 + 10] = -3.25;
+  xs[1280 + 20] = 3.25;
+  // Block 6: the largest magnitude last, negative.
+  for (let j = 0; j < 256; j++) xs[1536 + j] = Math.sin(j);
+  xs[1536 + 255] = -1.5;
+  // Block 7: a NaN (ggml skips it in amax and nearest_int makes it 0) beside ordinary values.
+  xs[1792 + 5] = NaN;
+  // Block 8: one nonzero value (d = 1/(-127/v)), the rest zero.
+  xs.fill(0, 2048, 2304);
+  xs[2048 + 100] = 1e-3;
+
+  const dRef = new Float32Array(BLOCKS), qsRef = new Int8Array(N), bsRef = new Int16Array(N / 16);
+  quantizeRowQ8KRef(xs, N, dRef, qsRef, bsRef);
+  arena.k.quantizeQ8K(x, N, qx, dx);
+  arena.k.blockSumsQ8(qx, dx, N, sx);
+  const qs = arena.i8(qx, N), d = arena.f32(dx, N / 32), sums = arena.f32(sx, N / 32);
+
+  it("qs bit-exact, and d bit-exact (f32, unrounded) in each of its 8 per-32 copies", () => {
+    expect(Array.from(qs)).toEqual(Array.from(qsRef));
+    for (let b = 0; b < N / 32; b++) expect(Object.is(d[b], dRef[b >> 3])).toBe(true);
+  });
+
+  it("covers the edge cases it names", () => {
+    expect(dRef[1]).toBe(0);
+    expect(dRef[2]).toBe(0);
+    expect(dRef[3]).toBe(1); // iscale = -127/-127 = 1
+    expect(Array.from(qsRef.subarray(768, 772))).toEqual([-126, -126, -124, -124]); // -126.5, -125.5, ... to even
+    expect(qsRef[768 + 7]).toBe(-127);
+    expect(dRef[4]).toBe(-1);
+    expect(qsRef[1024 + 3]).toBe(-127);
+    expect(qsRef[1024 + 200]).toBe(127);
+    expect(dRef[5]).toBe(Math.fround(1 / Math.fround(-127 / -3.25))); // -3.25 comes first
+    expect(qsRef[1280 + 10]).toBe(-127);
+    expect(qsRef[1280 + 20]).toBe(127);
+    expect(qsRef[1536 + 255]).toBe(-127);
+    expect(qsRef[1792 + 5]).toBe(0);
+    expect(qsRef[2048 + 100]).toBe(-127);
+  });
+
+  it("sx is d times each 32-value sum of qs (what Q4_K's offsets multiply); the 16-value sums are ggml's bsums", () => {
+    for (let b = 0; b < N / 32; b++) {
+      let s = 0;
+      for (let j = 0; j < 32; j++) s += qs[b * 32 + j]!;
+      expect(sums[b]).toBe(Math.fround(s * d[b]!));
+      expect(s).toBe(bsRef[2 * b]! + bsRef[2 * b + 1]!);
+    }
+  });
+
+  it("quantizeActs picks Q8_K for the K kinds and Q8_0 for wasm-q8", () => {
+    expect(actQuant("wasm-q4k")).toBe("q8_K");
+    expect(actQuant("wasm-q8g16")).toBe("q8_K");
+    expect(actQuant("wasm-q8")).toBe("q8_0");
+    expect(actQuant("wasm-f32")).toBe(null);
+    expect(actQuant("js")).toBe(null);
+  });
+
+  it("Q4_K and Q6_K matmuls through linear() on Q8_K activations equal a float64 dot of the dequantized weights and the dequantized Q8_K input", () => {
+    const ROWS = 24, COLS = 512, NTOK = 3; // several tokens: linear()'s per-token loop over the scratch
+    const a2 = new WasmArena();
+    const m4 = q4kMatrix(ROWS, COLS, rand), m6 = q6kMatrix(ROWS, COLS, rand);
+    const at4 = a2.reserve(wasmBytes(m4)), at6 = a2.reserve(wasmBytes(m6));
+    const xAt = a2.reserve(NTOK * COLS * 4), oAt = a2.reserve(NTOK * ROWS * 4);
+    const [qsB, dB, x16B, dTB, sxB] = q8ScratchBytes(NTOK, COLS);
+    const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB) };
+    expect(a2.commit()).toBe(true);
+    const xa = new Acts(NTOK, COLS, xAt, a2), out = new Acts(NTOK, ROWS, oAt, a2);
+    for (let i = 0; i < NTOK * COLS; i++) xa.a[i] = (rand() * 2 - 1) * (i < COLS ? 1 : 0.01);
+    const dK = new Float32Array((NTOK * COLS) / 256), qK = new Int8Array(NTOK * COLS), bK = new Int16Array((NTOK * COLS) / 16);
+    quantizeRowQ8KRef(xa.a, NTOK * COLS, dK, qK, bK);
+    const row = new Float32Array(COLS);
+    for (const m of [m4, m6]) {
+      const L = bindWasm(m, a2, m === m4 ? at4 : at6);
+      expect(L.kind).toBe(m === m4 ? "wasm-q4k" : "wasm-q8g16");
+      quantizeActs(a2, xa, NTOK, q8, actQuant(L.kind)!);
+      linear(a2, out, L, xa, NTOK, q8);
+      for (let t = 0; t < NTOK; t++) {
+        const ref = new Float32Array(ROWS);
+        for (let r = 0; r < ROWS; r++) {
+          dequantizeRow(m.type, m.u8, r * m.rowBytes, row, 0, COLS);
+          let s = 0;
+          for (let i = 0; i < COLS; i++) s += row[i]! * qK[t * COLS + i]! * dK[(t * COLS + i) >> 8]!;
+          ref[r] = s;
+        }
+        expect(maxRelErr(out.row[t]!, ref, ROWS)).toBeLessThan(2e-6);
+      }
+    }
+  });
+
+  it("throws rather than let a Q8_K block straddle two rows", () => {
+    const a3 = new WasmArena();
+    const at = a3.reserve(2 * 96 * 4);
+    const [qsB, dB, x16B, dTB, sxB] = q8ScratchBytes(2, 96);
+    const q8: Q8Scratch = { qs: a3.reserve(qsB), d: a3.reserve(dB), x16: a3.reserve(x16B), dT: a3.reserve(dTB), sx: a3.reserve(sxB) };
+    expect(a3.commit()).toBe(true);
+    expect(() => quantizeActs(a3, new Acts(2, 96, at, a3), 2, q8, "q8_K")).toThrow(/256/);
   });
 });
 

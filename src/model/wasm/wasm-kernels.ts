@@ -15,6 +15,8 @@ import { ArenaLayout, compileEmbedded, growMemoryTo } from "../../wasm/embedded.
 export interface KernelExports {
   readonly memory: WebAssembly.Memory;
   quantizeQ8(x: number, n: number, qx: number, dx: number): void;
+  /** Q8_K (n % 256 == 0): qs like quantizeQ8's, the 256-block's f32 d written once per 32 values. */
+  quantizeQ8K(x: number, n: number, qx: number, dx: number): void;
   matvecQ8(out: number, wq: number, wd: number, rows: number, cols: number, qx: number, dx: number): void;
   widenQ8(qx: number, dx: number, nTok: number, cols: number, x16: number, dxT: number): void;
   matmulQ8x16(out: number, outStride: number, wq: number, wd: number, rows: number, cols: number, x16: number, dxT: number, nTok: number): void;
