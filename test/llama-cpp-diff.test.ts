@@ -93,18 +93,23 @@ describe.skipIf(!havePeers)("kvbound against llama.cpp on synthetic models", () 
 
   // With quantized activations a 1-ulp difference between two engines now and then moves a value
   // across an int8 rounding boundary, and these peaked random models amplify each flip through the
-  // layers and, via attention, to later positions. At 4 layers kvbound agrees with llama.cpp on
-  // 96-97% of argmaxes (llama.cpp batched vs one token at a time: 97.7-100%); at 2 layers 97.9-99.2%,
-  // so >= 98% pooled over three seeds holds kvbound's Q8_0 path (f32 activations there: ~94%).
-  it("Q8_0 llama, 2 layers, seeds 1-3: top-1 agreement >= 0.98", async () => {
-    let agree = 0, positions = 0;
-    for (const seed of [1, 2, 3]) {
-      const r = await runDiff({ arch: "llama", seed, layers: 2, weights: "Q8_0" });
-      expect(r.error).toBeUndefined();
-      expectPeaked(r);
-      agree += r.top1Agreement! * r.positions;
-      positions += r.positions;
-    }
-    expect(agree / positions).toBeGreaterThanOrEqual(0.98);
-  });
+  // layers and, via attention, to later positions: at 4 layers kvbound agrees with llama.cpp on
+  // 95-97% of argmaxes, where llama.cpp batched against llama.cpp one token at a time agrees on
+  // 97.7-100%. At 2 layers the engine's own spread allows >= 98%: every architecture, Q8_0 (Q8_0
+  // activations) and Q4_K (Q8_K activations, as llama.cpp), pooled; each run >= 0.96.
+  for (const weights of ["Q8_0", "Q4_K"] as const) {
+    it(`${weights}, 2 layers, every architecture (llama on seeds 1-3): top-1 agreement >= 0.98 pooled`, async () => {
+      let agree = 0, positions = 0;
+      const cases: DiffOptions[] = [...ARCH_NAMES.map((arch) => ({ arch })), { arch: "llama", seed: 2 }, { arch: "llama", seed: 3 }];
+      for (const o of cases) {
+        const r = await runDiff({ ...o, layers: 2, weights, positions: 256 });
+        expect(r.error, `${o.arch}: ${r.error?.message}`).toBeUndefined();
+        expectPeaked(r);
+        expect(r.top1Agreement!, caseName(o)).toBeGreaterThanOrEqual(0.96);
+        agree += r.top1Agreement! * r.positions;
+        positions += r.positions;
+      }
+      expect(agree / positions).toBeGreaterThanOrEqual(0.98);
+    });
+  }
 });

@@ -103,6 +103,8 @@ export function cacheKernelLayout(config: CacheConfig, model: CacheModelShape): 
 }
 
 function kernelLayoutFor(config: CacheConfig, model: CacheModelShape, pool: PoolLayout, len: ScratchLengths): CacheMemoryLayout | null {
+  // A group without layers attends nothing: no kernel memory.
+  if (model.layers.length === 0) return null;
   const bytes: { k: number; v: number }[] = [];
   for (const layer of model.layers) {
     if (!wasmAttentionSupports(config.codec, layer.headDimK, layer.headDimV)) return null;

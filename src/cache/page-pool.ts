@@ -100,8 +100,9 @@ function storesBytes(config: CacheConfig, model: CacheModelShape, nPages: number
   return { k, v };
 }
 
+/** Checks a group's shape. A group may hold no layers (a model whose every layer has its own window
+ *  keeps an empty main group: it still tracks the sequence's tokens and positions). */
 export function validateModelShape(model: CacheModelShape): void {
-  if (model.layers.length === 0) throw new CacheConfigError("the model has no K/V layers; the cache needs at least one", { field: "layers", value: 0 });
   if (!Number.isSafeInteger(model.nHead) || model.nHead <= 0) {
     throw new CacheConfigError(`nHead ${model.nHead} is invalid: use a positive integer`, { field: "nHead", value: model.nHead });
   }

@@ -9,7 +9,7 @@
 //   main     . . . . . G . . . . .  G        context window / sinks + recent / H2O ... (user)
 //   swa 1024 L L L L L . L L L L L  .        FIFO of n_swa - 1 + prefill chunk, original positions
 
-import { CacheExhaustedError, CacheOperationError, ContextWindowSizeExceededError, LayerOutOfRangeError, SnapshotError } from "../errors.js";
+import { CacheConfigError, CacheExhaustedError, CacheOperationError, ContextWindowSizeExceededError, LayerOutOfRangeError, SnapshotError } from "../errors.js";
 import { cacheScratchBytes as groupScratchBytes, CacheGroup, type PagedKvCacheOptions, type ReserveResult } from "./cache-group.js";
 import { resolveCacheConfig, type CacheConfig, type CacheLayerShape, type CacheModelShape } from "./config.js";
 import { planPoolLayout, type PoolLayout } from "./page-pool.js";
@@ -42,6 +42,7 @@ export interface CacheGroupPlan {
  * the main group what is left.
  */
 export function planCacheGroups(config: CacheConfig, model: CacheModelShape): CacheGroupPlan[] {
+  if (model.layers.length === 0) throw new CacheConfigError("the model has no K/V layers; the cache needs at least one", { field: "layers", value: 0 });
   const mainLayers: number[] = [];
   const bySwa = new Map<number, number[]>();
   for (let l = 0; l < model.layers.length; l++) {
@@ -149,9 +150,9 @@ export class PagedKvCache {
     return this.main.policy;
   }
 
-  /** "wasm" when every group's attention runs in the wasm kernels. */
+  /** "wasm" when every group that holds layers runs its attention in the wasm kernels. */
   get kernels(): "wasm" | "js" {
-    for (const g of this.groups) if (g.kernels === "js") return "js";
+    for (const g of this.groups) if (g.nLayer > 0 && g.kernels === "js") return "js";
     return "wasm";
   }
 
