@@ -11,7 +11,6 @@ import { resolveCacheConfig } from "../src/cache/config.js";
 import { createModelCache } from "../src/model/cache-kv.js";
 import { readGgufHeader } from "../src/gguf/header.js";
 import { createModel } from "../src/model/architectures.js";
-import type { CausalLM } from "../src/model/causal-lm.js";
 import { wasmKernelsAvailable } from "../src/model/wasm/wasm-kernels.js";
 import { loadModelSpec } from "../src/spec/load.js";
 import type { ModelSpec } from "../src/spec/model-spec.js";

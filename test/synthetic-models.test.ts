@@ -6,7 +6,6 @@ import { readGgufHeader } from "../src/gguf/header.js";
 import { matvec, matvecReference } from "../src/model/kernels/matvec.js";
 import { DenseKv } from "../src/model/dense-kv.js";
 import { createModel } from "../src/model/architectures.js";
-import type { CausalLM } from "../src/model/causal-lm.js";
 import { WeightSet } from "../src/model/weights.js";
 import { QWEN25_05B, SMOLLM2_135M, writeSyntheticModel, type SyntheticShape } from "./fixtures/synthetic-model.js";
 

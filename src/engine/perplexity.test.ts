@@ -8,7 +8,6 @@ import { resolveCacheConfig } from "../cache/config.js";
 import { AbortError, ContextWindowSizeExceededError } from "../errors.js";
 import { DenseKv } from "../model/dense-kv.js";
 import { createModel } from "../model/architectures.js";
-import type { CausalLM } from "../model/causal-lm.js";
 import type { Tokenizer } from "../model/tokenizer/index.js";
 import { requireShared, sharedPath } from "../../test/helpers/shared.js";
 import { loadModel, type LoadedModel } from "./load-model.js";

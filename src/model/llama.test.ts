@@ -4,7 +4,6 @@ import { readGgufHeader } from "../gguf/header.js";
 import { requireShared, sharedPath } from "../../test/helpers/shared.js";
 import { DenseKv } from "./dense-kv.js";
 import { createModel } from "./architectures.js";
-import type { CausalLM } from "./causal-lm.js";
 import { SpmTokenizer } from "./tokenizer/spm.js";
 import { spmVocabFromMetadata } from "./tokenizer/spm-metadata.js";
 

@@ -8,7 +8,6 @@ import { readGgufHeader } from "../gguf/header.js";
 import { requireShared, sharedPath } from "../../test/helpers/shared.js";
 import { DenseKv } from "./dense-kv.js";
 import { createModel } from "./architectures.js";
-import type { CausalLM } from "./causal-lm.js";
 
 const GOLDEN = "golden/stories260K-quant-llamacpp-greedy.json";
 // From the golden README's table "ids that match llama.cpp" for a float64 dequantized forward pass.
