@@ -9,7 +9,8 @@
 // inserted bytes are a multiple of the alignment (a padding string makes them so).
 
 import { readGgufHeader } from "../../src/gguf/header.js";
-import { ByteWriter, GGUF_VALUE_TYPE, gv, type GgufWriterValue } from "../../test/fixtures/gguf-writer.js";
+import { spmVocab } from "../../test/fixtures/arch-models.js";
+import { ByteWriter, GGUF_VALUE_TYPE, type GgufWriterValue } from "../../test/fixtures/gguf-writer.js";
 
 /** magic(4) + version(u32) + n_tensors(u64) + n_kv(u64) (ggml/docs/gguf.md). */
 const PREFIX_BYTES = 24;
@@ -17,29 +18,7 @@ const N_KV_OFFSET = 16;
 
 /** SentencePiece vocabulary metadata with `nVocab` tokens: <unk> <s> </s>, 256 byte tokens, fillers. */
 export function spmVocabMetadata(nVocab: number): Array<[string, GgufWriterValue]> {
-  if (nVocab < 259) throw new Error(`a byte-fallback vocabulary needs >= 259 tokens, not ${nVocab}`);
-  const tokens: GgufWriterValue[] = [gv.str("<unk>"), gv.str("<s>"), gv.str("</s>")];
-  // llama_token_type: NORMAL 1, UNKNOWN 2, CONTROL 3, BYTE 6 (llama.cpp include/llama.h).
-  const types: GgufWriterValue[] = [gv.i32(2), gv.i32(3), gv.i32(3)];
-  for (let b = 0; b < 256; b++) {
-    tokens.push(gv.str(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`));
-    types.push(gv.i32(6));
-  }
-  while (tokens.length < nVocab) {
-    tokens.push(gv.str(`\u2581w${tokens.length}`));
-    types.push(gv.i32(1));
-  }
-  const scores: GgufWriterValue[] = [];
-  for (let i = 0; i < nVocab; i++) scores.push(gv.f32(-i));
-  return [
-    ["tokenizer.ggml.model", gv.str("llama")],
-    ["tokenizer.ggml.tokens", gv.arr("string", tokens)],
-    ["tokenizer.ggml.scores", gv.arr("f32", scores)],
-    ["tokenizer.ggml.token_type", gv.arr("i32", types)],
-    ["tokenizer.ggml.unknown_token_id", gv.u32(0)],
-    ["tokenizer.ggml.bos_token_id", gv.u32(1)],
-    ["tokenizer.ggml.eos_token_id", gv.u32(2)],
-  ];
+  return spmVocab(nVocab, []);
 }
 
 /** `gguf` with `extra` metadata inserted before its own; checks the tensor table survived. */
