@@ -18,6 +18,7 @@ import { registerPpl } from "./commands/ppl.js";
 import { registerRun } from "./commands/run.js";
 import { listCommand, rankCommand, type RankFlags } from "./commands/rank.js";
 import { registerServe } from "./commands/serve.js";
+import { registerTokenize } from "./commands/tokenize.js";
 import { addSettingOptions } from "./options.js";
 
 /** Where the CLI writes, and what it may reach: tests pass collectors and a local fetch. */
@@ -92,6 +93,7 @@ function buildProgram(io: CliIo, setExit: (code: number) => void): Command {
   registerChat(program, io, setExit);
   registerBench(program, io, setExit);
   registerEval(program, io, setExit);
+  registerTokenize(program, io, setExit);
 
   registerServe(program, io, setExit);
 

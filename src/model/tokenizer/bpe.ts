@@ -6,7 +6,8 @@
 
 import { ModelConfigError } from "../../errors.js";
 import { preTokenize, preTokenizerSpec, type PreTokenizerKind } from "./pretokenize.js";
-import { TOKEN_TYPE } from "./spm.js";
+import { SpecialTokenSplitter } from "./special-split.js";
+import { TOKEN_TYPE } from "./token-type.js";
 
 export interface BpeVocab {
   /** Token texts in byte-level form (" hello" is stored as "Ġhello"). */
@@ -24,9 +25,9 @@ export interface BpeVocab {
 
 export interface EncodeOptions {
   /**
-   * Cut control tokens out of the text by their text (llama.cpp `parse_special`). Default true, so
-   * a rendered chat template's `<|im_start|>` becomes one token; pass false to tokenize untrusted
-   * text literally. User-defined tokens are always cut out, as in llama.cpp.
+   * Cut control (and unknown) tokens out of the text by their text (llama.cpp `parse_special`).
+   * Default true, so a rendered chat template's `<|im_start|>` becomes one token; pass false to
+   * tokenize untrusted text literally. User-defined tokens are always cut out, as in llama.cpp.
    */
   readonly parseSpecial?: boolean;
 }
@@ -59,8 +60,6 @@ export function toByteLevel(text: string): string {
   return s;
 }
 
-type Fragment = string | number; // raw text, or a special token id
-
 const EMPTY = new Uint8Array(0);
 
 export class BpeTokenizer {
@@ -71,8 +70,7 @@ export class BpeTokenizer {
   readonly addBosDefault: boolean;
   private readonly ids = new Map<string, number>();
   private readonly ranks = new Map<string, number>();
-  /** Special tokens longest first (llama.cpp cache_special_tokens), with whether each is control. */
-  private readonly specials: Array<{ id: number; text: string; control: boolean }> = [];
+  private readonly specials: SpecialTokenSplitter;
   private readonly cache = new Map<string, readonly number[]>();
   /** Output bytes per id, filled on first use (decoding is per generated token). */
   private readonly bytesCache: Array<Uint8Array | undefined>;
@@ -101,22 +99,14 @@ export class BpeTokenizer {
       }
       if (!this.ranks.has(m)) this.ranks.set(m, r);
     }
-    for (let i = 0; i < n; i++) {
-      const type = vocab.types[i] ?? TOKEN_TYPE.normal;
-      const text = vocab.tokens[i]!;
-      if ((type === TOKEN_TYPE.control || type === TOKEN_TYPE.userDefined) && text.length > 0) {
-        this.specials.push({ id: i, text, control: type === TOKEN_TYPE.control });
-      }
-    }
-    const byteLen = (s: string): number => utf8.encode(s).length;
-    this.specials.sort((a, b) => byteLen(b.text) - byteLen(a.text) || a.id - b.id);
+    this.specials = new SpecialTokenSplitter(vocab.tokens, vocab.types);
   }
 
   /** Token ids of `text` (no BOS/EOS; the caller decides). */
   encode(text: string, opts: EncodeOptions = {}): number[] {
     const out: number[] = [];
     if (text.length === 0) return out;
-    const fragments = this.partition(text, opts.parseSpecial ?? true);
+    const fragments = this.specials.split(text, opts.parseSpecial ?? true);
     for (let f = 0; f < fragments.length; f++) {
       const frag = fragments[f]!;
       if (typeof frag === "number") { out.push(frag); continue; }
@@ -168,40 +158,6 @@ export class BpeTokenizer {
     let o = 0;
     for (let i = 0; i < parts.length; i++) { all.set(parts[i]!, o); o += parts[i]!.length; }
     return new TextDecoder().decode(all);
-  }
-
-  /**
-   * Cuts special tokens out of `text`, longest token first over the whole text, then the next one
-   * in what is left (llama.cpp tokenizer_st_partition), so overlaps resolve as llama.cpp does.
-   */
-  private partition(text: string, parseSpecial: boolean): Fragment[] {
-    let frags: Fragment[] = [text];
-    // Vocabularies carry hundreds of specials sharing a prefix ("<|reserved_special_token_7|>"):
-    // one scan per distinct two-character prefix rules most of them out.
-    const prefixSeen = new Map<string, boolean>();
-    for (let s = 0; s < this.specials.length; s++) {
-      const sp = this.specials[s]!;
-      if (sp.control && !parseSpecial) continue;
-      const prefix = sp.text.slice(0, 2);
-      let seen = prefixSeen.get(prefix);
-      if (seen === undefined) { seen = text.includes(prefix); prefixSeen.set(prefix, seen); }
-      // A special can only occur inside a raw fragment, which is a substring of `text`.
-      if (!seen || !text.includes(sp.text)) continue;
-      const next: Fragment[] = [];
-      for (let f = 0; f < frags.length; f++) {
-        const frag = frags[f]!;
-        if (typeof frag === "number") { next.push(frag); continue; }
-        let from = 0;
-        for (let at = frag.indexOf(sp.text); at >= 0; at = frag.indexOf(sp.text, from)) {
-          if (at > from) next.push(frag.slice(from, at));
-          next.push(sp.id);
-          from = at + sp.text.length;
-        }
-        if (from < frag.length) next.push(frag.slice(from));
-      }
-      frags = next;
-    }
-    return frags;
   }
 
   private encodeWord(word: string): readonly number[] {

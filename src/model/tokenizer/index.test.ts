@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { ModelConfigError, UnsupportedTokenizerError } from "../../errors.js";
 import { readGgufHeader } from "../../gguf/header.js";
 import { BYTE_TO_UNICODE, BpeTokenizer } from "./bpe.js";
-import { createTokenizer, encodePrompt, SpmTokenizer, tokenizerSettings, type Tokenizer } from "./index.js";
+import { createTokenizer, encodePrompt, SpmTokenizer, tokenizerSettings, tokenPiece, type Tokenizer } from "./index.js";
 
 // Both tokenizers satisfy the shared interface (a compile-time check).
 const _spmIsTokenizer: (t: SpmTokenizer) => Tokenizer = (t) => t;
@@ -51,6 +51,13 @@ describe("createTokenizer", () => {
     expect(tokenizerSettings(gpt2Metadata({ "tokenizer.ggml.add_bos_token": false })).addBos).toBe(false);
     expect(tokenizerSettings(gpt2Metadata({ "tokenizer.ggml.pre": "qwen2" })).addBos).toBe(false);
     expect(tokenizerSettings(gpt2Metadata({ "tokenizer.chat_template": "{{x}}" })).chatTemplate).toBe("{{x}}");
+  });
+
+  it("gives llama-tokenize's pieces: control tokens show their text (token_to_piece with special = true)", () => {
+    const tok = createTokenizer(gpt2Metadata());
+    expect(tok.tokenBytes(257).length).toBe(0);
+    expect(new TextDecoder().decode(tokenPiece(tok, 257))).toBe("<|begin_of_text|>");
+    expect(Array.from(tokenPiece(tok, 32))).toEqual([32]); // "Ġ" is the byte 0x20
   });
 
   it("refuses unknown tokenizers and pre-tokenizers, and bad metadata, naming the field", () => {

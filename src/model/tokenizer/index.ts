@@ -7,6 +7,7 @@ import { ModelConfigError, UnsupportedTokenizerError } from "../../errors.js";
 import { BpeTokenizer, type EncodeOptions } from "./bpe.js";
 import { preTokenizerSpec } from "./pretokenize.js";
 import { SpmTokenizer } from "./spm.js";
+import { TOKEN_TYPE } from "./token-type.js";
 
 export type { EncodeOptions } from "./bpe.js";
 export { BpeTokenizer } from "./bpe.js";
@@ -126,6 +127,20 @@ export function encodePrompt(tokenizer: Tokenizer, settings: TokenizerSettings, 
   if (settings.addBos) ids.unshift(settings.bosId);
   if (settings.addEos) ids.push(settings.eosId);
   return ids;
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * The bytes llama-tokenize prints for one token: llama.cpp token_to_piece with `special = true`, so
+ * control and unknown tokens show their text ("<s>") where tokenBytes, what a generation prints,
+ * gives none. A piece may be part of a UTF-8 character.
+ */
+export function tokenPiece(tokenizer: Tokenizer, id: number): Uint8Array {
+  const type = tokenizer.vocab.types[id] ?? TOKEN_TYPE.normal;
+  const text = tokenizer.vocab.tokens[id];
+  if (text !== undefined && (type === TOKEN_TYPE.control || type === TOKEN_TYPE.unknown)) return utf8.encode(text);
+  return tokenizer.tokenBytes(id);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -32,6 +32,34 @@ describe("preTokenize", () => {
     expect(preTokenize("default", SAMPLE)).toEqual(["Hello", " world", "'", "s", " ", "123", "456", " test", "!!"]);
   });
 
+  it("deepseek-llm: a literal letter class, punctuation runs, whole digit runs", () => {
+    // "[\r\n]" cuts nothing; "\s?[A-Za-z...]+" takes "Hello", " world", "s", " test"; "'" and "!!"
+    // are runs of "\s?[!-/:-~...]+" (":-~" holds the ASCII letters, never the digits); "\p{N}+" cuts
+    // " 123456" into " " and the whole run.
+    expect(preTokenize("deepseek-llm", SAMPLE)).toEqual(["Hello", " world", "'", "s", " ", "123456", " test", "!!"]);
+    // "~" is no letter: the range U+212A-U+212D, copied through NFC, would start at U+004B and take it.
+    // Armenian "ա" (U+0561) is outside the class (only the capitals Ա-Ֆ are in), unlike \p{L}.
+    expect(preTokenize("deepseek-llm", "a~ aա")).toEqual(["a", "~", " a", "ա"]);
+    // "[一-龥ࠀ-一가-퟿]+" cuts CJK out of what is left; "\p{N}+" keeps 1314151 whole; \r and \n one each.
+    expect(preTokenize("deepseek-llm", "我想在apple工作1314151天\r\nok")).toEqual(["我想在", "apple", "工作", "1314151", "天", "\r", "\n", "ok"]);
+    // U+3000 reaches the regexes as U+000B (llama.cpp masks non-ASCII white space), so "　-。" does not
+    // take it but \s does: "\s?[...]+" gives "。", "\u3000。", and the CJK range then cuts "。" off.
+    expect(preTokenize("deepseek-llm", "。\u3000。")).toEqual(["。", "\u3000", "。"]);
+  });
+
+  it("deepseek-coder: \\p{L} runs, \\p{P} runs, CJK, single digits", () => {
+    expect(preTokenize("deepseek-coder", SAMPLE)).toEqual(["Hello", " world", "'", "s", " ", "1", "2", "3", "4", "5", "6", " test", "!!"]);
+    expect(preTokenize("deepseek-coder", "a~ aա")).toEqual(["a", "~", " aա"]);
+    expect(preTokenize("deepseek-coder", "我想在apple工作13天")).toEqual(["我想在", "apple", "工作", "1", "3", "天"]);
+  });
+
+  it("falcon: punctuation and symbol runs (backtick included), then GPT-2, then 3-digit groups", () => {
+    expect(preTokenize("falcon", SAMPLE)).toEqual(["Hello", " world", "'", "s", " ", "123", "456", " test", "!!"]);
+    // The backtick is cut before GPT-2 sees it, so the space before it stays alone; "default" lacks it.
+    expect(preTokenize("falcon", "a `b")).toEqual(["a", " ", "`", "b"]);
+    expect(preTokenize("default", "a `b")).toEqual(["a", " `", "b"]);
+  });
+
   it("llama-3: newlines and runs of spaces", () => {
     expect(preTokenize("llama3", "a\n\nb")).toEqual(["a", "\n\n", "b"]);
     // "  b": \s+(?!\S) backs off to the first space (followed by a space), then " b".
@@ -44,8 +72,8 @@ describe("preTokenize", () => {
   });
 
   it("keeps every character: the pieces concatenate back to the text", () => {
-    const texts = ["", "  leading", "trailing  ", "日本語のテキスト 😀👍🏽 ok", "tab\tand\r\nCRLF", "x\u0085y\uFEFFz"];
-    for (const kind of ["llama3", "qwen2", "smollm", "gpt2", "default"] as const) {
+    const texts = ["", "  leading", "trailing  ", "日本語のテキスト 😀👍🏽 ok", "tab\tand\r\nCRLF", "x\u0085y\uFEFFz", "a\u3000\u3000b\u00A0 "];
+    for (const kind of ["llama3", "qwen2", "smollm", "gpt2", "deepseek-llm", "deepseek-coder", "falcon", "default"] as const) {
       for (const t of texts) expect(preTokenize(kind, t).join("")).toBe(t);
     }
   });
@@ -54,6 +82,9 @@ describe("preTokenize", () => {
     expect(preTokenizerSpec("llama-bpe")).toEqual({ kind: "llama3", ignoreMerges: true, addBosDefault: true });
     expect(preTokenizerSpec("qwen2")).toEqual({ kind: "qwen2", ignoreMerges: false, addBosDefault: false });
     expect(preTokenizerSpec("smollm").kind).toBe("smollm");
+    expect(preTokenizerSpec("deepseek-llm")).toEqual({ kind: "deepseek-llm", ignoreMerges: false, addBosDefault: false });
+    expect(preTokenizerSpec("deepseek-coder").kind).toBe("deepseek-coder");
+    expect(preTokenizerSpec("falcon").kind).toBe("falcon");
     expect(preTokenizerSpec(undefined).kind).toBe("default");
     expect(() => preTokenizerSpec("tekken")).toThrow(UnsupportedTokenizerError);
     expect(() => preTokenizerSpec("tekken")).toThrow(/tokenizer\.ggml\.pre "tekken"/);

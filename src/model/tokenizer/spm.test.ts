@@ -7,9 +7,10 @@ import { spmVocabFromMetadata } from "./spm-metadata.js";
 
 describe("SpmTokenizer on a hand-made vocabulary", () => {
   // pieces: 0 <unk>, 1 <s>, 2 </s>, 3..5 bytes 0x41 'A', 0xC3, 0xA9, then merges with scores
-  const tokens = ["<unk>", "<s>", "</s>", "<0x41>", "<0xC3>", "<0xA9>", SPM_SPACE, "a", "b", "ab", SPM_SPACE + "ab", "c"];
-  const scores = [0, 0, 0, 0, 0, 0, -1, -2, -3, -0.5, -0.1, -4];
-  const types = [2, 3, 3, 6, 6, 6, 1, 1, 1, 1, 1, 1];
+  // ... and 12 "<tool>", a user-defined token.
+  const tokens = ["<unk>", "<s>", "</s>", "<0x41>", "<0xC3>", "<0xA9>", SPM_SPACE, "a", "b", "ab", SPM_SPACE + "ab", "c", "<tool>"];
+  const scores = [0, 0, 0, 0, 0, 0, -1, -2, -3, -0.5, -0.1, -4, 0];
+  const types = [2, 3, 3, 6, 6, 6, 1, 1, 1, 1, 1, 1, 4];
   const tok = new SpmTokenizer({ tokens, scores, types, bosId: 1, eosId: 2, unkId: 0, addSpacePrefix: true });
 
   it("merges by score and adds the dummy-prefix space", () => {
@@ -24,6 +25,17 @@ describe("SpmTokenizer on a hand-made vocabulary", () => {
     expect(tok.encode("é")).toEqual([6, 4, 5]);
     expect(tok.encode("A")).toEqual([6, 3]);
     expect(tok.decode([6, 4, 5])).toBe("é");
+  });
+
+  it("cuts special tokens out first, and puts the dummy space before each fragment that follows one", () => {
+    // llama.cpp's SPM path: "ab" -> "▁ab", <s> -> 1, then "ab" again with its own prefix.
+    expect(tok.encode("ab<s>ab")).toEqual([10, 1, 10]);
+    expect(tok.encode("<unk>ab")).toEqual([0, 10]);
+    // parse_special = false: "<s>" is text; "<", "s", ">" have neither a token nor a byte token -> <unk>.
+    expect(tok.encode("ab<s>ab", { parseSpecial: false })).toEqual([10, 0, 0, 0, 9]);
+    // User-defined tokens are cut out either way (tokenizer_st_partition).
+    expect(tok.encode("a<tool>", { parseSpecial: false })).toEqual([6, 7, 12]);
+    expect(tok.encode("")).toEqual([]);
   });
 
   it("decodes control tokens to nothing", () => {

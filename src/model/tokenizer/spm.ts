@@ -4,11 +4,13 @@
 // characters that are not in the vocabulary fall back to <0xXX> byte tokens.
 
 import { ModelConfigError } from "../../errors.js";
+import type { EncodeOptions } from "./bpe.js";
+import { SpecialTokenSplitter } from "./special-split.js";
+import { TOKEN_TYPE } from "./token-type.js";
+
+export { TOKEN_TYPE } from "./token-type.js";
 
 export const SPM_SPACE = "\u2581";
-
-/** token_type values from GGUF (llama_token_type). */
-export const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
 
 export interface SpmVocab {
   readonly tokens: readonly string[];
@@ -24,11 +26,13 @@ export class SpmTokenizer {
   readonly vocab: SpmVocab;
   private readonly ids = new Map<string, number>();
   private readonly byteIds = new Int32Array(256).fill(-1);
+  private readonly specials: SpecialTokenSplitter;
 
   constructor(vocab: SpmVocab) {
     const n = vocab.tokens.length;
     if (vocab.scores.length !== n) throw new ModelConfigError(`tokenizer.ggml.scores has ${vocab.scores.length} entries for ${n} tokens`, { field: "tokenizer.ggml.scores" });
     this.vocab = vocab;
+    this.specials = new SpecialTokenSplitter(vocab.tokens, vocab.types);
     for (let i = 0; i < n; i++) {
       const t = vocab.tokens[i]!;
       if (vocab.types[i] === TOKEN_TYPE.byte) {
@@ -40,11 +44,28 @@ export class SpmTokenizer {
     }
   }
 
-  /** Token ids of `text` (no BOS; the caller decides). */
-  encode(text: string): number[] {
-    if (text.length === 0) return [];
+  /**
+   * Token ids of `text` (no BOS; the caller decides). Special tokens are cut out first (see
+   * EncodeOptions.parseSpecial); as in llama.cpp's SPM path, the dummy-prefix space goes before the
+   * first raw fragment and before each one that follows a special token.
+   */
+  encode(text: string, opts: EncodeOptions = {}): number[] {
+    const out: number[] = [];
+    const fragments = this.specials.split(text, opts.parseSpecial ?? true);
+    let prevSpecial = true;
+    for (let f = 0; f < fragments.length; f++) {
+      const frag = fragments[f]!;
+      if (typeof frag === "number") { out.push(frag); prevSpecial = true; continue; }
+      const ids = this.encodeRaw(frag, this.vocab.addSpacePrefix && prevSpecial);
+      for (let k = 0; k < ids.length; k++) out.push(ids[k]!);
+      prevSpecial = false;
+    }
+    return out;
+  }
+
+  private encodeRaw(text: string, spacePrefix: boolean): number[] {
     let norm = text.replace(/ /g, SPM_SPACE);
-    if (this.vocab.addSpacePrefix) norm = SPM_SPACE + norm;
+    if (spacePrefix) norm = SPM_SPACE + norm;
     // Symbols: one per code point, as a doubly linked list over an array.
     const sym: string[] = Array.from(norm);
     const n = sym.length;
