@@ -1,7 +1,7 @@
 // Differential harness: kvbound's next-token distributions against llama.cpp's on the same
 // synthetic model and the same token ids.
 //
-//   npx tsx bench/llama-cpp-diff.ts --arch A [--seed S] [--layers L] [--weights F32|Q8_0|Q4_K]
+//   npx tsx bench/llama-cpp-diff.ts --arch A [--seed S] [--layers L] [--weights F32|Q8_0|Q4_K|Q2_K|Q3_K|IQ4_NL|IQ4_XS]
 //       [--ctx N] [--rope-scaling none|linear|llama3|yarn|longrope] [--positions N]
 //       [--activations f32|q8] [--sliding-window W] [--gelu ggml|exact] [--noise-floor] [--kvbound-noise] [--json]
 //

@@ -55,10 +55,11 @@ export interface ModelOptions {
   readonly rope?: Partial<RopeSpec>;
   /**
    * "wasm" (default when the runtime has WebAssembly SIMD): F32 matrices, and with q8 activations
-   * Q8_0, Q4_0, Q5_0, Q4_K and Q6_K ones, are copied into the model's wasm memory (their bytes
-   * again, widened: bytes per 32 values 36 for Q8_0/Q4_0/Q5_0, 24 for Q4_K, 40 for Q6_K; see
-   * `wasmBytes` in kernels/linear.ts) and multiplied there with SIMD; other types keep the JS
-   * kernels. "js": every matrix read in place from the file bytes, no copy.
+   * Q8_0, Q4_0, Q5_0, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_K and Q6_K ones, are copied into the model's
+   * wasm memory (their bytes again, widened: bytes per 32 values 36 for Q8_0/Q4_0/Q5_0/IQ4_NL/
+   * IQ4_XS, 24 for Q4_K, 40 for Q6_K/Q3_K, 48 for Q2_K; see `wasmBytes` in src/wasm/model-layout.ts)
+   * and multiplied there with SIMD; other types keep the JS kernels. "js": every matrix read in
+   * place from the file bytes, no copy.
    */
   readonly kernels?: "wasm" | "js";
   /**

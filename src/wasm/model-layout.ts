@@ -38,6 +38,7 @@ export interface Q8Scratch {
   readonly dT: number;
   /** [rows][maxWidth/32] f32: d times the block's int8 sum (blockSumsQ8), for Q4_K's offsets. */
   readonly sx: number;
+  // Q2_K's per-16 sums ([rows][maxWidth/16] f32) borrow x16: it is only read after widenQ8 of Q8_0 activations.
 }
 
 /** Where TransformerModel puts things in its wasm memory: copied matrices, the 9 activation buffers and a norm-weight row, the q8 scratch. */
@@ -151,9 +152,14 @@ export function wasmBytes(w: MatrixShape, q8Activations = true): number {
     case "Q8_0":
     case "Q4_0":
     case "Q5_0":
-      return q8Activations ? n + (n / 32) * 4 : 0; // int8 + f32 scale: 36 B per 32 values (file: 34, 18, 22)
+    case "IQ4_NL":
+    case "IQ4_XS":
+      return q8Activations ? n + (n / 32) * 4 : 0; // int8 + f32 scale: 36 B per 32 values (file: 34, 18, 22, 18, 17)
     case "Q4_K": return q8Activations ? n / 2 + (n / 32) * 8 : 0; // 24 B per 32 values (file: 18)
-    case "Q6_K": return q8Activations ? n + (n / 16) * 4 : 0; // int8 + f32 per 16: 40 B per 32 (file: 26.25)
+    case "Q6_K":
+    case "Q3_K":
+      return q8Activations ? n + (n / 16) * 4 : 0; // int8 + f32 per 16: 40 B per 32 (file: 26.25, 13.75)
+    case "Q2_K": return q8Activations ? n + (n / 16) * 8 : 0; // int8 + f32 scale and offset per 16: 48 B per 32 (file: 10.5)
     default: return 0;
   }
 }

@@ -1,12 +1,13 @@
 // A weight matrix bound to the kernel that multiplies it: the WebAssembly SIMD kernels when the
-// matrix was copied into the model's wasm memory (F32 as is; Q8_0, Q4_0, Q5_0 as int8 + f32 scale;
-// Q6_K as int8 + f32 scale per 16; Q4_K as nibbles + f32 scale and offset), else the JS matvec
-// over the file's bytes. `Acts` are activation buffers [rows][width] that live in wasm memory when
+// matrix was copied into the model's wasm memory (F32 as is; Q8_0, Q4_0, Q5_0, IQ4_NL, IQ4_XS as
+// int8 + f32 scale per 32; Q6_K, Q3_K as int8 + f32 scale per 16, Q2_K with an f32 offset per 16
+// too; Q4_K as nibbles + f32 scale and offset), else the JS matvec over the file's bytes. `Acts` are activation buffers [rows][width] that live in wasm memory when
 // the model has one (so the kernels read them in place) and in plain arrays otherwise.
 
 import type { WasmArena } from "../wasm/wasm-kernels.js";
 import { F16_TO_F32 } from "../../cache/codecs/half.js";
 import { matvec, type WeightMatrix } from "./matvec.js";
+import { iq4XsScale, KVALUES_IQ4NL, q3KScale } from "./quant-rows.js";
 
 import type { Q8Scratch } from "../../wasm/model-layout.js";
 
@@ -15,10 +16,15 @@ export { q8ScratchBytes, wasmBytes, type Q8Scratch } from "../../wasm/model-layo
 export type Linear =
   | { readonly kind: "js"; readonly w: WeightMatrix }
   | { readonly kind: "wasm-f32"; readonly w: WeightMatrix; readonly ptr: number }
-  /** qs [rows][cols] int8 at `qs`, d [rows][cols/32] f32 at `d`. */
+  /** qs [rows][cols] int8 at `qs`, d [rows][cols/32] f32 at `d` (Q8_0, Q4_0, Q5_0, IQ4_NL). Needs Q8_0 activations. */
   | { readonly kind: "wasm-q8"; readonly w: WeightMatrix; readonly qs: number; readonly d: number }
-  /** int8 qs [rows][cols] at `qs`, one f32 scale per 16 values [rows][cols/16] at `d` (Q6_K). Needs Q8_K activations (actQuant). */
-  | { readonly kind: "wasm-q8g16"; readonly w: WeightMatrix; readonly qs: number; readonly d: number }
+  /** The wasm-q8 layout with Q8_K activations (IQ4_XS, whose vec_dot_type is Q8_K). */
+  | { readonly kind: "wasm-q8k"; readonly w: WeightMatrix; readonly qs: number; readonly d: number }
+  /**
+   * int8 qs [rows][cols] at `qs`, one f32 scale per 16 values [rows][cols/16] at `d` (Q6_K, Q3_K);
+   * Q2_K also has one f32 offset per 16 values [rows][cols/16] at `c` (0: none). Needs Q8_K activations (actQuant).
+   */
+  | { readonly kind: "wasm-q8g16"; readonly w: WeightMatrix; readonly qs: number; readonly d: number; readonly c: number }
   /** nibbles qs [rows][cols/2] at `qs`; per 32 values a = d*scale at `a`, c = -dmin*min at `c` (f32). Needs Q8_K activations (actQuant). */
   | { readonly kind: "wasm-q4k"; readonly w: WeightMatrix; readonly qs: number; readonly a: number; readonly c: number };
 
@@ -127,7 +133,74 @@ export function bindWasm(w: WeightMatrix, arena: WasmArena, at: number): Linear 
         }
       }
     }
-    return { kind: "wasm-q8g16", w, qs: at, d: dAt };
+    return { kind: "wasm-q8g16", w, qs: at, d: dAt, c: 0 };
+  }
+  if (w.type === "IQ4_NL" || w.type === "IQ4_XS") {
+    // Exact in the q8 layout: the 4-bit index becomes its level kvalues_iq4nl[q] (-127..113), the
+    // scale d (IQ4_NL) or d * (ls - 32) per 32 values (IQ4_XS; exact in f32: 11 x 6 bits).
+    const n = w.rows * w.cols;
+    const qs = arena.i8(at, n);
+    const dAt = at + n;
+    const d = arena.f32(dAt, n / 32);
+    const u8 = w.u8, kv = KVALUES_IQ4NL;
+    const xs = w.type === "IQ4_XS";
+    // block_iq4_nl: f16 d, u8 qs[16] (18 bytes per 32); block_iq4_xs: f16 d, u16 scales_h, u8 scales_l[4], u8 qs[128] (136 per 256).
+    for (let b = 0, o = 0; b < n / 32; b++) {
+      let src: number;
+      if (xs) {
+        const ib = b & 7;
+        d[b] = F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]! * iq4XsScale(u8, o, ib);
+        src = o + 8 + ib * 16;
+        if (ib === 7) o += 136;
+      } else {
+        d[b] = F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]!;
+        src = o + 2;
+        o += 18;
+      }
+      const q = b * 32;
+      for (let j = 0; j < 16; j++) {
+        const v = u8[src + j]!;
+        qs[q + j] = kv[v & 15]!;
+        qs[q + j + 16] = kv[v >> 4]!;
+      }
+    }
+    return { kind: xs ? "wasm-q8k" : "wasm-q8", w, qs: at, d: dAt };
+  }
+  if (w.type === "Q2_K" || w.type === "Q3_K") {
+    // Exact in the q8g16 layout: per 16 values Q3_K is d * (sc - 32) * q with q in -4..3; Q2_K is
+    // d * sc * q - dmin * m with q in 0..3, so it keeps the offset -dmin * m per 16 as well.
+    const n = w.rows * w.cols;
+    const two = w.type === "Q2_K";
+    const qs = arena.i8(at, n);
+    const dAt = at + n, cAt = two ? dAt + (n / 16) * 4 : 0;
+    const d16 = arena.f32(dAt, n / 16);
+    const c16 = two ? arena.f32(cAt, n / 16) : null;
+    const u8 = w.u8;
+    const bytes = two ? 84 : 110;
+    // block_q2_K: u8 scales[16], u8 qs[64], f16 d, f16 dmin; block_q3_K: u8 hmask[32], u8 qs[64],
+    // u8 scales[12], f16 d. In both, value i of a block has 2 low bits at qs[32*(i/128) + i%32] bit
+    // 2*((i/32)%4) (dequantize_row_q2_K / _q3_K); Q3_K's high bit is hmask[i%32] bit i/32.
+    for (let b = 0, o = 0; b < n / 256; b++, o += bytes) {
+      const qOff = two ? o + 16 : o + 32;
+      if (two) {
+        const d = F16_TO_F32[u8[o + 80]! | (u8[o + 81]! << 8)]!;
+        const dmin = F16_TO_F32[u8[o + 82]! | (u8[o + 83]! << 8)]!;
+        for (let g = 0; g < 16; g++) {
+          const sc = u8[o + g]!;
+          d16[b * 16 + g] = d * (sc & 15);
+          c16![b * 16 + g] = -dmin * (sc >> 4);
+        }
+      } else {
+        const d = F16_TO_F32[u8[o + 108]! | (u8[o + 109]! << 8)]!;
+        for (let g = 0; g < 16; g++) d16[b * 16 + g] = d * q3KScale(u8, o + 96, g);
+      }
+      const y = b * 256;
+      for (let i = 0; i < 256; i++) {
+        const q = (u8[qOff + ((i >> 7) << 5) + (i & 31)]! >> (2 * ((i >> 5) & 3))) & 3;
+        qs[y + i] = two ? q : q - (((u8[o + (i & 31)]! >> (i >> 5)) & 1) ^ 1) * 4;
+      }
+    }
+    return { kind: "wasm-q8g16", w, qs: at, d: dAt, c: cAt };
   }
   return { kind: "js", w };
 }
@@ -163,10 +236,23 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
       else k.matmulQ8x16(out.ptr, out.width, L.qs, L.d, L.w.rows, L.w.cols, q8!.x16, q8!.dT, n);
       return;
     }
-    case "wasm-q8g16": {
+    case "wasm-q8k": {
       const k = arena!.k;
       const c = L.w.cols;
-      for (let t = 0; t < n; t++) k.matvecQ8g16(out.ptr + t * out.width * 4, L.qs, L.d, L.w.rows, c, q8!.qs + t * c, q8!.d + t * (c / 8));
+      for (let t = 0; t < n; t++) k.matvecQ8(out.ptr + t * out.width * 4, L.qs, L.d, L.w.rows, c, q8!.qs + t * c, q8!.d + t * (c / 8));
+      return;
+    }
+    case "wasm-q8g16": {
+      const k = arena!.k;
+      const q = q8!;
+      const c = L.w.cols;
+      // Q2_K's offsets need the activations' sums per 16 values (d * Q8_K's bsums). They go in x16,
+      // which only Q8_0 batches use (widenQ8): with Q8_K activations it is free, and a Q8_0 matrix
+      // after this one quantizes (and widens) its input again (sameQuant differs).
+      if (L.c !== 0) k.blockSumsQ8(q.qs, q.d, n * c, q.x16, true);
+      for (let t = 0; t < n; t++) {
+        k.matvecQ8g16(out.ptr + t * out.width * 4, L.qs, L.d, L.w.rows, c, q.qs + t * c, q.d + t * (c / 8), L.c, q.x16 + t * (c / 4));
+      }
       return;
     }
     case "wasm-q4k": {
@@ -185,12 +271,13 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
 
 /**
  * The activation quantization a kind's kernel takes, as llama.cpp's vec_dot_type picks it
- * (ggml/src/ggml-cpu/ggml-cpu.c type_traits_cpu): Q8_0 for Q8_0/Q4_0/Q5_0 ("wasm-q8"), Q8_K for
- * the K-quants (Q4_K "wasm-q4k", Q6_K "wasm-q8g16"); null for the f32-activation kinds. Matrices
- * whose kinds give the same answer can share one quantization of their input.
+ * (ggml/src/ggml-cpu/ggml-cpu.c type_traits_cpu): Q8_0 for Q8_0/Q4_0/Q5_0/IQ4_NL ("wasm-q8"), Q8_K
+ * for the K-quants (Q4_K "wasm-q4k"; Q6_K, Q3_K, Q2_K "wasm-q8g16") and IQ4_XS ("wasm-q8k"); null
+ * for the f32-activation kinds. Matrices whose kinds give the same answer can share one
+ * quantization of their input.
  */
 export function actQuant(kind: Linear["kind"]): "q8_0" | "q8_K" | null {
-  return kind === "wasm-q8" ? "q8_0" : kind === "wasm-q4k" || kind === "wasm-q8g16" ? "q8_K" : null;
+  return kind === "wasm-q8" ? "q8_0" : kind === "wasm-q4k" || kind === "wasm-q8g16" || kind === "wasm-q8k" ? "q8_K" : null;
 }
 
 /**
@@ -207,6 +294,6 @@ export function quantizeActs(arena: WasmArena, x: Acts, n: number, q8: Q8Scratch
   } else {
     k.quantizeQ8(x.ptr, n * x.width, q8.qs, q8.d);
   }
-  k.blockSumsQ8(q8.qs, q8.d, n * x.width, q8.sx);
+  k.blockSumsQ8(q8.qs, q8.d, n * x.width, q8.sx, false);
   if (n > 1 && to === "q8_0") k.widenQ8(q8.qs, q8.d, n, x.width, q8.x16, q8.dT);
 }

@@ -6,7 +6,7 @@
 
 import { F16_TO_F32 } from "../../cache/codecs/half.js";
 import { UnsupportedTensorTypeError } from "../../errors.js";
-import { dequantizeRow, type WeightTypeName } from "./quant-rows.js";
+import { dequantizeRow, KVALUES_IQ4NL, q3KScale, type WeightTypeName } from "./quant-rows.js";
 
 export interface WeightMatrix {
   readonly name: string;
@@ -32,6 +32,10 @@ export function matvec(out: Float32Array, x: Float32Array, w: WeightMatrix): voi
     case "Q5_0": return matvecQ5_0(out, x, w);
     case "Q4_K": return matvecQ4_K(out, x, w);
     case "Q6_K": return matvecQ6_K(out, x, w);
+    case "Q2_K": return matvecQ2_K(out, x, w);
+    case "Q3_K": return matvecQ3_K(out, x, w);
+    case "IQ4_NL": return matvecIQ4_NL(out, x, w);
+    case "IQ4_XS": return matvecIQ4_XS(out, x, w);
     case "BF16":
     case "Q4_1":
     case "Q5_1":
@@ -211,6 +215,129 @@ function matvecQ6_K(out: Float32Array, x: Float32Array, w: WeightMatrix): void {
           s += d * (i8[sc + g]! * a1 + i8[sc + g + 2]! * a2 + i8[sc + g + 4]! * a3 + i8[sc + g + 6]! * a4);
         }
       }
+    }
+    out[r] = s;
+  }
+}
+
+// block_q2_K: u8 scales[16] (scale | min << 4), u8 qs[64], f16 d, f16 dmin (84 bytes); 16 groups
+// of 16. In each 128-value half, byte l of the half's 32 holds values l, l+32, l+64, l+96 (2 bits
+// each); group g decodes to d*sc_g*q - dmin*m_g, so its dot is d*sc_g*sum(q*x) - dmin*m_g*sum(x).
+function matvecQ2_K(out: Float32Array, x: Float32Array, w: WeightMatrix): void {
+  const u8 = w.u8;
+  const nb = w.cols >> 8;
+  for (let r = 0; r < w.rows; r++) {
+    let o = r * w.rowBytes;
+    let s = 0;
+    for (let b = 0; b < nb; b++, o += 84) {
+      const d = F16_TO_F32[u8[o + 80]! | (u8[o + 81]! << 8)]!;
+      const dmin = F16_TO_F32[u8[o + 82]! | (u8[o + 83]! << 8)]!;
+      let isum = 0, msum = 0;
+      for (let half = 0; half < 2; half++) {
+        const qs = o + 16 + half * 32, xh = (b << 8) + half * 128;
+        for (let j = 0; j < 4; j++) {
+          const shift = 2 * j;
+          const g = half * 8 + 2 * j; // groups g (bytes 0..15) and g + 1 (bytes 16..31)
+          const xi = xh + 32 * j;
+          let a0 = 0, a1 = 0, s0 = 0, s1 = 0;
+          for (let l = 0; l < 16; l++) {
+            const x0 = x[xi + l]!, x1 = x[xi + 16 + l]!;
+            a0 += ((u8[qs + l]! >> shift) & 3) * x0; s0 += x0;
+            a1 += ((u8[qs + 16 + l]! >> shift) & 3) * x1; s1 += x1;
+          }
+          const sc0 = u8[o + g]!, sc1 = u8[o + g + 1]!;
+          isum += (sc0 & 15) * a0 + (sc1 & 15) * a1;
+          msum += (sc0 >> 4) * s0 + (sc1 >> 4) * s1;
+        }
+      }
+      s += d * isum - dmin * msum;
+    }
+    out[r] = s;
+  }
+}
+
+// block_q3_K: u8 hmask[32], u8 qs[64], u8 scales[12] (16 x 6 bits, q3KScale), f16 d (110 bytes).
+// Value 32k + l of a 128-value half: 2 low bits as Q2_K's, minus 4 unless bit (4*half + k) of
+// hmask[l] is set; group g decodes to d*(sc_g - 32)*q.
+const q3Scales = new Int8Array(16);
+function matvecQ3_K(out: Float32Array, x: Float32Array, w: WeightMatrix): void {
+  const u8 = w.u8;
+  const nb = w.cols >> 8;
+  const sc = q3Scales;
+  for (let r = 0; r < w.rows; r++) {
+    let o = r * w.rowBytes;
+    let s = 0;
+    for (let b = 0; b < nb; b++, o += 110) {
+      const d = F16_TO_F32[u8[o + 108]! | (u8[o + 109]! << 8)]!;
+      for (let g = 0; g < 16; g++) sc[g] = q3KScale(u8, o + 96, g);
+      let isum = 0;
+      for (let half = 0; half < 2; half++) {
+        const qs = o + 32 + half * 32, xh = (b << 8) + half * 128;
+        for (let j = 0; j < 4; j++) {
+          const shift = 2 * j, hbit = 4 * half + j;
+          const xi = xh + 32 * j;
+          // q + 4 = low bits | high bit << 2 (0..7): sum((q + 4) * x) - 4 * sum(x).
+          let a0 = 0, a1 = 0, s0 = 0, s1 = 0;
+          for (let l = 0; l < 16; l++) {
+            const x0 = x[xi + l]!, x1 = x[xi + 16 + l]!;
+            a0 += (((u8[qs + l]! >> shift) & 3) | (((u8[o + l]! >> hbit) & 1) << 2)) * x0; s0 += x0;
+            a1 += (((u8[qs + 16 + l]! >> shift) & 3) | (((u8[o + 16 + l]! >> hbit) & 1) << 2)) * x1; s1 += x1;
+          }
+          const g = half * 8 + 2 * j;
+          isum += sc[g]! * (a0 - 4 * s0) + sc[g + 1]! * (a1 - 4 * s1);
+        }
+      }
+      s += d * isum;
+    }
+    out[r] = s;
+  }
+}
+
+// block_iq4_nl: f16 d, u8 qs[16] (18 bytes); value j = d * kvalues[qs[j] & 15], value j + 16 the high nibble.
+function matvecIQ4_NL(out: Float32Array, x: Float32Array, w: WeightMatrix): void {
+  const u8 = w.u8, kv = KVALUES_IQ4NL;
+  const nb = w.cols >> 5;
+  for (let r = 0; r < w.rows; r++) {
+    let o = r * w.rowBytes;
+    let s = 0;
+    for (let b = 0, xi = 0; b < nb; b++, o += 18, xi += 32) {
+      const d = F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]!;
+      let a0 = 0, a1 = 0;
+      for (let j = 0; j < 16; j++) {
+        const q = u8[o + 2 + j]!;
+        a0 += kv[q & 15]! * x[xi + j]!;
+        a1 += kv[q >> 4]! * x[xi + j + 16]!;
+      }
+      s += d * (a0 + a1);
+    }
+    out[r] = s;
+  }
+}
+
+// block_iq4_xs: f16 d, u16 scales_h, u8 scales_l[4], u8 qs[128] (136 bytes); sub-block ib (32
+// values) is an IQ4_NL block with scale d * (ls_ib - 32), ls_ib = 4 bits of scales_l | 2 of scales_h.
+function matvecIQ4_XS(out: Float32Array, x: Float32Array, w: WeightMatrix): void {
+  const u8 = w.u8, kv = KVALUES_IQ4NL;
+  const nb = w.cols >> 8;
+  for (let r = 0; r < w.rows; r++) {
+    let o = r * w.rowBytes;
+    let s = 0;
+    for (let b = 0; b < nb; b++, o += 136) {
+      const d = F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]!;
+      const scalesH = u8[o + 2]! | (u8[o + 3]! << 8);
+      let isum = 0;
+      for (let ib = 0; ib < 8; ib++) {
+        const ls = ((u8[o + 4 + (ib >> 1)]! >> (4 * (ib & 1))) & 15) | (((scalesH >> (2 * ib)) & 3) << 4);
+        const qs = o + 8 + ib * 16, xi = (b << 8) + ib * 32;
+        let a0 = 0, a1 = 0;
+        for (let j = 0; j < 16; j++) {
+          const q = u8[qs + j]!;
+          a0 += kv[q & 15]! * x[xi + j]!;
+          a1 += kv[q >> 4]! * x[xi + j + 16]!;
+        }
+        isum += (ls - 32) * (a0 + a1);
+      }
+      s += d * isum;
     }
     out[r] = s;
   }

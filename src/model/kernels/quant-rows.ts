@@ -7,8 +7,36 @@ import { F16_TO_F32 } from "../../cache/codecs/half.js";
 import { UnsupportedTensorTypeError } from "../../errors.js";
 
 /** Weight types kvbound can run. */
-export type WeightTypeName = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_1" | "Q5_0" | "Q5_1" | "Q4_K" | "Q5_K" | "Q6_K";
-export const WEIGHT_TYPES: readonly WeightTypeName[] = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"];
+export type WeightTypeName =
+  | "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_1" | "Q5_0" | "Q5_1"
+  | "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K" | "IQ4_NL" | "IQ4_XS";
+export const WEIGHT_TYPES: readonly WeightTypeName[] = [
+  "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",
+];
+
+/**
+ * The 16 non-uniform levels of IQ4_NL and IQ4_XS (ggml-common.h kvalues_iq4nl): a 4-bit index
+ * decodes to d * KVALUES_IQ4NL[index].
+ */
+export const KVALUES_IQ4NL: Int8Array = Int8Array.of(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+
+/**
+ * Q3_K's 6-bit scale of 16-value group j (0..15), as ggml's dequantize_row_q3_K unpacks
+ * scales[12]: low 4 bits from byte j (j < 8) or the high nibble of byte j - 8, high 2 bits from
+ * byte 8 + j % 4 at bit 2 * (j / 4); the result is signed, minus 32.
+ */
+export function q3KScale(src: Uint8Array, scalesOff: number, j: number): number {
+  const lo = j < 8 ? src[scalesOff + j]! & 0xf : src[scalesOff + j - 8]! >> 4;
+  const hi = (src[scalesOff + 8 + (j & 3)]! >> (2 * (j >> 2))) & 3;
+  return (lo | (hi << 4)) - 32;
+}
+
+/** IQ4_XS's 6-bit scale of 32-value sub-block ib (0..7), signed (ls - 32), as dequantize_row_iq4_xs reads it. */
+export function iq4XsScale(src: Uint8Array, blockOff: number, ib: number): number {
+  const scalesH = src[blockOff + 2]! | (src[blockOff + 3]! << 8);
+  const ls = ((src[blockOff + 4 + (ib >> 1)]! >> (4 * (ib & 1))) & 0xf) | (((scalesH >> (2 * ib)) & 3) << 4);
+  return ls - 32;
+}
 
 const bf16Scratch = new Float32Array(1);
 const bf16ScratchU32 = new Uint32Array(bf16Scratch.buffer);
@@ -133,6 +161,62 @@ export function dequantizeRow(wtype: WeightTypeName, src: Uint8Array, off: numbe
             out[y + l + 96] = d * ((src[sc + is + 6]! << 24) >> 24) * q4;
           }
           y += 128; ql += 64; qh += 32; sc += 8;
+        }
+      }
+      return;
+    case "Q2_K":
+      // block_q2_K: u8 scales[16] (low nibble scale, high nibble min, per 16 values), u8 qs[64]
+      // (2-bit), f16 d, f16 dmin (84 bytes). ggml-quants.c dequantize_row_q2_K: in each 128-value
+      // half, value 32j + l takes bits 2j..2j+1 of qs[l] (l < 32); y = d*sc*q - dmin*m.
+      for (let b = 0; b < n / 256; b++) {
+        const o = off + b * 84;
+        const d = f16(src, o + 80);
+        const dmin = f16(src, o + 82);
+        for (let i = 0; i < 256; i++) {
+          const sc = src[o + (i >> 4)]!;
+          const q = (src[o + 16 + ((i >> 7) << 5) + (i & 31)]! >> (2 * ((i >> 5) & 3))) & 3;
+          out[outOff + b * 256 + i] = d * (sc & 0xf) * q - dmin * (sc >> 4);
+        }
+      }
+      return;
+    case "Q3_K":
+      // block_q3_K: u8 hmask[32], u8 qs[64] (low 2 bits), u8 scales[12] (16 x 6 bits), f16 d (110
+      // bytes). ggml-quants.c dequantize_row_q3_K: value i's low bits as Q2_K's; its high bit is
+      // bit i / 32 of hmask[i % 32], and a clear bit subtracts 4: y = d * (sc - 32) * (q - 4*!h).
+      for (let b = 0; b < n / 256; b++) {
+        const o = off + b * 110;
+        const d = f16(src, o + 108);
+        for (let i = 0; i < 256; i++) {
+          const q = (src[o + 32 + ((i >> 7) << 5) + (i & 31)]! >> (2 * ((i >> 5) & 3))) & 3;
+          const h = (src[o + (i & 31)]! >> (i >> 5)) & 1;
+          out[outOff + b * 256 + i] = d * q3KScale(src, o + 96, i >> 4) * (q - (h ? 0 : 4));
+        }
+      }
+      return;
+    case "IQ4_NL":
+      // block_iq4_nl: f16 d, u8 qs[16] (18 bytes); value j = d * kvalues[qs[j] & 15], j + 16 the high nibble.
+      for (let b = 0; b < n / 32; b++) {
+        const o = off + b * 18;
+        const d = f16(src, o);
+        for (let j = 0; j < 16; j++) {
+          out[outOff + b * 32 + j] = d * KVALUES_IQ4NL[src[o + 2 + j]! & 0xf]!;
+          out[outOff + b * 32 + j + 16] = d * KVALUES_IQ4NL[src[o + 2 + j]! >> 4]!;
+        }
+      }
+      return;
+    case "IQ4_XS":
+      // block_iq4_xs: f16 d, u16 scales_h, u8 scales_l[4], u8 qs[128] (136 bytes); sub-block ib of
+      // 32 values is IQ4_NL's layout with scale d * (ls - 32) (dequantize_row_iq4_xs).
+      for (let b = 0; b < n / 256; b++) {
+        const o = off + b * 136;
+        const d = f16(src, o);
+        for (let ib = 0; ib < 8; ib++) {
+          const dl = d * iq4XsScale(src, o, ib);
+          const qs = o + 8 + ib * 16, y = outOff + b * 256 + ib * 32;
+          for (let j = 0; j < 16; j++) {
+            out[y + j] = dl * KVALUES_IQ4NL[src[qs + j]! & 0xf]!;
+            out[y + j + 16] = dl * KVALUES_IQ4NL[src[qs + j]! >> 4]!;
+          }
         }
       }
       return;

@@ -8,11 +8,14 @@
 //   f32 matrix      [rows][cols] f32
 //   q8 matrix       qs [rows][cols] i8  +  d [rows][cols/32] f32   (GGUF block_q8_0 repacked:
 //                   the int8 values contiguous and 16-byte aligned, the f16 scale widened to f32;
-//                   Q4_0 and Q5_0 decode exactly into it: d * (q - 8), d * (q - 16))
-//   q8g16 matrix    qs [rows][cols] i8  +  d [rows][cols/16] f32   (Q6_K: d * scale per 16 values)
+//                   Q4_0, Q5_0, IQ4_NL and IQ4_XS decode exactly into it: d * (q - 8), d * (q - 16),
+//                   d * kvalues_iq4nl[q], d * (ls - 32) * kvalues_iq4nl[q])
+//   q8g16 matrix    qs [rows][cols] i8  +  d [rows][cols/16] f32   (Q6_K, Q3_K: d * scale per 16
+//                   values; Q2_K also an offset c [rows][cols/16] f32, -dmin * min)
 //   q4k matrix      nibbles [rows][cols/2] as in the file + a, c [rows][cols/32] f32 (a*q + c)
 //   q8 activations  the same as one q8 row: qs [cols] i8 + d [cols/32] f32; Q8_0 (quantizeQ8) for
-//                   the q8 kernels, Q8_K (quantizeQ8K: its per-256 d repeated per 32) for Q4_K, Q6_K
+//                   Q8_0/Q4_0/Q5_0/IQ4_NL, Q8_K (quantizeQ8K: its per-256 d repeated per 32) for the
+//                   K-quants and IQ4_XS (llama.cpp's vec_dot_type of each)
 //
 // Integer dots follow llama.cpp's ggml_vec_dot_q8_0_q8_0 (ggml/src/ggml-cpu/arch/x86/quants.c):
 // int8 x int8 products summed in int32 within a 32-value block, then scaled by d_w * d_x.
@@ -112,13 +115,14 @@ export function matvecQ8(out: usize, wq: usize, wd: usize, rows: i32, cols: i32,
   const nb = cols >> 5;
   const rowBytes = <usize>cols;
   const dBytes = <usize>nb << 2;
-  let r = 0;
-  // Two rows per pass share the activation loads.
-  for (; r + 1 < rows; r += 2) {
+  // Two rows per pass share the activation loads; an odd last row is computed twice (one loop, not a
+  // second copy for the tail: the module must stay under 4 KiB) and stored once.
+  for (let r = 0; r < rows; r += 2) {
+    const two = r + 1 < rows;
     const w0 = wq + <usize>r * rowBytes;
-    const w1 = w0 + rowBytes;
+    const w1 = two ? w0 + rowBytes : w0;
     const d0 = wd + <usize>r * dBytes;
-    const d1 = d0 + dBytes;
+    const d1 = two ? d0 + dBytes : d0;
     let acc0 = f32x4.splat(0);
     let acc1 = f32x4.splat(0);
     for (let b = 0; b < nb; b++) {
@@ -142,25 +146,7 @@ export function matvecQ8(out: usize, wq: usize, wd: usize, rows: i32, cols: i32,
       acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(s), f32x4.splat(load<f32>(d1 + (<usize>b << 2)) * dxb)));
     }
     store<f32>(out + (<usize>r << 2), f32x4.extract_lane(acc0, 0) + f32x4.extract_lane(acc0, 1) + f32x4.extract_lane(acc0, 2) + f32x4.extract_lane(acc0, 3));
-    store<f32>(out + (<usize>(r + 1) << 2), f32x4.extract_lane(acc1, 0) + f32x4.extract_lane(acc1, 1) + f32x4.extract_lane(acc1, 2) + f32x4.extract_lane(acc1, 3));
-  }
-  for (; r < rows; r++) {
-    const w0 = wq + <usize>r * rowBytes;
-    const d0 = wd + <usize>r * dBytes;
-    let acc0 = f32x4.splat(0);
-    for (let b = 0; b < nb; b++) {
-      const o = <usize>b << 5;
-      const xa = v128.load(qx + o);
-      const xb = v128.load(qx + o + 16);
-      const wa = v128.load(w0 + o);
-      const wb = v128.load(w0 + o + 16);
-      const s = i32x4.add(
-        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wa, xa), i16x8.extmul_high_i8x16_s(wa, xa))),
-        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wb, xb), i16x8.extmul_high_i8x16_s(wb, xb))),
-      );
-      acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(s), f32x4.splat(load<f32>(d0 + (<usize>b << 2)) * load<f32>(dx + (<usize>b << 2)))));
-    }
-    store<f32>(out + (<usize>r << 2), f32x4.extract_lane(acc0, 0) + f32x4.extract_lane(acc0, 1) + f32x4.extract_lane(acc0, 2) + f32x4.extract_lane(acc0, 3));
+    if (two) store<f32>(out + (<usize>(r + 1) << 2), f32x4.extract_lane(acc1, 0) + f32x4.extract_lane(acc1, 1) + f32x4.extract_lane(acc1, 2) + f32x4.extract_lane(acc1, 3));
   }
 }
 
@@ -294,15 +280,20 @@ export function matmulQ8x16(out: usize, outStride: i32, wq: usize, wd: usize, ro
 }
 
 /** sx[b] = dx[b] * sum of the 32 int8 values of block b, for n/32 blocks of q8 activations: the
- *  term that a weight format with a per-block offset (Q4_K's -dmin*m) multiplies. */
-export function blockSumsQ8(qx: usize, dx: usize, n: i32, sx: usize): void {
-  const nb = n >> 5;
+ *  term that a weight format with a per-block offset (Q4_K's -dmin*m) multiplies. With `g16`, per
+ *  16 values instead (n/16 sums, each under its 32-block's dx): Q2_K's offsets are per 16, and
+ *  these are Q8_K's bsums times d. */
+export function blockSumsQ8(qx: usize, dx: usize, n: i32, sx: usize, g16: bool): void {
+  const sh = g16 ? 4 : 5;
+  const nb = n >> sh;
   for (let b = 0; b < nb; b++) {
-    const p = qx + (<usize>b << 5);
-    const h = i16x8.add(i16x8.extadd_pairwise_i8x16_s(v128.load(p)), i16x8.extadd_pairwise_i8x16_s(v128.load(p + 16)));
+    const p = qx + (<usize>b << sh);
+    let h = i16x8.extadd_pairwise_i8x16_s(v128.load(p));
+    if (!g16) h = i16x8.add(h, i16x8.extadd_pairwise_i8x16_s(v128.load(p + 16)));
     const s = i32x4.extadd_pairwise_i16x8_s(h);
     const t = i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1) + i32x4.extract_lane(s, 2) + i32x4.extract_lane(s, 3);
-    store<f32>(sx + (<usize>b << 2), <f32>t * load<f32>(dx + (<usize>b << 2)));
+    // dx of the 32-value block this one lies in: byte offset (first value / 32) * 4.
+    store<f32>(sx + (<usize>b << 2), <f32>t * load<f32>(dx + (((<usize>b << sh) >> 3) & ~3)));
   }
 }
 
@@ -350,10 +341,11 @@ export function matvecQ4K(out: usize, wq: usize, wa: usize, wc: usize, rows: i32
   }
 }
 
-/** int8 weights with one f32 scale per 16 values (Q6_K decoded at load: qs [rows][cols] i8,
- *  d16 [rows][cols/16] f32) times q8 activations: out[r]. The two 16-value halves of a 32-value
- *  activation block are summed apart, each under its own weight scale. */
-export function matvecQ8g16(out: usize, wq: usize, wd: usize, rows: i32, cols: i32, qx: usize, dx: usize): void {
+/** int8 weights with one f32 scale per 16 values (Q6_K, Q3_K, Q2_K decoded at load: qs [rows][cols]
+ *  i8, d16 [rows][cols/16] f32) times q8 activations: out[r]. The two 16-value halves of a 32-value
+ *  activation block are summed apart, each under its own weight scale. With wc != 0, each 16-value
+ *  group g also has an offset wc [rows][cols/16] (Q2_K's -dmin*m) times s16[g] (blockSumsQ8 g16). */
+export function matvecQ8g16(out: usize, wq: usize, wd: usize, rows: i32, cols: i32, qx: usize, dx: usize, wc: usize, s16: usize): void {
   const nb = cols >> 5;
   for (let r = 0; r < rows; r++) {
     const w0 = wq + <usize>r * <usize>cols;
@@ -371,6 +363,12 @@ export function matvecQ8g16(out: usize, wq: usize, wd: usize, rows: i32, cols: i
       const db = d0 + (<usize>b << 3);
       acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sa), f32x4.splat(load<f32>(db) * dxb)));
       acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sb), f32x4.splat(load<f32>(db + 4) * dxb)));
+    }
+    if (wc != 0) {
+      // Q2_K: its offsets times the activation sums, one per 16 values (llama.cpp's dmin * bsums
+      // term), 4 groups a step (cols/16 is a multiple of 16: Q2_K rows are whole 256-value blocks).
+      const c0 = wc + <usize>r * (<usize>nb << 3);
+      for (let g = 0; g < nb << 3; g += 16) acc = f32x4.add(acc, f32x4.mul(v128.load(c0 + <usize>g), v128.load(s16 + <usize>g)));
     }
     store<f32>(out + (<usize>r << 2), f32x4.extract_lane(acc, 0) + f32x4.extract_lane(acc, 1) + f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3));
   }

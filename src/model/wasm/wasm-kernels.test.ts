@@ -74,6 +74,23 @@ function q6kMatrix(rows: number, cols: number, rand: () => number): WeightMatrix
   return { name: "q6k", type: "Q6_K", rows, cols, rowBytes, u8, i8: new Int8Array(u8.buffer), f32: null };
 }
 
+/** Random Q2_K / Q3_K / IQ4_NL / IQ4_XS blocks: random bits everywhere (every scale, min, high bit
+ *  and level index), then sane f16 super-block scales. */
+function lowBitMatrix(type: "Q2_K" | "Q3_K" | "IQ4_NL" | "IQ4_XS", rows: number, cols: number, rand: () => number): WeightMatrix {
+  const [bs, ts, halves] = { Q2_K: [256, 84, [80, 82]], Q3_K: [256, 110, [108]], IQ4_NL: [32, 18, [0]], IQ4_XS: [256, 136, [0]] }[type] as [number, number, number[]];
+  const rowBytes = (cols / bs) * ts;
+  const u8 = new Uint8Array(rows * rowBytes);
+  for (let i = 0; i < u8.length; i++) u8[i] = Math.floor(rand() * 256);
+  for (let o = 0; o < u8.length; o += ts) {
+    for (const at of halves) {
+      const h = f32ToF16Bits((rand() - 0.3) * 0.002); // some negative: IQ4 and Q3_K scales are signed
+      u8[o + at] = h & 0xff;
+      u8[o + at + 1] = h >> 8;
+    }
+  }
+  return { name: type, type, rows, cols, rowBytes, u8, i8: new Int8Array(u8.buffer), f32: null };
+}
+
 function f32Matrix(rows: number, cols: number, rand: () => number): WeightMatrix {
   const f32 = new Float32Array(rows * cols);
   for (let i = 0; i < f32.length; i++) f32[i] = rand() * 2 - 1;
@@ -157,7 +174,7 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
   it("matvecQ4K with q8 activations equals dequantize-then-multiply of the q8-rounded input within 1e-5", () => {
     if (Lk.kind !== "wasm-q4k") throw new Error("Q4_K matrix was not bound to wasm");
     k.quantizeQ8(x, NTOK * COLS, qx, dx);
-    k.blockSumsQ8(qx, dx, NTOK * COLS, sx);
+    k.blockSumsQ8(qx, dx, NTOK * COLS, sx, false);
     const qs = arena.i8(qx, NTOK * COLS);
     const d = arena.f32(dx, (NTOK * COLS) / 32);
     const sums = arena.f32(sx, (NTOK * COLS) / 32);
@@ -193,7 +210,7 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     for (const [m, at] of [[m4, at4], [m5, at5], [m6, at6]] as const) {
       const L = bindWasm(m, a2, at);
       if (L.kind === "wasm-q8") a2.k.matvecQ8(o, L.qs, L.d, ROWS, COLS, q, d);
-      else if (L.kind === "wasm-q8g16") a2.k.matvecQ8g16(o, L.qs, L.d, ROWS, COLS, q, d);
+      else if (L.kind === "wasm-q8g16") a2.k.matvecQ8g16(o, L.qs, L.d, ROWS, COLS, q, d, 0, 0);
       else throw new Error(`${m.type} was not bound to wasm`);
       matvecReference(ref, xq, m);
       expect(maxRelErr(a2.f32(o, ROWS), ref, ROWS)).toBeLessThan(1e-5);
@@ -265,7 +282,7 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
   const BLOCKS = 16;
   const N = BLOCKS * 256;
   const arena = new WasmArena();
-  const x = arena.reserve(N * 4), qx = arena.reserve(N), dx = arena.reserve(N / 8), sx = arena.reserve(N / 8);
+  const x = arena.reserve(N * 4), qx = arena.reserve(N), dx = arena.reserve(N / 8), sx = arena.reserve(N / 8), s16 = arena.reserve(N / 4);
   expect(arena.commit()).toBe(true);
   const xs = arena.f32(x, N);
   // Block by block: random magnitudes across 20 orders, then the edge cases ggml's code branches on.
@@ -297,8 +314,9 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
   const dRef = new Float32Array(BLOCKS), qsRef = new Int8Array(N), bsRef = new Int16Array(N / 16);
   quantizeRowQ8KRef(xs, N, dRef, qsRef, bsRef);
   arena.k.quantizeQ8K(x, N, qx, dx);
-  arena.k.blockSumsQ8(qx, dx, N, sx);
-  const qs = arena.i8(qx, N), d = arena.f32(dx, N / 32), sums = arena.f32(sx, N / 32);
+  arena.k.blockSumsQ8(qx, dx, N, sx, false);
+  arena.k.blockSumsQ8(qx, dx, N, s16, true);
+  const qs = arena.i8(qx, N), d = arena.f32(dx, N / 32), sums = arena.f32(sx, N / 32), sums16 = arena.f32(s16, N / 16);
 
   it("qs bit-exact, and d bit-exact (f32, unrounded) in each of its 8 per-32 copies", () => {
     expect(Array.from(qs)).toEqual(Array.from(qsRef));
@@ -329,11 +347,14 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
       expect(sums[b]).toBe(Math.fround(s * d[b]!));
       expect(s).toBe(bsRef[2 * b]! + bsRef[2 * b + 1]!);
     }
+    // g16 (Q2_K's offsets): d times each bsum, the product llama.cpp's q2_K dot scales by dmin.
+    for (let g = 0; g < N / 16; g++) expect(sums16[g]).toBe(Math.fround(bsRef[g]! * dRef[g >> 4]!));
   });
 
   it("quantizeActs picks Q8_K for the K kinds and Q8_0 for wasm-q8", () => {
     expect(actQuant("wasm-q4k")).toBe("q8_K");
     expect(actQuant("wasm-q8g16")).toBe("q8_K");
+    expect(actQuant("wasm-q8k")).toBe("q8_K");
     expect(actQuant("wasm-q8")).toBe("q8_0");
     expect(actQuant("wasm-f32")).toBe(null);
     expect(actQuant("js")).toBe(null);
@@ -368,6 +389,55 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
         }
         expect(maxRelErr(out.row[t]!, ref, ROWS)).toBeLessThan(2e-6);
       }
+    }
+  });
+
+  it("Q2_K, Q3_K, IQ4_XS (Q8_K activations) and IQ4_NL (Q8_0) through linear() equal a float64 dot of the dequantized weights and the dequantized q8 input", () => {
+    const ROWS = 23, COLS = 512, NTOK = 5; // odd rows (matvecQ8's last row alone); several tokens (per-16 sums per token)
+    const a2 = new WasmArena();
+    const ms = (["Q2_K", "Q3_K", "IQ4_XS", "IQ4_NL"] as const).map((t) => lowBitMatrix(t, ROWS, COLS, rand));
+    const ats = ms.map((m) => a2.reserve(wasmBytes(m)));
+    const xAt = a2.reserve(NTOK * COLS * 4), oAt = a2.reserve(NTOK * ROWS * 4);
+    const [qsB, dB, x16B, dTB, sxB] = q8ScratchBytes(NTOK, COLS);
+    const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB) };
+    expect(a2.commit()).toBe(true);
+    const xa = new Acts(NTOK, COLS, xAt, a2), out = new Acts(NTOK, ROWS, oAt, a2);
+    for (let i = 0; i < NTOK * COLS; i++) xa.a[i] = (rand() * 2 - 1) * (i < COLS ? 1 : 0.01) + (i % 16 === 3 ? 0.5 : 0); // nonzero group sums
+    const dK = new Float32Array((NTOK * COLS) / 256), qK = new Int8Array(NTOK * COLS), bK = new Int16Array((NTOK * COLS) / 16);
+    quantizeRowQ8KRef(xa.a, NTOK * COLS, dK, qK, bK);
+    const d0 = new Float32Array((NTOK * COLS) / 32), q0 = new Int8Array(NTOK * COLS);
+    quantizeRowQ8_0Reference(xa.a, 0, NTOK * COLS, q0, d0);
+    const row = new Float32Array(COLS);
+    const kinds: string[] = [];
+    for (let i = 0; i < ms.length; i++) {
+      const m = ms[i]!;
+      const L = bindWasm(m, a2, ats[i]!);
+      kinds.push(L.kind);
+      const to = actQuant(L.kind)!;
+      expect(to, m.type).toBe(m.type === "IQ4_NL" ? "q8_0" : "q8_K");
+      quantizeActs(a2, xa, NTOK, q8, to);
+      linear(a2, out, L, xa, NTOK, q8);
+      for (let t = 0; t < NTOK; t++) {
+        const ref = new Float32Array(ROWS);
+        for (let r = 0; r < ROWS; r++) {
+          dequantizeRow(m.type, m.u8, r * m.rowBytes, row, 0, COLS);
+          let s = 0;
+          for (let j = 0; j < COLS; j++) {
+            const v = t * COLS + j;
+            s += row[j]! * (to === "q8_K" ? qK[v]! * dK[v >> 8]! : q0[v]! * d0[v >> 5]!);
+          }
+          ref[r] = s;
+        }
+        expect(maxRelErr(out.row[t]!, ref, ROWS), `${m.type} token ${t}`).toBeLessThan(2e-6);
+      }
+    }
+    expect(kinds).toEqual(["wasm-q8g16", "wasm-q8g16", "wasm-q8k", "wasm-q8"]);
+  });
+
+  it("wasmBytes of the low-bit types: Q2_K 48, Q3_K 40, IQ4_NL and IQ4_XS 36 bytes per 32 values; none on f32 activations", () => {
+    for (const [type, per32] of [["Q2_K", 48], ["Q3_K", 40], ["IQ4_NL", 36], ["IQ4_XS", 36]] as const) {
+      expect(wasmBytes({ type, rows: 4, cols: 256 })).toBe((4 * 256 * per32) / 32);
+      expect(wasmBytes({ type, rows: 4, cols: 256 }, false)).toBe(0);
     }
   });
 

@@ -20,9 +20,11 @@ export interface KernelExports {
   matvecQ8(out: number, wq: number, wd: number, rows: number, cols: number, qx: number, dx: number): void;
   widenQ8(qx: number, dx: number, nTok: number, cols: number, x16: number, dxT: number): void;
   matmulQ8x16(out: number, outStride: number, wq: number, wd: number, rows: number, cols: number, x16: number, dxT: number, nTok: number): void;
-  blockSumsQ8(qx: number, dx: number, n: number, sx: number): void;
+  /** Per 32 values, or per 16 with g16 (Q2_K's offsets). */
+  blockSumsQ8(qx: number, dx: number, n: number, sx: number, g16: boolean): void;
   matvecQ4K(out: number, wq: number, wa: number, wc: number, rows: number, cols: number, qx: number, dx: number, sx: number): void;
-  matvecQ8g16(out: number, wq: number, wd: number, rows: number, cols: number, qx: number, dx: number): void;
+  /** wc: per-16 offsets (Q2_K), 0 for none; s16: the activations' per-16 sums (blockSumsQ8 g16). */
+  matvecQ8g16(out: number, wq: number, wd: number, rows: number, cols: number, qx: number, dx: number, wc: number, s16: number): void;
   matmulF32(out: number, outStride: number, w: number, rows: number, cols: number, x: number, xStride: number, nTok: number): void;
 }
 
