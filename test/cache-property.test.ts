@@ -38,6 +38,8 @@ interface RefSeq {
   ids: number[];
   pos: number[];
   scores: number[];
+  /** H2O with a score window: per token, queries seen and the last N per-query weights (ring). */
+  rings: { seen: number; ring: number[] }[];
   nextPos: number;
 }
 
@@ -87,11 +89,14 @@ class Reference {
       s.ids = s.ids.filter(keep);
       s.pos = s.pos.filter(keep);
       s.scores = s.scores.filter(keep);
+      s.rings = s.rings.filter(keep);
     }
+    const n = this.scoreWindow();
     for (const id of newIds) {
       s.ids.push(id);
       s.pos.push(s.nextPos++);
       s.scores.push(0);
+      s.rings.push({ seen: 0, ring: new Array<number>(n ?? 0).fill(0) });
     }
     return "ok";
   }
@@ -102,6 +107,12 @@ class Reference {
     s.ids.length -= n;
     s.pos.length -= n;
     s.scores.length -= n;
+    s.rings.length -= n;
+  }
+
+  scoreWindow(): number | null {
+    const p = this.config.policy;
+    return p.kind === "h2o" ? p.scoreWindow : null;
   }
 
   /** attend with all-zero queries: every visible token gets weight 1/nVisible in every head. */
@@ -111,7 +122,33 @@ class Reference {
     for (let qi = 0; qi < nQuery; qi++) {
       const nVis = held - nQuery + qi + 1;
       const w = Math.fround(1 / nVis); // f32 softmax weight, averaged over 2 identical heads
-      if (p.kind === "h2o") for (let t = 0; t < nVis; t++) s.scores[t] = s.scores[t]! + w;
+      const n = this.scoreWindow();
+      if (p.kind === "h2o" && n === null) for (let t = 0; t < nVis; t++) s.scores[t] = s.scores[t]! + w;
+      if (p.kind === "h2o" && n !== null) {
+        // The score is the sum of the last n queries' weights: layer 0 takes the slot n queries old
+        // out and writes this query's; later layers add to the slot of the same query; every n
+        // queries the sum is recomputed from the ring (the arithmetic of score-window.ts, on arrays).
+        const counted = qi >= nQuery - n;
+        for (let t = 0; t < nVis; t++) {
+          const r = s.rings[t]!;
+          if (layer === 0) {
+            const k = r.seen % n;
+            const old = r.ring[k]!;
+            const v = counted ? w : 0;
+            r.ring[k] = v;
+            r.seen++;
+            if (k === n - 1) {
+              let sum = 0;
+              for (const x of r.ring) sum += x;
+              s.scores[t] = sum;
+            } else s.scores[t] = s.scores[t]! - old + v;
+          } else if (counted) {
+            const k = (r.seen - nQuery + qi) % n;
+            r.ring[k] = r.ring[k]! + w;
+            s.scores[t] = s.scores[t]! + w;
+          }
+        }
+      }
       if (p.kind === "tova" && qi === nQuery - 1) {
         for (let t = 0; t < nVis; t++) s.scores[t] = layer === 0 ? w * (1 / nLayer) : s.scores[t]! + w * (1 / nLayer);
       }
@@ -176,7 +213,7 @@ function run(input: CacheConfigInput, nOps: number, seed: number, mayExhaust: bo
   let nextId = 0;
   let nextSeq = 0;
   const live = (): number[] => [...ref.seqs.keys()];
-  const newRefSeq = (): RefSeq => ({ ids: [], pos: [], scores: [], nextPos: 0 });
+  const newRefSeq = (): RefSeq => ({ ids: [], pos: [], scores: [], rings: [], nextPos: 0 });
   const maxChunk = config.windowTokens - (config.policy.kind === "context" ? 0 : config.attentionSinkSize);
 
   for (let op = 0; op < nOps; op++) {
@@ -310,6 +347,7 @@ describe("cache property test (10,000 operations per configuration)", () => {
     ["prefix-recent, page 1", { slidingWindowSize: 9, pageSize: 1, policy: { kind: "prefix-recent", prefix: 4 } }, false],
     ["context, budget", { contextWindowSize: 20, pageSize: 4, budgetBytes: budgetFor(12, 4) }, true],
     ["h2o with holes and compaction", { slidingWindowSize: 14, attentionSinkSize: 2, pageSize: 4, policy: { kind: "h2o", recent: 3 } }, true],
+    ["h2o score window 3", { slidingWindowSize: 14, attentionSinkSize: 2, pageSize: 4, policy: { kind: "h2o", heavy: 8, scoreWindow: 3 } }, true],
     ["tova reassigned, budget", { slidingWindowSize: 11, pageSize: 2, budgetBytes: budgetFor(20, 2), policy: { kind: "tova", sinks: 1, positions: "reassigned" } }, true],
   ];
   for (const [name, input, mayExhaust] of cases) {

@@ -10,6 +10,8 @@ import { beforeAll, describe, expect, it } from "vitest";
 
 import { addCacheFlags, cacheConfigFromFlags } from "../src/cli/cache-flags.js";
 import { chatCommand } from "../src/cli/commands/chat.js";
+import { sessionFromFlags } from "../src/cli/commands/run.js";
+import { resolveCacheConfig } from "../src/cache/config.js";
 import { main } from "../src/cli/main.js";
 import { loadModel } from "../src/engine/load-model.js";
 import { InvalidSettingError } from "../src/errors.js";
@@ -55,10 +57,60 @@ describe("cache flags", () => {
     expect(() => cacheConfigFromFlags({ budget: "lots" })).toThrow(InvalidSettingError);
   });
 
+  it("carry each policy's own settings: --prefix, --h2o-recent / --h2o-heavy / --h2o-window", () => {
+    expect(cacheConfigFromFlags({ slidingWindow: "64", policy: "prefix-recent", prefix: "32" })).toEqual({
+      slidingWindowSize: 64,
+      policy: { kind: "prefix-recent", prefix: 32 },
+    });
+    expect(cacheConfigFromFlags({ slidingWindow: "256", sinks: "4", policy: "h2o", h2oRecent: "64", h2oHeavy: "188", h2oWindow: "128" })).toEqual({
+      slidingWindowSize: 256,
+      attentionSinkSize: 4,
+      policy: { kind: "h2o", recent: 64, heavy: 188, scoreWindow: 128 },
+    });
+    // Resolved, the split adds up; one of recent / heavy is enough.
+    const r = resolveCacheConfig(cacheConfigFromFlags({ slidingWindow: "256", sinks: "4", policy: "h2o", h2oHeavy: "52", h2oWindow: "32" }));
+    expect(r.policy).toEqual({ kind: "h2o", window: 256, sinks: 4, recent: 200, heavy: 52, scoreWindow: 32, positions: "original" });
+    expect(resolveCacheConfig(cacheConfigFromFlags({ slidingWindow: "64", policy: "prefix-recent", prefix: "32" })).policy).toMatchObject({ prefix: 32, recent: 32 });
+  });
+
+  it("refuse a policy's settings with another policy, naming the fix (InvalidSettingError)", () => {
+    const refused = (flags: Parameters<typeof cacheConfigFromFlags>[0], message: RegExp): void => {
+      expect(() => cacheConfigFromFlags(flags)).toThrow(InvalidSettingError);
+      expect(() => cacheConfigFromFlags(flags)).toThrow(message);
+    };
+    refused({ slidingWindow: "64", sinks: "4", prefix: "32" }, /--prefix .* add --policy prefix-recent/);
+    refused({ slidingWindow: "64", policy: "sliding", sinks: "4", prefix: "32" }, /policy is sliding; add --policy prefix-recent/);
+    refused({ slidingWindow: "64", policy: "prefix-recent" }, /needs --prefix N/);
+    refused({ slidingWindow: "64", policy: "prefix-recent", sinks: "4", prefix: "32" }, /use --prefix instead/);
+    refused({ slidingWindow: "64", policy: "prefix-recent", prefix: "-1" }, /prefix "-1" is invalid/);
+    refused({ slidingWindow: "64", policy: "tova", h2oWindow: "8" }, /--h2o-window .* add --policy h2o/);
+    refused({ slidingWindow: "64", h2oRecent: "8" }, /--h2o-recent .* add --policy h2o/);
+    refused({ slidingWindow: "64", policy: "h2o", h2oHeavy: "lots" }, /h2o-heavy "lots" is invalid/);
+    refused({ slidingWindow: "64", policy: "h2o", h2oWindow: "0" }, /h2o-window/);
+    refused({ slidingWindow: "64", policy: "h2o", h2oWindow: "5000" }, /at most 4096/);
+    // A split that does not fill the window is resolveCacheConfig's to refuse (it knows the window).
+    expect(() => resolveCacheConfig(cacheConfigFromFlags({ slidingWindow: "64", policy: "h2o", h2oRecent: "8", h2oHeavy: "8" }))).toThrow(
+      /add up to 64/,
+    );
+  });
+
   it("are declared on a command under the documented names", () => {
     const cmd = addCacheFlags(new Command("x"));
     const names = cmd.options.map((o) => o.long);
-    for (const n of ["--context-window", "--sliding-window", "--sinks", "--policy", "--codec", "--page-size", "--budget", "--prefill-chunk"]) {
+    for (const n of [
+      "--context-window",
+      "--sliding-window",
+      "--sinks",
+      "--policy",
+      "--prefix",
+      "--h2o-recent",
+      "--h2o-heavy",
+      "--h2o-window",
+      "--codec",
+      "--page-size",
+      "--budget",
+      "--prefill-chunk",
+    ]) {
       expect(names).toContain(n);
     }
   });
@@ -105,6 +157,45 @@ describe.skipIf(!have)("kvbound run | chat | bench on stories260K", () => {
     expect(j.ids.length).toBe(100);
     expect(j.stats.tokensHeld).toBe(32);
     expect(j.stats.evictions).toBeGreaterThan(0);
+  });
+
+  it("run --policy prefix-recent --prefix 32 keeps the first 32 prompt tokens, --policy sliding --sinks 4 the first 4", async () => {
+    const loaded = await loadModel(sharedPath("models/stories260K.gguf"));
+    const prompt = "Once upon a time there was a little girl named Lily. She loved to play outside in the sun with her dog. ".repeat(6);
+    /** The text positions the cache keeps after prefilling the prompt, under `run`'s own flag parsing. */
+    const kept = async (...argv: string[]): Promise<number[]> => {
+      const flags = addCacheFlags(new Command("run")).parse(["--sliding-window", "64", ...argv], { from: "user" }).opts();
+      const session = sessionFromFlags(loaded, flags);
+      const ids = session.encode(prompt);
+      expect(ids.length).toBeGreaterThan(150);
+      await session.prefill(ids);
+      const pos = new Int32Array(64);
+      const n = session.cache.originalPositions(session.seqId, pos);
+      return Array.from(pos.subarray(0, n));
+    };
+    const prefix = await kept("--policy", "prefix-recent", "--prefix", "32");
+    const sliding = await kept("--policy", "sliding", "--sinks", "4");
+    const last = prefix[prefix.length - 1]!;
+    expect(sliding[sliding.length - 1]).toBe(last);
+    const range = (a: number, b: number): number[] => Array.from({ length: b - a }, (_, i) => a + i);
+    expect(prefix).toEqual([...range(0, 32), ...range(last - 31, last + 1)]);
+    expect(sliding).toEqual([...range(0, 4), ...range(last - 59, last + 1)]);
+
+    const r = await cli("run", "--model", MODEL_REL, "--prompt", prompt, "--max-tokens", "20", "--temperature", "0", "--sliding-window", "64", "--policy", "prefix-recent", "--prefix", "32", "--json");
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out).stats.tokensHeld).toBe(64);
+    const bad = await cli("run", "--model", MODEL_REL, "--prompt", "x", "--sliding-window", "64", "--sinks", "4", "--prefix", "32");
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/InvalidSettingError.*--prefix/);
+  });
+
+  it("run --policy h2o --h2o-window decodes past the window with the score window", async () => {
+    const r = await cli("run", "--model", MODEL_REL, "--prompt", "Once upon a time", "--max-tokens", "80", "--temperature", "0", "--sliding-window", "32", "--sinks", "4", "--policy", "h2o", "--h2o-recent", "8", "--h2o-window", "16", "--json");
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.ids.length).toBe(80);
+    expect(j.stats.tokensHeld).toBe(32);
+    expect(j.stats.cache.policy).toBe("h2o");
   });
 
   it("bench --json reports speeds and memory", async () => {

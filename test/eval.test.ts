@@ -17,6 +17,7 @@ import { buildPasskeyPrompt, nameFreeFiller } from "../src/eval/passkey.js";
 import { retrievesUpTo } from "../src/eval/passkey-report.js";
 import { replaceSection } from "../src/eval/results-md.js";
 import { selectRows, streamsMatrix } from "../src/eval/streams-matrix.js";
+import { streamsMarkdown, type StreamRun } from "../src/eval/streams-report.js";
 import { formatTick, linePlot, niceTicks } from "../src/eval/svg-plot.js";
 import { InvalidSettingError } from "../src/errors.js";
 import { requireShared, sharedPath } from "./helpers/shared.js";
@@ -169,12 +170,31 @@ describe("RESULTS.md sections", () => {
   });
 });
 
+describe("streams report", () => {
+  it("compares each H2O score window with plain h2o at the same budget", () => {
+    const rows = streamsMatrix();
+    const fake = (id: string, ppl: number): StreamRun => {
+      const row = rows.find((r) => r.id === id)!;
+      const nlls = new Float32Array(9000).fill(Math.log(ppl));
+      const result = { id, tokens: 9001, ppl, nll: Math.log(ppl), segments: [], nlls, bytesReserved: 1, plannedBytes: 1, peakBytesUsed: 1, bytesTrace: [], evictedTokens: 0, forwardPasses: 9000, tokensPerSecond: 1, seconds: 1, cpuSeconds: 1, config: resolveCacheConfig(row.cache) };
+      return { row, result };
+    };
+    const md = streamsMarkdown([fake("h2o-50", 4), fake("h2o-sw32-50", 3.8), fake("h2o-sw128-50", 4.2)], { command: "x", machine: "m", wallSeconds: 1, plotsDir: null });
+    expect(md).toContain("### H2O score window (against plain h2o)");
+    expect(md).toContain("| `h2o-50` | 256 | every query | 4.000 | (reference) | 4.000 | 8 |");
+    // 3.8 / 4 - 1 = -5.00%; the ring of 32 per-query weights + sum + clock = 34 f64 = 272 bytes per token.
+    expect(md).toContain("| `h2o-sw32-50` | 256 | last 32 | 3.800 | -5.00% | 3.800 | 272 |");
+    expect(md).toContain("| `h2o-sw128-50` | 256 | last 128 | 4.200 | +5.00% | 4.200 | 1040 |");
+    expect(streamsMarkdown([fake("h2o-50", 4)], { command: "x", machine: "m", wallSeconds: 1, plotsDir: null })).not.toContain("score window (against");
+  });
+});
+
 describe("streams matrix", () => {
   it("holds every row the issue asks for, each a valid cache config", () => {
     const rows = streamsMatrix();
     // dense 1 + fifo 4 windows + sliding 4 sinks x 4 windows + original positions 1 + oracle 4
-    // + 3 policies x 2 budgets + 4 codecs besides f16.
-    expect(rows).toHaveLength(1 + 4 + 16 + 1 + 4 + 6 + 4);
+    // + 3 policies x 2 budgets + 2 h2o score windows x 2 budgets + 4 codecs besides f16.
+    expect(rows).toHaveLength(1 + 4 + 16 + 1 + 4 + 6 + 4 + 4);
     expect(new Set(rows.map((r) => r.id)).size).toBe(rows.length);
     for (const r of rows) {
       const c = r.cache.contextWindowSize === undefined && r.cache.slidingWindowSize === undefined ? { ...r.cache, contextWindowSize: 100 } : r.cache;
@@ -184,6 +204,11 @@ describe("streams matrix", () => {
     const codec = resolveCacheConfig(rows.find((r) => r.id === "sinks4-W256-int8")!.cache);
     expect(codec.policy).toMatchObject({ kind: "sliding", window: 256, sinks: 4, recent: 252, positions: "reassigned" });
     expect(codec.codec).toBe("int8");
+    // The score-window rows differ from plain h2o in the score window only.
+    const plain = resolveCacheConfig(rows.find((r) => r.id === "h2o-50")!.cache).policy;
+    const sw = resolveCacheConfig(rows.find((r) => r.id === "h2o-sw32-50")!.cache).policy;
+    expect(sw).toEqual({ ...plain, scoreWindow: 32 });
+    expect(selectRows(rows, "h2o-*").map((r) => r.id)).toEqual(["h2o-25", "h2o-sw32-25", "h2o-sw128-25", "h2o-50", "h2o-sw32-50", "h2o-sw128-50"]);
   });
 
   it("selects rows by comma-separated globs and refuses a pattern that matches nothing", () => {

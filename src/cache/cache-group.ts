@@ -39,7 +39,7 @@ import { Rope } from "./rope.js";
 import type { KvRun } from "./runs.js";
 import { PageEntry, SequenceState } from "./sequence.js";
 import { StatsCounters, type CacheStats, type SequenceStats } from "./stats.js";
-import { decodeSnapshot, encodeSnapshot, type SnapshotHeader } from "./snapshot.js";
+import { decodeSnapshot, encodeSnapshot, snapshotPolicyName, type SnapshotHeader } from "./snapshot.js";
 
 export { cacheKernelLayout, cacheScratchBytes } from "./cache-scratch.js";
 export { MAX_POSITION } from "./page-table.js";
@@ -154,7 +154,7 @@ export class CacheGroup {
       }
       this.kernelMemory = mem;
     }
-    this.table = new PageTable(this.pool, this.pageSize, this.window, this.policy.positions, this.scratch);
+    this.table = new PageTable(this.pool, this.pageSize, this.window, this.policy.positions, this.scratch, this.policy.scoresPerToken);
     const nLayer = model.layers.length;
     this.hook = this.policy.usesScores
       ? (qi, nQuery, w, nVisible) => this.policy.observe(this.hookSeq!.scores!, this.hookLayer, nLayer, qi, nQuery, w, nVisible)
@@ -177,8 +177,9 @@ export class CacheGroup {
 
   /**
    * Bytes the cache allocated besides its stores, at construction (constant): the attention scratch,
-   * the run table, eviction and compaction buffers; with wasm kernels, everything in the kernel
-   * memory that is not a store. Per-sequence page tables (a few bytes per page) are not counted.
+   * the run table, eviction and compaction buffers, a score-based policy's per-token scores for
+   * maxSequences sequences; with wasm kernels, everything in the kernel memory that is not a store.
+   * Per-sequence page tables (a few bytes per page) are not counted.
    * cacheScratchBytes(config, model) predicts it without creating a cache (both from scratchLengths).
    */
   get scratchBytes(): number {
@@ -217,6 +218,7 @@ export class CacheGroup {
   remove(seqId: number): void {
     const s = this.seq(seqId);
     this.table.releaseAll(s);
+    this.scratch.releaseScores(s.scores);
     this.counters.tokens -= s.held;
     this.seqs.delete(seqId);
   }
@@ -519,7 +521,7 @@ export class CacheGroup {
     const s = this.seq(seqId);
     const entries: PageEntry[] = [];
     for (let i = 0; i < s.entries.length; i++) entries.push(s.entries.get(i));
-    return encodeSnapshot(this.snapshotHeader(), s, entries, this.kStores, this.vStores);
+    return encodeSnapshot(this.snapshotHeader(), s, entries, this.kStores, this.vStores, this.policy.scoresPerToken);
   }
 
   /**
@@ -527,7 +529,7 @@ export class CacheGroup {
    * lacks the pages; throws SnapshotError for corrupt bytes or a mismatching model/config.
    */
   restore(seqId: number, bytes: Uint8Array): boolean {
-    const snap = decodeSnapshot(bytes, this.snapshotHeader(), this.layout.pagesPerSequence + this.window, this.window);
+    const snap = decodeSnapshot(bytes, this.snapshotHeader(), this.layout.pagesPerSequence + this.window, this.window, this.policy.scoresPerToken);
     this.checkNewId(seqId, "restore");
     if (snap.entries.length > this.pool.freePages) return false;
     const s = this.newSequence(seqId);
@@ -558,7 +560,7 @@ export class CacheGroup {
     return {
       codec: this.config.codec,
       pageSize: this.pageSize,
-      policy: this.config.policy.kind,
+      policy: snapshotPolicyName(this.config.policy),
       positions: this.config.policy.positions,
       windowTokens: this.window,
       nHead: this.model.nHead,
@@ -594,7 +596,7 @@ export class CacheGroup {
   }
 
   private newSequence(seqId: number): SequenceState {
-    return new SequenceState(seqId, this.policy.usesScores ? this.window : 0);
+    return new SequenceState(seqId, this.scratch.takeScores());
   }
 
   private truncateStores(page: number, nValid: number): void {

@@ -1,10 +1,12 @@
 // Everything a CacheGroup allocates besides its page stores (eviction, compaction and RoPE buffers,
-// the run table, the attention scratch; in the wasm kernels' memory or not), and the bytes it takes.
+// the run table, the attention scratch; in the wasm kernels' memory or not; the per-token scores of
+// a score-based policy for every sequence), and the bytes it takes.
 //
 // One function, scratchLengths, sizes every array. CacheScratch allocates from it and checks at
 // construction that what it got adds up to scratchBytesOf(lengths); cacheScratchBytes (the planner's
 // figure) and cacheKernelLayout predict from the same lengths. So allocation and prediction cannot drift.
 
+import { CacheConfigError } from "../errors.js";
 import { AttentionScratch, RunTable, attentionScratchFloats } from "./attention.js";
 import { pageStoreBytes } from "./codecs/index.js";
 import type { CacheConfig, CacheModelShape } from "./config.js";
@@ -18,6 +20,13 @@ import {
   type CacheMemoryLayout,
   type ScratchFloats,
 } from "./wasm/store-memory.js";
+
+/**
+ * Most bytes of per-token policy scores one group keeps (maxSequences x window x scoresPerToken f64,
+ * allocated at once): 2 GiB, past which one Float64Array fails in browsers' engines. Unlike the
+ * pages, a budget does not bound them, so a large window, sequence count and score window is refused.
+ */
+export const MAX_POLICY_SCORE_BYTES = 2 ** 31;
 
 /** Element counts of every scratch array (the comment on each says its type and shape). */
 export interface ScratchLengths {
@@ -36,6 +45,9 @@ export interface ScratchLengths {
   readonly wAvg: number; // f32 [window]
   readonly invSum: number; // f64 [nHead]
   readonly jsScores: number; // f32 [nHead * window] one query's scores (JS kernels)
+  /** f64 numbers a score-based policy keeps per retained token (0: the policy reads no attention). */
+  readonly scoresPerToken: number;
+  readonly policyScores: number; // f64 [maxSequences][window][scoresPerToken] every sequence's per-token policy records
   /** f32 counts of the attention scratch inside the wasm kernels' memory. */
   readonly kernel: ScratchFloats;
 }
@@ -57,6 +69,15 @@ function layerMaxima(model: CacheModelShape): { maxK: number; maxV: number; maxS
 export function scratchLengths(config: CacheConfig, model: CacheModelShape, pool: PoolLayout): ScratchLengths {
   const W = config.windowTokens;
   const { maxK, maxV, maxStride } = layerMaxima(model);
+  const scoresPerToken = createPolicy(config.policy).scoresPerToken;
+  const scoreBytes = 8 * config.maxSequences * W * scoresPerToken;
+  if (scoreBytes > MAX_POLICY_SCORE_BYTES) {
+    throw new CacheConfigError(
+      `policy ${config.policy.kind} keeps ${8 * scoresPerToken} bytes of scores per token: ${config.maxSequences} sequences x ${W} tokens = ${scoreBytes} bytes, ` +
+        `more than ${MAX_POLICY_SCORE_BYTES}; lower the score window, maxSequences or the window`,
+      { field: "policy", value: config.policy.kind },
+    );
+  }
   return {
     window: W,
     nHead: model.nHead,
@@ -73,6 +94,8 @@ export function scratchLengths(config: CacheConfig, model: CacheModelShape, pool
     wAvg: W,
     invSum: model.nHead,
     jsScores: model.nHead * W,
+    scoresPerToken,
+    policyScores: config.maxSequences * W * scoresPerToken,
     kernel: attentionScratchFloats(model.nHead, W, maxK, maxV),
   };
 }
@@ -83,8 +106,8 @@ export function scratchLengths(config: CacheConfig, model: CacheModelShape, pool
  */
 export function scratchBytesOf(len: ScratchLengths, kernel: CacheMemoryLayout | null, storeBytes: number): number {
   let b = 4 * (len.evictIdx + len.doomed + len.posScratch) + 4 * (len.kScratch + len.gather);
-  // RunTable pos + rotPos; AttentionScratch qRot, wAvg, invSum.
-  b += 2 * 4 * len.runs + 4 * (len.qRot + len.wAvg) + 8 * len.invSum;
+  // RunTable pos + rotPos; AttentionScratch qRot, wAvg, invSum; the policy's per-token records.
+  b += 2 * 4 * len.runs + 4 * (len.qRot + len.wAvg) + 8 * len.invSum + 8 * len.policyScores;
   if (kernel !== null) return b + kernel.bytes - storeBytes;
   // JS kernels: the run table's four shared arrays and one query's scores.
   return b + 4 * 4 * len.runs + 4 * len.jsScores;
@@ -147,9 +170,14 @@ export class CacheScratch {
   readonly attention: AttentionScratch;
   /** wasm kernels: the softmax denominators in their memory ([QUERY_BLOCK * nHead] f32); null with JS kernels. */
   readonly kernelInvSum: Float32Array | null;
+  readonly policyScores: Float64Array; // [maxSequences][window][scoresPerToken]
+  /** One view of policyScores per sequence slot ([window * scoresPerToken] each), and the free slots. */
+  private readonly scoreViews: Float64Array[] = [];
+  private readonly freeScoreSlots: number[] = [];
   /**
-   * Bytes allocated besides the stores (constant): the arrays above; with wasm kernels, everything
-   * in the kernel memory that is not a store. Per-sequence page tables (a few bytes per page) are not counted.
+   * Bytes allocated besides the stores (constant): the arrays above, the policy's per-token scores of
+   * maxSequences sequences included; with wasm kernels, everything in the kernel memory that is not
+   * a store. Per-sequence page tables (a few bytes per page) are not counted.
    */
   readonly bytes: number;
 
@@ -162,6 +190,12 @@ export class CacheScratch {
     this.kScratch = new Float32Array(len.kScratch);
     this.gather = new Float32Array(len.gather);
     this.posScratch = new Int32Array(len.posScratch);
+    this.policyScores = new Float64Array(len.policyScores);
+    if (len.policyScores > 0) {
+      const per = len.window * len.scoresPerToken;
+      for (let i = 0; i < config.maxSequences; i++) this.scoreViews.push(this.policyScores.subarray(i * per, (i + 1) * per));
+      for (let i = config.maxSequences - 1; i >= 0; i--) this.freeScoreSlots.push(i);
+    }
     if (mem !== null) {
       const L = mem.layout;
       this.runs = new RunTable(len.runs, { buffer: mem.buffer, byteOffset: L.runTable });
@@ -185,12 +219,31 @@ export class CacheScratch {
     }
   }
 
+  /**
+   * A free sequence's per-token score records (the caller's until releaseScores), or null when the
+   * policy keeps none. The cache holds at most maxSequences sequences, so a slot is always free.
+   */
+  takeScores(): Float64Array | null {
+    if (this.scoreViews.length === 0) return null;
+    const slot = this.freeScoreSlots.pop();
+    if (slot === undefined) throw new Error("cache scratch: every sequence's score records are taken: more sequences than maxSequences");
+    return this.scoreViews[slot]!;
+  }
+
+  /** Gives back what takeScores returned (a sequence removed). */
+  releaseScores(scores: Float64Array | null): void {
+    if (scores === null) return;
+    const slot = this.scoreViews.indexOf(scores);
+    if (slot < 0 || this.freeScoreSlots.includes(slot)) throw new Error("cache scratch: score records released twice or not taken from this cache");
+    this.freeScoreSlots.push(slot);
+  }
+
   /** Sum of the byteLengths actually allocated (`kernelBytes` >= 0: the kernel memory's non-store bytes, which hold the shared arrays). */
   private allocatedBytes(kernelBytes: number): number {
     const r = this.runs;
     const a = this.attention;
     let b = this.evictIdx.byteLength + this.doomed.byteLength + this.kScratch.byteLength + this.gather.byteLength + this.posScratch.byteLength;
-    b += r.pos.byteLength + r.rotPos.byteLength + a.qRot.byteLength + a.wAvg.byteLength + a.invSum.byteLength;
+    b += r.pos.byteLength + r.rotPos.byteLength + a.qRot.byteLength + a.wAvg.byteLength + a.invSum.byteLength + this.policyScores.byteLength;
     if (kernelBytes >= 0) return b + kernelBytes;
     return b + r.page.buffer.byteLength + a.scores.byteLength;
   }

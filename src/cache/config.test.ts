@@ -6,7 +6,7 @@ import {
   WindowSizeConfigurationError,
   WindowSizeSpecificationError,
 } from "../errors.js";
-import { resolveCacheConfig, uniformModelShape } from "./config.js";
+import { MAX_SCORE_WINDOW, resolveCacheConfig, uniformModelShape, type CachePolicyInput } from "./config.js";
 import { planPoolLayout } from "./page-pool.js";
 
 describe("resolveCacheConfig (WebLLM window semantics)", () => {
@@ -60,10 +60,23 @@ describe("resolveCacheConfig (WebLLM window semantics)", () => {
       sinks: 4,
       recent: 30,
       heavy: 30,
+      scoreWindow: null,
       positions: "original",
     });
     expect(resolveCacheConfig({ slidingWindowSize: 64, policy: { kind: "prefix-recent", prefix: 20 } }).policy).toMatchObject({ prefix: 20, recent: 44 });
     expect(resolveCacheConfig({ slidingWindowSize: 64, policy: { kind: "tova" } }).policy).toMatchObject({ sinks: 0, positions: "original" });
+  });
+
+  it("h2o takes recent, heavy (either one, or both adding up) and a score window", () => {
+    const h2o = (policy: Record<string, unknown>) => resolveCacheConfig({ slidingWindowSize: 64, attentionSinkSize: 4, policy: { kind: "h2o", ...policy } as CachePolicyInput }).policy;
+    expect(h2o({ recent: 10 })).toMatchObject({ recent: 10, heavy: 50, scoreWindow: null });
+    expect(h2o({ heavy: 10 })).toMatchObject({ recent: 50, heavy: 10 });
+    expect(h2o({ recent: 20, heavy: 40, scoreWindow: 32 })).toMatchObject({ recent: 20, heavy: 40, scoreWindow: 32 });
+    expect(h2o({ scoreWindow: null })).toMatchObject({ scoreWindow: null });
+    // recent + heavy must fill the window beside the sinks; the message names the sum to give.
+    expect(() => h2o({ recent: 20, heavy: 20 })).toThrow(/add up to 60/);
+    expect(() => h2o({ heavy: 61 })).toThrow(CacheConfigError);
+    for (const bad of [0, -1, 1.5, MAX_SCORE_WINDOW + 1]) expect(() => h2o({ scoreWindow: bad })).toThrow(/scoreWindow/);
   });
 
   it("a budget below one page per layer is BudgetTooSmallError", () => {

@@ -20,7 +20,22 @@ export type CachePolicyInput =
   | { readonly kind: "sliding"; readonly sinks?: number; readonly positions?: PositionsMode }
   | { readonly kind: "fifo"; readonly positions?: PositionsMode }
   | { readonly kind: "prefix-recent"; readonly prefix?: number; readonly positions?: PositionsMode }
-  | { readonly kind: "h2o"; readonly sinks?: number; readonly recent?: number; readonly positions?: PositionsMode }
+  | {
+      readonly kind: "h2o";
+      readonly sinks?: number;
+      /** Newest tokens always kept; with `heavy`, the two must add up to window - sinks. Default: half the rest, rounded up. */
+      readonly recent?: number;
+      /** Tokens kept by accumulated attention. Default: what `recent` leaves. */
+      readonly heavy?: number;
+      /**
+       * Attention is accumulated over the last `scoreWindow` queries only (one per decoded token, one
+       * per prompt token), so a token that stops being attended ages out. Unset or null: over every
+       * query since the token arrived (the H2O paper's rule). Costs 8 x (scoreWindow + 2) bytes per
+       * retained token and sequence instead of 8.
+       */
+      readonly scoreWindow?: number | null;
+      readonly positions?: PositionsMode;
+    }
   | { readonly kind: "tova"; readonly sinks?: number; readonly positions?: PositionsMode };
 
 /**
@@ -39,6 +54,8 @@ export type CachePolicy =
       readonly sinks: number;
       readonly recent: number;
       readonly heavy: number;
+      /** Queries the scores sum over; null: every query since the token arrived. */
+      readonly scoreWindow: number | null;
       readonly positions: PositionsMode;
     }
   | { readonly kind: "tova"; readonly window: number; readonly sinks: number; readonly positions: PositionsMode };
@@ -128,6 +145,12 @@ export const MAX_PAGE_SIZE = 65536;
 export const MAX_WINDOW_TOKENS = 2 ** 26;
 /** Sequences per cache: every one costs a page table; 4096 is far above any local batch. */
 export const MAX_SEQUENCES = 4096;
+/**
+ * Largest H2O score window: each query of the window costs 8 bytes per retained token and sequence
+ * (32 KiB per token at 4096, more than the K/V of most models' token); beyond a few thousand queries
+ * the window no longer ages anything out within a typical stream anyway.
+ */
+export const MAX_SCORE_WINDOW = 4096;
 
 /**
  * Default codec: f16. It is what WebLLM's compiled models and llama.cpp store K/V in by default, it
@@ -307,8 +330,23 @@ function resolvePolicy(
       const sinks = sinksFrom(inp.sinks, "sinks", 0);
       const rest = window - sinks;
       // H2O (Zhang et al. 2023) splits the budget evenly between recent and heavy-hitter tokens.
-      const recent = nonNegInt("recent", inp.recent ?? Math.ceil(rest / 2), rest);
-      return { kind: "h2o", window, sinks, recent, heavy: rest - recent, positions: inp.positions ?? "original" };
+      const heavyIn = inp.heavy === undefined ? undefined : nonNegInt("heavy", inp.heavy, rest);
+      const recent = nonNegInt("recent", inp.recent ?? (heavyIn !== undefined ? rest - heavyIn : Math.ceil(rest / 2)), rest);
+      const heavy = rest - recent;
+      if (heavyIn !== undefined && heavyIn !== heavy) {
+        throw new CacheConfigError(
+          `policy h2o recent ${recent} + heavy ${heavyIn} + sinks ${sinks} != window ${window}; give recent and heavy that add up to ${rest}, or only one of them`,
+          { field: "heavy", value: heavyIn },
+        );
+      }
+      const sw = inp.scoreWindow;
+      if (sw !== undefined && sw !== null && (!Number.isSafeInteger(sw) || sw < 1 || sw > MAX_SCORE_WINDOW)) {
+        throw new CacheConfigError(
+          `policy h2o scoreWindow ${sw} is invalid: use an integer in 1..${MAX_SCORE_WINDOW} (queries the scores sum over), or leave it unset for every query`,
+          { field: "scoreWindow", value: sw },
+        );
+      }
+      return { kind: "h2o", window, sinks, recent, heavy, scoreWindow: sw ?? null, positions: inp.positions ?? "original" };
     }
     case "tova": {
       const sinks = sinksFrom(inp.sinks, "sinks", 0);

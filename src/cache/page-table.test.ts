@@ -19,7 +19,7 @@ function setup(nPages = 8): { pool: PagePool; table: PageTable; evictIdx: Int32A
     posScratch: new Int32Array(W),
     runs: new RunTable(W),
   });
-  return { pool, table, evictIdx, seq: (id) => new SequenceState(id, 0) };
+  return { pool, table, evictIdx, seq: (id) => new SequenceState(id) };
 }
 
 describe("PageTable preconditions", () => {

@@ -33,6 +33,8 @@ export class PageTable {
   /** Tokens one sequence may retain (the scores' and the scratch's capacity). */
   private readonly window: number;
   private readonly reassigned: boolean;
+  /** f64 numbers per token in a sequence's scores (the policy's scoresPerToken; the records move whole). */
+  private readonly scoresPerToken: number;
   private readonly evictIdx: Int32Array;
   private readonly doomed: Int32Array;
   private readonly posScratch: Int32Array;
@@ -43,11 +45,12 @@ export class PageTable {
   /** Released entries, reused so a decode loop allocates no PageEntry once warm. */
   private readonly spareEntries: PageEntry[] = [];
 
-  constructor(pool: PagePool, pageSize: number, window: number, positions: PositionsMode, scratch: PageTableScratch) {
+  constructor(pool: PagePool, pageSize: number, window: number, positions: PositionsMode, scratch: PageTableScratch, scoresPerToken = 1) {
     this.pool = pool;
     this.pageSize = pageSize;
     this.window = window;
     this.reassigned = positions === "reassigned";
+    this.scoresPerToken = scoresPerToken;
     this.evictIdx = scratch.evictIdx;
     this.doomed = scratch.doomed;
     this.posScratch = scratch.posScratch;
@@ -110,7 +113,7 @@ export class PageTable {
     }
     dst.held = src.held;
     dst.nextPos = src.nextPos;
-    if (src.scores && dst.scores) dst.scores.set(src.scores.subarray(0, src.held));
+    if (src.scores && dst.scores) dst.scores.set(src.scores.subarray(0, src.held * this.scoresPerToken));
     src.pendingCount = 0;
     src.version++;
   }
@@ -209,7 +212,8 @@ export class PageTable {
     }
     const sc = s.scores;
     if (sc) {
-      // Keep scores in retained order: drop the evicted indices in one pass.
+      // Keep scores in retained order: drop the evicted indices in one pass (whole records).
+      const S = this.scoresPerToken;
       let w = 0;
       let k = 0;
       for (let t = 0; t < s.held; t++) {
@@ -217,7 +221,9 @@ export class PageTable {
           k++;
           continue;
         }
-        sc[w++] = sc[t]!;
+        if (S === 1) sc[w] = sc[t]!;
+        else if (w !== t) sc.copyWithin(w * S, t * S, t * S + S);
+        w++;
       }
     }
     s.held -= e;
@@ -304,7 +310,12 @@ export class PageTable {
       tail.pos[slot] = pos;
       tail.alive[slot] = 1;
       tail.live++;
-      if (s.scores) s.scores[s.held] = 0;
+      const sc = s.scores;
+      if (sc !== null) {
+        const S = this.scoresPerToken;
+        if (S === 1) sc[s.held] = 0;
+        else sc.fill(0, s.held * S, s.held * S + S);
+      }
       s.held++;
     }
     s.pendingCount = n;

@@ -110,8 +110,11 @@ export class SequenceState {
   held = 0;
   /** Original position the next appended token gets. */
   nextPos = 0;
-  /** Per retained token (in retained order) the score a score-based policy keeps; null otherwise. */
-  readonly scores: Float64Array | null; // [window]
+  /**
+   * Per retained token (in retained order) the record a score-based policy keeps (its score first);
+   * null otherwise. A view of the group's scratch (cache-scratch.ts), one per live sequence.
+   */
+  readonly scores: Float64Array | null; // [window][scoresPerToken]
   /** Bumped by every change to the retained set; attention caches its runs by it. */
   version = 0;
   /** The last reserve: `pendingCount` tokens starting at entry `pendingEntry`, slot `pendingSlot`. */
@@ -121,8 +124,8 @@ export class SequenceState {
   evictionEvents = 0;
   evictedTokens = 0;
 
-  constructor(id: number, scoreCapacity: number) {
+  constructor(id: number, scores: Float64Array | null = null) {
     this.id = id;
-    this.scores = scoreCapacity > 0 ? new Float64Array(scoreCapacity) : null;
+    this.scores = scores;
   }
 }

@@ -2,11 +2,14 @@
 //   "KVBS" | u32 version | u32 n + JSON header (codec, page size, policy, positions, window, model
 //   shape, rope: each compared by name on restore) | u32 held | u32 nextPos | u32 nEntries |
 //   u32 hasScores | per entry: u32 used, u8 alive[pageSize], i32 pos[pageSize], per layer
-//   (u32 n + K page bytes, u32 n + V page bytes) | f64 scores[held] | u32 FNV-1a of all before.
+//   (u32 n + K page bytes, u32 n + V page bytes) | f64 scores[held][scoresPerToken] | u32 FNV-1a of
+//   all before. scoresPerToken is the policy's (1 for h2o / tova; scoreWindow + 2 for a windowed
+//   h2o, whose header policy names the window so that a mismatch is refused by name).
 // The checksum is verified before anything else is read; every count is bounded before use.
 
 import { SnapshotError } from "../errors.js";
 import type { PageStore } from "./codecs/types.js";
+import type { CachePolicy } from "./config.js";
 import type { PageEntry, SequenceState } from "./sequence.js";
 
 export const SNAPSHOT_MAGIC = 0x5342564b; // "KVBS" read as a little-endian u32
@@ -45,6 +48,11 @@ export interface DecodedSnapshot {
   readonly scores: Float64Array | null;
 }
 
+/** The header's policy field: the kind, and the score window when it changes the per-token scores. */
+export function snapshotPolicyName(policy: CachePolicy): string {
+  return policy.kind === "h2o" && policy.scoreWindow !== null ? `h2o/scoreWindow=${policy.scoreWindow}` : policy.kind;
+}
+
 /** FNV-1a, 32-bit: a checksum against corruption (not an integrity guarantee against tampering). */
 export function fnv1a32(bytes: Uint8Array, start = 0, end = bytes.length): number {
   let h = 0x811c9dc5;
@@ -55,7 +63,14 @@ export function fnv1a32(bytes: Uint8Array, start = 0, end = bytes.length): numbe
   return h >>> 0;
 }
 
-export function encodeSnapshot(header: SnapshotHeader, s: SequenceState, entries: readonly PageEntry[], kStores: readonly PageStore[], vStores: readonly PageStore[]): Uint8Array {
+export function encodeSnapshot(
+  header: SnapshotHeader,
+  s: SequenceState,
+  entries: readonly PageEntry[],
+  kStores: readonly PageStore[],
+  vStores: readonly PageStore[],
+  scoresPerToken = 1,
+): Uint8Array {
   const P = header.pageSize;
   const headerBytes = new TextEncoder().encode(JSON.stringify(header));
   const pages: Uint8Array[] = [];
@@ -70,7 +85,8 @@ export function encodeSnapshot(header: SnapshotHeader, s: SequenceState, entries
     }
   }
   const hasScores = s.scores !== null;
-  if (hasScores) size += 8 * s.held;
+  const nScores = hasScores ? s.held * scoresPerToken : 0;
+  size += 8 * nScores;
   size += 4;
   const out = new Uint8Array(size);
   const dv = new DataView(out.buffer);
@@ -106,11 +122,9 @@ export function encodeSnapshot(header: SnapshotHeader, s: SequenceState, entries
       }
     }
   }
-  if (hasScores) {
-    for (let t = 0; t < s.held; t++) {
-      dv.setFloat64(o, s.scores![t]!, true);
-      o += 8;
-    }
+  for (let t = 0; t < nScores; t++) {
+    dv.setFloat64(o, s.scores![t]!, true);
+    o += 8;
   }
   u32(fnv1a32(out, 0, o));
   return out;
@@ -121,7 +135,7 @@ export function encodeSnapshot(header: SnapshotHeader, s: SequenceState, entries
  * naming the field: "checksum", "magic", "version", a header field, or the structural field that
  * is out of bounds. `maxEntries` / `maxHeld` bound the counts a hostile file may claim.
  */
-export function decodeSnapshot(bytes: Uint8Array, expected: SnapshotHeader, maxEntries: number, maxHeld: number): DecodedSnapshot {
+export function decodeSnapshot(bytes: Uint8Array, expected: SnapshotHeader, maxEntries: number, maxHeld: number, scoresPerToken = 1): DecodedSnapshot {
   if (bytes.length < 36) throw new SnapshotError(`snapshot is ${bytes.length} bytes, shorter than any valid one`, { field: "length" });
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const stored = dv.getUint32(bytes.length - 4, true);
@@ -207,9 +221,10 @@ export function decodeSnapshot(bytes: Uint8Array, expected: SnapshotHeader, maxE
   if (live !== held) throw new SnapshotError(`snapshot claims ${held} tokens but its pages hold ${live}`, { field: "held" });
   let scores: Float64Array | null = null;
   if (hasScores) {
-    need(8 * held, "scores");
-    scores = new Float64Array(held);
-    for (let t = 0; t < held; t++) {
+    const nScores = held * scoresPerToken;
+    need(8 * nScores, "scores");
+    scores = new Float64Array(nScores);
+    for (let t = 0; t < nScores; t++) {
       scores[t] = dv.getFloat64(o, true);
       o += 8;
     }

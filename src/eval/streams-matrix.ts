@@ -24,6 +24,11 @@ export const POLICY_BUDGETS: readonly { readonly percent: number; readonly windo
 ];
 /** Sinks kept by h2o and tova (StreamingLLM's 4), so only the eviction rule differs from sliding. */
 export const POLICY_SINKS = 4;
+/**
+ * H2O score windows measured against plain H2O (attention accumulated since each token arrived):
+ * the last 32 / 128 tokens' queries, an eighth / half of the 256-token budget's window.
+ */
+export const H2O_SCORE_WINDOWS: readonly number[] = [32, 128];
 /** The codec rows: sinks 4 + window 252; f16 (the default codec) is the `sinks4-W256` row itself. */
 export const CODEC_ROWS: readonly CodecKind[] = ["f32", "int8", "int4", "fp8"];
 /**
@@ -106,6 +111,15 @@ export function streamsMatrix(): StreamConfig[] {
       window: w,
       cache: { slidingWindowSize: w, policy: { kind: "h2o", sinks: POLICY_SINKS, positions: "reassigned" } },
     });
+    for (const n of H2O_SCORE_WINDOWS) {
+      rows.push({
+        id: `h2o-sw${n}-${percent}`,
+        group: "policy",
+        label: `h2o ${percent}%, score window ${n} (as h2o ${percent}%, attention summed over the last ${n} tokens only)`,
+        window: w,
+        cache: { slidingWindowSize: w, policy: { kind: "h2o", sinks: POLICY_SINKS, scoreWindow: n, positions: "reassigned" } },
+      });
+    }
     rows.push({
       id: `tova-${percent}`,
       group: "policy",

@@ -59,6 +59,12 @@ export function pairedPerplexity(r: StreamRowResult, mask: Float32Array): { ppl:
   return { ppl: n > 0 ? Math.exp(s / n) : NaN, n };
 }
 
+/** The row's H2O score window, or null (not h2o, or plain h2o). */
+function scoreWindowOf(r: StreamRun): number | null {
+  const p = r.result.config.policy;
+  return p.kind === "h2o" ? (p.scoreWindow ?? null) : null;
+}
+
 function rangeLabel([a, b]: readonly [number, number]): string {
   return b === Infinity ? `${a}..end` : `${a}..${b - 1}`;
 }
@@ -93,6 +99,7 @@ export function streamsMarkdown(runs: readonly StreamRun[], meta: { command: str
       `it predicts every ${runs.find((r) => r.row.group === "oracle")?.row.recomputeEvery ?? "-"}th token only, and the other rows are compared with it on exactly those tokens. ` +
       "*25% / 50%* budgets of prefix-recent, h2o and tova = a cache of 25% / 50% of the 512-token training context (W = 128 / 256); " +
       "prefix-recent keeps the first W/4 tokens of the stream plus the most recent ones; h2o keeps 4 sinks and splits the rest evenly between recent and heavy-hitter tokens; tova keeps 4 sinks and evicts the token with the least attention from the newest query. " +
+      "*h2o score window N* (`h2o-swN-*`) = h2o whose heavy-hitter scores sum the attention of the last N tokens' queries only, so an old heavy hitter ages out (plain h2o sums every query since the token arrived). " +
       "*bytes* = what the cache's stores reserved; *planned* = `kvboundKvForConfig` (the planner's `kvbound` rule) for the same config.",
   );
   out.push("");
@@ -183,6 +190,36 @@ export function streamsMarkdown(runs: readonly StreamRun[], meta: { command: str
       rows.push(cells);
     }
     out.push(mdTable(["window", "oracle passes", "tokens compared", "oracle ppl", "sinks 4 (diff)", "fifo (diff)", "sinks 1 (diff)"], rows));
+    out.push("");
+  }
+
+  const windowed = runs.filter((r) => scoreWindowOf(r) !== null);
+  if (windowed.length > 0) {
+    out.push("### H2O score window (against plain h2o)");
+    out.push("");
+    const rows: string[][] = [];
+    for (const r of runs) {
+      if (r.result.config.policy.kind !== "h2o") continue;
+      const n = scoreWindowOf(r);
+      const plain = by.get(r.row.id.replace(/^h2o-sw\d+-/, "h2o-"));
+      const d = plain && n !== null ? ((r.result.ppl - plain.result.ppl) / plain.result.ppl) * 100 : null;
+      const last = REPORT_RANGES.find(([a, b]) => a < r.result.nlls.length && r.result.nlls.length <= b) ?? REPORT_RANGES[0]!;
+      rows.push([
+        `\`${r.row.id}\``,
+        String(r.result.config.windowTokens),
+        n === null ? "every query" : `last ${n}`,
+        fmtPpl(r.result.ppl),
+        d === null ? "(reference)" : `${d >= 0 ? "+" : ""}${d.toFixed(2)}%`,
+        fmtPpl(rangePerplexity(r.result.nlls, last[0], r.result.nlls.length)),
+        String(8 * (n === null ? 1 : n + 2)),
+      ]);
+    }
+    out.push(mdTable(["id", "W", "scores sum", "ppl", "vs plain h2o", "ppl, last range", "score bytes per cached token"], rows));
+    out.push("");
+    out.push(
+      "*ppl, last range* = perplexity from the last of the coarse ranges above to the end of the stream. The score window keeps N + 2 f64 per cached token " +
+        "and sequence (a ring of the last N per-query weights, their sum and a clock), counted in the cache's scratch bytes; plain h2o keeps one.",
+    );
     out.push("");
   }
 

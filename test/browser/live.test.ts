@@ -118,6 +118,35 @@ describe.skipIf(!runBrowser)("live page in Chromium", () => {
     await page.close();
   });
 
+  it.skipIf(!runModel)("shows the selected policy's knobs only, and runs prefix-recent and a score-windowed h2o with them", async () => {
+    const { page, errors } = await open(1280, 800);
+    await loadStories(page);
+    await page.locator("#policy").selectOption("prefix-recent");
+    expect(await page.locator("#prefix").isVisible()).toBe(true);
+    expect(await page.locator("#sinks").isVisible()).toBe(false);
+    expect(await page.locator("#h2o-window").isVisible()).toBe(false);
+    await page.locator("#prefix").fill("16");
+    const pr = await run(page, { policy: "prefix-recent", window: 64, sinks: 0, maxTokens: 100 });
+    expect(pr.tokens).toBe(100);
+    // The pinned prefix is the first 16 tokens, not the sinks: 16 pinned slots, 48 recent.
+    expect(await page.locator("#role-sink").getAttribute("data-slots")).toBe("16");
+    expect(await page.locator("#role-window").getAttribute("data-slots")).toBe("48");
+
+    await page.locator("#policy").selectOption("h2o");
+    expect(await page.locator("#prefix").isVisible()).toBe(false);
+    for (const id of ["#sinks", "#h2o-recent", "#h2o-heavy", "#h2o-window"]) expect(await page.locator(id).isVisible()).toBe(true);
+    await page.locator("#h2o-recent").fill("16");
+    await page.locator("#h2o-heavy").fill("");
+    await page.locator("#h2o-window").fill("8");
+    const h = await run(page, { policy: "h2o", window: 64, sinks: 4, maxTokens: 100 });
+    expect(h.tokens).toBe(100);
+    expect(await page.locator("#role-sink").getAttribute("data-slots")).toBe("4");
+    expect(await page.locator("#role-window").getAttribute("data-slots")).toBe("16");
+    expect(await page.locator("#role-heavy").getAttribute("data-slots")).toBe("44");
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
   it.skipIf(!runModel)("stops a long generation, and shows a typed error from the worker by name", async () => {
     const { page, errors } = await open(1280, 800);
     await loadStories(page);

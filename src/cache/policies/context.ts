@@ -12,6 +12,7 @@ export function contextPolicy(config: Extract<CachePolicy, { kind: "context" }>)
     positions: config.positions,
     holes: false,
     usesScores: false,
+    scoresPerToken: 0,
     pagesPerSequence: (pageSize) => Math.ceil(config.window / pageSize),
     selectEvictions: () => {
       throw new Error("context policy never evicts (the cache refuses instead)");

@@ -12,6 +12,7 @@ export function fifoPolicy(config: Extract<CachePolicy, { kind: "fifo" }>): Evic
     positions: config.positions,
     holes: false,
     usesScores: false,
+    scoresPerToken: 0,
     pagesPerSequence: (pageSize) => prefixRecentPages(0, config.window, pageSize),
     selectEvictions: (_view, count, _nNew, out) => {
       for (let j = 0; j < count; j++) out[j] = j;

@@ -12,6 +12,7 @@ export function prefixRecentPolicy(config: Extract<CachePolicy, { kind: "prefix-
     positions: config.positions,
     holes: false,
     usesScores: false,
+    scoresPerToken: 0,
     pagesPerSequence: (pageSize) => prefixRecentPages(config.prefix, config.recent, pageSize),
     selectEvictions: (_view, count, _nNew, out) => {
       for (let j = 0; j < count; j++) out[j] = config.prefix + j;

@@ -13,6 +13,7 @@ export function slidingPolicy(config: Extract<CachePolicy, { kind: "sliding" }>)
     positions: config.positions,
     holes: false,
     usesScores: false,
+    scoresPerToken: 0,
     pagesPerSequence: (pageSize) => prefixRecentPages(config.sinks, config.recent, pageSize),
     selectEvictions: (_view, count, _nNew, out) => {
       for (let j = 0; j < count; j++) out[j] = config.sinks + j;

@@ -7,7 +7,10 @@ import type { CachePolicy, PositionsMode } from "../config.js";
 export interface EvictionView {
   /** Tokens retained now, before the new ones are appended. */
   readonly held: number;
-  /** Per retained token score (score-based policies only; else an empty array). */
+  /**
+   * Per retained token, in retained order, the policy's `scoresPerToken` numbers (score-based
+   * policies only; else an empty array): token t's record is scores[t * scoresPerToken ..].
+   */
   readonly scores: Float64Array;
 }
 
@@ -21,6 +24,12 @@ export interface EvictionPolicy {
   readonly holes: boolean;
   /** True when the policy reads attention weights (the cache keeps per-token scores for it). */
   readonly usesScores: boolean;
+  /**
+   * f64 numbers the cache keeps per retained token for the policy (0 when !usesScores): the record
+   * moves with its token when others are evicted, is zeroed when the token is appended, copied by
+   * fork and saved by snapshots. Its first number is the token's score.
+   */
+  readonly scoresPerToken: number;
   /** Most pages one sequence's retained tokens can span under this policy. */
   pagesPerSequence(pageSize: number): number;
   /**
@@ -31,19 +40,24 @@ export interface EvictionPolicy {
   /**
    * The attention-weights hook. `w[t]` (t < nVisible) is the weight query `queryIndex` of `nQuery`
    * gave retained token t in layer `layer`, averaged over query heads (each head's weights sum to 1).
+   * Called per layer in increasing order, and within a layer per query in increasing order.
    */
   observe(scores: Float64Array, layer: number, nLayer: number, queryIndex: number, nQuery: number, w: Float32Array, nVisible: number): void;
 }
 
-/** Retained-order selection of the `count` lowest scores in [lo, hi), ties to the older token. */
-export function selectLowest(scores: Float64Array, lo: number, hi: number, count: number, out: Int32Array, taken: Uint8Array): void {
+/**
+ * Retained-order selection of the `count` lowest scores in [lo, hi), ties to the older token. Token
+ * i's score is scores[i * stride] (the first number of its record).
+ */
+export function selectLowest(scores: Float64Array, lo: number, hi: number, count: number, out: Int32Array, taken: Uint8Array, stride = 1): void {
   for (let i = lo; i < hi; i++) taken[i] = 0;
   for (let j = 0; j < count; j++) {
     let best = -1;
     let bestScore = Infinity;
     for (let i = lo; i < hi; i++) {
-      if (taken[i] === 0 && scores[i]! < bestScore) {
-        bestScore = scores[i]!;
+      const s = scores[i * stride]!;
+      if (taken[i] === 0 && s < bestScore) {
+        bestScore = s;
         best = i;
       }
     }

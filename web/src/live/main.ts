@@ -5,7 +5,7 @@
 import "../styles.css";
 import "./live.css";
 
-import type { CacheConfigInput, CachePolicyInput, CachePolicyKind } from "../../../src/cache/config.js";
+import type { CachePolicyKind } from "../../../src/cache/config.js";
 import type { CodecKind } from "../../../src/cache/codecs/types.js";
 import { errorFromJSON, InvalidSettingError } from "../../../src/errors.js";
 import { formatBytes } from "../../../src/plan/parse.js";
@@ -14,6 +14,7 @@ import { showError } from "../errors.js";
 import { renderNav } from "../nav.js";
 import { BytesChart } from "./bytes-chart.js";
 import { CacheMapView } from "./cache-map.js";
+import { cacheFromForm, POLICY_FIELDS, policyFields, type PolicyField } from "./policy-form.js";
 import type { FromWorker, GenerateRequest, ModelInput, ToWorker } from "./protocol.js";
 
 /** A row in the samples table every this many tokens (the chart's data, readable as text). */
@@ -29,7 +30,14 @@ const loadStatus = byId("load-status", HTMLElement);
 const policySelect = byId("policy", HTMLSelectElement);
 const policyNote = byId("policy-note", HTMLElement);
 const windowInput = byId("window", HTMLInputElement);
-const sinksInput = byId("sinks", HTMLInputElement);
+/** Each policy-specific field: its input and the wrapper shown only for the policies that read it. */
+const policyInputs: Readonly<Record<PolicyField, { readonly input: HTMLInputElement; readonly wrap: HTMLElement }>> = {
+  sinks: { input: byId("sinks", HTMLInputElement), wrap: byId("field-sinks", HTMLElement) },
+  prefix: { input: byId("prefix", HTMLInputElement), wrap: byId("field-prefix", HTMLElement) },
+  h2oRecent: { input: byId("h2o-recent", HTMLInputElement), wrap: byId("field-h2oRecent", HTMLElement) },
+  h2oHeavy: { input: byId("h2o-heavy", HTMLInputElement), wrap: byId("field-h2oHeavy", HTMLElement) },
+  h2oWindow: { input: byId("h2o-window", HTMLInputElement), wrap: byId("field-h2oWindow", HTMLElement) },
+};
 const codecSelect = byId("codec", HTMLSelectElement);
 const promptInput = byId("prompt", HTMLTextAreaElement);
 const maxTokensInput = byId("max-tokens", HTMLInputElement);
@@ -71,18 +79,24 @@ function setText(node: HTMLElement, text: string): void {
 }
 
 const POLICY_NOTES: Readonly<Record<CachePolicyKind, string>> = {
-  context: "Holds every token up to the window, then stops (finish: length). Sinks do not apply.",
+  context: "Holds every token up to the window, then stops (finish: length).",
   sliding: "StreamingLLM: keeps the sinks plus the most recent tokens; positions re-assigned.",
-  fifo: "Drops the oldest tokens; no sinks (set sinks to 0).",
-  "prefix-recent": "Keeps a pinned prefix (the sinks field) plus the most recent tokens.",
-  h2o: "H2O: sinks, half the rest for recent tokens, half for the highest-attention (heavy hitter) tokens.",
+  fifo: "Drops the oldest tokens; no sinks.",
+  "prefix-recent": "Keeps the first tokens (the pinned prefix, e.g. a system prompt) plus the most recent ones.",
+  h2o: "H2O: sinks, the newest tokens, and the heavy hitters by accumulated attention (recent and heavy split evenly unless set). A score window sums the attention of the last N tokens only, so old heavy hitters age out.",
   tova: "TOVA: sinks, then evicts the token with the least attention from the newest query.",
 };
 
 function updatePolicyNote(): void {
   const kind = policySelect.value as CachePolicyKind;
   setText(policyNote, POLICY_NOTES[kind] ?? "");
-  sinksInput.disabled = kind === "context";
+  // Only the selected policy's knobs are shown (and enabled); the others keep what was typed.
+  const used = policyFields(kind);
+  for (const f of POLICY_FIELDS) {
+    const on = used.includes(f);
+    policyInputs[f].wrap.hidden = !on;
+    policyInputs[f].input.disabled = !on;
+  }
 }
 
 function intField(input: HTMLInputElement, setting: string, min: number, max: number): number {
@@ -96,9 +110,18 @@ function intField(input: HTMLInputElement, setting: string, min: number, max: nu
 
 /** The form as a request. Number syntax is checked here; window/sink/policy rules in the worker (resolveCacheConfig). */
 export function readRequest(): GenerateRequest {
-  const kind = policySelect.value as CachePolicyKind;
-  const window = intField(windowInput, "window", -Infinity, Number.MAX_SAFE_INTEGER);
-  const sinks = intField(sinksInput, "sinks", -Infinity, Number.MAX_SAFE_INTEGER);
+  const cache = cacheFromForm({
+    kind: policySelect.value as CachePolicyKind,
+    codec: codecSelect.value as CodecKind,
+    window: windowInput.value,
+    fields: {
+      sinks: policyInputs.sinks.input.value,
+      prefix: policyInputs.prefix.input.value,
+      h2oRecent: policyInputs.h2oRecent.input.value,
+      h2oHeavy: policyInputs.h2oHeavy.input.value,
+      h2oWindow: policyInputs.h2oWindow.input.value,
+    },
+  });
   const maxTokens = intField(maxTokensInput, "max tokens", 1, MAX_TOKENS_LIMIT);
   const t = Number(temperatureInput.value.trim());
   if (temperatureInput.value.trim() === "" || !Number.isFinite(t)) {
@@ -107,12 +130,6 @@ export function readRequest(): GenerateRequest {
       value: temperatureInput.value,
     });
   }
-  const policy = { kind } as CachePolicyInput;
-  const codec = codecSelect.value as CodecKind;
-  const cache: CacheConfigInput =
-    kind === "context"
-      ? { contextWindowSize: window, codec, policy }
-      : { slidingWindowSize: window, attentionSinkSize: sinks, codec, policy };
   return { prompt: promptInput.value, cache, maxTokens, temperature: t, ignoreEos: ignoreEos.checked };
 }
 

@@ -38,6 +38,7 @@ export interface ModelFacts {
 
 /** The resolved cache settings of a generation (what the map and the chart are drawn against). */
 export interface CacheSummary {
+  /** The policy with its split (policy-form.ts describePolicy). */
   readonly policy: string;
   readonly codec: string;
   readonly windowTokens: number;

@@ -4,6 +4,7 @@
 // details }`, never as err.toString(), so the page can show the typed error that was thrown.
 
 import { pinnedTokens } from "../../../src/cache/config.js";
+import { describePolicy } from "./policy-form.js";
 import { loadModel, readModelBytes, type LoadedModel } from "../../../src/engine/load-model.js";
 import { Session } from "../../../src/engine/session.js";
 import { InvalidSettingError, KvboundError, type SerializedKvboundError } from "../../../src/errors.js";
@@ -127,7 +128,7 @@ async function generate(req: GenerateRequest): Promise<void> {
   const cache = session.cache;
   const stats = cache.stats();
   const summary: CacheSummary = {
-    policy: cache.config.policy.kind,
+    policy: describePolicy(cache.config.policy),
     codec: cache.config.codec,
     windowTokens: cache.config.windowTokens,
     pinned: pinnedTokens(cache.config.policy),
