@@ -55,10 +55,9 @@ import { parseArgs } from "node:util";
 import { getHeapStatistics } from "node:v8";
 import { resolveCacheConfig } from "../src/cache/config.js";
 import { CacheKv, createModelCache } from "../src/model/cache-kv.js";
-import { readModelBytes } from "../src/engine/load-model.js";
+import { loadModel } from "../src/engine/load-model.js";
 import { encodeTextStream } from "../src/engine/text-stream.js";
 import { readGgufHeader } from "../src/gguf/header.js";
-import { createModel } from "../src/model/architectures.js";
 import { createTokenizer } from "../src/model/tokenizer/index.js";
 import { kvboundCacheInput } from "../src/plan/kvbound.js";
 import { planMemory } from "../src/plan/plan.js";
@@ -182,11 +181,9 @@ function sampleOffHeap(): void {
   }
 }
 
-// --- load: the file into one buffer, the model (wasm copies), the cache ------------------------
+// --- load: header, resident tensors, wasm copies streamed in (each tensor held once), the cache ----
 const loadSampler = new RssSampler(5);
-const { bytes } = await readModelBytes(modelPath);
-const header = await readGgufHeader(bytes);
-const model = createModel(header, bytes.subarray(header.dataOffset));
+const { model } = await loadModel(modelPath);
 const config = resolveCacheConfig(kvboundCacheInput(spec, settings));
 const cache = createModelCache(model, config);
 cache.add(0);

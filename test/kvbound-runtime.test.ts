@@ -6,11 +6,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { readFileSync } from "node:fs";
 import { resolveCacheConfig } from "../src/cache/config.js";
 import { createModelCache } from "../src/model/cache-kv.js";
-import { readGgufHeader } from "../src/gguf/header.js";
-import { createModel } from "../src/model/architectures.js";
+import { loadModelWeights } from "../src/engine/load-model.js";
+import type { CausalLM } from "../src/model/causal-lm.js";
+import { DenseKv } from "../src/model/dense-kv.js";
+import { LOAD_STAGING_BYTES } from "../src/wasm/model-layout.js";
 import { wasmKernelsAvailable } from "../src/model/wasm/wasm-kernels.js";
 import { loadModelSpec } from "../src/spec/load.js";
 import type { ModelSpec } from "../src/spec/model-spec.js";
@@ -27,15 +28,18 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const SLIDING: PlanSettings = { slidingWindowSize: 256, attentionSinkSize: 4, codec: "f16" };
 
-/** The runtime's own figures for a file: header tensor bytes, model.wasmBytes, cache bytes. */
+/**
+ * The runtime's own figures for a file loaded as `kvbound run` loads it (streamed: each tensor held
+ * once): the resident JS-side tensor bytes and staging buffer, model.wasmBytes, cache bytes.
+ */
 async function runtime(path: string, spec: ModelSpec, settings: PlanSettings) {
-  const bytes = new Uint8Array(readFileSync(path));
-  const header = await readGgufHeader(bytes);
-  const model = createModel(header, bytes.subarray(header.dataOffset));
+  const loaded = await loadModelWeights(path);
+  const model = loaded.model;
   const cache = createModelCache(model, resolveCacheConfig(kvboundCacheInput(spec, settings)));
   // The WebAssembly.Memory really allocated (not the layout's own counter): whole 64 KiB pages.
   const memoryBytes = model["arena"]?.k.memory.buffer.byteLength ?? 0;
-  return { tensorBytes: header.tensorBytes, wasmBytes: model.wasmBytes, memoryBytes, kernels: model.kernels, cacheBytes: cache.reservedBytes, cacheScratchBytes: cache.scratchBytes, logitsBytes: model.hp.nVocab * 4 };
+  // Weights held besides the arena: the packed resident tensors and the load's staging buffer.
+  return { tensorBytes: loaded.weights.residentBytes + loaded.weights.stagingBytes, wasmBytes: model.wasmBytes, memoryBytes, kernels: model.kernels, cacheBytes: cache.reservedBytes, cacheScratchBytes: cache.scratchBytes, logitsBytes: model.hp.nVocab * 4 };
 }
 
 function expectPlanEqualsRuntime(spec: ModelSpec, settings: PlanSettings, rt: Awaited<ReturnType<typeof runtime>>): void {
@@ -51,6 +55,8 @@ function expectPlanEqualsRuntime(spec: ModelSpec, settings: PlanSettings, rt: Aw
   // page, which nothing writes (so RSS never sees it): the plan counts the bytes in use.
   expect(rt.memoryBytes).toBe(Math.ceil(mem.wasmBytes / 65536) * 65536);
   expect(plan.weights!.bytes).toBe(rt.tensorBytes + mem.wasmWeightBytes);
+  // Each tensor once: the resident part is the file's tensor bytes less those only in wasm memory.
+  expect(rt.tensorBytes - mem.stagingBytes).toBe(spec.weights!.bytes - mem.wasmTensorFileBytes);
 }
 
 describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => {
@@ -76,6 +82,8 @@ describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => 
     expectPlanEqualsRuntime(spec, SLIDING, rt);
     const plan = planMemory(spec, { ...SLIDING, engine: "kvbound" });
     expect(plan.weights!.bytes).toBe(rt.tensorBytes + 1_037_312);
+    // Only token_embd (untied, read by row) and the F32 norms stay JS-side, plus the staging buffer.
+    expect(rt.tensorBytes).toBe(spec.weights!.bytes - 1_037_312 + LOAD_STAGING_BYTES);
     // + the cache's attention scratch (equal to what the cache allocates: src/cache/wasm/attend-wasm.test.ts).
     expect(plan.compute!.bytes).toBe(64 + acts + scratch + 512 * 4 + rt.cacheScratchBytes);
   });
@@ -132,7 +140,8 @@ describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => 
     };
     const values = 2 * 128 * 128 + 2 * 128 * 64 + 3 * 128 * 256 + 128 * 512;
     const plan = planMemory(spec, { engine: "kvbound" });
-    expect(plan.weights!.bytes).toBe(1000 + (values * 36) / 32);
+    // Q8_0 matrices held only in wasm: their file bytes (34 per 32) leave, their copies (36) and staging come.
+    expect(plan.weights!.bytes).toBe(1000 - (values * 34) / 32 + (values * 36) / 32 + LOAD_STAGING_BYTES);
     expect(plan.compute!.note).toMatch(/assuming every matrix is Q8_0/);
   });
 });
@@ -141,4 +150,36 @@ describe("the planner's list of runnable architectures", () => {
   it("is the model table's (rank --engine kvbound lists only what kvbound run accepts)", () => {
     expect([...KVBOUND_ARCHS].sort()).toEqual([...SUPPORTED_ARCHS].sort());
   });
+});
+
+describe.skipIf(!wasmKernelsAvailable())("a streamed load computes what a load from bytes does", () => {
+  const cases: Array<[string, Uint8Array]> = [
+    ["Q8_0 tied", writeSyntheticModel({ arch: "llama", nLayer: 2, nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 320, nVocab: 600, nCtxTrain: 2048 }, "Q8_0")],
+    ["Q4_K", writeSyntheticModel({ arch: "llama", nLayer: 2, nEmbd: 256, nHead: 4, nHeadKv: 1, nFf: 320, nVocab: 512, nCtxTrain: 2048 }, "Q4_K")],
+    ["phi3 fused", buildArchModel({ arch: "phi3", weights: "Q8_0" }).bytes],
+  ];
+  for (const [label, bytes] of cases) {
+    it(label, async () => {
+      const path = join(dir, `stream-${label.replace(/\W+/g, "_")}.gguf`);
+      writeFileSync(path, bytes);
+      const logits = async (m: CausalLM) => {
+        const out = new Float32Array(m.hp.nVocab);
+        const kv = new DenseKv(m);
+        m.forward(1, 0, kv, null);
+        m.forward(2, 1, kv, out);
+        return out;
+      };
+      const streamed = await loadModelWeights(path);
+      expect(streamed.weights.mode).toBe("stream");
+      const ref = await logits((await loadModelWeights(new Uint8Array(bytes))).model);
+      const got = await logits(streamed.model);
+      let maxAbs = 0, maxDiff = 0;
+      for (let i = 0; i < ref.length; i++) {
+        maxAbs = Math.max(maxAbs, Math.abs(ref[i]!));
+        maxDiff = Math.max(maxDiff, Math.abs(ref[i]! - got[i]!));
+      }
+      // Equal but for the tied embedding read back from its wasm copy (Q4_K's a*q+c rounding).
+      expect(maxDiff).toBeLessThanOrEqual(1e-4 * maxAbs);
+    });
+  }
 });

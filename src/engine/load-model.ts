@@ -1,14 +1,27 @@
-// Loads a runnable model from a path, an http(s) URL, `hf:owner/repo/file.gguf`, a Blob or bytes:
-// the file is read once into ONE ArrayBuffer (preallocated from its size), the header is parsed
-// from it, and every tensor is a view into it (no second full copy). Browser-safe: the file reader
-// and the hf: downloader are imported only when a path or hf: reference is given.
+// Loads a runnable model from a path, an http(s) URL, `hf:owner/repo/file.gguf`, a Blob or bytes.
+// Weights are held once: the header is read first, the model's wasm layout is decided from the
+// tensor types alone (modelMemory, the planner's own rule), and the tensor data is streamed once:
+// tensors the wasm kernels multiply go, a bounded number of rows at a time through one staging
+// buffer, straight into the arena (their only copy); the rest (norms, biases, rope factors,
+// matrices without a wasm kernel, an untied token embedding) are packed into one resident buffer.
+// Bytes in memory (Uint8Array, ArrayBuffer) are the caller's: tensors are views of them and the
+// wasm copies come on top. Browser-safe: the file reader and the hf: downloader are imported only
+// when a path or hf: reference is given.
 
-import { AbortError, FetchError, GgufLimitError } from "../errors.js";
-import { readGgufHeader, type GgufHeader } from "../gguf/header.js";
+import { AbortError, FetchError, GgufLimitError, TensorShapeError } from "../errors.js";
+import { readGgufHeader, readGgufHeaderFromSource, type GgufHeader } from "../gguf/header.js";
+import type { ByteSource } from "../gguf/readers/byte-source.js";
+import { blobSource } from "../gguf/readers/blob.js";
+import { httpSource } from "../gguf/readers/http.js";
 import { architectureOf, createModel } from "../model/architectures.js";
 import type { CausalLM } from "../model/causal-lm.js";
 import { resolveModelRef, type ResolveModelRefOptions } from "../model/model-ref.js";
 import { createTokenizer, tokenizerSettings, type Tokenizer, type TokenizerSettings } from "../model/tokenizer/index.js";
+import type { StreamedMatrix, TransformerModel } from "../model/transformer.js";
+import { wasmKernelsAvailable } from "../model/wasm/wasm-kernels.js";
+import { kvboundModelMemory } from "../plan/kvbound.js";
+import { specFromGgufMetadata } from "../spec/from-gguf-metadata.js";
+import { LOAD_STAGING_BYTES } from "../wasm/model-layout.js";
 
 export type ModelSource = string | URL | Blob | ArrayBuffer | Uint8Array;
 
@@ -26,20 +39,30 @@ export interface LoadModelOptions {
   readonly resolve?: Omit<ResolveModelRefOptions, "fetch" | "onProgress" | "signal" | "cacheDir">;
 }
 
+/** What the loaded weights hold besides the model's wasm arena (`model.wasmBytes`). */
+export interface ResidentWeights {
+  /** Bytes of the tensors kept JS-side: the packed resident buffer, or the caller's bytes when loaded from memory. */
+  readonly residentBytes: number;
+  /** The staging buffer wasm-bound tensors were converted through (freed after loading; 0 when none streamed). */
+  readonly stagingBytes: number;
+  /** "stream": resident tensors packed, wasm tensors only in the arena; "memory": views of the caller's bytes. */
+  readonly mode: "stream" | "memory";
+}
+
 export interface LoadedModel {
   readonly header: GgufHeader;
   readonly model: CausalLM;
   readonly tokenizer: Tokenizer;
   readonly settings: TokenizerSettings;
-  /** The one buffer the file lives in (tensors are views into it). */
-  readonly bytes: Uint8Array;
+  /** What is resident besides the wasm arena. */
+  readonly weights: ResidentWeights;
   /** Where it came from: a path, a URL, "blob" or "memory". */
   readonly source: string;
 }
 
 /**
- * Largest model file read into memory: 16 GiB. V8's ArrayBuffer limit on 64-bit hosts is near
- * this, and a Content-Length beyond it is more likely a hostile header than a model to run.
+ * Largest model file kvbound loads: 16 GiB. V8's ArrayBuffer limit on 64-bit hosts is near this,
+ * and a size beyond it is more likely a hostile header than a model to run.
  */
 export const MAX_MODEL_BYTES = 16 * 1024 ** 3;
 /** Bytes per read from a file: bounds the transient buffer and gives progress steps. */
@@ -52,14 +75,171 @@ export const FILE_READ_CHUNK_BYTES = 64 * 1024 * 1024;
  * UnsupportedTokenizerError, AbortError.
  */
 export async function loadModel(source: ModelSource, opts: LoadModelOptions = {}): Promise<LoadedModel> {
-  const { bytes, name } = await readModelBytes(source, opts);
-  const header = await readGgufHeader(bytes);
-  header.source = name;
-  architectureOf(header); // UnsupportedArchitectureError before weights or vocabulary are read
-  const model = createModel(header, bytes.subarray(header.dataOffset), opts.nCtx !== undefined ? { nCtx: opts.nCtx } : {});
+  const { header, model, weights, source: name } = await loadModelWeights(source, opts);
   const tokenizer = createTokenizer(header.metadata);
   const settings = tokenizerSettings(header.metadata);
-  return { header, model, tokenizer, settings, bytes, source: name };
+  return { header, model, tokenizer, settings, weights, source: name };
+}
+
+/** loadModel without the tokenizer: the header, the forward pass and what its weights hold. */
+export async function loadModelWeights(source: ModelSource, opts: LoadModelOptions = {}): Promise<Omit<LoadedModel, "model" | "tokenizer" | "settings"> & { readonly model: TransformerModel }> {
+  checkAborted(opts.signal);
+  const modelOpts = opts.nCtx !== undefined ? { nCtx: opts.nCtx } : {};
+  if (source instanceof Uint8Array || source instanceof ArrayBuffer) {
+    const bytes = source instanceof Uint8Array ? source : new Uint8Array(source);
+    const header = await readGgufHeader(bytes);
+    header.source = "memory";
+    architectureOf(header); // UnsupportedArchitectureError before weights or vocabulary are read
+    const model = createModel(header, bytes.subarray(header.dataOffset), modelOpts);
+    return { header, model, weights: { residentBytes: bytes.byteLength, stagingBytes: 0, mode: "memory" }, source: "memory" };
+  }
+  const src = await openModelSource(source, opts);
+  try {
+    const header = await readGgufHeaderFromSource(src, opts.signal ? { signal: opts.signal } : {});
+    header.source = src.name;
+    architectureOf(header);
+    checkSize(src.size ?? header.dataOffset + header.tensorBytes, src.name);
+    let loaded = await streamWeights(src, header, wasmTensorsOf(header), modelOpts, opts);
+    // The arena could not grow (commit refused): the JS kernels need every tensor resident.
+    if (loaded === null) loaded = (await streamWeights(src, header, new Set(), modelOpts, opts))!;
+    opts.onProgress?.(src.size ?? header.dataOffset + header.tensorBytes, src.size);
+    return { header, model: loaded.model, weights: loaded.weights, source: src.name };
+  } finally {
+    await src.close().catch(() => undefined);
+  }
+}
+
+/** The tensors whose only copy will be the arena's: the planner's rule (kvboundModelMemory) on this header. */
+function wasmTensorsOf(header: GgufHeader): ReadonlySet<string> {
+  if (!wasmKernelsAvailable()) return new Set();
+  const tensorTypes: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const t of header.tensors) tensorTypes[t.name] = t.type.name;
+  const spec = { ...specFromGgufMetadata(header.metadata, { source: header.source }), tensorTypes };
+  return kvboundModelMemory(spec)?.wasmTensors ?? new Set();
+}
+
+/**
+ * Packs every tensor outside `wasmTensors` into one buffer (F32 first, so each stays 4-byte aligned
+ * for its Float32Array view), builds the model over it, then streams the wasm tensors into its
+ * arena. Null when the model fell back to the JS kernels although tensors were meant for wasm.
+ */
+async function streamWeights(
+  src: ByteSource, header: GgufHeader, wasmTensors: ReadonlySet<string>, modelOpts: { nCtx?: number }, opts: LoadModelOptions,
+): Promise<{ model: TransformerModel; weights: ResidentWeights } | null> {
+  const size = src.size;
+  const offsets = new Map<string, number>();
+  let residentBytes = 0;
+  for (const f32First of [true, false]) {
+    for (const t of header.tensors) {
+      if (wasmTensors.has(t.name) || (t.type.name === "F32") !== f32First) continue;
+      offsets.set(t.name, residentBytes);
+      residentBytes += t.bytes;
+    }
+  }
+  for (const t of header.tensors) {
+    if (size !== undefined && header.dataOffset + t.offset + t.bytes > size) {
+      throw new TensorShapeError(`tensor ${t.name} needs ${t.bytes} bytes at data offset ${t.offset} but the file has ${Math.max(0, size - header.dataOffset - t.offset)}`, {
+        tensor: t.name, offset: t.offset, bytes: t.bytes,
+      });
+    }
+  }
+  const resident = new Uint8Array(residentBytes);
+  let done = header.dataOffset;
+  const progress = (n: number) => {
+    done += n;
+    opts.onProgress?.(done, size);
+  };
+  // File order, so a file is read front to back.
+  const byOffset = [...header.tensors].sort((a, b) => a.offset - b.offset);
+  for (const t of byOffset) {
+    const at = offsets.get(t.name);
+    if (at === undefined) continue;
+    for (let o = 0; o < t.bytes; o += LOAD_STAGING_BYTES) {
+      checkAborted(opts.signal);
+      const n = Math.min(LOAD_STAGING_BYTES, t.bytes - o);
+      await readExact(src, header.dataOffset + t.offset + o, resident.subarray(at + o, at + o + n), opts.signal);
+      progress(n);
+    }
+  }
+  const model = createModel(header, resident, { ...modelOpts, tensorOffsets: offsets });
+  if (wasmTensors.size > 0 && model.kernels !== "wasm") return null;
+  const byTensor = new Map<string, StreamedMatrix[]>();
+  for (const m of model.streamed) {
+    const list = byTensor.get(m.tensor);
+    if (list === undefined) byTensor.set(m.tensor, [m]);
+    else list.push(m);
+  }
+  // One staging buffer for all: at least one row, else LOAD_STAGING_BYTES (the planner counts that).
+  let maxRowBytes = 0;
+  for (const m of model.streamed) maxRowBytes = Math.max(maxRowBytes, m.rowBytes);
+  const staging = byTensor.size > 0 ? new Uint8Array(Math.max(LOAD_STAGING_BYTES, maxRowBytes)) : new Uint8Array(0);
+  for (const t of byOffset) {
+    const parts = byTensor.get(t.name);
+    if (parts === undefined) continue;
+    const rowBytes = parts[0]!.rowBytes;
+    const totalRows = t.bytes / rowBytes;
+    const step = Math.max(1, Math.floor(staging.byteLength / rowBytes));
+    for (let r = 0; r < totalRows; r += step) {
+      checkAborted(opts.signal);
+      const k = Math.min(step, totalRows - r);
+      const rows = staging.subarray(0, k * rowBytes);
+      await readExact(src, header.dataOffset + t.offset + r * rowBytes, rows, opts.signal);
+      for (const m of parts) {
+        const a = Math.max(r, m.row0), b = Math.min(r + k, m.row0 + m.rows);
+        if (a < b) model.fillStreamed(m, rows.subarray((a - r) * rowBytes, (b - r) * rowBytes), a - m.row0);
+      }
+      progress(k * rowBytes);
+    }
+  }
+  return { model, weights: { residentBytes, stagingBytes: staging.byteLength, mode: "stream" } };
+}
+
+/** Fills `dst` with the bytes at `offset` (straight into it when the source can: no transient copy). */
+async function readExact(src: ByteSource, offset: number, dst: Uint8Array, signal: AbortSignal | undefined): Promise<void> {
+  const into = (src as ByteSource & { readInto?: (offset: number, target: Uint8Array) => Promise<number> }).readInto;
+  let got = 0;
+  if (into !== undefined) got = await into.call(src, offset, dst);
+  else {
+    while (got < dst.length) {
+      const part = await src.read(offset + got, dst.length - got, signal);
+      if (part.length === 0) break;
+      dst.set(part.subarray(0, dst.length - got), got);
+      got += Math.min(part.length, dst.length - got);
+    }
+  }
+  // A file that shrank while being read: the tensors would hold garbage.
+  if (got < dst.length) throw new FetchError(`${src.name} ended at byte ${offset + got} while reading ${dst.length} bytes at ${offset}`, { url: src.name });
+}
+
+/** The ByteSource for a path, URL, hf: reference or Blob (the caller closes it). */
+async function openModelSource(source: string | URL | Blob, opts: LoadModelOptions): Promise<ByteSource> {
+  if (typeof Blob !== "undefined" && source instanceof Blob) {
+    checkSize(source.size, "blob");
+    return blobSource(source);
+  }
+  const ref = String(source);
+  if (/^file:/i.test(ref)) return openFile(ref);
+  const resolveOpts: ResolveModelRefOptions = {
+    ...opts.resolve,
+    ...(opts.fetch ? { fetch: opts.fetch } : {}),
+    ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    ...(opts.cacheDir ? { cacheDir: opts.cacheDir } : {}),
+  };
+  const resolved = await resolveModelRef(ref, resolveOpts);
+  switch (resolved.kind) {
+    case "file":
+      return openFile(resolved.path);
+    case "url":
+      return httpSource(resolved.url, { ...(opts.fetch ? { fetch: opts.fetch } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+    default:
+      return resolved satisfies never;
+  }
+}
+
+async function openFile(path: string): Promise<ByteSource> {
+  const { fileSource } = await import("../gguf/readers/fs.js");
+  return fileSource(/^file:/i.test(path) ? new URL(path) : path);
 }
 
 /** The whole file in one buffer. */

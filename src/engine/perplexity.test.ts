@@ -110,7 +110,7 @@ describe.skipIf(!have)("perplexity of stories260K", () => {
     // float64 (exact at any position, which the cache's per-run query rotation relies on). With the
     // reference's rounding (angleF32) every value matches; with f64 they drift apart by up to
     // ~2e-3 past 1.5k positions, where this model (trained at 512) is already collapsing.
-    const model = createModel(loaded.header, loaded.bytes.subarray(loaded.header.dataOffset), { rope: { angleF32: true } });
+    const model = createModel(loaded.header, new Uint8Array(readFileSync(sharedPath("models/stories260K.gguf"))).subarray(loaded.header.dataOffset), { rope: { angleF32: true } });
     const r = await perplexity(model, ids, { cacheConfig: dense });
     // Measured: 4 of the 4095 values differ by more than 1e-4 (the largest 1.8e-4 at position 3405,
     // NLL 8.68, deep in the collapse where logits are chaotic); all of positions 0..2047 are within

@@ -40,9 +40,9 @@ export interface CreateModelOptions extends ModelOptions {
 }
 
 /** The architecture's plan for this file (reads F32 rope tensors from `data`). */
-export function transformerPlan(header: GgufHeader, data: Uint8Array, nCtx?: number): TransformerPlan {
+export function transformerPlan(header: GgufHeader, data: Uint8Array, nCtx?: number, tensorOffsets?: ReadonlyMap<string, number>): TransformerPlan {
   const arch = architectureOf(header);
-  const w = new WeightSet(header, data);
+  const w = new WeightSet(header, data, tensorOffsets ?? null);
   const meta = header.metadata;
   const name = String(meta["general.architecture"]);
   const train = meta[`${name}.context_length`];
@@ -75,7 +75,7 @@ function planTensors(plan: TransformerPlan): Set<string> {
  * UnsupportedTensorTypeError.
  */
 export function createModel(header: GgufHeader, data: Uint8Array, options: CreateModelOptions = {}): TransformerModel {
-  let plan = transformerPlan(header, data, options.nCtx);
+  let plan = transformerPlan(header, data, options.nCtx, options.tensorOffsets);
   const over = options.rope;
   if (over !== undefined) {
     // Reference numerics (llama2.c's float32 angles): the override applies to every rotating layer.

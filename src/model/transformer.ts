@@ -14,7 +14,7 @@ import { f32ToF16Bits, F16_TO_F32 } from "../cache/codecs/half.js";
 import type { RopeSpec } from "../cache/rope.js";
 import type { CausalLM, KvBackend, LayerAttention, LongRopeChoice, ModelHParams } from "./causal-lm.js";
 import type { MatrixRef, TransformerPlan } from "./archs/plan.js";
-import { Acts, actQuant, bindWasm, linear, quantizeActs, type Linear, type Q8Scratch } from "./kernels/linear.js";
+import { Acts, actQuant, bindWasm, fillWasmRows, linear, quantizeActs, readWasmRow, wasmLinear, wasmRowReader, type Linear, type Q8Scratch, type WasmRowReader } from "./kernels/linear.js";
 import { DEFAULT_MAX_BATCH_TOKENS, layoutModelWasm, MAX_BATCH_TOKENS_LIMIT } from "../wasm/model-layout.js";
 import { matvec, type WeightMatrix } from "./kernels/matvec.js";
 import { dequantizeRow } from "./kernels/quant-rows.js";
@@ -79,6 +79,25 @@ export interface ModelOptions {
   readonly gelu?: "ggml" | "exact";
   /** Most tokens one forwardBatch call takes (activation rows allocated for it). Default 64. */
   readonly maxBatchTokens?: number;
+  /**
+   * A streaming load (loadModel): `data` holds only the resident tensors, each at this offset; a
+   * tensor absent here must be one the model copies into wasm memory, and the loader fills it
+   * afterwards through `streamed` / `fillStreamed`. Unset: `data` is the whole tensor data region.
+   */
+  readonly tensorOffsets?: ReadonlyMap<string, number>;
+}
+
+/** A matrix (or rows of a fused tensor) whose only copy is in wasm memory, still to be filled from the file. */
+export interface StreamedMatrix {
+  /** The GGUF tensor, and the first of its rows this matrix is. */
+  readonly tensor: string;
+  readonly row0: number;
+  readonly rows: number;
+  readonly cols: number;
+  readonly type: WeightMatrix["type"];
+  readonly rowBytes: number;
+  /** Where it is placed in the arena. */
+  readonly at: number;
 }
 
 interface LayerWeights {
@@ -123,6 +142,10 @@ export class TransformerModel implements CausalLM {
   private readonly exactGelu: boolean;
   private readonly arena: WasmArena | null;
   private readonly tokEmbd: WeightMatrix;
+  /** The tied embedding read back from its wasm copy when the file bytes were not kept (else null). */
+  private readonly embdWasm: WasmRowReader | null = null;
+  /** Matrices placed in wasm memory whose bytes the loader still has to stream in (empty once built from whole bytes). */
+  readonly streamed: readonly StreamedMatrix[];
   private readonly outNorm: Float32Array;
   private readonly output: Linear;
   private readonly layers: LayerWeights[] = [];
@@ -159,7 +182,7 @@ export class TransformerModel implements CausalLM {
       throw new ModelConfigError(`maxBatchTokens ${B} is invalid: use 1..${MAX_BATCH_TOKENS_LIMIT}`, { field: "maxBatchTokens" });
     }
     this.maxBatchTokens = B;
-    const w = new WeightSet(header, data);
+    const w = new WeightSet(header, data, options.tensorOffsets ?? null);
     const qDim = hp.nHead * hp.headDim;
     const kvDim = hp.nHeadKv * hp.headDim;
     const tokEmbd = w.matrix("token_embd.weight", hp.nEmbd, hp.nVocab);
@@ -230,11 +253,31 @@ export class TransformerModel implements CausalLM {
     this.activations = arena !== null && q8Acts ? "q8" : "f32";
     this.q8 = this.activations === "q8" ? q8 : null;
     const bound = new Map<WeightMatrix, Linear>();
+    const streamed: StreamedMatrix[] = [];
+    // Rows of fused tensors: which tensor and row a view starts at (rowsOf names it `tensor[a:b]`).
+    const fusedOf = new Map<WeightMatrix, { tensor: string; row0: number }>();
+    for (const L of raw) {
+      for (const m of [L.wq, L.wk, L.wv, L.wGate, L.wUp]) {
+        const at = /^(.*)\[(\d+):\d+\]$/.exec(m.name);
+        if (at !== null) fusedOf.set(m, { tensor: at[1]!, row0: Number(at[2]) });
+      }
+    }
     const bind = (m: WeightMatrix): Linear => {
       let L = bound.get(m);
       if (L === undefined) {
         const at = placed.get(m);
-        L = arena !== null && at !== undefined ? bindWasm(m, arena, at) : { kind: "js", w: m };
+        const src = fusedOf.get(m) ?? { tensor: m.name, row0: 0 };
+        if (w.isStreamed(src.tensor)) {
+          // Streaming load: the loader fills the placed regions later; a matrix that was not placed
+          // has no bytes anywhere, which the loader's residency rule (modelMemory) must never allow.
+          if (arena === null || at === undefined || wasmLinear(m, at).kind === "js") {
+            throw new ModelConfigError(`tensor ${src.tensor} was not kept in memory but the ${this.kernels} kernels read it from there; load it with kernels "js" or from bytes`, { field: src.tensor });
+          }
+          streamed.push({ tensor: src.tensor, row0: src.row0, rows: m.rows, cols: m.cols, type: m.type, rowBytes: m.rowBytes, at });
+          L = wasmLinear(m, at);
+        } else {
+          L = arena !== null && at !== undefined ? bindWasm(m, arena, at) : { kind: "js", w: m };
+        }
         bound.set(m, L);
       }
       return L;
@@ -247,6 +290,12 @@ export class TransformerModel implements CausalLM {
       });
     }
     this.output = bind(output);
+    this.streamed = streamed;
+    if (w.isStreamed("token_embd.weight")) {
+      // Tied embeddings with no file copy kept: embedding rows come from the output's wasm copy.
+      if (output !== tokEmbd || arena === null) throw new ModelConfigError("token_embd.weight was not kept in memory but is read by row; load it from bytes", { field: "token_embd.weight" });
+      this.embdWasm = wasmRowReader(arena, this.output);
+    }
     const acts = (i: number, width: number, rows = B) => new Acts(rows, width, ptrs[i]!, arena);
     this.x = acts(0, hp.nEmbd);
     this.xb = acts(1, hp.nEmbd);
@@ -259,6 +308,24 @@ export class TransformerModel implements CausalLM {
     this.logitsRow = acts(8, hp.nVocab, 1);
     this.ew = arena !== null ? elementwiseOn(arena) : null;
     this.normStage = this.ew !== null && arena !== null ? arena.f32(ptrs[9]!, Math.max(hp.nEmbd, hp.headDim)) : null;
+  }
+
+  /**
+   * Converts file rows `firstRow ..` (`rowsBytes`: whole rows of m's tensor type, as in the file,
+   * relative to m's own first row) into m's wasm copy. The loader's streaming step; load time only.
+   */
+  fillStreamed(m: StreamedMatrix, rowsBytes: Uint8Array, firstRow: number): void {
+    const nRows = rowsBytes.byteLength / m.rowBytes;
+    if (!Number.isInteger(nRows) || firstRow < 0 || firstRow + nRows > m.rows || this.arena === null) {
+      throw new ModelConfigError(`rows ${firstRow}+${rowsBytes.byteLength / m.rowBytes} of ${m.tensor} do not fit its ${m.rows} rows`, { field: m.tensor });
+    }
+    const u8 = rowsBytes;
+    const chunk: WeightMatrix = {
+      name: m.tensor, type: m.type, rows: nRows, cols: m.cols, rowBytes: m.rowBytes, u8,
+      i8: new Int8Array(u8.buffer, u8.byteOffset, u8.byteLength),
+      f32: m.type === "F32" ? new Float32Array(u8.buffer, u8.byteOffset, u8.byteLength / 4) : null,
+    };
+    fillWasmRows(chunk, this.arena, m.at, m.rows, firstRow);
   }
 
   /** Rows 0..n of out = RMSNorm(rows of x) * w (x row t read at row t + xRow; the wasm kernel when staged). */
@@ -334,7 +401,8 @@ export class TransformerModel implements CausalLM {
   /** Row t of x = the token's embedding, times the plan's embedding scale (f32, as ggml_scale). */
   private embed(token: number, t: number): void {
     const row = this.x.row[t]!;
-    embedRow(this.tokEmbd, token, row);
+    if (this.embdWasm !== null) readWasmRow(this.embdWasm, token, row);
+    else embedRow(this.tokEmbd, token, row);
     const s = this.plan.embedScale;
     if (s !== 1) for (let i = 0; i < row.length; i++) row[i] = row[i]! * s;
   }

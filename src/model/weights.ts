@@ -10,9 +10,18 @@ import type { WeightMatrix } from "./kernels/matvec.js";
 export class WeightSet {
   private readonly byName = new Map<string, GgufTensorInfo>();
 
-  /** `data` holds the tensor data region: byte 0 is the header's `dataOffset` in the file. */
-  constructor(readonly header: GgufHeader, readonly data: Uint8Array) {
+  /**
+   * `data` holds the tensor data region (byte 0 is the header's `dataOffset` in the file), or, with
+   * `offsets`, only the resident tensors packed at those offsets: a tensor absent from `offsets` is
+   * streamed (its bytes go straight into wasm memory) and `matrix` gives its shape with no bytes.
+   */
+  constructor(readonly header: GgufHeader, readonly data: Uint8Array, private readonly offsets: ReadonlyMap<string, number> | null = null) {
     for (const t of header.tensors) this.byName.set(t.name, t);
+  }
+
+  /** Whether `name` has no bytes here (a streaming load fills its wasm copy after the model is built). */
+  isStreamed(name: string): boolean {
+    return this.offsets !== null && this.byName.has(name) && !this.offsets.has(name);
   }
 
   has(name: string): boolean {
@@ -36,14 +45,20 @@ export class WeightSet {
     }
     const rowBytes = (t.type.typeSize * cols) / t.type.blockSize;
     const bytes = rowBytes * rows;
-    if (t.bytes !== bytes || t.offset + bytes > this.data.length) {
-      throw new TensorShapeError(`tensor ${name} needs ${bytes} bytes at data offset ${t.offset} but the file has ${this.data.length - t.offset}`, {
+    if (this.isStreamed(name)) {
+      if (t.bytes !== bytes) throw new TensorShapeError(`tensor ${name} needs ${bytes} bytes but the header gives it ${t.bytes}`, { tensor: name, offset: t.offset, bytes });
+      const none = new Uint8Array(0);
+      return { name, type, rows, cols, rowBytes, u8: none, i8: new Int8Array(0), f32: type === "F32" ? new Float32Array(0) : null };
+    }
+    const at = this.offsets?.get(name) ?? t.offset;
+    if (t.bytes !== bytes || at + bytes > this.data.length) {
+      throw new TensorShapeError(`tensor ${name} needs ${bytes} bytes at data offset ${t.offset} but the file has ${this.data.length - at}`, {
         tensor: name,
         offset: t.offset,
         bytes,
       });
     }
-    const start = this.data.byteOffset + t.offset;
+    const start = this.data.byteOffset + at;
     let u8 = new Uint8Array(this.data.buffer, start, bytes);
     // A Float32Array view needs 4-byte alignment; GGUF aligns tensor data to 32 bytes, so this only
     // copies when the caller's buffer itself starts misaligned.

@@ -164,15 +164,17 @@ export function kvboundModelMemory(spec: ModelSpec): (ModelMemory & { readonly t
 }
 
 /**
- * kvbound runtime weights: the file's tensor bytes (LoadedModel keeps the whole file alive; tensors
- * are views into it) plus the matrices copied into wasm memory for the SIMD kernels.
+ * kvbound runtime weights, each tensor counted once as loadModel holds it from a file, URL or Blob:
+ * the tensors kept JS-side (the file's tensor bytes less those whose only copy is in wasm memory),
+ * the wasm copies, and the load's staging buffer (LOAD_STAGING_BYTES, at the load's peak).
+ * A model loaded from bytes in memory keeps the caller's buffer instead (the caller's to count).
  */
 export function kvboundWeights(spec: ModelSpec): WeightsEstimate | null {
   const file = weightBytes(spec);
   if (file === null) return null;
   const mem = kvboundModelMemory(spec);
   if (mem === null) return file;
-  return { ...file, bytes: file.bytes + mem.wasmWeightBytes };
+  return { ...file, bytes: file.bytes - mem.wasmTensorFileBytes + mem.wasmWeightBytes + mem.stagingBytes };
 }
 
 /**
@@ -191,7 +193,7 @@ export function kvboundCompute(spec: ModelSpec, cacheScratch = 0): ComputeEstima
       `kvbound runtime: ${mem.activationBytes} B of activations (${mem.kernels === "wasm" ? "wasm memory, 64-token batch, q8 scratch" : "JS arrays"}) + ` +
       `logits ${spec.nVocab} x 4 B` +
       (cacheScratch > 0 ? ` + ${cacheScratch} B of the cache's attention scratch` : "") +
-      `; weights include ${mem.wasmWeightBytes} B of matrices copied into wasm memory ` +
+      `; weights include ${mem.wasmWeightBytes} B of matrices held only in wasm memory (in place of their ${mem.wasmTensorFileBytes} file bytes) ` +
       (mem.typesFrom === "tensors" ? "(from the file's tensor types)" : `(assuming every matrix is ${uniformMatrixType(spec.weights?.quant ?? "unknown")})`),
   };
 }

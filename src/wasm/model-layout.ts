@@ -3,6 +3,7 @@
 // it, and the planner (which must not import the model) predicts the same bytes from tensor types.
 
 import { ArenaLayout, MAX_WASM_MEMORY_BYTES } from "./embedded.js";
+import { ggmlTypeByName } from "../gguf/ggml-types.js";
 
 /** Default tokens per forwardBatch: enough that each weight row is read once per 64 tokens. */
 export const DEFAULT_MAX_BATCH_TOKENS = 64;
@@ -24,6 +25,21 @@ export interface MatrixShape {
   readonly type: string;
   readonly rows: number;
   readonly cols: number;
+  /** The GGUF tensor these rows are read from (a fused tensor for its parts), when known. */
+  readonly tensor?: string;
+}
+
+/**
+ * Bytes of the staging buffer a streaming load converts wasm-bound tensors through: a bounded
+ * number of file rows at a time (at least one row), so no tensor is ever held whole outside the
+ * arena. Freed after loading; counted in the plan's weights because the peak is at load.
+ */
+export const LOAD_STAGING_BYTES = 4 * 1024 * 1024;
+
+/** File bytes of `rows` x `cols` values of a GGUF type (0 for an unknown type name). */
+export function tensorFileBytes(type: string, rows: number, cols: number): number {
+  const t = ggmlTypeByName(type);
+  return t === undefined ? 0 : (rows * cols * t.typeSize) / t.blockSize;
 }
 
 /**
@@ -88,8 +104,11 @@ export function modelWasmMatrices(hp: ModelDims & { readonly nLayer: number }, t
   const qDim = hp.nHead * hp.headDim;
   const kvDim = hp.nHeadKv * hp.headDim;
   const out: MatrixShape[] = [];
-  const m = (tensor: string, cols: number, rows: number, fused?: string) =>
-    out.push({ type: typeOf(tensor) ?? (fused !== undefined ? typeOf(fused) : undefined) ?? "missing", rows, cols });
+  const m = (tensor: string, cols: number, rows: number, fused?: string) => {
+    const own = typeOf(tensor);
+    const from = own === undefined && fused !== undefined && typeOf(fused) !== undefined ? fused : tensor;
+    out.push({ type: own ?? (fused !== undefined ? typeOf(fused) : undefined) ?? "missing", rows, cols, tensor: from });
+  };
   for (let l = 0; l < hp.nLayer; l++) {
     const p = `blk.${l}.`;
     m(p + "attn_q.weight", hp.nEmbd, qDim, p + "attn_qkv.weight");
@@ -105,7 +124,7 @@ export function modelWasmMatrices(hp: ModelDims & { readonly nLayer: number }, t
   return out;
 }
 
-/** What a default TransformerModel (wasm kernels, q8 activations) holds besides the file bytes. */
+/** What a default TransformerModel (wasm kernels, q8 activations), loaded by streaming, holds. */
 export interface ModelMemory {
   /** "wasm" when the layout fits MAX_WASM_MEMORY_BYTES (the engine then copies); "js" otherwise. */
   readonly kernels: "wasm" | "js";
@@ -115,6 +134,15 @@ export interface ModelMemory {
   readonly activationBytes: number;
   /** `TransformerModel.wasmBytes` for this model: the whole arena, 0 on the JS kernels. */
   readonly wasmBytes: number;
+  /**
+   * Tensors whose only resident copy is in wasm memory: a streaming load converts their file bytes
+   * into the arena and keeps none (a tied token_embd too: embedding rows are read from the copy).
+   */
+  readonly wasmTensors: ReadonlySet<string>;
+  /** File bytes of `wasmTensors`: the part of the file's tensor bytes that is not kept JS-side. */
+  readonly wasmTensorFileBytes: number;
+  /** The load's staging buffer (LOAD_STAGING_BYTES when anything streams into wasm, else 0). */
+  readonly stagingBytes: number;
 }
 
 /**
@@ -134,10 +162,27 @@ export function modelMemory(hp: ModelDims & { readonly nLayer: number }, typeOf:
     // commit() refuses: the JS kernels run with Float32Array activations, no q8 scratch.
     let js = hp.nVocab * 4;
     for (const width of [hp.nEmbd, hp.nEmbd, qDim, kvDim, kvDim, qDim, hp.nFf, hp.nFf]) js += B * width * 4;
-    return { kernels: "js", wasmWeightBytes: 0, activationBytes: js, wasmBytes: 0 };
+    return { kernels: "js", wasmWeightBytes: 0, activationBytes: js, wasmBytes: 0, wasmTensors: new Set(), wasmTensorFileBytes: 0, stagingBytes: 0 };
   }
+  const wasmTensors = new Set<string>();
+  let wasmTensorFileBytes = 0;
+  for (const m of layout.placed.keys()) {
+    if (m.tensor === undefined) continue;
+    wasmTensors.add(m.tensor);
+    // A fused tensor's parts are disjoint row ranges that cover it, so their bytes sum to its own.
+    wasmTensorFileBytes += tensorFileBytes(m.type, m.rows, m.cols);
+  }
+  const stagingBytes = wasmTensors.size > 0 ? LOAD_STAGING_BYTES : 0;
   // The arena's unused first 64 bytes count with the activations, so the two parts sum to wasmBytes.
-  return { kernels: "wasm", wasmWeightBytes: layout.weightBytes, activationBytes: arena.bytes - layout.weightBytes, wasmBytes: arena.bytes };
+  return {
+    kernels: "wasm",
+    wasmWeightBytes: layout.weightBytes,
+    activationBytes: arena.bytes - layout.weightBytes,
+    wasmBytes: arena.bytes,
+    wasmTensors,
+    wasmTensorFileBytes,
+    stagingBytes,
+  };
 }
 
 /**

@@ -30,17 +30,46 @@ export type Linear =
 
 /** Copies `w` into the arena (reserve first, commit, then call this with the reserved offset). */
 export function bindWasm(w: WeightMatrix, arena: WasmArena, at: number): Linear {
+  fillWasmRows(w, arena, at, w.rows, 0);
+  return wasmLinear(w, at);
+}
+
+/**
+ * The Linear of a matrix placed at `at` (its regions as fillWasmRows writes them), without touching
+ * its bytes: a streaming load binds first and fills the rows as they arrive. "js" for a type
+ * without a wasm kernel.
+ */
+export function wasmLinear(w: WeightMatrix, at: number): Linear {
+  const n = w.rows * w.cols;
+  switch (w.type) {
+    case "F32": return { kind: "wasm-f32", w, ptr: at };
+    case "Q4_0": case "Q5_0": case "Q8_0": case "IQ4_NL": return { kind: "wasm-q8", w, qs: at, d: at + n };
+    case "IQ4_XS": return { kind: "wasm-q8k", w, qs: at, d: at + n };
+    case "Q4_K": return { kind: "wasm-q4k", w, qs: at, a: at + n / 2, c: at + n / 2 + (n / 32) * 4 };
+    case "Q6_K": case "Q3_K": return { kind: "wasm-q8g16", w, qs: at, d: at + n, c: 0 };
+    case "Q2_K": return { kind: "wasm-q8g16", w, qs: at, d: at + n, c: at + n + (n / 16) * 4 };
+    default: return { kind: "js", w };
+  }
+}
+
+/**
+ * Converts `w` (rows row0 .. row0 + w.rows of a matrix of `fullRows` rows placed at `at`) into that
+ * matrix's wasm layout. Blocks never straddle rows (cols is a multiple of the block), so a row range
+ * is a range of blocks: each region is written at the range's offset inside it.
+ */
+export function fillWasmRows(w: WeightMatrix, arena: WasmArena, at: number, fullRows: number, row0: number): void {
+  const N = fullRows * w.cols; // values of the whole matrix: region sizes
+  const v0 = row0 * w.cols; // first value of this range
   if (w.type === "F32") {
-    arena.f32(at, w.rows * w.cols).set(w.f32!);
-    return { kind: "wasm-f32", w, ptr: at };
+    arena.f32(at + v0 * 4, w.rows * w.cols).set(w.f32!);
+    return;
   }
   if (w.type === "Q4_0" || w.type === "Q5_0") {
     // Exact in the Q8_0 layout: value = d * (nibble - 8), or d * (5-bit - 16), as int8 times d.
     const n = w.rows * w.cols;
     const nb = n / 32;
-    const qs = arena.i8(at, n);
-    const dAt = at + n;
-    const d = arena.f32(dAt, nb);
+    const qs = arena.i8(at + v0, n);
+    const d = arena.f32(at + N + (v0 / 32) * 4, nb);
     const u8 = w.u8;
     const five = w.type === "Q5_0";
     const bytes = five ? 22 : 18;
@@ -64,14 +93,13 @@ export function bindWasm(w: WeightMatrix, arena: WasmArena, at: number): Linear 
         }
       }
     }
-    return { kind: "wasm-q8", w, qs: at, d: dAt };
+    return;
   }
   if (w.type === "Q8_0") {
     const n = w.rows * w.cols;
     const nb = n / 32;
-    const qs = arena.i8(at, n);
-    const dAt = at + n;
-    const d = arena.f32(dAt, nb);
+    const qs = arena.i8(at + v0, n);
+    const d = arena.f32(at + N + (v0 / 32) * 4, nb);
     const u8 = w.u8, i8 = w.i8;
     // Blocks are 34 bytes (f16 d + 32 int8) back to back over the whole tensor.
     for (let b = 0, o = 0; b < nb; b++, o += 34) {
@@ -80,14 +108,14 @@ export function bindWasm(w: WeightMatrix, arena: WasmArena, at: number): Linear 
       const q = b * 32, src = o + 2;
       for (let j = 0; j < 32; j++) qs[q + j] = i8[src + j]!;
     }
-    return { kind: "wasm-q8", w, qs: at, d: dAt };
+    return;
   }
   if (w.type === "Q4_K") {
     const n = w.rows * w.cols;
     const nBlocks = n / 256;
-    const qs = arena.u8(at, n / 2);
-    const aAt = at + n / 2, cAt = aAt + (n / 32) * 4;
-    const a = arena.f32(aAt, n / 32), c = arena.f32(cAt, n / 32);
+    const qs = arena.u8(at + v0 / 2, n / 2);
+    const aAt = at + N / 2, cAt = aAt + (N / 32) * 4;
+    const a = arena.f32(aAt + (v0 / 32) * 4, n / 32), c = arena.f32(cAt + (v0 / 32) * 4, n / 32);
     const u8 = w.u8;
     // block_q4_K: f16 d, f16 dmin, u8 scales[12] (ggml's get_scale_min_k4 packing), u8 qs[128].
     for (let b = 0, o = 0; b < nBlocks; b++, o += 144) {
@@ -108,13 +136,12 @@ export function bindWasm(w: WeightMatrix, arena: WasmArena, at: number): Linear 
       }
       qs.set(u8.subarray(o + 16, o + 144), b * 128);
     }
-    return { kind: "wasm-q4k", w, qs: at, a: aAt, c: cAt };
+    return;
   }
   if (w.type === "Q6_K") {
     const n = w.rows * w.cols;
-    const qs = arena.i8(at, n);
-    const dAt = at + n;
-    const d16 = arena.f32(dAt, n / 16);
+    const qs = arena.i8(at + v0, n);
+    const d16 = arena.f32(at + N + (v0 / 16) * 4, n / 16);
     const u8 = w.u8, i8 = w.i8;
     // block_q6_K: u8 ql[128], u8 qh[64], i8 scales[16], f16 d (210 bytes) per 256 values; in each
     // 128-value half, value l + 32k takes its low 4 bits from ql and 2 high bits from qh (ggml's
@@ -133,15 +160,14 @@ export function bindWasm(w: WeightMatrix, arena: WasmArena, at: number): Linear 
         }
       }
     }
-    return { kind: "wasm-q8g16", w, qs: at, d: dAt, c: 0 };
+    return;
   }
   if (w.type === "IQ4_NL" || w.type === "IQ4_XS") {
     // Exact in the q8 layout: the 4-bit index becomes its level kvalues_iq4nl[q] (-127..113), the
     // scale d (IQ4_NL) or d * (ls - 32) per 32 values (IQ4_XS; exact in f32: 11 x 6 bits).
     const n = w.rows * w.cols;
-    const qs = arena.i8(at, n);
-    const dAt = at + n;
-    const d = arena.f32(dAt, n / 32);
+    const qs = arena.i8(at + v0, n);
+    const d = arena.f32(at + N + (v0 / 32) * 4, n / 32);
     const u8 = w.u8, kv = KVALUES_IQ4NL;
     const xs = w.type === "IQ4_XS";
     // block_iq4_nl: f16 d, u8 qs[16] (18 bytes per 32); block_iq4_xs: f16 d, u16 scales_h, u8 scales_l[4], u8 qs[128] (136 per 256).
@@ -164,17 +190,17 @@ export function bindWasm(w: WeightMatrix, arena: WasmArena, at: number): Linear 
         qs[q + j + 16] = kv[v >> 4]!;
       }
     }
-    return { kind: xs ? "wasm-q8k" : "wasm-q8", w, qs: at, d: dAt };
+    return;
   }
   if (w.type === "Q2_K" || w.type === "Q3_K") {
     // Exact in the q8g16 layout: per 16 values Q3_K is d * (sc - 32) * q with q in -4..3; Q2_K is
     // d * sc * q - dmin * m with q in 0..3, so it keeps the offset -dmin * m per 16 as well.
     const n = w.rows * w.cols;
     const two = w.type === "Q2_K";
-    const qs = arena.i8(at, n);
-    const dAt = at + n, cAt = two ? dAt + (n / 16) * 4 : 0;
-    const d16 = arena.f32(dAt, n / 16);
-    const c16 = two ? arena.f32(cAt, n / 16) : null;
+    const qs = arena.i8(at + v0, n);
+    const dAt = at + N, cAt = dAt + (N / 16) * 4;
+    const d16 = arena.f32(dAt + (v0 / 16) * 4, n / 16);
+    const c16 = two ? arena.f32(cAt + (v0 / 16) * 4, n / 16) : null;
     const u8 = w.u8;
     const bytes = two ? 84 : 110;
     // block_q2_K: u8 scales[16], u8 qs[64], f16 d, f16 dmin; block_q3_K: u8 hmask[32], u8 qs[64],
@@ -200,9 +226,8 @@ export function bindWasm(w: WeightMatrix, arena: WasmArena, at: number): Linear 
         qs[y + i] = two ? q : q - (((u8[o + (i & 31)]! >> (i >> 5)) & 1) ^ 1) * 4;
       }
     }
-    return { kind: "wasm-q8g16", w, qs: at, d: dAt, c: cAt };
+    return;
   }
-  return { kind: "js", w };
 }
 
 /** Activation rows [rows][width] f32; `ptr` is the byte offset in wasm memory, -1 for a JS array. */
@@ -296,4 +321,58 @@ export function quantizeActs(arena: WasmArena, x: Acts, n: number, q8: Q8Scratch
   }
   k.blockSumsQ8(q8.qs, q8.d, n * x.width, q8.sx, false);
   if (n > 1 && to === "q8_0") k.widenQ8(q8.qs, q8.d, n, x.width, q8.x16, q8.dT);
+}
+
+/**
+ * Views of a matrix held only in wasm memory, for reading single rows back as f32: the tied token
+ * embedding, whose file bytes a streaming load does not keep. Made once (views allocate).
+ */
+export interface WasmRowReader {
+  readonly L: Linear;
+  readonly cols: number;
+  /** wasm-f32 values; else null */
+  readonly f32: Float32Array | null;
+  /** int8 values (wasm-q8, wasm-q8k, wasm-q8g16); else null */
+  readonly qs: Int8Array | null;
+  /** Q4_K nibbles (wasm-q4k); else null */
+  readonly q4: Uint8Array | null;
+  /** scale per 32 (q8, q8k), per 16 (q8g16), a = d*scale per 32 (q4k) */
+  readonly d: Float32Array | null;
+  /** offset per 16 (Q2_K) or per 32 (q4k), else null */
+  readonly c: Float32Array | null;
+}
+
+export function wasmRowReader(arena: WasmArena, L: Linear): WasmRowReader {
+  const n = L.w.rows * L.w.cols;
+  const none = { L, cols: L.w.cols, f32: null, qs: null, q4: null, d: null, c: null };
+  switch (L.kind) {
+    case "js": throw new Error(`${L.w.name} is not in wasm memory`);
+    case "wasm-f32": return { ...none, f32: arena.f32(L.ptr, n) };
+    case "wasm-q8":
+    case "wasm-q8k":
+      return { ...none, qs: arena.i8(L.qs, n), d: arena.f32(L.d, n / 32) };
+    case "wasm-q8g16": return { ...none, qs: arena.i8(L.qs, n), d: arena.f32(L.d, n / 16), c: L.c !== 0 ? arena.f32(L.c, n / 16) : null };
+    case "wasm-q4k": return { ...none, q4: arena.u8(L.qs, n / 2), d: arena.f32(L.a, n / 32), c: arena.f32(L.c, n / 32) };
+    default: return L satisfies never;
+  }
+}
+
+/** out = row `row` of the matrix, dequantized from its wasm layout (as exact as the layout: see bindWasm). */
+export function readWasmRow(r: WasmRowReader, row: number, out: Float32Array): void {
+  const cols = r.cols, o = row * cols;
+  const f32 = r.f32, qs = r.qs, q4 = r.q4, d = r.d!, c = r.c;
+  if (f32 !== null) {
+    for (let i = 0; i < cols; i++) out[i] = f32[o + i]!;
+  } else if (qs !== null) {
+    const shift = r.L.kind === "wasm-q8g16" ? 4 : 5;
+    if (c !== null) for (let i = 0; i < cols; i++) out[i] = d[(o + i) >> shift]! * qs[o + i]! + c[(o + i) >> shift]!;
+    else for (let i = 0; i < cols; i++) out[i] = d[(o + i) >> shift]! * qs[o + i]!;
+  } else if (q4 !== null) {
+    // Q4_K's qs as in the file: per 64 values 32 bytes, low nibbles the first 32, high the next.
+    for (let i = 0; i < cols; i++) {
+      const v = o + i, j = v & 255;
+      const byte = q4[(v >> 8) * 128 + (j >> 6) * 32 + (j & 31)]!;
+      out[i] = d[v >> 5]! * ((j & 32) !== 0 ? byte >> 4 : byte & 15) + c![v >> 5]!;
+    }
+  }
 }

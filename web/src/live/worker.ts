@@ -5,7 +5,7 @@
 
 import { pinnedTokens } from "../../../src/cache/config.js";
 import { describePolicy } from "./policy-form.js";
-import { loadModel, readModelBytes, type LoadedModel } from "../../../src/engine/load-model.js";
+import { loadModel, type LoadedModel } from "../../../src/engine/load-model.js";
 import { Session } from "../../../src/engine/session.js";
 import { InvalidSettingError, KvboundError, type SerializedKvboundError } from "../../../src/errors.js";
 import { readGgufHeader, type GgufHeader } from "../../../src/gguf/header.js";
@@ -84,7 +84,7 @@ async function load(input: ModelInput): Promise<void> {
     post({ type: "progress", doneBytes, totalBytes });
   };
   let source: string;
-  let bytes: Uint8Array;
+  let from: string | Blob;
   if (input.kind === "url") {
     // The page sends absolute URLs (resolved against itself); anything else resolves against the worker.
     let url: URL;
@@ -97,16 +97,17 @@ async function load(input: ModelInput): Promise<void> {
       throw new InvalidSettingError(`model URL ${url.href} is not http(s); give an http(s) URL or pick a file`, { setting: "url", value: input.url });
     }
     source = url.href;
-    bytes = (await readModelBytes(url.href, { onProgress })).bytes;
+    from = url.href;
   } else {
     source = input.file.name;
-    bytes = (await readModelBytes(input.file, { onProgress })).bytes;
+    from = input.file;
   }
   if (seq !== loadSeq) return;
-  // The header first, so its facts (as text) are on screen even when the weights are refused.
-  const header = await readGgufHeader(bytes);
-  post({ type: "facts", facts: factsOf(header, source, bytes.byteLength) });
-  const model = await loadModel(bytes);
+  // The header first (a range read), so its facts (as text) are on screen even when the weights
+  // are refused; then the weights stream once into the model (loadModel holds each tensor once).
+  const header = await readGgufHeader(from);
+  post({ type: "facts", facts: factsOf(header, source, header.fileBytes ?? header.dataOffset + header.tensorBytes) });
+  const model = await loadModel(from, { onProgress });
   if (seq !== loadSeq) return;
   loaded = model;
   const hp = model.model.hp;
