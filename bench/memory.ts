@@ -55,7 +55,7 @@ import { parseArgs } from "node:util";
 import { getHeapStatistics } from "node:v8";
 import { resolveCacheConfig } from "../src/cache/config.js";
 import { CacheKv, createModelCache } from "../src/model/cache-kv.js";
-import { loadModel } from "../src/engine/load-model.js";
+import { loadModelWeights } from "../src/engine/load-model.js";
 import { encodeTextStream } from "../src/engine/text-stream.js";
 import { readGgufHeader } from "../src/gguf/header.js";
 import { createTokenizer } from "../src/model/tokenizer/index.js";
@@ -183,7 +183,7 @@ function sampleOffHeap(): void {
 
 // --- load: header, resident tensors, wasm copies streamed in (each tensor held once), the cache ----
 const loadSampler = new RssSampler(5);
-const { model } = await loadModel(modelPath);
+const { model } = await loadModelWeights(modelPath);
 const config = resolveCacheConfig(kvboundCacheInput(spec, settings));
 const cache = createModelCache(model, config);
 cache.add(0);
