@@ -97,11 +97,6 @@ describe("loadModel: typed refusals", () => {
   });
 });
 
-/** Byte equality without the test runner's element-by-element diff (slow on megabytes). */
-function same(a: Uint8Array, b: Uint8Array): boolean {
-  return Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
-}
-
 const have = requireShared("models/stories260K.gguf");
 
 describe.skipIf(!have)("loadModel: stories260K from every source", () => {
