@@ -5,23 +5,12 @@ import { cacheScratchBytes, PagedKvCache } from "../paged-kv-cache.js";
 import { resolveCacheConfig, type CacheConfigInput, type CacheModelShape } from "../config.js";
 import { createPolicy } from "./index.js";
 import { observeScoreWindow, scoreWindowStride } from "./score-window.js";
-
-/** mulberry32 (a seeded PRNG; tests must be reproducible). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from "../codecs/synthetic-kv.js";
 
 describe("H2O score window (score-window.ts)", () => {
   it("each token's score is the sum of its last N queries' weights over every layer, through prefill chunks and decode steps", () => {
     for (const n of [1, 3, 8]) {
-      const rand = rng(17 + n);
+      const rand = seededRandom(17 + n);
       const nLayer = 3;
       const cap = 64;
       const stride = scoreWindowStride(n);

@@ -293,22 +293,27 @@ function matvecQ3_K(out: Float32Array, x: Float32Array, w: WeightMatrix): void {
   }
 }
 
+/** sum_j kvalues[nibble j] * x[xi + j] over one 32-value IQ4 block's 16 bytes of nibbles at u8[qs] (low nibbles first). */
+function iq4Dot(u8: Uint8Array, qs: number, x: Float32Array, xi: number): number {
+  const kv = KVALUES_IQ4NL;
+  let a0 = 0, a1 = 0;
+  for (let j = 0; j < 16; j++) {
+    const q = u8[qs + j]!;
+    a0 += kv[q & 15]! * x[xi + j]!;
+    a1 += kv[q >> 4]! * x[xi + j + 16]!;
+  }
+  return a0 + a1;
+}
+
 // block_iq4_nl: f16 d, u8 qs[16] (18 bytes); value j = d * kvalues[qs[j] & 15], value j + 16 the high nibble.
 function matvecIQ4_NL(out: Float32Array, x: Float32Array, w: WeightMatrix): void {
-  const u8 = w.u8, kv = KVALUES_IQ4NL;
+  const u8 = w.u8;
   const nb = w.cols >> 5;
   for (let r = 0; r < w.rows; r++) {
     let o = r * w.rowBytes;
     let s = 0;
     for (let b = 0, xi = 0; b < nb; b++, o += 18, xi += 32) {
-      const d = F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]!;
-      let a0 = 0, a1 = 0;
-      for (let j = 0; j < 16; j++) {
-        const q = u8[o + 2 + j]!;
-        a0 += kv[q & 15]! * x[xi + j]!;
-        a1 += kv[q >> 4]! * x[xi + j + 16]!;
-      }
-      s += d * (a0 + a1);
+      s += F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]! * iq4Dot(u8, o + 2, x, xi);
     }
     out[r] = s;
   }
@@ -317,7 +322,7 @@ function matvecIQ4_NL(out: Float32Array, x: Float32Array, w: WeightMatrix): void
 // block_iq4_xs: f16 d, u16 scales_h, u8 scales_l[4], u8 qs[128] (136 bytes); sub-block ib (32
 // values) is an IQ4_NL block with scale d * (ls_ib - 32), ls_ib = 4 bits of scales_l | 2 of scales_h.
 function matvecIQ4_XS(out: Float32Array, x: Float32Array, w: WeightMatrix): void {
-  const u8 = w.u8, kv = KVALUES_IQ4NL;
+  const u8 = w.u8;
   const nb = w.cols >> 8;
   for (let r = 0; r < w.rows; r++) {
     let o = r * w.rowBytes;
@@ -328,14 +333,7 @@ function matvecIQ4_XS(out: Float32Array, x: Float32Array, w: WeightMatrix): void
       let isum = 0;
       for (let ib = 0; ib < 8; ib++) {
         const ls = ((u8[o + 4 + (ib >> 1)]! >> (4 * (ib & 1))) & 15) | (((scalesH >> (2 * ib)) & 3) << 4);
-        const qs = o + 8 + ib * 16, xi = (b << 8) + ib * 32;
-        let a0 = 0, a1 = 0;
-        for (let j = 0; j < 16; j++) {
-          const q = u8[qs + j]!;
-          a0 += kv[q & 15]! * x[xi + j]!;
-          a1 += kv[q >> 4]! * x[xi + j + 16]!;
-        }
-        isum += (ls - 32) * (a0 + a1);
+        isum += (ls - 32) * iq4Dot(u8, o + 8 + ib * 16, x, (b << 8) + ib * 32);
       }
       s += d * isum;
     }
