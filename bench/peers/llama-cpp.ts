@@ -104,19 +104,14 @@ async function importNodeLlamaCpp(): Promise<{ mod: NlcModule; version: string }
   return { mod, version };
 }
 
-/** Loads the prebuilt CPU llama.cpp; throws with the install command when bench/peers is not installed. */
-export async function loadLlamaCpp(threads: number): Promise<LlamaCppPeer> {
+/**
+ * The prebuilt CPU llama.cpp with `threads` threads and the facts a table prints. maxThreads caps
+ * every context of this instance; with it set, `threads` is what is used (node-llama-cpp's default
+ * would be os.cpus() math cores, oversubscribing a small machine).
+ */
+async function startLlama(threads: number, log: { logLevel: string; logger?: (level: string, message: string) => void }): Promise<{ llama: NlcLlama; info: LlamaCppInfo }> {
   const { mod, version } = await importNodeLlamaCpp();
-  // maxThreads caps every context of this instance; with it set, `threads` is what is used
-  // (node-llama-cpp's default would be os.cpus() math cores, oversubscribing a small machine).
-  const llama = await mod.getLlama({
-    gpu: false,
-    build: "never",
-    usePrebuiltBinaries: true,
-    progressLogs: false,
-    maxThreads: threads,
-    logLevel: "error",
-  });
+  const llama = await mod.getLlama({ gpu: false, build: "never", usePrebuiltBinaries: true, progressLogs: false, maxThreads: threads, ...log });
   const info: LlamaCppInfo = {
     nodeLlamaCppVersion: version,
     llamaCppRelease: `${llama.llamaCppRelease.repo}@${llama.llamaCppRelease.release}`,
@@ -124,24 +119,38 @@ export async function loadLlamaCpp(threads: number): Promise<LlamaCppPeer> {
     gpu: String(llama.gpu),
     systemInfo: llama.systemInfo,
   };
+  return { llama, info };
+}
+
+/** One sequence's context on `model`, checked to run exactly `threads` threads. */
+async function openContext(
+  model: NlcModel,
+  opts: { contextSize: number; batchSize?: number; flashAttention?: boolean; kvCacheType?: "F16" | "F32" },
+  threads: number,
+): Promise<NlcContext> {
+  const ctx = await model.createContext({
+    contextSize: opts.contextSize,
+    batchSize: opts.batchSize ?? Math.min(512, opts.contextSize),
+    threads,
+    sequences: 1,
+    flashAttention: opts.flashAttention ?? false,
+    experimentalKvCacheKeyType: opts.kvCacheType ?? "F16",
+    experimentalKvCacheValueType: opts.kvCacheType ?? "F16",
+  });
+  if (ctx.currentThreads !== threads) throw new Error(`node-llama-cpp runs ${ctx.currentThreads} threads, asked for ${threads}`);
+  return ctx;
+}
+
+/** Loads the prebuilt CPU llama.cpp; throws with the install command when bench/peers is not installed. */
+export async function loadLlamaCpp(threads: number): Promise<LlamaCppPeer> {
+  const { llama, info } = await startLlama(threads, { logLevel: "error" });
   const models: NlcModel[] = [];
   return {
     info,
     async runner(modelPath, opts) {
       const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
       models.push(model);
-      const ctx = await model.createContext({
-        contextSize: opts.contextSize,
-        batchSize: opts.batchSize ?? Math.min(512, opts.contextSize),
-        threads: opts.threads,
-        sequences: 1,
-        flashAttention: opts.flashAttention ?? false,
-        experimentalKvCacheKeyType: opts.kvCacheType ?? "F16",
-        experimentalKvCacheValueType: opts.kvCacheType ?? "F16",
-      });
-      if (ctx.currentThreads !== opts.threads) {
-        throw new Error(`node-llama-cpp runs ${ctx.currentThreads} threads, asked for ${opts.threads}`);
-      }
+      const ctx = await openContext(model, opts, opts.threads);
       const seq = ctx.getSequence();
       return {
         engine: "llama.cpp",
@@ -215,28 +224,15 @@ export interface LlamaCppLogitsPeer {
 
 /** llama.cpp as a reference for next-token distributions (differential tests): one sequence, `threads` threads. */
 export async function loadLlamaCppLogits(threads: number): Promise<LlamaCppLogitsPeer> {
-  const { mod, version } = await importNodeLlamaCpp();
   // llama.cpp says why it refuses a file only in its log: keep the recent lines for the error.
   const recentLog: string[] = [];
-  const llama = await mod.getLlama({
-    gpu: false,
-    build: "never",
-    usePrebuiltBinaries: true,
-    progressLogs: false,
-    maxThreads: threads,
+  const { llama, info } = await startLlama(threads, {
     logLevel: "warn",
     logger: (level, message) => {
       recentLog.push(`${level}: ${message.trim()}`);
       if (recentLog.length > 20) recentLog.shift();
     },
   });
-  const info: LlamaCppInfo = {
-    nodeLlamaCppVersion: version,
-    llamaCppRelease: `${llama.llamaCppRelease.repo}@${llama.llamaCppRelease.release}`,
-    buildType: llama.buildType,
-    gpu: String(llama.gpu),
-    systemInfo: llama.systemInfo,
-  };
   return {
     info,
     async open(modelPath, opts) {
@@ -248,16 +244,7 @@ export async function loadLlamaCppLogits(threads: number): Promise<LlamaCppLogit
         const why = recentLog.filter((l) => l.startsWith("error")).join(" | ");
         throw new Error(`llama.cpp refused ${modelPath}: ${(e as Error).message.trim()}${why ? ` (${why})` : ""}`);
       }
-      const ctx = await model.createContext({
-        contextSize: opts.contextSize,
-        batchSize: opts.batchSize ?? Math.min(512, opts.contextSize),
-        threads,
-        sequences: 1,
-        flashAttention: opts.flashAttention ?? false,
-        experimentalKvCacheKeyType: opts.kvCacheType ?? "F16",
-        experimentalKvCacheValueType: opts.kvCacheType ?? "F16",
-      });
-      if (ctx.currentThreads !== threads) throw new Error(`node-llama-cpp runs ${ctx.currentThreads} threads, asked for ${threads}`);
+      const ctx = await openContext(model, opts, threads);
       const seq = ctx.getSequence();
       let length = 0;
       return {
