@@ -11,7 +11,7 @@ import { promisify } from "node:util";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { main } from "../src/cli/main.js";
+import { runCli as run, type CliRun as Run } from "./helpers/cli.js";
 import { readGgufHeader } from "../src/gguf/header.js";
 import { listRegistry } from "../src/spec/registry.js";
 
@@ -24,18 +24,6 @@ if (process.env.CI && !haveStories) throw new Error(`CI: test model missing: ${S
 
 const MIB = 1024 * 1024;
 
-interface Run {
-  code: number;
-  out: string;
-  err: string;
-}
-
-async function run(...argv: string[]): Promise<Run> {
-  let out = "";
-  let err = "";
-  const code = await main(argv, { stdout: (s) => void (out += s), stderr: (s) => void (err += s) });
-  return { code, out, err };
-}
 
 async function runJson(...argv: string[]): Promise<Record<string, any>> {
   const r = await run(...argv, "--json");

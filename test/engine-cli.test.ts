@@ -12,7 +12,7 @@ import { addCacheFlags, cacheConfigFromFlags } from "../src/cli/cache-flags.js";
 import { chatCommand } from "../src/cli/commands/chat.js";
 import { sessionFromFlags } from "../src/cli/commands/run.js";
 import { resolveCacheConfig } from "../src/cache/config.js";
-import { main } from "../src/cli/main.js";
+import { runCli as cli } from "./helpers/cli.js";
 import { loadModel } from "../src/engine/load-model.js";
 import { InvalidSettingError } from "../src/errors.js";
 import { requireShared, sharedPath } from "./helpers/shared.js";
@@ -21,12 +21,6 @@ const REPO = fileURLToPath(new URL("..", import.meta.url));
 const MODEL_REL = "../shared/models/stories260K.gguf";
 const have = requireShared("models/stories260K.gguf") && requireShared("golden/stories260K-greedy.json");
 
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "";
-  let err = "";
-  const code = await main(argv, { stdout: (s) => void (out += s), stderr: (s) => void (err += s) });
-  return { code, out, err };
-}
 
 describe("cache flags", () => {
   it("map to a CacheConfigInput", () => {

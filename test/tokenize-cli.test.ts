@@ -12,25 +12,13 @@ import { promisify } from "node:util";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { main } from "../src/cli/main.js";
+import { runCli as run } from "./helpers/cli.js";
 import { requireShared, sharedPath } from "./helpers/shared.js";
 import { LLAMA3_ENCODER, LLAMA3_MERGES, LLAMA3_PAIR, llama3VocabGguf, readVocabPair, VOCAB_PAIRS } from "./helpers/vocab.js";
 
 const execFileAsync = promisify(execFile);
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 
-interface Run {
-  code: number;
-  out: string;
-  err: string;
-}
-
-async function run(...argv: string[]): Promise<Run> {
-  let out = "";
-  let err = "";
-  const code = await main(argv, { stdout: (s) => void (out += s), stderr: (s) => void (err += s) });
-  return { code, out, err };
-}
 
 interface TokenizeJson {
   ids: number[];
