@@ -313,8 +313,9 @@ export class PagedKvCache {
     return { ...main, pagesTotal, pagesUsed, pagesFree, bytesReserved, bytesUsed, copyOnWritePages, compactions, groups };
   }
 
-  sequenceStats(seqId: number): SequenceStats & { readonly groups: readonly SequenceStats[] } {
-    return { ...this.main.sequenceStats(seqId), groups: this.groups.map((g) => g.sequenceStats(seqId)) };
+  /** The sequence as the main group holds it (its length and positions are the cache's; per-group figures: stats().groups). */
+  sequenceStats(seqId: number): SequenceStats {
+    return this.main.sequenceStats(seqId);
   }
 
   /** Reference count of a main-group page (tests). */
