@@ -19,6 +19,11 @@ export interface SamplingFlags {
   temperature?: string;
   topK?: string;
   topP?: string;
+  minP?: string;
+  repeatPenalty?: string;
+  repeatLastN?: string;
+  presencePenalty?: string;
+  frequencyPenalty?: string;
   seed?: string;
 }
 
@@ -29,12 +34,18 @@ export interface RunFlags extends RawCacheFlags, SamplingFlags {
   json?: boolean;
 }
 
-/** Adds --temperature / --top-k / --top-p / --seed. */
+/** Adds the sampling flags, named as llama.cpp's (common/arg.cpp): --temperature / --top-k / --top-p /
+ *  --min-p / --repeat-penalty / --repeat-last-n / --presence-penalty / --frequency-penalty / --seed. */
 export function addSamplingFlags(cmd: Command): Command {
   return cmd
-    .option("--temperature <t>", "sampling temperature; 0 = greedy (default 0.8)")
+    .option("--temperature <t>", "sampling temperature, applied after top-k/top-p/min-p; 0 = greedy (default 0.8)")
     .option("--top-k <k>", "keep the k most likely tokens; 0 = off (default 40)")
     .option("--top-p <p>", "nucleus: keep the smallest set reaching probability p; 1 = off (default 0.95)")
+    .option("--min-p <p>", "keep tokens with probability >= p x the top token's; 0 = off (default 0.05)")
+    .option("--repeat-penalty <r>", "penalize tokens in the last --repeat-last-n: logit / r (or x r when negative); 1 = off (default 1)")
+    .option("--repeat-last-n <n>", "tokens the penalties look back over; 0 = off (default 64)")
+    .option("--presence-penalty <a>", "subtract a from tokens in the window, in [-2, 2]; 0 = off (default 0)")
+    .option("--frequency-penalty <a>", "subtract a x count from tokens in the window, in [-2, 2]; 0 = off (default 0)")
     .option("--seed <n>", "PRNG seed, for reproducible sampling (default: random)");
 }
 
@@ -54,6 +65,16 @@ export function samplerFromFlags(f: SamplingFlags): SamplerSettings {
   if (k !== undefined) out.topK = k;
   const p = num(f.topP, "top-p");
   if (p !== undefined) out.topP = p;
+  const minP = num(f.minP, "min-p");
+  if (minP !== undefined) out.minP = minP;
+  const repeat = num(f.repeatPenalty, "repeat-penalty");
+  if (repeat !== undefined) out.repeatPenalty = repeat;
+  const lastN = num(f.repeatLastN, "repeat-last-n");
+  if (lastN !== undefined) out.penaltyLastN = lastN;
+  const presence = num(f.presencePenalty, "presence-penalty");
+  if (presence !== undefined) out.presencePenalty = presence;
+  const frequency = num(f.frequencyPenalty, "frequency-penalty");
+  if (frequency !== undefined) out.frequencyPenalty = frequency;
   const s = num(f.seed, "seed");
   if (s !== undefined) out.seed = s;
   return out;
