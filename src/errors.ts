@@ -99,7 +99,7 @@ export class UnsupportedTokenizerError extends KvboundError {
 
 /** A chat template (`tokenizer.chat_template`) that fails to parse or render. */
 export class ChatTemplateError extends KvboundError {
-  constructor(message: string, details: { phase: "parse" | "render" } & ErrorDetails) {
+  constructor(message: string, details: { phase: "parse" | "render" | "content" } & ErrorDetails) {
     super("CHAT_TEMPLATE", message, details);
   }
 }
@@ -253,6 +253,13 @@ export class SnapshotError extends KvboundError {
   }
 }
 
+/** A saved session file that is not one, is corrupt, or was saved with another model or cache settings. */
+export class SessionFileError extends KvboundError {
+  constructor(message: string, details: { field: string } & ErrorDetails) {
+    super("SESSION_FILE", message, details);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running models
 
@@ -318,6 +325,7 @@ for (const ctor of [
   CacheExhaustedError,
   CacheOperationError,
   SnapshotError,
+  SessionFileError,
   UnsupportedTensorTypeError,
   TensorShapeError,
   AbortError,

@@ -35,12 +35,14 @@ describe("nllOf", () => {
 /** Characters as ids (a..z = 10..35, space 5); BOS 1. Records the options it was called with. */
 function charTokenizer(calls: unknown[] = []): Tokenizer {
   return {
-    encode(text: string, opts?: unknown) {
+    encode(input, opts?: unknown) {
       calls.push(opts);
       const out: number[] = [];
+      const text = typeof input === "string" ? input : input.map((s) => s.text).join("");
       for (const ch of text) out.push(ch === " " ? 5 : ch.charCodeAt(0) - 87);
       return out;
     },
+    hasSpecial: () => false,
     decode: () => "",
     tokenBytes: () => new Uint8Array(),
     vocab: { tokens: [], types: [], bosId: 1, eosId: 2 },

@@ -6,7 +6,7 @@
 
 import { ModelConfigError } from "../../errors.js";
 import { preTokenize, preTokenizerSpec, type PreTokenizerKind } from "./pretokenize.js";
-import { SpecialTokenSplitter } from "./special-split.js";
+import { SpecialTokenSplitter, type TextSpan } from "./special-split.js";
 import { TOKEN_TYPE } from "./token-type.js";
 
 export interface BpeVocab {
@@ -28,6 +28,7 @@ export interface EncodeOptions {
    * Cut control (and unknown) tokens out of the text by their text (llama.cpp `parse_special`).
    * Default true, so a rendered chat template's `<|im_start|>` becomes one token; pass false to
    * tokenize untrusted text literally. User-defined tokens are always cut out, as in llama.cpp.
+   * Ignored when the input is spans: each span says for itself.
    */
   readonly parseSpecial?: boolean;
 }
@@ -102,11 +103,16 @@ export class BpeTokenizer {
     this.specials = new SpecialTokenSplitter(vocab.tokens, vocab.types);
   }
 
+  /** Whether `text` holds a control token's text, which parsing specials would make a control token. */
+  hasSpecial(text: string): boolean {
+    return this.specials.hasSpecial(text);
+  }
+
   /** Token ids of `text` (no BOS/EOS; the caller decides). */
-  encode(text: string, opts: EncodeOptions = {}): number[] {
+  encode(text: string | readonly TextSpan[], opts: EncodeOptions = {}): number[] {
     const out: number[] = [];
     if (text.length === 0) return out;
-    const fragments = this.specials.split(text, opts.parseSpecial ?? true);
+    const fragments = typeof text === "string" ? this.specials.split(text, opts.parseSpecial ?? true) : this.specials.splitSpans(text);
     for (let f = 0; f < fragments.length; f++) {
       const frag = fragments[f]!;
       if (typeof frag === "number") { out.push(frag); continue; }

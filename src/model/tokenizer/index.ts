@@ -7,16 +7,20 @@ import { ModelConfigError, UnsupportedTokenizerError } from "../../errors.js";
 import { BpeTokenizer, type EncodeOptions } from "./bpe.js";
 import { preTokenizerSpec } from "./pretokenize.js";
 import { SpmTokenizer } from "./spm.js";
+import type { TextSpan } from "./special-split.js";
 import { TOKEN_TYPE } from "./token-type.js";
 
 export type { EncodeOptions } from "./bpe.js";
+export type { TextSpan } from "./special-split.js";
 export { BpeTokenizer } from "./bpe.js";
 export { SpmTokenizer } from "./spm.js";
 
 /** What every tokenizer offers; SpmTokenizer and BpeTokenizer both satisfy it structurally. */
 export interface Tokenizer {
-  /** Token ids of `text`, without BOS/EOS (see TokenizerSettings.addBos). */
-  encode(text: string, opts?: EncodeOptions): number[];
+  /** Token ids of `text` (or of spans, each with its own parseSpecial), without BOS/EOS (see TokenizerSettings.addBos). */
+  encode(text: string | readonly TextSpan[], opts?: EncodeOptions): number[];
+  /** Whether `text` holds a control token's text (client text that must stay text). */
+  hasSpecial(text: string): boolean;
   decode(ids: readonly number[]): string;
   /** The output bytes of one token (may be part of a UTF-8 character: stream-decode them). */
   tokenBytes(id: number): Uint8Array;

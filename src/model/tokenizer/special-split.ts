@@ -7,6 +7,15 @@ import { TOKEN_TYPE } from "./token-type.js";
 /** Raw text, or the id of a special token found in the text. */
 export type Fragment = string | number;
 
+/**
+ * A piece of text to tokenize with its own `parseSpecial`: a rendered chat template is markup
+ * (its `<|im_start|>` are control tokens) around message content (whose `<|im_start|>` is text).
+ */
+export interface TextSpan {
+  readonly text: string;
+  readonly parseSpecial: boolean;
+}
+
 interface Special {
   readonly id: number;
   readonly text: string;
@@ -40,6 +49,33 @@ export class SpecialTokenSplitter {
    */
   split(text: string, parseSpecial: boolean): Fragment[] {
     if (text.length === 0) return [];
+    return this.splitRaw(text, parseSpecial);
+  }
+
+  /**
+   * The fragments of `spans`, each split with its own flag, with raw text that meets across a
+   * span boundary joined again: the tokenizer then sees what the whole text would give it (a
+   * content span merges with the markup beside it exactly as in one string).
+   */
+  splitSpans(spans: readonly TextSpan[]): Fragment[] {
+    const out: Fragment[] = [];
+    for (const span of spans) {
+      if (span.text.length === 0) continue;
+      for (const frag of this.splitRaw(span.text, span.parseSpecial)) {
+        const last = out.length - 1;
+        if (typeof frag === "string" && last >= 0 && typeof out[last] === "string") out[last] += frag;
+        else out.push(frag);
+      }
+    }
+    return out;
+  }
+
+  /** Whether `text` holds a control token's text (one that parsing specials would cut out). */
+  hasSpecial(text: string): boolean {
+    return this.splitRaw(text, true).some((f) => typeof f === "number");
+  }
+
+  private splitRaw(text: string, parseSpecial: boolean): Fragment[] {
     let frags: Fragment[] = [text];
     // Vocabularies carry hundreds of specials sharing a prefix ("<|reserved_special_token_7|>"):
     // one scan per distinct two-character prefix rules most of them out.

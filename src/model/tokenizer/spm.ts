@@ -5,7 +5,7 @@
 
 import { ModelConfigError } from "../../errors.js";
 import type { EncodeOptions } from "./bpe.js";
-import { SpecialTokenSplitter } from "./special-split.js";
+import { SpecialTokenSplitter, type TextSpan } from "./special-split.js";
 import { TOKEN_TYPE } from "./token-type.js";
 
 export { TOKEN_TYPE } from "./token-type.js";
@@ -44,14 +44,19 @@ export class SpmTokenizer {
     }
   }
 
+  /** Whether `text` holds a control token's text, which parsing specials would make a control token. */
+  hasSpecial(text: string): boolean {
+    return this.specials.hasSpecial(text);
+  }
+
   /**
    * Token ids of `text` (no BOS; the caller decides). Special tokens are cut out first (see
    * EncodeOptions.parseSpecial); as in llama.cpp's SPM path, the dummy-prefix space goes before the
    * first raw fragment and before each one that follows a special token.
    */
-  encode(text: string, opts: EncodeOptions = {}): number[] {
+  encode(text: string | readonly TextSpan[], opts: EncodeOptions = {}): number[] {
     const out: number[] = [];
-    const fragments = this.specials.split(text, opts.parseSpecial ?? true);
+    const fragments = typeof text === "string" ? this.specials.split(text, opts.parseSpecial ?? true) : this.specials.splitSpans(text);
     let prevSpecial = true;
     for (let f = 0; f < fragments.length; f++) {
       const frag = fragments[f]!;
