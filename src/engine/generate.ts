@@ -65,8 +65,9 @@ export interface DoneEvent {
   readonly text: string;
   /** Emitted token ids. */
   readonly ids: readonly number[];
+  /** Tokens of the prompt: for a conversation's appended turn, what the sequence held plus the turn. */
   readonly promptTokens: number;
-  /** Prompt tokens found already in the cache (multi-turn prefix reuse). */
+  /** Prompt tokens found already in the cache (a reused prefix, or what an appended turn follows). */
   readonly reusedTokens: number;
   /** Prompt tokens run through the model. */
   readonly prefilledTokens: number;

@@ -1,14 +1,16 @@
-// A Session owns one loaded model and one PagedKvCache (sequence 0), and runs generations over it:
-// prompt prefill in chunks, then sample / emit / feed per token, with the token ids the cache holds
-// kept beside it so the next call (a chat's next turn) prefills only what differs.
+// A Session runs one sequence of a PagedKvCache (its own, or a shared one's) over a loaded model:
+// prompt prefill in chunks, then sample / emit / feed per token. A chat is a conversation appended
+// to the cache as it stands: each turn prefills only its new messages and their template markup,
+// whatever the policy evicted, and the session keeps only the last turn's messages to render that
+// markup, so nothing it holds grows with the conversation.
 
 import { resolveCacheConfig, type CacheConfig, type CacheConfigInput } from "../cache/config.js";
 import type { PagedKvCache } from "../cache/paged-kv-cache.js";
-import { CacheExhaustedError, CacheOperationError, ContextWindowSizeExceededError, ModelConfigError } from "../errors.js";
+import { CacheExhaustedError, CacheOperationError, ContextWindowSizeExceededError, ModelConfigError, SessionFileError } from "../errors.js";
 import { llamaCppNCtxSeq } from "../model/rope-scaling.js";
-import { renderChatTemplate, type ChatMessage } from "../model/chat-template.js";
+import { dropChars, renderChatSpans, type ChatMessage } from "../model/chat-template.js";
 import type { CausalLM } from "../model/causal-lm.js";
-import { encodePrompt, type Tokenizer, type TokenizerSettings } from "../model/tokenizer/index.js";
+import { encodePrompt, type TextSpan, type Tokenizer, type TokenizerSettings } from "../model/tokenizer/index.js";
 import { CacheKv, createModelCache } from "../model/cache-kv.js";
 import {
   StopMatcher,
@@ -23,7 +25,8 @@ import {
   type TokenStats,
 } from "./generate.js";
 import { loadModel, type LoadedModel, type LoadModelOptions, type ModelSource } from "./load-model.js";
-import { Sampler } from "./sampler.js";
+import { Sampler, type SamplerState } from "./sampler.js";
+import { cacheIdentity, checkCompatible, decodeSessionFile, encodeSessionFile, headerDigest, type SessionState } from "./session-file.js";
 
 /** Context window when a config sets neither window: the model's training context, capped here. */
 export const DEFAULT_SESSION_CONTEXT_WINDOW = 4096;
@@ -44,6 +47,30 @@ interface PrefillResult {
   readonly aborted: boolean;
 }
 
+export interface SessionOptions {
+  /** A system message that opens every conversation of this session (chat, continueChat). */
+  readonly system?: string;
+  /**
+   * Keep the rendered system message in the cache for good: the policy becomes prefix-recent with
+   * the prefix set to its tokens (node-llama-cpp's chat context shift keeps the first system
+   * message the same way). Needs `system` and a sliding window.
+   */
+  readonly keepSystem?: boolean;
+  /** Run sequence `seqId` of a cache other sessions share (a server's pool) instead of a cache of its own. */
+  readonly shared?: { readonly cache: PagedKvCache; readonly seqId: number };
+}
+
+/** The conversation a session's cache holds, as much of it as the next turn's markup needs. */
+interface Conversation {
+  /** The system message (if any) and the last turn: its messages and the reply. */
+  ctx: ChatMessage[];
+  /** Whether the cache holds `ctx` (false before the first turn, and after a reset). */
+  inCache: boolean;
+  /** Messages of the caller's history consumed so far, and their rolling digest (see `chat`). */
+  count: number;
+  digest: string;
+}
+
 export class Session {
   readonly model: CausalLM;
   readonly tokenizer: Tokenizer;
@@ -51,7 +78,9 @@ export class Session {
   readonly cache: PagedKvCache;
   readonly config: CacheConfig;
   readonly loaded: LoadedModel;
-  readonly seqId = 0;
+  readonly seqId: number;
+  /** The system message every conversation opens with, and its ids when it is pinned in the cache. */
+  readonly system: string | undefined;
   /** Forward passes run so far (tests count them to see that a prefix was reused). */
   forwardCalls = 0;
   private readonly kv: CacheKv;
@@ -61,19 +90,33 @@ export class Session {
   private readonly logitsBuf: Float32Array;
   /** Bumped by every generate: an older generator that resumes sees it and ends with "abort". */
   private epoch = 0;
+  /** Ids a generation emitted but did not feed (the token it stopped on): the next turn feeds them first. */
+  private pending: number[] = [];
+  private conv: Conversation;
+  /** The sampler's PRNG and penalty window carried from turn to turn (null: none yet). */
+  private samplerState: SamplerState | null = null;
 
   /** Loads a model (path, URL, hf:, Blob, bytes, or an already loaded one) and creates its cache. */
-  static async load(source: ModelSource | LoadedModel, cacheConfig: CacheConfigInput = {}, opts: LoadModelOptions = {}): Promise<Session> {
+  static async load(
+    source: ModelSource | LoadedModel,
+    cacheConfig: CacheConfigInput = {},
+    opts: LoadModelOptions = {},
+    sessionOpts: SessionOptions = {},
+  ): Promise<Session> {
     const loaded = isLoaded(source) ? source : await loadModel(source, opts);
-    return new Session(loaded, cacheConfig);
+    return new Session(loaded, cacheConfig, sessionOpts);
   }
 
-  constructor(loaded: LoadedModel, cacheConfig: CacheConfigInput = {}) {
+  constructor(loaded: LoadedModel, cacheConfig: CacheConfigInput = {}, opts: SessionOptions = {}) {
     this.loaded = loaded;
     this.model = loaded.model;
     this.tokenizer = loaded.tokenizer;
     this.tokenizerSettings = loaded.settings;
-    this.config = resolveCacheConfig(withDefaultWindow(cacheConfig, this.model.hp.nCtxTrain));
+    this.system = opts.system;
+    this.conv = this.freshConversation();
+    let input = withDefaultWindow(cacheConfig, this.model.hp.nCtxTrain);
+    if (opts.keepSystem === true) input = this.pinSystem(input);
+    this.config = opts.shared?.cache.config ?? resolveCacheConfig(input);
     const lr = this.model.longRope;
     if (lr !== null && (llamaCppNCtxSeq(this.config.windowTokens, this.model.hp.nCtxTrain) > lr.nCtxOrig) !== lr.long) {
       throw new ModelConfigError(
@@ -82,10 +125,68 @@ export class Session {
         { field: "nCtx" },
       );
     }
-    this.cache = createModelCache(this.model, this.config);
+    if (opts.shared !== undefined) {
+      this.cache = opts.shared.cache;
+      this.seqId = opts.shared.seqId;
+      if (this.cache.has(this.seqId)) throw new CacheOperationError(`sequence ${this.seqId} of the shared cache is taken`, { operation: "add", seqId: this.seqId });
+    } else {
+      this.cache = createModelCache(this.model, this.config);
+      this.seqId = 0;
+    }
     this.cache.add(this.seqId);
     this.kv = new CacheKv(this.cache, this.seqId, this.model);
     this.logitsBuf = new Float32Array(this.model.hp.nVocab);
+  }
+
+  /**
+   * Restores a session saved by `save` into a new session over `loaded`, with the cache settings
+   * and options it was saved with (SessionFileError names what differs: model, codec, policy,
+   * window; or a corrupt file). The conversation then goes on as if it had never stopped.
+   */
+  static restore(loaded: LoadedModel, bytes: Uint8Array, cacheConfig: CacheConfigInput = {}, opts: SessionOptions = {}): Session {
+    const { state, snapshot } = decodeSessionFile(bytes);
+    const s = new Session(loaded, cacheConfig, opts);
+    checkCompatible(state, s.identity());
+    const nVocab = s.model.hp.nVocab;
+    if ([...state.held, ...state.pending, ...(state.sampler?.recent ?? [])].some((id) => id >= nVocab)) {
+      throw new SessionFileError(`the session file holds token ids outside the vocabulary 0..${nVocab - 1}`, { field: "held" });
+    }
+    s.cache.remove(s.seqId);
+    s.cache.restoreOrThrow(s.seqId, snapshot);
+    const held = s.cache.length(s.seqId);
+    if (state.held.length !== 0 && state.held.length !== held) {
+      s.clearSequence();
+      throw new SessionFileError(`the session file lists ${state.held.length} held ids for a cache of ${held} tokens`, { field: "held" });
+    }
+    s.held = [...state.held];
+    s.pending = [...state.pending];
+    s.conv = { ...state.conversation, ctx: [...state.conversation.ctx] };
+    if (state.sampler !== null) s.samplerState = { rng: state.sampler.rng, recent: [...state.sampler.recent] };
+    return s;
+  }
+
+  /**
+   * The session as bytes (every cache group's pages of its sequence, the ids and conversation it
+   * keeps, the sampler's state, the model's header digest), for `Session.restore`: a file in Node,
+   * a Blob or IndexedDB value in a browser.
+   */
+  save(): Uint8Array {
+    const state: SessionState = {
+      ...this.identity(),
+      held: this.held,
+      pending: this.pending,
+      conversation: this.conv,
+      sampler: this.samplerState,
+    };
+    return encodeSessionFile(state, this.cache.snapshot(this.seqId));
+  }
+
+  private identity(): Pick<SessionState, "model" | "cache"> {
+    const arch = this.loaded.header.metadata["general.architecture"];
+    return {
+      model: { digest: headerDigest(this.loaded.header), arch: typeof arch === "string" ? arch : "unknown", nVocab: this.model.hp.nVocab },
+      cache: cacheIdentity(this.config),
+    };
   }
 
   /** Token ids the cache holds for this session (empty after evictions broke the id mapping). */
@@ -107,12 +208,44 @@ export class Session {
     return this.tokenizer.decode(ids);
   }
 
-  /** Drops everything cached (the next generate prefills its whole prompt). */
+  /** Drops everything cached and the conversation (the next generate prefills its whole prompt). */
   reset(): void {
     this.epoch++;
+    this.clearSequence();
+    this.conv = this.freshConversation();
+    this.samplerState = null;
+  }
+
+  /** Frees the sequence's pages for good (a server's finished conversation); the session is unusable after. */
+  dispose(): void {
+    this.epoch++;
+    if (this.cache.has(this.seqId)) this.cache.remove(this.seqId);
+    this.held = [];
+  }
+
+  /**
+   * Makes this session's sequence a copy-on-write fork of `src`'s (sessions sharing one cache): its
+   * pages are shared until either side writes, and its conversation, held ids and logits are copied,
+   * so a request that shares `src`'s prefix (a system prompt) prefills only what differs.
+   */
+  forkFrom(src: Session): void {
+    if (src.cache !== this.cache) throw new CacheOperationError("forkFrom needs a session on the same cache", { operation: "fork" });
+    this.epoch++;
+    this.cache.remove(this.seqId);
+    this.cache.fork(src.seqId, this.seqId);
+    this.held = [...src.held];
+    this.pending = [...src.pending];
+    this.conv = { ...src.conv, ctx: [...src.conv.ctx] };
+    this.samplerState = src.samplerState;
+    this.logitsBuf.set(src.logitsBuf);
+  }
+
+  private clearSequence(): void {
     this.cache.remove(this.seqId);
     this.cache.add(this.seqId);
     this.held = [];
+    this.pending = [];
+    this.conv.inCache = false;
   }
 
   stats(): TokenStats {
@@ -150,10 +283,9 @@ export class Session {
         throw new CacheOperationError(`token id ${id} is outside the vocabulary 0..${nVocab - 1}`, { operation: "prefill", id });
       }
     }
+    this.pending = [];
     if (this.cache.sequenceStats(this.seqId).evictedTokens > 0 || this.held.length !== this.cache.length(this.seqId)) {
-      this.cache.remove(this.seqId);
-      this.cache.add(this.seqId);
-      this.held = [];
+      this.clearSequence();
     }
     let common = 0;
     const max = Math.min(this.held.length, ids.length);
@@ -163,9 +295,7 @@ export class Session {
     // A model's sliding-window layers may no longer hold the tokens before `common` (they keep only
     // their window): then nothing can be reused, as llama.cpp re-processes the prompt after SWA.
     if (common < this.held.length && !this.cache.canTruncate(this.seqId, this.held.length - common)) {
-      this.cache.remove(this.seqId);
-      this.cache.add(this.seqId);
-      this.held = [];
+      this.clearSequence();
       common = 0;
     }
     // Checked before the truncate changes anything: after it the sequence holds `common` tokens.
@@ -173,6 +303,24 @@ export class Session {
       throw new ContextWindowSizeExceededError(ids.length - common, common, this.config.windowTokens);
     }
     this.truncateTo(common);
+    return this.runPrefill(ids, common, signal, epoch);
+  }
+
+  /**
+   * Appends `ids` to the sequence as it stands (whatever the policy evicted): a conversation's next
+   * turn. Throws ContextWindowSizeExceededError before any compute when they cannot fit.
+   */
+  private appendIds(ids: readonly number[], signal: AbortSignal | undefined, epoch: number): Promise<PrefillResult> {
+    const held = this.cache.length(this.seqId);
+    // The prefix-reuse key holds every cached id or none (after an eviction).
+    const key = this.held.length === held ? this.held : [];
+    this.held = key;
+    return this.runPrefill([...key, ...ids], key.length, signal, epoch, held);
+  }
+
+  /** Prefills ids[from..] after what the sequence holds (`reused` of them count as cached). */
+  private async runPrefill(ids: readonly number[], from: number, signal: AbortSignal | undefined, epoch: number, reused = from): Promise<PrefillResult> {
+    const common = from;
     this.cache.assertPromptFits(this.seqId, ids.length - common);
 
     const chunk = this.config.prefillChunkSize;
@@ -195,10 +343,10 @@ export class Session {
       if (p < ids.length || now() - lastYield > YIELD_INTERVAL_MS) {
         await yieldToEventLoop();
         lastYield = now();
-        if (signal?.aborted || epoch !== this.epoch) return { reused: common, prefilled: p - common, aborted: true };
+        if (signal?.aborted || epoch !== this.epoch) return { reused, prefilled: p - common, aborted: true };
       }
     }
-    return { reused: common, prefilled: ids.length - common, aborted: false };
+    return { reused, prefilled: ids.length - common, aborted: false };
   }
 
   /** Pops cached tokens until `n` remain. */
@@ -244,13 +392,184 @@ export class Session {
   /**
    * Streams a continuation of `prompt` (text, encoded with BOS as the model wants, or token ids):
    * a `token` event per emitted token, then one `done` event (also the generator's return value).
-   * Throws ContextWindowSizeExceededError before any compute when the prompt cannot fit.
+   * The cached prefix the prompt shares is reused. Throws ContextWindowSizeExceededError before any
+   * compute when the prompt cannot fit.
    */
-  async *generate(prompt: string | readonly number[], opts: GenerateOptions = {}): AsyncGenerator<GenerateEvent, DoneEvent, undefined> {
-    const epoch = ++this.epoch;
+  generate(prompt: string | readonly number[], opts: GenerateOptions = {}): AsyncGenerator<GenerateEvent, DoneEvent, undefined> {
     const ids = typeof prompt === "string" ? this.encode(prompt) : prompt;
+    // Raw text is not a conversation: a chat after it starts over.
+    return this.stream(ids, false, opts, () => {
+      this.conv = this.freshConversation();
+    });
+  }
+
+  /**
+   * One chat turn from the caller's whole history (OpenAI style). When `messages` continue the
+   * conversation the session holds (its messages, then the reply it gave, then new ones), only the
+   * new messages are prefilled, appended to the cache as it stands; otherwise they are rendered
+   * whole and whatever prefix the cache shares with them is reused.
+   */
+  chat(messages: readonly ChatMessage[], opts: GenerateOptions = {}): AsyncGenerator<GenerateEvent, DoneEvent, undefined> {
+    const c = this.conv;
+    if (c.inCache && c.count > 0 && messages.length > c.count && extendDigest(EMPTY_DIGEST, messages.slice(0, c.count)) === c.digest) {
+      return this.continueChat(messages.slice(c.count), opts);
+    }
+    // Another conversation: the session's system message opens it unless it brings its own.
+    const fresh = this.freshConversation();
+    this.conv = messages[0]?.role === "system" ? { ...fresh, ctx: [] } : fresh;
+    return this.continueChat(messages, opts);
+  }
+
+  /**
+   * One chat turn that follows the conversation the session holds (empty: opens one, after the
+   * session's system message): `messages` are the turn's new messages, usually one user message.
+   * The template's markup around them comes from rendering the last turn with them; message content
+   * is tokenized as text, so it never becomes control tokens.
+   */
+  continueChat(messages: readonly ChatMessage[], opts: GenerateOptions = {}): AsyncGenerator<GenerateEvent, DoneEvent, undefined> {
+    const { ids, append } = this.turnIds(messages);
+    const before = this.conv;
+    return this.stream(ids, append, opts, (done) => {
+      const reply: ChatMessage = { role: "assistant", content: done.text };
+      const turn = [...messages, reply];
+      // Keep the system message and the last turn from its last user message on: what the next
+      // turn's markup needs, and no more.
+      let from = 0;
+      for (let i = 0; i < messages.length; i++) if (messages[i]!.role === "user") from = i;
+      const system = before.ctx[0]?.role === "system" ? before.ctx[0] : messages[0]?.role === "system" ? messages[0] : undefined;
+      const tail = turn.slice(from);
+      this.conv = {
+        ctx: system === undefined || tail[0] === system ? tail : [system, ...tail],
+        inCache: true,
+        count: before.count + turn.length,
+        digest: extendDigest(before.digest, turn),
+      };
+    });
+  }
+
+  /** The prompt ids `chat` would generate from, were the session empty. */
+  chatPromptIds(messages: readonly ChatMessage[]): number[] {
+    return this.withBos(this.tokenizer.encode(this.renderSpans(messages, true)));
+  }
+
+  /** The ids of a turn, and whether they are appended to the sequence as it stands. */
+  private turnIds(messages: readonly ChatMessage[]): { ids: number[]; append: boolean } {
+    const c = this.conv;
+    const all = [...c.ctx, ...messages];
+    const spans = this.renderSpans(all, true);
+    if (c.ctx.length > 0) {
+      const held = this.heldText(c.ctx);
+      if (spans.map((x) => x.text).join("").startsWith(held)) {
+        const delta = this.tokenizer.encode(dropChars(spans, held.length));
+        if (c.inCache) return { ids: [...this.pending, ...delta], append: true };
+        // The system message before the first turn: its ids first, so a pinned prefix holds exactly them.
+        return { ids: [...this.withBos(this.tokenizer.encode(this.renderSpans(c.ctx, false))), ...delta], append: false };
+      }
+    }
+    // A template that renders the last turn differently once another follows: render it whole.
+    return { ids: this.withBos(this.tokenizer.encode(spans)), append: false };
+  }
+
+  /** The text of `ctx` as the cache holds it: a reply without the markup that closes it. */
+  private heldText(ctx: readonly ChatMessage[]): string {
+    const last = ctx[ctx.length - 1]!;
+    if (last.role !== "assistant") return this.renderText(ctx, false);
+    return this.renderText(ctx.slice(0, -1), true) + last.content;
+  }
+
+  private renderText(messages: readonly ChatMessage[], generationPrompt: boolean): string {
+    return this.renderSpans(messages, generationPrompt)
+      .map((x) => x.text)
+      .join("");
+  }
+
+  /**
+   * `messages` as template markup and content spans: with the GGUF's chat template, or without one
+   * as plain text (user and system turns on new lines, each reply continuing the text before it).
+   */
+  private renderSpans(messages: readonly ChatMessage[], generationPrompt: boolean): TextSpan[] {
+    const s = this.tokenizerSettings;
+    const vocab = this.tokenizer.vocab.tokens;
+    if (s.chatTemplate !== undefined) {
+      return renderChatSpans(
+        s.chatTemplate,
+        messages,
+        {
+          addGenerationPrompt: generationPrompt,
+          bosToken: s.bosId >= 0 ? (vocab[s.bosId] ?? "") : "",
+          eosToken: s.eosId >= 0 ? (vocab[s.eosId] ?? "") : "",
+        },
+        (text) => this.tokenizer.hasSpecial(text),
+      );
+    }
+    const spans: TextSpan[] = [];
+    let first = true;
+    for (const m of messages) {
+      if (m.role !== "assistant" && !first) spans.push({ text: "\n", parseSpecial: false });
+      spans.push({ text: m.content, parseSpecial: false });
+      first = false;
+    }
+    return spans;
+  }
+
+  /** BOS first when the model wants one (templates that print bos_token themselves get no second). */
+  private withBos(ids: number[]): number[] {
+    const s = this.tokenizerSettings;
+    if (s.addBos && ids[0] !== s.bosId) ids.unshift(s.bosId);
+    return ids;
+  }
+
+  private freshConversation(): Conversation {
+    const ctx: ChatMessage[] = this.system !== undefined ? [{ role: "system", content: this.system }] : [];
+    return { ctx, inCache: false, count: 0, digest: EMPTY_DIGEST };
+  }
+
+  /** The cache config with the rendered system message as a prefix-recent prefix. */
+  private pinSystem(input: CacheConfigInput): CacheConfigInput {
+    if (this.system === undefined) {
+      throw new ModelConfigError("keepSystem pins the system message in the cache: give a system message too", { field: "keepSystem" });
+    }
+    if (!(input.slidingWindowSize !== undefined && input.slidingWindowSize > 0)) return input; // a context window never evicts
+    const held = this.heldText(this.conv.ctx);
+    const probe = this.renderText([...this.conv.ctx, { role: "user", content: "?" }], true);
+    if (held.length === 0 || !probe.startsWith(held)) {
+      throw new ModelConfigError(
+        "this chat template does not render the system message apart from the first user message, so it cannot be pinned; drop keepSystem",
+        { field: "keepSystem" },
+      );
+    }
+    const policy = input.policy;
+    if (policy !== undefined && policy.kind !== "sliding" && policy.kind !== "prefix-recent") {
+      throw new ModelConfigError(`keepSystem makes the policy prefix-recent; it cannot be combined with the ${policy.kind} policy`, { field: "keepSystem" });
+    }
+    // The system message takes the sinks' place (and keeps as many tokens as they would, at least).
+    const systemTokens = this.withBos(this.tokenizer.encode(this.renderSpans(this.conv.ctx, false))).length;
+    const prefix = Math.max(systemTokens, input.attentionSinkSize ?? 0);
+    return {
+      ...input,
+      attentionSinkSize: prefix,
+      policy: { kind: "prefix-recent", prefix, ...(policy?.positions !== undefined ? { positions: policy.positions } : {}) },
+    };
+  }
+
+  /**
+   * Prefills `ids` (appended to the sequence, or matched against what it holds), then samples,
+   * emits and feeds token by token; `onDone` sees the finish before the `done` event goes out.
+   */
+  private async *stream(
+    ids: readonly number[],
+    append: boolean,
+    opts: GenerateOptions,
+    onDone: (done: DoneEvent) => void,
+  ): AsyncGenerator<GenerateEvent, DoneEvent, undefined> {
+    const epoch = ++this.epoch;
+    // An appended turn's prompt is what the sequence held plus the turn.
+    const heldBefore = append ? this.cache.length(this.seqId) : 0;
     const maxTokens = resolveMaxTokens(opts.maxTokens);
     const sampler = new Sampler(this.model.hp.nVocab, opts);
+    // A seed starts the PRNG afresh; without one it goes on from the last turn (llama-cli seeds once).
+    if (opts.seed === undefined && this.samplerState !== null) sampler.setState(this.samplerState);
+    if (!append) sampler.reset();
     const stop = new StopMatcher(opts.stop ?? []);
     const signal = opts.signal;
     const eog = new Set(opts.ignoreEos === true ? [] : this.tokenizerSettings.eogIds);
@@ -261,28 +580,35 @@ export class Session {
     const finish = (finishReason: FinishReason, pre: PrefillResult, t1: number, lengthCause?: LengthCause): DoneEvent => {
       const tail = finishReason === "stop" ? "" : utf8.end();
       const remainder = finishReason === "stop" ? "" : stop.flush() + tail;
-      return {
+      const done: DoneEvent = {
         type: "done",
         finishReason,
         ...(lengthCause ? { lengthCause } : {}),
         remainder,
         text: stop.text + tail,
         ids: out,
-        promptTokens: ids.length,
+        promptTokens: heldBefore + ids.length,
         reusedTokens: pre.reused,
         prefilledTokens: pre.prefilled,
         prefillMs: t1 - t0,
         decodeMs: now() - t1,
         stats: this.stats(),
       };
+      this.samplerState = sampler.getState();
+      // What the sequence holds ends with the fed tokens: the last emitted one may not be.
+      this.pending = out.length > 0 && fedLast !== out[out.length - 1] ? [out[out.length - 1]!] : [];
+      onDone(done);
+      return done;
     };
+    let fedLast = -1;
 
     if (signal?.aborted) {
       const done = finish("abort", { reused: 0, prefilled: 0, aborted: true }, t0);
       yield done;
       return done;
     }
-    const pre = await this.prefillIds(ids, signal, epoch);
+    const pre = append ? await this.appendIds(ids, signal, epoch) : await this.prefillIds(ids, signal, epoch);
+    for (let i = Math.max(0, ids.length - sampler.settings.penaltyLastN); i < ids.length; i++) sampler.accept(ids[i]!);
     const t1 = now();
     let done: DoneEvent | null = pre.aborted ? finish("abort", pre, t1) : null;
     let lastYield = now();
@@ -296,6 +622,7 @@ export class Session {
         done = finish("eos", pre, t1);
         break;
       }
+      sampler.accept(id);
       out.push(id);
       const { emit, stopped } = stop.push(utf8.push(this.tokenizer.tokenBytes(id)));
       // Feed the token now (unless the generation ends with it) so the stats the event carries
@@ -303,8 +630,10 @@ export class Session {
       let cause: LengthCause | null = null;
       if (!stopped && out.length < maxTokens) {
         const r = this.cache.reserve(this.seqId, 1);
-        if (r.ok) this.forward(id, true, r.evicted);
-        else cause = r.reason === "length" ? "contextWindow" : "budget";
+        if (r.ok) {
+          this.forward(id, true, r.evicted);
+          fedLast = id;
+        } else cause = r.reason === "length" ? "contextWindow" : "budget";
       }
       yield { type: "token", id, text: emit, index: out.length - 1, stats: this.stats() };
       if (stopped) done = finish("stop", pre, t1);
@@ -319,40 +648,26 @@ export class Session {
     yield done;
     return done;
   }
+}
 
-  /**
-   * One chat turn: renders `messages` with the GGUF's chat template (with the assistant header
-   * appended) or, without a template, as plain text (user and system turns on new lines, each
-   * assistant reply continuing the text before it), then generates. The prefix the cache already
-   * holds (the previous turns) is not prefilled again.
-   */
-  chat(messages: readonly ChatMessage[], opts: GenerateOptions = {}): AsyncGenerator<GenerateEvent, DoneEvent, undefined> {
-    return this.generate(this.chatPromptIds(messages), opts);
-  }
+const EMPTY_DIGEST = "811c9dc5050c5d1f";
 
-  /** The prompt ids `chat` would generate from. */
-  chatPromptIds(messages: readonly ChatMessage[]): number[] {
-    const s = this.tokenizerSettings;
-    const vocab = this.tokenizer.vocab.tokens;
-    if (s.chatTemplate !== undefined) {
-      const bosText = s.bosId >= 0 ? (vocab[s.bosId] ?? "") : "";
-      const text = renderChatTemplate(s.chatTemplate, messages, {
-        addGenerationPrompt: true,
-        bosToken: bosText,
-        eosToken: s.eosId >= 0 ? (vocab[s.eosId] ?? "") : "",
-      });
-      const ids = this.tokenizer.encode(text);
-      // Templates that print bos_token themselves must not get a second BOS.
-      if (s.addBos && ids[0] !== s.bosId) ids.unshift(s.bosId);
-      return ids;
+/**
+ * `digest` extended by `messages` (two FNV-1a style 32-bit lanes), so a caller's history can be
+ * recognised as the conversation the session holds without the session keeping that history.
+ */
+function extendDigest(digest: string, messages: readonly ChatMessage[]): string {
+  let h1 = parseInt(digest.slice(0, 8), 16);
+  let h2 = parseInt(digest.slice(8), 16);
+  for (const m of messages) {
+    const text = `${m.role}\u0000${m.content}\u0001`;
+    for (let j = 0; j < text.length; j++) {
+      const c = text.charCodeAt(j);
+      h1 = Math.imul(h1 ^ c, 0x01000193) >>> 0;
+      h2 = Math.imul(h2 ^ c, 0x85ebca6b) >>> 0;
     }
-    let text = "";
-    for (const m of messages) {
-      if (m.role === "assistant") text += m.content;
-      else text += text.length === 0 ? m.content : `\n${m.content}`;
-    }
-    return this.encode(text);
   }
+  return h1.toString(16).padStart(8, "0") + h2.toString(16).padStart(8, "0");
 }
 
 function isLoaded(x: unknown): x is LoadedModel {
