@@ -140,6 +140,29 @@ describe("readGgufHeader over HTTP", () => {
     expect(got.length).toBe(1000);
   });
 
+  it("streams forward reads from a server that ignores Range over one download, and close() ends it", async () => {
+    // 24 MiB read in 4 MiB pieces (as the model loader does): past MAX_RANGE_IGNORED_SKIP_BYTES a
+    // fresh request per piece would be refused, and would download the file over and over.
+    const bytes = new Uint8Array(24 * 1024 * 1024);
+    for (let i = 0; i < bytes.length; i += 4096) bytes[i] = (i / 4096) % 251;
+    const { url, stats } = await serve(bytes, "ignore-range");
+    const src = httpSource(url);
+    const piece = 4 * 1024 * 1024;
+    for (let off = 0; off < bytes.length; off += piece + 4096) {
+      const got = await src.read(off, piece);
+      expect(got.length).toBe(Math.min(piece, bytes.length - off));
+      expect(got[0]).toBe(bytes[off]);
+      expect(got[got.length - 4096]).toBe(bytes[off + got.length - 4096]);
+    }
+    await src.close();
+    expect(stats.requests).toBe(1);
+    expect(stats.bytes).toBeLessThanOrEqual(bytes.length);
+    // A read behind the stream starts a new request; one too far ahead is refused as before.
+    expect((await src.read(100, 10))[0]).toBe(0);
+    expect(stats.requests).toBe(2);
+    await src.close();
+  });
+
   it("returns short reads at the end of the file, and empty past it", async () => {
     const bytes = new Uint8Array(1000).fill(7);
     const { url } = await serve(bytes, "range");

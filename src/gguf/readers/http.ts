@@ -1,7 +1,9 @@
 // ByteSource over an http(s) URL: each read is one GET with a Range header, and the body is read
 // only as far as the requested bytes. A server that ignores Range (200 with the whole file) is
-// still served: the reader skips to the offset in the stream and aborts it once it has the bytes,
-// so a header read never downloads tensor data. Browser-safe (fetch + ReadableStream only).
+// still served: the reader skips to the offset in the stream and keeps the stream open, so reads
+// that go forward (a model streamed tensor by tensor) continue the same download instead of
+// starting it over; close() drops it, so a header read never downloads tensor data.
+// Browser-safe (fetch + ReadableStream only).
 
 import { AbortError, FetchError } from "../../errors.js";
 import { MAX_RANGE_IGNORED_SKIP_BYTES } from "../limits.js";
@@ -26,6 +28,18 @@ export function httpSource(url: string, opts: HttpSourceOptions = {}): HttpByteS
   const doFetch = opts.fetch ?? globalThis.fetch;
   let size: number | undefined;
   let rangeIgnored = false;
+  /** The open whole-file body of a server that ignores Range, positioned after what was read. */
+  let live: Cursor | null = null;
+  const dropLive = (): void => {
+    if (live === null) return;
+    live.controller.abort();
+    void live.reader.cancel().catch(() => undefined);
+    live = null;
+  };
+  const keep = (cursor: Cursor): void => {
+    dropLive();
+    live = cursor;
+  };
 
   async function read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
@@ -34,6 +48,25 @@ export function httpSource(url: string, opts: HttpSourceOptions = {}): HttpByteS
     if (length === 0 || (size !== undefined && offset >= size)) return new Uint8Array(0);
     const signals = [opts.signal, signal].filter((s): s is AbortSignal => s !== undefined);
     throwIfAborted(signals);
+    if (live !== null && offset >= live.pos && offset - live.pos <= MAX_RANGE_IGNORED_SKIP_BYTES) {
+      // Taken while in use: a concurrent read opens its own request.
+      const cursor = live;
+      live = null;
+      const onAbortLive = (): void => cursor.controller.abort();
+      for (const s of signals) s.addEventListener("abort", onAbortLive, { once: true });
+      try {
+        const want = size === undefined ? length : Math.min(length, size - offset);
+        const out = await pull(cursor, offset - cursor.pos, Math.max(0, want), url, signals);
+        keep(cursor);
+        return out;
+      } catch (err) {
+        cursor.controller.abort();
+        throw err;
+      } finally {
+        for (const s of signals) s.removeEventListener("abort", onAbortLive);
+      }
+    }
+    dropLive();
     // Our own controller lets us drop the connection as soon as we have the bytes, which is what
     // bounds a download from a server that ignores Range.
     const controller = new AbortController();
@@ -100,11 +133,19 @@ export function httpSource(url: string, opts: HttpSourceOptions = {}): HttpByteS
         skip = offset;
       }
       const want = size === undefined ? length : Math.min(length, size - offset);
-      const out = await readBody(res, skip, Math.max(0, want), url, signals);
-      return out;
+      if (res.body === null) return new Uint8Array(0);
+      const cursor: Cursor = { reader: res.body.getReader(), controller, pos: 0, rest: new Uint8Array(0) };
+      try {
+        const out = await pull(cursor, skip, Math.max(0, want), url, signals);
+        // A whole-file body goes on serving the reads after this one.
+        if (res.status === 200) keep(cursor);
+        return out;
+      } finally {
+        if (live !== cursor) await cursor.reader.cancel().catch(() => undefined);
+      }
     } finally {
-      // Ends the transfer whether or not the body was fully read.
-      controller.abort();
+      // Ends the transfer whether or not the body was fully read, unless it serves the next reads.
+      if (live?.controller !== controller) controller.abort();
       for (const s of signals) s.removeEventListener("abort", onAbort);
     }
   }
@@ -118,40 +159,50 @@ export function httpSource(url: string, opts: HttpSourceOptions = {}): HttpByteS
     },
     name: url,
     read,
-    async close(): Promise<void> {},
+    async close(): Promise<void> {
+      dropLive();
+    },
   };
 }
 
-/** Reads `want` bytes after discarding `skip`, then stops (the caller aborts the connection). */
-async function readBody(res: Response, skip: number, want: number, url: string, signals: AbortSignal[]): Promise<Uint8Array> {
+interface Cursor {
+  readonly reader: ReadableStreamDefaultReader<Uint8Array>;
+  readonly controller: AbortController;
+  /** File offset of the next byte the cursor gives (rest first, then the stream). */
+  pos: number;
+  /** Bytes of the last chunk read but not yet given. */
+  rest: Uint8Array;
+}
+
+/** Reads `want` bytes from the cursor after discarding `skip`; short at the end of the body. */
+async function pull(cursor: Cursor, skip: number, want: number, url: string, signals: AbortSignal[]): Promise<Uint8Array> {
   const out = new Uint8Array(want);
-  if (res.body === null) return out.subarray(0, 0);
-  const reader = res.body.getReader();
   let skipped = 0;
   let filled = 0;
-  try {
-    while (filled < want) {
+  while (filled < want) {
+    let bytes = cursor.rest;
+    if (bytes.length === 0) {
       let chunk: ReadableStreamReadResult<Uint8Array>;
       try {
-        chunk = await reader.read();
+        chunk = await cursor.reader.read();
       } catch (err) {
         throwIfAborted(signals);
         throw new FetchError(`reading ${url} failed: ${err instanceof Error ? err.message : String(err)}`, { url });
       }
       if (chunk.done) break;
-      let bytes = chunk.value;
-      if (skipped < skip) {
-        const drop = Math.min(skip - skipped, bytes.length);
-        skipped += drop;
-        bytes = bytes.subarray(drop);
-      }
-      const take = Math.min(bytes.length, want - filled);
-      out.set(bytes.subarray(0, take), filled);
-      filled += take;
+      bytes = chunk.value;
     }
-  } finally {
-    await reader.cancel().catch(() => undefined);
+    if (skipped < skip) {
+      const drop = Math.min(skip - skipped, bytes.length);
+      skipped += drop;
+      bytes = bytes.subarray(drop);
+    }
+    const take = Math.min(bytes.length, want - filled);
+    out.set(bytes.subarray(0, take), filled);
+    filled += take;
+    cursor.rest = bytes.subarray(take);
   }
+  cursor.pos += skipped + filled;
   return filled === want ? out : out.subarray(0, filled);
 }
 
