@@ -80,6 +80,12 @@ describe.skipIf(!have)("kvbound ppl", () => {
     ]);
     expect(orig.code).toBe(0);
     expect(orig.out).toMatch(/positions original/);
+    const h2o = await runCli([
+      "ppl", "--model", model, "--text", textPath, "--max-tokens", "30", "--sliding-window", "16", "--sinks", "4",
+      "--policy", "h2o", "--h2o-window", "8", "--no-progress",
+    ]);
+    expect(h2o.code).toBe(0);
+    expect(h2o.out).toMatch(/h2o window 16 \(sinks 4, recent \d+, heavy \d+, scores over the last 8 queries\)/);
     const ctxReassigned = await runCli(["ppl", "--model", model, "--text", textPath, "--positions", "reassigned", "--no-progress"]);
     expect(ctxReassigned.code).toBe(1);
     expect(ctxReassigned.err).toMatch(/needs an evicting policy/);

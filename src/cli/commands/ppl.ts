@@ -147,7 +147,7 @@ function describeCache(cfg: CacheConfig): string {
     case "prefix-recent":
       return `prefix-recent window ${p.window} (prefix ${p.prefix}), positions ${p.positions}`;
     case "h2o":
-      return `h2o window ${p.window} (sinks ${p.sinks}, recent ${p.recent}, heavy ${p.heavy}), positions ${p.positions}`;
+      return `h2o window ${p.window} (sinks ${p.sinks}, recent ${p.recent}, heavy ${p.heavy}, scores over ${p.scoreWindow === null ? "every query" : `the last ${p.scoreWindow} queries`}), positions ${p.positions}`;
     case "tova":
       return `tova window ${p.window} (sinks ${p.sinks}), positions ${p.positions}`;
     default:
