@@ -40,7 +40,8 @@ describe.skipIf(!have)("conversations on stories260K", () => {
     for (const loaded of [plain, chatml]) {
       const s = new Session(loaded, { slidingWindowSize: 64, attentionSinkSize: 4, codec: "f32" });
       let firstEviction = -1;
-      let bytesAt5 = -1;
+      const early = new Set<number>();
+      const late = new Set<number>();
       let prevFinish = "";
       for (let turn = 1; turn <= 50; turn++) {
         const content = WORDS[turn % WORDS.length]!;
@@ -55,11 +56,14 @@ describe.skipIf(!have)("conversations on stories260K", () => {
         prevFinish = r.done.finishReason;
         if (firstEviction < 0 && r.done.stats.evictions > 0) firstEviction = turn;
         expect(r.done.stats.tokensHeld).toBeLessThanOrEqual(64);
-        if (turn === 5) bytesAt5 = r.done.stats.cacheBytes;
+        // Pages fill and empty as the window slides over page boundaries: compare ranges, early and late.
+        if (turn >= 5 && turn <= 10) early.add(r.done.stats.cacheBytes);
+        if (turn >= 45) late.add(r.done.stats.cacheBytes);
       }
       expect(firstEviction).toBeGreaterThan(0);
       expect(firstEviction).toBeLessThan(10);
-      expect(s.stats().cacheBytes).toBe(bytesAt5);
+      expect(Math.max(...late)).toBe(Math.max(...early));
+      expect(Math.min(...late)).toBe(Math.min(...early));
       s.cache.checkInvariants();
     }
   });
