@@ -261,6 +261,49 @@ export class SessionFileError extends KvboundError {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The HTTP server (kvbound serve): errors its boundary adds, each mapped to a status.
+
+/** A request body that is not JSON, or a field of the wrong type or an unsupported value: HTTP 400. */
+export class InvalidRequestError extends KvboundError {
+  constructor(message: string, details: { param: string | null } & ErrorDetails) {
+    super("INVALID_REQUEST", message, details);
+  }
+}
+
+/** A request body over the server's limit: HTTP 413. */
+export class RequestTooLargeError extends KvboundError {
+  constructor(bytes: number, maxBytes: number) {
+    super("REQUEST_TOO_LARGE", `request body of ${bytes}+ bytes is over the limit of ${maxBytes} bytes; send a shorter prompt or history`, { bytes, maxBytes });
+  }
+}
+
+/** No slot (or no pages) for the request within the queue's bounds: HTTP 503, retry later. */
+export class ServerBusyError extends KvboundError {
+  constructor(reason: "queue_full" | "queue_timeout" | "shutting_down", details: { parallel: number; maxQueue: number; waitedMs?: number } & ErrorDetails) {
+    const why =
+      reason === "queue_full"
+        ? `all ${details.parallel} slots are busy and the queue of ${details.maxQueue} is full`
+        : reason === "queue_timeout"
+          ? `no slot or pages became free within ${details.waitedMs} ms (${details.parallel} slots busy)`
+          : "the server is shutting down";
+    super("SERVER_BUSY", `${why}; retry later, or start the server with a larger --parallel or --queue`, { reason, ...details });
+  }
+}
+
+/** A path the API does not serve: HTTP 404 (405 when the path exists with another method). */
+export class UnknownRouteError extends KvboundError {
+  constructor(method: string, path: string, allowed?: string) {
+    super(
+      "UNKNOWN_ROUTE",
+      allowed === undefined
+        ? `no route ${method} ${path}; the API serves POST /v1/chat/completions, POST /v1/completions, GET /v1/models and GET /health`
+        : `${method} ${path} is not allowed; use ${allowed}`,
+      { method, path, ...(allowed !== undefined ? { allowed } : {}) },
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Running models
 
 export class UnsupportedTensorTypeError extends KvboundError {
@@ -326,6 +369,10 @@ for (const ctor of [
   CacheOperationError,
   SnapshotError,
   SessionFileError,
+  InvalidRequestError,
+  RequestTooLargeError,
+  ServerBusyError,
+  UnknownRouteError,
   UnsupportedTensorTypeError,
   TensorShapeError,
   AbortError,

@@ -1,5 +1,6 @@
 // The static server behind `kvbound serve`: isolation headers, MIME types, byte ranges, and no
-// way out of its folder (.., encoded .., symlinks), tested against a real socket on 127.0.0.1.
+// way out of its folder (.., encoded .., symlinks), tested against a real socket on 127.0.0.1; and
+// `serve --model`: the API under /v1 and /health with the pages still at /, flags checked first.
 
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
@@ -9,7 +10,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { InvalidSettingError } from "../../errors.js";
-import { parseRange, startStaticServer, type StaticServer } from "./serve.js";
+import { requireShared, sharedPath } from "../../../test/helpers/shared.js";
+import { parseRange, serveCommand, startStaticServer, type StaticServer } from "./serve.js";
 
 let base: string;
 let server: StaticServer;
@@ -97,5 +99,45 @@ describe("kvbound serve", () => {
   it("a folder without a built page is a typed error naming the fix", async () => {
     await expect(startStaticServer({ dir: join(base, "nope"), port: 0 })).rejects.toThrow(InvalidSettingError);
     await expect(startStaticServer({ dir: join(base, "nope"), port: 0 })).rejects.toThrow(/build:web/);
+  });
+});
+
+const STORIES_GGUF = "models/stories260K.gguf";
+
+describe.skipIf(!requireShared(STORIES_GGUF))("kvbound serve --model", () => {
+  const io = (out: string[]) => ({ stdout: (t: string) => void out.push(t), stderr: () => undefined });
+
+  it("answers the API under /v1 and /health and keeps the pages at /", async () => {
+    const out: string[] = [];
+    const started = await serveCommand({ model: sharedPath(STORIES_GGUF), port: "0", dir: join(base, "web"), parallel: "2", contextWindow: "128", temperature: "0" }, io(out));
+    try {
+      expect(out.join("")).toMatch(/OpenAI-compatible API for stories260K at http:\/\/127\.0\.0\.1:\d+\/v1 \(2 slots, context window 128 tokens/);
+      expect(out.join("")).toContain("web pages from");
+      const url = started.url;
+      const page = await fetch(url);
+      expect(page.status).toBe(200);
+      expect(await page.text()).toContain("<title>t</title>");
+      expect(page.headers.get("cross-origin-embedder-policy")).toBe("require-corp");
+      const models = (await (await fetch(`${url}v1/models`)).json()) as { data: { id: string }[] };
+      expect(models.data[0]!.id).toBe("stories260K");
+      const health = (await (await fetch(`${url}health`)).json()) as { slots: { total: number }; windowTokens: number };
+      expect(health.slots.total).toBe(2);
+      expect(health.windowTokens).toBe(128);
+      // --temperature 0 is the server's default: two requests give the same text.
+      const ask = async () => {
+        const r = await fetch(`${url}v1/completions`, { method: "POST", body: JSON.stringify({ prompt: "Once upon a time", max_tokens: 12 }) });
+        return ((await r.json()) as { choices: { text: string }[] }).choices[0]!.text;
+      };
+      expect(await ask()).toBe(await ask());
+    } finally {
+      await started.close();
+    }
+  });
+
+  it("refuses API flags without --model, and bad values before loading the model", async () => {
+    await expect(serveCommand({ parallel: "2", port: "0", dir: join(base, "web") }, io([]))).rejects.toThrow(/--parallel configures the API, which needs --model/);
+    await expect(serveCommand({ model: "/nonexistent.gguf", parallel: "0", port: "0" }, io([]))).rejects.toThrow(InvalidSettingError);
+    await expect(serveCommand({ model: "/nonexistent.gguf", queue: "-1", port: "0" }, io([]))).rejects.toThrow(/queue "-1" is invalid/);
+    await expect(serveCommand({ model: "/nonexistent.gguf", codec: "nope", port: "0" }, io([]))).rejects.toThrow(/codec "nope" is unknown/);
   });
 });

@@ -3,6 +3,8 @@
 // listings, no path outside the root (`..`, encoded slashes, symlinks out), single byte ranges
 // (the GGUF reader reads headers by Range), and the cross-origin isolation headers
 // (COOP same-origin + COEP require-corp) that SharedArrayBuffer needs in a page.
+// With `--model M [cache flags] [--parallel N]` the same server answers the OpenAI-compatible API
+// (src/engine/server.ts) under /v1 and /health, and the pages stay at / when they are built.
 
 import { createReadStream } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
@@ -13,8 +15,13 @@ import { fileURLToPath } from "node:url";
 
 import type { Command } from "commander";
 
+import { DEFAULT_MAX_QUEUE, DEFAULT_PARALLEL, DEFAULT_QUEUE_TIMEOUT_MS, MAX_PARALLEL, MAX_QUEUE, MAX_REQUEST_MAX_TOKENS, OpenAiServer, type OpenAiServerOptions } from "../../engine/server.js";
+import type { LoadedModel } from "../../engine/load-model.js";
 import { InvalidSettingError } from "../../errors.js";
+import { parseCount } from "../../plan/parse.js";
+import { addCacheFlags, cacheConfigFromFlags, DEFAULT_CLI_CONTEXT_WINDOW, type RawCacheFlags } from "../cache-flags.js";
 import type { CliIo } from "../main.js";
+import { addSamplingFlags, loadModelForCli, samplerFromFlags, type SamplingFlags } from "./run.js";
 
 /** Default port (an unassigned one, so it rarely collides); --port 0 picks a free one. */
 export const DEFAULT_PORT = 5178;
@@ -170,42 +177,81 @@ export function staticHandler(root: string): (req: IncomingMessage, res: ServerR
   };
 }
 
-/** Starts serving `dir`; resolves once listening (port 0 = a free port). */
-export async function startStaticServer(opts: StaticServerOptions): Promise<StaticServer> {
-  const root = await realpath(resolve(opts.dir)).catch(() => null);
+/** The real path of a folder holding a built page (index.html), or null. */
+async function webRoot(dir: string): Promise<string | null> {
+  const root = await realpath(resolve(dir)).catch(() => null);
   const index = root === null ? null : await stat(join(root, "index.html")).catch(() => null);
-  if (root === null || index === null || !index.isFile()) {
-    throw new InvalidSettingError(`${opts.dir} holds no built page (index.html); run \`npm run build:web\` first or pass --dir`, {
-      setting: "dir",
-      value: opts.dir,
-    });
-  }
-  const host = opts.host ?? DEFAULT_HOST;
-  const server = createServer(staticHandler(root));
+  return root !== null && index !== null && index.isFile() ? root : null;
+}
+
+function noPageError(dir: string): InvalidSettingError {
+  return new InvalidSettingError(`${dir} holds no built page (index.html); run \`npm run build:web\` first or pass --dir`, { setting: "dir", value: dir });
+}
+
+/** Listens on host:port (0 = a free port); EADDRINUSE becomes a typed error naming the fix. */
+async function listen(server: Server, port: number, host: string): Promise<StaticServer> {
   await new Promise<void>((ok, fail) => {
     server.once("error", (err: NodeJS.ErrnoException) => {
       fail(
         err.code === "EADDRINUSE"
-          ? new InvalidSettingError(`port ${opts.port ?? DEFAULT_PORT} on ${host} is in use; pass another --port (0 picks a free one)`, {
-              setting: "port",
-              value: opts.port ?? DEFAULT_PORT,
-            })
+          ? new InvalidSettingError(`port ${port} on ${host} is in use; pass another --port (0 picks a free one)`, { setting: "port", value: port })
           : err,
       );
     });
-    server.listen(opts.port ?? DEFAULT_PORT, host, () => ok());
+    server.listen(port, host, () => ok());
   });
-  const port = (server.address() as AddressInfo).port;
+  const bound = (server.address() as AddressInfo).port;
   const shownHost = host.includes(":") ? `[${host}]` : host;
   return {
     server,
-    port,
-    url: `http://${shownHost}:${port}/`,
+    port: bound,
+    url: `http://${shownHost}:${bound}/`,
     close: () =>
       new Promise<void>((ok) => {
         server.closeAllConnections();
         server.close(() => ok());
       }),
+  };
+}
+
+/** Starts serving `dir`; resolves once listening (port 0 = a free port). */
+export async function startStaticServer(opts: StaticServerOptions): Promise<StaticServer> {
+  const root = await webRoot(opts.dir);
+  if (root === null) throw noPageError(opts.dir);
+  return listen(createServer(staticHandler(root)), opts.port ?? DEFAULT_PORT, opts.host ?? DEFAULT_HOST);
+}
+
+export interface ApiServerOptions extends OpenAiServerOptions {
+  readonly loaded: LoadedModel;
+  readonly port?: number;
+  readonly host?: string;
+  /** Folder of the built pages to serve at /; null or absent: the API only. It must hold index.html. */
+  readonly dir?: string | null;
+}
+
+export interface ApiServer extends StaticServer {
+  readonly api: OpenAiServer;
+  /** The real path of the pages served at /, or null. */
+  readonly webRoot: string | null;
+}
+
+/** Starts the OpenAI-compatible API (and the pages at / when `dir` is given); resolves once listening. */
+export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer> {
+  const { loaded, port, host, dir, ...apiOpts } = opts;
+  let root: string | null = null;
+  if (dir !== undefined && dir !== null) {
+    root = await webRoot(dir);
+    if (root === null) throw noPageError(dir);
+  }
+  const api = new OpenAiServer(loaded, { ...apiOpts, ...(root !== null ? { fallback: staticHandler(root) } : {}) });
+  const started = await listen(createServer(api.handle), port ?? DEFAULT_PORT, host ?? DEFAULT_HOST);
+  return {
+    ...started,
+    api,
+    webRoot: root,
+    close: async () => {
+      await Promise.all([api.close(), started.close()]);
+    },
   };
 }
 
@@ -216,10 +262,16 @@ export function defaultWebDir(): string {
   return resolve(here, "..", "..", "..", "dist", "web");
 }
 
-export interface ServeFlags {
+export interface ServeFlags extends RawCacheFlags, SamplingFlags {
   port?: string;
   dir?: string;
   host?: string;
+  model?: string;
+  parallel?: string;
+  queue?: string;
+  queueTimeoutMs?: string;
+  maxTokens?: string;
+  alias?: string;
 }
 
 function parsePort(text: string | undefined): number {
@@ -231,23 +283,91 @@ function parsePort(text: string | undefined): number {
   return n;
 }
 
-/** Starts the server and prints its URL; the process then stays up until interrupted. */
-export async function serveCommand(flags: ServeFlags, io: CliIo): Promise<StaticServer> {
-  const started = await startStaticServer({ dir: flags.dir ?? defaultWebDir(), port: parsePort(flags.port), host: flags.host ?? DEFAULT_HOST });
-  io.stdout(`kvbound: serving ${flags.dir ?? defaultWebDir()} at ${started.url} (Ctrl+C to stop)\n`);
+/** A whole number in [0, max] (queue length, timeouts). */
+function parseWhole(text: string, setting: string, max: number): number {
+  const n = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
+  if (!Number.isSafeInteger(n) || n > max) {
+    throw new InvalidSettingError(`${setting} ${JSON.stringify(text)} is invalid: use a whole number in [0, ${max}]`, { setting, value: text });
+  }
+  return n;
+}
+
+/** Flags that only mean something with --model (the API). */
+const API_ONLY_FLAGS: readonly (keyof ServeFlags)[] = [
+  "parallel", "queue", "queueTimeoutMs", "maxTokens", "alias", "contextWindow", "slidingWindow", "sinks", "policy", "prefix", "h2oRecent", "h2oHeavy",
+  "h2oWindow", "codec", "pageSize", "prefillChunk", "budget", "temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "presencePenalty",
+  "frequencyPenalty", "seed",
+];
+
+/** The API server's options from the flags (everything but the model, which is loaded after). */
+export function apiOptionsFromFlags(flags: ServeFlags, nCtxTrain: number): OpenAiServerOptions {
+  const maxTokens = flags.maxTokens === undefined ? undefined : parseWhole(flags.maxTokens, "max-tokens", MAX_REQUEST_MAX_TOKENS);
+  return {
+    cache: cacheConfigFromFlags(flags, Math.min(nCtxTrain, DEFAULT_CLI_CONTEXT_WINDOW)),
+    parallel: flags.parallel === undefined ? DEFAULT_PARALLEL : parseCount(flags.parallel, "parallel", MAX_PARALLEL),
+    maxQueue: flags.queue === undefined ? DEFAULT_MAX_QUEUE : parseWhole(flags.queue, "queue", MAX_QUEUE),
+    queueTimeoutMs: flags.queueTimeoutMs === undefined ? DEFAULT_QUEUE_TIMEOUT_MS : parseWhole(flags.queueTimeoutMs, "queue-timeout-ms", 24 * 3600 * 1000),
+    defaults: { ...samplerFromFlags(flags), ...(maxTokens !== undefined ? { maxTokens } : {}) },
+    ...(flags.alias !== undefined ? { modelId: flags.alias } : {}),
+  };
+}
+
+/**
+ * Starts the server and prints its URL; the process then stays up until interrupted. Without
+ * --model: the web pages only. With --model: the API, plus the pages at / when --dir is given or the
+ * package's dist/web is built.
+ */
+export async function serveCommand(flags: ServeFlags, io: CliIo): Promise<StaticServer | ApiServer> {
+  const port = parsePort(flags.port);
+  const host = flags.host ?? DEFAULT_HOST;
+  if (flags.model === undefined) {
+    const given = API_ONLY_FLAGS.find((k) => flags[k] !== undefined);
+    if (given !== undefined) {
+      const name = given.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+      throw new InvalidSettingError(`--${name} configures the API, which needs --model M; add --model, or drop --${name} to serve the web pages only`, { setting: name, value: flags[given] });
+    }
+    const started = await startStaticServer({ dir: flags.dir ?? defaultWebDir(), port, host });
+    io.stdout(`kvbound: serving ${flags.dir ?? defaultWebDir()} at ${started.url} (Ctrl+C to stop)\n`);
+    return started;
+  }
+  // Settings first, so a typo is reported before a model is loaded.
+  cacheConfigFromFlags(flags);
+  apiOptionsFromFlags(flags, DEFAULT_CLI_CONTEXT_WINDOW);
+  const loaded = await loadModelForCli(flags.model, io, flags);
+  const dir = flags.dir ?? ((await webRoot(defaultWebDir())) !== null ? defaultWebDir() : null);
+  const started = await startApiServer({ loaded, port, host, dir, ...apiOptionsFromFlags(flags, loaded.model.hp.nCtxTrain) });
+  const api = started.api;
+  const c = api.config;
+  const base = started.url.replace(/\/$/, "");
+  io.stdout(
+    `kvbound: OpenAI-compatible API for ${api.modelId} at ${base}/v1 (${api.parallel} slot${api.parallel === 1 ? "" : "s"}, ` +
+      `${c.policy.kind} window ${c.windowTokens} tokens, ${api.cache.stats().pagesTotal} pages of ${c.pageSize} tokens in the pool; GET ${base}/health)\n` +
+      (started.webRoot !== null ? `kvbound: web pages from ${started.webRoot} at ${started.url}\n` : "") +
+      "kvbound: Ctrl+C to stop\n",
+  );
   return started;
 }
 
 /** Adds `serve` to the CLI. */
 export function registerServe(program: Command, io: CliIo, setExit: (code: number) => void): Command {
-  return program
+  const cmd = program
     .command("serve")
-    .description("serve the web planner (built by `npm run build:web`) on localhost, with COOP/COEP headers")
+    .description(
+      "serve the web planner (built by `npm run build:web`) on localhost, with COOP/COEP headers; with --model, " +
+        "an OpenAI-compatible API (POST /v1/chat/completions, /v1/completions, GET /v1/models, /health) with the pages at /",
+    )
     .option("--port <n>", `port to listen on (0 = any free port)`, String(DEFAULT_PORT))
-    .option("--dir <folder>", "folder of the built page (default: the package's dist/web)")
+    .option("--dir <folder>", "folder of the built page (default: the package's dist/web; with --model, served when built)")
     .option("--host <address>", "address to listen on", DEFAULT_HOST)
-    .action(async (flags: ServeFlags) => {
-      await serveCommand(flags, io);
-      setExit(0);
-    });
+    .option("--model <ref>", "serve the OpenAI-compatible API for this GGUF (path, http(s) URL or hf:owner/repo/file.gguf)")
+    .option("--parallel <n>", `conversations served at once, each in its own sequence of one shared page pool (default ${DEFAULT_PARALLEL})`)
+    .option("--queue <n>", `requests that may wait for a slot; more get 503 (default ${DEFAULT_MAX_QUEUE})`)
+    .option("--queue-timeout-ms <ms>", `how long a request may wait for a slot before it gets 503 (default ${DEFAULT_QUEUE_TIMEOUT_MS})`)
+    .option("--max-tokens <n>", "max_tokens for requests that set none (default: the cache window)")
+    .option("--alias <name>", "model id the API reports (default: the file name without .gguf)");
+  addSamplingFlags(cmd);
+  return addCacheFlags(cmd).action(async (flags: ServeFlags) => {
+    await serveCommand(flags, io);
+    setExit(0);
+  });
 }
