@@ -199,14 +199,15 @@ export class CacheConfigError extends KvboundError {
   }
 }
 
-/** A budget that cannot hold even one page per layer group. */
+/** A budget that cannot hold one page per layer group, or the pages an evicting window spans. */
 export class BudgetTooSmallError extends KvboundError {
-  constructor(budgetBytes: number, minimumBytes: number) {
+  /** `holds`: what the minimum is for ("one page per layer", "the 17 pages a 256-token sliding window spans"). */
+  constructor(budgetBytes: number, minimumBytes: number, holds = "one page per layer") {
     super(
       "BUDGET_TOO_SMALL",
-      `budget ${budgetBytes} bytes is smaller than one page per layer (${minimumBytes} bytes); ` +
-        `raise budgetBytes to at least ${minimumBytes}, use a smaller pageSize or a smaller codec`,
-      { budgetBytes, minimumBytes },
+      `budget ${budgetBytes} bytes is smaller than ${holds} (${minimumBytes} bytes); ` +
+        `raise budgetBytes to at least ${minimumBytes}, use a smaller window, pageSize or codec`,
+      { budgetBytes, minimumBytes, holds },
     );
   }
 }

@@ -5,7 +5,7 @@
 // /save, --save and --resume carry a conversation across runs.
 
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -236,6 +236,39 @@ describe.skipIf(!have)("kvbound chat on a pipe and in process", () => {
     expect(t[0]).toMatchObject({ reused: 0, prefilled: 5 });
     expect(t[1]!.reused).toBe(12);
   }, 30_000);
+
+  it("a chat saved after 30 turns and resumed in a new process goes on with exactly the replies of the chat that never stopped", async () => {
+    const lines = Array.from({ length: 35 }, (_, i) => ["Tell me about the cat.", "Where did the dog go?", "Lily was happy."][i % 3]!);
+    const file = join(dir, "thirty.kvs");
+    // Sampled (a seed, temperature 0.8): the replies depend on the PRNG state the file carries too.
+    const common = ["--max-tokens", "8", "--temperature", "0.8", "--sliding-window", "64", "--sinks", "4"];
+    const piped = async (args: string[], input: string[]): Promise<{ code: number | null; out: string; err: string }> => {
+      const child = spawn("node", ["--import", "tsx", "src/cli/main.ts", "chat", "--model", MODEL, ...common, ...args], { cwd: REPO, stdio: ["pipe", "pipe", "pipe"] });
+      let out = "";
+      let err = "";
+      child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+      child.stdin.end(input.map((l) => `${l}\n`).join(""));
+      const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+      return { code, out, err };
+    };
+    const [whole, first] = await Promise.all([piped(["--seed", "3"], lines), piped(["--seed", "3", "--save", file], lines.slice(0, 30))]);
+    expect(whole.code, whole.err).toBe(0);
+    expect(first.code, first.err).toBe(0);
+    expect(whole.out.startsWith(first.out)).toBe(true);
+    const rest = await piped(["--resume", file], lines.slice(30));
+    expect(rest.code, rest.err).toBe(0);
+    expect(turns(rest.err)).toHaveLength(5);
+    expect(first.out + rest.out).toBe(whole.out);
+    // A flipped byte: a typed error, exit 1, nothing generated.
+    const bytes = readFileSync(file);
+    bytes.writeUInt8(bytes.readUInt8(bytes.length >> 1) ^ 0x01, bytes.length >> 1);
+    writeFileSync(file, bytes);
+    const corrupt = await piped(["--resume", file], ["Hello"]);
+    expect(corrupt.code).toBe(1);
+    expect(corrupt.err).toMatch(/SessionFileError: the session file is corrupt/);
+    expect(corrupt.out).toBe("");
+  }, 120_000);
 
   describe("on stories260K with a chat template", () => {
     let chatModel = "";

@@ -88,4 +88,16 @@ describe("resolveCacheConfig (WebLLM window semantics)", () => {
     expect(layout.nPages).toBe(1);
     expect(layout.bytesPerPage).toBe(4096);
   });
+
+  it("a budget that cannot hold an evicting window is BudgetTooSmallError (it would stop, never evicting)", () => {
+    const model = uniformModelShape(2, 4, 2, 8);
+    const sliding = { slidingWindowSize: 256, attentionSinkSize: 4, codec: "f32" as const };
+    const need = planPoolLayout(resolveCacheConfig(sliding), model);
+    expect(() => planPoolLayout(resolveCacheConfig({ ...sliding, budgetBytes: need.reservedBytes - 1 }), model)).toThrow(
+      expect.objectContaining({ name: "BudgetTooSmallError", message: expect.stringMatching(new RegExp(`the ${need.nPages} pages a 256-token sliding window spans`)) }),
+    );
+    expect(planPoolLayout(resolveCacheConfig({ ...sliding, budgetBytes: need.reservedBytes }), model).nPages).toBe(need.nPages);
+    // A context window under a budget stops at the budget by design ("length", cause "budget").
+    expect(planPoolLayout(resolveCacheConfig({ contextWindowSize: 256, codec: "f32", budgetBytes: 8192 }), model).nPages).toBe(1);
+  });
 });

@@ -148,6 +148,15 @@ export function planPoolLayout(config: CacheConfig, model: CacheModelShape): Poo
       if (b.k + b.v <= config.budgetBytes) break;
       nPages--;
     }
+    // An evicting window the pool cannot hold would stop when the pages run out, never evicting.
+    if (config.policy.kind !== "context" && nPages < pagesPerSequence) {
+      const need = storesBytes(config, model, pagesPerSequence, storeOptions);
+      throw new BudgetTooSmallError(
+        config.budgetBytes,
+        need.k + need.v,
+        `the ${pagesPerSequence} pages a ${config.windowTokens}-token ${config.policy.kind} window spans`,
+      );
+    }
   }
   if (nPages > MAX_POOL_PAGES) {
     throw new CacheConfigError(`the pool would need ${nPages} pages (> ${MAX_POOL_PAGES}); lower the window, maxSequences, or set budgetBytes`, {
