@@ -30,6 +30,8 @@ export { llamaCppRules, LLAMA_CPP_RULE_HISTORY } from "./plan/llama-cpp-builds.j
 export { vllmKv } from "./plan/vllm.js";
 export { webllmKv } from "./plan/webllm.js";
 export { kvboundKv, kvboundKvForConfig } from "./plan/kvbound.js";
+export { ollamaKv, ollamaDefaultNumCtx, ollamaRunnerFor, exportOllama } from "./plan/ollama.js";
+export { mlxKv, mlxKvCacheSlots, mlxRotatingSlots, exportMlx } from "./plan/mlx.js";
 export { fitContexts, cheapestFor } from "./plan/fit.js";
 export type { FitRequest, FitResult, FitOption, CheapestResult } from "./plan/fit.js";
 export { rankModels } from "./plan/rank.js";

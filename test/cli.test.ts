@@ -217,7 +217,7 @@ describe("kvbound plan: bad input is a typed error on stderr and exit 1", () => 
 
   it("an unknown cache type, engine or flash-attn value", async () => {
     await expectError("UnknownCacheTypeError", "plan", "llama-3.1-8b", "--type-k", "q3_k");
-    await expectError("InvalidSettingError", "plan", "llama-3.1-8b", "--engine", "ollama");
+    await expectError("InvalidSettingError", "plan", "llama-3.1-8b", "--engine", "tgi");
     await expectError("InvalidSettingError", "plan", "llama-3.1-8b", "--flash-attn", "maybe");
   });
 

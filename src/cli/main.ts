@@ -53,7 +53,7 @@ function buildProgram(io: CliIo, setExit: (code: number) => void): Command {
   addSettingOptions(plan)
     .option("--budget <bytes>", "memory to fit in: 8GiB, 24GB, 16G (vLLM: the GPU's memory)")
     .option("--json", "print the MemoryPlan JSON object only")
-    .option("--export <target>", "print the settings for llama.cpp, vllm, webllm or node-llama-cpp")
+    .option("--export <target>", "print the settings for llama.cpp, vllm, webllm, node-llama-cpp, ollama or mlx")
     .action(async (model: string | undefined, flags: PlanFlags) => {
       setExit(await planCommand(model, flags, io));
     });

@@ -33,6 +33,11 @@ export interface RawPlanFlags {
   prefillChunk?: string;
   pageSize?: string;
   codec?: string;
+  maxKvSize?: string;
+  kvBits?: string;
+  kvGroupSize?: string;
+  quantizedKvStart?: string;
+  promptTokens?: string;
   quant?: string;
   json?: boolean;
 }
@@ -43,7 +48,7 @@ export function addSettingOptions(cmd: Command, opts: { withCtx?: boolean } = {}
   return cmd
     .option("--engine <name>", `engine whose allocation rules to apply: ${ENGINES.join(", ")}`, "llama.cpp")
     .option("--quant <name>", "registry models: quantization whose weight bytes to use (Q4_K_M, Q8_0, F16...)")
-    .option("--seqs <n>", "llama.cpp: parallel sequences (-np)")
+    .option("--seqs <n>", "llama.cpp: parallel sequences (-np); ollama: OLLAMA_NUM_PARALLEL")
     .option("--kv-unified", "llama.cpp: one KV stream shared by all sequences (-kvu)")
     .option("--ubatch <n>", "llama.cpp: physical batch size (-ub)")
     .option("--flash-attn <on|off>", "llama.cpp: flash attention (-fa)")
@@ -61,7 +66,12 @@ export function addSettingOptions(cmd: Command, opts: { withCtx?: boolean } = {}
     .option("--sinks <n>", "WebLLM/kvbound: attention_sink_size")
     .option("--prefill-chunk <n>", "WebLLM/kvbound: prefill_chunk_size")
     .option("--page-size <n>", "kvbound: tokens per KV page")
-    .option("--codec <name>", `kvbound: page codec (${CODEC_KINDS.join(", ")})`);
+    .option("--codec <name>", `kvbound: page codec (${CODEC_KINDS.join(", ")})`)
+    .option("--max-kv-size <tokens>", "mlx: --max-kv-size (RotatingKVCache keeping 4 + the most recent tokens)")
+    .option("--kv-bits <bits>", "mlx: --kv-bits (2, 4, 8: QuantizedKVCache)")
+    .option("--kv-group-size <n>", "mlx: --kv-group-size (32, 64, 128; default 64)")
+    .option("--quantized-kv-start <tokens>", "mlx: --quantized-kv-start (default 5000)")
+    .option("--prompt-tokens <tokens>", "mlx: how many of --ctx's tokens are the prompt (default: all)");
 }
 
 /** Settings parsed from the shared flags, plus the engine and the budget (if any). */
@@ -141,6 +151,11 @@ export function parseSettings(flags: RawPlanFlags): ParsedSettings {
   if (flags.prefillChunk !== undefined) s.prefillChunkSize = parseCount(flags.prefillChunk, "prefill-chunk", MAX_COUNT);
   if (flags.pageSize !== undefined) s.pageSize = parseInteger(flags.pageSize, "page-size", 1, 1 << 16);
   if (flags.codec !== undefined) s.codec = flags.codec.toLowerCase();
+  if (flags.maxKvSize !== undefined) s.maxKvSize = parseCount(flags.maxKvSize, "max-kv-size");
+  if (flags.kvBits !== undefined) s.kvBits = parseInteger(flags.kvBits, "kv-bits", 1, 32);
+  if (flags.kvGroupSize !== undefined) s.kvGroupSize = parseInteger(flags.kvGroupSize, "kv-group-size", 1, 1 << 16);
+  if (flags.quantizedKvStart !== undefined) s.quantizedKvStart = parseInteger(flags.quantizedKvStart, "quantized-kv-start", 0, MAX_COUNT);
+  if (flags.promptTokens !== undefined) s.promptTokens = parseCount(flags.promptTokens, "prompt-tokens");
   const budgetBytes = flags.budget !== undefined ? parseBytes(flags.budget, "budget") : undefined;
   if (budgetBytes !== undefined) s.budgetBytes = budgetBytes;
   return { engine, settings: s, budgetBytes, quant: flags.quant };

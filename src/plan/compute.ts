@@ -37,6 +37,12 @@ export function defaultComputeInputs(engine: EngineName, spec: ModelSpec, settin
       return { chunkTokens: settings.prefillChunkSize ?? 2048, kvTokens, flashAttn: true };
     case "kvbound":
       return { chunkTokens: settings.prefillChunkSize ?? 512, kvTokens, flashAttn: false };
+    case "ollama":
+      // num_batch 512 (api/types.go DefaultOptions), on the llama.cpp graph or the Go engine's ggml one.
+      return { chunkTokens: settings.ubatch ?? 512, kvTokens, flashAttn: settings.flashAttn ?? true };
+    case "mlx":
+      // generate_step's prefill_step_size 2048; mx.fast.scaled_dot_product_attention.
+      return { chunkTokens: settings.prefillChunkSize ?? 2048, kvTokens, flashAttn: true };
     default:
       return engine satisfies never;
   }
@@ -98,6 +104,25 @@ export function computeEstimate(engine: EngineName, spec: ModelSpec, inputs: Com
       // Not an estimate: kvbound's own model layout (activation buffers of its 64-token batch),
       // replayed by src/plan/kvbound.ts; `inputs` do not change it.
       return kvboundCompute(spec);
+    case "ollama": {
+      // Both of Ollama's runners reserve a ggml graph for a num_batch-token batch: the llama.cpp
+      // formula, labelled as Ollama's.
+      const est = computeEstimate("llama.cpp", spec, inputs);
+      return est === null ? null : { bytes: est.bytes, note: est.note.replace("llama.cpp's compute buffer", "Ollama's compute graph (ggml)").replace("ubatch", "num_batch") };
+    }
+    case "mlx": {
+      // One prefill chunk in the model's dtype (float16); MLX evaluates lazily, so the prefill
+      // chunks' logits are never computed (generate_step only evaluates the cache state) and the
+      // last step's logits are one row; the fused attention kernel keeps no score matrix.
+      const layer = t * (2 * nFfActive + 4 * nEmbd) * 2;
+      const logits = nVocab * 4;
+      return {
+        bytes: layer + logits,
+        note:
+          `estimate of mlx-lm's activations for a ${t}-token prefill chunk: ${t} x (2 x ${nFfActive} + 4 x ${nEmbd}) x 2 B + one row of logits ${nVocab} x 4 B; ` +
+          `MLX's allocator cache (mx.get_cache_memory) can hold more until mx.clear_cache`,
+      };
+    }
     default:
       return engine satisfies never;
   }

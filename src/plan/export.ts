@@ -1,18 +1,39 @@
 // exportPlan: turns a MemoryPlan's resolved settings into what the engine itself is started with,
 // so the plan a user read is the configuration they run:
-//   llama.cpp       command-line flags (common/arg.cpp names: -c, -np, -ub, -ctk, -ctv, -fa, --kv-unified, --swa-full)
+//   llama.cpp       command-line flags (common/arg.cpp names: -c, -np, -ub, -ctk, -ctv, -fa, --kv-unified,
+//                   --swa-full), only those the plan's build has (llama-cpp-builds.ts: `-fa` is a bare
+//                   switch before b6325 and absent before b2771; --kv-unified arrived in b5913, --swa-full
+//                   with the SWA cache)
 //   vllm            `vllm serve` arguments (--max-model-len, --kv-cache-dtype, --gpu-memory-utilization,
 //                   --tensor-parallel-size, --block-size, --max-num-batched-tokens)
-//   webllm          ModelRecord.overrides JSON (context_window_size, sliding_window_size, attention_sink_size)
-//   node-llama-cpp  model.createContext({...}) options (src/evaluator/LlamaContext/types.ts:
-//                   contextSize, sequences, batchSize, flashAttention, experimentalKvCacheKeyType /
-//                   experimentalKvCacheValueType as GgmlType names, swaFullCache, kvUnified)
+//   webllm          ModelRecord.overrides JSON (context_window_size, sliding_window_size, attention_sink_size,
+//                   prefill_chunk_size)
+//   node-llama-cpp  model.createContext({...}) options of node-llama-cpp 3.22.1
+//                   (src/evaluator/LlamaContext/types.ts: contextSize, sequences, batchSize, flashAttention,
+//                   experimentalKvCacheKeyType / experimentalKvCacheValueType as GgmlType names,
+//                   swaFullCache). That version has no kvUnified option, and its contextSize is PER
+//                   SEQUENCE: LlamaContext passes n_ctx = contextSize x sequences to llama.cpp
+//                   ("each sequence needs its own <contextSize> of cells", LlamaContext.ts) with
+//                   kv_unified = false (llama/addon/AddonContext.cpp). So contextSize is the plan's
+//                   n_ctx_seq (the cells of one stream), not its ctx.
+//   ollama          `ollama serve` environment and a Modelfile with PARAMETER num_ctx (src/plan/ollama.ts)
+//   mlx             mlx_lm.generate / mlx_lm.server flags (src/plan/mlx.ts)
 
 import { InvalidSettingError } from "../errors.js";
+import {
+  llamaCppFlashAttnFlag,
+  llamaCppHasSwaFullFlag,
+  LLAMA_CPP_KV_UNIFIED_FLAG_BUILD,
+} from "./llama-cpp-builds.js";
+import { exportMlx } from "./mlx.js";
+import { exportOllama } from "./ollama.js";
 import type { EngineName, MemoryPlan } from "./types.js";
 
-export type ExportTarget = "llama.cpp" | "vllm" | "webllm" | "node-llama-cpp";
-export const EXPORT_TARGETS: readonly ExportTarget[] = ["llama.cpp", "vllm", "webllm", "node-llama-cpp"];
+/** The node-llama-cpp version whose createContext options the export writes. */
+export const NODE_LLAMA_CPP_VERSION = "3.22.1";
+
+export type ExportTarget = "llama.cpp" | "vllm" | "webllm" | "node-llama-cpp" | "ollama" | "mlx";
+export const EXPORT_TARGETS: readonly ExportTarget[] = ["llama.cpp", "vllm", "webllm", "node-llama-cpp", "ollama", "mlx"];
 
 /** Which plans each target can be written from (node-llama-cpp runs llama.cpp; WebLLM windows
  *  mean the same in kvbound). */
@@ -21,6 +42,8 @@ const SOURCES: Readonly<Record<ExportTarget, readonly EngineName[]>> = {
   "node-llama-cpp": ["llama.cpp"],
   vllm: ["vllm"],
   webllm: ["webllm", "kvbound"],
+  ollama: ["ollama"],
+  mlx: ["mlx"],
 };
 
 function int(settings: Readonly<Record<string, unknown>>, key: string): number | undefined {
@@ -54,23 +77,66 @@ export function exportPlan(plan: MemoryPlan, target: ExportTarget): string {
   const s = plan.settings;
   switch (target) {
     case "llama.cpp": {
+      const build = int(s, "build");
       const flags = [`-c ${need(int(s, "ctx"), "ctx", target)}`, `-np ${int(s, "seqs") ?? 1}`];
       const ubatch = int(s, "ubatch");
       if (ubatch !== undefined) flags.push(`-ub ${ubatch}`);
       flags.push(`-ctk ${str(s, "typeK") ?? "f16"}`, `-ctv ${str(s, "typeV") ?? "f16"}`);
-      flags.push(`-fa ${s.flashAttn === false ? "off" : "on"}`);
-      if (s.kvUnified === true) flags.push("--kv-unified");
-      if (s.swaFull === true) flags.push("--swa-full");
+      const fa = s.flashAttn !== false;
+      switch (llamaCppFlashAttnFlag(build)) {
+        case "value":
+          flags.push(`-fa ${fa ? "on" : "off"}`);
+          break;
+        case "switch":
+          // A bare switch, off by default: "-fa on" would leave "on" as a stray argument.
+          if (fa) flags.push("-fa");
+          break;
+        case "none":
+          // No flash attention in this build (the llama.cpp rule refuses planning it on).
+          break;
+      }
+      // Before per-sequence streams every sequence shared one cache: what --kv-unified asks for,
+      // with no flag to ask it.
+      if (s.kvUnified === true && (build === undefined || build >= LLAMA_CPP_KV_UNIFIED_FLAG_BUILD)) flags.push("--kv-unified");
+      // Before the separate SWA cache, SWA layers lived in the full-size cache: --swa-full's effect.
+      if (s.swaFull === true && llamaCppHasSwaFullFlag(build)) flags.push("--swa-full");
       return flags.join(" ");
     }
     case "node-llama-cpp": {
-      const options: Record<string, unknown> = {
-        contextSize: need(int(s, "ctx"), "ctx", target),
-        sequences: int(s, "seqs") ?? 1,
-      };
-      // node-llama-cpp's batchSize sets the batch it evaluates at once (n_batch and n_ubatch).
+      const build = int(s, "build");
+      if (build !== undefined) {
+        throw new InvalidSettingError(
+          `node-llama-cpp ${NODE_LLAMA_CPP_VERSION} runs the llama.cpp it bundles, not b${build}: plan without llamaCppBuild (--llama-cpp-build) to export node-llama-cpp options`,
+          { setting: "llamaCppBuild", value: build },
+        );
+      }
+      const seqs = int(s, "seqs") ?? 1;
+      if (s.kvUnified === true && seqs > 1) {
+        throw new InvalidSettingError(
+          `node-llama-cpp ${NODE_LLAMA_CPP_VERSION} has no kvUnified option (its contexts set kv_unified = false, llama/addon/AddonContext.cpp): ` +
+            `each of the ${seqs} sequences gets its own stream; plan without kvUnified (--kv-unified) to export node-llama-cpp options`,
+          { setting: "kvUnified", value: true },
+        );
+      }
+      // contextSize is per sequence (n_ctx = contextSize x sequences): the plan's cells per stream.
+      const extra = plan.extra ?? {};
+      const perSequence = int(extra, "nCtxSeq") ?? need(int(s, "ctx"), "ctx", target);
+      const options: Record<string, unknown> = { contextSize: perSequence, sequences: seqs };
+      // batchSize sets n_batch and n_ubatch (AddonContext.cpp); for models with SWA layers and no
+      // swaFullCache, LlamaContext adds 1 ("to handle edge cases with SWA KV cache"), which moves
+      // the SWA cache's n_swa + n_ubatch cells: ask for one less so n_ubatch is the plan's.
       const ubatch = int(s, "ubatch");
-      if (ubatch !== undefined) options.batchSize = ubatch;
+      if (ubatch !== undefined) {
+        const swaPlus = s.swaFull !== true && plan.kv.caches.some((c) => c.kind === "swa") ? 1 : 0;
+        const batchSize = ubatch - swaPlus;
+        if (batchSize < seqs || batchSize < 1) {
+          throw new InvalidSettingError(
+            `node-llama-cpp raises batchSize to the sequence count (${seqs}), which would change the plan's ubatch ${ubatch}; plan with ubatch >= ${seqs + swaPlus}`,
+            { setting: "ubatch", value: ubatch },
+          );
+        }
+        options.batchSize = batchSize;
+      }
       options.flashAttention = s.flashAttn !== false;
       const typeK = str(s, "typeK") ?? "f16";
       const typeV = str(s, "typeV") ?? "f16";
@@ -78,7 +144,6 @@ export function exportPlan(plan: MemoryPlan, target: ExportTarget): string {
       if (typeK !== "f16") options.experimentalKvCacheKeyType = typeK.toUpperCase();
       if (typeV !== "f16") options.experimentalKvCacheValueType = typeV.toUpperCase();
       if (s.swaFull === true) options.swaFullCache = true;
-      if (s.kvUnified === true) options.kvUnified = true;
       return JSON.stringify(options, null, 2);
     }
     case "vllm": {
@@ -98,8 +163,17 @@ export function exportPlan(plan: MemoryPlan, target: ExportTarget): string {
       const cw = need(int(s, "contextWindowSize"), "contextWindowSize", target);
       const sw = need(int(s, "slidingWindowSize"), "slidingWindowSize", target);
       const sink = int(s, "attentionSinkSize") ?? 0;
-      return JSON.stringify({ context_window_size: cw, sliding_window_size: sw, attention_sink_size: sw > 0 ? sink : 0 }, null, 2);
+      const overrides: Record<string, number> = { context_window_size: cw, sliding_window_size: sw, attention_sink_size: sw > 0 ? sink : 0 };
+      // The chunk the plan was made with (kvbound sizes its SWA group by it; WebLLM's prefill
+      // activations follow it): ChatConfig.prefill_chunk_size, overridable like the windows.
+      const chunk = int(s, "prefillChunkSize");
+      if (chunk !== undefined && chunk > 0) overrides.prefill_chunk_size = chunk;
+      return JSON.stringify(overrides, null, 2);
     }
+    case "ollama":
+      return exportOllama(plan);
+    case "mlx":
+      return exportMlx(plan);
     default:
       return target satisfies never;
   }

@@ -4,9 +4,13 @@
 
 import { KvboundError } from "../errors.js";
 import type { ModelSpec } from "../spec/model-spec.js";
+import { llamaCppShiftRefusal } from "./llama-cpp.js";
+import { mlxBoundedOption, mlxKvOptions } from "./mlx.js";
+import { ollamaBoundedOption, ollamaKvOptions } from "./ollama.js";
 import { formatBytes, MAX_CONTEXT_TOKENS } from "./parse.js";
-import { DEFAULT_ENGINE, ENGINE_RULES, parseEngine, planMemory, type EngineRules } from "./plan.js";
+import { DEFAULT_ENGINE, ENGINE_RULES, parseEngine, planMemory, type EngineRules, type PastTrainingContext } from "./plan.js";
 import type { EngineName, MemoryPlan, PlanSettings } from "./types.js";
+import { planVerdict, type Verdict } from "./verdict.js";
 
 /** Sinks kept by the sliding options (StreamingLLM's 4 attention-sink tokens). */
 export const FIT_ATTENTION_SINKS = 4;
@@ -52,6 +56,10 @@ export function ctxGranularity(engine: EngineName, settings: PlanSettings): numb
       return 16; // page size
     case "kvbound":
       return settings.pageSize ?? 16;
+    case "ollama":
+      return 256; // kvcache/causal.go CachePadding 256; the llama.cpp runner pads n_ctx to 256
+    case "mlx":
+      return 256; // cache.py KVCache.step
     default:
       return engine satisfies never;
   }
@@ -82,6 +90,10 @@ export function kvOptions(engine: EngineName): KvOption[] {
         { label: "int8", settings: { codec: "int8" }, bounded: false },
         { label: "int4", settings: { codec: "int4" }, bounded: false },
       ];
+    case "ollama":
+      return ollamaKvOptions();
+    case "mlx":
+      return mlxKvOptions();
     default:
       return engine satisfies never;
   }
@@ -99,20 +111,27 @@ function windowSettings(window: number): PlanSettings {
 
 interface Check {
   readonly fits: boolean;
+  /** What the verdict compares (vLLM: the KV one request needs; others: the plan's total). */
   readonly bytes: number;
   readonly plan: MemoryPlan;
+  readonly verdict: Verdict;
 }
 
-/** Does a plan fit the budget? vLLM: one request at max_model_len must fit the KV pool it builds
- *  from the GPU (budgetBytes); others: the plan's total must be within the budget. */
+/** Plans `settings` with the budget and asks the one verdict (src/plan/verdict.ts). */
 function check(spec: ModelSpec, engine: EngineName, settings: PlanSettings, budget: number, rules: EngineRules): Check {
   const plan = planMemory(spec, { ...settings, engine, budgetBytes: budget }, rules);
-  if (engine === "vllm") {
-    const extra = plan.extra ?? {};
-    const perRequest = typeof extra.bytesPerRequest === "number" ? extra.bytesPerRequest : plan.kv.totalBytes;
-    return { fits: extra.fitsOneRequest === true, bytes: perRequest, plan };
-  }
-  return { fits: plan.totalBytes <= budget, bytes: plan.totalBytes, plan };
+  const verdict = planVerdict(plan, budget);
+  return { fits: verdict.fits, bytes: verdict.neededBytes, plan, verdict };
+}
+
+/** "; not counting the weights, which are unknown" when the verdict leaves parts out. */
+function uncountedNote(v: Verdict): string {
+  return v.uncounted.length === 0 ? "" : `; not counting the ${v.uncounted.join(" or the ")} (unknown)`;
+}
+
+/** "; memory only: ... past the training context ..." for option notes. */
+function pastNote(past: PastTrainingContext | null): string {
+  return past === null ? "" : `; memory only: ${past.tokens} tokens per sequence is past the model's training context of ${past.nCtxTrain}`;
 }
 
 /** Largest multiple of `step` in [step, cap] (or cap itself) for which `fits` holds; fits must be
@@ -132,6 +151,31 @@ export function largestFitting(step: number, cap: number, fits: (n: number) => b
   return lo * step;
 }
 
+/** Smallest multiple of `step` in [step, cap] (or cap) for which the monotone `ok` holds (false
+ *  below some size, true from it on); null when none does. */
+function smallestValid(step: number, cap: number, ok: (n: number) => boolean): number | null {
+  const hiK = Math.floor(cap / step);
+  if (hiK < 1) return ok(cap) ? cap : null;
+  if (!ok(hiK * step)) return ok(cap) ? cap : null;
+  let lo = 1;
+  let hi = hiK; // ok(hi * step)
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (ok(mid * step)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo * step;
+}
+
+/** largestFitting over [min, cap] where `min` (a multiple of step, or cap) is the smallest size
+ *  worth trying; null when `min` itself does not fit. */
+function largestFittingFrom(min: number, step: number, cap: number, fits: (n: number) => boolean): number | null {
+  if (!fits(min)) return null;
+  if (min >= cap) return min;
+  const found = largestFitting(step, cap - min + step, (n) => fits(n - step + min));
+  return found === null ? min : found - step + min;
+}
+
 function errorText(err: unknown): string {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }
@@ -145,7 +189,7 @@ export function fitContexts(spec: ModelSpec, request: FitRequest, rules: EngineR
   const { engine: engineIn, budgetBytes, ...base } = request;
   const engine = engineIn === undefined ? DEFAULT_ENGINE : parseEngine(engineIn);
   const step = ctxGranularity(engine, base);
-  const cap = spec.nCtxTrain ?? MAX_CONTEXT_TOKENS;
+  const cap = fitCap(spec, engine, step);
   const notes: string[] = [];
   const options: FitOption[] = [];
 
@@ -172,9 +216,11 @@ export function fitContexts(spec: ModelSpec, request: FitRequest, rules: EngineR
         bytesAtMax: at.bytes,
         limitedBy: maxCtx === cap && spec.nCtxTrain !== null ? "nCtxTrain" : "budget",
         note:
-          maxCtx === cap && spec.nCtxTrain !== null
-            ? `the full training context ${cap} fits (${formatBytes(at.bytes)})`
-            : `${maxCtx} tokens fit (${formatBytes(at.bytes)}); ${maxCtx + step} do not`,
+          (maxCtx === cap && spec.nCtxTrain !== null
+            ? cap === spec.nCtxTrain
+              ? `the full training context ${cap} fits (${formatBytes(at.bytes)})`
+              : `the training context fits: ${cap} tokens, the largest -c on llama.cpp's 256-cell grid within ${spec.nCtxTrain} (${formatBytes(at.bytes)})`
+            : `${maxCtx} tokens fit (${formatBytes(at.bytes)}); ${maxCtx + step} do not`) + pastNote(at.verdict.pastTraining),
       });
     } catch (err) {
       if (!(err instanceof KvboundError)) throw err;
@@ -184,11 +230,29 @@ export function fitContexts(spec: ModelSpec, request: FitRequest, rules: EngineR
 
   options.push(boundedOption(spec, engine, base, budgetBytes, step, cap, options, rules));
 
-  const weights = planMemory(spec, { ...base, ...ctxSettings(engine, Math.min(step, cap)), engine, budgetBytes }, rules).weights;
+  const small = planMemory(spec, { ...base, ...ctxSettings(engine, Math.min(step, cap)), engine, budgetBytes }, rules);
+  const weights = small.weights;
   if (weights !== null && weights.bytes > budgetBytes) {
     notes.push(`the weights alone (${formatBytes(weights.bytes)}, ${weights.quant}) exceed the budget ${formatBytes(budgetBytes)} by ${formatBytes(weights.bytes - budgetBytes)}: no context fits; use a smaller quantization or model`);
   }
+  const unknown: string[] = [];
+  if (weights === null) unknown.push("the weights");
+  if (small.compute === null) unknown.push(engine === "vllm" ? "the activation peak" : "the compute buffer");
+  if (unknown.length > 0) {
+    notes.push(`unknown, so left out of every figure here: ${unknown.join(" and ")}; "fits" means the rest fits`);
+  }
+  if (spec.nCtxTrain === null) notes.push("the model states no training context: contexts are searched up to the planner's limit, which the model may never have seen");
   return { engine, budgetBytes, granularity: step, options, notes };
+}
+
+/** The largest context fit and the sliding windows search: the training context (llama.cpp: the
+ *  largest -c whose padded n_ctx stays within it, so llama.cpp does not warn "possible training
+ *  context overflow"); without one, the planner's limit. */
+export function fitCap(spec: ModelSpec, engine: EngineName, step: number): number {
+  if (spec.nCtxTrain === null) return MAX_CONTEXT_TOKENS;
+  // llama.cpp pads n_ctx up to 256: a training context off that grid would be padded past itself.
+  if (engine === "llama.cpp" && spec.nCtxTrain >= step) return Math.floor(spec.nCtxTrain / step) * step;
+  return spec.nCtxTrain;
 }
 
 function boundedOption(
@@ -207,9 +271,21 @@ function boundedOption(
       const label = `sliding window + ${FIT_ATTENTION_SINKS} sinks`;
       const settings = { ...base, ...kvOptions(engine)[0]!.settings };
       try {
-        // The window must exceed the sinks; search windows in page steps.
-        const fits = (w: number): boolean => check(spec, engine, { ...settings, ...windowSettings(w) }, budget, rules).fits;
-        const maxWindow = largestFitting(step, cap, (w) => w > FIT_ATTENTION_SINKS && fits(w));
+        // The window must exceed the sinks (and hold the caller's prefill chunk after them): the
+        // smallest valid window is searched first, then the largest that fits, in page steps.
+        const valid = (w: number): boolean => {
+          if (w <= FIT_ATTENTION_SINKS) return false;
+          try {
+            check(spec, engine, { ...settings, ...windowSettings(w) }, budget, rules);
+            return true;
+          } catch (err) {
+            if (err instanceof KvboundError) return false;
+            throw err;
+          }
+        };
+        const fits = (w: number): boolean => valid(w) && check(spec, engine, { ...settings, ...windowSettings(w) }, budget, rules).fits;
+        const minWindow = smallestValid(step, cap, valid);
+        const maxWindow = minWindow === null ? null : largestFittingFrom(minWindow, step, cap, fits);
         const at = maxWindow === null ? null : check(spec, engine, { ...settings, ...windowSettings(maxWindow) }, budget, rules);
         return {
           label,
@@ -233,9 +309,20 @@ function boundedOption(
       // llama.cpp has no bounded sliding cache for full-attention layers. With context shift
       // (llama-server --context-shift) a full context discards half of the tokens after --keep
       // and continues, so memory stays that of -c; the bounded window is the largest -c that fits.
+      // Only where llama.cpp can shift the memory (llamaCppShiftRefusal): interleaved-SWA caches
+      // shift only at full size (--swa-full), recurrent state and M-RoPE positions never.
+      const label = `context shift (--context-shift --keep ${FIT_ATTENTION_SINKS})`;
+      const refusal = llamaCppShiftRefusal(spec, base.swaFull === true);
+      if (refusal !== null && llamaCppShiftRefusal(spec, true) === null) {
+        // iSWA: the shiftable configuration is --swa-full; size it with the cheapest KV type.
+        return swaFullShift(spec, base, budget, step, cap, rules, refusal);
+      }
+      if (refusal !== null) {
+        return { label, settings: {}, bounded: true, maxCtx: null, bytesAtMax: null, limitedBy: "unavailable", note: `not offered: ${refusal}` };
+      }
       const best = [...found].reverse().find((o) => o.maxCtx !== null);
       return {
-        label: `context shift (--context-shift --keep ${FIT_ATTENTION_SINKS})`,
+        label,
         settings: best?.settings ?? {},
         bounded: true,
         maxCtx: best?.maxCtx ?? null,
@@ -258,8 +345,43 @@ function boundedOption(
         limitedBy: "unavailable",
         note: "vLLM has no sliding-window option for full-attention models; requests are limited to max_model_len",
       };
+    case "ollama":
+      return ollamaBoundedOption(found);
+    case "mlx":
+      return mlxBoundedOption(spec, step, cap, (s) => check(spec, engine, { ...base, ...s }, budget, rules), largestFitting);
     default:
       return engine satisfies never;
+  }
+}
+
+/** Context shift for an interleaved-SWA model: only with --swa-full (SWA layers sized like the
+ *  full ones, which costs memory), with the cheapest KV type. */
+function swaFullShift(spec: ModelSpec, base: PlanSettings, budget: number, step: number, cap: number, rules: EngineRules, refusal: string): FitOption {
+  const kv = kvOptions("llama.cpp");
+  const cheapest = kv[kv.length - 1]!;
+  const settings: PlanSettings = { ...cheapest.settings, swaFull: true };
+  const label = `context shift (--swa-full --context-shift --keep ${FIT_ATTENTION_SINKS})`;
+  try {
+    const fits = (ctx: number): boolean => check(spec, "llama.cpp", { ...base, ...settings, ctx }, budget, rules).fits;
+    const maxCtx = largestFitting(step, cap, fits);
+    if (maxCtx === null) {
+      return { label, settings, bounded: true, maxCtx: null, bytesAtMax: null, limitedBy: "budget", note: `${refusal}; with --swa-full no context fits ${formatBytes(budget)}` };
+    }
+    const at = check(spec, "llama.cpp", { ...base, ...settings, ctx: maxCtx }, budget, rules);
+    return {
+      label,
+      settings,
+      bounded: true,
+      maxCtx,
+      bytesAtMax: at.bytes,
+      limitedBy: maxCtx === cap && spec.nCtxTrain !== null ? "nCtxTrain" : "budget",
+      note:
+        `without --swa-full llama.cpp cannot shift this model (${refusal}); llama-server --swa-full --context-shift --keep ${FIT_ATTENTION_SINKS} ` +
+        `-c ${maxCtx} (${cheapest.label}) keeps memory fixed at any length in ${formatBytes(at.bytes)}` + pastNote(at.verdict.pastTraining),
+    };
+  } catch (err) {
+    if (!(err instanceof KvboundError)) throw err;
+    return { label, settings, bounded: true, maxCtx: null, bytesAtMax: null, limitedBy: "unavailable", note: errorText(err) };
   }
 }
 
@@ -272,9 +394,13 @@ export type CheapestResult =
       /** The settings (caller's + chosen) that make ctx fit. */
       readonly settings: PlanSettings;
       readonly bytes: number;
+      /** The verdict's spare bytes (vLLM: the KV memory left after one request). */
+      readonly headroomBytes: number;
       readonly plan: MemoryPlan;
       /** Bounded options fit by replacing the full context with a sliding window. */
       readonly bounded: boolean;
+      /** Set when ctx is past the model's training context: the memory fits, the model is not trained for it. */
+      readonly pastTraining: PastTrainingContext | null;
       readonly note: string;
     }
   | {
@@ -300,6 +426,8 @@ export function cheapestLadder(engine: EngineName): KvOption[] {
     case "vllm":
     case "webllm":
     case "kvbound":
+    case "ollama":
+    case "mlx":
       // f32 (WebLLM) costs more than f16: never a cheaper step.
       return kvOptions(engine).filter((o) => o.label !== "f32");
     default:
@@ -333,9 +461,11 @@ export function cheapestFor(spec: ModelSpec, ctx: number, request: FitRequest, r
         label: opt.label,
         settings,
         bytes: c.bytes,
+        headroomBytes: c.verdict.headroomBytes,
         plan: c.plan,
         bounded: false,
-        note: `${ctx} tokens fit with ${opt.label}: ${formatBytes(c.bytes)} of ${formatBytes(budgetBytes)}`,
+        pastTraining: c.verdict.pastTraining,
+        note: `${ctx} tokens fit with ${opt.label}: ${formatBytes(c.bytes)} of ${formatBytes(budgetBytes)}` + pastNote(c.verdict.pastTraining) + uncountedNote(c.verdict),
       };
     }
     last = { label: opt.label, check: c };
@@ -353,8 +483,10 @@ export function cheapestFor(spec: ModelSpec, ctx: number, request: FitRequest, r
         label: `${bounded.label} (${Math.min(bounded.maxCtx, ctx)} tokens)`,
         settings,
         bytes: c.bytes,
+        headroomBytes: c.verdict.headroomBytes,
         plan: c.plan,
         bounded: true,
+        pastTraining: c.verdict.pastTraining,
         note:
           `${ctx} tokens do not fit as a full context even with ${last?.label ?? "the cheapest type"}; a sliding window of ` +
           `${Math.min(bounded.maxCtx, ctx)} tokens with ${FIT_ATTENTION_SINKS} sinks does (${formatBytes(c.bytes)}), forgetting tokens outside it`,
@@ -373,10 +505,9 @@ export function cheapestFor(spec: ModelSpec, ctx: number, request: FitRequest, r
   }
   const plan = last.check.plan;
   let reason: string;
-  let shortfall: number;
+  const shortfall = -last.check.verdict.headroomBytes;
   if (engine === "vllm") {
-    const available = typeof plan.extra?.availableKvBytes === "number" ? plan.extra.availableKvBytes : 0;
-    shortfall = last.check.bytes - available;
+    const available = last.check.verdict.availableBytes;
     reason =
       available <= 0
         ? `weights and activations leave no memory for KV within ${formatBytes(budgetBytes)} x gpu_memory_utilization; use tensor parallel, a smaller quantization, or a larger GPU`
@@ -384,7 +515,6 @@ export function cheapestFor(spec: ModelSpec, ctx: number, request: FitRequest, r
           `${formatBytes(shortfall)} more than the ${formatBytes(available)} vLLM has left; use tensor parallel or a shorter max_model_len` +
           (typeof plan.extra?.estimatedMaxModelLen === "number" ? ` (at most ${plan.extra.estimatedMaxModelLen})` : "");
   } else {
-    shortfall = last.check.bytes - budgetBytes;
     const weights = plan.weights?.bytes ?? 0;
     reason =
       weights > budgetBytes

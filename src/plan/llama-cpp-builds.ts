@@ -168,3 +168,50 @@ export function llamaCppRules(build: number | undefined): LlamaCppRules {
   }
   return found;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Command-line flags and defaults by build: what an export may print for an old build, and what
+// an old build does when the user passes nothing. Builds are the first bNNNN tag holding the merge
+// commit, as a public timeline reports them from `git describe --contains` on a llama.cpp clone
+// (merge dates match the PR pages); the PRs are the authority.
+
+/** `-fa` / `--flash-attn` appears, as a switch without a value; off unless given
+ *  (ggml-org/llama.cpp#5021 "ggml : add Flash Attention", merged 2024-04-30, b2771). */
+export const LLAMA_CPP_FA_FLAG_BUILD = 2771;
+
+/** `-fa` takes a value, `on|off|auto`, and defaults to `auto` (on wherever the backend supports it)
+ *  (ggml-org/llama.cpp#15434 "llama: use FA + max. GPU layers by default", merged 2025-08-30, b6325;
+ *  common.h had `flash_attn = false` before it). A bare `-fa` is refused after it ("expected value
+ *  for argument"), and older builds refuse `-fa on` (the switch takes no value, so "on" is a stray
+ *  argument: "error: invalid argument: on"). */
+export const LLAMA_CPP_FA_VALUE_BUILD = 6325;
+
+/** `-kvu` / `--kv-unified` appears with per-sequence streams (ggml-org/llama.cpp#14363 "llama : add
+ *  high-throughput mode", b5913 as pinned above). Before it every sequence shared one cache, which is
+ *  what --kv-unified asks for, so an older build needs no flag (and has none to accept). */
+export const LLAMA_CPP_KV_UNIFIED_FLAG_BUILD = 5913;
+
+/** How a build takes flash attention on its command line. */
+export type FlashAttnFlag =
+  /** No flash attention at all (before b2771). */
+  | "none"
+  /** `-fa` switches it on; leaving it out keeps it off. */
+  | "switch"
+  /** `-fa on|off|auto`, default auto. */
+  | "value";
+
+export function llamaCppFlashAttnFlag(build: number | undefined): FlashAttnFlag {
+  if (build === undefined || build >= LLAMA_CPP_FA_VALUE_BUILD) return "value";
+  return build >= LLAMA_CPP_FA_FLAG_BUILD ? "switch" : "none";
+}
+
+/** What a build does about flash attention when the user passes nothing: "auto" turns it on
+ *  wherever the backend supports it (the planner plans it on); older builds leave it off. */
+export function llamaCppFlashAttnDefault(build: number | undefined): boolean {
+  return llamaCppFlashAttnFlag(build) === "value";
+}
+
+/** Whether a build has the `--swa-full` flag: it came with the separate SWA cache (PR 13194). */
+export function llamaCppHasSwaFullFlag(build: number | undefined): boolean {
+  return llamaCppRules(build).swaCells !== "full-size";
+}

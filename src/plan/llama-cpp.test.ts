@@ -131,7 +131,9 @@ describe("llamaCppKv: build history", () => {
   it("before PR 16812 the cache pads to 256 with flash attention and to 32 without", () => {
     // Hand computation from get_padding(): -c 1000 -> 1024 (FA) / 1024 (no FA: 1000 -> 1024 = 32 x 32)
     // -c 2000 -> 2048 with FA, 2016 without.
-    expect(plan(llama32_1b, { ctx: 2000, llamaCppBuild: 6000 }).kv.caches[0]!.cells).toBe(2048);
+    expect(plan(llama32_1b, { ctx: 2000, llamaCppBuild: 6000, flashAttn: true }).kv.caches[0]!.cells).toBe(2048);
+    // b6000 predates -fa auto (b6325, PR 15434): without -fa it runs with flash attention off.
+    expect(plan(llama32_1b, { ctx: 2000, llamaCppBuild: 6000 }).kv.caches[0]!.cells).toBe(2016);
     expect(plan(llama32_1b, { ctx: 2000, llamaCppBuild: 6000, flashAttn: false }).kv.caches[0]!.cells).toBe(2016);
     // Streams era: per stream PAD(ceil(2000 / 3) = 667, 32) = 672 cells without FA.
     const r = plan(llama32_1b, { ctx: 2000, seqs: 3, llamaCppBuild: 6000, flashAttn: false });
@@ -150,8 +152,9 @@ describe("llamaCppKv: build history", () => {
   });
 
   it("SWA cache size across the iSWA history (hand computation from each rule)", () => {
-    // n_swa 128, ctx 8192, 4 sequences, ubatch 512, n_batch 2048, FA on (pad 256).
-    const s = { ctx: 8192, seqs: 4 };
+    // n_swa 128, ctx 8192, 4 sequences, ubatch 512, n_batch 2048, FA on (pad 256; -fa given, as
+    // these builds predate -fa auto).
+    const s = { ctx: 8192, seqs: 4, flashAttn: true };
     expect(plan(gptOss20b, { ...s, llamaCppBuild: 5400 }).kv.caches.map((c) => c.kind)).toEqual(["full"]); // no iSWA yet
     expect(cache(plan(gptOss20b, { ...s, llamaCppBuild: 5500 }).kv.caches, "swa").cells).toBe(2560); // PAD(4 x 128 + 2048)
     expect(cache(plan(gptOss20b, { ...s, llamaCppBuild: 5600 }).kv.caches, "swa").cells).toBe(1024); // PAD(4 x 128 + 512)

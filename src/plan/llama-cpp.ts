@@ -9,7 +9,15 @@
 import { CacheTypeBlockSizeError, InvalidSettingError, QuantizedVRequiresFlashAttentionError, UnknownCacheTypeError } from "../errors.js";
 import { ggmlTypeByName, type GgmlType } from "../gguf/ggml-types.js";
 import type { LayerSpec, ModelSpec } from "../spec/model-spec.js";
-import { llamaCppRules, LLAMA_CPP_RULE_HISTORY, type LlamaCppRules } from "./llama-cpp-builds.js";
+import {
+  llamaCppFlashAttnDefault,
+  llamaCppFlashAttnFlag,
+  llamaCppRules,
+  LLAMA_CPP_FA_FLAG_BUILD,
+  LLAMA_CPP_FA_VALUE_BUILD,
+  LLAMA_CPP_RULE_HISTORY,
+  type LlamaCppRules,
+} from "./llama-cpp-builds.js";
 import type { EngineKvResult, KvCachePlan, PlanSettings } from "./types.js";
 
 /** The cache types llama.cpp's `--cache-type-k/-v` accept (common/arg.cpp kv_cache_types). */
@@ -159,10 +167,11 @@ function swaCells(
  *
  * Defaults (what llama-cli / llama-server start from, common/common.h): ctx 4096 (0 = the model's
  * training context), seqs 1, kvUnified false, ubatch 512, swaFull false, typeK/typeV f16, current
- * rules. flashAttn defaults to true: llama.cpp's default is "auto", which turns flash attention on
- * wherever the backend supports it (CPU, CUDA, Metal, Vulkan); pass flashAttn false to plan
- * `-fa off`. llama-server started without `-np` uses 4 slots and a unified cache: plan that with
- * `{ seqs: 4, kvUnified: true }`.
+ * rules. flashAttn defaults to true from b6325 on: llama.cpp's default is then "auto", which turns
+ * flash attention on wherever the backend supports it (CPU, CUDA, Metal, Vulkan); pass flashAttn
+ * false to plan `-fa off`. Older builds default to off (LLAMA_CPP_FA_VALUE_BUILD), and builds
+ * before b2771 have no flash attention at all. llama-server started without `-np` uses 4 slots and
+ * a unified cache: plan that with `{ seqs: 4, kvUnified: true }`.
  */
 export function llamaCppKv(spec: ModelSpec, settings: PlanSettings): EngineKvResult {
   const rules = llamaCppRules(
@@ -174,7 +183,15 @@ export function llamaCppKv(spec: ModelSpec, settings: PlanSettings): EngineKvRes
   const seqs = integerSetting("seqs", settings.seqs, 1, 1, MAX_SEQS);
   const ubatchSetting = integerSetting("ubatch", settings.ubatch, DEFAULT_UBATCH, 1, MAX_UBATCH);
   const unified = boolSetting("kvUnified", settings.kvUnified, false);
-  const flashAttn = boolSetting("flashAttn", settings.flashAttn, true);
+  const buildSetting = settings.llamaCppBuild; // validated by llamaCppRules' integerSetting above
+  const flashAttnGiven = settings.flashAttn !== undefined;
+  const flashAttn = boolSetting("flashAttn", settings.flashAttn, llamaCppFlashAttnDefault(buildSetting));
+  if (flashAttn && llamaCppFlashAttnFlag(buildSetting) === "none") {
+    throw new InvalidSettingError(
+      `llama.cpp b${buildSetting} has no flash attention (it arrived in b${LLAMA_CPP_FA_FLAG_BUILD}, ggml-org/llama.cpp#5021); plan with flashAttn false (--flash-attn off)`,
+      { setting: "flashAttn", value: true, build: buildSetting },
+    );
+  }
   const swaFull = boolSetting("swaFull", settings.swaFull, false);
   const typeK = resolveType("typeK", settings.typeK);
   const typeV = resolveType("typeV", settings.typeV);
@@ -298,7 +315,7 @@ export function llamaCppKv(spec: ModelSpec, settings: PlanSettings): EngineKvRes
     throw new InvalidSettingError(`ctx ${ctx} makes the KV cache larger than 2^53 bytes; use a smaller ctx`, { setting: "ctx", value: ctx });
   }
 
-  describe(notes, rules, settings.llamaCppBuild, ctx, main, seqs, unified, flashAttn, swaSize, spec.nSwa, nUbatch, swaFull, mla);
+  describe(notes, rules, settings.llamaCppBuild, ctx, main, seqs, unified, flashAttn, flashAttnGiven, swaSize, spec.nSwa, nUbatch, swaFull, mla);
 
   return {
     settings: {
@@ -344,6 +361,7 @@ function describe(
   seqs: number,
   unified: boolean,
   flashAttn: boolean,
+  flashAttnGiven: boolean,
   swaSize: number | null,
   nSwa: number,
   nUbatch: number,
@@ -368,10 +386,16 @@ function describe(
         : `SWA layers keep ${swaSize} cells (window ${nSwa}${unified && seqs > 1 ? ` x ${seqs} sequences` : ""} + ubatch ${nUbatch}, padded)`,
     );
   }
+  const defaultOff = build !== undefined && build < LLAMA_CPP_FA_VALUE_BUILD;
   notes.push(
     flashAttn
-      ? "flash attention on (llama.cpp's default 'auto' enables it where the backend supports it)"
-      : "flash attention off: V stored transposed, V rows padded to the widest layer's",
+      ? flashAttnGiven
+        ? "flash attention on"
+        : "flash attention on (llama.cpp's default 'auto' enables it where the backend supports it)"
+      : "flash attention off: V stored transposed, V rows padded to the widest layer's" +
+          (!flashAttnGiven && defaultOff
+            ? ` (b${build} predates -fa auto, b${LLAMA_CPP_FA_VALUE_BUILD}: flash attention is off unless -fa is passed)`
+            : ""),
   );
   if (mla) {
     notes.push(rules.mlaAllocatesV ? "MLA: K holds latent + RoPE part, V holds the latent" : "MLA: only K is stored (latent + RoPE part); V is a view of it");
@@ -398,3 +422,40 @@ export function formatMiB(bytes: number): string {
 
 /** All rule sets, oldest first (re-exported for `kvbound plan --explain`). */
 export const LLAMA_CPP_RULES = LLAMA_CPP_RULE_HISTORY;
+
+/** Architectures whose positions are multi-axis (M-RoPE / IM-RoPE: `n_pos_per_embd() > 1` in
+ *  llama-hparams.cpp), which llama.cpp's K-shift cannot move. */
+export const LLAMA_CPP_MROPE_ARCHS: readonly string[] = ["qwen2vl", "qwen3vl", "qwen3vlmoe", "qwen35", "qwen35moe"];
+
+/**
+ * Whether llama.cpp can context-shift this model's memory (`llama_memory_can_shift`); llama-server
+ * turns --context-shift off when it cannot ("ctx_shift is not supported by this context, it will be
+ * disabled", tools/server/server.cpp load_model). Returns the reason when it cannot:
+ * - interleaved SWA: llama_kv_cache_iswa::get_can_shift() requires the SWA cache to be as large as
+ *   the base one (src/llama-kv-cache-iswa.cpp), i.e. --swa-full;
+ * - recurrent or hybrid: a shift removes the tokens [n_keep, n_keep + n_discard) from the middle of
+ *   the sequence, and llama_memory_recurrent::seq_rm refuses a range that cuts into the stored state
+ *   ("models like Mamba or RWKV can't have a state partially erased", src/llama-memory-recurrent.cpp;
+ *   llama_memory_hybrid::seq_rm needs both of its parts to succeed); the state cannot forget tokens;
+ * - M-RoPE / IM-RoPE positions: llama_kv_cache::get_can_shift() returns false when
+ *   n_pos_per_embd() > 1 (src/llama-kv-cache.cpp).
+ */
+export function llamaCppShiftRefusal(spec: ModelSpec, swaFull: boolean): string | null {
+  if (spec.layers.some((l) => l.kind === "recurrent")) {
+    return (
+      `${spec.arch} keeps recurrent state, which llama.cpp cannot partially erase (llama_memory_recurrent::seq_rm, ` +
+      `src/llama-memory-recurrent.cpp): llama-server disables --context-shift for it`
+    );
+  }
+  if (LLAMA_CPP_MROPE_ARCHS.includes(spec.arch)) {
+    return `${spec.arch} uses multi-axis RoPE positions, which llama.cpp cannot shift (llama_kv_cache::get_can_shift, n_pos_per_embd() > 1)`;
+  }
+  const iswa = spec.nSwa > 0 && spec.swaType !== "none" && spec.layers.some((l) => l.kind === "attention" && l.swa);
+  if (iswa && !swaFull) {
+    return (
+      `${spec.arch} has interleaved sliding-window layers, whose cache llama.cpp shifts only when it is full size ` +
+      `(llama_kv_cache_iswa::get_can_shift, src/llama-kv-cache-iswa.cpp): add --swa-full, which sizes the SWA layers like the full ones`
+    );
+  }
+  return null;
+}

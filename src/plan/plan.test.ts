@@ -17,7 +17,7 @@ function stubRules(calls: EngineName[]): EngineRules {
       calls.push(engine);
       return { settings: { engine }, kv: { totalBytes: 1000, kBytes: 500, vBytes: 500, caches: [] }, notes: [] };
     };
-  return { "llama.cpp": rule("llama.cpp"), vllm: rule("vllm"), webllm: rule("webllm"), kvbound: rule("kvbound") };
+  return { "llama.cpp": rule("llama.cpp"), vllm: rule("vllm"), webllm: rule("webllm"), kvbound: rule("kvbound"), ollama: rule("ollama"), mlx: rule("mlx") };
 }
 
 describe("planMemory", () => {
@@ -32,7 +32,7 @@ describe("planMemory", () => {
   });
 
   it("refuses an unknown engine", () => {
-    expect(() => planMemory(llama8b, { engine: "ollama" as EngineName })).toThrow(InvalidSettingError);
+    expect(() => planMemory(llama8b, { engine: "tgi" as EngineName })).toThrow(InvalidSettingError);
   });
 
   it("total = kv + weights + compute (llama.cpp, f16, 4096 tokens)", () => {

@@ -7,6 +7,8 @@ import { summarizeSpec, type ModelSpec } from "../spec/model-spec.js";
 import { computeEstimate, defaultComputeInputs, type ComputeEstimate, type ComputeInputs } from "./compute.js";
 import { kvboundCompute, kvboundKv, kvboundWeights } from "./kvbound.js";
 import { llamaCppKv } from "./llama-cpp.js";
+import { mlxKv } from "./mlx.js";
+import { ollamaKv } from "./ollama.js";
 import { ENGINES, type EngineKvResult, type EngineName, type MemoryPlan, type PlanSettings } from "./types.js";
 import { vllmKv, vllmOverheads } from "./vllm.js";
 import { webllmKv } from "./webllm.js";
@@ -20,6 +22,8 @@ export const ENGINE_RULES: EngineRules = {
   vllm: (spec, settings) => vllmKv(spec, settings),
   webllm: webllmKv,
   kvbound: kvboundKv,
+  ollama: ollamaKv,
+  mlx: mlxKv,
 };
 
 export const DEFAULT_ENGINE: EngineName = "llama.cpp";
@@ -45,6 +49,10 @@ function ruleFor(engine: EngineName, rules: EngineRules): EngineRule {
       return rules.webllm;
     case "kvbound":
       return rules.kvbound;
+    case "ollama":
+      return rules.ollama;
+    case "mlx":
+      return rules.mlx;
     default:
       return engine satisfies never;
   }
@@ -98,6 +106,8 @@ export function planMemory(spec: ModelSpec, settings: PlanRequest, rules: Engine
   } else {
     compute = computeEstimate(engine, spec, computeInputs(engine, spec, rest, result));
   }
+  const past = pastTraining(engine, spec.nCtxTrain, result.settings, result.extra);
+  if (past !== null) notes.push(past.note);
   if (weights === null) notes.push("weights unknown (no weight bytes and no parameter count): totalBytes leaves them out");
   if (compute === null) notes.push("compute buffer unknown (n_vocab or n_ff missing): totalBytes leaves it out");
   else notes.push(compute.note);
@@ -114,4 +124,87 @@ export function planMemory(spec: ModelSpec, settings: PlanRequest, rules: Engine
     ...(result.extra !== undefined ? { extra: result.extra } : {}),
     notes,
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contexts past the training context
+
+/** Tokens one sequence can hold under resolved settings: llama.cpp n_ctx_seq (the cells of one
+ *  stream, as llama.cpp compares it), vLLM max_model_len, WebLLM / kvbound the window. */
+function contextTokens(engine: EngineName, settings: Readonly<Record<string, unknown>>, extra: Readonly<Record<string, unknown>> | undefined): number | null {
+  switch (engine) {
+    case "llama.cpp":
+      return num(extra?.nCtxSeq) ?? num(settings.ctx) ?? null;
+    case "vllm":
+      return num(settings.maxModelLen) ?? null;
+    case "webllm":
+    case "kvbound": {
+      const cw = num(settings.contextWindowSize);
+      const sw = num(settings.slidingWindowSize);
+      return cw !== undefined && cw > 0 ? cw : sw !== undefined && sw > 0 ? sw : null;
+    }
+    case "ollama":
+      // num_ctx per slot, already capped at the training context by the rule (src/plan/ollama.ts).
+      return num(settings.ctx) ?? null;
+    case "mlx":
+      return num(extra?.nCtxSeq) ?? num(settings.ctx) ?? null;
+    default:
+      return engine satisfies never;
+  }
+}
+
+export interface PastTrainingContext {
+  /** Tokens one sequence holds under the plan. */
+  readonly tokens: number;
+  /** The model's training context. */
+  readonly nCtxTrain: number;
+  /** What the engine does about it, with the source. */
+  readonly note: string;
+}
+
+function pastTraining(
+  engine: EngineName,
+  nCtxTrain: number | null,
+  settings: Readonly<Record<string, unknown>>,
+  extra: Readonly<Record<string, unknown>> | undefined,
+): PastTrainingContext | null {
+  const tokens = contextTokens(engine, settings, extra);
+  if (tokens === null || nCtxTrain === null || nCtxTrain <= 0 || tokens <= nCtxTrain) return null;
+  let note: string;
+  switch (engine) {
+    case "llama.cpp":
+      // llama-context.cpp: "n_ctx_seq (%u) > n_ctx_train (%u) -- possible training context overflow";
+      // llama-server load_model: "the slot context (%d) exceeds the training context of the model (%d) - capping".
+      note =
+        `past the training context: ${tokens} tokens per sequence > the model's ${nCtxTrain}; llama.cpp warns "possible training context overflow" ` +
+        `and llama-server caps each slot at ${nCtxTrain} tokens while still allocating these cells; positions past ${nCtxTrain} were never trained on`;
+      break;
+    case "vllm":
+      // vllm/config/model.py _get_and_verify_max_len.
+      note =
+        `past the training context: max_model_len ${tokens} > the model's ${nCtxTrain}; vLLM refuses it ("User-specified max_model_len ... ` +
+        `is greater than the derived max_model_len") unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1, and positions past ${nCtxTrain} were never trained on`;
+      break;
+    case "webllm":
+    case "kvbound":
+      note = `past the training context: a ${tokens}-token window > the model's ${nCtxTrain}; positions past ${nCtxTrain} were never trained on, so attention there degrades`;
+      break;
+    case "ollama":
+      // Unreachable in practice: llm/server.go caps num_ctx at the model's context_length.
+      note = `past the training context: num_ctx ${tokens} > the model's ${nCtxTrain}; Ollama caps num_ctx at ${nCtxTrain}`;
+      break;
+    case "mlx":
+      note = `past the training context: ${tokens} tokens > the model's ${nCtxTrain}; mlx-lm does not refuse, but positions past ${nCtxTrain} were never trained on`;
+      break;
+    default:
+      return engine satisfies never;
+  }
+  return { tokens, nCtxTrain, note };
+}
+
+/** Whether a plan holds more tokens per sequence than the model was trained on (null: it does not,
+ *  or the training context is unknown). fit, rank and the verdict say so rather than propose it silently. */
+export function planPastTrainingContext(plan: MemoryPlan): PastTrainingContext | null {
+  const train = plan.model["nCtxTrain"];
+  return pastTraining(plan.engine, typeof train === "number" ? train : null, plan.settings, plan.extra);
 }

@@ -91,16 +91,15 @@ export function rankModels(request: RankRequest, registry: RankRegistry = DEFAUL
       models.push(demoted(entry, q, spec.params, 0, null, `${err.name}: ${err.message}`));
       continue;
     }
-    if (result.fits && spec.nCtxTrain !== null && ctx > spec.nCtxTrain) {
+    if (result.fits && (result.pastTraining !== null || (spec.nCtxTrain !== null && ctx > spec.nCtxTrain))) {
       // Memory is not the only limit: past its training context a model's attention degrades (or
       // needs RoPE scaling it was not tuned for), so it cannot really hold `ctx` tokens.
-      const headroom = engine === "vllm" ? vllmHeadroom(result.plan.extra, result.bytes) : fitReq.budgetBytes - result.bytes;
       models.push(
-        demoted(entry, q, spec.params, result.bytes, headroom,
+        demoted(entry, q, spec.params, result.bytes, result.headroomBytes,
           `trained at ${spec.nCtxTrain} tokens: ${ctx} is past its training context (the memory would fit: ${result.note})`),
       );
     } else if (result.fits) {
-      const headroom = engine === "vllm" ? vllmHeadroom(result.plan.extra, result.bytes) : fitReq.budgetBytes - result.bytes;
+      const headroom = result.headroomBytes;
       models.push({
         id: entry.id,
         name: entry.name,
@@ -119,11 +118,6 @@ export function rankModels(request: RankRequest, registry: RankRegistry = DEFAUL
   }
   models.sort(compareRanked);
   return { ctx, budgetBytes: fitReq.budgetBytes, models };
-}
-
-function vllmHeadroom(extra: Readonly<Record<string, unknown>> | undefined, perRequest: number): number {
-  const available = typeof extra?.availableKvBytes === "number" ? extra.availableKvBytes : 0;
-  return available - perRequest;
 }
 
 function demoted(entry: RankRegistryEntry, quant: string, params: number | null, bytes: number, headroom: number | null, reason: string): RankedModel {

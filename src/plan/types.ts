@@ -3,8 +3,8 @@
 
 import type { ModelSpec } from "../spec/model-spec.js";
 
-export type EngineName = "llama.cpp" | "vllm" | "webllm" | "kvbound";
-export const ENGINES: readonly EngineName[] = ["llama.cpp", "vllm", "webllm", "kvbound"];
+export type EngineName = "llama.cpp" | "vllm" | "webllm" | "kvbound" | "ollama" | "mlx";
+export const ENGINES: readonly EngineName[] = ["llama.cpp", "vllm", "webllm", "kvbound", "ollama", "mlx"];
 
 /** One cache the engine allocates (llama.cpp allocates one per kind: full, SWA, recurrent). */
 export interface KvCachePlan {
@@ -78,6 +78,13 @@ export interface PlanSettings {
   /** kvbound runtime */
   pageSize?: number;
   codec?: string;
+  /** mlx-lm (src/plan/mlx.ts): --max-kv-size, --kv-bits, --kv-group-size, --quantized-kv-start,
+   *  and how many of ctx's tokens were the prompt (default: all). */
+  maxKvSize?: number;
+  kvBits?: number;
+  kvGroupSize?: number;
+  quantizedKvStart?: number;
+  promptTokens?: number;
 }
 
 export type EnginePlanner = (spec: ModelSpec, settings: PlanSettings) => MemoryPlan;

@@ -200,3 +200,34 @@ describe("vllmKv parallelism, MLA and sliding windows", () => {
     expect(() => vllmKv({ ...llama8b, nCtxTrain: null }, {})).toThrow(InvalidSettingError);
   });
 });
+
+describe("vllmKv: tensor parallel sizes vLLM refuses", () => {
+  // vllm/config/model.py verify_with_parallel_config: "Total number of attention heads (32) must be
+  // divisible by tensor parallel size (3)"; vllm/model_executor/layers/linear.py QKVParallelLinear:
+  // divide(kv_heads, tp) when tp < kv_heads, divide(tp, kv_heads) (replication) when tp >= kv_heads.
+  const llama8b = dense({ name: "Llama 3.1 8B", nLayer: 32, nHeadKv: 8, headDim: 128, nCtxTrain: 131072 });
+
+  it("--tp 3 with 32 heads is an InvalidSettingError naming the rule and the sizes that work", () => {
+    const err = (() => {
+      try {
+        vllmKv(llama8b, { ctx: 4096, tensorParallel: 3 });
+      } catch (e) {
+        return e;
+      }
+      return null;
+    })();
+    expect(err).toBeInstanceOf(InvalidSettingError);
+    expect((err as InvalidSettingError).message).toMatch(/Total number of attention heads \(32\) must be divisible by tensor parallel size \(3\)/);
+    expect((err as InvalidSettingError).details).toMatchObject({ setting: "tensorParallel", value: 3, valid: [1, 2, 4, 8] });
+  });
+
+  it("KV heads: split when tp divides them, replicated when tp is a multiple of them, refused otherwise", () => {
+    expect(() => vllmKv(llama8b, { ctx: 4096, tensorParallel: 16 })).not.toThrow(); // 16 = 2 x 8 KV heads: replicated
+    // 24 heads, 8 KV heads, tp 3: heads divide but 8 KV heads do not split in 3, nor 3 replicate 8.
+    const odd = { ...dense({ name: "odd", nLayer: 2, nHeadKv: 8, headDim: 128, nCtxTrain: 4096 }), nHead: 24 };
+    expect(() => vllmKv(odd, { ctx: 4096, tensorParallel: 3 })).toThrow(/8 KV heads are not divisible by tensor parallel size 3/);
+    // 12 heads, 4 KV heads, tp 6: 6 >= 4 and 6 is not a multiple of 4.
+    const six = { ...dense({ name: "six", nLayer: 2, nHeadKv: 4, headDim: 128, nCtxTrain: 4096 }), nHead: 12 };
+    expect(() => vllmKv(six, { ctx: 4096, tensorParallel: 6 })).toThrow(/not a multiple of the 4 KV heads/);
+  });
+});

@@ -7,7 +7,10 @@
 //                                   get_num_blocks, get_max_concurrency_for_kv_cache_config,
 //                                   _report_kv_cache_config, _max_memory_usage_bytes_from_groups)
 //   vllm/config/cache.py           (gpu_memory_utilization default 0.92, block_size 16)
-//   vllm/config/model.py           (get_num_kv_heads: max(1, kv_heads // tp); MLA: 1)
+//   vllm/config/model.py           (get_num_kv_heads: max(1, kv_heads // tp); MLA: 1;
+//                                   verify_with_parallel_config: heads % tp == 0)
+//   vllm/model_executor/layers/linear.py (QKVParallelLinear: KV heads split by tp, or replicated
+//                                   tp / kv_heads times when tp >= kv_heads; `divide` asserts both)
 //   vllm/engine/arg_utils.py       (max_num_batched_tokens default: 8192 for `vllm serve` on
 //                                   GPUs with >= 70 GiB, else 2048)
 
@@ -107,6 +110,50 @@ export function vllmOverheads(spec: ModelSpec, settings: PlanSettings): VllmOver
   return compute === null ? { weightsBytes, activationBytes: 0 } : { weightsBytes, activationBytes: compute.bytes, activationNote: compute.note };
 }
 
+/** Tensor-parallel sizes vLLM accepts for `spec` (1..limit), for the error message. */
+function validTensorParallel(spec: ModelSpec, limit: number): number[] {
+  const out: number[] = [];
+  for (let tp = 1; tp <= limit; tp++) if (tensorParallelRefusal(spec, tp) === null) out.push(tp);
+  return out;
+}
+
+/** Why vLLM refuses `tp` for `spec`, or null when it accepts it:
+ *  - ModelConfig.verify_with_parallel_config (vllm/config/model.py): "Total number of attention heads
+ *    (32) must be divisible by tensor parallel size (3)";
+ *  - QKVParallelLinear (vllm/model_executor/layers/linear.py): with tp >= kv_heads each rank holds one
+ *    KV head replicated tp / kv_heads times, else kv_heads / tp heads; `divide` asserts each division
+ *    is exact. MLA keeps one latent replicated on every rank: only the first rule applies. */
+function tensorParallelRefusal(spec: ModelSpec, tp: number): string | null {
+  if (tp === 1) return null;
+  if (spec.nHead > 0 && spec.nHead % tp !== 0) {
+    return `Total number of attention heads (${spec.nHead}) must be divisible by tensor parallel size (${tp}) (vLLM ModelConfig.verify_with_parallel_config)`;
+  }
+  if (spec.mla) return null;
+  const kvHeads = new Set<number>();
+  for (const { layer } of kvLayers(spec)) kvHeads.add(layer.nHeadKv);
+  for (const kv of kvHeads) {
+    if (tp >= kv ? tp % kv !== 0 : kv % tp !== 0) {
+      return tp >= kv
+        ? `tensor parallel size ${tp} is not a multiple of the ${kv} KV heads, which vLLM replicates tp / kv_heads times (QKVParallelLinear)`
+        : `${kv} KV heads are not divisible by tensor parallel size ${tp} (QKVParallelLinear)`;
+    }
+  }
+  return null;
+}
+
+/** Throws InvalidSettingError when vLLM would refuse to shard `spec` over `tp` GPUs. */
+export function checkTensorParallel(spec: ModelSpec, tp: number): void {
+  const why = tensorParallelRefusal(spec, tp);
+  if (why === null) return;
+  const valid = validTensorParallel(spec, Math.max(8, tp));
+  throw new InvalidSettingError(`vLLM refuses --tensor-parallel-size ${tp} for ${spec.name}: ${why}; use ${valid.join(", ")}`, {
+    setting: "tensorParallel",
+    value: tp,
+    nHead: spec.nHead,
+    valid,
+  });
+}
+
 /**
  * vLLM's KV allocation. With `budgetBytes` (the memory of ONE GPU): the block pool vLLM would
  * build, its token capacity and max concurrency at max_model_len (in `extra`). Without it: the
@@ -121,6 +168,7 @@ export function vllmKv(spec: ModelSpec, settings: PlanSettings, overheads?: Vllm
   checkCount(maxModelLen, "ctx", 0, 1, MAX_CONTEXT_TOKENS);
   const seqs = checkCount(settings.seqs, "seqs", 1);
   const tp = checkCount(settings.tensorParallel, "tensorParallel", 1, 1, 1024);
+  checkTensorParallel(spec, tp);
   const blockSize = checkCount(settings.blockSize, "blockSize", VLLM_DEFAULT_BLOCK_SIZE);
   if (!VLLM_BLOCK_SIZES.includes(blockSize)) {
     throw new InvalidSettingError(`vLLM block_size ${blockSize} is not one of ${VLLM_BLOCK_SIZES.join(", ")}`, { setting: "blockSize", value: blockSize });

@@ -203,3 +203,110 @@ describe("specFromHfConfig: errors", () => {
     expect(() => specFromHfConfig({ ...llama, text_config: 3 }, { source: "x" })).toThrow(/text_config must be an object/);
   });
 });
+
+describe("specFromHfConfig: Qwen3.5 / Qwen3.6 and multimodal wrappers", () => {
+  // The shape of the published Qwen3.6-35B-A3B config.json (architectures
+  // Qwen3_5MoeForConditionalGeneration): the text model nested in text_config (model_type
+  // qwen3_5_moe_text), 40 blocks of 3 gated-delta-net layers + 1 full-attention layer, one MTP layer.
+  const linear = { linear_conv_kernel_dim: 4, linear_key_head_dim: 128, linear_num_key_heads: 16, linear_value_head_dim: 128, linear_num_value_heads: 32 };
+  const qwen36Moe = {
+    architectures: ["Qwen3_5MoeForConditionalGeneration"],
+    model_type: "qwen3_5_moe",
+    image_token_id: 248056,
+    text_config: {
+      model_type: "qwen3_5_moe_text",
+      hidden_size: 2048,
+      num_hidden_layers: 40,
+      num_attention_heads: 16,
+      num_key_value_heads: 2,
+      head_dim: 256,
+      vocab_size: 248320,
+      max_position_embeddings: 262144,
+      num_experts: 256,
+      num_experts_per_tok: 8,
+      moe_intermediate_size: 512,
+      shared_expert_intermediate_size: 512,
+      full_attention_interval: 4,
+      layer_types: Array.from({ length: 40 }, (_, i) => ((i + 1) % 4 === 0 ? "full_attention" : "linear_attention")),
+      mtp_num_hidden_layers: 1,
+      ...linear,
+    },
+    vision_config: { model_type: "qwen3_5_moe", depth: 27, hidden_size: 1152 },
+  };
+  // r = (4 - 1) x (128 x 32 + 2 x 16 x 128) = 24576, s = 128 x 4096 = 524288 (as Qwen3-Next).
+  const REC = { kind: "recurrent", rElems: 24576, sElems: 524288 };
+  const ATT = { kind: "attention", nHeadKv: 2, headDimK: 256, headDimV: 256, swa: false };
+  const MTP = { kind: "attention", nHeadKv: 0, headDimK: 256, headDimV: 256, swa: false };
+
+  it("Qwen3.6-35B-A3B (qwen3_5_moe): 30 recurrent + 10 attention layers, the MTP layer last with no KV and no state", () => {
+    const s = specFromHfConfig(qwen36Moe, { source: "qwen3.6" });
+    expect(s.arch).toBe("qwen35moe");
+    expect(s.nLayer).toBe(41);
+    expect(recIdx(s)).toEqual(range(40).filter((i) => (i + 1) % 4 !== 0));
+    for (let i = 0; i < 40; i++) expect(s.layers[i]).toEqual((i + 1) % 4 === 0 ? ATT : REC);
+    expect(s.layers[40]).toEqual(MTP);
+    expect(kvLayers(s)).toHaveLength(10);
+    expect(s.experts).toEqual({ count: 256, used: 8 });
+    expect([s.nEmbd, s.nHead, s.nVocab, s.nCtxTrain]).toEqual([2048, 16, 248320, 262144]);
+  });
+
+  it("agrees with the GGUF metadata convert_hf_to_gguf.py writes for it (nextn layer appended, nextn_predict_layers 1)", () => {
+    const gguf = specFromGgufMetadata(
+      {
+        "general.architecture": "qwen35moe",
+        "qwen35moe.block_count": 41,
+        "qwen35moe.nextn_predict_layers": 1,
+        "qwen35moe.context_length": 262144,
+        "qwen35moe.embedding_length": 2048,
+        "qwen35moe.attention.head_count": 16,
+        "qwen35moe.attention.head_count_kv": 2,
+        "qwen35moe.attention.key_length": 256,
+        "qwen35moe.attention.value_length": 256,
+        "qwen35moe.expert_count": 256,
+        "qwen35moe.expert_used_count": 8,
+        "qwen35moe.full_attention_interval": 4,
+        "qwen35moe.ssm.conv_kernel": 4,
+        "qwen35moe.ssm.state_size": 128,
+        "qwen35moe.ssm.group_count": 16,
+        "qwen35moe.ssm.time_step_rank": 32,
+        "qwen35moe.ssm.inner_size": 4096,
+      },
+      { source: "qwen3.6 gguf" },
+    );
+    const hf = specFromHfConfig(qwen36Moe, { source: "qwen3.6" });
+    expect(hf.layers).toEqual(gguf.layers);
+    // The interval rule alone would call block 40 recurrent ((40 + 1) % 4 != 0): the nextn layer is not.
+    expect(gguf.layers[40]).toEqual(MTP);
+  });
+
+  it("Qwen3.5 dense (qwen3_5 / qwen3_5_text), without layer_types: full_attention_interval decides", () => {
+    const dense = {
+      architectures: ["Qwen3_5ForConditionalGeneration"],
+      model_type: "qwen3_5",
+      text_config: { model_type: "qwen3_5_text", hidden_size: 2560, num_hidden_layers: 32, num_attention_heads: 16, num_key_value_heads: 4, head_dim: 256, vocab_size: 248320, max_position_embeddings: 262144, full_attention_interval: 4, mtp_num_hidden_layers: 1, ...linear },
+    };
+    const s = specFromHfConfig(dense, { source: "qwen3.5" });
+    expect(s.arch).toBe("qwen35");
+    expect(s.nLayer).toBe(33);
+    expect(recIdx(s)).toHaveLength(24);
+    expect(kvLayers(s).map((k) => k.index)).toEqual([3, 7, 11, 15, 19, 23, 27, 31]);
+    expect(s.experts).toBeNull();
+  });
+
+  it("wrappers kvbound does not map plan their language model from text_config / llm_config", () => {
+    const llama = { model_type: "llama", hidden_size: 4096, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 32064, max_position_embeddings: 4096 };
+    const llava = specFromHfConfig({ architectures: ["LlavaForConditionalGeneration"], model_type: "llava", text_config: llama, vision_config: { model_type: "clip_vision_model" } }, { source: "llava" });
+    expect(llava.arch).toBe("llama");
+    expect(llava.layers).toHaveLength(32);
+    expect(llava.layers[0]).toEqual({ kind: "attention", nHeadKv: 8, headDimK: 128, headDimV: 128, swa: false });
+    // InternVL nests it as llm_config.
+    const internvl = specFromHfConfig(
+      { model_type: "internvl_chat", llm_config: { model_type: "qwen2", hidden_size: 896, num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, vocab_size: 151674 } },
+      { source: "internvl" },
+    );
+    expect(internvl.arch).toBe("qwen2");
+    expect(internvl.layers[0]).toEqual({ kind: "attention", nHeadKv: 2, headDimK: 64, headDimV: 64, swa: false });
+    // Neither the wrapper nor its language model known: the error names both.
+    expect(() => specFromHfConfig({ model_type: "fancy_vlm", text_config: { ...llama, model_type: "fancy_lm" } }, { source: "x" })).toThrow(/"fancy_vlm" \(its text_config\.model_type is "fancy_lm"\)/);
+  });
+});

@@ -30,6 +30,12 @@ export const HF_MODEL_TYPE_TO_ARCH: Readonly<Record<string, string>> = {
   qwen3: "qwen3",
   qwen3_moe: "qwen3moe",
   qwen3_next: "qwen3next",
+  // Qwen3.5 / Qwen3.6 (dense and MoE): gated-delta-net hybrids like Qwen3-Next; the published
+  // configs wrap the text model in text_config (model_type qwen3_5_text / qwen3_5_moe_text).
+  qwen3_5: "qwen35",
+  qwen3_5_text: "qwen35",
+  qwen3_5_moe: "qwen35moe",
+  qwen3_5_moe_text: "qwen35moe",
   phi3: "phi3",
   gemma: "gemma",
   gemma2: "gemma2",
@@ -136,27 +142,59 @@ function isObj(v: unknown): v is Obj {
 
 type LayerKind = "full" | "swa" | "recurrent" | "none";
 
+/** Where multimodal wrappers nest their language model's config: text_config (transformers'
+ *  convention: gemma3, llama4, mistral3, qwen2.5-vl, qwen3.5, llava...), llm_config (InternVL),
+ *  language_config (DeepSeek-VL2). Its fields win over the top level. */
+export const HF_TEXT_CONFIG_KEYS: readonly string[] = ["text_config", "llm_config", "language_config"];
+
+/** Architectures whose GGUF appends the multi-token-prediction (nextn) layers to the block count
+ *  (`nextn_predict_layers`: layers that hold no KV and no recurrent state, llama_hparams::has_kv and
+ *  from-gguf-metadata.ts), with the config field that counts them. DeepSeek-V3's MTP layer is left
+ *  out of its GGUF (block_count 61 = num_hidden_layers), so it is not listed. */
+const MTP_LAYER_FIELDS: Readonly<Record<string, readonly string[]>> = {
+  qwen35: ["mtp_num_hidden_layers"],
+  qwen35moe: ["mtp_num_hidden_layers"],
+  glm4moe: ["num_nextn_predict_layers"],
+};
+
+function archOf(modelType: string | undefined): string | undefined {
+  if (modelType === undefined) return undefined;
+  return HF_MODEL_TYPE_TO_ARCH[modelType] ?? (modelType === "ministral" ? "llama" : undefined);
+}
+
 /**
- * Builds a ModelSpec from a parsed config.json. Multimodal configs nest the language model in
- * `text_config` (gemma3, llama4, mistral3, qwen2.5-vl...): its fields win over the top level.
+ * Builds a ModelSpec from a parsed config.json. Multimodal wrappers nest the language model in
+ * `text_config` (or `llm_config` / `language_config`, HF_TEXT_CONFIG_KEYS): its fields win over the
+ * top level, and the wrapper's own model_type is used only where kvbound maps it (gemma3, llama4,
+ * qwen2.5-vl, qwen3.5 convert under their own GGUF arch); any other wrapper (llava, paligemma,
+ * idefics3, internvl...) plans its language model by the nested model_type.
  */
 export function specFromHfConfig(config: unknown, opts: HfSpecOptions): ModelSpec {
   if (!isObj(config)) throw new ModelConfigError(`${opts.source}: config.json must be a JSON object`, { field: "(config)" });
-  const textConfig = config["text_config"];
-  if (textConfig !== undefined && textConfig !== null && !isObj(textConfig)) {
-    throw new ModelConfigError(`${opts.source}: config.json text_config must be an object`, { field: "text_config" });
+  let textKey: string | undefined;
+  let textConfig: Obj | undefined;
+  for (const key of HF_TEXT_CONFIG_KEYS) {
+    const v = config[key];
+    if (v === undefined || v === null) continue;
+    if (!isObj(v)) throw new ModelConfigError(`${opts.source}: config.json ${key} must be an object`, { field: key });
+    textKey = key;
+    textConfig = v;
+    break;
   }
-  const c: ConfigReader = new ConfigReader(isObj(textConfig) ? textConfig : config, config, opts.source);
+  const c: ConfigReader = new ConfigReader(textConfig ?? config, config, opts.source);
 
   const topType = typeof config["model_type"] === "string" ? (config["model_type"] as string) : undefined;
-  const textType = isObj(textConfig) && typeof textConfig["model_type"] === "string" ? (textConfig["model_type"] as string) : undefined;
-  // mistral3's text model is "mistral"/"ministral" and converts like it; llama4 / gemma3 keep the top type.
-  const modelType = topType === "mistral3" ? (textType ?? topType) : (topType ?? textType);
+  const textType = textConfig !== undefined && typeof textConfig["model_type"] === "string" ? (textConfig["model_type"] as string) : undefined;
+  // mistral3's text model is "mistral"/"ministral" and converts like it; llama4 / gemma3 / qwen3.5
+  // keep the top type; a wrapper kvbound does not map falls back to its language model's type.
+  const modelType = topType === "mistral3" ? (textType ?? topType) : archOf(topType) !== undefined ? topType : (textType ?? topType);
   if (modelType === undefined) c.fail("model_type", "is missing; it names the architecture (llama, qwen2, gemma3...)");
-  const arch = HF_MODEL_TYPE_TO_ARCH[modelType] ?? (modelType === "ministral" ? "llama" : undefined);
+  const arch = archOf(modelType);
   if (arch === undefined) {
+    const both = topType !== undefined && textKey !== undefined && textType !== undefined && textType !== topType;
+    const named = both ? `"${topType}" (its ${textKey}.model_type is "${textType}")` : `"${modelType}"`;
     throw new UnsupportedArchitectureError(
-      `${opts.source}: config.json model_type "${modelType}" is not one kvbound maps to a llama.cpp architecture; ` +
+      `${opts.source}: config.json model_type ${named} is not one kvbound maps to a llama.cpp architecture; ` +
         `convert the model to GGUF and plan from its metadata`,
       { arch: modelType, source: opts.source },
     );
@@ -241,8 +279,21 @@ export function specFromHfConfig(config: unknown, opts: HfSpecOptions): ModelSpe
     kvFromStart = Math.min(nLayer, 20);
   }
 
-  const layers: LayerSpec[] = new Array<LayerSpec>(nLayer);
-  for (let il = 0; il < nLayer; il++) {
+  // ---- multi-token-prediction layers: appended after the stack as the GGUF does, with no KV and
+  // no recurrent state (a Qwen3.5 MTP layer is a full-attention block, never a gated-delta-net one)
+  let nMtp = 0;
+  for (const field of MTP_LAYER_FIELDS[arch] ?? []) {
+    const v = c.uint(field, MAX_LAYERS);
+    if (v !== undefined) {
+      nMtp = v;
+      break;
+    }
+  }
+  for (let i = 0; i < nMtp; i++) kinds.push("none");
+  const nBlocks = nLayer + nMtp;
+
+  const layers: LayerSpec[] = new Array<LayerSpec>(nBlocks);
+  for (let il = 0; il < nBlocks; il++) {
     const kind = kinds[il]!;
     if (kind === "recurrent") {
       layers[il] = { kind: "recurrent", rElems, sElems };
@@ -250,7 +301,7 @@ export function specFromHfConfig(config: unknown, opts: HfSpecOptions): ModelSpe
     }
     const swa = kind === "swa";
     const base = { kind: "attention" as const, nHeadKv: kind === "none" ? 0 : kvHeads, headDimK, headDimV, swa };
-    if (il >= kvFromStart) {
+    if (il >= kvFromStart && il < nLayer) {
       const from = kvFromStart - (swa ? 2 : 1);
       if (from < 0 || (kinds[from] === "swa") !== swa) c.fail("num_kv_shared_layers", `leaves layer ${il} without an earlier layer of its kind to share a cache with`);
       layers[il] = { ...base, kvFrom: from };
@@ -273,7 +324,7 @@ export function specFromHfConfig(config: unknown, opts: HfSpecOptions): ModelSpe
     name: opts.name ?? c.string("_name_or_path") ?? modelType,
     arch,
     source: opts.source,
-    nLayer,
+    nLayer: nBlocks,
     nEmbd,
     nHead,
     nFf: nFf !== null && nFf > 0 ? nFf : null,
@@ -346,7 +397,9 @@ function recurrentFromFields(c: ConfigReader, arch: string, nLayer: number, kind
     case "mamba2":
       kinds.fill("recurrent");
       return;
-    case "qwen3next": {
+    case "qwen3next":
+    case "qwen35":
+    case "qwen35moe": {
       const interval = c.uint("full_attention_interval", MAX_LAYERS) ?? 4;
       if (interval === 0) c.fail("full_attention_interval", "is 0: it must be a positive number of layers");
       for (let il = 0; il < nLayer; il++) if ((il + 1) % interval !== 0) kinds[il] = "recurrent";
@@ -379,7 +432,9 @@ function recurrentFromFields(c: ConfigReader, arch: string, nLayer: number, kind
 /** R / S state values per recurrent layer from the config's fields (llama.cpp n_embd_r / n_embd_s). */
 function recurrentSizesFromConfig(c: ConfigReader, arch: string, nEmbd: number): { rElems: number; sElems: number } {
   switch (arch) {
-    case "qwen3next": {
+    case "qwen3next":
+    case "qwen35":
+    case "qwen35moe": {
       // convert_hf_to_gguf: ssm.conv_kernel = linear_conv_kernel_dim, ssm.state_size = linear_key_head_dim,
       // ssm.group_count = linear_num_key_heads, ssm.inner_size = linear_value_head_dim * linear_num_value_heads
       const dConv = c.positive("linear_conv_kernel_dim", MAX_DIM, "the gated delta net needs its conv kernel size");

@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { gv, writeGguf, type GgufWriterValue, type WriterTensor } from "../../test/fixtures/gguf-writer.js";
 import { loadModelSpec, quantFromFileType } from "./load.js";
 
 const STORIES = fileURLToPath(new URL("../../../shared/models/stories260K.gguf", import.meta.url));
@@ -270,5 +271,147 @@ describe("loadModelSpec: registry", () => {
     const err = await errorOf(loadModelSpec(join(dir, "missing.gguf")));
     expect(err.name).toBe("UnknownModelError");
     expect(err.message).toMatch(/no such file/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Split GGUFs and hf: references
+
+/** A small llama GGUF's metadata (2 blocks, 4 heads, 2 KV heads, head 8). */
+const TINY_META: Array<[string, GgufWriterValue]> = [
+  ["general.architecture", gv.str("llama")],
+  ["general.name", gv.str("tiny")],
+  ["llama.block_count", gv.u32(2)],
+  ["llama.embedding_length", gv.u32(32)],
+  ["llama.feed_forward_length", gv.u32(64)],
+  ["llama.attention.head_count", gv.u32(4)],
+  ["llama.attention.head_count_kv", gv.u32(2)],
+  ["llama.context_length", gv.u32(2048)],
+  ["llama.rope.dimension_count", gv.u32(8)],
+];
+
+/** gguf-split's layout: the model's metadata in the first shard only, split.* keys in every shard,
+ *  tensors spread over the shards. Returns each shard's bytes and the tensors' total bytes. */
+function splitGguf(count: number, opts: { wrongNo?: number } = {}): { shards: Uint8Array[]; tensorBytes: number; params: number } {
+  const shards: Uint8Array[] = [];
+  let tensorBytes = 0;
+  let params = 0;
+  for (let i = 0; i < count; i++) {
+    const split: Array<[string, GgufWriterValue]> = [
+      ["split.no", gv.u16(opts.wrongNo !== undefined && i === count - 1 ? opts.wrongNo : i)],
+      ["split.count", gv.u16(count)],
+      ["split.tensors.count", gv.i32(count * 2)],
+    ];
+    const tensors: WriterTensor[] = [
+      { name: `blk.${i}.attn_q.weight`, shape: [32, 32], type: "F32" },
+      { name: `blk.${i}.ffn_up.weight`, shape: [32, 64], type: "F16" },
+    ];
+    const written = writeGguf({ metadata: i === 0 ? [...TINY_META, ...split] : split, tensors });
+    for (const b of written.tensorBytes) tensorBytes += b;
+    params += 32 * 32 + 32 * 64;
+    shards.push(written.bytes);
+  }
+  return { shards, tensorBytes, params };
+}
+
+const shardName = (prefix: string, i: number, n: number): string => `${prefix}-${String(i).padStart(5, "0")}-of-${String(n).padStart(5, "0")}.gguf`;
+
+/** A local server with Range support over `files` (path -> bytes); records request headers. */
+async function serve(files: Map<string, Uint8Array>): Promise<{ base: string; seen: Array<Record<string, unknown>>; close: () => Promise<void> }> {
+  const seen: Array<Record<string, unknown>> = [];
+  const server: Server = createServer((req, res) => {
+    seen.push({ url: req.url, ...req.headers });
+    const data = files.get(decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname));
+    if (data === undefined) {
+      res.writeHead(404);
+      res.end();
+      return;
+    }
+    const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? "");
+    const start = m ? Number(m[1]) : 0;
+    const end = m && m[2] ? Math.min(Number(m[2]), data.length - 1) : data.length - 1;
+    res.writeHead(m ? 206 : 200, {
+      ...(m ? { "content-range": `bytes ${start}-${end}/${data.length}` } : {}),
+      "content-length": end - start + 1,
+      "accept-ranges": "bytes",
+    });
+    res.end(data.subarray(start, end + 1));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return { base: `http://127.0.0.1:${port}`, seen, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+describe("loadModelSpec: split GGUFs (split.count > 1) are read shard by shard", () => {
+  it("every shard's tensors are counted, whichever shard is named; the metadata comes from the first", async () => {
+    const { shards, tensorBytes, params } = splitGguf(3);
+    const paths = shards.map((b, i) => write(join("split", shardName("tiny", i + 1, 3)), b));
+    for (const path of [paths[0]!, paths[1]!]) {
+      const spec = await loadModelSpec(path);
+      expect(spec.arch).toBe("llama");
+      expect(spec.nLayer).toBe(2);
+      expect(spec.weights).toEqual({ bytes: tensorBytes, quant: "mixed", source: "gguf-tensors" });
+      expect(spec.params).toBe(params);
+      expect(Object.keys(spec.tensorTypes ?? {})).toHaveLength(6);
+      expect(spec.name).toBe("tiny");
+    }
+    // 3 shards x (32x32 F32 = 4096 B + 32x64 F16 = 4096 B)
+    expect(tensorBytes).toBe(3 * 8192);
+  });
+
+  it("a missing shard, a name off llama.cpp's pattern, or shards of different splits: ModelConfigError saying how", async () => {
+    const { shards } = splitGguf(3);
+    write(join("gap", shardName("tiny", 1, 3)), shards[0]!);
+    write(join("gap", shardName("tiny", 2, 3)), shards[1]!);
+    const missing = await errorOf(loadModelSpec(join(dir, "gap", shardName("tiny", 1, 3))));
+    expect(missing.name).toBe("ModelConfigError");
+    expect(missing.message).toMatch(/shard 3, .*tiny-00003-of-00003\.gguf, is missing/);
+    expect(missing.message).toMatch(/llama-gguf-split --merge/);
+    const renamed = await errorOf(loadModelSpec(write(join("renamed", "tiny.gguf"), shards[0]!)));
+    expect(renamed.name).toBe("ModelConfigError");
+    expect(renamed.message).toMatch(/shard 1 of a GGUF split into 3 files .*tiny-00001-of-00003\.gguf/);
+    const mixed = splitGguf(3, { wrongNo: 0 });
+    mixed.shards.forEach((b, i) => write(join("mixed", shardName("tiny", i + 1, 3)), b));
+    expect((await errorOf(loadModelSpec(join(dir, "mixed", shardName("tiny", 1, 3))))).message).toMatch(/does not say it is shard 3 of 3/);
+  });
+
+  it("over http(s): the other shards are fetched by the same naming", async () => {
+    const { shards, tensorBytes } = splitGguf(2);
+    const files = new Map(shards.map((b, i) => [`/m/${shardName("tiny", i + 1, 2)}`, b] as const));
+    const srv = await serve(files);
+    try {
+      const spec = await loadModelSpec(`${srv.base}/m/${shardName("tiny", 1, 2)}`);
+      expect(spec.weights?.bytes).toBe(tensorBytes);
+    } finally {
+      await srv.close();
+    }
+  });
+});
+
+describe("loadModelSpec: hf:owner/repo/file.gguf, as `kvbound run` takes it", () => {
+  it.skipIf(!haveStories)("reads the header from <HF_ENDPOINT>/owner/repo/resolve/<rev>/<file> with HF_TOKEN, downloading nothing", async () => {
+    const data = new Uint8Array(readFileSync(STORIES));
+    const srv = await serve(new Map([["/acme/tiny/resolve/v1/sub/stories260K.gguf", data]]));
+    try {
+      const spec = await loadModelSpec("hf:acme/tiny/sub/stories260K.gguf@v1", { env: { HF_ENDPOINT: srv.base, HF_TOKEN: "secret" } });
+      expect(spec.arch).toBe("llama");
+      expect(spec.source).toBe("hf:acme/tiny/sub/stories260K.gguf@v1");
+      expect(spec.name).toBe("stories260K");
+      expect(spec.weights?.bytes).toBe(handSumTensorBytes(Buffer.from(data)).bytes);
+      expect(srv.seen.every((h) => h["authorization"] === "Bearer secret")).toBe(true);
+      // Only the header was read.
+      let served = 0;
+      for (const h of srv.seen) {
+        const m = /bytes=(\d+)-(\d+)/.exec(String(h["range"] ?? ""));
+        if (m) served += Number(m[2]) - Number(m[1]) + 1;
+      }
+      expect(served).toBeLessThan(data.length);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it("a malformed hf: reference is a ModelRefError", async () => {
+    expect((await errorOf(loadModelSpec("hf:acme/tiny"))).name).toBe("ModelRefError");
   });
 });

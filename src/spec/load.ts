@@ -7,9 +7,10 @@ import { open, readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 import { ModelConfigError, UnknownModelError } from "../errors.js";
-import { readGgufHeader } from "../gguf/header.js";
+import { readGgufHeader, type GgufHeader } from "../gguf/header.js";
+import { DEFAULT_HF_ENDPOINT, hfResolveUrl, parseModelRef, type HfFileRef } from "../model/model-ref.js";
 import { specFromGgufMetadata } from "./from-gguf-metadata.js";
-import { specFromHfConfig } from "./from-hf-config.js";
+import { HF_TEXT_CONFIG_KEYS, specFromHfConfig } from "./from-hf-config.js";
 import type { ModelSpec, WeightsSpec } from "./model-spec.js";
 import { registrySpec } from "./registry.js";
 
@@ -18,7 +19,14 @@ export interface LoadModelSpecOptions {
   quant?: string;
   /** fetch used for http(s) URLs (tests pass one bound to a local server). */
   fetch?: typeof fetch;
+  /** Environment for hf: references (HF_ENDPOINT, HF_TOKEN), as `kvbound run` reads it; default process.env. */
+  env?: Readonly<Record<string, string | undefined>>;
 }
+
+/** Shards of one split GGUF kvbound reads at most. llama.cpp names shards with five digits
+ *  (`%s-%05d-of-%05d.gguf`, llama_split_path); the largest published splits have a few dozen, so
+ *  this bounds the header requests a hostile `split.count` can cause. */
+export const MAX_GGUF_SPLITS = 512;
 
 /** A GGUF metadata dump or config.json beyond this is not a config: refuse rather than read it
  *  into memory (a metadata dump with a 256K-token vocabulary is about 10 MB). */
@@ -30,8 +38,11 @@ const GGUF_MAGIC = "GGUF";
 
 /**
  * Resolves `ref` to a ModelSpec:
- * 1. `http(s)://...` or a path ending `.gguf` or a file starting with the GGUF magic: the GGUF
- *    header (header only; weights = the sum of its tensor sizes, quant from `general.file_type`);
+ * 1. `http(s)://...`, `hf:owner/repo/file.gguf[@revision]` (as `kvbound run` takes it; the header
+ *    is read from the Hub's resolve URL with Range requests, nothing is downloaded), or a path ending
+ *    `.gguf` or a file starting with the GGUF magic: the GGUF header (header only; weights = the sum
+ *    of its tensor sizes, quant from `general.file_type`). A split GGUF (`split.count` > 1) is read
+ *    shard by shard, the others found by llama.cpp's `-0000i-of-0000N.gguf` names;
  * 2. a `.json` file (or any file starting with `{`): with `general.architecture` a GGUF metadata
  *    dump; with `model_type` / `architectures` / `text_config` a Hugging Face config.json (weight
  *    bytes from a `model.safetensors.index.json` beside it when there is one); else ModelConfigError;
@@ -39,7 +50,11 @@ const GGUF_MAGIC = "GGUF";
  * 4. otherwise a registry id (`llama-3.1-8b`); UnknownModelError with suggestions when none matches.
  */
 export async function loadModelSpec(ref: string, opts: LoadModelSpecOptions = {}): Promise<ModelSpec> {
-  if (/^https?:\/\//i.test(ref)) return specFromGgufSource(ref, new URL(ref), opts);
+  if (/^https?:\/\//i.test(ref)) return specFromGgufSource(ref, { kind: "url", url: ref }, opts);
+  if (/^hf:/i.test(ref)) {
+    const parsed = parseModelRef(ref);
+    if (parsed.kind === "hf") return specFromGgufSource(ref, { kind: "hf", hf: parsed.hf }, opts);
+  }
 
   const info = await stat(ref).catch(() => null);
   if (info === null) return specFromRegistry(ref, opts);
@@ -59,7 +74,7 @@ export async function loadModelSpec(ref: string, opts: LoadModelSpecOptions = {}
 
   const head = await readFirstBytes(ref, 4);
   const magic = String.fromCharCode(...head);
-  if (magic === GGUF_MAGIC || /\.gguf$/i.test(ref)) return specFromGgufSource(ref, ref, opts);
+  if (magic === GGUF_MAGIC || /\.gguf$/i.test(ref)) return specFromGgufSource(ref, { kind: "file", path: ref }, opts);
   if (/\.json$/i.test(ref) || head[0] === 0x7b /* { */) return specFromJsonFile(ref, info.size);
   throw new ModelConfigError(
     `${ref} is neither a GGUF file (it does not start with the magic "GGUF") nor a JSON file; ` +
@@ -79,27 +94,174 @@ async function readFirstBytes(path: string, n: number): Promise<Uint8Array> {
   }
 }
 
-async function specFromGgufSource(ref: string, source: string | URL, opts: LoadModelSpecOptions): Promise<ModelSpec> {
-  const header = await readGgufHeader(source, opts.fetch ? { fetch: opts.fetch } : undefined);
-  let params = 0;
-  for (const t of header.tensors) {
-    let n = 1;
-    for (const d of t.shape) n *= Number(d);
-    params += n;
+/** Where a GGUF's header is read from. */
+type GgufLocation =
+  | { readonly kind: "file"; readonly path: string }
+  | { readonly kind: "url"; readonly url: string }
+  | { readonly kind: "hf"; readonly hf: HfFileRef };
+
+function hfRequest(hf: HfFileRef, opts: LoadModelSpecOptions): { url: string; headers: Record<string, string> } {
+  const env = opts.env ?? process.env;
+  const token = env["HF_TOKEN"];
+  return { url: hfResolveUrl(hf, env["HF_ENDPOINT"] || DEFAULT_HF_ENDPOINT), headers: token ? { Authorization: `Bearer ${token}` } : {} };
+}
+
+async function readHeaderAt(loc: GgufLocation, opts: LoadModelSpecOptions): Promise<GgufHeader> {
+  const fetchOpt = opts.fetch ? { fetch: opts.fetch } : {};
+  switch (loc.kind) {
+    case "file":
+      return readGgufHeader(loc.path);
+    case "url":
+      return readGgufHeader(new URL(loc.url), fetchOpt);
+    case "hf": {
+      const { url, headers } = hfRequest(loc.hf, opts);
+      return readGgufHeader(new URL(url), { ...fetchOpt, headers });
+    }
+    default:
+      return loc satisfies never;
   }
-  const weights: WeightsSpec = {
-    bytes: header.tensorBytes,
-    quant: quantOfGguf(header.metadata["general.file_type"], header.tensors),
-    source: "gguf-tensors",
-  };
+}
+
+function locationName(loc: GgufLocation): string {
+  switch (loc.kind) {
+    case "file":
+      return loc.path;
+    case "url":
+      return loc.url;
+    case "hf":
+      return `hf:${loc.hf.owner}/${loc.hf.repo}/${loc.hf.file}`;
+    default:
+      return loc satisfies never;
+  }
+}
+
+/** llama.cpp's shard names: `<prefix>-00001-of-00003.gguf` (llama_split_path, "%s-%05d-of-%05d.gguf"). */
+const SPLIT_NAME = /-(\d{5})-of-(\d{5})\.gguf$/i;
+
+function splitInt(header: GgufHeader, key: string): number | undefined {
+  const v = header.metadata[key];
+  const n = typeof v === "bigint" ? Number(v) : v;
+  return typeof n === "number" && Number.isInteger(n) ? n : undefined;
+}
+
+/** The location of shard `i` (1-based) of `count`, named as the given shard is. */
+function shardLocation(loc: GgufLocation, i: number, count: number): GgufLocation {
+  const name = `-${String(i).padStart(5, "0")}-of-${String(count).padStart(5, "0")}.gguf`;
+  switch (loc.kind) {
+    case "file":
+      return { kind: "file", path: loc.path.replace(SPLIT_NAME, name) };
+    case "url": {
+      const u = new URL(loc.url);
+      u.pathname = u.pathname.replace(SPLIT_NAME, name);
+      return { kind: "url", url: u.toString() };
+    }
+    case "hf":
+      return { kind: "hf", hf: { ...loc.hf, file: loc.hf.file.replace(SPLIT_NAME, name) } };
+    default:
+      return loc satisfies never;
+  }
+}
+
+function splitPathOf(loc: GgufLocation): string {
+  return loc.kind === "file" ? loc.path : loc.kind === "url" ? new URL(loc.url).pathname : loc.hf.file;
+}
+
+/**
+ * Every shard's header of a split GGUF (gguf-split: `split.count` shards, `split.no` 0-based, the
+ * model's metadata in the first, tensors spread over all), in shard order; or the one header when
+ * the file is not split. A split whose other shards cannot be named or read is a ModelConfigError
+ * that says how to fix it: under-counting the weights silently is what this refuses.
+ */
+async function readShards(loc: GgufLocation, first: GgufHeader, ref: string, opts: LoadModelSpecOptions): Promise<GgufHeader[]> {
+  const count = splitInt(first, "split.count");
+  if (count === undefined || count <= 1) return [first];
+  const no = splitInt(first, "split.no") ?? 0;
+  const merge = `or merge the shards into one file with llama-gguf-split --merge <first shard> <out.gguf>`;
+  if (count > MAX_GGUF_SPLITS) {
+    throw new ModelConfigError(`${ref}: split.count ${count} is above the ${MAX_GGUF_SPLITS} shards kvbound reads; the file is corrupt, ${merge}`, {
+      field: "split.count",
+      value: count,
+      max: MAX_GGUF_SPLITS,
+    });
+  }
+  const m = SPLIT_NAME.exec(splitPathOf(loc));
+  if (m === null || Number(m[2]) !== count || Number(m[1]) !== no + 1) {
+    throw new ModelConfigError(
+      `${ref} is shard ${no + 1} of a GGUF split into ${count} files (split.count ${count}), and its name does not follow llama.cpp's ` +
+        `<prefix>-${String(no + 1).padStart(5, "0")}-of-${String(count).padStart(5, "0")}.gguf, so kvbound cannot find the other shards to count their weights; ` +
+        `rename the shards that way (this one ${basename(splitPathOf(loc)).replace(SPLIT_NAME, "").replace(/\.gguf$/i, "")}-${String(no + 1).padStart(5, "0")}-of-${String(count).padStart(5, "0")}.gguf), ${merge}`,
+      { field: "split.count", value: count, shard: no + 1 },
+    );
+  }
+  const headers: GgufHeader[] = [];
+  for (let i = 1; i <= count; i++) {
+    if (i === no + 1) {
+      headers.push(first);
+      continue;
+    }
+    const shard = shardLocation(loc, i, count);
+    if (shard.kind === "file" && (await stat(shard.path).catch(() => null)) === null) {
+      throw new ModelConfigError(
+        `${ref} is split into ${count} files and shard ${i}, ${shard.path}, is missing: kvbound reads every shard's header to count the weights; ` +
+          `put all ${count} shards side by side, ${merge}`,
+        { field: "split.count", value: count, shard: i, missing: shard.path },
+      );
+    }
+    const h = await readHeaderAt(shard, opts);
+    if (splitInt(h, "split.count") !== count || (splitInt(h, "split.no") ?? 0) !== i - 1) {
+      throw new ModelConfigError(
+        `${locationName(shard)} does not say it is shard ${i} of ${count} (split.no ${String(h.metadata["split.no"])}, split.count ${String(h.metadata["split.count"])}): ` +
+          `the shards come from different splits; download them again, ${merge}`,
+        { field: "split.no", shard: i },
+      );
+    }
+    headers.push(h);
+  }
+  const declared = splitInt(headers[0]!, "split.tensors.count");
+  let tensors = 0;
+  for (const h of headers) tensors += h.tensors.length;
+  if (declared !== undefined && declared !== tensors) {
+    throw new ModelConfigError(`${ref}: the ${count} shards hold ${tensors} tensors but split.tensors.count says ${declared}; a shard is truncated or from another split, ${merge}`, {
+      field: "split.tensors.count",
+      value: declared,
+      found: tensors,
+    });
+  }
+  return headers;
+}
+
+async function specFromGgufSource(ref: string, loc: GgufLocation, opts: LoadModelSpecOptions): Promise<ModelSpec> {
+  const given = await readHeaderAt(loc, opts);
+  const shards = await readShards(loc, given, ref, opts);
+  // The model's metadata lives in the first shard (gguf-split copies it there only).
+  const header = shards[0]!;
+  let params = 0;
+  let tensorBytes = 0;
+  let nTensors = 0;
   // No prototype: tensor names come from the file ("__proto__" must stay a plain key).
   const tensorTypes: Record<string, string> = Object.create(null) as Record<string, string>;
-  for (const t of header.tensors) tensorTypes[t.name] = t.type.name;
+  const allTensors: Array<{ type: { name: string } }> = [];
+  for (const shard of shards) {
+    tensorBytes += shard.tensorBytes;
+    for (const t of shard.tensors) {
+      let n = 1;
+      for (const d of t.shape) n *= Number(d);
+      params += n;
+      nTensors++;
+      tensorTypes[t.name] = t.type.name;
+      allTensors.push(t);
+    }
+  }
+  const weights: WeightsSpec = {
+    bytes: tensorBytes,
+    quant: quantOfGguf(header.metadata["general.file_type"], allTensors),
+    source: "gguf-tensors",
+  };
   const spec = specFromGgufMetadata(header.metadata, {
     source: ref,
-    name: nameFromRef(ref),
+    name: nameFromRef(ref.replace(SPLIT_NAME, ".gguf")),
     weights,
-    params: header.tensors.length > 0 ? params : undefined,
+    params: nTensors > 0 ? params : undefined,
   });
   return { ...spec, tensorTypes };
 }
@@ -161,7 +323,7 @@ function quantOfGguf(fileType: unknown, tensors: ReadonlyArray<{ type: { name: s
 
 function nameFromRef(ref: string): string | undefined {
   try {
-    const base = basename(/^https?:/i.test(ref) ? new URL(ref).pathname : ref).replace(/\.(gguf|json)$/i, "");
+    const base = basename(/^https?:/i.test(ref) ? new URL(ref).pathname : ref.replace(/^hf:/i, "").replace(/@[^/]*$/, "")).replace(/\.(gguf|json)$/i, "");
     return base.length > 0 ? base : undefined;
   } catch {
     return undefined;
@@ -204,7 +366,7 @@ async function specFromJsonFile(path: string, size: number): Promise<ModelSpec> 
   if ("general.architecture" in json) {
     return specFromGgufMetadata(json as Parameters<typeof specFromGgufMetadata>[0], { source: path, name });
   }
-  if ("model_type" in json || "architectures" in json || "text_config" in json) {
+  if ("model_type" in json || "architectures" in json || HF_TEXT_CONFIG_KEYS.some((k) => k in json)) {
     const safetensorsIndex = await readSafetensorsIndex(dirname(path));
     return specFromHfConfig(json, { source: path, name, safetensorsIndex });
   }

@@ -1,83 +1,19 @@
 // `kvbound fit <model> --budget B`: the largest context per KV type (and the bounded choice),
-// and with --ctx the cheapest settings that make it fit. Also the helpers `plan` uses for its
-// verdict: whether a plan fits, the largest fitting context, and the flags of a fix.
+// and with --ctx the cheapest settings that make it fit. For the kvbound engine it also prints the
+// `kvbound run` command of each option, in flags `kvbound run` accepts (src/plan/advice.ts).
 
-import { cheapestFor, ctxGranularity, fitContexts, largestFitting, type CheapestResult, type FitResult } from "../../plan/fit.js";
-import { MAX_CONTEXT_TOKENS } from "../../plan/parse.js";
-import { planMemory } from "../../plan/plan.js";
-import type { EngineName, MemoryPlan, PlanSettings } from "../../plan/types.js";
+import { kvboundRunFlags, planFlagsFor, shellWord } from "../../plan/advice.js";
+import { cheapestFor, fitContexts, type CheapestResult, type FitOption, type FitResult } from "../../plan/fit.js";
+import { KVBOUND_ARCHS } from "../../plan/kvbound.js";
+import type { PlanSettings } from "../../plan/types.js";
 import { loadModelSpec } from "../../spec/load.js";
 import type { ModelSpec } from "../../spec/model-spec.js";
 import { formatBytes, formatInt, table } from "../format.js";
 import type { CliIo } from "../main.js";
-import { parseSettings, type ParsedSettings, type RawPlanFlags } from "../options.js";
+import { parseSettings, type RawPlanFlags } from "../options.js";
 
 export interface FitFlags extends RawPlanFlags {
   json?: boolean;
-}
-
-/** Whether a plan fits `budgetBytes`: vLLM builds its KV pool from the budget, so there the
- *  question is whether one request at max_model_len fits that pool (as fit.ts decides). */
-export function planFits(plan: MemoryPlan, budgetBytes: number): boolean {
-  if (plan.engine === "vllm" && typeof plan.extra?.["fitsOneRequest"] === "boolean") return plan.extra["fitsOneRequest"];
-  return plan.totalBytes <= budgetBytes;
-}
-
-/** Largest context (in the engine's allocation steps, up to the training context) that fits
- *  `budgetBytes` under `settings`; 0 when none does. */
-export function largestFittingCtx(spec: ModelSpec, engine: EngineName, settings: PlanSettings, budgetBytes: number): number {
-  const step = ctxGranularity(engine, settings);
-  const cap = spec.nCtxTrain ?? MAX_CONTEXT_TOKENS;
-  const windowed = engine === "webllm" || engine === "kvbound";
-  const fits = (ctx: number): boolean => {
-    const s: PlanSettings = windowed ? { ...settings, ctx, contextWindowSize: ctx, slidingWindowSize: -1 } : { ...settings, ctx };
-    return planFits(planMemory(spec, { ...s, engine, budgetBytes }), budgetBytes);
-  };
-  return largestFitting(step, cap, fits) ?? 0;
-}
-
-const FLAG_NAMES: ReadonlyArray<readonly [keyof PlanSettings, string]> = [
-  ["ctx", "--ctx"],
-  ["typeK", "--type-k"],
-  ["typeV", "--type-v"],
-  ["flashAttn", "--flash-attn"],
-  ["kvCacheDtype", "--kv-cache-dtype"],
-  ["codec", "--codec"],
-  ["contextWindowSize", "--context-window"],
-  ["slidingWindowSize", "--sliding-window"],
-  ["attentionSinkSize", "--sinks"],
-];
-
-/** The CLI flags for the settings in `chosen` that differ from what the user gave in `given`. */
-export function flagsFor(chosen: PlanSettings, given: PlanSettings): string {
-  const parts: string[] = [];
-  for (const [key, flag] of FLAG_NAMES) {
-    const v = chosen[key];
-    if (v === undefined || v === given[key]) continue;
-    parts.push(`${flag} ${typeof v === "boolean" ? (v ? "on" : "off") : String(v)}`);
-  }
-  return parts.join(" ");
-}
-
-/** What to change so a plan that misses the budget fits: the cheapest KV setting for the same
- *  context, else the largest context that fits with the cheapest setting, else the reason. */
-export function suggestFix(spec: ModelSpec, parsed: ParsedSettings, ctx: number): string | null {
-  const budgetBytes = parsed.budgetBytes;
-  if (budgetBytes === undefined) return null;
-  const cheapest = cheapestFor(spec, ctx, { ...parsed.settings, engine: parsed.engine, budgetBytes });
-  if (cheapest.fits) {
-    const flags = flagsFor(cheapest.settings, parsed.settings);
-    return `${flags} (${cheapest.label}: ${formatBytes(cheapest.bytes)})`;
-  }
-  // The same context cannot fit: offer the largest context each KV type allows.
-  const fit = fitContexts(spec, { ...parsed.settings, engine: parsed.engine, budgetBytes });
-  const tries: string[] = [];
-  for (const o of fit.options) {
-    if (o.bounded || o.maxCtx === null) continue;
-    tries.push(`${flagsFor({ ...o.settings, ctx: o.maxCtx }, parsed.settings)} (${o.label})`);
-  }
-  if (tries.length > 0) return `${tries.join(", or ")}; or a smaller quantization`;
-  return cheapest.reason;
 }
 
 export async function fitCommand(model: string, flags: FitFlags, io: CliIo): Promise<number> {
@@ -91,8 +27,9 @@ export async function fitCommand(model: string, flags: FitFlags, io: CliIo): Pro
     io.stdout(`${JSON.stringify({ model: spec.name, source: spec.source, ...fit, ...(cheapest ? { ctx, cheapest: stripPlan(cheapest) } : {}) }, null, 2)}\n`);
     return 0;
   }
-  io.stdout(renderFit(spec, fit, rest));
-  if (cheapest !== undefined && ctx !== undefined) io.stdout(`${renderCheapest(ctx, cheapest, rest)}\n`);
+  io.stdout(renderFit(spec, fit, rest, model));
+  const kvbound = fit.engine === "kvbound" ? { runRef: kvboundRunnable(spec) === null ? model : undefined } : undefined;
+  if (cheapest !== undefined && ctx !== undefined) io.stdout(`${renderCheapest(ctx, cheapest, rest, kvbound)}\n`);
   return 0;
 }
 
@@ -103,7 +40,35 @@ function stripPlan(c: CheapestResult): unknown {
   return { ...rest, totalBytes: plan.totalBytes };
 }
 
-export function renderFit(spec: ModelSpec, fit: FitResult, given: PlanSettings): string {
+/** The flags of an option: `kvbound run` cache flags for the kvbound engine (they are valid
+ *  `kvbound plan --engine kvbound` flags too), `kvbound plan` flags otherwise. */
+function optionFlags(engine: FitResult["engine"], o: FitOption, given: PlanSettings): string {
+  if (o.maxCtx === null) return "";
+  const settings = o.bounded ? o.settings : { ...o.settings, ctx: o.maxCtx };
+  if (engine === "kvbound") return kvboundRunFlags(runSettings(o, given));
+  return planFlagsFor(settings, given);
+}
+
+/** Why `kvbound run --model <ref>` would refuse this model, or null when it takes it: it runs GGUF
+ *  files (path, URL, hf:) of the architectures it has a forward pass for. */
+function kvboundRunnable(spec: ModelSpec): string | null {
+  if (!KVBOUND_ARCHS.includes(spec.arch)) return `kvbound run has no forward pass for ${spec.arch} (it runs ${KVBOUND_ARCHS.join(", ")})`;
+  if (spec.weights?.source !== "gguf-tensors") return "kvbound run takes the model's GGUF file (a path, an http(s) URL or hf:owner/repo/file.gguf), not this reference";
+  return null;
+}
+
+/** The settings `kvbound run` needs for a kvbound option: the user's (page size, prefill chunk)
+ *  under the option's codec and window. */
+function runSettings(o: FitOption, given: PlanSettings): PlanSettings {
+  return o.bounded ? { ...given, ...o.settings } : { ...given, ...o.settings, contextWindowSize: o.maxCtx ?? undefined, slidingWindowSize: -1 };
+}
+
+/** `kvbound run --model <ref> --prompt "..." <flags>`: a command `kvbound run` accepts as printed. */
+export function kvboundRunCommand(modelRef: string, settings: PlanSettings): string {
+  return `kvbound run --model ${shellWord(modelRef)} --prompt "..." ${kvboundRunFlags(settings)}`.trimEnd();
+}
+
+export function renderFit(spec: ModelSpec, fit: FitResult, given: PlanSettings, modelRef?: string): string {
   const out: string[] = [];
   out.push(`model    ${spec.name} (${spec.arch}, ${spec.nLayer} layers${spec.nCtxTrain !== null ? `, training context ${spec.nCtxTrain}` : ""})`);
   out.push(`source   ${spec.source}`);
@@ -116,10 +81,24 @@ export function renderFit(spec: ModelSpec, fit: FitResult, given: PlanSettings):
       o.maxCtx === null ? "none" : formatInt(o.maxCtx),
       o.bytesAtMax === null ? "" : formatBytes(o.bytesAtMax),
       o.limitedBy === "nCtxTrain" ? "training ctx" : o.limitedBy,
-      o.maxCtx === null ? "" : flagsFor(o.bounded ? o.settings : { ...o.settings, ctx: o.maxCtx }, given),
+      optionFlags(fit.engine, o, given),
     ]);
   }
   out.push(table(rows, ["l", "r", "r", "l", "l"]));
+  const runnable = kvboundRunnable(spec);
+  if (fit.engine === "kvbound" && modelRef !== undefined && runnable !== null) {
+    out.push("");
+    out.push(`run it: ${runnable}; the flags column is what kvbound run takes`);
+  } else if (fit.engine === "kvbound" && modelRef !== undefined) {
+    const runs = fit.options.filter((o) => o.maxCtx !== null);
+    if (runs.length > 0) {
+      out.push("");
+      out.push("run it:");
+      for (const o of runs) {
+        out.push(`  ${kvboundRunCommand(modelRef, runSettings(o, given))}`);
+      }
+    }
+  }
   const notes = [...fit.notes];
   for (const o of fit.options) notes.push(`${o.label}: ${o.note}`);
   out.push("");
@@ -129,10 +108,13 @@ export function renderFit(spec: ModelSpec, fit: FitResult, given: PlanSettings):
   return out.join("\n");
 }
 
-export function renderCheapest(ctx: number, c: CheapestResult, given: PlanSettings): string {
+/** The cheapest settings for --ctx. For the kvbound engine (`kvbound`) the flags are the ones
+ *  `kvbound run` takes, and with a runnable model its `kvbound run` command follows. */
+export function renderCheapest(ctx: number, c: CheapestResult, given: PlanSettings, kvbound?: { runRef: string | undefined }): string {
   if (c.fits) {
-    const flags = flagsFor(c.settings, { ...given, ctx });
-    return `cheapest for ctx ${ctx}: ${c.label}, ${formatBytes(c.bytes)}${flags ? `: ${flags}` : " (as given)"}\n  ${c.note}`;
+    const flags = kvbound === undefined ? planFlagsFor(c.settings, { ...given, ctx }) : kvboundRunFlags(c.settings);
+    const run = kvbound?.runRef === undefined ? "" : `\n  ${kvboundRunCommand(kvbound.runRef, c.settings)}`;
+    return `cheapest for ctx ${ctx}: ${c.label}, ${formatBytes(c.bytes)}${flags ? `: ${flags}` : " (as given)"}\n  ${c.note}${run}`;
   }
   return `ctx ${ctx} does not fit: ${c.reason}`;
 }

@@ -4,22 +4,23 @@
 import { totalmem } from "node:os";
 
 import { InvalidSettingError } from "../../errors.js";
+import { largestFittingCtx, suggestFix } from "../../plan/advice.js";
 import { exportPlan, type ExportTarget } from "../../plan/export.js";
 import { planMemory } from "../../plan/plan.js";
 import type { MemoryPlan } from "../../plan/types.js";
+import { planVerdict } from "../../plan/verdict.js";
 import { loadModelSpec } from "../../spec/load.js";
 import { listRegistry, registrySpec } from "../../spec/registry.js";
 import type { CliIo } from "../main.js";
-import { formatBytes, formatInt, formatParams, formatPercent, formatTokens, mib, table, type Align } from "../format.js";
+import { formatBytes, formatInt, formatParams, formatTokens, mib, table, type Align } from "../format.js";
 import { parseSettings, type ParsedSettings, type RawPlanFlags } from "../options.js";
-import { largestFittingCtx, planFits, suggestFix } from "./fit.js";
 
 export interface PlanFlags extends RawPlanFlags {
   json?: boolean;
   export?: string;
 }
 
-const EXPORT_TARGETS: readonly ExportTarget[] = ["llama.cpp", "vllm", "webllm", "node-llama-cpp"];
+const EXPORT_TARGETS: readonly ExportTarget[] = ["llama.cpp", "vllm", "webllm", "node-llama-cpp", "ollama", "mlx"];
 
 function parseExportTarget(value: string): ExportTarget {
   for (const t of EXPORT_TARGETS) if (t === value.toLowerCase()) return t;
@@ -52,7 +53,8 @@ export async function planCommand(model: string | undefined, flags: PlanFlags, i
   io.stdout(renderPlan(plan));
   if (parsed.budgetBytes !== undefined) {
     const ctx = typeof plan.settings["ctx"] === "number" ? plan.settings["ctx"] : parsed.settings.ctx;
-    io.stdout(`${verdictLine(plan, parsed.budgetBytes, () => (ctx === undefined ? null : suggestFix(spec, parsed, ctx)))}\n`);
+    const budgetBytes = parsed.budgetBytes;
+    io.stdout(`${verdictLine(plan, budgetBytes, () => (ctx === undefined ? null : suggestFix(spec, { ...parsed.settings, engine: parsed.engine, budgetBytes }, ctx)))}\n`);
   }
   return 0;
 }
@@ -140,38 +142,15 @@ export function renderPlan(plan: MemoryPlan): string {
 }
 
 /**
- * One line against a budget: "fits: 5.21 GiB of 8.00 GiB (65%)" or
- * "does not fit: needs 1.20 GiB more (9.20 GiB of 8.00 GiB); try ...". `suggest` is only run when
- * the plan does not fit (it may plan many variants).
+ * One line against a budget, from the one verdict (src/plan/verdict.ts): "fits: 5.21 GiB of 8.00 GiB
+ * (65%)", or "does not fit: needs 1.20 GiB more (9.20 GiB of 8.00 GiB); try ...", with what the
+ * figure leaves out. `suggest` is only run when the plan does not fit (it may plan many variants).
  */
 export function verdictLine(plan: MemoryPlan, budgetBytes: number, suggest: () => string | null): string {
-  const total = plan.totalBytes;
-  if (plan.engine === "vllm") return vllmVerdict(plan, budgetBytes, suggest);
-  if (total <= budgetBytes) {
-    return `fits: ${formatBytes(total)} of ${formatBytes(budgetBytes)} (${formatPercent(total / budgetBytes)})`;
-  }
+  const verdict = planVerdict(plan, budgetBytes);
+  if (verdict.fits) return verdict.line;
   const fix = suggest();
-  return (
-    `does not fit: needs ${formatBytes(total - budgetBytes)} more (${formatBytes(total)} of ${formatBytes(budgetBytes)})` +
-    (fix ? `; try ${fix}` : "")
-  );
-}
-
-// vLLM takes the whole budget (x gpu_memory_utilization) and builds its KV pool from what the
-// weights and activations leave: the question is whether one request at max_model_len fits it.
-function vllmVerdict(plan: MemoryPlan, budgetBytes: number, suggest: () => string | null): string {
-  const extra = plan.extra ?? {};
-  const perRequest = typeof extra["bytesPerRequest"] === "number" ? extra["bytesPerRequest"] : plan.kv.totalBytes;
-  const available = typeof extra["availableKvBytes"] === "number" ? extra["availableKvBytes"] : 0;
-  const conc = typeof extra["maxConcurrency"] === "number" ? `, max concurrency ${extra["maxConcurrency"].toFixed(2)}x` : "";
-  if (planFits(plan, budgetBytes)) {
-    return `fits: one request needs ${formatBytes(perRequest)} of KV; vLLM has ${formatBytes(available)} for KV in ${formatBytes(budgetBytes)}${conc}`;
-  }
-  const fix = suggest();
-  return (
-    `does not fit: one request needs ${formatBytes(perRequest)} of KV, ${formatBytes(perRequest - available)} more than the ` +
-    `${formatBytes(available)} vLLM has left in ${formatBytes(budgetBytes)}` + (fix ? `; try ${fix}` : "")
-  );
+  return verdict.line + (fix ? `; try ${fix}` : "");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -188,6 +167,8 @@ export interface MachinePlanRow {
   readonly ctx: number;
   readonly plan: MemoryPlan | null;
   readonly fits: boolean;
+  /** The context is past the model's training context (the memory may fit; the model is not trained for it). */
+  readonly pastTraining: boolean;
   /** Largest context that fits the budget under the same settings (capped at the training
    *  context), 0 when not even the weights fit, null when unknown. */
   readonly maxCtx: number | null;
@@ -210,11 +191,12 @@ export function machinePlanRows(parsed: ParsedSettings, budgetBytes: number): Ma
       const settings = { ...parsed.settings, ctx, budgetBytes };
       const plan = planMemory(spec, { ...settings, engine: parsed.engine });
       const maxCtx = largestFittingCtx(spec, parsed.engine, settings, budgetBytes);
-      rows.push({ id: entry.id, name: entry.name, params: entry.params, ctx, plan, fits: planFits(plan, budgetBytes), maxCtx, error: null });
+      const verdict = planVerdict(plan, budgetBytes);
+      rows.push({ id: entry.id, name: entry.name, params: entry.params, ctx, plan, fits: verdict.fits, pastTraining: verdict.pastTraining !== null, maxCtx, error: null });
     } catch (err) {
       // One model the settings do not suit (e.g. a quantized V it cannot take) must not hide the rest.
       const e = err instanceof Error ? err : new Error(String(err));
-      rows.push({ id: entry.id, name: entry.name, params: entry.params, ctx, plan: null, fits: false, maxCtx: null, error: { name: e.name, message: e.message } });
+      rows.push({ id: entry.id, name: entry.name, params: entry.params, ctx, plan: null, fits: false, pastTraining: false, maxCtx: null, error: { name: e.name, message: e.message } });
     }
   }
   rows.sort((a, b) => (a.plan?.totalBytes ?? Infinity) - (b.plan?.totalBytes ?? Infinity));
@@ -251,12 +233,13 @@ export function machinePlan(parsed: ParsedSettings, json: boolean, io: CliIo, to
       formatTokens(r.ctx),
       formatBytes(p.kv.totalBytes),
       formatBytes(p.totalBytes),
-      r.fits ? "yes" : "no",
+      r.fits ? (r.pastTraining ? "yes*" : "yes") : "no",
       r.maxCtx === null ? "?" : r.maxCtx === 0 ? "-" : r.maxCtx % 1024 === 0 ? formatTokens(r.maxCtx) : formatInt(r.maxCtx),
     ]);
   }
   out.push(table(table_, ["l", "r", "l", "r", "r", "r", "r", "l", "r"]));
   out.push("");
+  if (rows.some((r) => r.fits && r.pastTraining)) out.push("* memory only: the context is past the model's training context");
   out.push(`${fitting} of ${rows.length} fit. Details: kvbound plan <model> --ctx 32k --budget ${formatBytes(budgetBytes).replace(" ", "")}; ` + `what fits best: kvbound rank --budget ${formatBytes(budgetBytes).replace(" ", "")} --ctx 32k`);
   for (const r of rows) if (r.error) out.push(`  ${r.id}: ${r.error.name}: ${r.error.message}`);
   io.stdout(`${out.join("\n")}\n`);

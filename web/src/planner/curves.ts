@@ -40,6 +40,10 @@ export function chartTypes(engine: EngineName): readonly string[] {
       return ["f16", "f32"];
     case "kvbound":
       return ["f16", "int8", "int4"];
+    case "ollama":
+      return ["f16", "q8_0", "q4_0"];
+    case "mlx":
+      return ["float16", "kv-bits 8", "kv-bits 4"];
     default:
       return engine satisfies never;
   }

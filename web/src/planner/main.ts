@@ -3,6 +3,7 @@
 
 import "../styles.css";
 
+import { suggestFix } from "../../../src/plan/advice.js";
 import { exportPlan, type ExportTarget } from "../../../src/plan/export.js";
 import { planMemory, type PlanRequest } from "../../../src/plan/plan.js";
 import { ENGINES, type EngineName } from "../../../src/plan/types.js";
@@ -148,9 +149,13 @@ function recompute(): void {
   let resolved: ResolvedForm;
   try {
     resolved = resolveForm(formValues());
-    const plan = planMemory(spec, resolved.request);
+    const r = resolved;
+    // The budget goes into the plan as the CLI's --budget does: vLLM builds its KV pool from it,
+    // and the verdict is its one-request rule.
+    const request = { ...r.request, budgetBytes: r.budgetBytes };
+    const plan = planMemory(spec, request);
     renderBreakdown(breakdown, plan);
-    renderBudgetBar(budgetBar, plan, resolved.budgetBytes);
+    renderBudgetBar(budgetBar, plan, r.budgetBytes, () => suggestFix(spec, request, r.ctx));
     renderNotes(notes, plan.notes);
     showError(errorBox, null);
   } catch (err) {

@@ -3,6 +3,7 @@
 
 import { formatBytes } from "../../../src/plan/parse.js";
 import type { KvCachePlan, MemoryPlan } from "../../../src/plan/types.js";
+import { planVerdict } from "../../../src/plan/verdict.js";
 import { el, replaceChildren } from "../dom.js";
 import { describeError } from "../errors.js";
 import type { GgufFacts } from "./model-source.js";
@@ -42,8 +43,17 @@ export function renderBreakdown(table: HTMLTableElement, plan: MemoryPlan): void
   replaceChildren(table, el("caption", {}, `${plan.engine} memory for ${String(plan.model["name"] ?? "model")}`), head, body);
 }
 
-/** A stacked bar (weights, KV, compute) with the budget marked; the verdict as text beside it. */
-export function renderBudgetBar(host: HTMLElement, plan: MemoryPlan, budgetBytes: number): void {
+/** The verdict line the page shows: the CLI's (`kvbound plan --budget`), fix included. */
+export function verdictText(plan: MemoryPlan, budgetBytes: number, suggest: () => string | null): { fits: boolean; text: string } {
+  const v = planVerdict(plan, budgetBytes);
+  if (v.fits) return { fits: true, text: v.line };
+  const fix = suggest();
+  return { fits: false, text: v.line + (fix !== null ? `; try ${fix}` : "") };
+}
+
+/** A stacked bar (weights, KV, compute) with the budget marked; the verdict (src/plan/verdict.ts,
+ *  the one the CLI prints) beside it, with the CLI's fix when it does not fit. */
+export function renderBudgetBar(host: HTMLElement, plan: MemoryPlan, budgetBytes: number, suggest: () => string | null = () => null): void {
   const weights = plan.weights?.bytes ?? 0;
   const kv = plan.kv.totalBytes;
   const compute = plan.compute?.bytes ?? 0;
@@ -63,10 +73,7 @@ export function renderBudgetBar(host: HTMLElement, plan: MemoryPlan, budgetBytes
   const line = el("div", { className: "budget-line", attrs: { title: `budget ${formatBytes(budgetBytes)}` } });
   line.style.left = pct(budgetBytes);
   bar.appendChild(line);
-  const fits = plan.totalBytes <= budgetBytes;
-  const verdict = fits
-    ? `fits: ${formatBytes(plan.totalBytes)} of ${formatBytes(budgetBytes)} (${((100 * plan.totalBytes) / budgetBytes).toFixed(0)}%)`
-    : `does not fit: ${formatBytes(plan.totalBytes)} is ${formatBytes(plan.totalBytes - budgetBytes)} over the ${formatBytes(budgetBytes)} budget`;
+  const { fits, text: verdict } = verdictText(plan, budgetBytes, suggest);
   const legend = el(
     "ul",
     { className: "bar-legend" },

@@ -5,6 +5,8 @@
 import { CODEC_KINDS } from "../../../src/cache/codecs/types.js";
 import { InvalidSettingError } from "../../../src/errors.js";
 import { LLAMA_CPP_CACHE_TYPES } from "../../../src/plan/llama-cpp.js";
+import { MLX_KV_DTYPE_BYTES } from "../../../src/plan/mlx.js";
+import { OLLAMA_KV_CACHE_TYPES } from "../../../src/plan/ollama.js";
 import { parseBytes, parseCount } from "../../../src/plan/parse.js";
 import type { PlanRequest } from "../../../src/plan/plan.js";
 import type { EngineName, PlanSettings } from "../../../src/plan/types.js";
@@ -56,6 +58,10 @@ export function kvTypeChoice(engine: EngineName): KvTypeChoice {
       return { types: Object.keys(WEBLLM_KV_DTYPE_BYTES), defaultType: "f16", separateV: false, windows: true, note: "set by the model's quantization (q4f16 / q4f32)" };
     case "kvbound":
       return { types: CODEC_KINDS, defaultType: "f16", separateV: false, windows: true, note: "page codec, one for K and V" };
+    case "ollama":
+      return { types: OLLAMA_KV_CACHE_TYPES, defaultType: "f16", separateV: false, windows: false, note: "OLLAMA_KV_CACHE_TYPE; quantized types need flash attention" };
+    case "mlx":
+      return { types: MLX_FORM_TYPES, defaultType: "float16", separateV: false, windows: false, note: "the model's dtype, or --kv-bits 8 / 4 (groups of 64)" };
     default:
       return engine satisfies never;
   }
@@ -73,6 +79,16 @@ function intIn(text: string, setting: string, min: number, max: number): number 
 /** Most parallel sequences the form accepts (llama.cpp's LLAMA_MAX_SEQ is 256). */
 const MAX_FORM_SEQS = 256;
 
+/** The mlx-lm cache choices the form offers: the model's dtype or a quantized cache from the start. */
+const MLX_FORM_TYPES: readonly string[] = ["float16", "kv-bits 8", "kv-bits 4"];
+
+/** mlx-lm settings for one of MLX_FORM_TYPES (or a dtype name). */
+function mlxTypeSettings(type: string): PlanSettings {
+  if (type === "kv-bits 8") return { kvBits: 8, quantizedKvStart: 0 };
+  if (type === "kv-bits 4") return { kvBits: 4, quantizedKvStart: 0 };
+  return MLX_KV_DTYPE_BYTES[type] !== undefined ? { kvCacheDtype: type } : {};
+}
+
 /** The engine's settings for a KV type chosen in the form. */
 export function typeSettings(engine: EngineName, typeK: string, typeV: string, flashAttn: boolean): PlanSettings {
   switch (engine) {
@@ -83,6 +99,10 @@ export function typeSettings(engine: EngineName, typeK: string, typeV: string, f
       return { kvCacheDtype: typeK };
     case "kvbound":
       return { codec: typeK };
+    case "ollama":
+      return { typeK, typeV: typeK, flashAttn };
+    case "mlx":
+      return mlxTypeSettings(typeK);
     default:
       return engine satisfies never;
   }
