@@ -212,6 +212,18 @@ export class BudgetTooSmallError extends KvboundError {
   }
 }
 
+/** The model's weights alone exceed the memory a run may use. */
+export class ModelTooLargeError extends KvboundError {
+  constructor(budgetBytes: number, weightsBytes: number) {
+    super(
+      "MODEL_TOO_LARGE",
+      `the weights alone (${weightsBytes} bytes) exceed the budget of ${budgetBytes} bytes by ${weightsBytes - budgetBytes}; ` +
+        "use a smaller quantization or model, or raise --budget",
+      { budgetBytes, weightsBytes },
+    );
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cache operations
 
@@ -364,6 +376,7 @@ for (const ctor of [
   ContextWindowSizeExceededError,
   CacheConfigError,
   BudgetTooSmallError,
+  ModelTooLargeError,
   SequenceNotFoundError,
   LayerOutOfRangeError,
   CacheExhaustedError,

@@ -26,7 +26,7 @@ describe("cache flags", () => {
   it("map to a CacheConfigInput", () => {
     expect(cacheConfigFromFlags({})).toEqual({ contextWindowSize: 4096 });
     expect(cacheConfigFromFlags({}, 512)).toEqual({ contextWindowSize: 512 });
-    expect(cacheConfigFromFlags({ contextWindow: "8k", codec: "F16", pageSize: "32", budget: "64MiB" })).toEqual({
+    expect(cacheConfigFromFlags({ contextWindow: "8k", codec: "F16", pageSize: "32", cacheBudget: "64MiB" })).toEqual({
       contextWindowSize: 8192,
       codec: "f16",
       pageSize: 32,
@@ -48,7 +48,7 @@ describe("cache flags", () => {
     expect(() => cacheConfigFromFlags({ codec: "q4_0" })).toThrow(InvalidSettingError);
     expect(() => cacheConfigFromFlags({ contextWindow: "-5" })).toThrow(InvalidSettingError);
     expect(() => cacheConfigFromFlags({ sinks: "x" })).toThrow(InvalidSettingError);
-    expect(() => cacheConfigFromFlags({ budget: "lots" })).toThrow(InvalidSettingError);
+    expect(() => cacheConfigFromFlags({ cacheBudget: "lots" })).toThrow(InvalidSettingError);
   });
 
   it("carry each policy's own settings: --prefix, --h2o-recent / --h2o-heavy / --h2o-window", () => {
@@ -89,7 +89,7 @@ describe("cache flags", () => {
   });
 
   it("are declared on a command under the documented names", () => {
-    const cmd = addCacheFlags(new Command("x"));
+    const cmd = addCacheFlags(new Command("x"), { runtimeBudget: true });
     const names = cmd.options.map((o) => o.long);
     for (const n of [
       "--context-window",
@@ -103,6 +103,7 @@ describe("cache flags", () => {
       "--codec",
       "--page-size",
       "--budget",
+      "--cache-budget",
       "--prefill-chunk",
     ]) {
       expect(names).toContain(n);
@@ -115,6 +116,39 @@ describe.skipIf(!have)("kvbound run | chat | bench on stories260K", () => {
   beforeAll(() => {
     golden = JSON.parse(readFileSync(sharedPath("golden/stories260K-greedy.json"), "utf8"));
   });
+
+  it("run --budget asks the planner: it picks and prints the settings, and the run stays inside them; too small is a typed error", async () => {
+    // 10,000 tokens do not fit the model's context: the planner picks a sliding window that fits 8 MiB.
+    const r = await cli("run", "--model", MODEL_REL, "--prompt", "Once upon a time", "--budget", "8MiB", "--max-tokens", "10000", "--temperature", "0", "--json");
+    expect(r.code, r.err).toBe(0);
+    const line = /\[budget 8\.00 MiB: sliding window (\d+) tokens \(4 sinks\), (\w+); weights .* \+ cache ([\d.]+) (KiB|MiB) \+ compute .* = ([\d.]+) MiB\]/.exec(r.err);
+    expect(line, r.err).not.toBeNull();
+    const window = Number(line![1]);
+    expect(Number(line![5])).toBeLessThanOrEqual(8);
+    const j = JSON.parse(r.out);
+    expect(j.ids).toHaveLength(10_000);
+    expect(j.stats.finishReason).toBe("length");
+    expect(j.stats.lengthCause).toBe("maxTokens");
+    expect(j.stats.tokensHeld).toBeLessThanOrEqual(window);
+    expect(j.stats.evictions).toBeGreaterThan(10_000 - window - 10);
+    expect(j.stats.cache.codec).toBe(line![2]);
+    // The pool the run reserved is the cache the planner counted (the line rounds to 2 decimals).
+    const unit = line![4] === "MiB" ? 2 ** 20 : 2 ** 10;
+    expect(Math.abs(j.stats.cache.bytesReserved - Number(line![3]) * unit)).toBeLessThan(0.006 * unit);
+
+    // The weights alone over the budget, or a window the pool cannot hold: typed errors before any compute.
+    const weights = await cli("run", "--model", MODEL_REL, "--prompt", "Once", "--budget", "64KiB", "--sliding-window", "256", "--sinks", "4");
+    expect(weights.code).toBe(1);
+    expect(weights.err).toMatch(/error: ModelTooLargeError: the weights alone \(\d+ bytes\) exceed the budget of 65536 bytes/);
+    expect(weights.out).toBe("");
+    const pool = await cli("run", "--model", MODEL_REL, "--prompt", "Once", "--cache-budget", "64KiB", "--sliding-window", "256", "--sinks", "4");
+    expect(pool.code).toBe(1);
+    expect(pool.err).toMatch(/error: BudgetTooSmallError: .* the 18 pages a 256-token sliding window spans/);
+    // ppl and bench measure the settings given: --budget is not theirs.
+    const ppl = await cli("ppl", "--model", MODEL_REL, "--text", "x", "--budget", "8MiB");
+    expect(ppl.code).not.toBe(0);
+    expect(ppl.err).toMatch(/unknown option '--budget'/);
+  }, 120_000);
 
   it("run --json prints promptIds, the golden greedy ids, text and stats", async () => {
     const r = await cli("run", "--model", MODEL_REL, "--prompt", "Once upon a time", "--max-tokens", "40", "--temperature", "0", "--codec", "f32", "--json");

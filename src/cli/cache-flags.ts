@@ -26,11 +26,23 @@ export interface RawCacheFlags {
   codec?: string;
   pageSize?: string;
   prefillChunk?: string;
+  /** run, chat, serve: memory for weights + cache + compute (src/cli/runtime-cache.ts). */
   budget?: string;
+  /** Bytes the page pool may use (the library's budgetBytes). */
+  cacheBudget?: string;
 }
 
-/** Adds the cache flags to `cmd` and returns it (chainable). */
-export function addCacheFlags(cmd: Command): Command {
+/**
+ * Adds the cache flags to `cmd` and returns it (chainable). `runtimeBudget`: the command runs with
+ * what the planner picks for `--budget` (run, chat, serve); the others measure the settings given.
+ */
+export function addCacheFlags(cmd: Command, opts: { runtimeBudget?: boolean } = {}): Command {
+  if (opts.runtimeBudget === true) {
+    cmd.option(
+      "--budget <bytes>",
+      "memory for weights + cache + compute: the planner keeps the window asked for if it fits, else picks the cheapest codec or the largest sliding window that does, and prints it (default: 80% of the memory free at start)",
+    );
+  }
   return cmd
     .option("--context-window <n>", "context_window_size: tokens the cache holds; a longer prompt is refused (default: the model's training context, at most 4096)")
     .option("--sliding-window <n>", "sliding_window_size: tokens the cache holds at most; older ones are evicted (needs --sinks)")
@@ -43,7 +55,7 @@ export function addCacheFlags(cmd: Command): Command {
     .option("--codec <name>", `KV page codec: ${CODEC_KINDS.join(", ")} (default f16)`)
     .option("--page-size <n>", "tokens per KV page, a power of two (default 16)")
     .option("--prefill-chunk <n>", "prefill_chunk_size: prompt tokens processed per chunk (default min(512, window))")
-    .option("--budget <bytes>", "bytes the KV page pool may use: 64MiB, 1GiB, 500MB");
+    .option("--cache-budget <bytes>", "bytes the KV page pool may use (64MiB, 1GiB, 500MB); a window it cannot hold is an error");
 }
 
 /** Largest default context window when the user gives none: keeps a plain `kvbound run` small. */
@@ -177,6 +189,6 @@ export function cacheConfigFromFlags(opts: RawCacheFlags, defaultContextWindow: 
   if (pageSize !== undefined) out.pageSize = pageSize;
   const prefillChunkSize = count(opts.prefillChunk, "prefill-chunk");
   if (prefillChunkSize !== undefined) out.prefillChunkSize = prefillChunkSize;
-  if (opts.budget !== undefined) out.budgetBytes = parseBytes(opts.budget, "budget");
+  if (opts.cacheBudget !== undefined) out.budgetBytes = parseBytes(opts.cacheBudget, "cache-budget");
   return out;
 }

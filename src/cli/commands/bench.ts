@@ -10,7 +10,7 @@ import { parseCount } from "../../plan/parse.js";
 import { addCacheFlags, type RawCacheFlags } from "../cache-flags.js";
 import { formatBytes, table } from "../format.js";
 import type { CliIo } from "../main.js";
-import { loadModelForCli, sessionFromFlags, tokensPerSecond } from "./run.js";
+import { flagsWindow, loadModelForCli, sessionFromFlags, tokensPerSecond } from "./run.js";
 
 export interface BenchFlags extends RawCacheFlags {
   model: string;
@@ -48,7 +48,7 @@ export async function benchCommand(flags: BenchFlags, io: CliIo): Promise<number
   const nPrompt = flags.promptTokens === undefined ? DEFAULT_BENCH_PROMPT_TOKENS : parseCount(flags.promptTokens, "prompt-tokens");
   const nGen = flags.genTokens === undefined ? DEFAULT_BENCH_GEN_TOKENS : parseCount(flags.genTokens, "gen-tokens");
   const reps = flags.repetitions === undefined ? 3 : parseCount(flags.repetitions, "repetitions", 100);
-  const loaded = await loadModelForCli(flags.model, io, flags);
+  const loaded = await loadModelForCli(flags.model, io, flagsWindow(flags));
   // Default window: the whole benchmark fits without eviction.
   const session = sessionFromFlags(loaded, flags.contextWindow === undefined && flags.slidingWindow === undefined
     ? { ...flags, contextWindow: String(nPrompt + nGen) }

@@ -13,8 +13,9 @@ import type { DoneEvent, TokenStats } from "../../engine/generate.js";
 import { Session, type SessionOptions } from "../../engine/session.js";
 import { InvalidSettingError, KvboundError, SessionFileError } from "../../errors.js";
 import { parseCount } from "../../plan/parse.js";
-import { addCacheFlags, cacheConfigFromFlags, DEFAULT_CLI_CONTEXT_WINDOW, type RawCacheFlags } from "../cache-flags.js";
+import { addCacheFlags, type RawCacheFlags } from "../cache-flags.js";
 import type { CliIo } from "../main.js";
+import { runtimeCache } from "../runtime-cache.js";
 import { addSamplingFlags, loadModelForCli, memoryLine, samplerFromFlags, tokensPerSecond, type SamplingFlags } from "./run.js";
 
 export interface ChatFlags extends RawCacheFlags, SamplingFlags {
@@ -64,8 +65,8 @@ export async function chatCommand(flags: ChatFlags, io: CliIo, lines?: AsyncIter
   const { seed, ...sampling } = samplerFromFlags(flags);
   const maxTokens = flags.maxTokens === undefined ? DEFAULT_CHAT_MAX_TOKENS : parseCount(flags.maxTokens, "max-tokens");
   checkKeepSystem(flags);
-  const loaded = await loadModelForCli(flags.model, io, flags);
-  const cacheInput = cacheConfigFromFlags(flags, Math.min(loaded.model.hp.nCtxTrain, DEFAULT_CLI_CONTEXT_WINDOW));
+  const { cacheInput, window } = await runtimeCache(flags.model, flags, io);
+  const loaded = await loadModelForCli(flags.model, io, window);
   const sessionOpts: SessionOptions = {
     ...(flags.system !== undefined ? { system: flags.system } : {}),
     ...(flags.keepSystem === true ? { keepSystem: true } : {}),
@@ -437,7 +438,7 @@ export function registerChat(program: Command, io: CliIo, setExit: (code: number
     .option("--save <file>", "save the conversation to <file> on exit (resume it with --resume)")
     .option("--resume <file>", "restore a conversation saved with --save or /save, then go on");
   addSamplingFlags(cmd);
-  addCacheFlags(cmd).action(async (flags: ChatFlags) => {
+  addCacheFlags(cmd, { runtimeBudget: true }).action(async (flags: ChatFlags) => {
     setExit(await chatCommand(flags, io));
   });
 }

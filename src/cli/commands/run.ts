@@ -6,13 +6,14 @@ import type { Command } from "commander";
 
 import { loadModel, type LoadedModel } from "../../engine/load-model.js";
 import { Session } from "../../engine/session.js";
-import type { DoneEvent } from "../../engine/generate.js";
+import { DEFAULT_MAX_TOKENS, type DoneEvent } from "../../engine/generate.js";
 import type { SamplerSettings } from "../../engine/sampler.js";
 import { InvalidSettingError } from "../../errors.js";
 import { progressBar } from "../../model/model-ref.js";
 import { parseCount } from "../../plan/parse.js";
 import { addCacheFlags, cacheConfigFromFlags, DEFAULT_CLI_CONTEXT_WINDOW, type RawCacheFlags } from "../cache-flags.js";
 import { formatBytes } from "../format.js";
+import { runtimeCache } from "../runtime-cache.js";
 import type { CliIo } from "../main.js";
 
 export interface SamplingFlags {
@@ -80,16 +81,17 @@ export function samplerFromFlags(f: SamplingFlags): SamplerSettings {
   return out;
 }
 
-/** Loads a model reference (path, URL, hf:) with a progress bar on stderr when it is a terminal. */
-export async function loadModelForCli(ref: string, io: CliIo, flags: RawCacheFlags = {}): Promise<LoadedModel> {
+/**
+ * Loads a model reference (path, URL, hf:) with a progress bar on stderr when it is a terminal,
+ * built for a `window`-token context when given (LongRoPE models pick their factors by it, as
+ * llama.cpp does by n_ctx).
+ */
+export async function loadModelForCli(ref: string, io: CliIo, window?: number): Promise<LoadedModel> {
   // Only a terminal gets a redrawn bar; a pipe or a log file would fill with carriage returns.
   const tty = process.stderr.isTTY === true;
   let lastDraw = 0;
-  // The window decides LongRoPE models' factors (llama.cpp: by n_ctx), so the model is built for it.
-  const given = flags.contextWindow !== undefined || flags.slidingWindow !== undefined ? cacheConfigFromFlags(flags) : null;
-  const window = given === null ? -1 : Math.max(given.contextWindowSize ?? -1, given.slidingWindowSize ?? -1);
   const loaded = await loadModel(ref, {
-    ...(window > 0 ? { nCtx: window } : {}),
+    ...(window !== undefined && window > 0 ? { nCtx: window } : {}),
     ...(io.fetch ? { fetch: io.fetch } : {}),
     ...(tty
       ? {
@@ -97,13 +99,20 @@ export async function loadModelForCli(ref: string, io: CliIo, flags: RawCacheFla
             const t = Date.now();
             if (t - lastDraw < 100 && done !== total) return;
             lastDraw = t;
-            io.stderr(`\r${progressBar(done, total)}`);
+            io.stderr(`\r${progressBar(done, total)}\x1b[K`);
           },
         }
       : {}),
   });
   if (tty && lastDraw > 0) io.stderr("\n");
   return loaded;
+}
+
+/** The window the cache flags give (-1: none given), for loadModelForCli. */
+export function flagsWindow(flags: RawCacheFlags): number {
+  if (flags.contextWindow === undefined && flags.slidingWindow === undefined) return -1;
+  const given = cacheConfigFromFlags(flags);
+  return Math.max(given.contextWindowSize ?? -1, given.slidingWindowSize ?? -1);
 }
 
 /** A session for the loaded model with the cache flags (context window default: min(training context, 4096)). */
@@ -135,8 +144,11 @@ export function memoryLine(s: DoneEvent["stats"]): string {
 export async function runCommand(flags: RunFlags, io: CliIo): Promise<number> {
   const sampling = samplerFromFlags(flags);
   const maxTokens = flags.maxTokens === undefined ? undefined : Number(flags.maxTokens) === 0 ? 0 : parseCount(flags.maxTokens, "max-tokens");
-  const loaded = await loadModelForCli(flags.model, io, flags);
-  const session = sessionFromFlags(loaded, flags);
+  // The planner picks the cache before the weights load (--budget); a prompt's tokens are at most its UTF-8 bytes + BOS.
+  const runTokens = new TextEncoder().encode(flags.prompt).length + 1 + (maxTokens ?? DEFAULT_MAX_TOKENS);
+  const rc = await runtimeCache(flags.model, flags, io, { runTokens });
+  const loaded = await loadModelForCli(flags.model, io, rc.window);
+  const session = new Session(loaded, rc.cacheInput);
   const promptIds = session.encode(flags.prompt);
   const gen = session.generate(promptIds, { ...sampling, ...(maxTokens !== undefined ? { maxTokens } : {}) });
   if (flags.json) {
@@ -192,7 +204,7 @@ export function registerRun(program: Command, io: CliIo, setExit: (code: number)
     .option("--max-tokens <n>", "tokens to generate at most (default 256)")
     .option("--json", "print { promptIds, ids, text, stats } only");
   addSamplingFlags(cmd);
-  addCacheFlags(cmd).action(async (flags: RunFlags) => {
+  addCacheFlags(cmd, { runtimeBudget: true }).action(async (flags: RunFlags) => {
     setExit(await runCommand(flags, io));
   });
 }

@@ -21,6 +21,7 @@ import { InvalidSettingError } from "../../errors.js";
 import { parseCount } from "../../plan/parse.js";
 import { addCacheFlags, cacheConfigFromFlags, DEFAULT_CLI_CONTEXT_WINDOW, type RawCacheFlags } from "../cache-flags.js";
 import type { CliIo } from "../main.js";
+import { runtimeCache } from "../runtime-cache.js";
 import { addSamplingFlags, loadModelForCli, samplerFromFlags, type SamplingFlags } from "./run.js";
 
 /** Default port (an unassigned one, so it rarely collides); --port 0 picks a free one. */
@@ -295,7 +296,7 @@ function parseWhole(text: string, setting: string, max: number): number {
 /** Flags that only mean something with --model (the API). */
 const API_ONLY_FLAGS: readonly (keyof ServeFlags)[] = [
   "parallel", "queue", "queueTimeoutMs", "maxTokens", "alias", "contextWindow", "slidingWindow", "sinks", "policy", "prefix", "h2oRecent", "h2oHeavy",
-  "h2oWindow", "codec", "pageSize", "prefillChunk", "budget", "temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "presencePenalty",
+  "h2oWindow", "codec", "pageSize", "prefillChunk", "budget", "cacheBudget", "temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "presencePenalty",
   "frequencyPenalty", "seed",
 ];
 
@@ -331,11 +332,12 @@ export async function serveCommand(flags: ServeFlags, io: CliIo): Promise<Static
     return started;
   }
   // Settings first, so a typo is reported before a model is loaded.
-  cacheConfigFromFlags(flags);
-  apiOptionsFromFlags(flags, DEFAULT_CLI_CONTEXT_WINDOW);
-  const loaded = await loadModelForCli(flags.model, io, flags);
+  const checked = apiOptionsFromFlags(flags, DEFAULT_CLI_CONTEXT_WINDOW);
+  // The pool serves --parallel sequences: the planner sizes it (and --budget) for all of them.
+  const rc = await runtimeCache(flags.model, flags, io, { sequences: checked.parallel ?? DEFAULT_PARALLEL });
+  const loaded = await loadModelForCli(flags.model, io, rc.window);
   const dir = flags.dir ?? ((await webRoot(defaultWebDir())) !== null ? defaultWebDir() : null);
-  const started = await startApiServer({ loaded, port, host, dir, ...apiOptionsFromFlags(flags, loaded.model.hp.nCtxTrain) });
+  const started = await startApiServer({ loaded, port, host, dir, ...apiOptionsFromFlags(flags, loaded.model.hp.nCtxTrain), cache: rc.cacheInput });
   const api = started.api;
   const c = api.config;
   const base = started.url.replace(/\/$/, "");
@@ -366,7 +368,7 @@ export function registerServe(program: Command, io: CliIo, setExit: (code: numbe
     .option("--max-tokens <n>", "max_tokens for requests that set none (default: the cache window)")
     .option("--alias <name>", "model id the API reports (default: the file name without .gguf)");
   addSamplingFlags(cmd);
-  return addCacheFlags(cmd).action(async (flags: ServeFlags) => {
+  return addCacheFlags(cmd, { runtimeBudget: true }).action(async (flags: ServeFlags) => {
     await serveCommand(flags, io);
     setExit(0);
   });
