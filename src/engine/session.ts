@@ -270,6 +270,8 @@ export class Session {
    */
   async prefill(ids: readonly number[], opts: { signal?: AbortSignal } = {}): Promise<{ reused: number; prefilled: number; aborted: boolean }> {
     const epoch = ++this.epoch;
+    // Raw ids are not a conversation: a chat after them starts over.
+    this.conv = this.freshConversation();
     return this.prefillIds(ids, opts.signal, epoch);
   }
 
