@@ -13,7 +13,7 @@ import { readGgufHeader, readGgufHeaderFromSource, type GgufHeader } from "../gg
 import type { ByteSource } from "../gguf/readers/byte-source.js";
 import { blobSource } from "../gguf/readers/blob.js";
 import { httpSource } from "../gguf/readers/http.js";
-import { architectureOf, createModel } from "../model/architectures.js";
+import { architectureOf, createModel, type CreateModelOptions } from "../model/architectures.js";
 import type { CausalLM } from "../model/causal-lm.js";
 import { resolveModelRef, type ResolveModelRefOptions } from "../model/model-ref.js";
 import { createTokenizer, tokenizerSettings, type Tokenizer, type TokenizerSettings } from "../model/tokenizer/index.js";
@@ -37,6 +37,11 @@ export interface LoadModelOptions {
   readonly nCtx?: number;
   /** Passed to resolveModelRef for hf: references (endpoint, token, env). */
   readonly resolve?: Omit<ResolveModelRefOptions, "fetch" | "onProgress" | "signal" | "cacheDir">;
+  /**
+   * Threads the matmuls are split over (ModelOptions.threads): default the cores available, at most
+   * 8; 1 runs no workers. `model.threads` and `model.threadsNote` say what runs and why not more.
+   */
+  readonly threads?: number;
 }
 
 /** What the loaded weights hold besides the model's wasm arena (`model.wasmBytes`). */
@@ -82,7 +87,10 @@ export async function loadModel(source: ModelSource, opts: LoadModelOptions = {}
 /** loadModel without the tokenizer: the header, the forward pass and what its weights hold. */
 export async function loadModelWeights(source: ModelSource, opts: LoadModelOptions = {}): Promise<Omit<LoadedModel, "model" | "tokenizer" | "settings"> & { readonly model: TransformerModel }> {
   checkAborted(opts.signal);
-  const modelOpts = opts.nCtx !== undefined ? { nCtx: opts.nCtx } : {};
+  const modelOpts: ModelBuildOptions = {
+    ...(opts.nCtx !== undefined ? { nCtx: opts.nCtx } : {}),
+    ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+  };
   if (source instanceof Uint8Array || source instanceof ArrayBuffer) {
     const bytes = source instanceof Uint8Array ? source : new Uint8Array(source);
     const header = await readGgufHeader(bytes);
@@ -107,6 +115,9 @@ export async function loadModelWeights(source: ModelSource, opts: LoadModelOptio
   }
 }
 
+/** What loadModel passes on to createModel. */
+type ModelBuildOptions = Pick<CreateModelOptions, "nCtx" | "threads">;
+
 /** The tensors whose only copy will be the arena's: the planner's rule (kvboundModelMemory) on this header. */
 function wasmTensorsOf(header: GgufHeader): ReadonlySet<string> {
   if (!wasmKernelsAvailable()) return new Set();
@@ -122,7 +133,7 @@ function wasmTensorsOf(header: GgufHeader): ReadonlySet<string> {
  * arena. Null when the model fell back to the JS kernels although tensors were meant for wasm.
  */
 async function streamWeights(
-  src: ByteSource, header: GgufHeader, wasmTensors: ReadonlySet<string>, modelOpts: { nCtx?: number }, opts: LoadModelOptions,
+  src: ByteSource, header: GgufHeader, wasmTensors: ReadonlySet<string>, modelOpts: ModelBuildOptions, opts: LoadModelOptions,
 ): Promise<{ model: TransformerModel; weights: ResidentWeights } | null> {
   const size = src.size;
   const offsets = new Map<string, number>();

@@ -78,6 +78,12 @@ export interface CausalLM {
   readonly longRope: LongRopeChoice | null;
   /** Bytes of the model's WebAssembly memory (weight copies + activations); 0 on the JS kernels. */
   readonly wasmBytes: number;
+  /** Threads the matmuls are split over (1: the calling thread alone). */
+  readonly threads: number;
+  /** Why fewer threads run than were asked for (no SharedArrayBuffer, the JS kernels, ...), or null. */
+  readonly threadsNote: string | null;
+  /** Stops the model's worker threads, if any; it still runs afterwards, on the calling thread. */
+  dispose(): void;
   /** One token at position `pos` through every layer; `logits` ([nVocab]) receives the output when given. */
   forward(token: number, pos: number, kv: KvBackend, logits: Float32Array | null): void;
   /** tokens[start .. start+n) as one batch (n <= maxBatchTokens); `logits` receives the last token's. */

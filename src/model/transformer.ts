@@ -5,7 +5,8 @@
 // One token (forward) or a batch of prompt tokens (forwardBatch: each weight matrix read once per
 // batch); every buffer is allocated once in the constructor, so decoding allocates nothing.
 // Matmuls run on the WebAssembly SIMD kernels (src/model/wasm) when the runtime has them, on the
-// JS kernels otherwise; so do SwiGLU, the RMSNorms and the residual adds (elementwise.as).
+// JS kernels otherwise; so do SwiGLU, the RMSNorms and the residual adds (elementwise.as). With
+// `threads` > 1 the matmuls are split by rows over worker threads sharing the wasm memory.
 
 import type { GgufHeader } from "../gguf/header.js";
 import { ModelConfigError } from "../errors.js";
@@ -18,7 +19,7 @@ import { Acts, actQuant, bindWasm, fillWasmRows, linear, quantizeActs, readWasmR
 import { DEFAULT_MAX_BATCH_TOKENS, layoutModelWasm, MAX_BATCH_TOKENS_LIMIT } from "../wasm/model-layout.js";
 import { matvec, type WeightMatrix } from "./kernels/matvec.js";
 import { dequantizeRow } from "./kernels/quant-rows.js";
-import { WasmArena, wasmKernelsAvailable } from "./wasm/wasm-kernels.js";
+import { defaultThreads, MAX_THREADS, WasmArena, wasmKernelsAvailable } from "./wasm/wasm-kernels.js";
 import { ELEMENTWISE_WASM_BASE64 } from "./wasm/elementwise-wasm.js";
 import { compileEmbedded } from "../wasm/embedded.js";
 import { WeightSet } from "./weights.js";
@@ -35,18 +36,20 @@ interface ElementwiseExports {
   addRows(a: number, b: number, n: number): void;
 }
 
-let elementwiseCompiled: WebAssembly.Module | null | undefined;
+const elementwiseCompiled: { shared?: WebAssembly.Module | null; unshared?: WebAssembly.Module | null } = {};
 
 /**
  * The elementwise kernels over `arena`'s memory, or null when this runtime cannot compile them
  * (the JS loops run then). The instance imports the memory, so it adds only its code (~1.5 KiB)
- * and no bytes to the arena: modelMemory's prediction is unchanged.
+ * and no bytes to the arena: modelMemory's prediction is unchanged. They run on the calling thread.
  */
 function elementwiseOn(arena: WasmArena): ElementwiseExports | null {
   // ~1.5 KiB: under the 4 KiB browsers compile synchronously on the main thread.
-  if (elementwiseCompiled === undefined) elementwiseCompiled = compileEmbedded(ELEMENTWISE_WASM_BASE64);
-  if (elementwiseCompiled === null) return null;
-  return new WebAssembly.Instance(elementwiseCompiled, { env: { memory: arena.k.memory } }).exports as unknown as ElementwiseExports;
+  const kind = arena.shared ? "shared" : "unshared";
+  if (elementwiseCompiled[kind] === undefined) elementwiseCompiled[kind] = compileEmbedded(ELEMENTWISE_WASM_BASE64, kind);
+  const mod = elementwiseCompiled[kind]!;
+  if (mod === null) return null;
+  return new WebAssembly.Instance(mod, { env: { memory: arena.memory } }).exports as unknown as ElementwiseExports;
 }
 
 /** How the forward pass computes (see TransformerModel's constructor). */
@@ -79,6 +82,21 @@ export interface ModelOptions {
   readonly gelu?: "ggml" | "exact";
   /** Most tokens one forwardBatch call takes (activation rows allocated for it). Default 64. */
   readonly maxBatchTokens?: number;
+  /**
+   * Threads the wasm matmuls are split over, by rows (1..MAX_THREADS): the calling thread plus
+   * threads - 1 workers sharing the model's wasm memory (a SharedArrayBuffer), started on the first
+   * matmul worth splitting; results are bit-identical to one thread. Default `defaultThreads()`:
+   * the cores available, at most MAX_DEFAULT_THREADS. 1: no workers, no SharedArrayBuffer. Where
+   * threads cannot run (no SharedArrayBuffer: a page without COOP/COEP; a page's main thread; the
+   * JS kernels) the model runs one thread and says why in `threadsNote`.
+   */
+  readonly threads?: number;
+  /**
+   * Multiply-adds (rows x cols x tokens of the matmuls that go together) from which the threads split
+   * a matmul; below it the calling thread runs it alone. Default MIN_SPLIT_WORK (where splitting
+   * measured faster: bench/threads-threshold.ts); 0 splits every matmul (tests).
+   */
+  readonly minSplitWork?: number;
   /**
    * A streaming load (loadModel): `data` holds only the resident tensors, each at this offset; a
    * tensor absent here must be one the model copies into wasm memory, and the loader fills it
@@ -138,6 +156,8 @@ export class TransformerModel implements CausalLM {
   readonly activations: "q8" | "f32";
   readonly wasmBytes: number;
   readonly longRope: LongRopeChoice | null;
+  /** Threads asked for (ModelOptions.threads or its default). */
+  readonly threadsWanted: number;
   private readonly plan: TransformerPlan;
   private readonly exactGelu: boolean;
   private readonly arena: WasmArena | null;
@@ -182,6 +202,11 @@ export class TransformerModel implements CausalLM {
       throw new ModelConfigError(`maxBatchTokens ${B} is invalid: use 1..${MAX_BATCH_TOKENS_LIMIT}`, { field: "maxBatchTokens" });
     }
     this.maxBatchTokens = B;
+    const threads = options.threads ?? defaultThreads();
+    if (!Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS) {
+      throw new ModelConfigError(`threads ${threads} is invalid: use 1..${MAX_THREADS}`, { field: "threads" });
+    }
+    this.threadsWanted = threads;
     const w = new WeightSet(header, data, options.tensorOffsets ?? null);
     const qDim = hp.nHead * hp.headDim;
     const kvDim = hp.nHeadKv * hp.headDim;
@@ -226,7 +251,7 @@ export class TransformerModel implements CausalLM {
     }
 
     // Lay out the wasm memory: matrices with a wasm kernel, then activations; grow once.
-    let arena: WasmArena | null = (options.kernels ?? "wasm") === "wasm" && wasmKernelsAvailable() ? new WasmArena() : null;
+    let arena: WasmArena | null = (options.kernels ?? "wasm") === "wasm" && wasmKernelsAvailable() ? new WasmArena({ threads, ...(options.minSplitWork !== undefined ? { minSplitWork: options.minSplitWork } : {}) }) : null;
     let placed = new Map<WeightMatrix, number>();
     const q8Acts = (options.activations ?? "q8") === "q8";
     let ptrs: number[] = [];
@@ -308,6 +333,33 @@ export class TransformerModel implements CausalLM {
     this.logitsRow = acts(8, hp.nVocab, 1);
     this.ew = arena !== null ? elementwiseOn(arena) : null;
     this.normStage = this.ew !== null && arena !== null ? arena.f32(ptrs[9]!, Math.max(hp.nEmbd, hp.headDim)) : null;
+  }
+
+  /** Threads the matmuls are split over (1 on the JS kernels or where threads cannot run: see threadsNote). */
+  get threads(): number {
+    return this.arena?.threads ?? 1;
+  }
+
+  /** Why fewer threads run than were asked for (no SharedArrayBuffer, ...), or null. */
+  get threadsNote(): string | null {
+    if (this.threadsWanted > 1 && this.arena === null) return "the JS kernels run on one thread";
+    return this.arena?.threadsNote ?? null;
+  }
+
+  /** Starts the matmul workers now (else the first big matmul does) and resolves once they are up. */
+  async threadsReady(): Promise<void> {
+    await this.arena?.whenThreadsReady();
+  }
+
+  /** Matmuls split over threads so far (diagnostics, tests). */
+  get threadSplits(): number {
+    return this.arena?.splits ?? 0;
+  }
+
+  /** Stops the matmul workers (they would stop when the model is collected, or with the process);
+   *  the model still runs afterwards, on the calling thread alone. */
+  dispose(): void {
+    this.arena?.dispose();
   }
 
   /**
@@ -415,6 +467,8 @@ export class TransformerModel implements CausalLM {
   private quant(x: Acts, n: number, L: Linear): Q8Scratch | null {
     const to = actQuant(L.kind);
     if (this.q8 === null || to === null) return null;
+    this.arena!.flush(); // a queued matmul may still read the scratch
+
     quantizeActs(this.arena!, x, n, this.q8, to);
     return this.q8;
   }
@@ -434,11 +488,13 @@ export class TransformerModel implements CausalLM {
       const L = this.layers[l]!;
       this.normRows(xb, x, L.attnNorm, n);
       let s = this.quant(xb, n, L.wq);
+      arena?.batch(); // q, k, v read the same input: one job for the threads
       linear(arena, q, L.wq, xb, n, s);
       if (!sameQuant(L.wk, L.wq)) s = this.quant(xb, n, L.wk);
       linear(arena, k, L.wk, xb, n, s);
       if (!sameQuant(L.wv, L.wk)) s = this.quant(xb, n, L.wv);
       linear(arena, v, L.wv, xb, n, s);
+      arena?.flush();
       if (L.bq || L.bk || L.bv) {
         for (let t = 0; t < n; t++) {
           if (L.bq) addRow(q.a, t * qDim, L.bq, qDim);
@@ -462,9 +518,11 @@ export class TransformerModel implements CausalLM {
 
       this.normRows(xb, x, L.ffnNorm, n);
       s = this.quant(xb, n, L.wGate);
+      arena?.batch();
       linear(arena, hb, L.wGate, xb, n, s);
       if (!sameQuant(L.wUp, L.wGate)) s = this.quant(xb, n, L.wUp);
       linear(arena, hb2, L.wUp, xb, n, s);
+      arena?.flush();
       const m = n * nFf;
       if (gelu) (exactGelu ? gegluExactRows : gegluRows)(hba, hb2a, m);
       else if (ew !== null) ew.swiglu(hb.ptr, hb2.ptr, m);

@@ -1,10 +1,14 @@
 // Compiles kvbound's AssemblyScript kernels into TypeScript modules that embed the .wasm bytes as
 // base64, so that the kernels load in Node and in browsers without fetching a file:
-//   src/model/wasm/kernels.as     -> src/model/wasm/kernels-wasm.ts     (matmuls)
+//   src/model/wasm/kernels.as     -> src/model/wasm/kernels-wasm.ts     (matmuls, over an imported
+//                                    memory: the model's arena, shared with the matmul pool's workers)
 //   src/cache/wasm/attention.as   -> src/cache/wasm/attention-wasm.ts   (attention over the cache's
 //                                    pages; it imports its sibling .as files, one per codec)
 //   src/model/wasm/elementwise.as -> src/model/wasm/elementwise-wasm.ts (SwiGLU, RMSNorm, residual
-//                                    adds over the matmul module's memory: --importMemory)
+//                                    adds over the matmul module's memory)
+// The two model modules import their memory declared shared (SHARED_MEMORY): one module serves a
+// SharedArrayBuffer-backed arena whose rows worker threads split, and, with the declaration flipped
+// at load (embedded.ts compileEmbedded "unshared"), a plain one where SharedArrayBuffer is missing.
 // It lives in src/wasm/ (beside embedded.ts, which decodes what it embeds) because it builds both the
 // model's and the cache's modules, and the cache may not import the model.
 // Run: node src/wasm/build.mjs           (writes them all)
@@ -14,6 +18,13 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import asc from "assemblyscript/asc";
 
+/**
+ * The model modules' memory: imported as env.memory (the model's WasmArena creates it at its final
+ * size), declared shared with the wasm32 maximum (65536 pages: the declaration bounds what may be
+ * imported, the arena's own maximum is its size), and exported back as `memory` as before.
+ */
+const SHARED_MEMORY = ["--importMemory", "--sharedMemory", "--maximumMemory", "65536", "--enable", "threads"];
+
 /** The modules: entry source, generated file, exported constant. */
 export const MODULES = {
   kernels: {
@@ -21,6 +32,7 @@ export const MODULES = {
     target: fileURLToPath(new URL("../model/wasm/kernels-wasm.ts", import.meta.url)),
     constant: "KERNELS_WASM_BASE64",
     what: "The WebAssembly SIMD matmul kernels' bytes",
+    flags: SHARED_MEMORY,
   },
   attention: {
     source: fileURLToPath(new URL("../cache/wasm/attention.as", import.meta.url)),
@@ -34,7 +46,7 @@ export const MODULES = {
     constant: "ELEMENTWISE_WASM_BASE64",
     what: "The WebAssembly SIMD elementwise kernels' bytes",
     // No memory of its own: it runs over the model's arena memory, imported as env.memory.
-    flags: ["--importMemory"],
+    flags: SHARED_MEMORY,
   },
 };
 

@@ -1,7 +1,8 @@
-// What the two embedded WebAssembly modules share (the matmul kernels, src/model/wasm/, and the
-// attention kernels, src/cache/wasm/): decoding the base64 bytes build.mjs embeds, a synchronous
-// compile that reports "unavailable" instead of throwing, and the bump layout their owners use to
-// place buffers in an instance's memory before growing it once.
+// What the embedded WebAssembly modules share (the matmul and elementwise kernels, src/model/wasm/,
+// and the attention kernels, src/cache/wasm/): decoding the base64 bytes build.mjs embeds, a
+// synchronous compile that reports "unavailable" instead of throwing (for a shared or a plain
+// imported memory), and the bump layout their owners use to place buffers in an instance's memory
+// before sizing it once.
 
 /** Largest linear memory kvbound lays out in one instance: wasm32 addresses 4 GiB; engines cap it
  *  lower in places (Chrome on 32-bit hosts: 1 GiB), so past 2 GiB the callers keep JS buffers. */
@@ -22,16 +23,94 @@ function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
 }
 
 /**
+ * Which memory a module that imports `env.memory` is compiled for. build.mjs declares the model's
+ * modules' memory shared (a SharedArrayBuffer that worker threads see too); "unshared" flips that
+ * declaration so that a plain WebAssembly.Memory backs the same code where SharedArrayBuffer is
+ * missing (a page without COOP/COEP) or not wanted (one thread).
+ */
+export type MemoryKind = "shared" | "unshared";
+
+/**
  * Compiles embedded module bytes synchronously; null when this runtime cannot (no WebAssembly, no
  * SIMD: Safari < 16.4, Node < 16.4; or a browser main thread refusing synchronous compiles of more
- * than 4 KiB, where the callers fall back to their JS kernels).
+ * than 4 KiB, where the callers fall back to their JS kernels). `memory` picks the declaration of
+ * an imported memory (default as built); a module without one is compiled as it is.
  */
-export function compileEmbedded(base64: string): WebAssembly.Module | null {
+export function compileEmbedded(base64: string, memory?: MemoryKind): WebAssembly.Module | null {
   try {
-    return typeof WebAssembly === "object" && typeof atob === "function" ? new WebAssembly.Module(decodeBase64(base64)) : null;
+    if (typeof WebAssembly !== "object" || typeof atob !== "function") return null;
+    const bytes = decodeBase64(base64);
+    return new WebAssembly.Module(memory === "unshared" ? unshareMemoryImport(bytes) : bytes);
   } catch {
     return null;
   }
+}
+
+/** An unsigned LEB128 at bytes[at]: its value and the offset after it. */
+function leb(bytes: Uint8Array, at: number): [value: number, next: number] {
+  let value = 0, shift = 0, c = 0;
+  do {
+    c = bytes[at++]!;
+    value += (c & 127) * 2 ** shift;
+    shift += 7;
+  } while (c & 128);
+  return [value, at];
+}
+
+/** `value` as an unsigned LEB128. */
+function lebBytes(value: number): number[] {
+  const out: number[] = [];
+  do {
+    let c = value % 128;
+    value = Math.floor(value / 128);
+    if (value > 0) c |= 128;
+    out.push(c);
+  } while (value > 0);
+  return out;
+}
+
+/**
+ * The module with its shared memory import (limits flags 0x03: shared, with a maximum) declared as a
+ * plain one without a maximum (0x00), as a module built with only --importMemory declares it; any
+ * plain WebAssembly.Memory then fits. The maximum's bytes go and the import section's length with
+ * them (wasm threads proposal, "limits" in the binary format). Other modules come back unchanged.
+ */
+export function unshareMemoryImport(bytes: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
+  let i = 8; // magic + version
+  while (i < bytes.length) {
+    const id = bytes[i]!;
+    const [size, body] = leb(bytes, i + 1);
+    const end = body + size;
+    if (id === 2) {
+      // import section: vec(import); import = module name, field name, importdesc
+      let [count, p] = leb(bytes, body);
+      for (let e = 0; e < count; e++) {
+        for (let s = 0; s < 2; s++) {
+          const [len, after] = leb(bytes, p);
+          p = after + len;
+        }
+        const kind = bytes[p++]!;
+        if (kind === 0x02) {
+          if (bytes[p] !== 0x03) return bytes;
+          const maxAt = leb(bytes, p + 1)[1];
+          const maxEnd = leb(bytes, maxAt)[1];
+          const out = [...bytes.subarray(0, i + 1), ...lebBytes(size - (maxEnd - maxAt)), ...bytes.subarray(body, p), 0x00, ...bytes.subarray(p + 1, maxAt), ...bytes.subarray(maxEnd)];
+          return Uint8Array.from(out);
+        }
+        if (kind === 0x00) p = leb(bytes, p)[1]; // function: type index
+        else if (kind === 0x01) {
+          // table: reftype, limits
+          const flags = bytes[p + 1]!;
+          p = leb(bytes, p + 2)[1];
+          if (flags & 1) p = leb(bytes, p)[1];
+        } else if (kind === 0x03) p += 2; // global: valtype, mutability
+        else return bytes; // a kind this walk does not know: leave the module as it is
+      }
+      return bytes;
+    }
+    i = end;
+  }
+  return bytes;
 }
 
 /** Grows `memory` to at least `bytes`; false past `limit` or when the engine refuses. */

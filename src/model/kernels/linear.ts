@@ -2,9 +2,12 @@
 // matrix was copied into the model's wasm memory (F32 as is; Q8_0, Q4_0, Q5_0, IQ4_NL, IQ4_XS as
 // int8 + f32 scale per 32; Q6_K, Q3_K as int8 + f32 scale per 16, Q2_K with an f32 offset per 16
 // too; Q4_K as nibbles + f32 scale and offset), else the JS matvec over the file's bytes. `Acts` are activation buffers [rows][width] that live in wasm memory when
-// the model has one (so the kernels read them in place) and in plain arrays otherwise.
+// the model has one (so the kernels read them in place) and in plain arrays otherwise. A wasm
+// matmul is described as a RowCall (which kernel, and how far each argument moves per output row
+// and per token), so that the arena can split it by rows over its threads.
 
 import type { WasmArena } from "../wasm/wasm-kernels.js";
+import { ROW_KERNEL as K } from "../wasm/row-call.js";
 import { F16_TO_F32 } from "../../cache/codecs/half.js";
 import { matvec, type WeightMatrix } from "./matvec.js";
 import { iq4XsScale, KVALUES_IQ4NL, q3KScale } from "./quant-rows.js";
@@ -245,53 +248,54 @@ export class Acts {
 /**
  * out[t] = W x[t] for t < n. The wasm int8 kinds need `q8`: x quantized into it by `quantizeActs`
  * first, as `actQuant(L.kind)` says (Q8_0 or Q8_K): the quantization is shared by every matrix that
- * reads the same x with the same `actQuant`.
+ * reads the same x with the same `actQuant`. A wasm kind is described as one RowCall (its kernel,
+ * and the bytes each argument moves per output row and per token) that the arena runs whole or
+ * splits by rows over its threads.
  */
 export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n: number, q8: Q8Scratch | null): void {
+  if (L.kind === "js") {
+    for (let t = 0; t < n; t++) matvec(out.row[t]!, x.row[t]!, L.w);
+    return;
+  }
+  const a = arena!;
+  const c = a.nextCall();
+  const rows = L.w.rows, cols = L.w.cols;
+  const ob = out.width * 4; // bytes per token of out
   switch (L.kind) {
-    case "js":
-      for (let t = 0; t < n; t++) matvec(out.row[t]!, x.row[t]!, L.w);
-      return;
     case "wasm-f32":
-      arena!.k.matmulF32(out.ptr, out.width, L.ptr, L.w.rows, L.w.cols, x.ptr, x.width, n);
-      return;
+      c.start(K.matmulF32, rows).arg(out.ptr, 4).arg(out.width).arg(L.ptr, cols * 4).rowsArg().arg(cols).arg(x.ptr).arg(x.width).arg(n);
+      break;
     case "wasm-q8": {
-      const k = arena!.k;
-      if (n === 1) k.matvecQ8(out.ptr, L.qs, L.d, L.w.rows, L.w.cols, q8!.qs, q8!.d);
-      else k.matmulQ8x16(out.ptr, out.width, L.qs, L.d, L.w.rows, L.w.cols, q8!.x16, q8!.dT, n);
-      return;
+      const q = q8!;
+      if (n === 1) c.start(K.matvecQ8, rows).arg(out.ptr, 4).arg(L.qs, cols).arg(L.d, cols / 8).rowsArg().arg(cols).arg(q.qs).arg(q.d);
+      else c.start(K.matmulQ8x16, rows).arg(out.ptr, 4).arg(out.width).arg(L.qs, cols).arg(L.d, cols / 8).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n);
+      break;
     }
     case "wasm-q8k": {
-      const k = arena!.k;
-      const c = L.w.cols;
-      for (let t = 0; t < n; t++) k.matvecQ8(out.ptr + t * out.width * 4, L.qs, L.d, L.w.rows, c, q8!.qs + t * c, q8!.d + t * (c / 8));
-      return;
+      const q = q8!;
+      c.start(K.matvecQ8, rows, n).arg(out.ptr, 4, ob).arg(L.qs, cols).arg(L.d, cols / 8).rowsArg().arg(cols).arg(q.qs, 0, cols).arg(q.d, 0, cols / 8);
+      break;
     }
     case "wasm-q8g16": {
-      const k = arena!.k;
       const q = q8!;
-      const c = L.w.cols;
       // Q2_K's offsets need the activations' sums per 16 values (d * Q8_K's bsums). They go in x16,
       // which only Q8_0 batches use (widenQ8): with Q8_K activations it is free, and a Q8_0 matrix
       // after this one quantizes (and widens) its input again (sameQuant differs).
-      if (L.c !== 0) k.blockSumsQ8(q.qs, q.d, n * c, q.x16, true);
-      for (let t = 0; t < n; t++) {
-        k.matvecQ8g16(out.ptr + t * out.width * 4, L.qs, L.d, L.w.rows, c, q.qs + t * c, q.d + t * (c / 8), L.c, q.x16 + t * (c / 4));
-      }
-      return;
+      if (L.c !== 0) a.k.blockSumsQ8(q.qs, q.d, n * cols, q.x16, true);
+      c.start(K.matvecQ8g16, rows, n).arg(out.ptr, 4, ob).arg(L.qs, cols).arg(L.d, cols / 4).rowsArg().arg(cols)
+        .arg(q.qs, 0, cols).arg(q.d, 0, cols / 8).arg(L.c, L.c !== 0 ? cols / 4 : 0).arg(q.x16, 0, cols / 4);
+      break;
     }
     case "wasm-q4k": {
-      const k = arena!.k;
       const q = q8!;
-      const c = L.w.cols;
-      for (let t = 0; t < n; t++) {
-        k.matvecQ4K(out.ptr + t * out.width * 4, L.qs, L.a, L.c, L.w.rows, c, q.qs + t * c, q.d + t * (c / 8), q.sx + t * (c / 8));
-      }
-      return;
+      c.start(K.matvecQ4K, rows, n).arg(out.ptr, 4, ob).arg(L.qs, cols / 2).arg(L.a, cols / 8).arg(L.c, cols / 8).rowsArg().arg(cols)
+        .arg(q.qs, 0, cols).arg(q.d, 0, cols / 8).arg(q.sx, 0, cols / 8);
+      break;
     }
     default:
       L satisfies never;
   }
+  a.run(c, rows * cols * n);
 }
 
 /**

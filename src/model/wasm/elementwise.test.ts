@@ -18,7 +18,8 @@ interface Elementwise {
 
 
 const bytes = Buffer.from(ELEMENTWISE_WASM_BASE64, "base64");
-const mod = compileEmbedded(ELEMENTWISE_WASM_BASE64);
+// The plain-memory variant (a SharedArrayBuffer-backed one is what a threaded model uses: same code).
+const mod = compileEmbedded(ELEMENTWISE_WASM_BASE64, "unshared");
 
 /** A fresh 2-page memory with the module instantiated over it. */
 function instance(): { ew: Elementwise; f32: Float32Array } {

@@ -1,6 +1,8 @@
 // Loads the WebAssembly SIMD kernels (kernels.as, embedded by build.mjs as kernels-wasm.ts) and
-// gives each model one instance with its own linear memory, laid out once: weights copied in at
-// load, activations after them, never grown afterwards (growing would detach the JS views).
+// gives each model one instance over its own linear memory, laid out once: weights copied in at
+// load, activations after them, the memory made at its final size and never grown (growing would
+// detach the JS views). With threads > 1 that memory is a SharedArrayBuffer and a MatmulPool's
+// workers run the same module over it, splitting the matmuls by rows (row-call.ts).
 // Callers fall back to the JS kernels when `wasmKernelsAvailable()` is false (no WebAssembly, or
 // no SIMD: Safari < 16.4, Node < 16.4).
 //
@@ -10,9 +12,12 @@
 // `kernels: "js"` avoids the copy (and the speed).
 
 import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
-import { ArenaLayout, compileEmbedded, growMemoryTo } from "../../wasm/embedded.js";
+import { ArenaLayout, compileEmbedded, MAX_WASM_MEMORY_BYTES, WASM_PAGE_BYTES, type MemoryKind } from "../../wasm/embedded.js";
+import { MatmulPool, MAX_JOB_CALLS, MIN_SPLIT_WORK, threadsUnavailable } from "./matmul-pool.js";
+import { ROW_KERNELS, RowCall, runRows, type RowKernelFn } from "./row-call.js";
 
 export interface KernelExports {
+  /** The imported memory, exported back (the arena's `memory`). */
   readonly memory: WebAssembly.Memory;
   quantizeQ8(x: number, n: number, qx: number, dx: number): void;
   /** Q8_K (n % 256 == 0): qs like quantizeQ8's, the 256-block's f32 d written once per 32 values. */
@@ -29,33 +34,52 @@ export interface KernelExports {
 }
 
 export { ArenaLayout, MAX_WASM_MEMORY_BYTES } from "../../wasm/embedded.js";
+export { defaultThreads, MAX_THREADS } from "./matmul-pool.js";
 
-let compiled: WebAssembly.Module | null | undefined;
+const compiled: { shared?: WebAssembly.Module | null; unshared?: WebAssembly.Module | null } = {};
 
-/** The compiled module, or null when this runtime cannot compile it (no wasm or no SIMD). */
-function kernelModule(): WebAssembly.Module | null {
-  // Synchronous compile: the module is ~3 KiB, under the 4 KiB that browsers allow on the main thread.
-  if (compiled === undefined) compiled = compileEmbedded(KERNELS_WASM_BASE64);
-  return compiled;
+/** The compiled module for a shared or a plain memory, or null when this runtime cannot compile it (no wasm or no SIMD). */
+function kernelModule(memory: MemoryKind): WebAssembly.Module | null {
+  // Synchronous compile: the module is ~4 KiB, within the 4 KiB that browsers allow on the main thread.
+  if (compiled[memory] === undefined) compiled[memory] = compileEmbedded(KERNELS_WASM_BASE64, memory);
+  return compiled[memory]!;
 }
 
 export function wasmKernelsAvailable(): boolean {
-  return kernelModule() !== null;
+  return kernelModule("unshared") !== null;
 }
 
 /**
  * One kernel instance and a bump layout of its memory: `reserve` hands out 64-byte aligned byte
- * offsets; `commit` grows the memory once to hold them all; views are valid from then on.
+ * offsets; `commit` makes the memory, at the size of everything reserved, and instantiates the
+ * kernels over it; views are valid from then on. `threads` > 1 (where threadsUnavailable() is null)
+ * makes that memory shared and splits big matmuls (`run`) over a MatmulPool.
  */
 export class WasmArena extends ArenaLayout {
-  readonly k: KernelExports;
+  /** The kernels' exports (after commit). */
+  k!: KernelExports;
+  /** The instance's memory (after commit): a SharedArrayBuffer's when `threads` > 1. */
+  memory!: WebAssembly.Memory;
+  /** Threads asked for. */
+  readonly threadsWanted: number;
+  /** Multiply-adds from which a matmul is split (MIN_SPLIT_WORK unless a benchmark sets it). */
+  readonly minSplitWork: number;
   private committed = false;
+  private fns: RowKernelFn[] = [];
+  private pool: MatmulPool | null = null;
+  /** RowCalls for linear() to fill (nextCall): one, or up to MAX_JOB_CALLS between batch() and flush(). */
+  private readonly calls: RowCall[] = [];
+  private batching = false;
+  private queued = 0;
+  private queuedWork = 0;
+  private threadsWhy: string | null = null;
 
-  constructor() {
+  constructor(opts: { readonly threads?: number; readonly minSplitWork?: number } = {}) {
     super();
-    const mod = kernelModule();
-    if (mod === null) throw new Error("WebAssembly SIMD is unavailable; use the JS kernels");
-    this.k = new WebAssembly.Instance(mod, {}).exports as unknown as KernelExports;
+    if (kernelModule("unshared") === null) throw new Error("WebAssembly SIMD is unavailable; use the JS kernels");
+    this.threadsWanted = Math.max(1, Math.floor(opts.threads ?? 1));
+    this.minSplitWork = opts.minSplitWork ?? MIN_SPLIT_WORK;
+    for (let i = 0; i < MAX_JOB_CALLS; i++) this.calls.push(new RowCall());
   }
 
   override reserve(bytes: number): number {
@@ -63,23 +87,122 @@ export class WasmArena extends ArenaLayout {
     return super.reserve(bytes);
   }
 
-  /** Grows the memory to everything reserved; false when that passes MAX_WASM_MEMORY_BYTES or the
-   *  engine refuses to grow (the caller then keeps the JS kernels). */
+  /** Makes the memory for everything reserved and the instance over it; false when that passes
+   *  MAX_WASM_MEMORY_BYTES or the engine refuses the memory (the caller then keeps the JS kernels). */
   commit(): boolean {
-    if (!growMemoryTo(this.k.memory, this.top)) return false;
+    if (this.top > MAX_WASM_MEMORY_BYTES) return false;
+    const pages = Math.ceil(this.top / WASM_PAGE_BYTES);
+    let shared = false;
+    if (this.threadsWanted > 1) {
+      this.threadsWhy = threadsUnavailable();
+      shared = this.threadsWhy === null && kernelModule("shared") !== null;
+      if (this.threadsWhy === null && !shared) this.threadsWhy = "the kernels module does not compile for a shared memory here";
+    }
+    let memory: WebAssembly.Memory;
+    try {
+      // maximum = initial: never grown (views stay valid), and a shared memory reserves no more.
+      memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared });
+    } catch {
+      if (!shared) return false; // RangeError: the engine could not reserve that much
+      try {
+        memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
+        this.threadsWhy = `a shared memory of ${this.top} bytes was refused`;
+        shared = false;
+      } catch {
+        return false;
+      }
+    }
+    this.memory = memory;
+    const mod = kernelModule(shared ? "shared" : "unshared")!;
+    this.k = new WebAssembly.Instance(mod, { env: { memory } }).exports as unknown as KernelExports;
+    const exports = this.k as unknown as Record<string, RowKernelFn>;
+    this.fns = ROW_KERNELS.map((name) => exports[name]!);
+    if (shared) {
+      this.pool = new MatmulPool({ module: mod, memory }, this.threadsWanted);
+      this.pool.watch(this);
+    }
     this.committed = true;
     return true;
   }
 
+  /** Whether the memory is a SharedArrayBuffer's (modules instantiated over it must import it shared). */
+  get shared(): boolean {
+    return this.pool !== null;
+  }
+
+  /** Threads the matmuls are split over (1 without a pool). */
+  get threads(): number {
+    return this.pool === null ? 1 : this.pool.threads;
+  }
+
+  /** Why fewer threads run than `threadsWanted`, or null. */
+  get threadsNote(): string | null {
+    return this.threadsWhy ?? this.pool?.note ?? null;
+  }
+
+  /** Starts the pool's workers and resolves once they are up (at once without a pool). */
+  async whenThreadsReady(): Promise<void> {
+    await this.pool?.whenReady();
+  }
+
+  /** Matmuls the pool has split so far (0 without one). */
+  get splits(): number {
+    return this.pool?.splits ?? 0;
+  }
+
+  /** The RowCall for the next matmul to fill and pass to run(). */
+  nextCall(): RowCall {
+    return this.calls[this.queued]!;
+  }
+
+  /**
+   * Runs the matmul `c` (from nextCall), of `work` multiply-adds: split over the pool when that is
+   * worth it. Between batch() and flush() it is queued instead, to run with the others as one job.
+   */
+  run(c: RowCall, work: number): void {
+    if (c !== this.calls[this.queued]) throw new Error("WasmArena.run takes the RowCall nextCall() gave");
+    this.queued++;
+    this.queuedWork += work;
+    if (!this.batching || this.queued === MAX_JOB_CALLS) this.runQueued();
+  }
+
+  /**
+   * Queues the matmuls run() gets until flush(): matrices that read the same input (q, k, v) go to
+   * the threads as one job, with one wake-up and one wait instead of one per matrix. Their outputs
+   * are valid after flush(); their inputs must stay unchanged until then.
+   */
+  batch(): void {
+    this.batching = true;
+  }
+
+  /** Runs what batch() queued and ends the batch. */
+  flush(): void {
+    this.batching = false;
+    if (this.queued > 0) this.runQueued();
+  }
+
+  private runQueued(): void {
+    const n = this.queued, work = this.queuedWork;
+    this.queued = 0;
+    this.queuedWork = 0;
+    if (this.pool !== null && work >= this.minSplitWork) this.pool.run(this.calls, n, this.fns, work);
+    else for (let i = 0; i < n; i++) runRows(this.fns, this.calls[i]!, 0, this.calls[i]!.rows);
+  }
+
+  /** Stops the pool's workers; the kernels go on, on this thread. */
+  dispose(): void {
+    this.pool?.dispose();
+  }
+
   f32(offset: number, n: number): Float32Array {
-    return new Float32Array(this.k.memory.buffer, offset, n);
+    return new Float32Array(this.memory.buffer, offset, n);
   }
 
   i8(offset: number, n: number): Int8Array {
-    return new Int8Array(this.k.memory.buffer, offset, n);
+    return new Int8Array(this.memory.buffer, offset, n);
   }
 
   u8(offset: number, n: number): Uint8Array {
-    return new Uint8Array(this.k.memory.buffer, offset, n);
+    return new Uint8Array(this.memory.buffer, offset, n);
   }
 }

@@ -1,0 +1,217 @@
+// The matmul pool: row splits of every row kernel give the bits one thread gives, several calls
+// run as one job, a kernel that traps in a worker is an error and not a hang, dispose() stops the
+// workers and the kernels go on alone, idle workers do not keep a process alive; and the module's
+// shared memory import can be declared plain (embedded.ts unshareMemoryImport).
+
+import { execFileSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { compileEmbedded, unshareMemoryImport } from "../../wasm/embedded.js";
+import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
+import { defaultThreads, MAX_DEFAULT_THREADS, ROW_BLOCK, threadsUnavailable } from "./matmul-pool.js";
+import { ROW_KERNEL } from "./row-call.js";
+import { WasmArena, wasmKernelsAvailable } from "./wasm-kernels.js";
+
+const ROWS = 203, COLS = 512, NTOK = 6; // ragged rows: the last range is short
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    return s / 4294967296;
+  };
+}
+
+interface Setup {
+  readonly arena: WasmArena;
+  /** Runs every row kernel once (a batch of three when `batch`) and returns all outputs. */
+  run(batch: boolean): Float32Array;
+}
+
+/**
+ * One arena with random weights for each row kernel, laid out alike for any thread count: q8
+ * int8 + f32 scales (matvecQ8, matmulQ8x16 over widened activations, matvecQ8g16 with offsets),
+ * Q4_K nibbles + scale/offset, f32.
+ */
+function setup(threads: number): Setup {
+  const rand = rng(5);
+  const arena = new WasmArena({ threads, minSplitWork: 0 });
+  const n = ROWS * COLS;
+  const wq = arena.reserve(n), wd = arena.reserve(n / 4), wc = arena.reserve(n / 4);
+  const w4 = arena.reserve(n / 2), wa = arena.reserve(n / 8), wb = arena.reserve(n / 8);
+  const wf = arena.reserve(n * 4);
+  const x = arena.reserve(NTOK * COLS * 4), qx = arena.reserve(NTOK * COLS), dx = arena.reserve((NTOK * COLS) / 8);
+  const sx = arena.reserve((NTOK * COLS) / 8), s16 = arena.reserve((NTOK * COLS) / 4);
+  const x16 = arena.reserve(8 * COLS * 2), dT = arena.reserve((8 * COLS) / 8);
+  const OUTS = 6;
+  const out = arena.reserve(OUTS * NTOK * ROWS * 4);
+  expect(arena.commit()).toBe(true);
+  const fill = (at: number, bytes: number, f: (i: number) => number, kind: "i8" | "u8" | "f32") => {
+    const v = kind === "f32" ? arena.f32(at, bytes / 4) : kind === "i8" ? arena.i8(at, bytes) : arena.u8(at, bytes);
+    for (let i = 0; i < v.length; i++) v[i] = f(i);
+  };
+  fill(wq, n, () => Math.floor(rand() * 256) - 128, "i8");
+  fill(wd, n / 4, () => rand() * 0.01, "f32");
+  fill(wc, n / 4, () => -rand() * 0.01, "f32");
+  fill(w4, n / 2, () => Math.floor(rand() * 256), "u8");
+  fill(wa, n / 8, () => rand() * 0.01, "f32");
+  fill(wb, n / 8, () => -rand() * 0.01, "f32");
+  fill(wf, n * 4, () => rand() * 2 - 1, "f32");
+  fill(x, NTOK * COLS * 4, () => rand() * 2 - 1, "f32");
+  const k = arena.k;
+  k.quantizeQ8(x, NTOK * COLS, qx, dx);
+  k.blockSumsQ8(qx, dx, NTOK * COLS, sx, false);
+  k.blockSumsQ8(qx, dx, NTOK * COLS, s16, true);
+  k.widenQ8(qx, dx, NTOK, COLS, x16, dT);
+  const o = (i: number) => out + i * NTOK * ROWS * 4;
+  const ob = ROWS * 4;
+  return {
+    arena,
+    run(batch) {
+      arena.f32(out, OUTS * NTOK * ROWS).fill(NaN);
+      if (batch) arena.batch();
+      let c = arena.nextCall();
+      arena.run(c.start(ROW_KERNEL.matvecQ8, ROWS, NTOK).arg(o(0), 4, ob).arg(wq, COLS).arg(wd, COLS / 8).rowsArg().arg(COLS).arg(qx, 0, COLS).arg(dx, 0, COLS / 8), n * NTOK);
+      c = arena.nextCall();
+      arena.run(c.start(ROW_KERNEL.matmulQ8x16, ROWS).arg(o(1), 4).arg(ROWS).arg(wq, COLS).arg(wd, COLS / 8).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK), n * NTOK);
+      c = arena.nextCall();
+      arena.run(c.start(ROW_KERNEL.matmulF32, ROWS).arg(o(2), 4).arg(ROWS).arg(wf, COLS * 4).rowsArg().arg(COLS).arg(x).arg(COLS).arg(NTOK), n * NTOK);
+      if (batch) arena.flush();
+      c = arena.nextCall();
+      arena.run(c.start(ROW_KERNEL.matvecQ4K, ROWS, NTOK).arg(o(3), 4, ob).arg(w4, COLS / 2).arg(wa, COLS / 8).arg(wb, COLS / 8).rowsArg().arg(COLS)
+        .arg(qx, 0, COLS).arg(dx, 0, COLS / 8).arg(sx, 0, COLS / 8), n * NTOK);
+      c = arena.nextCall();
+      arena.run(c.start(ROW_KERNEL.matvecQ8g16, ROWS, NTOK).arg(o(4), 4, ob).arg(wq, COLS).arg(wd, COLS / 4).rowsArg().arg(COLS)
+        .arg(qx, 0, COLS).arg(dx, 0, COLS / 8).arg(wc, COLS / 4).arg(s16, 0, COLS / 4), n * NTOK);
+      c = arena.nextCall();
+      arena.run(c.start(ROW_KERNEL.matvecQ8g16, ROWS, NTOK).arg(o(5), 4, ob).arg(wq, COLS).arg(wd, COLS / 4).rowsArg().arg(COLS)
+        .arg(qx, 0, COLS).arg(dx, 0, COLS / 8).arg(0).arg(s16, 0, COLS / 4), n * NTOK);
+      return arena.f32(out, OUTS * NTOK * ROWS).slice();
+    },
+  };
+}
+
+function expectSameBits(a: Float32Array, b: Float32Array): void {
+  expect(a.length).toBe(b.length);
+  const ua = new Uint32Array(a.buffer), ub = new Uint32Array(b.buffer);
+  let differ = 0;
+  for (let i = 0; i < ua.length; i++) if (ua[i] !== ub[i]) differ++;
+  expect(differ).toBe(0);
+}
+
+const threadsHere = wasmKernelsAvailable() && threadsUnavailable() === null;
+
+describe.skipIf(!threadsHere)("the matmul pool", () => {
+  const one = setup(1);
+  const want = one.run(false);
+
+  it("one thread: no pool, a plain memory", () => {
+    expect(one.arena.threads).toBe(1);
+    expect(one.arena.shared).toBe(false);
+    expect(one.arena.memory.buffer).toBeInstanceOf(ArrayBuffer);
+    expect(want.some((v) => Number.isNaN(v))).toBe(false);
+  });
+
+  for (const threads of [2, 3, 5]) {
+    it(`${threads} threads: every row kernel, alone and batched, gives one thread's bits`, async () => {
+      const s = setup(threads);
+      expect(s.arena.memory.buffer).toBeInstanceOf(SharedArrayBuffer);
+      await s.arena.whenThreadsReady();
+      expect(s.arena.threads).toBe(threads);
+      expect(s.arena.threadsNote).toBeNull();
+      for (let rep = 0; rep < 3; rep++) {
+        expectSameBits(s.run(false), want);
+        expectSameBits(s.run(true), want);
+      }
+      // 6 calls alone + (one job of 3 + 3 alone) batched, three times
+      expect(s.arena.splits).toBe(3 * (6 + 4));
+      s.arena.dispose();
+      // Disposed: the same again on the calling thread alone.
+      const before = s.arena.splits;
+      expectSameBits(s.run(true), want);
+      expect(s.arena.splits).toBe(before);
+    });
+  }
+
+  it("a matmul with fewer row blocks than threads leaves the extra workers asleep", async () => {
+    const a = new WasmArena({ threads: 4, minSplitWork: 0 });
+    const rows = 2 * ROW_BLOCK, cols = 64;
+    const wq = a.reserve(rows * cols), wd = a.reserve((rows * cols) / 8), qx = a.reserve(cols), dx = a.reserve(cols / 8), out = a.reserve(rows * 4);
+    expect(a.commit()).toBe(true);
+    a.i8(wq, rows * cols).fill(2);
+    a.f32(wd, (rows * cols) / 32).fill(1);
+    a.i8(qx, cols).fill(3);
+    a.f32(dx, cols / 32).fill(1);
+    await a.whenThreadsReady();
+    const c = a.nextCall();
+    a.run(c.start(ROW_KERNEL.matvecQ8, rows).arg(out, 4).arg(wq, cols).arg(wd, cols / 8).rowsArg().arg(cols).arg(qx).arg(dx), 1e9);
+    expect(Array.from(a.f32(out, rows))).toEqual(new Array(rows).fill(2 * 3 * cols));
+    a.dispose();
+  });
+
+  it("a kernel that traps, in a worker or on the caller, throws instead of hanging; the pool goes on", async () => {
+    const a = new WasmArena({ threads: 2, minSplitWork: 0 });
+    const rows = 2 * ROW_BLOCK, cols = 32;
+    const out = a.reserve(rows * 4), qx = a.reserve(cols), dx = a.reserve(cols / 8);
+    expect(a.commit()).toBe(true);
+    await a.whenThreadsReady();
+    const end = a.memory.buffer.byteLength;
+    // Rows step back 4096 bytes each: the worker's rows (the first block) start at the end of the
+    // memory and trap; the caller's (the second) start near 0 and read in bounds.
+    const call = (wq: number, wd: number) => {
+      const c = a.nextCall();
+      return c.start(ROW_KERNEL.matvecQ8, rows).arg(out, 4).arg(wq, -4096).arg(wd, -512).rowsArg().arg(cols).arg(qx).arg(dx);
+    };
+    expect(() => a.run(call(end, end), 1e9)).toThrow(/matmul worker 0 failed/);
+    // Every row out of bounds: the caller traps too (and still waits for the worker).
+    expect(() => a.run(call(end + 16 * 4096, end + 16 * 512), 1e9)).toThrow(WebAssembly.RuntimeError);
+    // The next job runs normally.
+    const c = a.nextCall();
+    a.f32(dx, 1)[0] = 0;
+    a.run(c.start(ROW_KERNEL.matvecQ8, rows).arg(out, 4).arg(0, cols).arg(0, cols / 8).rowsArg().arg(cols).arg(qx).arg(dx), 1e9);
+    expect(a.splits).toBe(3);
+    a.dispose();
+  });
+
+  it("idle workers do not keep Node alive (a script that never disposes its pool exits)", () => {
+    const root = fileURLToPath(new URL("../../../", import.meta.url));
+    const script = `
+      import { WasmArena } from "./src/model/wasm/wasm-kernels.ts";
+      const a = new WasmArena({ threads: 2 });
+      a.reserve(1024);
+      a.commit();
+      await a.whenThreadsReady();
+      console.log("threads", a.threads);`;
+    const out = execFileSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { cwd: root, timeout: 20_000, encoding: "utf8" });
+    expect(out.trim()).toBe("threads 2");
+  }, 30_000);
+
+  it("defaultThreads: the cores, at most MAX_DEFAULT_THREADS", () => {
+    const n = defaultThreads();
+    expect(n).toBeGreaterThanOrEqual(1);
+    expect(n).toBeLessThanOrEqual(MAX_DEFAULT_THREADS);
+  });
+});
+
+describe.skipIf(!wasmKernelsAvailable())("the kernels module's memory import", () => {
+  const bytes = Uint8Array.from(Buffer.from(KERNELS_WASM_BASE64, "base64"));
+
+  it("is built shared: it takes a SharedArrayBuffer-backed memory", () => {
+    const mod = compileEmbedded(KERNELS_WASM_BASE64, "shared")!;
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+    expect(() => new WebAssembly.Instance(mod, { env: { memory } })).not.toThrow();
+    expect(() => new WebAssembly.Instance(mod, { env: { memory: new WebAssembly.Memory({ initial: 1 }) } })).toThrow();
+  });
+
+  it("unshared: the import declared plain and without a maximum, the code byte for byte the same", () => {
+    const plain = unshareMemoryImport(bytes);
+    expect(plain.length).toBeLessThan(bytes.length); // the maximum's LEB128 is gone
+    const mod = new WebAssembly.Module(plain);
+    expect(() => new WebAssembly.Instance(mod, { env: { memory: new WebAssembly.Memory({ initial: 1 }) } })).not.toThrow();
+    // Only the import section differs: the code section (the last) is the same bytes.
+    const tail = 3000;
+    expect(Buffer.from(plain.subarray(plain.length - tail)).equals(Buffer.from(bytes.subarray(bytes.length - tail)))).toBe(true);
+    // A module whose import is plain already comes back as it is.
+    expect(unshareMemoryImport(plain)).toBe(plain);
+  });
+});

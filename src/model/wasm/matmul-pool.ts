@@ -1,0 +1,357 @@
+// A persistent pool of worker threads that share one model's WebAssembly memory (a
+// SharedArrayBuffer) and split its matmuls by output rows: Node worker_threads or browser Web
+// Workers, started lazily on the first matmul big enough to split, and stopped by dispose() (or
+// when the arena that owns the pool is collected). The caller runs its own share of the rows, then
+// sleeps in Atomics.wait until the workers are done; workers sleep in Atomics.wait between jobs.
+// Nobody spins: on a 2-core machine a spinning waiter takes the core the other thread needs
+// (llama.cpp's spin barrier made its 2-thread decode 2x slower than 1 thread there).
+//
+// A job is up to MAX_JOB_CALLS RowCalls that read the same input (q, k, v; gate, up): each is split
+// by rows, and the threads meet once per job, not once per matmul. The control block that carries
+// it is pool-worker.ts's CONTROL.
+// A worker is handed jobs only once it says ready, so a caller never waits on a thread that has not
+// started (a browser may not start a nested worker while its parent is busy).
+
+import { MAX_ROW_ARGS, ROW_KERNELS, runRows, type RowCall, type RowKernelFn } from "./row-call.js";
+import { CONTROL, MAX_JOB_CALLS, POOL_WORKER_SOURCE } from "./pool-worker.js";
+
+export { MAX_JOB_CALLS } from "./pool-worker.js";
+
+/** Most threads a model splits its matmuls over (a request above it is clamped). */
+export const MAX_THREADS = 64;
+/**
+ * Most threads the default takes from the cores available: matmuls are bound by memory bandwidth,
+ * which a few cores saturate; past that, more threads only add wake-up latency to every matmul.
+ */
+export const MAX_DEFAULT_THREADS = 8;
+/**
+ * Rows per block of a split: every range but the last is a multiple of it, so each thread writes
+ * whole 64-byte lines of f32 outputs (no two threads write the same cache line of a row).
+ */
+export const ROW_BLOCK = 16;
+/**
+ * Multiply-adds (rows x cols x tokens) below which the caller runs a matmul alone: waking a worker
+ * and waiting for it costs tens of microseconds, more than a small matmul takes (measured in
+ * bench/threads-threshold.ts: on the 2-core bench machine splitting pays from about 128k).
+ */
+export const MIN_SPLIT_WORK = 128 * 1024;
+
+/** How far one split moves the caller's share (callerShare), and the most it keeps. */
+const SHARE_STEP = 0.01;
+const MAX_CALLER_SHARE = 0.9;
+
+/** What a worker needs: the kernels module, compiled for a shared memory, and that memory. */
+interface PoolInit {
+  readonly module: WebAssembly.Module;
+  readonly memory: WebAssembly.Memory;
+}
+
+/** A worker, Node's or the browser's, as the pool uses it. */
+interface PoolWorker {
+  post(msg: unknown): void;
+  terminate(): void;
+}
+
+type WorkerFactory = (onMessage: (msg: { type: string; message?: string }) => void) => PoolWorker;
+
+/** Whether a SharedArrayBuffer-backed WebAssembly memory can be made here (a page needs COOP/COEP). */
+function sharedMemoryWorks(): boolean {
+  if (typeof SharedArrayBuffer !== "function" || typeof Atomics !== "object") return false;
+  try {
+    return new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }).buffer instanceof SharedArrayBuffer;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether this thread may block in Atomics.wait (not a browser page's main thread). */
+function threadMayWait(): boolean {
+  try {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0); // "not-equal" at once, or TypeError
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+interface NodeWorkerThreads {
+  Worker: new (code: string, opts: { eval: true; name?: string }) => {
+    postMessage(msg: unknown): void;
+    terminate(): Promise<number>;
+    unref(): void;
+    on(ev: "message", f: (m: { type: string; message?: string }) => void): void;
+    on(ev: "error", f: (e: Error) => void): void;
+  };
+}
+
+/** Node's worker_threads without importing it (this module runs in browsers too), when this Node has process.getBuiltinModule (20.16+). */
+function nodeWorkerThreads(): NodeWorkerThreads | null {
+  const p = (globalThis as { process?: { versions?: { node?: string }; getBuiltinModule?: (id: string) => unknown } }).process;
+  if (p?.versions?.node === undefined || typeof p.getBuiltinModule !== "function") return null;
+  return (p.getBuiltinModule("node:worker_threads") as NodeWorkerThreads | undefined) ?? null;
+}
+
+/** How this runtime starts a pool worker, or why it cannot. */
+function workerFactory(): WorkerFactory | string {
+  const wt = nodeWorkerThreads();
+  if (wt !== null) {
+    return (onMessage) => {
+      const w = new wt.Worker(POOL_WORKER_SOURCE, { eval: true, name: "kvbound-matmul" });
+      w.unref(); // a sleeping worker must not keep the process alive
+      w.on("message", onMessage);
+      w.on("error", (e) => onMessage({ type: "failed", message: e.message }));
+      return { post: (m) => w.postMessage(m), terminate: () => void w.terminate() };
+    };
+  }
+  const g = globalThis as { Worker?: new (url: string, opts?: { name?: string }) => Worker; Blob?: typeof Blob; URL?: typeof URL };
+  if (typeof g.Worker === "function" && typeof g.Blob === "function" && typeof g.URL?.createObjectURL === "function") {
+    let url: string | null = null;
+    return (onMessage) => {
+      url ??= URL.createObjectURL(new Blob([POOL_WORKER_SOURCE], { type: "text/javascript" }));
+      const w = new g.Worker!(url, { name: "kvbound-matmul" });
+      w.onmessage = (e: MessageEvent<{ type: string; message?: string }>) => onMessage(e.data);
+      w.onerror = (e: ErrorEvent) => {
+        e.preventDefault();
+        onMessage({ type: "failed", message: e.message });
+      };
+      return { post: (m) => w.postMessage(m), terminate: () => w.terminate() };
+    };
+  }
+  return "no worker threads in this runtime (Node >= 20.16 or a Worker API is needed)";
+}
+
+/**
+ * Why `threads` > 1 cannot run here, or null when it can: no SharedArrayBuffer (a page without
+ * COOP/COEP headers), a thread that may not wait (a page's main thread), no worker API.
+ */
+export function threadsUnavailable(): string | null {
+  if (!sharedMemoryWorks()) return "SharedArrayBuffer is unavailable (a page must be cross-origin isolated: COOP/COEP headers)";
+  if (!threadMayWait()) return "this thread may not block in Atomics.wait (a page's main thread: run the model in a Web Worker)";
+  const f = workerFactory();
+  return typeof f === "string" ? f : null;
+}
+
+/** The threads a model uses by default: the cores this runtime reports, at most MAX_DEFAULT_THREADS; 1 where threads cannot run. */
+export function defaultThreads(): number {
+  const g = globalThis as { navigator?: { hardwareConcurrency?: number }; process?: { getBuiltinModule?: (id: string) => unknown } };
+  let cores = g.navigator?.hardwareConcurrency;
+  if (cores === undefined && typeof g.process?.getBuiltinModule === "function") {
+    const os = g.process.getBuiltinModule("node:os") as { availableParallelism?: () => number; cpus(): unknown[] } | undefined;
+    cores = os?.availableParallelism?.() ?? os?.cpus().length;
+  }
+  const n = Math.max(1, Math.min(MAX_DEFAULT_THREADS, Math.floor(cores ?? 1)));
+  return n > 1 && threadsUnavailable() !== null ? 1 : n;
+}
+
+/** Stops a pool whose arena was collected without dispose() (its workers hold the memory). */
+const orphans = typeof FinalizationRegistry === "function" ? new FinalizationRegistry<MatmulPool>((pool) => pool.dispose()) : null;
+
+/**
+ * `threads - 1` workers over `init.memory` plus the calling thread. Construct it only where
+ * threadsUnavailable() is null. Holds no reference to its owner (see `watch`).
+ */
+export class MatmulPool {
+  /** Threads a split uses once every worker is up (the caller included). */
+  readonly threads: number;
+  /** Matmuls split so far (tests: that the workers took part). */
+  splits = 0;
+  private readonly control: Int32Array; // see CONTROL
+  private readonly workers: PoolWorker[] = [];
+  private readonly nWorkers: number;
+  /** Indices of the workers that said ready, in the order they did. */
+  private readonly ready: number[] = [];
+  private started = false;
+  private disposed = false;
+  private failure: string | null = null;
+  private readyWaiters: Array<() => void> = [];
+  /**
+   * The fraction of a matmul's rows this thread keeps, per log2 of its multiply-adds (the workers'
+   * wake-up lag weighs more on small matmuls), adjusted after every split (run). Any split gives
+   * the same bits: only the time changes.
+   */
+  private readonly callerShare = new Float64Array(32);
+  /** This thread's first row of each call of the current job (at 2 i). */
+  private readonly mine = new Int32Array(2 * MAX_JOB_CALLS);
+
+  constructor(private readonly init: PoolInit, threads: number) {
+    this.threads = Math.max(1, Math.min(MAX_THREADS, Math.floor(threads)));
+    this.nWorkers = this.threads - 1;
+    this.control = new Int32Array(new SharedArrayBuffer((CONTROL.SLOTS + CONTROL.SLOT * this.nWorkers) * 4));
+    this.callerShare.fill(1 / this.threads);
+  }
+
+  /** Stops the workers when `owner` is garbage-collected without dispose(). */
+  watch(owner: object): void {
+    orphans?.register(owner, this, this);
+  }
+
+  /** Why the pool runs fewer threads than asked (a worker failed to start), or null. */
+  get note(): string | null {
+    return this.failure;
+  }
+
+  /** Threads running splits now: 1 + the workers that are up. */
+  get activeThreads(): number {
+    this.pollReady();
+    return 1 + this.ready.length;
+  }
+
+  /** Starts the workers (once; run() does it on the first big matmul). */
+  start(): void {
+    if (this.started || this.disposed) return;
+    this.started = true;
+    const factory = workerFactory();
+    if (typeof factory === "string") {
+      this.fail(factory);
+      return;
+    }
+    const names = [...ROW_KERNELS];
+    for (let i = 0; i < this.nWorkers; i++) {
+      let w: PoolWorker;
+      try {
+        w = factory((m) => {
+          if (m.type === "failed") this.fail(`a matmul worker failed: ${m.message ?? "unknown error"}`);
+          this.wakeReadyWaiters();
+        });
+      } catch (e) {
+        this.fail(`cannot start a matmul worker: ${(e as Error).message}`);
+        return;
+      }
+      this.workers.push(w);
+      w.post({ module: this.init.module, memory: this.init.memory, control: this.control.buffer, index: i, names });
+    }
+  }
+
+  /** Resolves once every worker is up (or failed, or the pool was disposed); starts them if needed. */
+  whenReady(): Promise<void> {
+    this.start();
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (this.disposed || this.failure !== null || this.activeThreads === this.threads) resolve();
+        else this.readyWaiters.push(check);
+      };
+      check();
+    });
+  }
+
+  /**
+   * Runs calls[0 .. n) with `fns` (this thread's instance's ROW_KERNELS): each call's rows in
+   * ROW_BLOCK multiples to the workers that are up and to this thread, which then waits for them.
+   * Alone until they are up. `work` (multiply-adds of the job) picks the share this thread keeps
+   * (see `callerShare`).
+   */
+  run(calls: readonly RowCall[], n: number, fns: readonly RowKernelFn[], work: number): void {
+    if (!this.started) this.start();
+    this.pollReady();
+    const nw = this.ready.length;
+    if (nw === 0 || this.disposed) {
+      for (let i = 0; i < n; i++) runRows(fns, calls[i]!, 0, calls[i]!.rows);
+      return;
+    }
+    const ctrl = this.control;
+    const size = Math.min(31, Math.max(0, 31 - Math.clz32(work))); // log2 of the work: its share bucket
+    const full = nw === this.nWorkers;
+    const share = full ? this.callerShare[size]! : 1 / (1 + nw);
+    // Per call: this thread keeps its share of the blocks (the last ones: the range a ragged row
+    // count shortens); the workers split the rest, the first ones getting one more block when it
+    // does not divide. A worker left without rows in every call is not woken.
+    let busy = 0;
+    ctrl[CONTROL.CALLS] = n;
+    for (let i = 0; i < n; i++) {
+      const c = calls[i]!;
+      this.writeCall(i, c);
+      const blocks = Math.ceil(c.rows / ROW_BLOCK);
+      const mine = Math.min(blocks, Math.max(1, Math.round(blocks * share)));
+      const rest = blocks - mine;
+      const per = Math.floor(rest / nw), extra = rest % nw;
+      let r0 = 0;
+      for (let p = 0; p < nw; p++) {
+        const r1 = Math.min(c.rows, r0 + (per + (p < extra ? 1 : 0)) * ROW_BLOCK);
+        const s = CONTROL.SLOTS + this.ready[p]! * CONTROL.SLOT + CONTROL.RANGES + 2 * i;
+        ctrl[s] = r0;
+        ctrl[s + 1] = r1;
+        if (r1 > r0 && busy < p + 1) busy = p + 1; // workers with rows are a prefix of ready
+        r0 = r1;
+      }
+      this.mine[2 * i] = r0;
+    }
+    Atomics.store(ctrl, CONTROL.PENDING, busy);
+    for (let p = 0; p < busy; p++) {
+      const g = CONTROL.SLOTS + this.ready[p]! * CONTROL.SLOT + CONTROL.GEN;
+      Atomics.add(ctrl, g, 1);
+      Atomics.notify(ctrl, g, 1);
+    }
+    let mineFailed: unknown = null;
+    try {
+      for (let i = 0; i < n; i++) runRows(fns, calls[i]!, this.mine[2 * i]!, calls[i]!.rows);
+    } catch (e) {
+      mineFailed = e; // a trap: still wait, so that no worker is left on this job when the next is written
+    }
+    let left = Atomics.load(ctrl, CONTROL.PENDING);
+    if (full && busy === nw) {
+      // Balance by feedback: workers start a wake-up late, and this thread sleeping costs another
+      // wake-up, so it should finish last but only just. Done before it: they get more rows next
+      // time; still running: it keeps more (twice the step, so it waits a third of the time).
+      const f = this.callerShare[size]! + (left === 0 ? -SHARE_STEP : 2 * SHARE_STEP);
+      this.callerShare[size] = Math.min(MAX_CALLER_SHARE, Math.max(1 / (2 * this.threads), f));
+    }
+    for (; left !== 0; left = Atomics.load(ctrl, CONTROL.PENDING)) Atomics.wait(ctrl, CONTROL.PENDING, left);
+    if (busy > 0) this.splits++;
+    const failed = Atomics.load(ctrl, CONTROL.FAILED);
+    if (failed !== 0) Atomics.store(ctrl, CONTROL.FAILED, 0);
+    if (mineFailed !== null) throw mineFailed;
+    if (failed !== 0) throw new Error(`matmul worker ${failed - 1} failed in a job of ${n} calls (${ROW_KERNELS[calls[0]!.fn]} first)`);
+  }
+
+  /** Call i of the job = c, for the workers to read. */
+  private writeCall(i: number, c: RowCall): void {
+    const ctrl = this.control;
+    const b = CONTROL.JOB + i * CONTROL.CALL;
+    ctrl[b + CONTROL.FN] = c.fn;
+    ctrl[b + CONTROL.TOKENS] = c.tokens;
+    ctrl[b + CONTROL.ROWS_AT] = c.rowsAt;
+    for (let j = 0; j < MAX_ROW_ARGS; j++) {
+      const used = j < c.nArgs;
+      ctrl[b + CONTROL.ARGS + j] = used ? c.args[j]! : 0;
+      ctrl[b + CONTROL.PER_ROW + j] = used ? c.perRow[j]! : 0;
+      ctrl[b + CONTROL.PER_TOKEN + j] = used ? c.perToken[j]! : 0;
+    }
+  }
+
+  private pollReady(): void {
+    if (this.ready.length === this.nWorkers || !this.started) return;
+    for (let i = 0; i < this.nWorkers; i++) {
+      if (this.ready.includes(i)) continue;
+      if (Atomics.load(this.control, CONTROL.SLOTS + i * CONTROL.SLOT + CONTROL.STATE) === CONTROL.READY) this.ready.push(i);
+    }
+  }
+
+  private fail(why: string): void {
+    this.failure ??= why;
+    this.wakeReadyWaiters();
+  }
+
+  private wakeReadyWaiters(): void {
+    const waiting = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const f of waiting) f();
+  }
+
+  /** Stops the workers (idempotent); later matmuls run on the calling thread alone. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    orphans?.unregister(this);
+    const ctrl = this.control;
+    for (let i = 0; i < this.nWorkers; i++) {
+      const s = CONTROL.SLOTS + i * CONTROL.SLOT;
+      ctrl[s + CONTROL.EXIT] = 1;
+      Atomics.add(ctrl, s + CONTROL.GEN, 1);
+      Atomics.notify(ctrl, s + CONTROL.GEN);
+    }
+    for (const w of this.workers) w.terminate();
+    this.workers.length = 0;
+    this.ready.length = 0;
+    this.wakeReadyWaiters();
+  }
+}

@@ -1,0 +1,91 @@
+// The code each matmul pool worker runs (matmul-pool.ts), as plain JavaScript text: Node starts it
+// with `new Worker(code, { eval: true })` and a browser from a Blob URL, so it needs no file beside
+// the bundle and no loader (tsx, Vite) in between. It instantiates the kernels module it is sent over
+// the shared arena memory, then sleeps in Atomics.wait on its own slot of the control block and runs
+// the rows of each call of the job the caller writes, forever: it never spins, and never returns to
+// its event loop (it takes no message after the first). The control block's layout is CONTROL,
+// here beside the one reader of it that is not TypeScript (matmul-pool.ts is the writer).
+
+import { MAX_ROW_ARGS } from "./row-call.js";
+
+/** Most RowCalls one job carries (q, k and v are three). */
+export const MAX_JOB_CALLS = 4;
+
+/**
+ * The control block (Int32Array over a SharedArrayBuffer), in ints:
+ *   [PENDING]  workers still running the current job (the caller waits for 0)
+ *   [FAILED]   0, or 1 + the index of a worker whose kernel threw
+ *   [CALLS]    RowCalls in the current job
+ *   job, from JOB: per call CALL ints: +FN kernel index, +TOKENS token calls, +ROWS_AT index of the
+ *     row-count argument, +ARGS arguments at row 0, +PER_ROW bytes each moves per row, +PER_TOKEN
+ *     per token call (MAX_ROW_ARGS each)
+ *   per worker i, a SLOT-int slot (128 bytes: no two workers' slots share a cache line) at
+ *     SLOTS + SLOT i: +GEN (the caller bumps it to start a job; the worker waits on it), +STATE
+ *     (STARTING, READY, GONE), +EXIT (1: stop), +RANGES the worker's rows [r0, r1) of each call.
+ * The caller writes a job only while every worker is idle (pending 0), so workers read it freely.
+ */
+export const CONTROL = {
+  PENDING: 0, FAILED: 1, CALLS: 2,
+  JOB: 16, CALL: 48, FN: 0, TOKENS: 1, ROWS_AT: 2, ARGS: 8, PER_ROW: 18, PER_TOKEN: 28,
+  SLOTS: 16 + 48 * MAX_JOB_CALLS, SLOT: 32, GEN: 0, STATE: 1, EXIT: 2, RANGES: 8,
+  STARTING: 0, READY: 1, GONE: 2,
+} as const;
+
+const C = CONTROL;
+
+export const POOL_WORKER_SOURCE = `"use strict";
+const PENDING = ${C.PENDING}, FAILED = ${C.FAILED}, CALLS = ${C.CALLS};
+const JOB = ${C.JOB}, CALL = ${C.CALL}, FN = ${C.FN}, TOKENS = ${C.TOKENS}, ROWS_AT = ${C.ROWS_AT};
+const ARGS = ${C.ARGS}, PER_ROW = ${C.PER_ROW}, PER_TOKEN = ${C.PER_TOKEN}, NARGS = ${MAX_ROW_ARGS};
+const SLOTS = ${C.SLOTS}, SLOT = ${C.SLOT}, GEN = ${C.GEN}, STATE = ${C.STATE}, EXIT = ${C.EXIT}, RANGES = ${C.RANGES};
+const READY = ${C.READY}, GONE = ${C.GONE};
+function start(msg, reply) {
+  const ctrl = new Int32Array(msg.control);
+  const s = SLOTS + msg.index * SLOT;
+  let fns;
+  try {
+    const ex = new WebAssembly.Instance(msg.module, { env: { memory: msg.memory } }).exports;
+    fns = msg.names.map((n) => ex[n]);
+    for (const f of fns) if (typeof f !== "function") throw new Error("the kernels module lacks a row kernel");
+  } catch (e) {
+    Atomics.store(ctrl, s + STATE, GONE);
+    reply({ type: "failed", message: String(e && e.message || e) });
+    return;
+  }
+  const at = new Float64Array(NARGS);
+  let seen = Atomics.load(ctrl, s + GEN);
+  Atomics.store(ctrl, s + STATE, READY);
+  reply({ type: "ready" });
+  for (;;) {
+    Atomics.wait(ctrl, s + GEN, seen);
+    const g = Atomics.load(ctrl, s + GEN);
+    if (g === seen) continue;
+    seen = g;
+    if (ctrl[s + EXIT] !== 0) break;
+    try {
+      const n = ctrl[CALLS];
+      for (let c = 0; c < n; c++) {
+        const r0 = ctrl[s + RANGES + 2 * c], r1 = ctrl[s + RANGES + 2 * c + 1];
+        if (r1 <= r0) continue;
+        const b = JOB + c * CALL, p = b + PER_TOKEN, f = fns[ctrl[b + FN]], tokens = ctrl[b + TOKENS];
+        for (let i = 0; i < NARGS; i++) at[i] = ctrl[b + ARGS + i] + r0 * ctrl[b + PER_ROW + i];
+        at[ctrl[b + ROWS_AT]] = r1 - r0;
+        for (let t = 0; t < tokens; t++) {
+          f(at[0] + t * ctrl[p], at[1] + t * ctrl[p + 1], at[2] + t * ctrl[p + 2], at[3] + t * ctrl[p + 3], at[4] + t * ctrl[p + 4],
+            at[5] + t * ctrl[p + 5], at[6] + t * ctrl[p + 6], at[7] + t * ctrl[p + 7], at[8] + t * ctrl[p + 8], at[9] + t * ctrl[p + 9]);
+        }
+      }
+    } catch (e) {
+      Atomics.store(ctrl, FAILED, msg.index + 1);
+    }
+    if (Atomics.sub(ctrl, PENDING, 1) === 1) Atomics.notify(ctrl, PENDING);
+  }
+  Atomics.store(ctrl, s + STATE, GONE);
+}
+if (typeof self === "object" && typeof self.postMessage === "function" && typeof require !== "function") {
+  self.onmessage = (e) => { self.onmessage = null; start(e.data, (m) => self.postMessage(m)); if (typeof close === "function") close(); };
+} else {
+  const { parentPort } = require("node:worker_threads");
+  parentPort.once("message", (msg) => { start(msg, (m) => parentPort.postMessage(m)); parentPort.close(); });
+}
+`;
