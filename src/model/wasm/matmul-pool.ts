@@ -50,6 +50,8 @@ interface PoolInit {
 interface PoolWorker {
   post(msg: unknown): void;
   terminate(): void;
+  /** Node: whether the worker keeps the process alive (only while someone awaits it being up). */
+  keepAlive(on: boolean): void;
 }
 
 type WorkerFactory = (onMessage: (msg: { type: string; message?: string }) => void) => PoolWorker;
@@ -79,6 +81,7 @@ interface NodeWorkerThreads {
     postMessage(msg: unknown): void;
     terminate(): Promise<number>;
     unref(): void;
+    ref(): void;
     on(ev: "message", f: (m: { type: string; message?: string }) => void): void;
     on(ev: "error", f: (e: Error) => void): void;
   };
@@ -97,10 +100,10 @@ function workerFactory(): WorkerFactory | string {
   if (wt !== null) {
     return (onMessage) => {
       const w = new wt.Worker(POOL_WORKER_SOURCE, { eval: true, name: "kvbound-matmul" });
-      w.unref(); // a sleeping worker must not keep the process alive
       w.on("message", onMessage);
       w.on("error", (e) => onMessage({ type: "failed", message: e.message }));
-      return { post: (m) => w.postMessage(m), terminate: () => void w.terminate() };
+      w.unref(); // after the listeners (adding one refs the worker's port): a sleeping worker must not keep the process alive
+      return { post: (m) => w.postMessage(m), terminate: () => void w.terminate(), keepAlive: (on) => (on ? w.ref() : w.unref()) };
     };
   }
   const g = globalThis as { Worker?: new (url: string, opts?: { name?: string }) => Worker; Blob?: typeof Blob; URL?: typeof URL };
@@ -114,7 +117,7 @@ function workerFactory(): WorkerFactory | string {
         e.preventDefault();
         onMessage({ type: "failed", message: e.message });
       };
-      return { post: (m) => w.postMessage(m), terminate: () => w.terminate() };
+      return { post: (m) => w.postMessage(m), terminate: () => w.terminate(), keepAlive: () => undefined };
     };
   }
   return "no worker threads in this runtime (Node >= 20.16 or a Worker API is needed)";
@@ -227,8 +230,14 @@ export class MatmulPool {
     this.start();
     return new Promise((resolve) => {
       const check = (): void => {
-        if (this.disposed || this.failure !== null || this.activeThreads === this.threads) resolve();
-        else this.readyWaiters.push(check);
+        if (this.disposed || this.failure !== null || this.activeThreads === this.threads) {
+          for (const w of this.workers) w.keepAlive(false);
+          resolve();
+        } else {
+          // Their "ready" messages must be able to arrive: the process may not exit meanwhile.
+          for (const w of this.workers) w.keepAlive(true);
+          this.readyWaiters.push(check);
+        }
       };
       check();
     });
@@ -335,6 +344,17 @@ export class MatmulPool {
     const waiting = this.readyWaiters;
     this.readyWaiters = [];
     for (const f of waiting) f();
+  }
+
+  /** Tells every worker to leave its wait loop (the first half of dispose: no call into the worker API). */
+  wakeToExit(): void {
+    const ctrl = this.control;
+    for (let i = 0; i < this.nWorkers; i++) {
+      const s = CONTROL.SLOTS + i * CONTROL.SLOT;
+      ctrl[s + CONTROL.EXIT] = 1;
+      Atomics.add(ctrl, s + CONTROL.GEN, 1);
+      Atomics.notify(ctrl, s + CONTROL.GEN);
+    }
   }
 
   /** Stops the workers (idempotent); later matmuls run on the calling thread alone. */
