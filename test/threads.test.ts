@@ -1,7 +1,7 @@
 // Threads do not change results: the same logits, bit for bit, from 1 and 2 threads (and 3), on
 // stories260K and on synthetic models of every weight type with a wasm kernel, through batched
-// prefill over the paged cache and token-by-token decode; loadModel's `threads` option reaches the
-// model; a model that cannot run threads says why. Cross-module (model, cache, engine), so in test/.
+// prefill over the paged cache and token-by-token decode; loadModel's `threads` option and the
+// commands' --threads reach the model; a model that cannot run threads says why. Cross-module (model, cache, engine), so in test/.
 
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
@@ -14,6 +14,7 @@ import type { TransformerModel } from "../src/model/transformer.js";
 import { threadsUnavailable } from "../src/model/wasm/matmul-pool.js";
 import { wasmKernelsAvailable } from "../src/model/wasm/wasm-kernels.js";
 import { buildArchModel, WEIGHT_KINDS } from "./fixtures/arch-models.js";
+import { runCli } from "./helpers/cli.js";
 import { requireShared, sharedPath } from "./helpers/shared.js";
 
 const STORIES = "models/stories260K.gguf";
@@ -138,5 +139,34 @@ describe("the threads option", () => {
     const m = buildArchModel({ arch: "llama", weights: "Q8_0", seed: 6 });
     await expect(modelOf(m.bytes, { threads: 0 })).rejects.toThrow(/threads 0 is invalid/);
     await expect(modelOf(m.bytes, { threads: 1.5 })).rejects.toThrow(/threads 1.5 is invalid/);
+  });
+});
+
+describe.skipIf(!haveStories || !requireShared("golden/stories260K-greedy.json"))("--threads on the engine commands", () => {
+  const model = "../shared/models/stories260K.gguf";
+
+  it("run --threads 2 --json: the golden greedy ids, stats.threads 2; --threads 1 the same ids", async () => {
+    const golden = JSON.parse(readFileSync(sharedPath("golden/stories260K-greedy.json"), "utf8")) as { greedyIds: number[] };
+    for (const t of threadsHere ? ["1", "2"] : ["1"]) {
+      const r = await runCli("run", "--model", model, "--prompt", "Once upon a time", "--max-tokens", "24", "--temperature", "0", "--codec", "f32", "--threads", t, "--json");
+      expect(r.code, r.err).toBe(0);
+      const j = JSON.parse(r.out) as { ids: number[]; stats: { threads: number } };
+      expect(j.ids).toEqual(golden.greedyIds.slice(0, 24));
+      expect(j.stats.threads).toBe(Number(t));
+    }
+  });
+
+  it("bench --threads 1 --json reports threads 1; a bad count is a typed error naming the range", async () => {
+    const r = await runCli("bench", "--model", model, "--prompt-tokens", "16", "--gen-tokens", "8", "--repetitions", "1", "--threads", "1", "--json");
+    expect(r.code, r.err).toBe(0);
+    const j = JSON.parse(r.out) as { threads: number; threadsNote: string | null };
+    expect(j.threads).toBe(1);
+    expect(j.threadsNote).toBeNull();
+    const extra: Record<string, string[]> = { run: ["--prompt", "x"], chat: [], serve: [], bench: [], ppl: ["--text", "x"] };
+    for (const [cmd, args] of Object.entries(extra)) {
+      const bad = await runCli(cmd, "--model", model, ...args, "--threads", "0");
+      expect(bad.code, `${cmd}: ${bad.err}`).toBe(1);
+      expect(bad.err).toMatch(/InvalidSettingError: --threads "0" is not a whole number of threads in 1\.\.64/);
+    }
   });
 });

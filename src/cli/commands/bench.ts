@@ -11,8 +11,9 @@ import { addCacheFlags, type RawCacheFlags } from "../cache-flags.js";
 import { formatBytes, table } from "../format.js";
 import type { CliIo } from "../main.js";
 import { flagsWindow, loadModelForCli, sessionFromFlags, tokensPerSecond } from "./run.js";
+import { addThreadsFlag, threadsFromFlags, type ThreadsFlags } from "../threads-flag.js";
 
-export interface BenchFlags extends RawCacheFlags {
+export interface BenchFlags extends RawCacheFlags, ThreadsFlags {
   model: string;
   promptTokens?: string;
   genTokens?: string;
@@ -42,13 +43,17 @@ export interface BenchResult {
   readonly cache: ReturnType<import("../../cache/paged-kv-cache.js").PagedKvCache["stats"]>;
   /** Where the work ran: the model's matmuls and the cache's attention, WebAssembly SIMD or JS. */
   readonly kernels: { readonly model: "wasm" | "js"; readonly attention: "wasm" | "js" };
+  /** Threads the matmuls ran on, and why not as many as asked (null: as asked). */
+  readonly threads: number;
+  readonly threadsNote: string | null;
 }
 
 export async function benchCommand(flags: BenchFlags, io: CliIo): Promise<number> {
   const nPrompt = flags.promptTokens === undefined ? DEFAULT_BENCH_PROMPT_TOKENS : parseCount(flags.promptTokens, "prompt-tokens");
   const nGen = flags.genTokens === undefined ? DEFAULT_BENCH_GEN_TOKENS : parseCount(flags.genTokens, "gen-tokens");
   const reps = flags.repetitions === undefined ? 3 : parseCount(flags.repetitions, "repetitions", 100);
-  const loaded = await loadModelForCli(flags.model, io, flagsWindow(flags));
+  const threads = threadsFromFlags(flags);
+  const loaded = await loadModelForCli(flags.model, io, flagsWindow(flags), threads);
   // Default window: the whole benchmark fits without eviction.
   const session = sessionFromFlags(loaded, flags.contextWindow === undefined && flags.slidingWindow === undefined
     ? { ...flags, contextWindow: String(nPrompt + nGen) }
@@ -84,6 +89,8 @@ export async function benchCommand(flags: BenchFlags, io: CliIo): Promise<number
     rssBytes: process.memoryUsage().rss,
     cache: stats,
     kernels: { model: loaded.model.kernels, attention: session.cache.kernels },
+    threads: loaded.model.threads,
+    threadsNote: loaded.model.threadsNote,
   };
   if (flags.json) {
     io.stdout(JSON.stringify(result, null, 2) + "\n");
@@ -96,6 +103,7 @@ export async function benchCommand(flags: BenchFlags, io: CliIo): Promise<number
         ["model", result.model],
         ["cache", `${stats.policy}, window ${stats.windowTokens}, ${stats.codec}, page ${stats.pageSize}`],
         ["kernels", `matmuls ${loaded.model.kernels}, attention ${session.cache.kernels}`],
+        ["threads", `${result.threads}${result.threadsNote !== null ? ` (${result.threadsNote})` : ""}`],
         ["prefill", `${result.prefillTokensPerSecond.toFixed(1)} tok/s (${nPrompt} tokens, best of ${reps})`],
         ["decode", `${result.decodeTokensPerSecond.toFixed(1)} tok/s (${nGen} tokens, best of ${reps})`],
         ["weights", formatBytes(result.weightsBytes)],
@@ -117,6 +125,7 @@ export function registerBench(program: Command, io: CliIo, setExit: (code: numbe
     .option("--gen-tokens <n>", `tokens to decode (default ${DEFAULT_BENCH_GEN_TOKENS})`)
     .option("--repetitions <n>", "runs; the best is reported (default 3)")
     .option("--json", "print the result as JSON only");
+  addThreadsFlag(cmd);
   addCacheFlags(cmd).action(async (flags: BenchFlags) => {
     setExit(await benchCommand(flags, io));
   });

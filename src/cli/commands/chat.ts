@@ -14,11 +14,12 @@ import { Session, type SessionOptions } from "../../engine/session.js";
 import { InvalidSettingError, KvboundError, SessionFileError } from "../../errors.js";
 import { parseCount } from "../../plan/parse.js";
 import { addCacheFlags, type RawCacheFlags } from "../cache-flags.js";
+import { addThreadsFlag, threadsFromFlags, type ThreadsFlags } from "../threads-flag.js";
 import type { CliIo } from "../main.js";
 import { runtimeCache } from "../runtime-cache.js";
 import { addSamplingFlags, loadModelForCli, memoryLine, samplerFromFlags, tokensPerSecond, type SamplingFlags } from "./run.js";
 
-export interface ChatFlags extends RawCacheFlags, SamplingFlags {
+export interface ChatFlags extends RawCacheFlags, SamplingFlags, ThreadsFlags {
   model: string;
   maxTokens?: string;
   system?: string;
@@ -63,10 +64,11 @@ interface LineSource {
 /** Runs the REPL over `lines` (stdin by default) until they end or `/exit`. */
 export async function chatCommand(flags: ChatFlags, io: CliIo, lines?: AsyncIterable<string>): Promise<number> {
   const { seed, ...sampling } = samplerFromFlags(flags);
+  const threads = threadsFromFlags(flags);
   const maxTokens = flags.maxTokens === undefined ? DEFAULT_CHAT_MAX_TOKENS : parseCount(flags.maxTokens, "max-tokens");
   checkKeepSystem(flags);
   const { cacheInput, window } = await runtimeCache(flags.model, flags, io);
-  const loaded = await loadModelForCli(flags.model, io, window);
+  const loaded = await loadModelForCli(flags.model, io, window, threads);
   const sessionOpts: SessionOptions = {
     ...(flags.system !== undefined ? { system: flags.system } : {}),
     ...(flags.keepSystem === true ? { keepSystem: true } : {}),
@@ -438,6 +440,7 @@ export function registerChat(program: Command, io: CliIo, setExit: (code: number
     .option("--save <file>", "save the conversation to <file> on exit (resume it with --resume)")
     .option("--resume <file>", "restore a conversation saved with --save or /save, then go on");
   addSamplingFlags(cmd);
+  addThreadsFlag(cmd);
   addCacheFlags(cmd, { runtimeBudget: true }).action(async (flags: ChatFlags) => {
     setExit(await chatCommand(flags, io));
   });

@@ -13,6 +13,7 @@ import { encodeTextStream, MAX_STREAM_TOKENS } from "../../engine/text-stream.js
 import { InvalidSettingError } from "../../errors.js";
 import { parseCount } from "../../plan/parse.js";
 import { addCacheFlags, cacheConfigFromFlags, type RawCacheFlags } from "../cache-flags.js";
+import { addThreadsFlag, threadsFromFlags, threadsNoteLine, type ThreadsFlags } from "../threads-flag.js";
 import { formatBytes, formatInt, table } from "../format.js";
 import type { CliIo } from "../main.js";
 
@@ -21,7 +22,7 @@ export const MAX_TEXT_BYTES = 512 * 1024 * 1024;
 /** Progress bar width in characters. */
 const BAR_WIDTH = 30;
 
-export interface PplFlags extends RawCacheFlags {
+export interface PplFlags extends RawCacheFlags, ThreadsFlags {
   model: string;
   text: string;
   recompute?: string;
@@ -50,7 +51,7 @@ export function registerPpl(program: Command, io: CliIo, setExit: (code: number)
     .description("perplexity of a text stream fed through the cache token by token (documents split on <|endoftext|> lines, each BOS + tokens)")
     .requiredOption("--model <ref>", "model: path, http(s) URL or hf:owner/repo/file.gguf")
     .requiredOption("--text <file>", "text file: documents separated by lines that are exactly <|endoftext|>");
-  addCacheFlags(cmd)
+  addThreadsFlag(addCacheFlags(cmd))
     .option("--positions <mode>", "positions of cached tokens under an evicting policy: reassigned (their place in the cache) or original")
     .option("--recompute <w>", "StreamingLLM's oracle: predict each token from a fresh pass over the previous W tokens (cost: W passes per token)")
     .option("--recompute-every <k>", "with --recompute: predict only every k-th token (positions i with i % k = 0), a sample of the oracle")
@@ -74,9 +75,12 @@ export async function pplCommand(flags: PplFlags, io: CliIo, signal?: AbortSigna
     throw new InvalidSettingError("--recompute-every samples the recompute oracle; give --recompute W too", { setting: "recompute-every", value: flags.recomputeEvery });
   }
   const positions = parsePositions(flags.positions);
+  const threads = threadsFromFlags(flags);
   const text = await readText(flags.text);
 
-  const loaded = await loadModel(flags.model, signal ? { signal } : {});
+  const loaded = await loadModel(flags.model, { ...(signal ? { signal } : {}), ...(threads !== undefined ? { threads } : {}) });
+  const note = threadsNoteLine(loaded.model);
+  if (note !== null) io.stderr(note);
   const ids = encodeTextStream(loaded.tokenizer, text, { skipDocs, ...(maxTokens !== undefined ? { maxTokens } : {}) });
   if (ids.length < 2) {
     throw new InvalidSettingError(`${flags.text} gives ${ids.length} token(s) after skipping ${skipDocs} document(s); perplexity needs at least 2`, {

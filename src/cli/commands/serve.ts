@@ -23,6 +23,7 @@ import { addCacheFlags, cacheConfigFromFlags, DEFAULT_CLI_CONTEXT_WINDOW, type R
 import type { CliIo } from "../main.js";
 import { runtimeCache } from "../runtime-cache.js";
 import { addSamplingFlags, loadModelForCli, samplerFromFlags, type SamplingFlags } from "./run.js";
+import { addThreadsFlag, threadsFromFlags, type ThreadsFlags } from "../threads-flag.js";
 
 /** Default port (an unassigned one, so it rarely collides); --port 0 picks a free one. */
 export const DEFAULT_PORT = 5178;
@@ -263,7 +264,7 @@ export function defaultWebDir(): string {
   return resolve(here, "..", "..", "..", "dist", "web");
 }
 
-export interface ServeFlags extends RawCacheFlags, SamplingFlags {
+export interface ServeFlags extends RawCacheFlags, SamplingFlags, ThreadsFlags {
   port?: string;
   dir?: string;
   host?: string;
@@ -297,7 +298,7 @@ function parseWhole(text: string, setting: string, max: number): number {
 const API_ONLY_FLAGS: readonly (keyof ServeFlags)[] = [
   "parallel", "queue", "queueTimeoutMs", "maxTokens", "alias", "contextWindow", "slidingWindow", "sinks", "policy", "prefix", "h2oRecent", "h2oHeavy",
   "h2oWindow", "codec", "pageSize", "prefillChunk", "budget", "cacheBudget", "temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "presencePenalty",
-  "frequencyPenalty", "seed",
+  "frequencyPenalty", "seed", "threads",
 ];
 
 /** The API server's options from the flags (everything but the model, which is loaded after). */
@@ -333,9 +334,10 @@ export async function serveCommand(flags: ServeFlags, io: CliIo): Promise<Static
   }
   // Settings first, so a typo is reported before a model is loaded.
   const checked = apiOptionsFromFlags(flags, DEFAULT_CLI_CONTEXT_WINDOW);
+  const threads = threadsFromFlags(flags);
   // The pool serves --parallel sequences: the planner sizes it (and --budget) for all of them.
   const rc = await runtimeCache(flags.model, flags, io, { sequences: checked.parallel ?? DEFAULT_PARALLEL });
-  const loaded = await loadModelForCli(flags.model, io, rc.window);
+  const loaded = await loadModelForCli(flags.model, io, rc.window, threads);
   const dir = flags.dir ?? ((await webRoot(defaultWebDir())) !== null ? defaultWebDir() : null);
   const started = await startApiServer({ loaded, port, host, dir, ...apiOptionsFromFlags(flags, loaded.model.hp.nCtxTrain), cache: rc.cacheInput });
   const api = started.api;
@@ -368,6 +370,7 @@ export function registerServe(program: Command, io: CliIo, setExit: (code: numbe
     .option("--max-tokens <n>", "max_tokens for requests that set none (default: the cache window)")
     .option("--alias <name>", "model id the API reports (default: the file name without .gguf)");
   addSamplingFlags(cmd);
+  addThreadsFlag(cmd);
   return addCacheFlags(cmd, { runtimeBudget: true }).action(async (flags: ServeFlags) => {
     await serveCommand(flags, io);
     setExit(0);
