@@ -1,15 +1,18 @@
-// kvbound vs llama.cpp (node-llama-cpp, bench/peers) on the same machine, in the same run, 1 thread
-// each: prefill and greedy-decode tokens/s on stories260K and on a SmolLM2-135M-shaped Q8_0
-// synthetic model. Both engines receive the same token ids (no tokenizer in the timed path).
-// Run: bench/peers/install.sh once, then  npx tsx bench/model.ts [--quick] [--reps N]
-//      [--only stories260K|smollm2-135m-q8_0] [--flash-attn] [--kv-f32]
+// kvbound vs llama.cpp (node-llama-cpp, bench/peers) on the same machine, in the same run, at 1
+// thread and at N threads each (--threads N, default 2; N = 1 runs one thread only): prefill and
+// greedy-decode tokens/s on stories260K and on SmolLM2-135M- and Qwen2.5-0.5B-shaped Q8_0 synthetic
+// models. Every engine receives the same token ids (no tokenizer in the timed path), and all four
+// (two engines x two thread counts) are interleaved within each repetition.
+// Run: bench/peers/install.sh once, then  npx tsx bench/model.ts [--threads N] [--quick] [--reps N]
+//      [--only stories260K|smollm2-135m-q8_0|qwen2.5-0.5b-q8_0] [--flash-attn] [--kv-f32] [--json]
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { SMOLLM2_135M, writeSyntheticModel } from "../test/fixtures/synthetic-model.js";
+import { QWEN25_05B, SMOLLM2_135M, writeSyntheticModel, type SyntheticShape } from "../test/fixtures/synthetic-model.js";
 import { kvboundRunner } from "./lib/kvbound-runner.js";
+import { otherProcessesMeter } from "./lib/load.js";
 import { machineInfo, machineLines } from "./lib/machine.js";
 import { formatMiB, RssSampler } from "./lib/rss.js";
 import type { EngineRunner } from "./lib/runner.js";
@@ -29,8 +32,13 @@ function opt(name: string): string | undefined {
 }
 const REPS_OVERRIDE = opt("--reps") === undefined ? undefined : Number(opt("--reps"));
 const ONLY = opt("--only");
-/** The comparison is single-threaded on purpose: kvbound's kernels run on one JS thread. */
-const THREADS = 1;
+const JSON_OUT = argv.includes("--json");
+/** The thread count compared with 1 (both engines are also run at 1 thread). */
+const THREADS = opt("--threads") === undefined ? 2 : Number(opt("--threads"));
+if (!Number.isInteger(THREADS) || THREADS < 1) throw new Error(`--threads ${opt("--threads")}: give a whole number >= 1`);
+const THREAD_COUNTS = THREADS === 1 ? [1] : [1, THREADS];
+/** Issue 14's targets: kvbound at N threads over its own 1 thread. */
+const THREAD_TARGETS = { prefill: 1.8, decode: 1.4 };
 
 interface Case {
   readonly name: string;
@@ -78,26 +86,35 @@ const CASES: Case[] = [
       return { path, prompt: ids.slice(0, this.promptTokens) };
     },
   },
-  {
-    name: "smollm2-135m-q8_0",
-    target: 0.3,
+  syntheticCase("smollm2-135m-q8_0", SMOLLM2_135M, 0.3, QUICK ? 2 : 5),
+  syntheticCase("qwen2.5-0.5b-q8_0", QWEN25_05B, 0.3, QUICK ? 2 : 3),
+];
+
+/**
+ * A synthetic Q8_0 model of a real model's shape (random weights, an SPM vocabulary of the right size
+ * so that llama.cpp loads it), 64 prompt tokens and 32 decoded.
+ */
+function syntheticCase(name: string, shape: SyntheticShape, target: number, reps: number): Case {
+  return {
+    name,
+    target,
     promptTokens: QUICK ? 16 : 64,
     decodeTokens: QUICK ? 8 : 32,
-    // Five samples: with three, one stray slow sample from elsewhere on the machine (0.23x once,
-    // 0.47-0.53x in the runs around it) can carry the median.
-    reps: QUICK ? 2 : 5,
+    // Five samples for SmolLM2: with three, one stray slow sample from elsewhere on the machine
+    // (0.23x once, 0.47-0.53x in the runs around it) can carry the median.
+    reps,
     prefillsPerSample: 1,
     contextSize: 1024,
     async prepare() {
       const dir = mkdtempSync(join(tmpdir(), "kvbound-bench-"));
       tempDirs.push(dir);
-      const path = join(dir, "smollm2-135m-shape-q8_0.gguf");
-      const bytes = await withExtraMetadata(writeSyntheticModel(SMOLLM2_135M, "Q8_0"), spmVocabMetadata(SMOLLM2_135M.nVocab));
+      const path = join(dir, `${name}-shape.gguf`);
+      const bytes = await withExtraMetadata(writeSyntheticModel(shape, "Q8_0"), spmVocabMetadata(shape.nVocab));
       writeFileSync(path, bytes);
-      return { path, prompt: seededIds(this.promptTokens, SMOLLM2_135M.nVocab, 7) };
+      return { path, prompt: seededIds(this.promptTokens, shape.nVocab, 7) };
     },
-  },
-];
+  };
+}
 
 interface Measured {
   readonly prefill: SampleSummary;
@@ -150,20 +167,33 @@ function agreement(a: number[], b: number[]): string {
 }
 
 
+/** One engine at one thread count, as measured in a case. */
+interface Row {
+  readonly engine: "llama.cpp" | "kvbound";
+  readonly threads: number;
+  readonly model: string;
+  readonly prefillTokensPerSecond: number;
+  readonly decodeTokensPerSecond: number;
+  readonly prefillTokensPerCpuSecond: number;
+  readonly decodeTokensPerCpuSecond: number;
+  /** Cores other processes kept busy on average while this case was measured (null off Linux). */
+  readonly otherCores: number | null;
+}
+
 async function main(): Promise<void> {
   const rss = new RssSampler(20);
   const machine = machineInfo();
   const loadStart = loadavg()[0]!;
   let peer: LlamaCppPeer;
   try {
+    // maxThreads N caps the instance; each context then runs exactly the threads it asks for.
     peer = await loadLlamaCpp(THREADS);
   } catch (e) {
     console.error(`llama.cpp peer unavailable: ${(e as Error).message}`);
     process.exitCode = 1;
     return;
   }
-  const rows: string[][] = [];
-  const cpuRows: string[][] = [];
+  const results: Row[] = [];
   const notes: string[] = [];
   try {
     for (const c of CASES) {
@@ -171,70 +201,98 @@ async function main(): Promise<void> {
       const reps = REPS_OVERRIDE ?? c.reps;
       const { path, prompt } = await c.prepare();
       process.stderr.write(`${c.name}: loading...`);
-      const lr = await peer.runner(path, { threads: THREADS, contextSize: c.contextSize, flashAttention: FLASH_ATTN, kvCacheType: KV_TYPE });
-      const kr = await kvboundRunner(path);
+      const runners: EngineRunner[] = [];
+      const labels: Array<{ engine: Row["engine"]; threads: number }> = [];
+      for (const t of THREAD_COUNTS) {
+        runners.push(await peer.runner(path, { threads: t, contextSize: c.contextSize, flashAttention: FLASH_ATTN, kvCacheType: KV_TYPE }));
+        labels.push({ engine: "llama.cpp", threads: t });
+        runners.push(await kvboundRunner(path, { model: { threads: t } }));
+        labels.push({ engine: "kvbound", threads: t });
+      }
       rss.sample();
       process.stderr.write(` measuring ${reps} interleaved repetitions...`);
-      const [l, k] = (await measureInterleaved([lr, kr], c, prompt, reps)) as [Measured, Measured];
-      await lr.dispose();
-      await kr.dispose();
+      const others = otherProcessesMeter();
+      const measured = await measureInterleaved(runners, c, prompt, reps);
+      const otherCores = others();
+      for (const r of runners) await r.dispose();
       rss.sample();
       process.stderr.write(` done\n`);
       const rate = (tokens: number, ms: number) => tokensPerSecond(tokens, ms);
-      const lp = rate(c.promptTokens, l.prefill.medianWallMs);
-      const ld = rate(c.decodeTokens, l.decode.medianWallMs);
-      const kp = rate(c.promptTokens, k.prefill.medianWallMs);
-      const kd = rate(c.decodeTokens, k.decode.medianWallMs);
-      rows.push(["llama.cpp", c.name, fmt(lp), fmt(ld), "", "", ""]);
-      rows.push(["kvbound", c.name, fmt(kp), fmt(kd), fmt(kp / lp, 2), fmt(kd / ld, 2), `>= ${c.target}`]);
-      const lpc = rate(c.promptTokens, l.prefill.medianCpuMs);
-      const ldc = rate(c.decodeTokens, l.decode.medianCpuMs);
-      const kpc = rate(c.promptTokens, k.prefill.medianCpuMs);
-      const kdc = rate(c.decodeTokens, k.decode.medianCpuMs);
-      cpuRows.push(["llama.cpp", c.name, fmt(lpc), fmt(ldc), "", ""]);
-      cpuRows.push(["kvbound", c.name, fmt(kpc), fmt(kdc), fmt(kpc / lpc, 2), fmt(kdc / ldc, 2)]);
-      notes.push(`${c.name}: prompt ${c.promptTokens} tokens, decode ${c.decodeTokens} greedy tokens, median of ${reps} interleaved runs (+1 warm-up), each prefill sample the mean of ${c.prefillsPerSample} back-to-back prefills; greedy ids kvbound vs llama.cpp: ${agreement(k.greedy, l.greedy)}`);
+      for (let i = 0; i < runners.length; i++) {
+        const m = measured[i]!;
+        results.push({
+          ...labels[i]!,
+          model: c.name,
+          prefillTokensPerSecond: rate(c.promptTokens, m.prefill.medianWallMs),
+          decodeTokensPerSecond: rate(c.decodeTokens, m.decode.medianWallMs),
+          prefillTokensPerCpuSecond: rate(c.promptTokens, m.prefill.medianCpuMs),
+          decodeTokensPerCpuSecond: rate(c.decodeTokens, m.decode.medianCpuMs),
+          otherCores,
+        });
+      }
+      const greedy = (engine: string, t: number) => measured[labels.findIndex((l) => l.engine === engine && l.threads === t)]!.greedy;
+      const agree = THREAD_COUNTS.map((t) => `${t} thread${t === 1 ? "" : "s"}: ${agreement(greedy("kvbound", t), greedy("llama.cpp", t))}`).join("; ");
+      const kvThreads = THREADS === 1 ? "" : `; kvbound ${THREADS} vs 1 thread: ${agreement(greedy("kvbound", THREADS), greedy("kvbound", 1))}`;
+      notes.push(
+        `${c.name}: prompt ${c.promptTokens} tokens, decode ${c.decodeTokens} greedy tokens, median of ${reps} interleaved runs (+1 warm-up), each prefill sample the mean of ${c.prefillsPerSample} back-to-back prefills; ` +
+          `other processes kept ${otherCores === null ? "n/a" : otherCores.toFixed(2)} cores busy meanwhile; greedy ids kvbound vs llama.cpp, ${agree}${kvThreads}`,
+      );
     }
   } finally {
     await peer.dispose();
     for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
   }
   const peak = rss.stop();
-  const table = markdownTable(
-    [
-      { title: "engine" },
-      { title: "model" },
-      { title: "prefill tok/s", align: "right" },
-      { title: "decode tok/s", align: "right" },
-      { title: "prefill kvbound/llama.cpp", align: "right" },
-      { title: "decode kvbound/llama.cpp", align: "right" },
-      { title: "target" },
-    ],
-    rows,
-  );
   const i = peer.info;
-  console.log(`## kvbound vs llama.cpp, ${THREADS} thread each (wall clock, median)\n`);
-  console.log(table);
-  console.log("");
-  console.log("Per CPU-second of this process (robust to other load on the machine):\n");
+  if (JSON_OUT) {
+    console.log(JSON.stringify({ threads: THREAD_COUNTS, results, machine, peer: i, peakRssBytes: peak.peakBytes, notes }, null, 2));
+    return;
+  }
+  const find = (engine: string, model: string, t: number) => results.find((r) => r.engine === engine && r.model === model && r.threads === t)!;
+  const rows: string[][] = [];
+  for (const r of results) {
+    const peerRow = find("llama.cpp", r.model, r.threads);
+    const one = find(r.engine, r.model, 1);
+    const vsPeer = r.engine === "kvbound" ? [fmt(r.prefillTokensPerSecond / peerRow.prefillTokensPerSecond, 2), fmt(r.decodeTokensPerSecond / peerRow.decodeTokensPerSecond, 2)] : ["", ""];
+    const vsOne = r.threads > 1 ? [fmt(r.prefillTokensPerSecond / one.prefillTokensPerSecond, 2), fmt(r.decodeTokensPerSecond / one.decodeTokensPerSecond, 2)] : ["", ""];
+    const target = r.engine !== "kvbound" ? "" : r.threads === 1 ? `>= ${CASES.find((c) => c.name === r.model)!.target} vs llama.cpp` : `>= ${THREAD_TARGETS.prefill} / ${THREAD_TARGETS.decode} vs 1 thread`;
+    rows.push([r.engine, String(r.threads), r.model, fmt(r.prefillTokensPerSecond), fmt(r.decodeTokensPerSecond), ...vsPeer, ...vsOne, target]);
+  }
+  console.log(`## kvbound vs llama.cpp at ${THREAD_COUNTS.join(" and ")} thread${THREADS === 1 ? "" : "s"} (wall clock, median)\n`);
   console.log(markdownTable(
     [
       { title: "engine" },
+      { title: "threads", align: "right" },
+      { title: "model" },
+      { title: "prefill tok/s", align: "right" },
+      { title: "decode tok/s", align: "right" },
+      { title: "prefill vs llama.cpp", align: "right" },
+      { title: "decode vs llama.cpp", align: "right" },
+      { title: "prefill vs 1 thread", align: "right" },
+      { title: "decode vs 1 thread", align: "right" },
+      { title: "target" },
+    ],
+    rows,
+  ));
+  console.log("");
+  console.log("Per CPU-second of this process, all its threads (robust to other load at 1 thread; at N threads it is the work's cost, not its speed):\n");
+  console.log(markdownTable(
+    [
+      { title: "engine" },
+      { title: "threads", align: "right" },
       { title: "model" },
       { title: "prefill tok/cpu-s", align: "right" },
       { title: "decode tok/cpu-s", align: "right" },
-      { title: "prefill ratio", align: "right" },
-      { title: "decode ratio", align: "right" },
     ],
-    cpuRows,
+    results.map((r) => [r.engine, String(r.threads), r.model, fmt(r.prefillTokensPerCpuSecond), fmt(r.decodeTokensPerCpuSecond)]),
   ));
   console.log("");
   console.log(machineLines(machine, [
-    `peer: node-llama-cpp ${i.nodeLlamaCppVersion}, llama.cpp ${i.llamaCppRelease} (${i.buildType}, gpu ${i.gpu}), flash attention ${FLASH_ATTN ? "on" : "off"}, KV cache ${KV_TYPE}`,
+    `peer: node-llama-cpp ${i.nodeLlamaCppVersion}, llama.cpp ${i.llamaCppRelease} (${i.buildType}, gpu ${i.gpu}), flash attention ${FLASH_ATTN ? "on" : "off"}, KV cache ${KV_TYPE}, threads passed explicitly per context`,
     `ggml: ${i.systemInfo.trim()}`,
     ...notes,
-    `1-minute load average ${loadStart.toFixed(2)} at start, ${loadavg()[0]!.toFixed(2)} at end (above 1 on ${machine.cores} cores: other processes competed; trust the CPU-time table more)`,
-    `process peak RSS ${formatMiB(peak.peakBytes)} (both engines and their models in one process)`,
+    `1-minute load average ${loadStart.toFixed(2)} at start, ${loadavg()[0]!.toFixed(2)} at end (above 1 on ${machine.cores} cores: other processes competed)`,
+    `process peak RSS ${formatMiB(peak.peakBytes)} (every engine and its model in one process)`,
     "decode latency at position 1k vs 64k with a 1024-token sliding window: npx tsx bench/decode-latency.ts",
   ]));
 }

@@ -8,6 +8,7 @@
 import { loadavg } from "node:os";
 import { WasmArena } from "../src/model/wasm/wasm-kernels.js";
 import { ROW_KERNEL } from "../src/model/wasm/row-call.js";
+import { otherProcessesMeter } from "./lib/load.js";
 import { machineInfo, machineLines } from "./lib/machine.js";
 import { markdownTable, fmt } from "./lib/table.js";
 
@@ -62,6 +63,7 @@ function time(b: Bench, rows: number, calls: number): number {
 
 const machine = machineInfo();
 const load0 = loadavg()[0]!;
+const others = otherProcessesMeter();
 const rows: string[][] = [];
 for (const r of ROWS) {
   const one = setup(r, 1), many = setup(r, THREADS);
@@ -101,6 +103,7 @@ console.log(markdownTable(
 console.log("");
 console.log(machineLines(machine, [
   `median of ${REPS} interleaved samples of ~20 ms each; weights cycled over ${SPAN_BYTES / 2 ** 20} MiB of copies (streamed from memory, as decode reads them)`,
-  `1-minute load average ${load0.toFixed(2)} at start, ${loadavg()[0]!.toFixed(2)} at end`,
+  `other processes kept ${others()?.toFixed(2) ?? "n/a"} cores busy on average meanwhile; 1-minute load average ${load0.toFixed(2)} at start, ${loadavg()[0]!.toFixed(2)} at end`,
+  "the pool's caller share adapts per size: below about 2 row blocks per thread it learns to keep every row (speed-up ~1)",
 ]));
 process.exit(0);

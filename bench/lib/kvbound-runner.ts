@@ -1,7 +1,7 @@
 // kvbound's side of bench/model.ts: the model over the real paged cache (createModelCache +
 // CacheKv, f16 pages like llama.cpp's default F16 KV cache, so both engines store K/V alike).
 // Prefill goes through forwardBatch in chunks of the cache's prefillChunkSize (what Session does);
-// decode is one forward per token.
+// decode is one forward per token. `model.threads` sets the matmuls' threads (checked: it runs them).
 
 import { readFileSync } from "node:fs";
 import { resolveCacheConfig } from "../../src/cache/config.js";
@@ -29,6 +29,10 @@ export async function kvboundRunner(path: string, opts: KvboundRunnerOptions = {
   const header = await readGgufHeader(path);
   const file = readFileSync(path);
   const model = createModel(header, new Uint8Array(file.buffer, file.byteOffset + header.dataOffset, file.length - header.dataOffset), opts.model);
+  await model.threadsReady(); // the matmul workers up before anything is timed
+  if (opts.model?.threads !== undefined && model.threads !== opts.model.threads) {
+    throw new Error(`kvbound runs ${model.threads} threads, asked for ${opts.model.threads}: ${model.threadsNote}`);
+  }
   // bench/model.ts --kv-f32 switches llama.cpp to an F32 KV cache: follow it so both store K/V alike.
   const codec = opts.codec ?? (process.argv.includes("--kv-f32") ? "f32" : "f16");
   const config = resolveCacheConfig({ contextWindowSize: opts.contextSize ?? Math.min(model.hp.nCtxTrain, 4096), codec });
@@ -69,6 +73,8 @@ export async function kvboundRunner(path: string, opts: KvboundRunnerOptions = {
       }
       return out;
     },
-    async dispose() {},
+    async dispose() {
+      model.dispose();
+    },
   };
 }

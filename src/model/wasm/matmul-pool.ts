@@ -30,11 +30,12 @@ export const MAX_DEFAULT_THREADS = 8;
  */
 export const ROW_BLOCK = 16;
 /**
- * Multiply-adds (rows x cols x tokens) below which the caller runs a matmul alone: waking a worker
- * and waiting for it costs tens of microseconds, more than a small matmul takes (measured in
- * bench/threads-threshold.ts: on the 2-core bench machine splitting pays from about 128k).
+ * Multiply-adds (rows x cols x tokens, summed over a job's matmuls) below which the caller runs a
+ * job alone: waking a worker costs the caller ~9 us (Atomics.notify) and the worker starts ~10-15 us
+ * later, more than a small matmul saves. bench/threads-threshold.ts on the 2-core bench machine: a
+ * Q8_0 matvec of 216k multiply-adds ran 0.94x as fast split over 2 threads, 324k 1.1x, 864k 1.4x.
  */
-export const MIN_SPLIT_WORK = 128 * 1024;
+export const MIN_SPLIT_WORK = 256 * 1024;
 
 /** How far one split moves the caller's share (callerShare), and the most it keeps. */
 const SHARE_STEP = 0.01;
