@@ -97,6 +97,7 @@ export async function loadModelWeights(source: ModelSource, opts: LoadModelOptio
     header.source = "memory";
     architectureOf(header); // UnsupportedArchitectureError before weights or vocabulary are read
     const model = createModel(header, bytes.subarray(header.dataOffset), modelOpts);
+    await model.threadsReady();
     return { header, model, weights: { residentBytes: bytes.byteLength, stagingBytes: 0, mode: "memory" }, source: "memory" };
   }
   const src = await openModelSource(source, opts);
@@ -109,6 +110,9 @@ export async function loadModelWeights(source: ModelSource, opts: LoadModelOptio
     // The arena could not grow (commit refused): the JS kernels need every tensor resident.
     if (loaded === null) loaded = (await streamWeights(src, header, new Set(), modelOpts, opts))!;
     opts.onProgress?.(src.size ?? header.dataOffset + header.tensorBytes, src.size);
+    // The matmul workers up now, not some tokens into the first generation (a browser starts a
+    // worker's nested workers only while it is not busy).
+    await loaded.model.threadsReady();
     return { header, model: loaded.model, weights: loaded.weights, source: src.name };
   } finally {
     await src.close().catch(() => undefined);

@@ -6,15 +6,29 @@
 // keyboard. Screenshots go to test-artifacts/. Without Chromium: skip locally, FAIL under CI; the
 // same for ../shared/models/stories260K.gguf (requireShared).
 
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { spmVocabMetadata, withExtraMetadata } from "../../bench/lib/synthetic-vocab.js";
+import { loadModel } from "../../src/engine/load-model.js";
+import { Session } from "../../src/engine/session.js";
+import { MAX_DEFAULT_THREADS } from "../../src/model/wasm/matmul-pool.js";
+import { writeSyntheticModel, type SyntheticShape } from "../fixtures/synthetic-model.js";
 import { ARTIFACTS, HOSTILE, hostileGguf, runBrowser, startWebHarness, type WebHarness } from "../helpers/browser.js";
 import { requireShared, sharedPath } from "../helpers/shared.js";
 
 const MODEL_REL = "models/stories260K.gguf";
+/**
+ * A synthetic Q8_0 llama whose matmuls are big enough to split over threads (gate + up: 2 x 1024 x
+ * 256 multiply-adds per token, over MIN_SPLIT_WORK), with a SentencePiece vocabulary so the page can
+ * encode a prompt.
+ */
+const THREADED_REL = "models/threaded-q8_0.gguf";
+const THREADED_SHAPE: SyntheticShape = { arch: "llama", nLayer: 2, nEmbd: 256, nHead: 4, nHeadKv: 2, nFf: 1024, nVocab: 1024, nCtxTrain: 1024 };
 
 // Hand computation for stories260K (karpathy/llama2.c's 260K model, as converted to GGUF: dim 64,
 // 5 layers, 8 heads, 4 KV heads, so head_dim 64 / 8 = 8). One f16 page of 16 tokens holds
@@ -41,12 +55,19 @@ const runModel = haveModel || modelMissing !== null;
 describe.skipIf(!runBrowser)("live page in Chromium", () => {
   let web: WebHarness;
 
+  let threadedBytes: Uint8Array;
+  let tmp: string;
+
   beforeAll(async () => {
-    web = await startWebHarness(haveModel ? { [MODEL_REL]: sharedPath(MODEL_REL) } : {});
+    tmp = mkdtempSync(join(tmpdir(), "kvbound-live-"));
+    threadedBytes = await withExtraMetadata(writeSyntheticModel(THREADED_SHAPE, "Q8_0"), spmVocabMetadata(THREADED_SHAPE.nVocab));
+    writeFileSync(join(tmp, "threaded.gguf"), threadedBytes);
+    web = await startWebHarness({ [THREADED_REL]: join(tmp, "threaded.gguf"), ...(haveModel ? { [MODEL_REL]: sharedPath(MODEL_REL) } : {}) });
   }, 60_000);
 
   afterAll(async () => {
     await web?.close();
+    rmSync(tmp, { recursive: true, force: true });
   });
 
   const open = (width: number, height: number) => web.open("live.html", width, height);
@@ -173,6 +194,66 @@ describe.skipIf(!runBrowser)("live page in Chromium", () => {
     expect(await page.locator("#error .error-code").innerText()).toContain("ATTENTION_SINK_SIZE");
     expect(await page.locator("#generate").isEnabled()).toBe(true);
     await page.screenshot({ path: join(ARTIFACTS, "live-error.png"), fullPage: true });
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it("runs a model's matmuls on the worker's threads (cross-origin isolated) with the text one thread gives in Node", async () => {
+    const { page, errors } = await open(1280, 800);
+    expect(await page.evaluate(() => self.crossOriginIsolated)).toBe(true);
+    const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+    const want = Math.max(1, Math.min(MAX_DEFAULT_THREADS, cores));
+    await page.locator("#model-url").fill(THREADED_REL);
+    await page.locator("#load-url").click();
+    await page.waitForSelector("html[data-model=loaded]", { timeout: 30_000 });
+    // The engine worker's own workers (nested, from a Blob URL) share its SharedArrayBuffer memory.
+    expect(await page.locator("#load-status").innerText()).toMatch(new RegExp(`; ${want} threads?\\.$`));
+    const r = await run(page, { policy: "context", window: 512, sinks: 0, maxTokens: 40 });
+    expect(r.tokens).toBe(40);
+    // Greedy: the same text as Node on one thread (rows split over threads give the same bits).
+    const loaded = await loadModel(threadedBytes, { threads: 1 });
+    const session = new Session(loaded, { contextWindowSize: 512, codec: "f16", policy: { kind: "context" } });
+    let text = "";
+    for await (const ev of session.generate(session.encode("Once upon a time"), { maxTokens: 40, temperature: 0, ignoreEos: true })) {
+      if (ev.type === "done") text = ev.text;
+    }
+    expect(text.length).toBeGreaterThan(0);
+    expect(await page.locator("#output").textContent()).toBe(`Once upon a time${text}`);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it("without COOP/COEP (no SharedArrayBuffer) runs one thread, says why, and gives the same text", async () => {
+    const page = await web.browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    page.on("console", (m) => {
+      if (m.type() === "error") errors.push(m.text());
+    });
+    // The same server's responses without the two isolation headers.
+    await page.route("**/*", async (route) => {
+      const response = await route.fetch();
+      const headers = { ...response.headers() };
+      delete headers["cross-origin-opener-policy"];
+      delete headers["cross-origin-embedder-policy"];
+      await route.fulfill({ response, headers });
+    });
+    await page.goto(`${web.server.url}live.html`);
+    await page.waitForSelector("html[data-ready=true]", { timeout: 10_000 });
+    expect(await page.evaluate(() => self.crossOriginIsolated)).toBe(false);
+    await page.locator("#model-url").fill(THREADED_REL);
+    await page.locator("#load-url").click();
+    await page.waitForSelector("html[data-model=loaded]", { timeout: 30_000 });
+    expect(await page.locator("#load-status").innerText()).toMatch(/; 1 thread \(SharedArrayBuffer is unavailable .*COOP\/COEP.*\)\.$/);
+    const r = await run(page, { policy: "context", window: 512, sinks: 0, maxTokens: 40 });
+    expect(r.tokens).toBe(40);
+    const loaded = await loadModel(threadedBytes, { threads: 1 });
+    const session = new Session(loaded, { contextWindowSize: 512, codec: "f16", policy: { kind: "context" } });
+    let text = "";
+    for await (const ev of session.generate(session.encode("Once upon a time"), { maxTokens: 40, temperature: 0, ignoreEos: true })) {
+      if (ev.type === "done") text = ev.text;
+    }
+    expect(await page.locator("#output").textContent()).toBe(`Once upon a time${text}`);
     expect(errors).toEqual([]);
     await page.close();
   });

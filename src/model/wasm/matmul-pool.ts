@@ -135,7 +135,10 @@ export function threadsUnavailable(): string | null {
   return typeof f === "string" ? f : null;
 }
 
-/** The threads a model uses by default: the cores this runtime reports, at most MAX_DEFAULT_THREADS; 1 where threads cannot run. */
+/**
+ * The threads a model asks for by default: the cores this runtime reports, at most
+ * MAX_DEFAULT_THREADS. Where threads cannot run, the model then runs one and says why (threadsNote).
+ */
 export function defaultThreads(): number {
   const g = globalThis as { navigator?: { hardwareConcurrency?: number }; process?: { getBuiltinModule?: (id: string) => unknown } };
   let cores = g.navigator?.hardwareConcurrency;
@@ -143,8 +146,7 @@ export function defaultThreads(): number {
     const os = g.process.getBuiltinModule("node:os") as { availableParallelism?: () => number; cpus(): unknown[] } | undefined;
     cores = os?.availableParallelism?.() ?? os?.cpus().length;
   }
-  const n = Math.max(1, Math.min(MAX_DEFAULT_THREADS, Math.floor(cores ?? 1)));
-  return n > 1 && threadsUnavailable() !== null ? 1 : n;
+  return Math.max(1, Math.min(MAX_DEFAULT_THREADS, Math.floor(cores ?? 1)));
 }
 
 /** Stops a pool whose arena was collected without dispose() (its workers hold the memory). */

@@ -218,7 +218,11 @@ function onMessage(msg: FromWorker): void {
     case "loaded":
       loadProgress.value = 1;
       modelReady = true;
-      setText(loadStatus, `Loaded: ${msg.nLayer} layers, vocabulary ${msg.nVocab}, trained context ${msg.nCtxTrain}.`);
+      setText(
+        loadStatus,
+        `Loaded: ${msg.nLayer} layers, vocabulary ${msg.nVocab}, trained context ${msg.nCtxTrain}; ` +
+          `${msg.threads} thread${msg.threads === 1 ? "" : "s"}${msg.threadsNote !== null ? ` (${msg.threadsNote})` : ""}.`,
+      );
       document.documentElement.dataset.model = "loaded";
       refreshButtons();
       return;

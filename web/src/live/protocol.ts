@@ -72,7 +72,15 @@ export interface TokenSamples {
 export type FromWorker =
   | { readonly type: "progress"; readonly doneBytes: number; readonly totalBytes: number | undefined }
   | { readonly type: "facts"; readonly facts: ModelFacts }
-  | { readonly type: "loaded"; readonly nLayer: number; readonly nVocab: number; readonly nCtxTrain: number }
+  | {
+      readonly type: "loaded";
+      readonly nLayer: number;
+      readonly nVocab: number;
+      readonly nCtxTrain: number;
+      /** Threads the matmuls run on, and why not more (no SharedArrayBuffer without COOP/COEP, ...). */
+      readonly threads: number;
+      readonly threadsNote: string | null;
+    }
   | { readonly type: "started"; readonly cache: CacheSummary; readonly promptTokens: number }
   | {
       readonly type: "tokens";

@@ -75,6 +75,7 @@ function factsOf(header: GgufHeader, source: string, fileBytes: number): ModelFa
 async function load(input: ModelInput): Promise<void> {
   const seq = ++loadSeq;
   running?.abort();
+  loaded?.model.dispose(); // its matmul workers
   loaded = null;
   let lastProgress = 0;
   const onProgress = (doneBytes: number, totalBytes: number | undefined): void => {
@@ -108,10 +109,14 @@ async function load(input: ModelInput): Promise<void> {
   const header = await readGgufHeader(from);
   post({ type: "facts", facts: factsOf(header, source, header.fileBytes ?? header.dataOffset + header.tensorBytes) });
   const model = await loadModel(from, { onProgress });
-  if (seq !== loadSeq) return;
+  if (seq !== loadSeq) {
+    model.model.dispose(); // superseded while it loaded
+    return;
+  }
   loaded = model;
   const hp = model.model.hp;
-  post({ type: "loaded", nLayer: hp.nLayer, nVocab: hp.nVocab, nCtxTrain: hp.nCtxTrain });
+  post({ type: "loaded", nLayer: hp.nLayer, nVocab: hp.nVocab, nCtxTrain: hp.nCtxTrain, threads: model.model.threads, threadsNote: model.model.threadsNote });
+  if (model.model.threadsNote !== null) console.info(`kvbound: ${model.model.threads} thread(s): ${model.model.threadsNote}`);
 }
 
 function mapOf(session: Session, roles: Uint8Array): CacheMap {
