@@ -13,7 +13,7 @@ export interface ThreadsFlags {
 }
 
 export function addThreadsFlag(cmd: Command): Command {
-  return cmd.option("--threads <n>", `threads the matmuls run on, 1..${MAX_THREADS} (default: the cores, at most 8; 1: no worker threads)`);
+  return cmd.option("--threads <n>", `threads the matmuls run on, 1..${MAX_THREADS} (default: the cores, at most 4; 1: no worker threads)`);
 }
 
 /** The --threads value, or undefined for the default. */

@@ -39,7 +39,7 @@ export interface LoadModelOptions {
   readonly resolve?: Omit<ResolveModelRefOptions, "fetch" | "onProgress" | "signal" | "cacheDir">;
   /**
    * Threads the matmuls are split over (ModelOptions.threads): default the cores available, at most
-   * 8; 1 runs no workers. `model.threads` and `model.threadsNote` say what runs and why not more.
+   * 4; 1 runs no workers. `model.threads` and `model.threadsNote` say what runs and why not more.
    */
   readonly threads?: number;
 }

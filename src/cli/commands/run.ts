@@ -85,7 +85,7 @@ export function samplerFromFlags(f: SamplingFlags): SamplerSettings {
 /**
  * Loads a model reference (path, URL, hf:) with a progress bar on stderr when it is a terminal,
  * built for a `window`-token context when given (LongRoPE models pick their factors by it, as
- * llama.cpp does by n_ctx), its matmuls on `threads` threads (default: the cores, at most 8; a line
+ * llama.cpp does by n_ctx), its matmuls on `threads` threads (default: the cores, at most 4; a line
  * on stderr says so when fewer run).
  */
 export async function loadModelForCli(ref: string, io: CliIo, window?: number, threads?: number): Promise<LoadedModel> {

@@ -20,10 +20,13 @@ export { MAX_JOB_CALLS } from "./pool-worker.js";
 /** Most threads a model splits its matmuls over (a request above it is clamped). */
 export const MAX_THREADS = 64;
 /**
- * Most threads the default takes from the cores available: matmuls are bound by memory bandwidth,
- * which a few cores saturate; past that, more threads only add wake-up latency to every matmul.
+ * Most threads the default takes from the cores available. Measured only on 2 cores (2 threads:
+ * 1.4-1.7x decode, 1.6x prefill, bench/model.ts). Past that it is a judgement: decode is bound by
+ * memory bandwidth, which a few cores saturate, and every extra worker costs the caller one
+ * Atomics.notify per job (~9 us on the bench VM; decode runs ~120 jobs per token of SmolLM2), so
+ * more threads pay less and less; `threads` asks for more explicitly.
  */
-export const MAX_DEFAULT_THREADS = 8;
+export const MAX_DEFAULT_THREADS = 4;
 /**
  * Rows per block of a split: every range but the last is a multiple of it, so each thread writes
  * whole 64-byte lines of f32 outputs (no two threads write the same cache line of a row).
@@ -32,10 +35,10 @@ export const ROW_BLOCK = 16;
 /**
  * Multiply-adds (rows x cols x tokens, summed over a job's matmuls) below which the caller runs a
  * job alone: waking a worker costs the caller ~9 us (Atomics.notify) and the worker starts ~10-15 us
- * later, more than a small matmul saves. bench/threads-threshold.ts on the 2-core bench machine: a
- * Q8_0 matvec of 216k multiply-adds ran 0.94x as fast split over 2 threads, 324k 1.1x, 864k 1.4x.
+ * later, more than a small matmul saves. bench/threads-threshold.ts on the 2-core bench machine, a
+ * Q8_0 matvec split over 2 threads: 216k multiply-adds 0.89x, 324k 1.0x, 576k 1.2x, 864k 1.5x.
  */
-export const MIN_SPLIT_WORK = 256 * 1024;
+export const MIN_SPLIT_WORK = 320 * 1024;
 
 /** How far one split moves the caller's share (callerShare), and the most it keeps. */
 const SHARE_STEP = 0.01;
