@@ -42,9 +42,13 @@ export interface EvalContext {
   fillerIds(): number[];
 }
 
-/** Loads the model, its planner spec and the token stream. */
+/**
+ * Loads the model, its planner spec and the token stream. One matmul thread: the evaluation's
+ * parallelism is its worker processes, one per core (worker-pool.ts); threads inside each would
+ * only oversubscribe the cores.
+ */
 export async function loadEvalContext(init: EvalInit): Promise<EvalContext> {
-  const [loaded, spec, text] = await Promise.all([loadModel(init.model), loadModelSpec(init.model), readFile(init.text, "utf8")]);
+  const [loaded, spec, text] = await Promise.all([loadModel(init.model, { threads: 1 }), loadModelSpec(init.model), readFile(init.text, "utf8")]);
   const ids = encodeTextStream(loaded.tokenizer, text, {
     skipDocs: init.skipDocs ?? 0,
     ...(init.maxTokens !== undefined ? { maxTokens: init.maxTokens } : {}),
