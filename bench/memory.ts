@@ -259,7 +259,7 @@ console.log(
   markdownTable(
     [{ title: "part" }, { title: "predicted", align: "right" }],
     [
-      ["weights (resident tensors + wasm copies + staging)", f(plan.weights?.bytes ?? 0)],
+      ["weights (resident tensors + wasm copies)", f(plan.weights?.bytes ?? 0)],
       ["cache (kvbound paged pool)", f(plan.kv.totalBytes)],
       ["compute (activations + logits)", f(plan.compute?.bytes ?? 0)],
       ["total", f(predicted)],

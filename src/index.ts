@@ -21,7 +21,7 @@ export { blobSource, bytesSource } from "./gguf/readers/blob.js";
 export { httpSource } from "./gguf/readers/http.js";
 
 // Planning
-export type { EngineName, KvCachePlan, KvPlan, MemoryPlan, PlanSettings, EngineKvResult } from "./plan/types.js";
+export type { EngineName, KvCachePlan, KvPlan, MemoryPlan, PlanSettings, EngineKvResult, DevicePlan } from "./plan/types.js";
 export { ENGINES } from "./plan/types.js";
 export { planMemory, parseEngine, ENGINE_RULES, DEFAULT_ENGINE } from "./plan/plan.js";
 export type { PlanRequest, EngineRule, EngineRules } from "./plan/plan.js";
@@ -32,8 +32,12 @@ export { webllmKv } from "./plan/webllm.js";
 export { kvboundKv, kvboundKvForConfig } from "./plan/kvbound.js";
 export { ollamaKv, ollamaDefaultNumCtx, ollamaRunnerFor, exportOllama } from "./plan/ollama.js";
 export { mlxKv, mlxKvCacheSlots, mlxRotatingSlots, exportMlx } from "./plan/mlx.js";
-export { fitContexts, cheapestFor } from "./plan/fit.js";
-export type { FitRequest, FitResult, FitOption, CheapestResult } from "./plan/fit.js";
+export { fitContexts, cheapestFor, fitOffload } from "./plan/fit.js";
+export type { FitRequest, FitResult, FitOption, CheapestResult, OffloadFitResult, OffloadOption } from "./plan/fit.js";
+export { llamaCppOffload, llamaCppSlotDevices, llamaCppSplitPoints } from "./plan/llama-cpp-offload.js";
+export type { OffloadPlan } from "./plan/llama-cpp-offload.js";
+export { llamaCppLayerWeights } from "./plan/llama-cpp-tensors.js";
+export type { LayerWeights } from "./plan/llama-cpp-tensors.js";
 export { rankModels } from "./plan/rank.js";
 export type { RankRequest, RankResult, RankedModel } from "./plan/rank.js";
 export { exportPlan, EXPORT_TARGETS } from "./plan/export.js";

@@ -11,7 +11,6 @@ import { createModelCache } from "../src/model/cache-kv.js";
 import { loadModelWeights } from "../src/engine/load-model.js";
 import type { CausalLM } from "../src/model/causal-lm.js";
 import { DenseKv } from "../src/model/dense-kv.js";
-import { LOAD_STAGING_BYTES } from "../src/wasm/model-layout.js";
 import { wasmKernelsAvailable } from "../src/model/wasm/wasm-kernels.js";
 import { loadModelSpec } from "../src/spec/load.js";
 import type { ModelSpec } from "../src/spec/model-spec.js";
@@ -38,8 +37,8 @@ async function runtime(path: string, spec: ModelSpec, settings: PlanSettings) {
   const cache = createModelCache(model, resolveCacheConfig(kvboundCacheInput(spec, settings)));
   // The WebAssembly.Memory really allocated (not the layout's own counter): whole 64 KiB pages.
   const memoryBytes = model["arena"]?.k.memory.buffer.byteLength ?? 0;
-  // Weights held besides the arena: the packed resident tensors and the load's staging buffer.
-  return { tensorBytes: loaded.weights.residentBytes + loaded.weights.stagingBytes, wasmBytes: model.wasmBytes, memoryBytes, kernels: model.kernels, cacheBytes: cache.reservedBytes, cacheScratchBytes: cache.scratchBytes, logitsBytes: model.hp.nVocab * 4 };
+  // Weights held besides the arena: the packed resident tensors (file rows are staged in the arena).
+  return { tensorBytes: loaded.weights.residentBytes, wasmBytes: model.wasmBytes, memoryBytes, kernels: model.kernels, cacheBytes: cache.reservedBytes, cacheScratchBytes: cache.scratchBytes, logitsBytes: model.hp.nVocab * 4 };
 }
 
 function expectPlanEqualsRuntime(spec: ModelSpec, settings: PlanSettings, rt: Awaited<ReturnType<typeof runtime>>): void {
@@ -56,7 +55,7 @@ function expectPlanEqualsRuntime(spec: ModelSpec, settings: PlanSettings, rt: Aw
   expect(rt.memoryBytes).toBe(Math.ceil(mem.wasmBytes / 65536) * 65536);
   expect(plan.weights!.bytes).toBe(rt.tensorBytes + mem.wasmWeightBytes);
   // Each tensor once: the resident part is the file's tensor bytes less those only in wasm memory.
-  expect(rt.tensorBytes - mem.stagingBytes).toBe(spec.weights!.bytes - mem.wasmTensorFileBytes);
+  expect(rt.tensorBytes).toBe(spec.weights!.bytes - mem.wasmTensorFileBytes);
 }
 
 describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => {
@@ -82,8 +81,8 @@ describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => 
     expectPlanEqualsRuntime(spec, SLIDING, rt);
     const plan = planMemory(spec, { ...SLIDING, engine: "kvbound" });
     expect(plan.weights!.bytes).toBe(rt.tensorBytes + 1_037_312);
-    // Only token_embd (untied, read by row) and the F32 norms stay JS-side, plus the staging buffer.
-    expect(rt.tensorBytes).toBe(spec.weights!.bytes - 1_037_312 + LOAD_STAGING_BYTES);
+    // Only token_embd (untied, read by row) and the F32 norms stay JS-side.
+    expect(rt.tensorBytes).toBe(spec.weights!.bytes - 1_037_312);
     // + the cache's attention scratch (equal to what the cache allocates: src/cache/wasm/attend-wasm.test.ts).
     expect(plan.compute!.bytes).toBe(64 + acts + scratch + 512 * 4 + rt.cacheScratchBytes);
   });
@@ -121,15 +120,16 @@ describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => 
     });
   }
 
-  it("synthetic Q8_0: the copies are 36 B per 32 values, by hand", async () => {
+  it("synthetic Q8_0: the copies are 34 B per 32 values (the file's own size) + the f16 table, by hand", async () => {
     const shape: SyntheticShape = { arch: "llama", nLayer: 1, nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 256, nVocab: 512, nCtxTrain: 2048 };
     const path = join(dir, "hand-q8.gguf");
     writeFileSync(path, writeSyntheticModel(shape, "Q8_0"));
     const spec = await loadModelSpec(path);
     // q 128x128, k/v 128x64, o 128x128, gate/up/down 128x256, tied output = token_embd 128x512;
-    // every size is a multiple of 64 B after x 36/32.
+    // every size is a multiple of 64 B after x 34/32; then the 65536-entry f32 table of f16 scales.
     const values = 2 * 128 * 128 + 2 * 128 * 64 + 3 * 128 * 256 + 128 * 512;
-    expect(kvboundModelMemory(spec)!.wasmWeightBytes).toBe((values * 36) / 32);
+    expect(kvboundModelMemory(spec)!.wasmWeightBytes).toBe((values * 34) / 32 + 65536 * 4);
+    expect(kvboundModelMemory(spec)!.wasmTensorFileBytes).toBe((values * 34) / 32);
   });
 
   it("without tensor types (registry-style spec) it assumes one type for every matrix", () => {
@@ -140,8 +140,8 @@ describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => 
     };
     const values = 2 * 128 * 128 + 2 * 128 * 64 + 3 * 128 * 256 + 128 * 512;
     const plan = planMemory(spec, { engine: "kvbound" });
-    // Q8_0 matrices held only in wasm: their file bytes (34 per 32) leave, their copies (36) and staging come.
-    expect(plan.weights!.bytes).toBe(1000 - (values * 34) / 32 + (values * 36) / 32 + LOAD_STAGING_BYTES);
+    // Q8_0 matrices held only in wasm: their file bytes (34 per 32) leave, their copies (34) and the f16 table come.
+    expect(plan.weights!.bytes).toBe(1000 - (values * 34) / 32 + (values * 34) / 32 + 65536 * 4);
     expect(plan.compute!.note).toMatch(/assuming every matrix is Q8_0/);
   });
 });

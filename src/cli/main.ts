@@ -63,7 +63,7 @@ function buildProgram(io: CliIo, setExit: (code: number) => void): Command {
     .description("largest context that fits per KV type and with a sliding window; with --ctx, the cheapest settings")
     .argument("<model>", "path, URL or registry id");
   addSettingOptions(fit)
-    .requiredOption("--budget <bytes>", "memory to fit in: 8GiB, 24GB, 16G")
+    .option("--budget <bytes>", "memory to fit in: 8GiB, 24GB, 16G (required unless --gpu gives the devices)")
     .option("--json", "print JSON only")
     .action(async (model: string, flags: FitFlags) => {
       setExit(await fitCommand(model, flags, io));

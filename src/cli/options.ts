@@ -40,6 +40,13 @@ export interface RawPlanFlags {
   promptTokens?: string;
   quant?: string;
   json?: boolean;
+  gpu?: string;
+  ram?: string;
+  ngl?: string;
+  tensorSplit?: string;
+  /** Commander's `--no-kv-offload`: true unless the flag is given. */
+  kvOffload?: boolean;
+  fitTarget?: string;
 }
 
 /** Adds the engine-setting flags to `cmd`. `withCtx: false` leaves --ctx to the command (rank). */
@@ -71,7 +78,18 @@ export function addSettingOptions(cmd: Command, opts: { withCtx?: boolean } = {}
     .option("--kv-bits <bits>", "mlx: --kv-bits (2, 4, 8: QuantizedKVCache)")
     .option("--kv-group-size <n>", "mlx: --kv-group-size (32, 64, 128; default 64)")
     .option("--quantized-kv-start <tokens>", "mlx: --quantized-kv-start (default 5000)")
-    .option("--prompt-tokens <tokens>", "mlx: how many of --ctx's tokens are the prompt (default: all)");
+    .option("--prompt-tokens <tokens>", "mlx: how many of --ctx's tokens are the prompt (default: all)")
+    .option("--gpu <sizes>", "llama.cpp: each GPU's free memory, in device order: 8GiB or 24GiB,12GiB (plans per device)")
+    .option("--ram <bytes>", "llama.cpp with --gpu: host memory for the layers that stay on the CPU")
+    .option("--ngl <n>", "llama.cpp -ngl: layers to offload, the output layer counted (all = every layer; default: what --fit picks)")
+    .option("--tensor-split <list>", "llama.cpp --tensor-split: proportions per GPU, e.g. 3,1 (default: the GPUs' free memory)")
+    .option("--no-kv-offload", "llama.cpp -nkvo: keep the KV cache in host memory")
+    .option("--fit-target <MiB>", "llama.cpp --fit-target: memory --fit keeps free per GPU, in MiB or with a unit (default 1024)");
+}
+
+/** A comma-separated list (llama.cpp also splits --tensor-split on '/'). */
+function listOf(value: string): string[] {
+  return value.split(/[,/]/).map((x) => x.trim());
 }
 
 /** Settings parsed from the shared flags, plus the engine and the budget (if any). */
@@ -156,6 +174,32 @@ export function parseSettings(flags: RawPlanFlags): ParsedSettings {
   if (flags.kvGroupSize !== undefined) s.kvGroupSize = parseInteger(flags.kvGroupSize, "kv-group-size", 1, 1 << 16);
   if (flags.quantizedKvStart !== undefined) s.quantizedKvStart = parseInteger(flags.quantizedKvStart, "quantized-kv-start", 0, MAX_COUNT);
   if (flags.promptTokens !== undefined) s.promptTokens = parseCount(flags.promptTokens, "prompt-tokens");
+  if (flags.gpu !== undefined) s.gpus = listOf(flags.gpu).map((g) => parseBytes(g, "gpu"));
+  if (flags.ram !== undefined) s.ramBytes = parseBytes(flags.ram, "ram");
+  if (flags.ngl !== undefined) {
+    const v = flags.ngl.trim().toLowerCase();
+    // llama.cpp accepts -ngl all (and large numbers such as 999) for every layer.
+    s.nGpuLayers = v === "all" ? MAX_COUNT : parseInteger(v, "ngl", 0);
+  }
+  if (flags.tensorSplit !== undefined) {
+    s.tensorSplit = listOf(flags.tensorSplit).map((x) => {
+      const n = /^\d+(\.\d+)?$/.test(x) ? Number(x) : NaN;
+      if (!Number.isFinite(n)) throw new InvalidSettingError(`tensor-split ${JSON.stringify(flags.tensorSplit)} is invalid: use proportions such as 3,1`, { setting: "tensor-split", value: flags.tensorSplit });
+      return n;
+    });
+  }
+  if (flags.kvOffload === false) s.kvOffload = false;
+  if (flags.fitTarget !== undefined) {
+    // llama.cpp's --fit-target takes MiB; a unit is accepted too. 0 keeps nothing free.
+    const t = flags.fitTarget.trim();
+    s.fitTargetBytes = /^\d+$/.test(t) ? Number(t) * 1024 * 1024 : parseBytes(t, "fit-target");
+  }
+  if ((s.gpus === undefined) && (s.ramBytes !== undefined || s.nGpuLayers !== undefined || s.tensorSplit !== undefined || s.kvOffload === false || s.fitTargetBytes !== undefined)) {
+    throw new InvalidSettingError("--ram, --ngl, --tensor-split, --no-kv-offload and --fit-target describe devices: give the GPUs with --gpu (e.g. --gpu 8GiB)", { setting: "gpu", value: null });
+  }
+  if (s.gpus !== undefined && engine !== "llama.cpp") {
+    throw new InvalidSettingError(`--gpu plans llama.cpp's devices; it does not apply to --engine ${engine}`, { setting: "gpu", value: flags.gpu });
+  }
   const budgetBytes = flags.budget !== undefined ? parseBytes(flags.budget, "budget") : undefined;
   if (budgetBytes !== undefined) s.budgetBytes = budgetBytes;
   return { engine, settings: s, budgetBytes, quant: flags.quant };

@@ -1,9 +1,10 @@
 // Loads a runnable model from a path, an http(s) URL, `hf:owner/repo/file.gguf`, a Blob or bytes.
 // Weights are held once: the header is read first, the model's wasm layout is decided from the
 // tensor types alone (modelMemory, the planner's own rule), and the tensor data is streamed once:
-// tensors the wasm kernels multiply go, a bounded number of rows at a time through one staging
-// buffer, straight into the arena (their only copy); the rest (norms, biases, rope factors,
-// matrices without a wasm kernel, an untied token embedding) are packed into one resident buffer.
+// tensors the wasm kernels multiply go, a bounded number of rows at a time staged in the arena's
+// own activation region (unused until the first forward pass), into their place in the arena
+// (their only copy); the rest (norms, biases, rope factors, matrices without a wasm kernel, an
+// untied token embedding) are packed into one resident buffer. No transient buffer of the load's own.
 // Bytes in memory (Uint8Array, ArrayBuffer) are the caller's: tensors are views of them and the
 // wasm copies come on top. Browser-safe: the file reader and the hf: downloader are imported only
 // when a path or hf: reference is given.
@@ -21,7 +22,6 @@ import type { StreamedMatrix, TransformerModel } from "../model/transformer.js";
 import { wasmKernelsAvailable } from "../model/wasm/wasm-kernels.js";
 import { kvboundModelMemory } from "../plan/kvbound.js";
 import { specFromGgufMetadata } from "../spec/from-gguf-metadata.js";
-import { LOAD_STAGING_BYTES } from "../wasm/model-layout.js";
 
 export type ModelSource = string | URL | Blob | ArrayBuffer | Uint8Array;
 
@@ -48,8 +48,6 @@ export interface LoadModelOptions {
 export interface ResidentWeights {
   /** Bytes of the tensors kept JS-side: the packed resident buffer, or the caller's bytes when loaded from memory. */
   readonly residentBytes: number;
-  /** The staging buffer wasm-bound tensors were converted through (freed after loading; 0 when none streamed). */
-  readonly stagingBytes: number;
   /** "stream": resident tensors packed, wasm tensors only in the arena; "memory": views of the caller's bytes. */
   readonly mode: "stream" | "memory";
 }
@@ -70,6 +68,9 @@ export interface LoadedModel {
  * and a size beyond it is more likely a hostile header than a model to run.
  */
 export const MAX_MODEL_BYTES = 16 * 1024 ** 3;
+
+/** Most bytes one read asks for: progress and abort are checked between reads. */
+const READ_CHUNK_BYTES = 4 * 1024 * 1024;
 
 /**
  * Reads a model and builds its forward pass and tokenizer. Throws UnknownModelError (no such
@@ -98,7 +99,7 @@ export async function loadModelWeights(source: ModelSource, opts: LoadModelOptio
     architectureOf(header); // UnsupportedArchitectureError before weights or vocabulary are read
     const model = createModel(header, bytes.subarray(header.dataOffset), modelOpts);
     await model.threadsReady();
-    return { header, model, weights: { residentBytes: bytes.byteLength, stagingBytes: 0, mode: "memory" }, source: "memory" };
+    return { header, model, weights: { residentBytes: bytes.byteLength, mode: "memory" }, source: "memory" };
   }
   const src = await openModelSource(source, opts);
   try {
@@ -167,9 +168,9 @@ async function streamWeights(
   for (const t of byOffset) {
     const at = offsets.get(t.name);
     if (at === undefined) continue;
-    for (let o = 0; o < t.bytes; o += LOAD_STAGING_BYTES) {
+    for (let o = 0; o < t.bytes; o += READ_CHUNK_BYTES) {
       checkAborted(opts.signal);
-      const n = Math.min(LOAD_STAGING_BYTES, t.bytes - o);
+      const n = Math.min(READ_CHUNK_BYTES, t.bytes - o);
       await readExact(src, header.dataOffset + t.offset + o, resident.subarray(at + o, at + o + n), opts.signal);
       progress(n);
     }
@@ -182,10 +183,12 @@ async function streamWeights(
     if (list === undefined) byTensor.set(m.tensor, [m]);
     else list.push(m);
   }
-  // One staging buffer for all: at least one row, else LOAD_STAGING_BYTES (the planner counts that).
+  // File rows are staged in the arena's activation region (model.loadStaging), at most
+  // READ_CHUNK_BYTES a read; it always holds a row (a buffer of our own only if it ever did not).
   let maxRowBytes = 0;
   for (const m of model.streamed) maxRowBytes = Math.max(maxRowBytes, m.rowBytes);
-  const staging = byTensor.size > 0 ? new Uint8Array(Math.max(LOAD_STAGING_BYTES, maxRowBytes)) : new Uint8Array(0);
+  let staging = model.loadStaging();
+  staging = staging.byteLength >= maxRowBytes ? staging.subarray(0, Math.min(staging.byteLength, Math.max(READ_CHUNK_BYTES, maxRowBytes))) : new Uint8Array(maxRowBytes);
   for (const t of byOffset) {
     const parts = byTensor.get(t.name);
     if (parts === undefined) continue;
@@ -204,7 +207,7 @@ async function streamWeights(
       progress(k * rowBytes);
     }
   }
-  return { model, weights: { residentBytes, stagingBytes: staging.byteLength, mode: "stream" } };
+  return { model, weights: { residentBytes, mode: "stream" } };
 }
 
 /** Fills `dst` with the bytes at `offset` (straight into it when the source can: no transient copy). */

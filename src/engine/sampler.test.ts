@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { InvalidSettingError, SnapshotError } from "../errors.js";
-import { Mulberry32, Sampler, resolveSamplerSettings, type SamplerSettings } from "./sampler.js";
+import { Mulberry32, Sampler, SamplerScratch, resolveSamplerSettings, type SamplerSettings } from "./sampler.js";
 
 function randomLogits(n: number, seed: number): Float32Array {
   const rng = new Mulberry32(seed);
@@ -474,5 +474,29 @@ describe("Sampler state (getState / setState / reset)", () => {
       expect(() => s.setState(b as ReturnType<Sampler["getState"]>), JSON.stringify(b)).toThrow(SnapshotError);
       expect(s.getState()).toEqual(before);
     }
+  });
+});
+
+describe("SamplerScratch", () => {
+  it("a sampler on reused buffers draws what a sampler on fresh ones does (penalty counts start at zero)", () => {
+    const n = 50;
+    const logits = new Float32Array(n);
+    for (let i = 0; i < n; i++) logits[i] = Math.sin(i * 1.7) * 3;
+    const settings: SamplerSettings = { temperature: 0.9, topK: 0, topP: 1, minP: 0, repeatPenalty: 1.5, frequencyPenalty: 0.3, seed: 11 };
+    const draws = (s: Sampler): number[] => {
+      const out: number[] = [];
+      for (let t = 0; t < 40; t++) {
+        const id = s.sample(logits);
+        s.accept(id);
+        out.push(id);
+      }
+      return out;
+    };
+    const scratch = new SamplerScratch(n);
+    const first = draws(new Sampler(n, settings, scratch));
+    // The second sampler inherits buffers whose counts the first one filled.
+    expect(draws(new Sampler(n, settings, scratch))).toEqual(first);
+    expect(draws(new Sampler(n, settings))).toEqual(first);
+    expect(() => new Sampler(n + 1, settings, scratch)).toThrow(RangeError);
   });
 });

@@ -160,6 +160,25 @@ export function argmax(logits: Float32Array, n: number = logits.length): number 
   return best;
 }
 
+/** The vocabulary-sized buffers a Sampler works in, allocated once per vocabulary size. */
+export class SamplerScratch {
+  readonly idx: Int32Array; // [nVocab]
+  readonly prob: Float64Array; // [nVocab]
+  readonly counts: Int32Array; // [nVocab]
+  private penalized: Float32Array | null = null; // [nVocab], only once penalties are used
+
+  constructor(readonly nVocab: number) {
+    this.idx = new Int32Array(nVocab);
+    this.prob = new Float64Array(nVocab);
+    this.counts = new Int32Array(nVocab);
+  }
+
+  work(): Float32Array {
+    this.penalized ??= new Float32Array(this.nVocab);
+    return this.penalized;
+  }
+}
+
 export class Sampler {
   readonly settings: ResolvedSamplerSettings;
   private readonly rng: Mulberry32;
@@ -180,16 +199,21 @@ export class Sampler {
   // Bound once so sorting allocates no closure per token.
   private readonly byLogitDesc = (a: number, b: number): number => this.logitsRef[b]! - this.logitsRef[a]! || a - b;
 
-  constructor(readonly nVocab: number, settings: SamplerSettings = {}) {
+  /**
+   * `scratch`: vocabulary-sized buffers to use instead of allocating them (a session samples every
+   * turn with new settings; its sampler buffers are allocated once). One sampler at a time uses it.
+   */
+  constructor(readonly nVocab: number, settings: SamplerSettings = {}, scratch: SamplerScratch = new SamplerScratch(nVocab)) {
+    if (scratch.nVocab !== nVocab) throw new RangeError(`sampler scratch is for ${scratch.nVocab} tokens, not ${nVocab}`);
     this.settings = resolveSamplerSettings(settings);
     const s = this.settings;
     this.rng = new Mulberry32(s.seed);
-    this.idx = new Int32Array(nVocab);
-    this.prob = new Float64Array(nVocab);
+    this.idx = scratch.idx;
+    this.prob = scratch.prob;
     this.ring = new Int32Array(s.penaltyLastN);
-    this.counts = new Int32Array(s.penaltyLastN > 0 ? nVocab : 0);
+    this.counts = s.penaltyLastN > 0 ? scratch.counts.fill(0) : new Int32Array(0);
     this.penaltiesOn = s.penaltyLastN > 0 && (s.repeatPenalty !== 1 || s.frequencyPenalty !== 0 || s.presencePenalty !== 0);
-    this.work = new Float32Array(this.penaltiesOn ? nVocab : 0);
+    this.work = this.penaltiesOn ? scratch.work() : new Float32Array(0);
     this.repeatF32 = Math.fround(s.repeatPenalty);
     this.freqF32 = Math.fround(s.frequencyPenalty);
     this.presentF32 = Math.fround(s.presencePenalty);

@@ -25,7 +25,7 @@ import {
   type TokenStats,
 } from "./generate.js";
 import { loadModel, type LoadedModel, type LoadModelOptions, type ModelSource } from "./load-model.js";
-import { Sampler, type SamplerState } from "./sampler.js";
+import { Sampler, SamplerScratch, type SamplerState } from "./sampler.js";
 import { cacheIdentity, checkCompatible, decodeSessionFile, encodeSessionFile, headerDigest, type SessionState } from "./session-file.js";
 
 /** Context window when a config sets neither window: the model's training context, capped here. */
@@ -95,6 +95,8 @@ export class Session {
   private conv: Conversation;
   /** The sampler's PRNG and penalty window carried from turn to turn (null: none yet). */
   private samplerState: SamplerState | null = null;
+  /** Vocabulary-sized sampler buffers, allocated once (every generation makes a Sampler). */
+  private samplerScratch: SamplerScratch | null = null;
 
   /** Loads a model (path, URL, hf:, Blob, bytes, or an already loaded one) and creates its cache. */
   static async load(
@@ -568,7 +570,8 @@ export class Session {
     // An appended turn's prompt is what the sequence held plus the turn.
     const heldBefore = append ? this.cache.length(this.seqId) : 0;
     const maxTokens = resolveMaxTokens(opts.maxTokens);
-    const sampler = new Sampler(this.model.hp.nVocab, opts);
+    this.samplerScratch ??= new SamplerScratch(this.model.hp.nVocab);
+    const sampler = new Sampler(this.model.hp.nVocab, opts, this.samplerScratch);
     // A seed starts the PRNG afresh; without one it goes on from the last turn (llama-cli seeds once).
     if (opts.seed === undefined && this.samplerState !== null) sampler.setState(this.samplerState);
     if (!append) sampler.reset();
@@ -596,10 +599,13 @@ export class Session {
         decodeMs: now() - t1,
         stats: this.stats(),
       };
-      this.samplerState = sampler.getState();
-      // What the sequence holds ends with the fed tokens: the last emitted one may not be.
-      this.pending = out.length > 0 && fedLast !== out[out.length - 1] ? [out[out.length - 1]!] : [];
-      onDone(done);
+      // A generation a newer one superseded leaves the session's state to that one.
+      if (epoch === this.epoch) {
+        this.samplerState = sampler.getState();
+        // What the sequence holds ends with the fed tokens: the last emitted one may not be.
+        this.pending = out.length > 0 && fedLast !== out[out.length - 1] ? [out[out.length - 1]!] : [];
+        onDone(done);
+      }
       return done;
     };
     let fedLast = -1;
@@ -617,6 +623,11 @@ export class Session {
     while (done === null) {
       if (out.length >= maxTokens) {
         done = finish("length", pre, t1, "maxTokens");
+        break;
+      }
+      // A newer generation owns the logits and the sampler's buffers now.
+      if (epoch !== this.epoch) {
+        done = finish("abort", pre, t1);
         break;
       }
       const id = sampler.sample(this.logitsBuf);

@@ -56,8 +56,8 @@ itStories(`survives ${CASES} random mutations of stories260K's header`, async ()
 
   // The structural bytes: the fixed header, and around each key and tensor name (found by
   // searching for the name) its length, value type, array header, dims, type and offset. Token
-  // strings and scores parse whatever their bytes; each such case costs a full decode by
-  // @huggingface/gguf (~1-2 ms), so most mutations go to the structure, where faults are.
+  // strings and scores parse whatever their bytes; each such case costs a full decode of the
+  // metadata, so most mutations go to the structure, where faults are.
   const structural: number[] = [];
   for (let i = 0; i < 24; i++) structural.push(i);
   const enc = new TextEncoder();

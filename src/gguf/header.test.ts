@@ -225,6 +225,53 @@ describe("readGgufHeader on synthetic files", () => {
     expect(h.tensorBytes).toBe(0);
   });
 
+  it("decodes what @huggingface/gguf decodes (the reference): every value type, both byte orders, the shared models", async () => {
+    const big = 2n ** 60n + 3n;
+    const files: Array<{ name: string; bytes: Uint8Array }> = [];
+    for (const bigEndian of [false, true]) {
+      const { bytes } = writeGguf({
+        metadata: [
+          ["t.u8", gv.u8(7)], ["t.i8", gv.i8(-128)], ["t.u16", gv.u16(65535)], ["t.i16", gv.i16(-32768)],
+          ["t.u32", gv.u32(4294967295)], ["t.i32", gv.i32(-2147483648)], ["t.f32", gv.f32(-0.1)], ["t.f64", gv.f64(Math.E)],
+          ["t.bool", gv.bool(false)], ["t.str", gv.str("\uFEFFbom, h\u00e9llo \u2581world, \u{1F600}")],
+          ["t.u64", gv.u64(big)], ["t.i64", gv.i64(-(2n ** 62n))],
+          ["t.arr.f32", gv.arr("f32", [gv.f32(1.5), gv.f32(-0), gv.f32(Number.NaN), gv.f32(3e38)])],
+          ["t.arr.i16", gv.arr("i16", [gv.i16(-2), gv.i16(300)])],
+          ["t.arr.bool", gv.arr("bool", [gv.bool(true), gv.bool(false)])],
+          ["t.arr.str", gv.arr("string", [gv.str("\u2581a"), gv.str(""), gv.str("<0x0A>")])],
+          ["t.arr.u64", gv.arr("u64", [gv.u64(1), gv.u64(big)])],
+          ["t.arr.nested", gv.arr("array", [gv.arr("string", [gv.str("x")]), gv.arr("i8", [])])],
+        ],
+        tensors: [{ name: "w", shape: [64, 3], type: "Q8_0" }],
+        bigEndian,
+      });
+      files.push({ name: bigEndian ? "big-endian" : "little-endian", bytes });
+    }
+    for (const name of ["stories260K.gguf", "stories260K-q8_0.gguf", "llama-2-tiny-random.gguf"]) {
+      if (existsSync(modelPath(name))) files.push({ name, bytes: new Uint8Array(readFileSync(modelPath(name))) });
+      else if (process.env.CI) throw new Error(`missing ${modelPath(name)}`);
+    }
+    const { gguf } = await import("@huggingface/gguf");
+    const exact = (v: unknown): unknown =>
+      typeof v === "bigint" ? (v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v) : Array.isArray(v) ? v.map(exact) : v;
+    for (const { name, bytes } of files) {
+      const h = await readGgufHeader(bytes);
+      const serve = async (_input: unknown, init?: RequestInit): Promise<Response> => {
+        const range = /bytes=(\d+)-(\d+)/.exec(new Headers(init?.headers).get("range") ?? "")!;
+        return new Response(bytes.slice(Number(range[1]), Number(range[2]) + 1), { status: 206 });
+      };
+      const ref = await gguf("https://kvbound.invalid/ref.gguf", { fetch: serve as typeof fetch });
+      const refMeta = ref.metadata as Record<string, unknown>;
+      expect(Object.keys(h.metadata), name).toEqual(Object.keys(refMeta).filter((k) => !["version", "tensor_count", "kv_count"].includes(k)));
+      for (const key of Object.keys(h.metadata)) expect(h.metadata[key], `${name} ${key}`).toEqual(exact(refMeta[key]));
+      expect(h.tensors.map((t) => [t.name, t.shape, t.type.id, t.offset]), name).toEqual(
+        ref.tensorInfos.map((t) => [t.name, t.shape.map(Number), t.dtype, Number(t.offset)]),
+      );
+      expect(h.dataOffset, name).toBe(Number(ref.tensorDataOffset));
+    }
+    expect(files.length).toBeGreaterThanOrEqual(2);
+  });
+
   it("keeps file keys that @huggingface/gguf uses for itself (version, tensor_count, kv_count)", async () => {
     const { bytes } = writeGguf({ metadata: [["version", gv.str("mine")], ["kv_count", gv.u8(9)]] });
     const h = await readGgufHeader(bytes);

@@ -2,18 +2,19 @@
 // header bytes, and validates it against gguf/limits.ts. Browser-safe: the Node file reader is
 // imported only when a local path is given.
 //
-// Two passes, by design:
-//  1. scanHeader (ours): a bounded structural walk over the bytes read so far. It checks every
-//     count and length against our limits before it is used, names the offset and field of any
-//     fault, finds where the header ends, and asks for more bytes (in growing reads) when needed.
-//  2. @huggingface/gguf decodes the metadata values and tensor infos, but only from the header
-//     bytes scan 1 accepted, served to it from memory through its `fetch` option. Left to do its
-//     own I/O it would fetch fixed 2 MB chunks (all of a small model's tensor data), throw plain
-//     Errors without offsets, and its caps (10 MB strings, 10M tensors, 8 dims) sit above ours.
+// Two passes over the header bytes:
+//  1. scanHeader: a bounded structural walk over the bytes read so far. It checks every count and
+//     length against our limits before it is used, names the offset and field of any fault, finds
+//     where the header ends, and asks for more bytes (in growing reads) when needed.
+//  2. decodeMetadata: the values, read once from the bytes scan 1 accepted, at the offsets it
+//     recorded (so every length is already checked). Strings are decoded from views of the header
+//     bytes and numbers read straight into their arrays: a 49k-token vocabulary costs its strings
+//     and arrays, not a copy of each string's bytes and an object per value (@huggingface/gguf,
+//     which decoded this pass before, grew the JS heap by ~20 MiB on such a header; it stays the
+//     reference header.test.ts compares this decoder with).
 // Between the two, the tensor infos from the scan are validated (block divisibility, alignment,
 // overlap, file size), so a file that fails cheaply never pays for the decode.
 
-import { gguf } from "@huggingface/gguf";
 import { AbortError, GgufLimitError, GgufParseError, KvboundError, UnknownModelError } from "../errors.js";
 import { ggmlRowBytes, ggmlTypeById, type GgmlType } from "./ggml-types.js";
 import {
@@ -144,12 +145,20 @@ async function readHeader(src: ByteSource, signal: AbortSignal | undefined): Pro
     if (src.size !== undefined) target = Math.min(target, src.size);
     if (target > buf.length) {
       if (signal?.aborted) throw new AbortError("reading the GGUF header was aborted");
-      const chunk = await src.read(buf.length, target - buf.length, signal);
-      if (chunk.length < target - buf.length) eof = true;
-      const grown = new Uint8Array(buf.length + chunk.length);
+      const want = target - buf.length;
+      const grown = new Uint8Array(target);
       grown.set(buf, 0);
-      grown.set(chunk, buf.length);
-      buf = grown;
+      // A file reads straight into the grown buffer: no second transient copy of each read.
+      const into = (src as ByteSource & { readInto?: (offset: number, target: Uint8Array) => Promise<number> }).readInto;
+      let got: number;
+      if (into !== undefined) got = await into.call(src, buf.length, grown.subarray(buf.length));
+      else {
+        const chunk = await src.read(buf.length, want, signal);
+        got = Math.min(chunk.length, want);
+        grown.set(chunk.subarray(0, got), buf.length);
+      }
+      if (got < want) eof = true;
+      buf = grown.subarray(0, buf.length + got);
     } else {
       eof = true;
     }
@@ -163,8 +172,16 @@ async function readHeader(src: ByteSource, signal: AbortSignal | undefined): Pro
     }
   }
   const valid = validateTensors(scan, src);
-  const parsed = await decodeWithLibrary(buf.subarray(0, scan.headerEnd), src.name);
-  return buildHeader(scan, valid, parsed, src);
+  return {
+    version: scan.version,
+    metadata: decodeMetadata(buf.subarray(0, scan.headerEnd), scan, src.name),
+    tensors: valid.tensors,
+    alignment: scan.alignment,
+    dataOffset: valid.dataOffset,
+    tensorBytes: valid.tensorBytes,
+    fileBytes: src.size,
+    source: src.name,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -186,6 +203,9 @@ class NeedMoreBytes {
 interface ScannedKey {
   key: string;
   offset: number;
+  /** GGUF value type id and the offset of the value (after the type). */
+  type: number;
+  valueOffset: number;
 }
 
 interface ScannedTensor {
@@ -203,6 +223,8 @@ interface ScannedTensor {
 
 interface ScanResult {
   version: number;
+  /** Little-endian file (false: a big-endian one). */
+  littleEndian: boolean;
   keys: ScannedKey[];
   alignment: number;
   alignmentOffset: number;
@@ -354,10 +376,10 @@ function scan(c: Cursor): ScanResult {
     // (in @huggingface/gguf's output and in ours); no real file has it.
     if (key === "__proto__") throw parseError(c, `metadata key "__proto__" is not allowed`, keyOffset, field);
     seenKeys.add(key);
-    keys.push({ key, offset: keyOffset });
     const typeOffset = c.pos;
     const type = c.u32(`${field} type`);
     if (type > T_FLOAT64) throw parseError(c, `metadata value type ${type} is not a GGUF type (0-12)`, typeOffset, field, { type });
+    keys.push({ key, offset: keyOffset, type, valueOffset: c.pos });
     if (key === "general.alignment") {
       if (type !== T_UINT32) {
         throw parseError(c, `general.alignment must be a uint32, not ${TYPE_NAMES[type]}`, typeOffset, field);
@@ -426,7 +448,7 @@ function scan(c: Cursor): ScanResult {
     const dataOffset = c.u64(`${field}.offset`);
     tensors.push({ name, offset, dimsOffset, shape, elements, type, typeOffset, dataOffsetField, dataOffset });
   }
-  return { version, keys, alignment, alignmentOffset, tensors, headerEnd: c.pos };
+  return { version, littleEndian: c.le, keys, alignment, alignmentOffset, tensors, headerEnd: c.pos };
 }
 
 function skipValue(c: Cursor, type: number, depth: number, field: string): void {
@@ -476,40 +498,73 @@ function skipValue(c: Cursor, type: number, depth: number, field: string): void 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Pass 2: @huggingface/gguf decodes the accepted header bytes
+// Pass 2: the metadata values, from the bytes the scan accepted
 
-type LibraryOutput = Awaited<ReturnType<typeof gguf>>;
-
-// Any http(s) URL makes the library use its fetch-based reader; .invalid never resolves, and our
-// fetch below answers every request from memory.
-const LIBRARY_URL = "https://kvbound.invalid/header.gguf";
-
-async function decodeWithLibrary(headerBytes: Uint8Array, source: string): Promise<LibraryOutput> {
-  const serve = async (_input: unknown, init?: RequestInit): Promise<Response> => {
-    const range = /bytes=(\d+)-(\d+)/.exec(new Headers(init?.headers).get("range") ?? "");
-    const start = range ? Math.min(Number(range[1]), headerBytes.length) : 0;
-    const end = range ? Math.min(Number(range[2]) + 1, headerBytes.length) : headerBytes.length;
-    return new Response(headerBytes.slice(start, Math.max(start, end)), { status: 206 });
-  };
-  try {
-    return await gguf(LIBRARY_URL, { fetch: serve as typeof fetch });
-  } catch (err) {
-    const msg = err instanceof Error ? err.message : String(err);
-    throw new GgufParseError(`${source}: @huggingface/gguf rejected the header: ${msg}`, { source, field: "header" });
+/**
+ * The metadata, keys in file order. `bytes` is the header the scan walked, so every count, length,
+ * type and nesting depth was checked there; the Cursor still bounds each read (a scan bug would
+ * surface as a GgufParseError, not a wrong value).
+ */
+function decodeMetadata(bytes: Uint8Array, scan: ScanResult, source: string): Record<string, GgufValue> {
+  const c = new Cursor(bytes, true, source, scan.littleEndian);
+  const metadata: Record<string, GgufValue> = {};
+  for (const { key, type, valueOffset } of scan.keys) {
+    c.pos = valueOffset;
+    metadata[key] = decodeValue(c, type, `metadata.${key}`);
   }
+  return metadata;
 }
 
-function toGgufValue(v: unknown, source: string, field: string): GgufValue {
-  if (typeof v === "bigint") {
-    return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+/** u64/i64 as a number when exact, else a bigint. */
+function safeNumber(v: bigint): number | bigint {
+  return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+}
+
+function decodeValue(c: Cursor, type: number, field: string): GgufValue {
+  const fixed = FIXED_BYTES[type] ?? 0;
+  if (fixed > 0) {
+    c.need(fixed, field);
+    const v = readFixed(c.view, c.pos, type, c.le);
+    c.pos += fixed;
+    return v;
   }
-  if (typeof v === "number" || typeof v === "string" || typeof v === "boolean") return v;
-  if (Array.isArray(v)) {
-    const out: GgufValue[] = new Array<GgufValue>(v.length);
-    for (let i = 0; i < v.length; i++) out[i] = toGgufValue(v[i], source, field);
-    return out;
+  if (type === T_STRING) return c.string(field, "MAX_STRING_BYTES", MAX_STRING_BYTES);
+  // T_ARRAY (the scan checked the element type, the length and the depth)
+  const elemType = c.u32(`${field} element type`);
+  const n = c.count(`${field} array length`, "MAX_ARRAY_LENGTH", MAX_ARRAY_LENGTH);
+  const out = new Array<GgufValue>(n);
+  const elemFixed = FIXED_BYTES[elemType] ?? 0;
+  const elemField = `${field}[]`;
+  if (elemFixed > 0) {
+    // One bounds check for the whole run of numbers, then plain reads.
+    c.need(n * elemFixed, elemField);
+    const view = c.view, le = c.le;
+    let at = c.pos;
+    for (let i = 0; i < n; i++, at += elemFixed) out[i] = readFixed(view, at, elemType, le);
+    c.pos = at;
+  } else if (elemType === T_STRING) {
+    for (let i = 0; i < n; i++) out[i] = c.string(elemField, "MAX_STRING_BYTES", MAX_STRING_BYTES);
+  } else {
+    for (let i = 0; i < n; i++) out[i] = decodeValue(c, elemType, elemField);
   }
-  throw new GgufParseError(`${source}: ${field} decoded to an unexpected ${typeof v}`, { source, field });
+  return out;
+}
+
+/** A fixed-size value of GGUF type `type` at `at` (the caller checked the bytes are there). */
+function readFixed(view: DataView, at: number, type: number, le: boolean): GgufValue {
+  switch (type) {
+    case 0: return view.getUint8(at);
+    case 1: return view.getInt8(at);
+    case 2: return view.getUint16(at, le);
+    case 3: return view.getInt16(at, le);
+    case 4: return view.getUint32(at, le);
+    case 5: return view.getInt32(at, le);
+    case 6: return view.getFloat32(at, le);
+    case 7: return view.getUint8(at) !== 0;
+    case 10: return safeNumber(view.getBigUint64(at, le));
+    case 11: return safeNumber(view.getBigInt64(at, le));
+    default: return view.getFloat64(at, le); // 12, the only other fixed-size type
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -585,51 +640,4 @@ function validateTensors(scan: ScanResult, src: ByteSource): ValidatedTensors {
     }
   }
   return { tensors, dataOffset, tensorBytes };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Assembly: metadata values from the library, checked against the scan
-
-function buildHeader(scan: ScanResult, valid: ValidatedTensors, lib: LibraryOutput, src: ByteSource): GgufHeader {
-  const source = src.name;
-  const libMeta = lib.metadata as Record<string, unknown>;
-  const metadata: Record<string, GgufValue> = {};
-  // Our key list, not the library's object: it also holds version/tensor_count/kv_count of its own.
-  for (const { key, offset } of scan.keys) {
-    if (!Object.prototype.hasOwnProperty.call(libMeta, key)) {
-      throw new GgufParseError(`${source}: @huggingface/gguf did not decode metadata.${key}`, { source, offset, field: `metadata.${key}` });
-    }
-    metadata[key] = toGgufValue(libMeta[key], source, `metadata.${key}`);
-  }
-  // Two readers of the same bytes must agree; a difference is a bug in one of them.
-  const n = scan.tensors.length;
-  if (lib.tensorInfos.length !== n) {
-    throw new GgufParseError(`${source}: @huggingface/gguf read ${lib.tensorInfos.length} tensors, the scan ${n}`, {
-      source,
-      offset: 8,
-      field: "tensor_count",
-    });
-  }
-  for (let i = 0; i < n; i++) {
-    const t = scan.tensors[i]!;
-    const info = lib.tensorInfos[i]!;
-    if (info.name !== t.name || info.dtype !== t.type.id || info.offset !== t.dataOffset || info.shape.length !== t.shape.length) {
-      throw new GgufParseError(`${source}: @huggingface/gguf and the scan disagree on tensor "${t.name}"`, {
-        source,
-        offset: t.offset,
-        field: `tensors.${t.name}`,
-        tensor: t.name,
-      });
-    }
-  }
-  return {
-    version: scan.version,
-    metadata,
-    tensors: valid.tensors,
-    alignment: scan.alignment,
-    dataOffset: valid.dataOffset,
-    tensorBytes: valid.tensorBytes,
-    fileBytes: src.size,
-    source,
-  };
 }

@@ -1,7 +1,8 @@
 // Named bounds on what a GGUF header may claim. A GGUF file is hostile input: every count, length
 // and size in its header is checked against one of these before it drives a loop or an allocation.
 // Each value leaves room for the largest real models and stays below @huggingface/gguf's own
-// caps (node_modules/@huggingface/gguf/src/gguf.ts), so its parser never trips on a file ours passed.
+// caps (node_modules/@huggingface/gguf/src/gguf.ts), so that reader, the reference header.test.ts
+// holds our decoder to, accepts every file ours passed.
 
 /**
  * Tensor infos per file. DeepSeek-V3/R1 GGUF shards hold about 1.1k tensors, a whole unsharded

@@ -59,8 +59,8 @@ export interface ModelOptions {
   /**
    * "wasm" (default when the runtime has WebAssembly SIMD): F32 matrices, and with q8 activations
    * Q8_0, Q4_0, Q5_0, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_K and Q6_K ones, are copied into the model's
-   * wasm memory (their bytes again, widened: bytes per 32 values 36 for Q8_0/Q4_0/Q5_0/IQ4_NL/
-   * IQ4_XS, 24 for Q4_K, 40 for Q6_K/Q3_K, 48 for Q2_K; see `wasmBytes` in src/wasm/model-layout.ts)
+   * wasm memory (repacked: bytes per 32 values 34 for Q8_0/Q4_0/Q5_0/IQ4_NL, 36 for IQ4_XS, 24 for
+   * Q4_K, 40 for Q6_K/Q3_K, 48 for Q2_K; see `wasmBytes` in src/wasm/model-layout.ts)
    * and multiplied there with SIMD; other types keep the JS kernels. "js": every matrix read in
    * place from the file bytes, no copy.
    */
@@ -166,6 +166,8 @@ export class TransformerModel implements CausalLM {
   private readonly embdWasm: WasmRowReader | null = null;
   /** Matrices placed in wasm memory whose bytes the loader still has to stream in (empty once built from whole bytes). */
   readonly streamed: readonly StreamedMatrix[];
+  /** The arena's activation region [at, at + bytes): see loadStaging. */
+  private readonly activationRegion: { readonly at: number; readonly bytes: number } = { at: 0, bytes: 0 };
   private readonly outNorm: Float32Array;
   private readonly output: Linear;
   private readonly layers: LayerWeights[] = [];
@@ -256,6 +258,7 @@ export class TransformerModel implements CausalLM {
     const q8Acts = (options.activations ?? "q8") === "q8";
     let ptrs: number[] = [];
     let q8: Q8Scratch | null = null;
+    let activationRegion = { at: 0, bytes: 0 };
     if (arena !== null) {
       // The order of modelWasmMatrices: the planner replays this layout from tensor types.
       const matrices: WeightMatrix[] = [];
@@ -265,14 +268,18 @@ export class TransformerModel implements CausalLM {
       placed = layout.placed;
       ptrs = layout.acts;
       q8 = layout.q8;
+      activationRegion = { at: layout.activationsAt, bytes: layout.activationBytes };
       if (!arena.commit()) {
         arena = null;
         q8 = null;
         placed.clear();
+      } else if (layout.f16Table !== 0) {
+        arena.fillF16Table(layout.f16Table);
       }
     }
     if (arena === null) ptrs = [-1, -1, -1, -1, -1, -1, -1, -1, -1, -1];
     this.arena = arena;
+    if (arena !== null) this.activationRegion = activationRegion;
     this.kernels = arena === null ? "js" : "wasm";
     this.wasmBytes = arena === null ? 0 : arena.bytes;
     this.activations = arena !== null && q8Acts ? "q8" : "f32";
@@ -360,6 +367,17 @@ export class TransformerModel implements CausalLM {
    *  the model still runs afterwards, on the calling thread alone. */
   dispose(): void {
     this.arena?.dispose();
+  }
+
+  /**
+   * Where a streaming load may put file rows before fillStreamed converts them: the arena's
+   * activation buffers and q8 scratch, which nothing reads before the first forward pass (each
+   * pass writes them before reading), so the load needs no buffer of its own. Load time only;
+   * empty without an arena. Holds at least one row of any matrix: a row has at most 4 bytes per
+   * value, and the region holds more than twice the widest activation (x2 nFf, qDim, nEmbd) in f32.
+   */
+  loadStaging(): Uint8Array {
+    return this.arena === null ? new Uint8Array(0) : this.arena.u8(this.activationRegion.at, this.activationRegion.bytes);
   }
 
   /**
@@ -468,7 +486,6 @@ export class TransformerModel implements CausalLM {
     const to = actQuant(L.kind);
     if (this.q8 === null || to === null) return null;
     this.arena!.flush(); // a queued matmul may still read the scratch
-
     quantizeActs(this.arena!, x, n, this.q8, to);
     return this.q8;
   }

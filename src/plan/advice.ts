@@ -25,6 +25,8 @@ const PLAN_FLAGS: ReadonlyArray<readonly [keyof PlanSettings, string]> = [
   ["kvBits", "--kv-bits"],
   ["kvGroupSize", "--kv-group-size"],
   ["quantizedKvStart", "--quantized-kv-start"],
+  ["nGpuLayers", "--ngl"],
+  ["tensorSplit", "--tensor-split"],
 ];
 
 /** Boolean settings whose flag takes no value (present = true). */
@@ -35,7 +37,7 @@ export function planFlagsFor(chosen: PlanSettings, given: PlanSettings): string 
   const parts: string[] = [];
   for (const [key, flag] of PLAN_FLAGS) {
     const v = chosen[key];
-    if (v === undefined || v === given[key]) continue;
+    if (v === undefined || v === given[key] || (Array.isArray(v) && Array.isArray(given[key]) && String(v) === String(given[key]))) continue;
     if (SWITCHES.has(key)) {
       if (v === true) parts.push(flag);
       continue;

@@ -63,6 +63,14 @@ function need<T>(value: T | undefined, key: string, target: ExportTarget): T {
   return value;
 }
 
+/** A --tensor-split proportion: layer counts stay integers, byte sizes become GiB with 2 decimals
+ *  (only the proportions matter to llama.cpp). */
+function splitNumber(x: unknown): string {
+  const n = typeof x === "number" ? x : Number(x);
+  if (Number.isInteger(n) && n < 1 << 20) return String(n);
+  return String(Math.round((n / 2 ** 30) * 100) / 100);
+}
+
 export function exportPlan(plan: MemoryPlan, target: ExportTarget): string {
   const allowed = SOURCES[target];
   if (allowed === undefined) {
@@ -100,6 +108,13 @@ export function exportPlan(plan: MemoryPlan, target: ExportTarget): string {
       if (s.kvUnified === true && (build === undefined || build >= LLAMA_CPP_KV_UNIFIED_FLAG_BUILD)) flags.push("--kv-unified");
       // Before the separate SWA cache, SWA layers lived in the full-size cache: --swa-full's effect.
       if (s.swaFull === true && llamaCppHasSwaFullFlag(build)) flags.push("--swa-full");
+      // Devices (llama-cpp-offload.ts): -ngl and --tensor-split pin the placement the plan counted,
+      // so --fit finds them set and leaves them ("n_gpu_layers already set by user").
+      const ngl = int(s, "ngl");
+      if (ngl !== undefined) flags.push(`-ngl ${ngl}`);
+      const split = s.tensorSplit;
+      if (Array.isArray(split) && split.length > 1) flags.push(`--tensor-split ${split.map((x) => splitNumber(x)).join(",")}`);
+      if (s.kvOffload === false) flags.push("-nkvo");
       return flags.join(" ");
     }
     case "node-llama-cpp": {

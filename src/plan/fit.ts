@@ -2,14 +2,14 @@
 // (fitContexts) and "what is the cheapest setting that makes this context fit?" (cheapestFor).
 // Both only call planMemory, so they inherit each engine's exact KV rule.
 
-import { KvboundError } from "../errors.js";
+import { InvalidSettingError, KvboundError } from "../errors.js";
 import type { ModelSpec } from "../spec/model-spec.js";
 import { llamaCppShiftRefusal } from "./llama-cpp.js";
 import { mlxBoundedOption, mlxKvOptions } from "./mlx.js";
 import { ollamaBoundedOption, ollamaKvOptions } from "./ollama.js";
 import { formatBytes, MAX_CONTEXT_TOKENS } from "./parse.js";
 import { DEFAULT_ENGINE, ENGINE_RULES, parseEngine, planMemory, type EngineRules, type PastTrainingContext } from "./plan.js";
-import type { EngineName, MemoryPlan, PlanSettings } from "./types.js";
+import type { DevicePlan, EngineName, MemoryPlan, PlanSettings } from "./types.js";
 import { planVerdict, type Verdict } from "./verdict.js";
 
 /** Sinks kept by the sliding options (StreamingLLM's 4 attention-sink tokens). */
@@ -186,8 +186,11 @@ function errorText(err: unknown): string {
  * choice: a sliding window with 4 sink tokens (WebLLM, kvbound), or llama.cpp's context shift.
  */
 export function fitContexts(spec: ModelSpec, request: FitRequest, rules: EngineRules = ENGINE_RULES): FitResult {
-  const { engine: engineIn, budgetBytes, ...base } = request;
+  const { engine: engineIn, budgetBytes, ...baseIn } = request;
   const engine = engineIn === undefined ? DEFAULT_ENGINE : parseEngine(engineIn);
+  // With devices, "the largest context" is for one offload: the -ngl given, else every layer
+  // (llama.cpp's --fit would otherwise trade layers for context; fitOffload answers that).
+  const base: PlanSettings = baseIn.gpus !== undefined && baseIn.nGpuLayers === undefined ? { ...baseIn, nGpuLayers: spec.layers.length + 1 } : baseIn;
   const step = ctxGranularity(engine, base);
   const cap = fitCap(spec, engine, step);
   const notes: string[] = [];
@@ -232,7 +235,13 @@ export function fitContexts(spec: ModelSpec, request: FitRequest, rules: EngineR
 
   const small = planMemory(spec, { ...base, ...ctxSettings(engine, Math.min(step, cap)), engine, budgetBytes }, rules);
   const weights = small.weights;
-  if (weights !== null && weights.bytes > budgetBytes) {
+  if (small.devices !== undefined) {
+    const ngl = small.settings["ngl"];
+    notes.push(
+      `contexts for -ngl ${String(ngl)}${ngl === spec.layers.length + 1 ? " (every layer)" : ""}, each GPU keeping llama.cpp's --fit target free; ` +
+        `for the most layers a context allows, give it: --ctx N`,
+    );
+  } else if (weights !== null && weights.bytes > budgetBytes) {
     notes.push(`the weights alone (${formatBytes(weights.bytes)}, ${weights.quant}) exceed the budget ${formatBytes(budgetBytes)} by ${formatBytes(weights.bytes - budgetBytes)}: no context fits; use a smaller quantization or model`);
   }
   const unknown: string[] = [];
@@ -523,4 +532,102 @@ export function cheapestFor(spec: ModelSpec, ctx: number, request: FitRequest, r
   }
   if (skipped.length > 0) reason += `; skipped: ${skipped.join("; ")}`;
   return { fits: false, cheapestLabel: last.label, bytes: last.check.bytes, shortfallBytes: shortfall, reason };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Devices: the most layers a context allows (llama.cpp's --fit, src/plan/llama-cpp-offload.ts)
+
+export interface OffloadOption {
+  readonly label: string;
+  /** The caller's settings with this KV type, the context and the -ngl / --tensor-split chosen. */
+  readonly settings: PlanSettings;
+  /** The plan at those settings (null when the KV type does not apply to the model). */
+  readonly plan: MemoryPlan | null;
+  readonly nGpuLayers: number | null;
+  readonly tensorSplit: readonly number[] | null;
+  readonly devices: readonly DevicePlan[];
+  /** Every device with a size fits (GPUs keeping the --fit target free). */
+  readonly fits: boolean;
+  readonly note: string;
+}
+
+export interface OffloadFitResult {
+  readonly engine: "llama.cpp";
+  readonly ctx: number;
+  readonly gpus: readonly number[];
+  readonly options: readonly OffloadOption[];
+  readonly notes: readonly string[];
+}
+
+function rangeText(xs: readonly number[]): string {
+  if (xs.length === 0) return "none";
+  const out: string[] = [];
+  let i = 0;
+  while (i < xs.length) {
+    let j = i;
+    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
+    out.push(i === j ? `${xs[i]}` : `${xs[i]}-${xs[j]}`);
+    i = j + 1;
+  }
+  return out.join(", ");
+}
+
+/** "stays in RAM: ..." for the CPU device of a plan. */
+export function hostSummary(cpu: DevicePlan, nLayer: number): string {
+  const parts: string[] = [];
+  if (cpu.layers.length > 0) parts.push(`layers ${rangeText(cpu.layers)} (${cpu.layers.length} of ${nLayer})`);
+  if (cpu.output) parts.push("the output layer");
+  parts.push("the token embeddings");
+  return (
+    `in RAM: ${parts.join(", ")}: ${formatBytes(cpu.weights)} of weights, ${formatBytes(cpu.kv)} of KV cache, ` +
+    `${formatBytes(cpu.compute)} of compute and output buffers (estimate); ${formatBytes(cpu.total)} in all`
+  );
+}
+
+/**
+ * For `ctx` tokens on the GPUs of `request.gpus`: for each llama.cpp KV type, the -ngl (and
+ * --tensor-split) llama.cpp's --fit picks, each device's bytes, and what stays in host memory.
+ * With `request.nGpuLayers` given it is kept (as llama.cpp keeps a user's -ngl) and only judged.
+ */
+export function fitOffload(spec: ModelSpec, ctx: number, request: PlanSettings, rules: EngineRules = ENGINE_RULES): OffloadFitResult {
+  const gpus = request.gpus;
+  if (gpus === undefined || gpus.length === 0) {
+    throw new InvalidSettingError("fitOffload needs the GPUs' memory (gpus, --gpu 8GiB)", { setting: "gpus", value: null });
+  }
+  let nominal = 0;
+  for (const g of gpus) nominal += g;
+  nominal += request.ramBytes ?? 0;
+  const options: OffloadOption[] = [];
+  for (const opt of kvOptions("llama.cpp")) {
+    const settings: PlanSettings = { ...request, ...opt.settings, ctx };
+    let plan: MemoryPlan;
+    try {
+      plan = planMemory(spec, { ...settings, engine: "llama.cpp" }, rules);
+    } catch (err) {
+      if (!(err instanceof KvboundError)) throw err;
+      options.push({ ...opt, settings, plan: null, nGpuLayers: null, tensorSplit: null, devices: [], fits: false, note: errorText(err) });
+      continue;
+    }
+    const verdict = planVerdict(plan, nominal);
+    const ngl = typeof plan.settings["ngl"] === "number" ? plan.settings["ngl"] : null;
+    const split = Array.isArray(plan.settings["tensorSplit"]) ? (plan.settings["tensorSplit"] as number[]) : null;
+    const devices = plan.devices ?? [];
+    const cpu = devices.find((d) => d.kind === "cpu");
+    const chosen: PlanSettings = { ...settings, ...(ngl !== null ? { nGpuLayers: ngl } : {}), ...(split !== null ? { tensorSplit: split } : {}) };
+    const head = split !== null ? `--tensor-split ${split.join(",")}: ` : "";
+    options.push({
+      ...opt,
+      settings: chosen,
+      plan,
+      nGpuLayers: ngl,
+      tensorSplit: split,
+      devices,
+      fits: verdict.fits,
+      note: `${head}${verdict.line}${cpu !== undefined ? `; ${hostSummary(cpu, spec.layers.length)}` : ""}` + pastNote(verdict.pastTraining),
+    });
+  }
+  const notes: string[] = [];
+  if (request.nGpuLayers !== undefined) notes.push(`-ngl ${request.nGpuLayers} as given: llama.cpp's --fit leaves a user's -ngl alone, so this only judges it`);
+  else notes.push("-ngl per KV type as llama.cpp's --fit picks it: the most whole layers, filled from the last GPU back, that leave --fit-target free on each GPU");
+  return { engine: "llama.cpp", ctx, gpus, options, notes };
 }

@@ -165,16 +165,17 @@ export function kvboundModelMemory(spec: ModelSpec): (ModelMemory & { readonly t
 
 /**
  * kvbound runtime weights, each tensor counted once as loadModel holds it from a file, URL or Blob:
- * the tensors kept JS-side (the file's tensor bytes less those whose only copy is in wasm memory),
- * the wasm copies, and the load's staging buffer (LOAD_STAGING_BYTES, at the load's peak).
- * A model loaded from bytes in memory keeps the caller's buffer instead (the caller's to count).
+ * the tensors kept JS-side (the file's tensor bytes less those whose only copy is in wasm memory)
+ * and the wasm copies. The load stages file rows in the arena's activation region (compute), so
+ * it has no buffer of its own. A model loaded from bytes in memory keeps the caller's buffer
+ * instead (the caller's to count).
  */
 export function kvboundWeights(spec: ModelSpec): WeightsEstimate | null {
   const file = weightBytes(spec);
   if (file === null) return null;
   const mem = kvboundModelMemory(spec);
   if (mem === null) return file;
-  return { ...file, bytes: file.bytes - mem.wasmTensorFileBytes + mem.wasmWeightBytes + mem.stagingBytes };
+  return { ...file, bytes: file.bytes - mem.wasmTensorFileBytes + mem.wasmWeightBytes };
 }
 
 /**

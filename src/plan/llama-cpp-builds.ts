@@ -215,3 +215,42 @@ export function llamaCppFlashAttnDefault(build: number | undefined): boolean {
 export function llamaCppHasSwaFullFlag(build: number | undefined): boolean {
   return llamaCppRules(build).swaCells !== "full-size";
 }
+
+// ---------------------------------------------------------------------------------------------
+// GPU offload by build (src/plan/llama-cpp-offload.ts).
+
+/** `-ngl` defaults to every layer (ggml-org/llama.cpp#15434 "llama: use FA + max. GPU layers by
+ *  default", b6325, as above); before it the default was 0 layers. */
+export const LLAMA_CPP_ALL_LAYERS_BUILD = 6325;
+
+/** `--fit` (on by default, `--fit-target` 1024 MiB, `--fit-ctx` 4096) picks the unset -c / -ngl /
+ *  --tensor-split from the devices' free memory (ggml-org/llama.cpp#16653 "llama: automatically set
+ *  parameters not set by the user in such a way that maximizes GPU utilization"). Estimated: the
+ *  thread of ggml-org/llama.cpp#18070 (2025-12-15) finds it merged, and issue #18097 runs
+ *  llama-fit-params at b7437 on 2025-12-16. */
+export const LLAMA_CPP_FIT_BUILD = 7400;
+
+/** The output layer is offloaded first: `i_gpu_start = max(n_layer + 1 - n_gpu_layers, 0)` instead
+ *  of `max(n_layer - n_gpu_layers, 0)`, so `-ngl N` puts the output layer and the last N - 1
+ *  repeating layers on the GPU (ggml-org/llama.cpp#18148 "llama: offload output layer to GPU
+ *  first", opened 2025-12-17). Estimated: after b7437 (issue #18097, 2025-12-16). */
+export const LLAMA_CPP_OUTPUT_FIRST_BUILD = 7460;
+
+/** How a build offloads layers. */
+export interface LlamaCppOffloadRules {
+  /** -ngl counts the output layer first (PR 18148) rather than last. */
+  readonly outputFirst: boolean;
+  /** --fit exists and is on by default (PR 16653). */
+  readonly fit: boolean;
+  /** -ngl's default: every layer (PR 15434) or none. */
+  readonly defaultAllLayers: boolean;
+}
+
+export function llamaCppOffloadRules(build: number | undefined): LlamaCppOffloadRules {
+  if (build === undefined) return { outputFirst: true, fit: true, defaultAllLayers: true };
+  return {
+    outputFirst: build >= LLAMA_CPP_OUTPUT_FIRST_BUILD,
+    fit: build >= LLAMA_CPP_FIT_BUILD,
+    defaultAllLayers: build >= LLAMA_CPP_ALL_LAYERS_BUILD,
+  };
+}

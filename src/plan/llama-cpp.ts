@@ -248,17 +248,22 @@ export function llamaCppKv(spec: ModelSpec, settings: PlanSettings): EngineKvRes
 
   const mla = spec.mla !== null;
   const caches: KvCachePlan[] = [];
-  const buildCache = (kind: "full" | "swa" | "mla", cells: number, layers: Array<{ layer: AttentionLayer }>): void => {
+  // Each layer's own K+V (or R+S) bytes: llama.cpp allocates them on the device of that layer
+  // (llama-kv-cache.cpp: `model.dev_layer(il)` when offload_kqv), so the offload rule needs them.
+  const layerKvBytes: number[] = new Array<number>(spec.layers.length).fill(0);
+  const buildCache = (kind: "full" | "swa" | "mla", cells: number, layers: Array<{ index: number; layer: AttentionLayer }>): void => {
     if (layers.length === 0) return;
     let kRowSum = 0;
     let vRowSum = 0;
     for (let i = 0; i < layers.length; i++) {
       const layer = layers[i]!.layer;
-      kRowSum += rowBytes(typeK, layer.nHeadKv * layer.headDimK);
-      if (mla && !rules.mlaAllocatesV) continue;
+      const kRow = rowBytes(typeK, layer.nHeadKv * layer.headDimK);
+      kRowSum += kRow;
       // Without flash attention V is stored transposed and every layer's V row is padded to the
       // widest layer's (llama-kv-cache.cpp [TAG_V_CACHE_VARIABLE], n_embd_v_gqa_max()).
-      vRowSum += rowBytes(typeV, flashAttn ? layer.nHeadKv * layer.headDimV : vRowMax);
+      const vRow = mla && !rules.mlaAllocatesV ? 0 : rowBytes(typeV, flashAttn ? layer.nHeadKv * layer.headDimV : vRowMax);
+      vRowSum += vRow;
+      layerKvBytes[layers[i]!.index] = (kRow + vRow) * cells * main.streams;
     }
     const kBytes = kRowSum * cells * main.streams;
     const vBytes = vRowSum * cells * main.streams;
@@ -287,6 +292,10 @@ export function llamaCppKv(spec: ModelSpec, settings: PlanSettings): EngineKvRes
     // create_memory: mem_size = max(1, n_seq_max) state cells, R and S in f32; each layer holds
     // n_embd_r() * mem_size and n_embd_s() * mem_size values (llama-memory-recurrent.cpp).
     const cells = Math.max(1, seqs);
+    for (let i = 0; i < spec.layers.length; i++) {
+      const layer = spec.layers[i]!;
+      if (layer.kind === "recurrent") layerKvBytes[i] = (layer.rElems + layer.sElems) * 4 * cells;
+    }
     caches.push({
       kind: "recurrent",
       cells,
@@ -330,6 +339,7 @@ export function llamaCppKv(spec: ModelSpec, settings: PlanSettings): EngineKvRes
       build: settings.llamaCppBuild ?? null,
     },
     kv: { totalBytes: total, kBytes: kTotal, vBytes: vTotal, caches },
+    layerKvBytes,
     notes,
     extra: {
       nCtx: main.nCtx,

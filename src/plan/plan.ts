@@ -7,6 +7,7 @@ import { summarizeSpec, type ModelSpec } from "../spec/model-spec.js";
 import { computeEstimate, defaultComputeInputs, type ComputeEstimate, type ComputeInputs } from "./compute.js";
 import { kvboundCompute, kvboundKv, kvboundWeights } from "./kvbound.js";
 import { llamaCppKv } from "./llama-cpp.js";
+import { llamaCppOffload } from "./llama-cpp-offload.js";
 import { mlxKv } from "./mlx.js";
 import { ollamaKv } from "./ollama.js";
 import { ENGINES, type EngineKvResult, type EngineName, type MemoryPlan, type PlanSettings } from "./types.js";
@@ -112,17 +113,33 @@ export function planMemory(spec: ModelSpec, settings: PlanRequest, rules: Engine
   if (compute === null) notes.push("compute buffer unknown (n_vocab or n_ff missing): totalBytes leaves it out");
   else notes.push(compute.note);
 
+  // llama.cpp with devices: which layers go where, and each device's bytes (llama-cpp-offload.ts).
+  let settingsOut = result.settings;
+  let devices: MemoryPlan["devices"];
+  if (rest.gpus !== undefined) {
+    if (engine !== "llama.cpp") {
+      throw new InvalidSettingError(`per-device planning (gpus, --gpu) is implemented for llama.cpp only, not ${engine}`, { setting: "gpus", value: rest.gpus });
+    }
+    const offload = llamaCppOffload(spec, result, rest, compute?.bytes ?? null);
+    if (offload !== null) {
+      devices = offload.devices;
+      settingsOut = { ...result.settings, ngl: offload.nGpuLayers, tensorSplit: offload.tensorSplit, kvOffload: rest.kvOffload !== false };
+      notes.push(...offload.notes);
+    }
+  }
+
   const totalBytes = result.kv.totalBytes + (weights?.bytes ?? 0) + (compute?.bytes ?? 0);
   return {
     model: summarizeSpec(spec),
     engine,
-    settings: result.settings,
+    settings: settingsOut,
     kv: result.kv,
     weights,
     compute,
     totalBytes,
     ...(result.extra !== undefined ? { extra: result.extra } : {}),
     notes,
+    ...(devices !== undefined ? { devices } : {}),
   };
 }
 

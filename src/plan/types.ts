@@ -33,6 +33,36 @@ export interface KvPlan {
   readonly caches: readonly KvCachePlan[];
 }
 
+/**
+ * One device of a llama.cpp plan with `gpus` (src/plan/llama-cpp-offload.ts): what llama.cpp puts
+ * on it. GPUs are named GPU0, GPU1... in llama.cpp's device order (its logs say CUDA0, Vulkan0,
+ * ROCm0, Metal...); the host is "CPU". Byte counts are exact except `compute`, an estimate.
+ */
+export interface DevicePlan {
+  readonly name: string;
+  readonly kind: "gpu" | "cpu";
+  /** Repeating layers placed here (indices, ascending). */
+  readonly layers: readonly number[];
+  /** Holds the output layer (output_norm + output, or the tied token embeddings' copy). */
+  readonly output: boolean;
+  /** Holds the input layer (token embeddings): always the CPU in llama.cpp. */
+  readonly input: boolean;
+  /** Weight bytes: its layers' tensors, plus the input / output layer where it holds them. */
+  readonly weights: number;
+  /** KV cache (and recurrent state) bytes of the layers here (all on the CPU with kvOffload false). */
+  readonly kv: number;
+  /** Compute buffer estimate (CPU: plus llama.cpp's logits output buffer). */
+  readonly compute: number;
+  /** weights + kv + compute. */
+  readonly total: number;
+  /** The memory given for it (--gpu / --ram), null when none was given. */
+  readonly budget: number | null;
+  /** Bytes llama.cpp's --fit keeps free on a GPU (--fit-target, default 1024 MiB); 0 on the CPU. */
+  readonly reserve: number;
+  /** total + reserve <= budget; null without a budget. */
+  readonly fits: boolean | null;
+}
+
 export interface MemoryPlan {
   readonly model: Record<string, unknown>;
   readonly engine: EngineName;
@@ -48,6 +78,8 @@ export interface MemoryPlan {
   readonly extra?: Readonly<Record<string, unknown>>;
   /** Explanations: which rule applied, what was padded and why. */
   readonly notes: readonly string[];
+  /** llama.cpp with `gpus`: per-device placement (GPUs first, the CPU last). Absent otherwise. */
+  readonly devices?: readonly DevicePlan[];
 }
 
 /** Settings common to all engines, as the CLI and the library accept them. Each engine reads the
@@ -85,6 +117,20 @@ export interface PlanSettings {
   kvGroupSize?: number;
   quantizedKvStart?: number;
   promptTokens?: number;
+  /** llama.cpp devices (src/plan/llama-cpp-offload.ts): each GPU's free memory in bytes, in device
+   *  order (--gpu 8GiB,8GiB). Setting it turns on per-device planning. */
+  gpus?: number[];
+  /** Host memory for the CPU side in bytes (--ram); only judged when given. */
+  ramBytes?: number;
+  /** llama.cpp -ngl: layers to offload counting the output layer (n_layer + 1 = all); default:
+   *  what llama.cpp's --fit picks (builds with --fit), else all (from b6325), else 0. */
+  nGpuLayers?: number;
+  /** llama.cpp --tensor-split: proportions per GPU; default: the GPUs' free memory. */
+  tensorSplit?: number[];
+  /** llama.cpp -nkvo sets it false: every layer's KV cache stays in host memory. Default true. */
+  kvOffload?: boolean;
+  /** llama.cpp --fit-target: bytes --fit keeps free on each GPU (default 1024 MiB). */
+  fitTargetBytes?: number;
 }
 
 export type EnginePlanner = (spec: ModelSpec, settings: PlanSettings) => MemoryPlan;
@@ -96,4 +142,7 @@ export interface EngineKvResult {
   readonly kv: KvPlan;
   readonly notes: readonly string[];
   readonly extra?: Readonly<Record<string, unknown>>;
+  /** llama.cpp: each spec layer's K+V (or recurrent R+S) bytes, 0 for layers without memory, so
+   *  the offload rule can put them on their layer's device. Not part of the JSON contract. */
+  readonly layerKvBytes?: readonly number[];
 }

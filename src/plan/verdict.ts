@@ -4,6 +4,9 @@
 //
 // The rule depends on the engine, not on the caller:
 //   llama.cpp, WebLLM, kvbound  the plan's total (KV + weights + compute) against the budget;
+//   llama.cpp with devices      every device with a size given (--gpu, --ram) against it: a GPU
+//                               must keep --fit's target free (llama_params_fit), the host must hold
+//                               its part; `budgetBytes` is then only the caller's nominal figure;
 //   vLLM                        vLLM takes the whole GPU (x gpu_memory_utilization) and builds its KV
 //                               pool from what weights and activations leave, so the question is
 //                               whether ONE request at max_model_len fits that pool (vLLM refuses to
@@ -19,7 +22,7 @@ export interface Verdict {
   readonly fits: boolean;
   /** "total": the plan's total against the budget; "vllm-one-request": the KV one request at
    *  max_model_len needs against the KV memory vLLM has left. */
-  readonly rule: "total" | "vllm-one-request";
+  readonly rule: "total" | "vllm-one-request" | "devices";
   readonly budgetBytes: number;
   /** What the rule needs: the plan's total, or the KV of one vLLM request. */
   readonly neededBytes: number;
@@ -69,6 +72,41 @@ export function planVerdict(plan: MemoryPlan, budgetBytes: number): Verdict {
   }
   const uncounted = uncountedParts(plan);
   const past = planPastTrainingContext(plan);
+  const judged = plan.devices?.filter((d) => d.budget !== null) ?? [];
+  if (judged.length > 0) {
+    // Each device on its own: the worst one decides, and its headroom is the plan's.
+    let needed = 0;
+    let available = 0;
+    let worst = judged[0]!;
+    let worstRoom = Infinity;
+    for (const d of judged) {
+      const room = d.budget! - d.reserve - d.total;
+      needed += d.total;
+      available += d.budget! - d.reserve;
+      if (room < worstRoom) {
+        worstRoom = room;
+        worst = d;
+      }
+    }
+    const fits = worstRoom >= 0;
+    const parts = judged.map((d) => `${d.name} ${formatBytes(d.total)} of ${formatBytes(d.budget!)}${d.reserve > 0 ? ` (${formatBytes(d.reserve)} kept free)` : ""}`);
+    const ngl = num(plan.settings["ngl"]);
+    const head = ngl !== undefined ? `-ngl ${ngl}: ` : "";
+    const line = fits
+      ? `fits: ${head}${parts.join(", ")}`
+      : `does not fit: ${worst.name} needs ${formatBytes(-worstRoom)} more (${head}${parts.join(", ")})`;
+    return {
+      fits,
+      rule: "devices",
+      budgetBytes,
+      neededBytes: needed,
+      availableBytes: available,
+      headroomBytes: worstRoom,
+      uncounted,
+      pastTraining: past,
+      line: line + caveats(uncounted, past),
+    };
+  }
   if (plan.engine === "vllm") {
     const extra = plan.extra ?? {};
     const perRequest = num(extra["bytesPerRequest"]);

@@ -240,6 +240,7 @@ async function specFromGgufSource(ref: string, loc: GgufLocation, opts: LoadMode
   let nTensors = 0;
   // No prototype: tensor names come from the file ("__proto__" must stay a plain key).
   const tensorTypes: Record<string, string> = Object.create(null) as Record<string, string>;
+  const tensorSizes: Record<string, number> = Object.create(null) as Record<string, number>;
   const allTensors: Array<{ type: { name: string } }> = [];
   for (const shard of shards) {
     tensorBytes += shard.tensorBytes;
@@ -249,6 +250,7 @@ async function specFromGgufSource(ref: string, loc: GgufLocation, opts: LoadMode
       params += n;
       nTensors++;
       tensorTypes[t.name] = t.type.name;
+      tensorSizes[t.name] = t.bytes;
       allTensors.push(t);
     }
   }
@@ -263,7 +265,7 @@ async function specFromGgufSource(ref: string, loc: GgufLocation, opts: LoadMode
     weights,
     params: nTensors > 0 ? params : undefined,
   });
-  return { ...spec, tensorTypes };
+  return { ...spec, tensorTypes, tensorBytes: tensorSizes };
 }
 
 // llama.cpp `enum llama_ftype` (include/llama.h): the value written to general.file_type.

@@ -76,6 +76,9 @@ export interface ModelSpec {
   /** GGUF sources only: each tensor's ggml type name by tensor name, so a planner can replay an
    *  engine's per-tensor rules (kvbound's wasm weight copies, src/plan/kvbound.ts). */
   readonly tensorTypes?: Readonly<Record<string, string>>;
+  /** GGUF sources only: each tensor's bytes by tensor name (all shards), so a planner can place
+   *  every layer's weights on the device llama.cpp loads it to (src/plan/llama-cpp-offload.ts). */
+  readonly tensorBytes?: Readonly<Record<string, number>>;
 }
 
 /** Layers that allocate their own attention K/V (not recurrent, not sharing another's cache). */

@@ -30,11 +30,19 @@ export interface MatrixShape {
 }
 
 /**
- * Bytes of the staging buffer a streaming load converts wasm-bound tensors through: a bounded
- * number of file rows at a time (at least one row), so no tensor is ever held whole outside the
- * arena. Freed after loading; counted in the plan's weights because the peak is at load.
+ * The f32 value of every f16 bit pattern ([65536] f32), in the arena when any matrix keeps f16
+ * scales (f16Scales): the kernels read those scales through it, exactly as the file's f16.
  */
-export const LOAD_STAGING_BYTES = 4 * 1024 * 1024;
+export const F16_TABLE_BYTES = 65536 * 4;
+
+/**
+ * Types whose wasm copy keeps the file's f16 scale per 32 values beside int8 values (34 B per 32,
+ * the file's own size for Q8_0): their values decode exactly to int8 times that f16 scale.
+ * IQ4_XS's scale d * (ls - 32) is not an f16, so it keeps f32 scales.
+ */
+export function f16Scales(type: string): boolean {
+  return type === "Q8_0" || type === "Q4_0" || type === "Q5_0" || type === "IQ4_NL";
+}
 
 /** File bytes of `rows` x `cols` values of a GGUF type (0 for an unknown type name). */
 export function tensorFileBytes(type: string, rows: number, cols: number): number {
@@ -55,32 +63,55 @@ export interface Q8Scratch {
   /** [rows][maxWidth/32] f32: d times the block's int8 sum (blockSumsQ8), for Q4_K's offsets. */
   readonly sx: number;
   // Q2_K's per-16 sums ([rows][maxWidth/16] f32) borrow x16: it is only read after widenQ8 of Q8_0 activations.
+  /**
+   * [WEIGHT_SCALE_ROWS][maxWidth/32] f32: the f16 scales of a chunk of weight rows, widened for
+   * matmulQ8x16 (once per chunk, not once per 4 tokens); 0 when no matrix has f16 scales.
+   */
+  readonly ws: number;
 }
+
+/** Weight rows per matmulQ8x16 call on an f16-scale matrix: their scales are widened into Q8Scratch.ws first. */
+export const WEIGHT_SCALE_ROWS = 256;
 
 /** Where TransformerModel puts things in its wasm memory: copied matrices, the 9 activation buffers and a norm-weight row, the q8 scratch. */
 export interface ModelWasmLayout<M> {
   readonly placed: Map<M, number>;
   readonly acts: number[];
   readonly q8: Q8Scratch;
-  /** Bytes of the copied matrices (64-byte alignment included). */
+  /** Bytes of the copied matrices and the f16 table (64-byte alignment included). */
   readonly weightBytes: number;
+  /** Offset of the f16 table (F16_TABLE_BYTES), 0 when no placed matrix has f16 scales. */
+  readonly f16Table: number;
   /** Bytes of the activation buffers and q8 scratch (alignment included). */
   readonly activationBytes: number;
+  /**
+   * Where the activation buffers and q8 scratch start: they are one contiguous region of
+   * activationBytes, unused until the first forward pass, so a streaming load stages file rows
+   * there (TransformerModel.loadStaging).
+   */
+  readonly activationsAt: number;
 }
 
 /**
  * Lays out a model's wasm memory on `arena`: each matrix with a wasm kernel (wasmBytes > 0), in
- * the order given, then activations [B][width] for x, xb, q, k, v, att, hb, hb2, one logits row,
- * one norm-weight row, then the q8 activation scratch. TransformerModel's constructor and the planner both call this.
+ * the order given, the f16 table when one of them has f16 scales, then activations [B][width] for
+ * x, xb, q, k, v, att, hb, hb2, one logits row, one norm-weight row, then the q8 activation
+ * scratch (with the widened-scale rows when there is an f16 table). TransformerModel's
+ * constructor and the planner both call this.
  */
 export function layoutModelWasm<M extends MatrixShape>(hp: ModelDims, B: number, matrices: readonly M[], q8Acts: boolean, arena: ArenaLayout): ModelWasmLayout<M> {
   const start = arena.bytes;
   const placed = new Map<M, number>();
+  let needTable = false;
   for (const m of matrices) {
     if (placed.has(m)) continue;
     const bytes = wasmBytes(m, q8Acts);
-    if (bytes > 0) placed.set(m, arena.reserve(bytes));
+    if (bytes > 0) {
+      placed.set(m, arena.reserve(bytes));
+      needTable ||= f16Scales(m.type);
+    }
   }
+  const f16Table = needTable ? arena.reserve(F16_TABLE_BYTES) : 0;
   const weightsEnd = arena.bytes;
   const qDim = hp.nHead * hp.headDim;
   const kvDim = hp.nHeadKv * hp.headDim;
@@ -89,9 +120,13 @@ export function layoutModelWasm<M extends MatrixShape>(hp: ModelDims, B: number,
   acts.push(arena.reserve(hp.nVocab * 4));
   // One norm weight at a time, staged for the elementwise kernels' rmsNorm (TransformerModel.normStage).
   acts.push(arena.reserve(Math.max(hp.nEmbd, hp.headDim) * 4));
-  const [qsBytes, dBytes, x16Bytes, dTBytes, sxBytes] = q8ScratchBytes(B, Math.max(hp.nEmbd, qDim, hp.nFf));
-  const q8 = { qs: arena.reserve(qsBytes), d: arena.reserve(dBytes), x16: arena.reserve(x16Bytes), dT: arena.reserve(dTBytes), sx: arena.reserve(sxBytes) };
-  return { placed, acts, q8, weightBytes: weightsEnd - start, activationBytes: arena.bytes - weightsEnd };
+  const maxWidth = Math.max(hp.nEmbd, qDim, hp.nFf);
+  const [qsBytes, dBytes, x16Bytes, dTBytes, sxBytes] = q8ScratchBytes(B, maxWidth);
+  const q8 = {
+    qs: arena.reserve(qsBytes), d: arena.reserve(dBytes), x16: arena.reserve(x16Bytes), dT: arena.reserve(dTBytes), sx: arena.reserve(sxBytes),
+    ws: needTable ? arena.reserve(WEIGHT_SCALE_ROWS * Math.ceil(maxWidth / 32) * 4) : 0,
+  };
+  return { placed, acts, q8, weightBytes: weightsEnd - start, f16Table, activationBytes: arena.bytes - weightsEnd, activationsAt: weightsEnd };
 }
 
 /**
@@ -128,7 +163,7 @@ export function modelWasmMatrices(hp: ModelDims & { readonly nLayer: number }, t
 export interface ModelMemory {
   /** "wasm" when the layout fits MAX_WASM_MEMORY_BYTES (the engine then copies); "js" otherwise. */
   readonly kernels: "wasm" | "js";
-  /** Bytes of weight copies in wasm memory (0 on the JS kernels). */
+  /** Bytes of weight copies in wasm memory, with the f16 table of their scales (0 on the JS kernels). */
   readonly wasmWeightBytes: number;
   /** Activation bytes: wasm-side buffers (= wasmBytes - wasmWeightBytes), or the JS Float32Arrays. */
   readonly activationBytes: number;
@@ -141,8 +176,6 @@ export interface ModelMemory {
   readonly wasmTensors: ReadonlySet<string>;
   /** File bytes of `wasmTensors`: the part of the file's tensor bytes that is not kept JS-side. */
   readonly wasmTensorFileBytes: number;
-  /** The load's staging buffer (LOAD_STAGING_BYTES when anything streams into wasm, else 0). */
-  readonly stagingBytes: number;
 }
 
 /**
@@ -162,7 +195,7 @@ export function modelMemory(hp: ModelDims & { readonly nLayer: number }, typeOf:
     // commit() refuses: the JS kernels run with Float32Array activations, no q8 scratch.
     let js = hp.nVocab * 4;
     for (const width of [hp.nEmbd, hp.nEmbd, qDim, kvDim, kvDim, qDim, hp.nFf, hp.nFf]) js += B * width * 4;
-    return { kernels: "js", wasmWeightBytes: 0, activationBytes: js, wasmBytes: 0, wasmTensors: new Set(), wasmTensorFileBytes: 0, stagingBytes: 0 };
+    return { kernels: "js", wasmWeightBytes: 0, activationBytes: js, wasmBytes: 0, wasmTensors: new Set(), wasmTensorFileBytes: 0 };
   }
   const wasmTensors = new Set<string>();
   let wasmTensorFileBytes = 0;
@@ -172,7 +205,6 @@ export function modelMemory(hp: ModelDims & { readonly nLayer: number }, typeOf:
     // A fused tensor's parts are disjoint row ranges that cover it, so their bytes sum to its own.
     wasmTensorFileBytes += tensorFileBytes(m.type, m.rows, m.cols);
   }
-  const stagingBytes = wasmTensors.size > 0 ? LOAD_STAGING_BYTES : 0;
   // The arena's unused first 64 bytes count with the activations, so the two parts sum to wasmBytes.
   return {
     kernels: "wasm",
@@ -181,7 +213,6 @@ export function modelMemory(hp: ModelDims & { readonly nLayer: number }, typeOf:
     wasmBytes: arena.bytes,
     wasmTensors,
     wasmTensorFileBytes,
-    stagingBytes,
   };
 }
 
@@ -198,8 +229,9 @@ export function wasmBytes(w: MatrixShape, q8Activations = true): number {
     case "Q4_0":
     case "Q5_0":
     case "IQ4_NL":
+      return q8Activations ? n + (n / 32) * 2 : 0; // int8 + the f16 scale: 34 B per 32 values (file: 34, 18, 22, 18)
     case "IQ4_XS":
-      return q8Activations ? n + (n / 32) * 4 : 0; // int8 + f32 scale: 36 B per 32 values (file: 34, 18, 22, 18, 17)
+      return q8Activations ? n + (n / 32) * 4 : 0; // int8 + f32 scale: 36 B per 32 values (file: 17)
     case "Q4_K": return q8Activations ? n / 2 + (n / 32) * 8 : 0; // 24 B per 32 values (file: 18)
     case "Q6_K":
     case "Q3_K":

@@ -51,7 +51,12 @@ export async function planCommand(model: string | undefined, flags: PlanFlags, i
     return 0;
   }
   io.stdout(renderPlan(plan));
-  if (parsed.budgetBytes !== undefined) {
+  if (plan.devices !== undefined && plan.devices.some((d) => d.budget !== null)) {
+    // Judged per device (src/plan/verdict.ts "devices" rule); the fix for a device that misses is
+    // fewer layers: `kvbound fit` with the same --gpu and --ctx finds the most that fit.
+    const v = planVerdict(plan, parsed.budgetBytes ?? 1);
+    io.stdout(`${v.line}${v.fits ? "" : `; try kvbound fit ${model} --gpu ... --ctx ${String(plan.settings["ctx"])} for the most layers that fit, or --ngl lower`}\n`);
+  } else if (parsed.budgetBytes !== undefined) {
     const ctx = typeof plan.settings["ctx"] === "number" ? plan.settings["ctx"] : parsed.settings.ctx;
     const budgetBytes = parsed.budgetBytes;
     io.stdout(`${verdictLine(plan, budgetBytes, () => (ctx === undefined ? null : suggestFix(spec, { ...parsed.settings, engine: parsed.engine, budgetBytes }, ctx)))}\n`);
@@ -121,6 +126,10 @@ export function renderPlan(plan: MemoryPlan): string {
   totals.push(plan.compute ? ["compute", mib(plan.compute.bytes), `${formatBytes(plan.compute.bytes)} estimate`] : ["compute", "?", "unknown"]);
   totals.push(["total", mib(plan.totalBytes), formatBytes(plan.totalBytes)]);
   out.push(table(totals, ["l", "r", "l"]));
+  if (plan.devices !== undefined) {
+    out.push("");
+    out.push(renderDevices(plan));
+  }
 
   const notes = [...plan.notes];
   if (plan.extra !== undefined) {
@@ -139,6 +148,45 @@ export function renderPlan(plan: MemoryPlan): string {
   }
   out.push("");
   return out.join("\n");
+}
+
+function layerRanges(xs: readonly number[]): string {
+  const out: string[] = [];
+  let i = 0;
+  while (i < xs.length) {
+    let j = i;
+    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
+    out.push(i === j ? `${xs[i]}` : `${xs[i]}-${xs[j]}`);
+    i = j + 1;
+  }
+  return out.join(",");
+}
+
+/** The per-device table of a llama.cpp plan with --gpu: where each layer went and what it costs. */
+export function renderDevices(plan: MemoryPlan): string {
+  const devices = plan.devices ?? [];
+  const nLayer = typeof plan.model["nLayer"] === "number" ? plan.model["nLayer"] : 0;
+  const ngl = plan.settings["ngl"];
+  const split = plan.settings["tensorSplit"];
+  const rows: string[][] = [["device", "layers", "weights MiB", "KV MiB", "compute MiB", "total", "of", "fits"]];
+  for (const d of devices) {
+    const held: string[] = [];
+    if (d.layers.length > 0) held.push(`${layerRanges(d.layers)} (${d.layers.length})`);
+    if (d.output) held.push("output");
+    if (d.input) held.push("embeddings");
+    rows.push([
+      d.name,
+      held.join(" + ") || "-",
+      mib(d.weights),
+      mib(d.kv),
+      `~${mib(d.compute)}`,
+      formatBytes(d.total),
+      d.budget === null ? "" : `${formatBytes(d.budget)}${d.reserve > 0 ? ` - ${formatBytes(d.reserve)} kept free` : ""}`,
+      d.fits === null ? "" : d.fits ? "yes" : "no",
+    ]);
+  }
+  const head = `devices: -ngl ${String(ngl)} of ${nLayer + 1}${Array.isArray(split) ? `, --tensor-split ${split.join(",")}` : ""} (compute is an estimate)`;
+  return `${head}\n${table(rows, ["l", "l", "r", "r", "r", "r", "l", "l"])}`;
 }
 
 /**

@@ -1,27 +1,31 @@
 // A weight matrix bound to the kernel that multiplies it: the WebAssembly SIMD kernels when the
-// matrix was copied into the model's wasm memory (F32 as is; Q8_0, Q4_0, Q5_0, IQ4_NL, IQ4_XS as
-// int8 + f32 scale per 32; Q6_K, Q3_K as int8 + f32 scale per 16, Q2_K with an f32 offset per 16
+// matrix was copied into the model's wasm memory (F32 as is; Q8_0, Q4_0, Q5_0, IQ4_NL as int8 +
+// the file's f16 scale per 32, IQ4_XS as int8 + f32 scale per 32; Q6_K, Q3_K as int8 + f32 scale
+// per 16, Q2_K with an f32 offset per 16
 // too; Q4_K as nibbles + f32 scale and offset), else the JS matvec over the file's bytes. `Acts` are activation buffers [rows][width] that live in wasm memory when
 // the model has one (so the kernels read them in place) and in plain arrays otherwise. A wasm
 // matmul is described as a RowCall (which kernel, and how far each argument moves per output row
 // and per token), so that the arena can split it by rows over its threads.
 
 import type { WasmArena } from "../wasm/wasm-kernels.js";
-import { ROW_KERNEL as K } from "../wasm/row-call.js";
+import { ROW_KERNEL as K, SCRATCH_ARG } from "../wasm/row-call.js";
 import { F16_TO_F32 } from "../../cache/codecs/half.js";
 import { matvec, type WeightMatrix } from "./matvec.js";
 import { iq4XsScale, KVALUES_IQ4NL, q3KScale } from "./quant-rows.js";
 
-import type { Q8Scratch } from "../../wasm/model-layout.js";
+import { f16Scales, WEIGHT_SCALE_ROWS, type Q8Scratch } from "../../wasm/model-layout.js";
 
 export { q8ScratchBytes, wasmBytes, type Q8Scratch } from "../../wasm/model-layout.js";
 
 export type Linear =
   | { readonly kind: "js"; readonly w: WeightMatrix }
   | { readonly kind: "wasm-f32"; readonly w: WeightMatrix; readonly ptr: number }
-  /** qs [rows][cols] int8 at `qs`, d [rows][cols/32] f32 at `d` (Q8_0, Q4_0, Q5_0, IQ4_NL). Needs Q8_0 activations. */
+  /**
+   * qs [rows][cols] int8 at `qs`, d [rows][cols/32] f16 bits at `d` (Q8_0, Q4_0, Q5_0, IQ4_NL),
+   * read through the arena's f16 table. Needs Q8_0 activations.
+   */
   | { readonly kind: "wasm-q8"; readonly w: WeightMatrix; readonly qs: number; readonly d: number }
-  /** The wasm-q8 layout with Q8_K activations (IQ4_XS, whose vec_dot_type is Q8_K). */
+  /** qs as wasm-q8's, d [rows][cols/32] f32, with Q8_K activations (IQ4_XS, whose vec_dot_type is Q8_K). */
   | { readonly kind: "wasm-q8k"; readonly w: WeightMatrix; readonly qs: number; readonly d: number }
   /**
    * int8 qs [rows][cols] at `qs`, one f32 scale per 16 values [rows][cols/16] at `d` (Q6_K, Q3_K);
@@ -63,6 +67,7 @@ export function wasmLinear(w: WeightMatrix, at: number): Linear {
 export function fillWasmRows(w: WeightMatrix, arena: WasmArena, at: number, fullRows: number, row0: number): void {
   const N = fullRows * w.cols; // values of the whole matrix: region sizes
   const v0 = row0 * w.cols; // first value of this range
+  if (f16Scales(w.type) && arena.f16Table === 0) throw new Error(`${w.name}: its f16 scales need the arena's f16 table (fillF16Table) before it is filled`);
   if (w.type === "F32") {
     arena.f32(at + v0 * 4, w.rows * w.cols).set(w.f32!);
     return;
@@ -72,12 +77,12 @@ export function fillWasmRows(w: WeightMatrix, arena: WasmArena, at: number, full
     const n = w.rows * w.cols;
     const nb = n / 32;
     const qs = arena.i8(at + v0, n);
-    const d = arena.f32(at + N + (v0 / 32) * 4, nb);
+    const d = arena.u16(at + N + (v0 / 32) * 2, nb);
     const u8 = w.u8;
     const five = w.type === "Q5_0";
     const bytes = five ? 22 : 18;
     for (let b = 0, o = 0; b < nb; b++, o += bytes) {
-      d[b] = F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]!;
+      d[b] = u8[o]! | (u8[o + 1]! << 8);
       const q = b * 32;
       if (five) {
         // block_q5_0: f16 d, u32 qh (5th bits), u8 qs[16]
@@ -102,11 +107,11 @@ export function fillWasmRows(w: WeightMatrix, arena: WasmArena, at: number, full
     const n = w.rows * w.cols;
     const nb = n / 32;
     const qs = arena.i8(at + v0, n);
-    const d = arena.f32(at + N + (v0 / 32) * 4, nb);
+    const d = arena.u16(at + N + (v0 / 32) * 2, nb);
     const u8 = w.u8, i8 = w.i8;
     // Blocks are 34 bytes (f16 d + 32 int8) back to back over the whole tensor.
     for (let b = 0, o = 0; b < nb; b++, o += 34) {
-      d[b] = F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]!;
+      d[b] = u8[o]! | (u8[o + 1]! << 8);
       // A loop, not set(subarray): a view per block is garbage that grows the JS heap at load.
       const q = b * 32, src = o + 2;
       for (let j = 0; j < 32; j++) qs[q + j] = i8[src + j]!;
@@ -167,12 +172,12 @@ export function fillWasmRows(w: WeightMatrix, arena: WasmArena, at: number, full
   }
   if (w.type === "IQ4_NL" || w.type === "IQ4_XS") {
     // Exact in the q8 layout: the 4-bit index becomes its level kvalues_iq4nl[q] (-127..113), the
-    // scale d (IQ4_NL) or d * (ls - 32) per 32 values (IQ4_XS; exact in f32: 11 x 6 bits).
+    // scale d (IQ4_NL: the file's f16) or d * (ls - 32) per 32 values (IQ4_XS; exact in f32: 11 x 6 bits).
     const n = w.rows * w.cols;
     const qs = arena.i8(at + v0, n);
-    const d = arena.f32(at + N + (v0 / 32) * 4, n / 32);
-    const u8 = w.u8, kv = KVALUES_IQ4NL;
     const xs = w.type === "IQ4_XS";
+    const d = xs ? arena.f32(at + N + (v0 / 32) * 4, n / 32) : arena.u16(at + N + (v0 / 32) * 2, n / 32);
+    const u8 = w.u8, kv = KVALUES_IQ4NL;
     // block_iq4_nl: f16 d, u8 qs[16] (18 bytes per 32); block_iq4_xs: f16 d, u16 scales_h, u8 scales_l[4], u8 qs[128] (136 per 256).
     for (let b = 0, o = 0; b < n / 32; b++) {
       let src: number;
@@ -182,7 +187,7 @@ export function fillWasmRows(w: WeightMatrix, arena: WasmArena, at: number, full
         src = o + 8 + ib * 16;
         if (ib === 7) o += 136;
       } else {
-        d[b] = F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]!;
+        d[b] = u8[o]! | (u8[o + 1]! << 8);
         src = o + 2;
         o += 18;
       }
@@ -267,13 +272,20 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
       break;
     case "wasm-q8": {
       const q = q8!;
-      if (n === 1) c.start(K.matvecQ8, rows).arg(out.ptr, 4).arg(L.qs, cols).arg(L.d, cols / 8).rowsArg().arg(cols).arg(q.qs).arg(q.d);
-      else c.start(K.matmulQ8x16, rows).arg(out.ptr, 4).arg(out.width).arg(L.qs, cols).arg(L.d, cols / 8).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n);
+      if (n === 1) {
+        // The file's f16 scales, read through the arena's f16 table.
+        c.start(K.matvecQ8, rows).arg(out.ptr, 4).arg(L.qs, cols).arg(L.d, cols / 16).rowsArg().arg(cols).arg(q.qs).arg(q.d).arg(a.f16Table);
+        break;
+      }
+      // A batch reads each row's scales once per 4 tokens: a prelude widens them to f32, a chunk of
+      // rows at a time, into the scratch (each thread its slice of it), which matmulQ8x16 reads.
+      c.start(K.matmulQ8x16, rows).arg(out.ptr, 4).arg(out.width).arg(L.qs, cols).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n)
+        .pre(K.widenScales, q.ws, WEIGHT_SCALE_ROWS, (cols / 32) * 4).preArg(SCRATCH_ARG).preArg(L.d, cols / 16).preCountArg(cols / 32).preArg(a.f16Table);
       break;
     }
     case "wasm-q8k": {
       const q = q8!;
-      c.start(K.matvecQ8, rows, n).arg(out.ptr, 4, ob).arg(L.qs, cols).arg(L.d, cols / 8).rowsArg().arg(cols).arg(q.qs, 0, cols).arg(q.d, 0, cols / 8);
+      c.start(K.matvecQ8, rows, n).arg(out.ptr, 4, ob).arg(L.qs, cols).arg(L.d, cols / 8).rowsArg().arg(cols).arg(q.qs, 0, cols).arg(q.d, 0, cols / 8).arg(0);
       break;
     }
     case "wasm-q8g16": {
@@ -340,21 +352,22 @@ export interface WasmRowReader {
   readonly qs: Int8Array | null;
   /** Q4_K nibbles (wasm-q4k); else null */
   readonly q4: Uint8Array | null;
-  /** scale per 32 (q8, q8k), per 16 (q8g16), a = d*scale per 32 (q4k) */
+  /** f32 scale per 32 (q8k), per 16 (q8g16), a = d*scale per 32 (q4k) */
   readonly d: Float32Array | null;
+  /** f16 scale bits per 32 (q8); else null */
+  readonly d16: Uint16Array | null;
   /** offset per 16 (Q2_K) or per 32 (q4k), else null */
   readonly c: Float32Array | null;
 }
 
 export function wasmRowReader(arena: WasmArena, L: Linear): WasmRowReader {
   const n = L.w.rows * L.w.cols;
-  const none = { L, cols: L.w.cols, f32: null, qs: null, q4: null, d: null, c: null };
+  const none = { L, cols: L.w.cols, f32: null, qs: null, q4: null, d: null, d16: null, c: null };
   switch (L.kind) {
     case "js": throw new Error(`${L.w.name} is not in wasm memory`);
     case "wasm-f32": return { ...none, f32: arena.f32(L.ptr, n) };
-    case "wasm-q8":
-    case "wasm-q8k":
-      return { ...none, qs: arena.i8(L.qs, n), d: arena.f32(L.d, n / 32) };
+    case "wasm-q8": return { ...none, qs: arena.i8(L.qs, n), d16: arena.u16(L.d, n / 32) };
+    case "wasm-q8k": return { ...none, qs: arena.i8(L.qs, n), d: arena.f32(L.d, n / 32) };
     case "wasm-q8g16": return { ...none, qs: arena.i8(L.qs, n), d: arena.f32(L.d, n / 16), c: L.c !== 0 ? arena.f32(L.c, n / 16) : null };
     case "wasm-q4k": return { ...none, q4: arena.u8(L.qs, n / 2), d: arena.f32(L.a, n / 32), c: arena.f32(L.c, n / 32) };
     default: return L satisfies never;
@@ -364,9 +377,11 @@ export function wasmRowReader(arena: WasmArena, L: Linear): WasmRowReader {
 /** out = row `row` of the matrix, dequantized from its wasm layout (as exact as the layout: see bindWasm). */
 export function readWasmRow(r: WasmRowReader, row: number, out: Float32Array): void {
   const cols = r.cols, o = row * cols;
-  const f32 = r.f32, qs = r.qs, q4 = r.q4, d = r.d!, c = r.c;
+  const f32 = r.f32, qs = r.qs, q4 = r.q4, d = r.d!, d16 = r.d16, c = r.c;
   if (f32 !== null) {
     for (let i = 0; i < cols; i++) out[i] = f32[o + i]!;
+  } else if (d16 !== null) {
+    for (let i = 0; i < cols; i++) out[i] = F16_TO_F32[d16[(o + i) >> 5]!]! * qs![o + i]!;
   } else if (qs !== null) {
     const shift = r.L.kind === "wasm-q8g16" ? 4 : 5;
     if (c !== null) for (let i = 0; i < cols; i++) out[i] = d[(o + i) >> shift]! * qs[o + i]! + c[(o + i) >> shift]!;

@@ -184,13 +184,20 @@ function stringArray(metadata: Metadata, key: string): string[] {
   return v as string[];
 }
 
-function numberArray(metadata: Metadata, key: string, expectedLength: number): number[] | undefined {
+/**
+ * The metadata's own array when it holds only numbers (no copy: a vocabulary's scores and types
+ * are held once, by the header, and never written), else a copy with bigints made numbers.
+ */
+function numberArray(metadata: Metadata, key: string, expectedLength: number): readonly number[] | undefined {
   const v = metadata[key];
   if (v === undefined) return undefined;
   if (!Array.isArray(v)) throw new ModelConfigError(`${key} is not an array`, { field: key });
   if (v.length !== expectedLength) {
     throw new ModelConfigError(`${key} has ${v.length} entries for ${expectedLength} tokens; the GGUF is inconsistent`, { field: key });
   }
+  let numbers = 0;
+  while (numbers < v.length && typeof v[numbers] === "number") numbers++;
+  if (numbers === v.length) return v as number[];
   const out = new Array<number>(v.length);
   for (let i = 0; i < v.length; i++) {
     const x: unknown = v[i];

@@ -7,6 +7,7 @@ import { ModelConfigError } from "../../errors.js";
 import type { EncodeOptions } from "./bpe.js";
 import { SpecialTokenSplitter, type TextSpan } from "./special-split.js";
 import { TOKEN_TYPE } from "./token-type.js";
+import { VocabIndex } from "./vocab-index.js";
 
 export { TOKEN_TYPE } from "./token-type.js";
 
@@ -24,7 +25,8 @@ export interface SpmVocab {
 
 export class SpmTokenizer {
   readonly vocab: SpmVocab;
-  private readonly ids = new Map<string, number>();
+  /** Text -> id of every token but the byte tokens (those are byteIds). */
+  private readonly ids: VocabIndex;
   private readonly byteIds = new Int32Array(256).fill(-1);
   private readonly specials: SpecialTokenSplitter;
 
@@ -34,14 +36,11 @@ export class SpmTokenizer {
     this.vocab = vocab;
     this.specials = new SpecialTokenSplitter(vocab.tokens, vocab.types);
     for (let i = 0; i < n; i++) {
-      const t = vocab.tokens[i]!;
-      if (vocab.types[i] === TOKEN_TYPE.byte) {
-        const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(t);
-        if (m) this.byteIds[parseInt(m[1]!, 16)] = i;
-      } else if (!this.ids.has(t)) {
-        this.ids.set(t, i);
-      }
+      if (vocab.types[i] !== TOKEN_TYPE.byte) continue;
+      const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(vocab.tokens[i]!);
+      if (m) this.byteIds[parseInt(m[1]!, 16)] = i;
     }
+    this.ids = new VocabIndex(vocab.tokens, (i) => vocab.types[i] !== TOKEN_TYPE.byte);
   }
 
   /** Whether `text` holds a control token's text, which parsing specials would make a control token. */
@@ -113,7 +112,7 @@ export class SpmTokenizer {
       if (left < 0 || right < 0) return;
       const text = sym[left]! + sym[right]!;
       const id = this.ids.get(text);
-      if (id === undefined) return;
+      if (id < 0) return;
       push({ left, right, score: this.vocab.scores[id]!, text });
     };
     for (let i = 0; i + 1 < n; i++) tryAdd(i, i + 1);
@@ -132,7 +131,7 @@ export class SpmTokenizer {
     const enc = new TextEncoder();
     for (let i = 0; i >= 0 && i < n; i = next[i]!) {
       const id = this.ids.get(sym[i]!);
-      if (id !== undefined) { out.push(id); continue; }
+      if (id >= 0) { out.push(id); continue; }
       for (const byte of enc.encode(sym[i]!)) {
         const bid = this.byteIds[byte]!;
         out.push(bid >= 0 ? bid : this.vocab.unkId);

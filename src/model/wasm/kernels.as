@@ -6,10 +6,12 @@
 //
 // Layouts:
 //   f32 matrix      [rows][cols] f32
-//   q8 matrix       qs [rows][cols] i8  +  d [rows][cols/32] f32   (GGUF block_q8_0 repacked:
-//                   the int8 values contiguous and 16-byte aligned, the f16 scale widened to f32;
-//                   Q4_0, Q5_0, IQ4_NL and IQ4_XS decode exactly into it: d * (q - 8), d * (q - 16),
-//                   d * kvalues_iq4nl[q], d * (ls - 32) * kvalues_iq4nl[q])
+//   q8 matrix       qs [rows][cols] i8  +  d [rows][cols/32] f16 (GGUF block_q8_0 repacked: the
+//                   int8 values contiguous and 16-byte aligned, the f16 scales as in the file, read
+//                   through f16tbl [65536] f32, the exact f32 of every f16 bit pattern: 34 B per 32
+//                   values like the file; Q4_0, Q5_0 and IQ4_NL decode exactly into it: d * (q - 8),
+//                   d * (q - 16), d * kvalues_iq4nl[q]). With f16tbl = 0 the scales are f32 instead
+//                   ([rows][cols/32] f32): IQ4_XS's d * (ls - 32) * kvalues_iq4nl[q] needs them.
 //   q8g16 matrix    qs [rows][cols] i8  +  d [rows][cols/16] f32   (Q6_K, Q3_K: d * scale per 16
 //                   values; Q2_K also an offset c [rows][cols/16] f32, -dmin * min)
 //   q4k matrix      nibbles [rows][cols/2] as in the file + a, c [rows][cols/32] f32 (a*q + c)
@@ -109,12 +111,18 @@ function quantizeBlocks(x: usize, n: i32, qx: usize, dx: usize, k: bool): void {
   }
 }
 
-/** out[r] = sum_b d_w[r][b] * d_x[b] * sum_j qs_w[r][32b+j] * qs_x[32b+j], for r < rows.
- *  The int16 pair sums cannot overflow: |x| <= 127 (quantizeQ8), |w| <= 128 (int8), 2*128*127 < 32768. */
-export function matvecQ8(out: usize, wq: usize, wd: usize, rows: i32, cols: i32, qx: usize, dx: usize): void {
+/** Weight scale b of a q8 matrix row whose scales start at d: f16 through tbl, or f32 (tbl 0). */
+@inline function wScale(d: usize, b: i32, tbl: usize): f32 {
+  return tbl != 0 ? load<f32>(tbl + (<usize>load<u16>(d + (<usize>b << 1)) << 2)) : load<f32>(d + (<usize>b << 2));
+}
+
+/** out[r] = sum_b d_w[r][b] * d_x[b] * sum_j qs_w[r][32b+j] * qs_x[32b+j], for r < rows; d_w f16
+ *  read through f16tbl (0: d_w is f32). The int16 pair sums cannot overflow: |x| <= 127
+ *  (quantizeQ8), |w| <= 128 (int8), 2*128*127 < 32768. */
+export function matvecQ8(out: usize, wq: usize, wd: usize, rows: i32, cols: i32, qx: usize, dx: usize, f16tbl: usize): void {
   const nb = cols >> 5;
   const rowBytes = <usize>cols;
-  const dBytes = <usize>nb << 2;
+  const dBytes = <usize>nb << (f16tbl != 0 ? 1 : 2);
   // Two rows per pass share the activation loads; an odd last row is computed twice (one loop, not a
   // second copy for the tail: the module must stay under 4 KiB) and stored once.
   for (let r = 0; r < rows; r += 2) {
@@ -136,14 +144,14 @@ export function matvecQ8(out: usize, wq: usize, wd: usize, rows: i32, cols: i32,
         i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wa, xa), i16x8.extmul_high_i8x16_s(wa, xa))),
         i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wb, xb), i16x8.extmul_high_i8x16_s(wb, xb))),
       );
-      acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(s), f32x4.splat(load<f32>(d0 + (<usize>b << 2)) * dxb)));
+      acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(s), f32x4.splat(wScale(d0, b, f16tbl) * dxb)));
       wa = v128.load(w1 + o);
       wb = v128.load(w1 + o + 16);
       s = i32x4.add(
         i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wa, xa), i16x8.extmul_high_i8x16_s(wa, xa))),
         i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wb, xb), i16x8.extmul_high_i8x16_s(wb, xb))),
       );
-      acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(s), f32x4.splat(load<f32>(d1 + (<usize>b << 2)) * dxb)));
+      acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(s), f32x4.splat(wScale(d1, b, f16tbl) * dxb)));
     }
     store<f32>(out + (<usize>r << 2), f32x4.extract_lane(acc0, 0) + f32x4.extract_lane(acc0, 1) + f32x4.extract_lane(acc0, 2) + f32x4.extract_lane(acc0, 3));
     if (two) store<f32>(out + (<usize>(r + 1) << 2), f32x4.extract_lane(acc1, 0) + f32x4.extract_lane(acc1, 1) + f32x4.extract_lane(acc1, 2) + f32x4.extract_lane(acc1, 3));
@@ -231,7 +239,9 @@ export function widenQ8(qx: usize, dx: usize, nTok: i32, cols: i32, x16: usize, 
 
 /** matmulQ8 on widened activations (widenQ8): each weight block is sign-extended once and dotted
  *  (i32x4.dot_i16x8_s) with 4 tokens; their 4 int32 sums are transposed into one vector so the
- *  block's f32 scaling is one multiply-add for the 4 tokens. out[t * outStride + r]. */
+ *  block's f32 scaling is one multiply-add for the 4 tokens. out[t * outStride + r]. The weight
+ *  scales wd are f32 [rows][cols/32]: an f16-scale matrix is multiplied a chunk of rows at a time,
+ *  its scales widened first (widenScales), once per chunk rather than once per 4 tokens. */
 export function matmulQ8x16(out: usize, outStride: i32, wq: usize, wd: usize, rows: i32, cols: i32, x16: usize, dxT: usize, nTok: i32): void {
   const nb = cols >> 5;
   const xRow = <usize>cols << 1;
@@ -277,6 +287,11 @@ export function matmulQ8x16(out: usize, outStride: i32, wq: usize, wd: usize, ro
       if (nHere > 3) store<f32>(o0 + <usize>(t0 + 3) * st, f32x4.extract_lane(acc, 3));
     }
   }
+}
+
+/** dst[i] = f16tbl[src[i]] for i < n: f16 scales (u16 bits) widened to f32 through the f16 table. */
+export function widenScales(dst: usize, src: usize, n: i32, f16tbl: usize): void {
+  for (let i = 0; i < n; i++) store<f32>(dst + (<usize>i << 2), load<f32>(f16tbl + (<usize>load<u16>(src + (<usize>i << 1)) << 2)));
 }
 
 /** sx[b] = dx[b] * sum of the 32 int8 values of block b, for n/32 blocks of q8 activations: the

@@ -12,10 +12,14 @@ import { describe, expect, it } from "vitest";
 import { compileEmbedded, unshareMemoryImport } from "../../wasm/embedded.js";
 import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
 import { defaultThreads, MAX_DEFAULT_THREADS, ROW_BLOCK, threadsUnavailable } from "./matmul-pool.js";
-import { ROW_KERNEL } from "./row-call.js";
+import { F16_TO_F32 } from "../../cache/codecs/half.js";
+import { f32ToF16Bits } from "../../cache/codecs/half.js";
+import { ROW_KERNEL, SCRATCH_ARG } from "./row-call.js";
 import { WasmArena, wasmKernelsAvailable } from "./wasm-kernels.js";
 
 const ROWS = 203, COLS = 512, NTOK = 6; // ragged rows: the last range is short
+/** Rows the f16-scale prelude's scratch holds: small, so every thread widens several chunks. */
+const SCRATCH_ROWS = 40;
 
 function rng(seed: number): () => number {
   let s = seed >>> 0 || 1;
@@ -34,7 +38,8 @@ interface Setup {
 /**
  * One arena with random weights for each row kernel, laid out alike for any thread count: q8
  * int8 + f32 scales (matvecQ8, matmulQ8x16 over widened activations, matvecQ8g16 with offsets),
- * Q4_K nibbles + scale/offset, f32.
+ * the same int8 with f16 scales (matvecQ8 through the f16 table; matmulQ8x16 after a widenScales
+ * prelude into a scratch of SCRATCH_ROWS rows), Q4_K nibbles + scale/offset, f32.
  */
 function setup(threads: number): Setup {
   const rand = rng(5);
@@ -46,7 +51,8 @@ function setup(threads: number): Setup {
   const x = arena.reserve(NTOK * COLS * 4), qx = arena.reserve(NTOK * COLS), dx = arena.reserve((NTOK * COLS) / 8);
   const sx = arena.reserve((NTOK * COLS) / 8), s16 = arena.reserve((NTOK * COLS) / 4);
   const x16 = arena.reserve(8 * COLS * 2), dT = arena.reserve((8 * COLS) / 8);
-  const OUTS = 6;
+  const d16 = arena.reserve(n / 16), table = arena.reserve(65536 * 4), ws = arena.reserve(SCRATCH_ROWS * (COLS / 32) * 4);
+  const OUTS = 8;
   const out = arena.reserve(OUTS * NTOK * ROWS * 4);
   expect(arena.commit()).toBe(true);
   const fill = (at: number, bytes: number, f: (i: number) => number, kind: "i8" | "u8" | "f32") => {
@@ -60,6 +66,10 @@ function setup(threads: number): Setup {
   fill(wa, n / 8, () => rand() * 0.01, "f32");
   fill(wb, n / 8, () => -rand() * 0.01, "f32");
   fill(wf, n * 4, () => rand() * 2 - 1, "f32");
+  const h = arena.u16(d16, n / 32);
+  for (let i = 0; i < h.length; i++) h[i] = f32ToF16Bits(rand() * 0.01);
+  arena.fillF16Table(table);
+  expect(arena.f32(table, 65536)[h[0]!]).toBe(F16_TO_F32[h[0]!]);
   fill(x, NTOK * COLS * 4, () => rand() * 2 - 1, "f32");
   const k = arena.k;
   k.quantizeQ8(x, NTOK * COLS, qx, dx);
@@ -74,7 +84,7 @@ function setup(threads: number): Setup {
       arena.f32(out, OUTS * NTOK * ROWS).fill(NaN);
       if (batch) arena.batch();
       let c = arena.nextCall();
-      arena.run(c.start(ROW_KERNEL.matvecQ8, ROWS, NTOK).arg(o(0), 4, ob).arg(wq, COLS).arg(wd, COLS / 8).rowsArg().arg(COLS).arg(qx, 0, COLS).arg(dx, 0, COLS / 8), n * NTOK);
+      arena.run(c.start(ROW_KERNEL.matvecQ8, ROWS, NTOK).arg(o(0), 4, ob).arg(wq, COLS).arg(wd, COLS / 8).rowsArg().arg(COLS).arg(qx, 0, COLS).arg(dx, 0, COLS / 8).arg(0), n * NTOK);
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matmulQ8x16, ROWS).arg(o(1), 4).arg(ROWS).arg(wq, COLS).arg(wd, COLS / 8).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK), n * NTOK);
       c = arena.nextCall();
@@ -86,6 +96,11 @@ function setup(threads: number): Setup {
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matvecQ8g16, ROWS, NTOK).arg(o(4), 4, ob).arg(wq, COLS).arg(wd, COLS / 4).rowsArg().arg(COLS)
         .arg(qx, 0, COLS).arg(dx, 0, COLS / 8).arg(wc, COLS / 4).arg(s16, 0, COLS / 4), n * NTOK);
+      c = arena.nextCall();
+      arena.run(c.start(ROW_KERNEL.matvecQ8, ROWS, NTOK).arg(o(6), 4, ob).arg(wq, COLS).arg(d16, COLS / 16).rowsArg().arg(COLS).arg(qx, 0, COLS).arg(dx, 0, COLS / 8).arg(table), n * NTOK);
+      c = arena.nextCall();
+      arena.run(c.start(ROW_KERNEL.matmulQ8x16, ROWS).arg(o(7), 4).arg(ROWS).arg(wq, COLS).arg(SCRATCH_ARG).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK)
+        .pre(ROW_KERNEL.widenScales, ws, SCRATCH_ROWS, (COLS / 32) * 4).preArg(SCRATCH_ARG).preArg(d16, COLS / 16).preCountArg(COLS / 32).preArg(table), n * NTOK);
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matvecQ8g16, ROWS, NTOK).arg(o(5), 4, ob).arg(wq, COLS).arg(wd, COLS / 4).rowsArg().arg(COLS)
         .arg(qx, 0, COLS).arg(dx, 0, COLS / 8).arg(0).arg(s16, 0, COLS / 4), n * NTOK);
@@ -113,6 +128,8 @@ describe.skipIf(!threadsHere)("the matmul pool", () => {
     expect(one.arena.shared).toBe(false);
     expect(one.arena.memory.buffer).toBeInstanceOf(ArrayBuffer);
     expect(want.some((v) => Number.isNaN(v))).toBe(false);
+    // Every output was written (they start as NaN), the prelude's chunks included.
+    expect(want.subarray(6 * NTOK * ROWS).some((v) => v === 0)).toBe(false);
   });
 
   for (const threads of [2, 3, 5]) {
@@ -126,8 +143,8 @@ describe.skipIf(!threadsHere)("the matmul pool", () => {
         expectSameBits(s.run(false), want);
         expectSameBits(s.run(true), want);
       }
-      // 6 calls alone + (one job of 3 + 3 alone) batched, three times
-      expect(s.arena.splits).toBe(3 * (6 + 4));
+      // 8 calls alone + (one job of 3 + 5 alone) batched, three times
+      expect(s.arena.splits).toBe(3 * (8 + 6));
       s.arena.dispose();
       // Disposed: the same again on the calling thread alone.
       const before = s.arena.splits;

@@ -272,6 +272,8 @@ export class MatmulPool {
     // does not divide. A worker left without rows in every call is not woken.
     let busy = 0;
     ctrl[CONTROL.CALLS] = n;
+    // A prelude's scratch is cut into one slice per thread: worker p's is p, this thread's nw.
+    ctrl[CONTROL.SLICES] = nw + 1;
     for (let i = 0; i < n; i++) {
       const c = calls[i]!;
       this.writeCall(i, c);
@@ -292,13 +294,14 @@ export class MatmulPool {
     }
     Atomics.store(ctrl, CONTROL.PENDING, busy);
     for (let p = 0; p < busy; p++) {
-      const g = CONTROL.SLOTS + this.ready[p]! * CONTROL.SLOT + CONTROL.GEN;
-      Atomics.add(ctrl, g, 1);
-      Atomics.notify(ctrl, g, 1);
+      const slot = CONTROL.SLOTS + this.ready[p]! * CONTROL.SLOT;
+      ctrl[slot + CONTROL.SLICE] = p;
+      Atomics.add(ctrl, slot + CONTROL.GEN, 1);
+      Atomics.notify(ctrl, slot + CONTROL.GEN, 1);
     }
     let mineFailed: unknown = null;
     try {
-      for (let i = 0; i < n; i++) runRows(fns, calls[i]!, this.mine[2 * i]!, calls[i]!.rows);
+      for (let i = 0; i < n; i++) runRows(fns, calls[i]!, this.mine[2 * i]!, calls[i]!.rows, nw, nw + 1);
     } catch (e) {
       mineFailed = e; // a trap: still wait, so that no worker is left on this job when the next is written
     }
@@ -325,11 +328,19 @@ export class MatmulPool {
     ctrl[b + CONTROL.FN] = c.fn;
     ctrl[b + CONTROL.TOKENS] = c.tokens;
     ctrl[b + CONTROL.ROWS_AT] = c.rowsAt;
+    ctrl[b + CONTROL.PRE_FN] = c.preFn;
+    ctrl[b + CONTROL.PRE_COUNT_AT] = c.preCountAt;
+    ctrl[b + CONTROL.PRE_COUNT_PER_ROW] = c.preCountPerRow;
+    ctrl[b + CONTROL.SCRATCH] = c.scratch;
+    ctrl[b + CONTROL.SCRATCH_ROWS] = c.scratchRows;
+    ctrl[b + CONTROL.SCRATCH_ROW_BYTES] = c.scratchRowBytes;
     for (let j = 0; j < MAX_ROW_ARGS; j++) {
-      const used = j < c.nArgs;
+      const used = j < c.nArgs, preUsed = j < c.preNArgs;
       ctrl[b + CONTROL.ARGS + j] = used ? c.args[j]! : 0;
       ctrl[b + CONTROL.PER_ROW + j] = used ? c.perRow[j]! : 0;
       ctrl[b + CONTROL.PER_TOKEN + j] = used ? c.perToken[j]! : 0;
+      ctrl[b + CONTROL.PRE_ARGS + j] = preUsed ? c.preArgs[j]! : 0;
+      ctrl[b + CONTROL.PRE_PER_ROW + j] = preUsed ? c.prePerRow[j]! : 0;
     }
   }
 

@@ -6,7 +6,7 @@
 // its event loop (it takes no message after the first). The control block's layout is CONTROL,
 // here beside the one reader of it that is not TypeScript (matmul-pool.ts is the writer).
 
-import { MAX_ROW_ARGS } from "./row-call.js";
+import { MAX_ROW_ARGS, SCRATCH_ARG } from "./row-call.js";
 
 /** Most RowCalls one job carries (q, k and v are three). */
 export const MAX_JOB_CALLS = 4;
@@ -16,29 +16,65 @@ export const MAX_JOB_CALLS = 4;
  *   [PENDING]  workers still running the current job (the caller waits for 0)
  *   [FAILED]   0, or 1 + the index of a worker whose kernel threw
  *   [CALLS]    RowCalls in the current job
+ *   [SLICES]   threads the job's scratch is sliced for (a call with a prelude)
  *   job, from JOB: per call CALL ints: +FN kernel index, +TOKENS token calls, +ROWS_AT index of the
  *     row-count argument, +ARGS arguments at row 0, +PER_ROW bytes each moves per row, +PER_TOKEN
- *     per token call (MAX_ROW_ARGS each)
+ *     per token call (MAX_ROW_ARGS each); the prelude: +PRE_FN (-1: none), +PRE_COUNT_AT,
+ *     +PRE_COUNT_PER_ROW, +PRE_ARGS, +PRE_PER_ROW, and its scratch +SCRATCH, +SCRATCH_ROWS,
+ *     +SCRATCH_ROW_BYTES (RowCall's fields; SCRATCH_ARG marks an argument that is the slice)
  *   per worker i, a SLOT-int slot (128 bytes: no two workers' slots share a cache line) at
  *     SLOTS + SLOT i: +GEN (the caller bumps it to start a job; the worker waits on it), +STATE
- *     (STARTING, READY, GONE), +EXIT (1: stop), +RANGES the worker's rows [r0, r1) of each call.
+ *     (STARTING, READY, GONE), +EXIT (1: stop), +SLICE its slice of the scratch, +RANGES its rows
+ *     [r0, r1) of each call.
  * The caller writes a job only while every worker is idle (pending 0), so workers read it freely.
  */
 export const CONTROL = {
-  PENDING: 0, FAILED: 1, CALLS: 2,
-  JOB: 16, CALL: 48, FN: 0, TOKENS: 1, ROWS_AT: 2, ARGS: 8, PER_ROW: 18, PER_TOKEN: 28,
-  SLOTS: 16 + 48 * MAX_JOB_CALLS, SLOT: 32, GEN: 0, STATE: 1, EXIT: 2, RANGES: 8,
+  PENDING: 0, FAILED: 1, CALLS: 2, SLICES: 3,
+  JOB: 16, CALL: 80, FN: 0, TOKENS: 1, ROWS_AT: 2, PRE_FN: 3, PRE_COUNT_AT: 4, PRE_COUNT_PER_ROW: 5,
+  SCRATCH: 6, SCRATCH_ROWS: 7, SCRATCH_ROW_BYTES: 8,
+  ARGS: 16, PER_ROW: 26, PER_TOKEN: 36, PRE_ARGS: 46, PRE_PER_ROW: 56,
+  SLOTS: 16 + 80 * MAX_JOB_CALLS, SLOT: 32, GEN: 0, STATE: 1, EXIT: 2, SLICE: 3, RANGES: 8,
   STARTING: 0, READY: 1, GONE: 2,
 } as const;
 
 const C = CONTROL;
 
 export const POOL_WORKER_SOURCE = `"use strict";
-const PENDING = ${C.PENDING}, FAILED = ${C.FAILED}, CALLS = ${C.CALLS};
+const PENDING = ${C.PENDING}, FAILED = ${C.FAILED}, CALLS = ${C.CALLS}, SLICES = ${C.SLICES};
 const JOB = ${C.JOB}, CALL = ${C.CALL}, FN = ${C.FN}, TOKENS = ${C.TOKENS}, ROWS_AT = ${C.ROWS_AT};
-const ARGS = ${C.ARGS}, PER_ROW = ${C.PER_ROW}, PER_TOKEN = ${C.PER_TOKEN}, NARGS = ${MAX_ROW_ARGS};
-const SLOTS = ${C.SLOTS}, SLOT = ${C.SLOT}, GEN = ${C.GEN}, STATE = ${C.STATE}, EXIT = ${C.EXIT}, RANGES = ${C.RANGES};
+const PRE_FN = ${C.PRE_FN}, PRE_COUNT_AT = ${C.PRE_COUNT_AT}, PRE_COUNT_PER_ROW = ${C.PRE_COUNT_PER_ROW};
+const SCRATCH = ${C.SCRATCH}, SCRATCH_ROWS = ${C.SCRATCH_ROWS}, SCRATCH_ROW_BYTES = ${C.SCRATCH_ROW_BYTES};
+const ARGS = ${C.ARGS}, PER_ROW = ${C.PER_ROW}, PER_TOKEN = ${C.PER_TOKEN}, PRE_ARGS = ${C.PRE_ARGS}, PRE_PER_ROW = ${C.PRE_PER_ROW};
+const NARGS = ${MAX_ROW_ARGS}, SCRATCH_ARG = ${SCRATCH_ARG};
+const SLOTS = ${C.SLOTS}, SLOT = ${C.SLOT}, GEN = ${C.GEN}, STATE = ${C.STATE}, EXIT = ${C.EXIT}, SLICE = ${C.SLICE}, RANGES = ${C.RANGES};
 const READY = ${C.READY}, GONE = ${C.GONE};
+// row-call.ts runRows, reading the call from the control block at b.
+function runRows(ctrl, fns, at, b, r0, r1, slice, slices) {
+  const f = fns[ctrl[b + FN]], tokens = ctrl[b + TOKENS], p = b + PER_TOKEN;
+  const preFn = ctrl[b + PRE_FN], pre = preFn >= 0 ? fns[preFn] : null;
+  const chunk = pre === null ? r1 - r0 : Math.max(1, Math.floor(ctrl[b + SCRATCH_ROWS] / slices));
+  const mine = ctrl[b + SCRATCH] + slice * chunk * ctrl[b + SCRATCH_ROW_BYTES];
+  for (let r = r0; r < r1; r += chunk) {
+    const m = Math.min(chunk, r1 - r);
+    if (pre !== null) {
+      for (let i = 0; i < NARGS; i++) {
+        const v = ctrl[b + PRE_ARGS + i];
+        at[i] = v === SCRATCH_ARG ? mine : v + r * ctrl[b + PRE_PER_ROW + i];
+      }
+      at[ctrl[b + PRE_COUNT_AT]] = m * ctrl[b + PRE_COUNT_PER_ROW];
+      pre(at[0], at[1], at[2], at[3], at[4], at[5], at[6], at[7], at[8], at[9]);
+    }
+    for (let i = 0; i < NARGS; i++) {
+      const v = ctrl[b + ARGS + i];
+      at[i] = v === SCRATCH_ARG ? mine : v + r * ctrl[b + PER_ROW + i];
+    }
+    at[ctrl[b + ROWS_AT]] = m;
+    for (let t = 0; t < tokens; t++) {
+      f(at[0] + t * ctrl[p], at[1] + t * ctrl[p + 1], at[2] + t * ctrl[p + 2], at[3] + t * ctrl[p + 3], at[4] + t * ctrl[p + 4],
+        at[5] + t * ctrl[p + 5], at[6] + t * ctrl[p + 6], at[7] + t * ctrl[p + 7], at[8] + t * ctrl[p + 8], at[9] + t * ctrl[p + 9]);
+    }
+  }
+}
 function start(msg, reply) {
   const ctrl = new Int32Array(msg.control);
   const s = SLOTS + msg.index * SLOT;
@@ -63,17 +99,10 @@ function start(msg, reply) {
     seen = g;
     if (ctrl[s + EXIT] !== 0) break;
     try {
-      const n = ctrl[CALLS];
+      const n = ctrl[CALLS], slice = ctrl[s + SLICE], slices = ctrl[SLICES];
       for (let c = 0; c < n; c++) {
         const r0 = ctrl[s + RANGES + 2 * c], r1 = ctrl[s + RANGES + 2 * c + 1];
-        if (r1 <= r0) continue;
-        const b = JOB + c * CALL, p = b + PER_TOKEN, f = fns[ctrl[b + FN]], tokens = ctrl[b + TOKENS];
-        for (let i = 0; i < NARGS; i++) at[i] = ctrl[b + ARGS + i] + r0 * ctrl[b + PER_ROW + i];
-        at[ctrl[b + ROWS_AT]] = r1 - r0;
-        for (let t = 0; t < tokens; t++) {
-          f(at[0] + t * ctrl[p], at[1] + t * ctrl[p + 1], at[2] + t * ctrl[p + 2], at[3] + t * ctrl[p + 3], at[4] + t * ctrl[p + 4],
-            at[5] + t * ctrl[p + 5], at[6] + t * ctrl[p + 6], at[7] + t * ctrl[p + 7], at[8] + t * ctrl[p + 8], at[9] + t * ctrl[p + 9]);
-        }
+        if (r1 > r0) runRows(ctrl, fns, at, JOB + c * CALL, r0, r1, slice, slices);
       }
     } catch (e) {
       Atomics.store(ctrl, FAILED, msg.index + 1);

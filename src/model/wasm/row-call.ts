@@ -4,23 +4,31 @@
 // computed by the same code wherever the range starts), so running rows [r0, r1) on one thread and
 // the rest on another gives the same bits as one call over all of them. linear.ts fills a RowCall;
 // the model's WasmArena runs it whole or splits it over its MatmulPool.
+//
+// A call may also have a prelude: a kernel run before it on each chunk of rows, writing a scratch
+// region the call then reads (a batched Q8_0 matmul widens its rows' f16 scales to f32 that way,
+// WEIGHT_SCALE_ROWS rows at a time). Each thread gets its own slice of the scratch and walks its
+// rows in chunks that fit its slice; the prelude is exact per element, so the bits do not change.
 
 /** The kernels a RowCall may name, by index (the pool's workers look them up in the same order). */
-export const ROW_KERNELS = ["matvecQ8", "matmulQ8x16", "matmulF32", "matvecQ4K", "matvecQ8g16"] as const;
+export const ROW_KERNELS = ["matvecQ8", "matmulQ8x16", "matmulF32", "matvecQ4K", "matvecQ8g16", "widenScales"] as const;
 export type RowKernel = (typeof ROW_KERNELS)[number];
 /** ROW_KERNELS' indices by name. */
 export const ROW_KERNEL: { readonly [K in RowKernel]: number } = {
-  matvecQ8: 0, matmulQ8x16: 1, matmulF32: 2, matvecQ4K: 3, matvecQ8g16: 4,
+  matvecQ8: 0, matmulQ8x16: 1, matmulF32: 2, matvecQ4K: 3, matvecQ8g16: 4, widenScales: 5,
 };
 /** Most arguments a row kernel takes. */
 export const MAX_ROW_ARGS = 10;
+/** An argument value that stands for the running thread's slice of the call's scratch (offsets are never negative). */
+export const SCRATCH_ARG = -1;
 
 /** A kernel export as the pool calls it: i32 arguments (byte offsets and counts), nothing returned. */
 export type RowKernelFn = (...args: number[]) => void;
 
 /**
  * `fn(args)` for `tokens` tokens over `rows` output rows. Filled in place (`start`, then `arg` per
- * argument in the kernel's order, `rowsArg` for its row count): the hot path allocates nothing.
+ * argument in the kernel's order, `rowsArg` for its row count; `pre` and `preArg` for a prelude):
+ * the hot path allocates nothing.
  */
 export class RowCall {
   fn = 0;
@@ -36,16 +44,32 @@ export class RowCall {
   /** Bytes argument i moves per token call. */
   readonly perToken = new Int32Array(MAX_ROW_ARGS);
 
+  /** The prelude's kernel, -1 for none; its arguments are at a chunk's first row (preArgs + r * prePerRow). */
+  preFn = -1;
+  preNArgs = 0;
+  readonly preArgs = new Int32Array(MAX_ROW_ARGS);
+  readonly prePerRow = new Int32Array(MAX_ROW_ARGS);
+  /** The prelude's argument that takes the chunk's row count times preCountPerRow. */
+  preCountAt = -1;
+  preCountPerRow = 0;
+  /** The scratch the prelude writes and the call reads: `scratchRows` rows of `scratchRowBytes` bytes. */
+  scratch = 0;
+  scratchRows = 0;
+  scratchRowBytes = 0;
+
   start(fn: number, rows: number, tokens = 1): this {
     this.fn = fn;
     this.rows = rows;
     this.tokens = tokens;
     this.nArgs = 0;
     this.rowsAt = -1;
+    this.preFn = -1;
+    this.preNArgs = 0;
+    this.preCountAt = -1;
     return this;
   }
 
-  /** The next argument: its value at row 0 and token 0, and its byte steps. */
+  /** The next argument: its value at row 0 and token 0, and its byte steps (SCRATCH_ARG: the thread's scratch slice). */
   arg(value: number, perRow = 0, perToken = 0): this {
     const i = this.nArgs++;
     this.args[i] = value;
@@ -59,19 +83,61 @@ export class RowCall {
     this.rowsAt = this.nArgs;
     return this.arg(this.rows);
   }
+
+  /** A prelude `fn`, run on each chunk of rows before the call, into `scratchRows` rows of `rowBytes` at `scratch`. */
+  pre(fn: number, scratch: number, scratchRows: number, rowBytes: number): this {
+    this.preFn = fn;
+    this.preNArgs = 0;
+    this.scratch = scratch;
+    this.scratchRows = scratchRows;
+    this.scratchRowBytes = rowBytes;
+    return this;
+  }
+
+  /** The prelude's next argument at row 0 and the bytes it moves per row (SCRATCH_ARG: the thread's scratch slice). */
+  preArg(value: number, perRow = 0): this {
+    const i = this.preNArgs++;
+    this.preArgs[i] = value;
+    this.prePerRow[i] = perRow;
+    return this;
+  }
+
+  /** The prelude's next argument is the chunk's row count times `perRow` (a count of elements). */
+  preCountArg(perRow: number): this {
+    this.preCountAt = this.preNArgs;
+    this.preCountPerRow = perRow;
+    return this.preArg(0);
+  }
 }
 
-/** Scratch for runRows: the arguments at the range's first row (one call at a time on a thread). */
+/** Scratch for runRows: the arguments at a chunk's first row (one call at a time on a thread). */
 const at = new Float64Array(MAX_ROW_ARGS);
 
-/** Runs rows [r0, r1) of `c` on this thread with `fns` (ROW_KERNELS' exports of an instance). */
-export function runRows(fns: readonly RowKernelFn[], c: RowCall, r0: number, r1: number): void {
+/**
+ * Runs rows [r0, r1) of `c` on this thread with `fns` (ROW_KERNELS' exports of an instance). With a
+ * prelude, this thread is slice `slice` of `slices` threads sharing the scratch. pool-worker.ts runs
+ * the same steps from the control block: the two must stay alike.
+ */
+export function runRows(fns: readonly RowKernelFn[], c: RowCall, r0: number, r1: number, slice = 0, slices = 1): void {
   const f = fns[c.fn]!;
   const a = c.args, pr = c.perRow, pt = c.perToken;
-  for (let i = 0; i < MAX_ROW_ARGS; i++) at[i] = i < c.nArgs ? a[i]! + r0 * pr[i]! : 0;
-  at[c.rowsAt] = r1 - r0;
-  for (let t = 0; t < c.tokens; t++) {
-    f(at[0]! + t * pt[0]!, at[1]! + t * pt[1]!, at[2]! + t * pt[2]!, at[3]! + t * pt[3]!, at[4]! + t * pt[4]!,
-      at[5]! + t * pt[5]!, at[6]! + t * pt[6]!, at[7]! + t * pt[7]!, at[8]! + t * pt[8]!, at[9]! + t * pt[9]!);
+  const pre = c.preFn >= 0 ? fns[c.preFn]! : null;
+  // Without a prelude one chunk covers the range; with one, chunks fit this thread's slice.
+  const chunk = pre === null ? r1 - r0 : Math.max(1, Math.floor(c.scratchRows / slices));
+  const mine = c.scratch + slice * chunk * c.scratchRowBytes;
+  for (let r = r0; r < r1; r += chunk) {
+    const m = Math.min(chunk, r1 - r);
+    if (pre !== null) {
+      const pa = c.preArgs, pp = c.prePerRow;
+      for (let i = 0; i < MAX_ROW_ARGS; i++) at[i] = i >= c.preNArgs ? 0 : pa[i] === SCRATCH_ARG ? mine : pa[i]! + r * pp[i]!;
+      at[c.preCountAt] = m * c.preCountPerRow;
+      pre(at[0]!, at[1]!, at[2]!, at[3]!, at[4]!, at[5]!, at[6]!, at[7]!, at[8]!, at[9]!);
+    }
+    for (let i = 0; i < MAX_ROW_ARGS; i++) at[i] = i >= c.nArgs ? 0 : a[i] === SCRATCH_ARG ? mine : a[i]! + r * pr[i]!;
+    at[c.rowsAt] = m;
+    for (let t = 0; t < c.tokens; t++) {
+      f(at[0]! + t * pt[0]!, at[1]! + t * pt[1]!, at[2]! + t * pt[2]!, at[3]! + t * pt[3]!, at[4]! + t * pt[4]!,
+        at[5]! + t * pt[5]!, at[6]! + t * pt[6]!, at[7]! + t * pt[7]!, at[8]! + t * pt[8]!, at[9]! + t * pt[9]!);
+    }
   }
 }

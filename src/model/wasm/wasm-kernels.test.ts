@@ -1,7 +1,8 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { f32ToF16Bits } from "../../cache/codecs/half.js";
+import { F16_TO_F32, f32ToF16Bits } from "../../cache/codecs/half.js";
 import { Acts, actQuant, bindWasm, linear, q8ScratchBytes, quantizeActs, wasmBytes, type Q8Scratch } from "../kernels/linear.js";
+import { F16_TABLE_BYTES, WEIGHT_SCALE_ROWS } from "../../wasm/model-layout.js";
 import { matvecReference, type WeightMatrix } from "../kernels/matvec.js";
 import { matvecQ8_0Q8Reference, quantizeRowQ8_0Reference } from "../kernels/q8-activations.js";
 import { dequantizeRow } from "../kernels/quant-rows.js";
@@ -125,7 +126,10 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
   const out = arena.reserve(NTOK * ROWS * 4);
   const x16 = arena.reserve(12 * COLS * 2); // NTOK rounded up to 4 rows
   const dT = arena.reserve((12 * COLS) / 8);
+  const dF32 = arena.reserve((ROWS * COLS) / 8); // wq's scales widened to f32 (the f16tbl = 0 mode)
+  const tbl = arena.reserve(F16_TABLE_BYTES);
   expect(arena.commit()).toBe(true);
+  arena.fillF16Table(tbl);
   const Lq = bindWasm(wq, arena, atQ);
   const Lf = bindWasm(wf, arena, atF);
   const Lk = bindWasm(wk4, arena, atK);
@@ -151,21 +155,37 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     const d = arena.f32(dx, (NTOK * COLS) / 32);
     const ref = new Float32Array(ROWS);
     k.widenQ8(qx, dx, NTOK, COLS, x16, dT);
-    k.matmulQ8x16(out, ROWS, Lq.qs, Lq.d, ROWS, COLS, x16, dT, NTOK);
+    k.widenScales(dF32, Lq.d, (ROWS * COLS) / 32, arena.f16Table);
+    k.matmulQ8x16(out, ROWS, Lq.qs, dF32, ROWS, COLS, x16, dT, NTOK);
     const o = arena.f32(out, NTOK * ROWS);
     for (let t = 0; t < NTOK; t++) {
       matvecQ8_0Q8Reference(ref, wq, qs.subarray(t * COLS, (t + 1) * COLS), d.subarray((t * COLS) / 32, ((t + 1) * COLS) / 32));
       expect(maxRelErr(o.subarray(t * ROWS, (t + 1) * ROWS), ref, ROWS)).toBeLessThan(1e-5);
     }
-    k.matvecQ8(out, Lq.qs, Lq.d, ROWS, COLS, qx, dx);
+    k.matvecQ8(out, Lq.qs, Lq.d, ROWS, COLS, qx, dx, arena.f16Table);
     matvecQ8_0Q8Reference(ref, wq, qs, d);
     expect(maxRelErr(arena.f32(out, ROWS), ref, ROWS)).toBeLessThan(1e-5);
+  });
+
+  it("widenScales gives each f16 scale's exact f32; matvecQ8 gives the same through the table as on those (f16tbl 0)", () => {
+    if (Lq.kind !== "wasm-q8") throw new Error("Q8_0 matrix was not bound to wasm");
+    expect(Array.from(arena.f32(tbl, 65536))).toEqual(Array.from(F16_TO_F32));
+    const h = arena.u16(Lq.d, (ROWS * COLS) / 32), f = arena.f32(dF32, (ROWS * COLS) / 32);
+    f.fill(Number.NaN);
+    k.widenScales(dF32, Lq.d, (ROWS * COLS) / 32, arena.f16Table);
+    for (let i = 0; i < h.length; i++) expect(Object.is(f[i], F16_TO_F32[h[i]!]), `scale ${i}`).toBe(true);
+    k.quantizeQ8(x, NTOK * COLS, qx, dx);
+    const run = (d: number, t: number) => {
+      k.matvecQ8(out, Lq.qs, d, ROWS, COLS, qx + COLS, dx + COLS / 8, t);
+      return Array.from(arena.f32(out, ROWS));
+    };
+    expect(run(dF32, 0)).toEqual(run(Lq.d, arena.f16Table));
   });
 
   it("q8 activations stay within 2% (relative to the largest output) of f32 activations", () => {
     if (Lq.kind !== "wasm-q8") throw new Error("Q8_0 matrix was not bound to wasm");
     k.quantizeQ8(x, COLS, qx, dx);
-    k.matvecQ8(out, Lq.qs, Lq.d, ROWS, COLS, qx, dx);
+    k.matvecQ8(out, Lq.qs, Lq.d, ROWS, COLS, qx, dx, arena.f16Table);
     const ref = new Float32Array(ROWS);
     matvecReference(ref, xs.subarray(0, COLS), wq);
     expect(maxRelErr(arena.f32(out, ROWS), ref, ROWS)).toBeLessThan(0.02);
@@ -200,7 +220,9 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     const m6 = q6kMatrix(ROWS, COLS, rand);
     const at4 = a2.reserve(wasmBytes(m4)), at5 = a2.reserve(wasmBytes(m5)), at6 = a2.reserve(wasmBytes(m6));
     const xw = a2.reserve(COLS * 4), q = a2.reserve(COLS), d = a2.reserve(COLS / 8), o = a2.reserve(ROWS * 4);
+    const t2 = a2.reserve(F16_TABLE_BYTES);
     expect(a2.commit()).toBe(true);
+    a2.fillF16Table(t2);
     a2.f32(xw, COLS).set(xs.subarray(COLS, 2 * COLS));
     a2.k.quantizeQ8(xw, COLS, q, d);
     const xq = new Float32Array(COLS);
@@ -209,7 +231,7 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     const ref = new Float32Array(ROWS);
     for (const [m, at] of [[m4, at4], [m5, at5], [m6, at6]] as const) {
       const L = bindWasm(m, a2, at);
-      if (L.kind === "wasm-q8") a2.k.matvecQ8(o, L.qs, L.d, ROWS, COLS, q, d);
+      if (L.kind === "wasm-q8") a2.k.matvecQ8(o, L.qs, L.d, ROWS, COLS, q, d, a2.f16Table);
       else if (L.kind === "wasm-q8g16") a2.k.matvecQ8g16(o, L.qs, L.d, ROWS, COLS, q, d, 0, 0);
       else throw new Error(`${m.type} was not bound to wasm`);
       matvecReference(ref, xq, m);
@@ -367,7 +389,7 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
     const at4 = a2.reserve(wasmBytes(m4)), at6 = a2.reserve(wasmBytes(m6));
     const xAt = a2.reserve(NTOK * COLS * 4), oAt = a2.reserve(NTOK * ROWS * 4);
     const [qsB, dB, x16B, dTB, sxB] = q8ScratchBytes(NTOK, COLS);
-    const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB) };
+    const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB), ws: 0 };
     expect(a2.commit()).toBe(true);
     const xa = new Acts(NTOK, COLS, xAt, a2), out = new Acts(NTOK, ROWS, oAt, a2);
     for (let i = 0; i < NTOK * COLS; i++) xa.a[i] = (rand() * 2 - 1) * (i < COLS ? 1 : 0.01);
@@ -399,8 +421,11 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
     const ats = ms.map((m) => a2.reserve(wasmBytes(m)));
     const xAt = a2.reserve(NTOK * COLS * 4), oAt = a2.reserve(NTOK * ROWS * 4);
     const [qsB, dB, x16B, dTB, sxB] = q8ScratchBytes(NTOK, COLS);
-    const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB) };
+    // ws: IQ4_NL is f16-scaled; its batch goes through widenScales a chunk of rows at a time.
+    const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB), ws: a2.reserve((WEIGHT_SCALE_ROWS * COLS) / 8) };
+    const t2 = a2.reserve(F16_TABLE_BYTES);
     expect(a2.commit()).toBe(true);
+    a2.fillF16Table(t2);
     const xa = new Acts(NTOK, COLS, xAt, a2), out = new Acts(NTOK, ROWS, oAt, a2);
     for (let i = 0; i < NTOK * COLS; i++) xa.a[i] = (rand() * 2 - 1) * (i < COLS ? 1 : 0.01) + (i % 16 === 3 ? 0.5 : 0); // nonzero group sums
     const dK = new Float32Array((NTOK * COLS) / 256), qK = new Int8Array(NTOK * COLS), bK = new Int16Array((NTOK * COLS) / 16);
@@ -434,8 +459,33 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
     expect(kinds).toEqual(["wasm-q8g16", "wasm-q8g16", "wasm-q8k", "wasm-q8"]);
   });
 
-  it("wasmBytes of the low-bit types: Q2_K 48, Q3_K 40, IQ4_NL and IQ4_XS 36 bytes per 32 values; none on f32 activations", () => {
-    for (const [type, per32] of [["Q2_K", 48], ["Q3_K", 40], ["IQ4_NL", 36], ["IQ4_XS", 36]] as const) {
+  it("a batch through linear() on an f16-scale matrix of more rows than WEIGHT_SCALE_ROWS (chunks and a tail) equals the naive int8 dot", () => {
+    const ROWS = 2 * WEIGHT_SCALE_ROWS + 37, COLS = 128, NTOK = 6;
+    const a2 = new WasmArena();
+    const m = q8Matrix(ROWS, COLS, rand);
+    const at = a2.reserve(wasmBytes(m));
+    const xAt = a2.reserve(NTOK * COLS * 4), oAt = a2.reserve(NTOK * ROWS * 4);
+    const [qsB, dB, x16B, dTB, sxB] = q8ScratchBytes(NTOK, COLS);
+    const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB), ws: a2.reserve((WEIGHT_SCALE_ROWS * COLS) / 8) };
+    const t2 = a2.reserve(F16_TABLE_BYTES);
+    expect(a2.commit()).toBe(true);
+    a2.fillF16Table(t2);
+    const L = bindWasm(m, a2, at);
+    expect(L.kind).toBe("wasm-q8");
+    const xa = new Acts(NTOK, COLS, xAt, a2), out = new Acts(NTOK, ROWS, oAt, a2);
+    for (let i = 0; i < NTOK * COLS; i++) xa.a[i] = rand() * 2 - 1;
+    quantizeActs(a2, xa, NTOK, q8, "q8_0");
+    linear(a2, out, L, xa, NTOK, q8);
+    const qs = a2.i8(q8.qs, NTOK * COLS), d = a2.f32(q8.d, (NTOK * COLS) / 32);
+    const ref = new Float32Array(ROWS);
+    for (let t = 0; t < NTOK; t++) {
+      matvecQ8_0Q8Reference(ref, m, qs.subarray(t * COLS, (t + 1) * COLS), d.subarray((t * COLS) / 32, ((t + 1) * COLS) / 32));
+      expect(maxRelErr(out.row[t]!, ref, ROWS), `token ${t}`).toBeLessThan(1e-5);
+    }
+  });
+
+  it("wasmBytes of the low-bit types: Q2_K 48, Q3_K 40, IQ4_NL 34, IQ4_XS 36 bytes per 32 values; none on f32 activations", () => {
+    for (const [type, per32] of [["Q2_K", 48], ["Q3_K", 40], ["IQ4_NL", 34], ["IQ4_XS", 36]] as const) {
       expect(wasmBytes({ type, rows: 4, cols: 256 })).toBe((4 * 256 * per32) / 32);
       expect(wasmBytes({ type, rows: 4, cols: 256 }, false)).toBe(0);
     }
@@ -445,7 +495,7 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
     const a3 = new WasmArena();
     const at = a3.reserve(2 * 96 * 4);
     const [qsB, dB, x16B, dTB, sxB] = q8ScratchBytes(2, 96);
-    const q8: Q8Scratch = { qs: a3.reserve(qsB), d: a3.reserve(dB), x16: a3.reserve(x16B), dT: a3.reserve(dTB), sx: a3.reserve(sxB) };
+    const q8: Q8Scratch = { qs: a3.reserve(qsB), d: a3.reserve(dB), x16: a3.reserve(x16B), dT: a3.reserve(dTB), sx: a3.reserve(sxB), ws: 0 };
     expect(a3.commit()).toBe(true);
     expect(() => quantizeActs(a3, new Acts(2, 96, at, a3), 2, q8, "q8_K")).toThrow(/256/);
   });

@@ -6,12 +6,14 @@
 // Callers fall back to the JS kernels when `wasmKernelsAvailable()` is false (no WebAssembly, or
 // no SIMD: Safari < 16.4, Node < 16.4).
 //
-// Memory cost: the copied matrices exist twice while the caller keeps the file bytes (LoadedModel
-// does): F32 4 B/value, Q8_0 36 B per 32 values (int8 + f32 scale) on top of the file's 34. For
-// SmolLM2-135M Q8_0 that is ~153 MB more. `LlamaModel.wasmBytes` reports the exact figure;
-// `kernels: "js"` avoids the copy (and the speed).
+// Memory cost: a copied matrix takes F32 4 B/value, Q8_0 34 B per 32 values (int8 + the file's
+// f16 scale, read through a 256 KiB f16 -> f32 table), as much as the file; a streaming load
+// (loadModel from a path, URL or Blob) keeps no other copy of it, a load from bytes keeps the
+// caller's. `TransformerModel.wasmBytes` reports the exact figure; `kernels: "js"` avoids the copy
+// (and the speed).
 
 import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
+import { F16_TO_F32 } from "../../cache/codecs/half.js";
 import { ArenaLayout, compileEmbedded, MAX_WASM_MEMORY_BYTES, WASM_PAGE_BYTES, type MemoryKind } from "../../wasm/embedded.js";
 import { MatmulPool, MAX_JOB_CALLS, MIN_SPLIT_WORK, threadsUnavailable } from "./matmul-pool.js";
 import { ROW_KERNELS, RowCall, runRows, type RowKernelFn } from "./row-call.js";
@@ -22,9 +24,13 @@ export interface KernelExports {
   quantizeQ8(x: number, n: number, qx: number, dx: number): void;
   /** Q8_K (n % 256 == 0): qs like quantizeQ8's, the 256-block's f32 d written once per 32 values. */
   quantizeQ8K(x: number, n: number, qx: number, dx: number): void;
-  matvecQ8(out: number, wq: number, wd: number, rows: number, cols: number, qx: number, dx: number): void;
+  /** f16tbl: the arena's f16 table when the weight scales (wd) are f16, 0 when they are f32. */
+  matvecQ8(out: number, wq: number, wd: number, rows: number, cols: number, qx: number, dx: number, f16tbl: number): void;
   widenQ8(qx: number, dx: number, nTok: number, cols: number, x16: number, dxT: number): void;
+  /** wd: f32 scales (an f16-scale matrix's widened by widenScales first). */
   matmulQ8x16(out: number, outStride: number, wq: number, wd: number, rows: number, cols: number, x16: number, dxT: number, nTok: number): void;
+  /** dst[i] = the f32 of the f16 bits src[i], through the f16 table, for i < n. */
+  widenScales(dst: number, src: number, n: number, f16tbl: number): void;
   /** Per 32 values, or per 16 with g16 (Q2_K's offsets). */
   blockSumsQ8(qx: number, dx: number, n: number, sx: number, g16: boolean): void;
   matvecQ4K(out: number, wq: number, wa: number, wc: number, rows: number, cols: number, qx: number, dx: number, sx: number): void;
@@ -40,7 +46,7 @@ const compiled: { shared?: WebAssembly.Module | null; unshared?: WebAssembly.Mod
 
 /** The compiled module for a shared or a plain memory, or null when this runtime cannot compile it (no wasm or no SIMD). */
 function kernelModule(memory: MemoryKind): WebAssembly.Module | null {
-  // Synchronous compile: the module is ~4 KiB, within the 4 KiB that browsers allow on the main thread.
+  // Synchronous compile: the module is just under the 4 KiB that browsers allow on the main thread.
   if (compiled[memory] === undefined) compiled[memory] = compileEmbedded(KERNELS_WASM_BASE64, memory);
   return compiled[memory]!;
 }
@@ -60,6 +66,8 @@ export class WasmArena extends ArenaLayout {
   k!: KernelExports;
   /** The instance's memory (after commit): a SharedArrayBuffer's when `threads` > 1. */
   memory!: WebAssembly.Memory;
+  /** Offset of the f16 -> f32 table the q8 kernels read f16 scales through; 0 until fillF16Table. */
+  f16Table = 0;
   /** Threads asked for. */
   readonly threadsWanted: number;
   /** Multiply-adds from which a matmul is split (MIN_SPLIT_WORK unless a benchmark sets it). */
@@ -123,6 +131,13 @@ export class WasmArena extends ArenaLayout {
     }
     this.committed = true;
     return true;
+  }
+
+  /** Writes the f16 -> f32 table at `offset` (reserved: F16_TABLE_BYTES, after commit) and uses it from now on. */
+  fillF16Table(offset: number): void {
+    if (!this.committed || offset <= 0) throw new Error("WasmArena: the f16 table needs a reserved offset, after commit");
+    this.f32(offset, 65536).set(F16_TO_F32);
+    this.f16Table = offset;
   }
 
   /** Whether the memory is a SharedArrayBuffer's (modules instantiated over it must import it shared). */
@@ -204,5 +219,9 @@ export class WasmArena extends ArenaLayout {
 
   u8(offset: number, n: number): Uint8Array {
     return new Uint8Array(this.memory.buffer, offset, n);
+  }
+
+  u16(offset: number, n: number): Uint16Array {
+    return new Uint16Array(this.memory.buffer, offset, n);
   }
 }
