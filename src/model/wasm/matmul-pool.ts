@@ -21,7 +21,7 @@ export { MAX_JOB_CALLS } from "./pool-worker.js";
 export const MAX_THREADS = 64;
 /**
  * Most threads the default takes from the cores available. Measured only on 2 cores (2 threads:
- * 1.4-1.7x decode, 1.6x prefill, bench/model.ts). Past that it is a judgement: decode is bound by
+ * 1.4-1.8x decode, 1.5-1.6x prefill on the SmolLM2 and Qwen2.5 shapes, bench/model.ts). Past that it is a judgement: decode is bound by
  * memory bandwidth, which a few cores saturate, and every extra worker costs the caller one
  * Atomics.notify per job (~9 us on the bench VM; decode runs ~120 jobs per token of SmolLM2), so
  * more threads pay less and less; `threads` asks for more explicitly.
