@@ -62,6 +62,7 @@ export type { KvRun } from "./cache/runs.js";
 
 // Running models
 export { TransformerModel, type ModelOptions } from "./model/transformer.js";
+export { defaultThreads, MAX_THREADS, MAX_DEFAULT_THREADS, MIN_SPLIT_WORK } from "./model/wasm/matmul-pool.js";
 export { createModel, transformerPlan, architectureOf, SUPPORTED_ARCHS, type CreateModelOptions } from "./model/architectures.js";
 export type { CausalLM, KvBackend, LayerAttention, ModelHParams } from "./model/causal-lm.js";
 export type { Tokenizer } from "./model/tokenizer/index.js";
