@@ -11,6 +11,7 @@ import { formatBytes, MAX_CONTEXT_TOKENS } from "./parse.js";
 import { DEFAULT_ENGINE, ENGINE_RULES, parseEngine, planMemory, type EngineRules, type PastTrainingContext } from "./plan.js";
 import type { DevicePlan, EngineName, MemoryPlan, PlanSettings } from "./types.js";
 import { planVerdict, type Verdict } from "./verdict.js";
+import { layerRanges } from "./llama-cpp-offload.js";
 
 /** Sinks kept by the sliding options (StreamingLLM's 4 attention-sink tokens). */
 export const FIT_ATTENTION_SINKS = 4;
@@ -559,23 +560,10 @@ export interface OffloadFitResult {
   readonly notes: readonly string[];
 }
 
-function rangeText(xs: readonly number[]): string {
-  if (xs.length === 0) return "none";
-  const out: string[] = [];
-  let i = 0;
-  while (i < xs.length) {
-    let j = i;
-    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
-    out.push(i === j ? `${xs[i]}` : `${xs[i]}-${xs[j]}`);
-    i = j + 1;
-  }
-  return out.join(", ");
-}
-
 /** "stays in RAM: ..." for the CPU device of a plan. */
 export function hostSummary(cpu: DevicePlan, nLayer: number): string {
   const parts: string[] = [];
-  if (cpu.layers.length > 0) parts.push(`layers ${rangeText(cpu.layers)} (${cpu.layers.length} of ${nLayer})`);
+  if (cpu.layers.length > 0) parts.push(`layers ${layerRanges(cpu.layers)} (${cpu.layers.length} of ${nLayer})`);
   if (cpu.output) parts.push("the output layer");
   parts.push("the token embeddings");
   return (

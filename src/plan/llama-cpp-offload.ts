@@ -383,7 +383,8 @@ function computeBuffers(inputs: Inputs, slots: readonly number[], layersOf: read
   return { gpu, cpu: cpu + outputBuffer };
 }
 
-function ranges(xs: readonly number[]): string {
+/** Layer indices as runs: [0,1,2,5] -> "0-2, 5" (sep ", "), as the plan notes and tables print them. */
+export function layerRanges(xs: readonly number[], sep = ", "): string {
   const out: string[] = [];
   let i = 0;
   while (i < xs.length) {
@@ -392,7 +393,7 @@ function ranges(xs: readonly number[]): string {
     out.push(i === j ? `${xs[i]}` : `${xs[i]}-${xs[j]}`);
     i = j + 1;
   }
-  return out.join(", ");
+  return out.join(sep);
 }
 
 function describePlacement(notes: string[], slots: readonly number[], nLayer: number, ngl: number, rules: LlamaCppOffloadRules, nGpus: number, build: number | undefined): void {
@@ -405,7 +406,7 @@ function describePlacement(notes: string[], slots: readonly number[], nLayer: nu
   const parts: string[] = [];
   for (let d = 0; d < nGpus; d++) {
     const ls = byDev.get(d);
-    if (ls !== undefined) parts.push(`layers ${ranges(ls)} on GPU${d}`);
+    if (ls !== undefined) parts.push(`layers ${layerRanges(ls)} on GPU${d}`);
   }
   const cpu = byDev.get(-1);
   const outputDev = slots[nLayer]!;
@@ -414,7 +415,7 @@ function describePlacement(notes: string[], slots: readonly number[], nLayer: nu
     `offloaded ${offloaded}/${nLayer + 1} layers to GPU (llama.cpp counts the output layer as one): ` +
       (parts.length > 0 ? `${parts.join(", ")}; ` : "") +
       `output layer on ${outputDev < 0 ? "the CPU" : `GPU${outputDev}`}; ` +
-      `${cpu !== undefined ? `layers ${ranges(cpu)} and ` : ""}the token embeddings on the CPU (llama-model.cpp load_tensors keeps the input layer there)`,
+      `${cpu !== undefined ? `layers ${layerRanges(cpu)} and ` : ""}the token embeddings on the CPU (llama-model.cpp load_tensors keeps the input layer there)`,
   );
   notes.push(
     rules.outputFirst

@@ -14,6 +14,7 @@ import { listRegistry, registrySpec } from "../../spec/registry.js";
 import type { CliIo } from "../main.js";
 import { formatBytes, formatInt, formatParams, formatTokens, mib, table, type Align } from "../format.js";
 import { parseSettings, type ParsedSettings, type RawPlanFlags } from "../options.js";
+import { layerRanges } from "../../plan/llama-cpp-offload.js";
 
 export interface PlanFlags extends RawPlanFlags {
   json?: boolean;
@@ -150,18 +151,6 @@ export function renderPlan(plan: MemoryPlan): string {
   return out.join("\n");
 }
 
-function layerRanges(xs: readonly number[]): string {
-  const out: string[] = [];
-  let i = 0;
-  while (i < xs.length) {
-    let j = i;
-    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
-    out.push(i === j ? `${xs[i]}` : `${xs[i]}-${xs[j]}`);
-    i = j + 1;
-  }
-  return out.join(",");
-}
-
 /** The per-device table of a llama.cpp plan with --gpu: where each layer went and what it costs. */
 export function renderDevices(plan: MemoryPlan): string {
   const devices = plan.devices ?? [];
@@ -171,7 +160,7 @@ export function renderDevices(plan: MemoryPlan): string {
   const rows: string[][] = [["device", "layers", "weights MiB", "KV MiB", "compute MiB", "total", "of", "fits"]];
   for (const d of devices) {
     const held: string[] = [];
-    if (d.layers.length > 0) held.push(`${layerRanges(d.layers)} (${d.layers.length})`);
+    if (d.layers.length > 0) held.push(`${layerRanges(d.layers, ",")} (${d.layers.length})`);
     if (d.output) held.push("output");
     if (d.input) held.push("embeddings");
     rows.push([
