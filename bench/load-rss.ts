@@ -7,13 +7,14 @@
 //     the tokenizer, after a 128 + 64-token generation (with --gc also after a full GC each);
 //   - `kvbound bench --model M --context-window N` in-process, RSS just before it and its own figure.
 //
-//   npx tsx bench/load-rss.ts [--model PATH] [--context-window 256] [--runs 1] [--gc] [--dist DIR]
+//   npx tsx bench/load-rss.ts [--model PATH] [--context-window 256] [--runs 1] [--gc] [--dist DIR] [--node-flags="..."]
+//                             [--threads N]  (kvbound bench's --threads; default its own default)
 //
 // --dist DIR measures another build's dist/ (e.g. `git archive HEAD` built elsewhere): the same
 // script before and after a change, on the same machine state.
 
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -31,6 +32,8 @@ const { values } = parseArgs({
     runs: { type: "string", default: "1" },
     gc: { type: "boolean", default: false },
     dist: { type: "string" },
+    "node-flags": { type: "string" },
+    threads: { type: "string" },
   },
 });
 const CHILD = fileURLToPath(new URL("./lib/load-rss-child.mjs", import.meta.url));
@@ -60,9 +63,14 @@ interface Reading {
   spaces: Record<string, number>;
 }
 
+// The child runs under the settings the `kvbound` command gives itself (its shebang: env assignments
+// and node flags), so the figure is the command's; --node-flags="..." replaces the node flags.
+const shebang = /^#!\/usr\/bin\/env -S (.*)$/m.exec(readFileSync(join(DIST, "cli/main.js"), "utf8").split("\n", 1)[0]!)?.[1]?.split(" ") ?? [];
+const shebangEnv = Object.fromEntries(shebang.filter((w) => /^\w+=/.test(w)).map((w) => w.split("=", 2) as [string, string]));
+const nodeFlags = values["node-flags"]?.split(" ").filter(Boolean) ?? shebang.slice(shebang.indexOf("node") + 1);
 function child(args: string[]): string {
-  const env = { ...process.env, KVBOUND_LOAD_RSS_DIST: DIST };
-  const r = spawnSync(process.execPath, ["--expose-gc", CHILD, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], env });
+  const env = { ...process.env, ...shebangEnv, KVBOUND_LOAD_RSS_DIST: DIST };
+  const r = spawnSync(process.execPath, ["--expose-gc", ...nodeFlags, CHILD, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], env });
   if (r.status !== 0) throw new Error(`load-rss-child ${args.join(" ")} exited ${r.status}`);
   return r.stdout;
 }
@@ -73,7 +81,7 @@ try {
   const cacheBytes = plan.kv.totalBytes;
   const computeBytes = plan.compute?.bytes ?? 0;
   const target = 1.15 * fileBytes + cacheBytes + computeBytes;
-  console.log(`build ${DIST}`);
+  console.log(`build ${DIST}; child: ${Object.entries(shebangEnv).map(([k, v]) => `${k}=${v} `).join("")}node --expose-gc ${nodeFlags.join(" ")}`);
   console.log(`model ${path}: file ${MiB(fileBytes)} MiB; plan (context window ${ctx}): weights ${MiB(plan.weights?.bytes ?? 0)} MiB, cache ${MiB(cacheBytes)} MiB, compute ${MiB(computeBytes)} MiB`);
   console.log(`target: RSS above the baseline <= 1.15 x file + cache + compute = ${MiB(target)} MiB\n`);
   for (const gc of values.gc ? [false, true] : [false]) {
@@ -88,7 +96,7 @@ try {
   }
   const aboves: number[] = [];
   for (let i = 0; i < Number(values.runs); i++) {
-    const b = JSON.parse(child(["bench", path, "--context-window", ctx])) as { baseline: Reading; after: Reading; bench: { rss: number; decodeTokensPerSecond: number; prefillTokensPerSecond: number } };
+    const b = JSON.parse(child(["bench", path, "--context-window", ctx, ...(values.threads === undefined ? [] : ["--threads", values.threads])])) as { baseline: Reading; after: Reading; bench: { rss: number; decodeTokensPerSecond: number; prefillTokensPerSecond: number } };
     const above = b.bench.rss - b.baseline.rss;
     aboves.push(above);
     console.log(

@@ -3,7 +3,7 @@
 // computations written here, or published llama.cpp log figures (cited).
 
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -77,6 +77,24 @@ const MISTRAL_SMALL_24B_CONFIG = {
   sliding_window: null,
   torch_dtype: "bfloat16",
 };
+
+describe("the kvbound command's shebang", () => {
+  // An installed `kvbound` runs through the first line of src/cli/main.ts (kept by tsc in dist/):
+  // run that line's command as env would, on the TypeScript entry, and see the runtime it set up.
+  it("starts node with its allocator and young-generation settings", async () => {
+    const line = readFileSync(join(REPO, "src/cli/main.ts"), "utf8").split("\n", 1)[0]!;
+    const m = /^#!\/usr\/bin\/env -S (.+)$/.exec(line);
+    expect(m).not.toBeNull();
+    const probe = "console.log(JSON.stringify([process.env.MALLOC_ARENA_MAX, process.execArgv]))";
+    const { stdout } = await execFileAsync("/usr/bin/env", ["-S", `${m![1]} -e "${probe}"`], { cwd: REPO, timeout: 30_000 });
+    const [arenas, execArgv] = JSON.parse(stdout) as [string, string[]];
+    expect(arenas).toBe("2");
+    expect(execArgv).toContain("--max-semi-space-size=1");
+    // And the command itself runs under it (`kvbound --version` through tsx).
+    const v = await execFileAsync("/usr/bin/env", ["-S", `${m![1]} --import tsx src/cli/main.ts --version`], { cwd: REPO, timeout: 30_000 });
+    expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+  });
+});
 
 describe("kvbound plan (child process)", () => {
   it.skipIf(!haveStories)("plans stories260K.gguf at -c 128: 256 cells, 0.16 MiB, weights = sum of tensor sizes", async () => {

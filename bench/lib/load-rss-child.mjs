@@ -1,7 +1,7 @@
 // The measuring half of bench/load-rss.ts: plain JavaScript so it runs under `node` on the compiled
 // library (dist/, `npm run build` first) with no TypeScript loader in the process.
 //
-//   node [--expose-gc] bench/lib/load-rss-child.mjs stages|bench MODEL [--context-window N] [--gc]
+//   node [--expose-gc] bench/lib/load-rss-child.mjs stages|bench MODEL [--context-window N] [--gc] [--threads N]
 //
 // stages: process.memoryUsage() before loadModel, after the header (the first progress callback,
 //   which the loader makes once the header is parsed and the resident tensors are read), after the
@@ -54,7 +54,8 @@ await new Promise((r) => setTimeout(r, 200));
 if (mode === "bench") {
   const base = reading("baseline");
   let out = "";
-  const code = await main(["bench", "--model", model, "--context-window", String(contextWindow), "--json"], {
+  const threads = flag("--threads", undefined);
+  const code = await main(["bench", "--model", model, "--context-window", String(contextWindow), "--json", ...(threads === undefined ? [] : ["--threads", threads])], {
     stdout: (t) => void (out += t),
     stderr: (t) => void process.stderr.write(t),
   });
