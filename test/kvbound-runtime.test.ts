@@ -75,8 +75,8 @@ describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => 
     // one norm-weight row of n_embd 64 (staged for the elementwise rmsNorm).
     const acts = 64 * 4 * (4 * 64 + 2 * 32 + 2 * 172) + 512 * 4 + 64 * 4;
     // q8 scratch for 64 rows x max width 172: qs 11008, d 1376 -> 1408 (64-B aligned), x16 22016,
-    // dT 1376 -> 1408, sx 1376 -> 1408; the arena's unused first 64 bytes.
-    const scratch = 11008 + 1408 + 22016 + 1408 + 1408;
+    // dT 1376 -> 1408, sx 1376 -> 1408, s16 (Q2_K's per-16 sums) 2752; the arena's unused first 64 bytes.
+    const scratch = 11008 + 1408 + 22016 + 1408 + 1408 + 2752;
     expect(rt.wasmBytes).toBe(64 + copies + acts + scratch);
     expectPlanEqualsRuntime(spec, SLIDING, rt);
     const plan = planMemory(spec, { ...SLIDING, engine: "kvbound" });

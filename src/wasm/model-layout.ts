@@ -52,8 +52,9 @@ export function tensorFileBytes(type: string, rows: number, cols: number): numbe
 
 /**
  * Scratch for q8 activations (wasm only), for up to `rows` tokens of up to `maxWidth` values:
- * qs [rows][maxWidth] int8, d [rows][maxWidth/32] f32; for batches also x16 [rows4][maxWidth] int16
- * and dT [rows4/4][maxWidth/32][4] f32 (see widenQ8 in kernels.as; rows4 = rows rounded up to 4).
+ * qs [rows][maxWidth] int8, d [rows][maxWidth/32] f32, the same widened x16 [rows4][maxWidth] int16
+ * (what the int8 kernels read) and, for Q8_0 batches, dT [rows4/4][maxWidth/32][4] f32 (see widenQ8
+ * in kernels.as; rows4 = rows rounded up to 4).
  */
 export interface Q8Scratch {
   readonly qs: number;
@@ -62,7 +63,8 @@ export interface Q8Scratch {
   readonly dT: number;
   /** [rows][maxWidth/32] f32: d times the block's int8 sum (blockSumsQ8), for Q4_K's offsets. */
   readonly sx: number;
-  // Q2_K's per-16 sums ([rows][maxWidth/16] f32) borrow x16: it is only read after widenQ8 of Q8_0 activations.
+  /** [rows][maxWidth/16] f32: d times each 16 values' int8 sum (blockSumsQ8 g16), for Q2_K's offsets. */
+  readonly s16: number;
   /**
    * [WEIGHT_SCALE_ROWS][maxWidth/32] f32: the f16 scales of a chunk of weight rows, widened for
    * matmulQ8x16 (once per chunk, not once per 4 tokens); 0 when no matrix has f16 scales.
@@ -121,9 +123,9 @@ export function layoutModelWasm<M extends MatrixShape>(hp: ModelDims, B: number,
   // One norm weight at a time, staged for the elementwise kernels' rmsNorm (TransformerModel.normStage).
   acts.push(arena.reserve(Math.max(hp.nEmbd, hp.headDim) * 4));
   const maxWidth = Math.max(hp.nEmbd, qDim, hp.nFf);
-  const [qsBytes, dBytes, x16Bytes, dTBytes, sxBytes] = q8ScratchBytes(B, maxWidth);
+  const [qsBytes, dBytes, x16Bytes, dTBytes, sxBytes, s16Bytes] = q8ScratchBytes(B, maxWidth);
   const q8 = {
-    qs: arena.reserve(qsBytes), d: arena.reserve(dBytes), x16: arena.reserve(x16Bytes), dT: arena.reserve(dTBytes), sx: arena.reserve(sxBytes),
+    qs: arena.reserve(qsBytes), d: arena.reserve(dBytes), x16: arena.reserve(x16Bytes), dT: arena.reserve(dTBytes), sx: arena.reserve(sxBytes), s16: arena.reserve(s16Bytes),
     ws: needTable ? arena.reserve(WEIGHT_SCALE_ROWS * Math.ceil(maxWidth / 32) * 4) : 0,
   };
   return { placed, acts, q8, weightBytes: weightsEnd - start, f16Table, activationBytes: arena.bytes - weightsEnd, activationsAt: weightsEnd };
@@ -242,8 +244,8 @@ export function wasmBytes(w: MatrixShape, q8Activations = true): number {
 }
 
 /** Bytes of each Q8Scratch region, in field order. */
-export function q8ScratchBytes(rows: number, maxWidth: number): [number, number, number, number, number] {
+export function q8ScratchBytes(rows: number, maxWidth: number): [number, number, number, number, number, number] {
   const rows4 = Math.ceil(rows / 4) * 4;
-  return [rows * maxWidth, (rows * maxWidth) / 8, rows4 * maxWidth * 2, (rows4 * maxWidth) / 8, (rows * maxWidth) / 8];
+  return [rows * maxWidth, (rows * maxWidth) / 8, rows4 * maxWidth * 2, (rows4 * maxWidth) / 8, (rows * maxWidth) / 8, (rows * maxWidth) / 4];
 }
 

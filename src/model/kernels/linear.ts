@@ -274,7 +274,7 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
       const q = q8!;
       if (n === 1) {
         // The file's f16 scales, read through the arena's f16 table.
-        c.start(K.matvecQ8, rows).arg(out.ptr, 4).arg(L.qs, cols).arg(L.d, cols / 16).rowsArg().arg(cols).arg(q.qs).arg(q.d).arg(a.f16Table);
+        c.start(K.matvecQ8, rows).arg(out.ptr, 4).arg(L.qs, cols).arg(L.d, cols / 16).rowsArg().arg(cols).arg(q.x16).arg(q.d).arg(a.f16Table);
         break;
       }
       // A batch reads each row's scales once per 4 tokens: a prelude widens them to f32, a chunk of
@@ -285,23 +285,22 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
     }
     case "wasm-q8k": {
       const q = q8!;
-      c.start(K.matvecQ8, rows, n).arg(out.ptr, 4, ob).arg(L.qs, cols).arg(L.d, cols / 8).rowsArg().arg(cols).arg(q.qs, 0, cols).arg(q.d, 0, cols / 8).arg(0);
+      c.start(K.matvecQ8, rows, n).arg(out.ptr, 4, ob).arg(L.qs, cols).arg(L.d, cols / 8).rowsArg().arg(cols).arg(q.x16, 0, cols * 2).arg(q.d, 0, cols / 8).arg(0);
       break;
     }
     case "wasm-q8g16": {
       const q = q8!;
-      // Q2_K's offsets need the activations' sums per 16 values (d * Q8_K's bsums). They go in x16,
-      // which only Q8_0 batches use (widenQ8): with Q8_K activations it is free, and a Q8_0 matrix
-      // after this one quantizes (and widens) its input again (sameQuant differs).
-      if (L.c !== 0) a.k.blockSumsQ8(q.qs, q.d, n * cols, q.x16, true);
+      // Q2_K's offsets need the activations' sums per 16 values (d * Q8_K's bsums), in their own
+      // region (s16): x16 holds the widened activations that the other Q8_K kernels read.
+      if (L.c !== 0) a.k.blockSumsQ8(q.qs, q.d, n * cols, q.s16, true);
       c.start(K.matvecQ8g16, rows, n).arg(out.ptr, 4, ob).arg(L.qs, cols).arg(L.d, cols / 4).rowsArg().arg(cols)
-        .arg(q.qs, 0, cols).arg(q.d, 0, cols / 8).arg(L.c, L.c !== 0 ? cols / 4 : 0).arg(q.x16, 0, cols / 4);
+        .arg(q.qs, 0, cols).arg(q.d, 0, cols / 8).arg(L.c, L.c !== 0 ? cols / 4 : 0).arg(q.s16, 0, cols / 4);
       break;
     }
     case "wasm-q4k": {
       const q = q8!;
       c.start(K.matvecQ4K, rows, n).arg(out.ptr, 4, ob).arg(L.qs, cols / 2).arg(L.a, cols / 8).arg(L.c, cols / 8).rowsArg().arg(cols)
-        .arg(q.qs, 0, cols).arg(q.d, 0, cols / 8).arg(q.sx, 0, cols / 8);
+        .arg(q.x16, 0, cols * 2).arg(q.d, 0, cols / 8).arg(q.sx, 0, cols / 8);
       break;
     }
     default:
@@ -322,9 +321,9 @@ export function actQuant(kind: Linear["kind"]): "q8_0" | "q8_K" | null {
 }
 
 /**
- * Quantizes rows 0..n of x (contiguous) into the q8 scratch as `to`: Q8_0 (width % 32 == 0; and
- * widened for a batch, which only matmulQ8x16 reads) or Q8_K (width % 256 == 0, true of every
- * K-quant matrix's input; d per 256 values stored per 32). Both also fill sx (blockSumsQ8).
+ * Quantizes rows 0..n of x (contiguous) into the q8 scratch as `to`: Q8_0 (width % 32 == 0) or
+ * Q8_K (width % 256 == 0, true of every K-quant matrix's input; d per 256 values stored per 32),
+ * then widens it to int16 (x16, widenQ8). Both also fill sx (blockSumsQ8).
  */
 export function quantizeActs(arena: WasmArena, x: Acts, n: number, q8: Q8Scratch, to: "q8_0" | "q8_K"): void {
   const k = arena.k;
@@ -336,7 +335,9 @@ export function quantizeActs(arena: WasmArena, x: Acts, n: number, q8: Q8Scratch
     k.quantizeQ8(x.ptr, n * x.width, q8.qs, q8.d);
   }
   k.blockSumsQ8(q8.qs, q8.d, n * x.width, q8.sx, false);
-  if (n > 1 && to === "q8_0") k.widenQ8(q8.qs, q8.d, n, x.width, q8.x16, q8.dT);
+  // The int8 kernels read the activations widened to int16 (pmaddwd-shaped dots): once per token
+  // here, not once per weight row. (dT, the batched Q8_0 kernel's scales, comes with it.)
+  k.widenQ8(q8.qs, q8.d, n, x.width, q8.x16, q8.dT);
 }
 
 /**

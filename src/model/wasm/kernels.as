@@ -17,7 +17,9 @@
 //   q4k matrix      nibbles [rows][cols/2] as in the file + a, c [rows][cols/32] f32 (a*q + c)
 //   q8 activations  the same as one q8 row: qs [cols] i8 + d [cols/32] f32; Q8_0 (quantizeQ8) for
 //                   Q8_0/Q4_0/Q5_0/IQ4_NL, Q8_K (quantizeQ8K: its per-256 d repeated per 32) for the
-//                   K-quants and IQ4_XS (llama.cpp's vec_dot_type of each)
+//                   K-quants and IQ4_XS (llama.cpp's vec_dot_type of each); widened once per token
+//                   to x16 [cols] i16 (widenQ8), which matvecQ8, matmulQ8x16 and matvecQ4K read:
+//                   their dots are i32x4.dot_i16x8_s (pmaddwd), the weights widened by their loads
 //
 // Integer dots follow llama.cpp's ggml_vec_dot_q8_0_q8_0 (ggml/src/ggml-cpu/arch/x86/quants.c):
 // int8 x int8 products summed in int32 within a 32-value block, then scaled by d_w * d_x.
@@ -61,8 +63,8 @@ export function quantizeQ8K(x: usize, n: i32, qx: usize, dx: usize): void {
   quantizeBlocks(x, n, qx, dx, true);
 }
 
-/** Both quantizers in one body (two copies would push the module past 4 KiB): blocks of 32 (Q8_0)
- *  or 256 (Q8_K) values; the scale differs, the rounding is the same. */
+/** Both quantizers in one body (one copy keeps the module small): blocks of 32 (Q8_0) or 256
+ *  (Q8_K) values; the scale differs, the rounding is the same. */
 function quantizeBlocks(x: usize, n: i32, qx: usize, dx: usize, k: bool): void {
   const shift = k ? 8 : 5;
   const len = 1 << shift;
@@ -116,45 +118,59 @@ function quantizeBlocks(x: usize, n: i32, qx: usize, dx: usize, k: bool): void {
   return tbl != 0 ? load<f32>(tbl + (<usize>load<u16>(d + (<usize>b << 1)) << 2)) : load<f32>(d + (<usize>b << 2));
 }
 
-/** out[r] = sum_b d_w[r][b] * d_x[b] * sum_j qs_w[r][32b+j] * qs_x[32b+j], for r < rows; d_w f16
- *  read through f16tbl (0: d_w is f32). The int16 pair sums cannot overflow: |x| <= 127
- *  (quantizeQ8), |w| <= 128 (int8), 2*128*127 < 32768. */
-export function matvecQ8(out: usize, wq: usize, wd: usize, rows: i32, cols: i32, qx: usize, dx: usize, f16tbl: usize): void {
+/** The 4 int32 lanes of the dot of 32 int8 weights at w with 32 int16 activations at x (widenQ8):
+ *  each weight byte sign-extended by its load (i16x8.load8x8_s), products summed in pairs by
+ *  i32x4.dot_i16x8_s (|w x| <= 128 * 127: no overflow anywhere). */
+@inline function dot32(w: usize, x: usize): v128 {
+  return i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(w), v128.load(x)), i32x4.dot_i16x8_s(v128.load8x8_s(w + 8), v128.load(x + 16))),
+    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(w + 16), v128.load(x + 32)), i32x4.dot_i16x8_s(v128.load8x8_s(w + 24), v128.load(x + 48))),
+  );
+}
+
+/** [sum of s0's lanes, s1's, s2's, s3's]: four int32 dot products' totals in one vector. */
+@inline function laneSums(s0: v128, s1: v128, s2: v128, s3: v128): v128 {
+  const a01 = i32x4.add(v128.shuffle<i32>(s0, s1, 0, 4, 1, 5), v128.shuffle<i32>(s0, s1, 2, 6, 3, 7));
+  const a23 = i32x4.add(v128.shuffle<i32>(s2, s3, 0, 4, 1, 5), v128.shuffle<i32>(s2, s3, 2, 6, 3, 7));
+  return i32x4.add(v128.shuffle<i32>(a01, a23, 0, 1, 4, 5), v128.shuffle<i32>(a01, a23, 2, 3, 6, 7));
+}
+
+/** out[r] = sum_b d_w[r][b] * d_x[b] * sum_j qs_w[r][32b+j] * x16[32b+j], for r < rows: q8 weights
+ *  times one token's q8 activations widened to int16 (widenQ8: x16 [cols] i16, dx [cols/32] f32);
+ *  d_w f16 read through f16tbl (0: d_w is f32). Four rows a pass share the activation loads; their
+ *  four block sums become one vector, scaled by one multiply-add. Rows past the last are the last
+ *  row again (one loop, not a tail copy: the module must stay small) and are not stored. */
+export function matvecQ8(out: usize, wq: usize, wd: usize, rows: i32, cols: i32, x16: usize, dx: usize, f16tbl: usize): void {
   const nb = cols >> 5;
   const rowBytes = <usize>cols;
   const dBytes = <usize>nb << (f16tbl != 0 ? 1 : 2);
-  // Two rows per pass share the activation loads; an odd last row is computed twice (one loop, not a
-  // second copy for the tail: the module must stay under 4 KiB) and stored once.
-  for (let r = 0; r < rows; r += 2) {
-    const two = r + 1 < rows;
+  for (let r = 0; r < rows; r += 4) {
     const w0 = wq + <usize>r * rowBytes;
-    const w1 = two ? w0 + rowBytes : w0;
     const d0 = wd + <usize>r * dBytes;
-    const d1 = two ? d0 + dBytes : d0;
-    let acc0 = f32x4.splat(0);
-    let acc1 = f32x4.splat(0);
+    const w1 = r + 1 < rows ? w0 + rowBytes : w0;
+    const d1 = r + 1 < rows ? d0 + dBytes : d0;
+    const w2 = r + 2 < rows ? w1 + rowBytes : w1;
+    const d2 = r + 2 < rows ? d1 + dBytes : d1;
+    const w3 = r + 3 < rows ? w2 + rowBytes : w2;
+    const d3 = r + 3 < rows ? d2 + dBytes : d2;
+    let acc = f32x4.splat(0);
     for (let b = 0; b < nb; b++) {
       const o = <usize>b << 5;
-      const xa = v128.load(qx + o);
-      const xb = v128.load(qx + o + 16);
-      const dxb = load<f32>(dx + (<usize>b << 2));
-      let wa = v128.load(w0 + o);
-      let wb = v128.load(w0 + o + 16);
-      let s = i32x4.add(
-        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wa, xa), i16x8.extmul_high_i8x16_s(wa, xa))),
-        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wb, xb), i16x8.extmul_high_i8x16_s(wb, xb))),
-      );
-      acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(s), f32x4.splat(wScale(d0, b, f16tbl) * dxb)));
-      wa = v128.load(w1 + o);
-      wb = v128.load(w1 + o + 16);
-      s = i32x4.add(
-        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wa, xa), i16x8.extmul_high_i8x16_s(wa, xa))),
-        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wb, xb), i16x8.extmul_high_i8x16_s(wb, xb))),
-      );
-      acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(s), f32x4.splat(wScale(d1, b, f16tbl) * dxb)));
+      const xp = x16 + (o << 1);
+      const t = laneSums(dot32(w0 + o, xp), dot32(w1 + o, xp), dot32(w2 + o, xp), dot32(w3 + o, xp));
+      let s = f32x4.splat(wScale(d0, b, f16tbl));
+      s = f32x4.replace_lane(s, 1, wScale(d1, b, f16tbl));
+      s = f32x4.replace_lane(s, 2, wScale(d2, b, f16tbl));
+      s = f32x4.replace_lane(s, 3, wScale(d3, b, f16tbl));
+      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(t), f32x4.mul(s, v128.load32_splat(dx + (<usize>b << 2)))));
     }
-    store<f32>(out + (<usize>r << 2), f32x4.extract_lane(acc0, 0) + f32x4.extract_lane(acc0, 1) + f32x4.extract_lane(acc0, 2) + f32x4.extract_lane(acc0, 3));
-    if (two) store<f32>(out + (<usize>(r + 1) << 2), f32x4.extract_lane(acc1, 0) + f32x4.extract_lane(acc1, 1) + f32x4.extract_lane(acc1, 2) + f32x4.extract_lane(acc1, 3));
+    const o = out + (<usize>r << 2);
+    if (r + 3 < rows) v128.store(o, acc);
+    else {
+      store<f32>(o, f32x4.extract_lane(acc, 0));
+      if (r + 1 < rows) store<f32>(o + 4, f32x4.extract_lane(acc, 1));
+      if (r + 2 < rows) store<f32>(o + 8, f32x4.extract_lane(acc, 2));
+    }
   }
 }
 
@@ -211,7 +227,8 @@ export function matmulF32(out: usize, outStride: i32, w: usize, rows: i32, cols:
   }
 }
 
-/** Prepares q8 activations of nTok rows (qx [nTok][cols] i8, dx [nTok][cols/32]) for matmulQ8x16:
+/** Prepares q8 activations of nTok rows (qx [nTok][cols] i8, dx [nTok][cols/32]) for the int16 dots
+ *  (matvecQ8 and matvecQ4K read one token's x16 row, matmulQ8x16 4 tokens and dxT):
  *  x16 [nTok4][cols] i16 (widened once, not once per weight row) and dxT [nTok4/4][cols/32][4] f32
  *  (the scales of 4 tokens side by side), where nTok4 rounds nTok up to 4 and the padding tokens
  *  get zero values and scales. */
@@ -312,47 +329,41 @@ export function blockSumsQ8(qx: usize, dx: usize, n: i32, sx: usize, g16: bool):
   }
 }
 
+/** The 4 int32 lanes of the dot of one Q4_K sub-block (32 nibbles: the low ones of the 32 bytes at
+ *  q, or with `hi` their high ones) with 32 int16 activations at x (widenQ8). Each byte is
+ *  zero-extended by its load (i16x8.load8x8_u) and its nibble masked or shifted out; |15 x 127|
+ *  products summed in pairs: no overflow. */
+@inline function nibbleDot(q: usize, x: usize, hi: bool): v128 {
+  const m = i16x8.splat(15);
+  const v0 = v128.load8x8_u(q), v1 = v128.load8x8_u(q + 8), v2 = v128.load8x8_u(q + 16), v3 = v128.load8x8_u(q + 24);
+  return i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(hi ? i16x8.shr_u(v0, 4) : v128.and(v0, m), v128.load(x)), i32x4.dot_i16x8_s(hi ? i16x8.shr_u(v1, 4) : v128.and(v1, m), v128.load(x + 16))),
+    i32x4.add(i32x4.dot_i16x8_s(hi ? i16x8.shr_u(v2, 4) : v128.and(v2, m), v128.load(x + 32)), i32x4.dot_i16x8_s(hi ? i16x8.shr_u(v3, 4) : v128.and(v3, m), v128.load(x + 48))),
+  );
+}
+
 /** Q4_K weights (nibbles as in the file: qs [rows][cols/2], 128 bytes per 256 values; per 32-value
  *  sub-block j the value is a[j] * q + c[j], a = d*scale, c = -dmin*min, decoded to f32 at load)
- *  times q8 activations (qx, dx, and sx from blockSumsQ8): out[r]. */
-export function matvecQ4K(out: usize, wq: usize, wa: usize, wc: usize, rows: i32, cols: i32, qx: usize, dx: usize, sx: usize): void {
+ *  times one token's q8 activations widened to int16 (widenQ8: x16 [cols] i16, dx [cols/32] f32,
+ *  sx from blockSumsQ8): out[r]. Four sub-blocks a step: their int32 sums become one vector, scaled
+ *  by a[4] * dx[4] (both contiguous) in one multiply-add, with the offsets c[4] * sx[4] beside. */
+export function matvecQ4K(out: usize, wq: usize, wa: usize, wc: usize, rows: i32, cols: i32, x16: usize, dx: usize, sx: usize): void {
   const nsb = cols >> 5;
-  const nPairs = cols >> 6;
-  const mask = i8x16.splat(15);
   for (let r = 0; r < rows; r++) {
     const q = wq + <usize>r * (<usize>cols >> 1);
     const a = wa + <usize>r * (<usize>nsb << 2);
     const c = wc + <usize>r * (<usize>nsb << 2);
     let acc = f32x4.splat(0);
-    let bias: f32 = 0;
-    for (let j = 0; j < nPairs; j++) {
-      // Pair j: 32 bytes; low nibbles are sub-block 2j, high nibbles sub-block 2j + 1.
-      const p = q + (<usize>j << 5);
-      const v0 = v128.load(p);
-      const v1 = v128.load(p + 16);
-      const l0 = v128.and(v0, mask);
-      const l1 = v128.and(v1, mask);
-      const h0 = i8x16.shr_u(v0, 4);
-      const h1 = i8x16.shr_u(v1, 4);
-      const xp = qx + (<usize>j << 6);
-      const x0 = v128.load(xp);
-      const x1 = v128.load(xp + 16);
-      const x2 = v128.load(xp + 32);
-      const x3 = v128.load(xp + 48);
-      const sl = i32x4.add(
-        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(l0, x0), i16x8.extmul_high_i8x16_s(l0, x0))),
-        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(l1, x1), i16x8.extmul_high_i8x16_s(l1, x1))),
-      );
-      const sh = i32x4.add(
-        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(h0, x2), i16x8.extmul_high_i8x16_s(h0, x2))),
-        i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(h1, x3), i16x8.extmul_high_i8x16_s(h1, x3))),
-      );
-      const o = <usize>j << 3; // byte offset of sub-block 2j's f32
-      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sl), f32x4.splat(load<f32>(a + o) * load<f32>(dx + o))));
-      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sh), f32x4.splat(load<f32>(a + o + 4) * load<f32>(dx + o + 4))));
-      bias += load<f32>(c + o) * load<f32>(sx + o) + load<f32>(c + o + 4) * load<f32>(sx + o + 4);
+    for (let j = 0; j < nsb; j += 4) {
+      // Sub-blocks j .. j+3: two 32-byte pairs (low nibbles the pair's first 32 values), 128 activations.
+      const p = q + (<usize>j << 4);
+      const xp = x16 + (<usize>j << 6);
+      const s = laneSums(nibbleDot(p, xp, false), nibbleDot(p, xp + 64, true), nibbleDot(p + 32, xp + 128, false), nibbleDot(p + 32, xp + 192, true));
+      const o = <usize>j << 2;
+      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), f32x4.mul(v128.load(a + o), v128.load(dx + o))));
+      acc = f32x4.add(acc, f32x4.mul(v128.load(c + o), v128.load(sx + o)));
     }
-    store<f32>(out + (<usize>r << 2), f32x4.extract_lane(acc, 0) + f32x4.extract_lane(acc, 1) + f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3) + bias);
+    store<f32>(out + (<usize>r << 2), f32x4.extract_lane(acc, 0) + f32x4.extract_lane(acc, 1) + f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3));
   }
 }
 

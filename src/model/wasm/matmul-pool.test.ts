@@ -156,15 +156,15 @@ describe.skipIf(!threadsHere)("the matmul pool", () => {
   it("a matmul with fewer row blocks than threads leaves the extra workers asleep", async () => {
     const a = new WasmArena({ threads: 4, minSplitWork: 0 });
     const rows = 2 * ROW_BLOCK, cols = 64;
-    const wq = a.reserve(rows * cols), wd = a.reserve((rows * cols) / 8), qx = a.reserve(cols), dx = a.reserve(cols / 8), out = a.reserve(rows * 4);
+    const wq = a.reserve(rows * cols), wd = a.reserve((rows * cols) / 8), x16 = a.reserve(cols * 2), dx = a.reserve(cols / 8), out = a.reserve(rows * 4);
     expect(a.commit()).toBe(true);
     a.i8(wq, rows * cols).fill(2);
     a.f32(wd, (rows * cols) / 32).fill(1);
-    a.i8(qx, cols).fill(3);
+    a.u16(x16, cols).fill(3); // the activations as matvecQ8 reads them: widened to int16 (widenQ8)
     a.f32(dx, cols / 32).fill(1);
     await a.whenThreadsReady();
     const c = a.nextCall();
-    a.run(c.start(ROW_KERNEL.matvecQ8, rows).arg(out, 4).arg(wq, cols).arg(wd, cols / 8).rowsArg().arg(cols).arg(qx).arg(dx), 1e9);
+    a.run(c.start(ROW_KERNEL.matvecQ8, rows).arg(out, 4).arg(wq, cols).arg(wd, cols / 8).rowsArg().arg(cols).arg(x16).arg(dx), 1e9);
     expect(Array.from(a.f32(out, rows))).toEqual(new Array(rows).fill(2 * 3 * cols));
     a.dispose();
   });

@@ -24,8 +24,9 @@ export interface KernelExports {
   quantizeQ8(x: number, n: number, qx: number, dx: number): void;
   /** Q8_K (n % 256 == 0): qs like quantizeQ8's, the 256-block's f32 d written once per 32 values. */
   quantizeQ8K(x: number, n: number, qx: number, dx: number): void;
-  /** f16tbl: the arena's f16 table when the weight scales (wd) are f16, 0 when they are f32. */
-  matvecQ8(out: number, wq: number, wd: number, rows: number, cols: number, qx: number, dx: number, f16tbl: number): void;
+  /** x16: one token's activations widened to int16 (widenQ8); f16tbl: the arena's f16 table when the
+   *  weight scales (wd) are f16, 0 when they are f32. */
+  matvecQ8(out: number, wq: number, wd: number, rows: number, cols: number, x16: number, dx: number, f16tbl: number): void;
   widenQ8(qx: number, dx: number, nTok: number, cols: number, x16: number, dxT: number): void;
   /** wd: f32 scales (an f16-scale matrix's widened by widenScales first). */
   matmulQ8x16(out: number, outStride: number, wq: number, wd: number, rows: number, cols: number, x16: number, dxT: number, nTok: number): void;
@@ -33,7 +34,8 @@ export interface KernelExports {
   widenScales(dst: number, src: number, n: number, f16tbl: number): void;
   /** Per 32 values, or per 16 with g16 (Q2_K's offsets). */
   blockSumsQ8(qx: number, dx: number, n: number, sx: number, g16: boolean): void;
-  matvecQ4K(out: number, wq: number, wa: number, wc: number, rows: number, cols: number, qx: number, dx: number, sx: number): void;
+  /** x16: one token's activations widened to int16 (widenQ8). */
+  matvecQ4K(out: number, wq: number, wa: number, wc: number, rows: number, cols: number, x16: number, dx: number, sx: number): void;
   /** wc: per-16 offsets (Q2_K), 0 for none; s16: the activations' per-16 sums (blockSumsQ8 g16). */
   matvecQ8g16(out: number, wq: number, wd: number, rows: number, cols: number, qx: number, dx: number, wc: number, s16: number): void;
   matmulF32(out: number, outStride: number, w: number, rows: number, cols: number, x: number, xStride: number, nTok: number): void;
@@ -46,7 +48,9 @@ const compiled: { shared?: WebAssembly.Module | null; unshared?: WebAssembly.Mod
 
 /** The compiled module for a shared or a plain memory, or null when this runtime cannot compile it (no wasm or no SIMD). */
 function kernelModule(memory: MemoryKind): WebAssembly.Module | null {
-  // Synchronous compile: the module is just under the 4 KiB that browsers allow on the main thread.
+  // Synchronous compile: fine in Node and workers (the web page runs the engine in one) and on
+  // Chrome's main thread up to 8 MB (4 KiB before Chrome 133: there compileEmbedded gives null and
+  // the model keeps the JS kernels, as the attention module already does).
   if (compiled[memory] === undefined) compiled[memory] = compileEmbedded(KERNELS_WASM_BASE64, memory);
   return compiled[memory]!;
 }
