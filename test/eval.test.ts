@@ -13,7 +13,7 @@ import { main } from "../src/cli/main.js";
 import { loadModel, type LoadedModel } from "../src/engine/load-model.js";
 import { perplexity, rangePerplexity } from "../src/engine/perplexity.js";
 import { encodeTextStream } from "../src/engine/text-stream.js";
-import { buildPasskeyPrompt, nameFreeFiller } from "../src/eval/passkey.js";
+import { buildPasskeyPrompt, nameFreeFiller, runPasskey } from "../src/eval/passkey.js";
 import { retrievesUpTo } from "../src/eval/passkey-report.js";
 import { replaceSection } from "../src/eval/results-md.js";
 import { selectRows, streamsMatrix } from "../src/eval/streams-matrix.js";
@@ -86,6 +86,30 @@ describe.skipIf(!haveFiles)("long-stream claims on stories260K (short versions)"
     expect(md).toContain("## Long streams");
     expect(md).toContain("`sinks4-W64`");
     expect(readFileSync(join(dir, "plots", "streams-ppl-windows.svg"), "utf8")).toContain("<svg");
+  }, 60_000);
+});
+
+describe.skipIf(!haveFiles)("passkey on stories260K: the prompt fed in batches", () => {
+  it("scores every trial as one token at a time does (dense, and a sliding window that evicts the fact)", async () => {
+    const loaded = await loadModel(sharedPath(MODEL));
+    const text = readFileSync(sharedPath(TEXT), "utf8");
+    const filler = loaded.tokenizer.encode(nameFreeFiller(text.slice(0, 200_000), 20), { parseSpecial: false });
+    const opts = { distances: [0, 40, 160], names: ["Lily", "Tim", "Ben"] };
+    for (const setting of [
+      { label: "dense", cache: { codec: "f32" as const } },
+      { label: "sliding 96+4", cache: { slidingWindowSize: 96, attentionSinkSize: 4, codec: "f32" as const } },
+    ]) {
+      const one = await runPasskey(loaded.model, loaded.tokenizer, filler, setting, { ...opts, batchTokens: 1 });
+      const batched = await runPasskey(loaded.model, loaded.tokenizer, filler, setting, opts);
+      expect(batched.cells.length).toBe(3);
+      for (let i = 0; i < 3; i++) {
+        const a = one.cells[i]!, b = batched.cells[i]!;
+        expect([b.trials, b.retrieved, b.meanRank, b.cuePosition]).toEqual([a.trials, a.retrieved, a.meanRank, a.cuePosition]);
+        // Only the wasm attention kernels' summation order differs (see feedBatchSize).
+        expect(Math.abs(b.meanMargin - a.meanMargin)).toBeLessThan(1e-4);
+      }
+    }
+    await expect(runPasskey(loaded.model, loaded.tokenizer, filler, { label: "x", cache: {} }, { ...opts, batchTokens: 0 })).rejects.toThrow(InvalidSettingError);
   }, 60_000);
 });
 

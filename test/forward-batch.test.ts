@@ -16,7 +16,7 @@ import { requireShared, sharedPath } from "./helpers/shared.js";
 import { writeSyntheticModel, type SyntheticShape } from "./fixtures/synthetic-model.js";
 import { DenseKv } from "../src/model/dense-kv.js";
 import { createModel, type CreateModelOptions } from "../src/model/architectures.js";
-import type { CausalLM } from "../src/model/causal-lm.js";
+import type { CausalLM, KvBackend } from "../src/model/causal-lm.js";
 import { wasmKernelsAvailable } from "../src/model/wasm/wasm-kernels.js";
 
 const MODEL = "models/stories260K.gguf";
@@ -65,6 +65,46 @@ describe.skipIf(!have)("stories260K: batched prefill and kernel choice", () => {
       checked++;
     }
     expect(checked).toBe(3); // 16 + 16 + 13: a short last piece too
+  });
+
+  it("forwardBatch with onLogits gives every position's logits (paged cache and the one-by-one fallback)", async () => {
+    const model = await loadBytes(readFileSync(sharedPath(MODEL)), { maxBatchTokens: 16 });
+    const want = denseLogits(model, ids);
+    const cache = createModelCache(model, resolveCacheConfig({ contextWindowSize: 512, codec: "f32" }));
+    cache.add(0);
+    const kv = new CacheKv(cache, 0, model);
+    const buf = new Float32Array(model.hp.nVocab);
+    const seen: number[] = [];
+    let maxDiff = 0;
+    for (let p = 0; p < ids.length; p += 16) {
+      const n = Math.min(16, ids.length - p);
+      cache.reserveOrThrow(0, n);
+      model.forwardBatch(ids, p, n, kv, buf, p, (i, logits) => {
+        expect(logits).toBe(buf); // the caller's buffer, reused: no [n][nVocab] copy
+        seen.push(p + i);
+        maxDiff = Math.max(maxDiff, maxAbsDiff(logits, want[p + i]!));
+      });
+    }
+    expect(seen).toEqual(ids.map((_, i) => i));
+    expect(maxDiff).toBeLessThan(1e-4);
+    // A backend without the batch methods (DenseKv, placed at each token's position as it is
+    // written): the tokens go one by one, each still reported.
+    const dense = new DenseKv(model);
+    let next = 0;
+    const oneByOne: KvBackend = {
+      write: (layer, k, v) => {
+        if (layer === 0) dense.setPosition(next++);
+        dense.write(layer, k, v);
+      },
+      attend: (layer, q, pos, out) => dense.attend(layer, q, pos, out),
+    };
+    const fallback: number[] = [];
+    model.forwardBatch(ids, 0, 5, oneByOne, buf, 0, (i, logits) => {
+      fallback.push(i);
+      expect(maxAbsDiff(logits, want[i]!)).toBeLessThan(1e-4);
+    });
+    expect(fallback).toEqual([0, 1, 2, 3, 4]);
+    expect(() => model.forwardBatch(ids, 0, 2, new DenseKv(model), null, 0, () => {})).toThrow(/needs a logits buffer/);
   });
 
   it("forwardBatch refuses more tokens than maxBatchTokens", async () => {

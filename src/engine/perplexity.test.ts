@@ -5,13 +5,14 @@
 import { readFileSync } from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
 import { resolveCacheConfig } from "../cache/config.js";
-import { AbortError, ContextWindowSizeExceededError } from "../errors.js";
+import { AbortError, ContextWindowSizeExceededError, InvalidSettingError } from "../errors.js";
 import { DenseKv } from "../model/dense-kv.js";
+import { createModelCache } from "../model/cache-kv.js";
 import { createModel } from "../model/architectures.js";
 import type { Tokenizer } from "../model/tokenizer/index.js";
 import { requireShared, sharedPath } from "../../test/helpers/shared.js";
 import { loadModel, type LoadedModel } from "./load-model.js";
-import { nllOf, perplexity, rangePerplexity } from "./perplexity.js";
+import { feedBatchSize, nllOf, perplexity, rangePerplexity, type PerplexityOptions } from "./perplexity.js";
 import { encodeTextStream, splitDocuments } from "./text-stream.js";
 
 describe("nllOf", () => {
@@ -209,5 +210,106 @@ describe.skipIf(!have)("perplexity of stories260K", () => {
     const ac = new AbortController();
     ac.abort();
     await expect(perplexity(loaded.model, ids.slice(0, 50), { cacheConfig: dense, signal: ac.signal })).rejects.toThrow(AbortError);
+  });
+});
+
+describe("feedBatchSize: batches end where the window would evict", () => {
+  const model = { hp: { nHead: 2 } as never, attention: [{ nHeadKv: 1, headDimK: 4, headDimV: 4, rope: null, slidingWindow: 0, scale: 0.5, softcap: 0 }] };
+  it("sliding window 16 + 4 sinks: the room left in the window, then one token at a time", () => {
+    const cache = createModelCache(model, resolveCacheConfig({ slidingWindowSize: 16, attentionSinkSize: 4, codec: "f32", pageSize: 4 }));
+    cache.add(0);
+    expect(feedBatchSize(cache, 0, 64)).toBe(12); // window - sinks: reserve's own limit
+    expect(feedBatchSize(cache, 0, 5)).toBe(5);
+    cache.reserveOrThrow(0, 10);
+    expect(feedBatchSize(cache, 0, 64)).toBe(6);
+    cache.reserveOrThrow(0, 6);
+    expect(feedBatchSize(cache, 0, 64)).toBe(1); // full: every further token evicts one
+    cache.reserveOrThrow(0, 1);
+    expect(cache.stats().evictedTokens).toBe(1);
+    expect(feedBatchSize(cache, 0, 64)).toBe(1);
+  });
+  it("int4 pages: a batch writes a page's last slot only as its first token; the prefill chunk caps it", () => {
+    const cache = createModelCache(model, resolveCacheConfig({ contextWindowSize: 64, codec: "int4", pageSize: 4 }));
+    cache.add(0);
+    expect(feedBatchSize(cache, 0, 64)).toBe(3); // slots 0..2: slot 3 seals the page
+    cache.reserveOrThrow(0, 3);
+    expect(feedBatchSize(cache, 0, 64)).toBe(4); // slot 3 (seals) then 0..2 of the next page
+    const chunked = createModelCache(model, resolveCacheConfig({ contextWindowSize: 64, codec: "f32", prefillChunkSize: 8 }));
+    chunked.add(0);
+    expect(feedBatchSize(chunked, 0, 64)).toBe(8);
+  });
+});
+
+describe.skipIf(!have)("perplexity in batches equals one token at a time (stories260K)", () => {
+  let loaded: LoadedModel;
+  let ids: number[];
+  beforeAll(async () => {
+    loaded = await loadModel(sharedPath("models/stories260K.gguf"));
+    ids = JSON.parse(readFileSync(sharedPath("golden/stories260K-stream-ids-4096.json"), "utf8")).ids;
+  });
+  const both = async (n: number, opts: PerplexityOptions) => {
+    const one = await perplexity(loaded.model, ids.slice(0, n), { ...opts, batchTokens: 1 });
+    const batched = await perplexity(loaded.model, ids.slice(0, n), opts);
+    let maxDiff = 0;
+    for (let i = 0; i < one.nlls.length; i++) {
+      // recomputeEvery leaves NaN where no prediction is made: in both runs, at the same places.
+      expect(Number.isNaN(batched.nlls[i]!)).toBe(Number.isNaN(one.nlls[i]!));
+      if (!Number.isNaN(one.nlls[i]!)) maxDiff = Math.max(maxDiff, Math.abs(one.nlls[i]! - batched.nlls[i]!));
+    }
+    // Same tokens through the model, same evictions, same pages at peak.
+    expect(batched.forwardPasses).toBe(one.forwardPasses);
+    expect(batched.cache.evictedTokens).toBe(one.cache.evictedTokens);
+    expect(batched.peakCacheBytes).toBe(one.peakCacheBytes);
+    return { one, batched, maxDiff };
+  };
+  const sliding = { slidingWindowSize: 128, attentionSinkSize: 4 } as const;
+
+  it("JS cache kernels: bit for bit, for a plain window, a sliding window that evicts, H2O (both score modes), TOVA, and int4 / f16 pages", async () => {
+    // The JS attention kernels sum a batch's queries in the order they sum one query, so any
+    // difference would be a token seeing other K/V than one-at-a-time feeding showed it.
+    const configs = [
+      { contextWindowSize: 512, codec: "f32" },
+      { ...sliding, codec: "f32" },
+      { ...sliding, codec: "f16", policy: { kind: "h2o" } },
+      { ...sliding, codec: "f16", policy: { kind: "h2o", scoreWindow: 16 } },
+      { ...sliding, codec: "f16", policy: { kind: "tova" } },
+      { ...sliding, codec: "int4" },
+      { contextWindowSize: 512, codec: "int4" },
+    ] as const;
+    for (const input of configs) {
+      const { one, batched, maxDiff } = await both(400, { cacheConfig: resolveCacheConfig(input), cacheKernels: "js" });
+      expect(maxDiff, JSON.stringify(input)).toBe(0);
+      expect(batched.nll).toBe(one.nll);
+      if ("slidingWindowSize" in input) expect(batched.cache.evictedTokens).toBe(399 - 128);
+    }
+  }, 120_000);
+
+  it("default (wasm) kernels on f32 pages: within 1e-4 (measured 1.7e-5 dense over 2048, 6e-6 sliding)", async () => {
+    // The wasm attention kernel sums q.k lanes in another order for four query rows at once than
+    // for one (codecs.as): float summation order, nothing else.
+    const dense = await both(1025, { cacheConfig: resolveCacheConfig({ contextWindowSize: 1024, codec: "f32" }) });
+    expect(dense.maxDiff).toBeLessThan(1e-4);
+    const slide = await both(700, { cacheConfig: resolveCacheConfig({ ...sliding, codec: "f32" }) });
+    expect(slide.maxDiff).toBeLessThan(1e-4);
+    expect(slide.batched.cache.evictedTokens).toBe(699 - 128);
+    const h2o = await both(700, { cacheConfig: resolveCacheConfig({ ...sliding, codec: "f32", policy: { kind: "h2o" } }) });
+    expect(h2o.maxDiff).toBe(0); // score-based policies always take the JS kernels
+    expect(h2o.batched.cache.evictedTokens).toBe(699 - 128);
+  }, 120_000);
+
+  it("recompute: the W-token windows in batches give the one-at-a-time NLLs (bit for bit on the JS kernels)", async () => {
+    const cacheConfig = resolveCacheConfig({ contextWindowSize: 8, codec: "f32" });
+    const js = await both(100, { cacheConfig, recompute: 64, cacheKernels: "js" });
+    expect(js.maxDiff).toBe(0);
+    expect(js.batched.forwardPasses).toBe(64 + (99 - 64) * 64);
+    const wasm = await both(150, { cacheConfig, recompute: 64, recomputeEvery: 3 });
+    expect(wasm.maxDiff).toBeLessThan(1e-4);
+  }, 60_000);
+
+  it("batchTokens outside 1..maxBatchTokens is refused", async () => {
+    const cacheConfig = resolveCacheConfig({ contextWindowSize: 64, codec: "f32" });
+    for (const b of [0, 1.5, loaded.model.maxBatchTokens + 1]) {
+      await expect(perplexity(loaded.model, ids.slice(0, 20), { cacheConfig, batchTokens: b })).rejects.toThrow(InvalidSettingError);
+    }
   });
 });

@@ -1,6 +1,10 @@
-// Perplexity of a token stream under a cache setting: the stream is fed through the paged cache one
-// token at a time and each next token's negative log-likelihood is recorded; or, with `recompute`,
-// StreamingLLM's oracle baseline (every token predicted from a fresh pass over the previous W tokens).
+// Perplexity of a token stream under a cache setting: the stream is fed through the paged cache and
+// each next token's negative log-likelihood is recorded; or, with `recompute`, StreamingLLM's oracle
+// baseline (every token predicted from a fresh pass over the previous W tokens).
+//
+// Tokens go through the model in batches (forwardBatch, every position's logits) where that changes
+// nothing a token sees, one at a time elsewhere: see feedBatchSize for the rule. Every NLL is the
+// one-token-at-a-time NLL up to float summation order (batchTokens: 1 runs that reference path).
 //
 // Indexing: nlls[i] is the NLL of ids[i+1] given the logits after ids[i] (the model sees ids[0..i],
 // or what the cache keeps of them). A stream of n tokens has n-1 predictions; ids[n-1] is never fed.
@@ -10,7 +14,7 @@
 // silently restarting or truncating would measure something other than what the user asked for.
 
 import { resolveCacheConfig, type CacheConfig } from "../cache/config.js";
-import type { PagedKvCache } from "../cache/paged-kv-cache.js";
+import type { PagedKvCache, PagedKvCacheOptions } from "../cache/paged-kv-cache.js";
 import type { CacheStats } from "../cache/stats.js";
 import { AbortError, InvalidSettingError } from "../errors.js";
 import type { CausalLM } from "../model/causal-lm.js";
@@ -24,7 +28,7 @@ export const MAX_RECOMPUTE_WINDOW = 65536;
 const YIELD_INTERVAL_MS = 50;
 
 /** What the loop needs of a model. */
-export type PerplexityModel = Pick<CausalLM, "hp" | "attention" | "forward">;
+export type PerplexityModel = Pick<CausalLM, "hp" | "attention" | "forward" | "forwardBatch" | "maxBatchTokens">;
 
 export interface PerplexityProgress {
   /** Predictions done, of `total`. */
@@ -52,6 +56,17 @@ export interface PerplexityOptions {
   readonly signal?: AbortSignal;
   /** Predictions per segment; default SEGMENT_TOKENS. */
   readonly segmentTokens?: number;
+  /**
+   * Most tokens per forward pass, 1..model.maxBatchTokens (default model.maxBatchTokens); the
+   * batching rule (feedBatchSize) cuts batches further. 1: one model.forward per token (the reference).
+   */
+  readonly batchTokens?: number;
+  /**
+   * The cache's attention kernels (PagedKvCacheOptions.kernels; default "wasm" where the runtime,
+   * codec and policy allow). "js" sums in the same order for a batch as for one query, so batched
+   * NLLs are bit-identical to batchTokens 1 there (the tests' check of the batching rule).
+   */
+  readonly cacheKernels?: "wasm" | "js";
 }
 
 export interface PerplexitySegment {
@@ -74,7 +89,7 @@ export interface PerplexityResult {
   readonly segments: PerplexitySegment[];
   /** The cache's stats at the end (with recompute: the cache of the last fresh pass). */
   readonly cache: CacheStats;
-  /** Model forward passes run (with recompute: up to W per prediction). */
+  /** Tokens run through the model, batched or not (with recompute: up to W per prediction). */
   readonly forwardPasses: number;
   /** Predictions per second of wall time. */
   readonly tokensPerSecond: number;
@@ -137,11 +152,12 @@ export async function perplexity(model: PerplexityModel, ids: readonly number[],
   if (!Number.isSafeInteger(every) || every < 1 || (every > 1 && opts.recompute === undefined)) {
     throw new InvalidSettingError(`recomputeEvery ${every} is invalid: use a positive integer, and only with recompute`, { setting: "recomputeEvery", value: every });
   }
+  const batch = checkBatchTokens(model, opts.batchTokens);
   const loop = new Loop(m, Math.ceil(m / every), opts);
   const run =
     opts.recompute === undefined
-      ? streamThroughCache(model, ids, opts.cacheConfig, loop)
-      : recomputeOracle(model, ids, checkWindow(opts.recompute), every, opts.cacheConfig, loop);
+      ? streamThroughCache(model, ids, opts.cacheConfig, batch, loop)
+      : recomputeOracle(model, ids, checkWindow(opts.recompute), every, opts.cacheConfig, batch, loop);
   const cache = await run;
   const seconds = loop.elapsedMs() / 1000;
   const nlls = loop.nlls;
@@ -172,11 +188,127 @@ function checkWindow(w: number): number {
   return w;
 }
 
+function checkBatchTokens(model: Pick<CausalLM, "maxBatchTokens">, b: number | undefined): number {
+  if (b === undefined) return model.maxBatchTokens;
+  if (!Number.isSafeInteger(b) || b < 1 || b > model.maxBatchTokens) {
+    throw new InvalidSettingError(`batchTokens ${b} is invalid: use 1..${model.maxBatchTokens} (the model's maxBatchTokens)`, { setting: "batchTokens", value: b });
+  }
+  return b;
+}
+
+/**
+ * How many of the next tokens of sequence `seqId` one forward pass may take (at least 1, at most
+ * `want`) so that each of them sees exactly what it would see fed one at a time. The rule:
+ *
+ *   a batch runs only while nothing is evicted: n <= windowTokens - held.
+ *
+ * Why: reserve(n) evicts held + n - window tokens before any of the n is computed, so under an
+ * evicting policy a batch that crosses the window's edge would hide from its first tokens K/V that
+ * one-at-a-time feeding still showed them (and, with score-based policies, pick the evictions from
+ * scores that lack the batch's own queries). Below the edge nothing leaves: a batch writes the same
+ * K/V at the same slots and positions, attention is causal among the batch, and every policy's
+ * bookkeeping comes out the same: sliding / fifo / prefix-recent / context keep no state; TOVA's
+ * scores are the last query's weights, which the batch's last query gives again; H2O adds the same
+ * weights, per layer then per query instead of per query then per layer (f64 sums: equal up to
+ * summation order, ~1e-16 relative, so its later evictions pick the same tokens unless two scores
+ * tie to that precision); its score window (score-window.ts) is written for batches of queries.
+ * Once the window is full every token evicts, so the stream goes one token per pass from there on:
+ * a dense run (a context window that holds the stream) batches everything, a sliding window only its
+ * first windowTokens tokens. Also n <= window - pinned (reserve's limit) and n <= prefillChunkSize,
+ * so a model's own sliding-window layers (their cache group keeps n_swa - 1 + prefillChunkSize
+ * tokens) still show every query of the batch its n_swa - 1 predecessors, as session prefill does.
+ *
+ * The int4 codec (KIVI) keeps a page's tokens in f32 until its last slot is written, then quantizes
+ * them together. One at a time, the tokens before that slot attend to the open page; a batch that
+ * wrote the last slot would seal the page before they attend. So under int4 a batch writes a page's
+ * last slot only as its first token (batches of at most pageSize, cut one slot before each page end).
+ * Before any eviction the pages fill front to back from slot 0, so the next slot is held % pageSize.
+ *
+ * What stays different is float summation order: the wasm attention kernels take a batch's query
+ * rows four at a time and sum their q.k lanes in another order than one query's (codecs.as), so
+ * f32 pages give NLLs within ~1e-5 of one-at-a-time; on rounded pages (f16, int8, fp8) such a
+ * last-bit difference in a K/V value can land on the other side of a rounding step, which moves
+ * single NLLs by up to a few 1e-3 (the JS kernels, which score-based policies use, are bit-exact).
+ */
+export function feedBatchSize(cache: PagedKvCache, seqId: number, want: number): number {
+  const window = cache.config.windowTokens;
+  const held = cache.length(seqId);
+  let room = Math.min(window - held, window - cache.policy.pinned, cache.config.prefillChunkSize, want);
+  if (cache.config.codec === "int4") {
+    const P = cache.config.pageSize;
+    const toPageEnd = P - (held % P); // tokens up to and including the current page's last slot
+    room = Math.min(room, toPageEnd === 1 ? P : toPageEnd - 1);
+  }
+  return Math.max(1, room);
+}
+
+/**
+ * Feeds ids[from..to) into sequence `kv.seqId` of `cache`, in batches of at most `batchTokens`
+ * under feedBatchSize's rule (reserving each batch's slots). `logits` receives the last token's
+ * logits; with `onLogits`, every token's in turn (onLogits(p, logits) for ids index p, the buffer
+ * reused). Returns the tokens fed (to - from, or 0 when to <= from).
+ */
+export function feedTokens(
+  model: PerplexityModel,
+  cache: PagedKvCache,
+  kv: CacheKv,
+  ids: readonly number[],
+  from: number,
+  to: number,
+  batchTokens: number,
+  logits: Float32Array | null,
+  onLogits?: (p: number, logits: Float32Array) => void,
+): number {
+  const seq = kv.seqId;
+  let p = from;
+  while (p < to) {
+    const n = Math.min(to - p, feedBatchSize(cache, seq, batchTokens));
+    cache.reserveOrThrow(seq, n);
+    forwardPiece(model, kv, ids, p, n, cache.length(seq) - n, p + n === to ? logits : null, logits, onLogits);
+    p += n;
+  }
+  return p - from;
+}
+
+/**
+ * ids[p..p+n) through the model into the n slots just reserved: one forward for n = 1 (the
+ * reference path, bit for bit), else forwardBatch. `last` receives the last token's logits; with
+ * onLogits, `buf` receives every token's and onLogits(p + i, buf) runs for each.
+ */
+function forwardPiece(
+  model: PerplexityModel,
+  kv: CacheKv,
+  ids: readonly number[],
+  p: number,
+  n: number,
+  pos: number,
+  last: Float32Array | null,
+  buf: Float32Array | null,
+  onLogits?: (p: number, logits: Float32Array) => void,
+): void {
+  if (n === 1) {
+    const out = onLogits !== undefined ? buf : last;
+    model.forward(ids[p]!, pos, kv, out);
+    onLogits?.(p, out!);
+  } else if (onLogits !== undefined) {
+    let reported = 0;
+    model.forwardBatch(ids, p, n, kv, buf, pos, (i, l) => {
+      reported++;
+      onLogits(p + i, l);
+    });
+    // A model whose forwardBatch ignored onLogits would leave predictions silently unrecorded.
+    if (reported !== n) throw new Error(`model.forwardBatch reported ${reported} of ${n} positions' logits; it must call onLogits for each`);
+  } else {
+    model.forwardBatch(ids, p, n, kv, last, pos);
+  }
+}
+
 /** Bookkeeping shared by both modes: NLLs, timing, progress, abort, peak bytes. */
 class Loop {
   readonly nlls: Float32Array;
   forwards = 0;
   peakCacheBytes = 0;
+  readonly cacheOptions: PagedKvCacheOptions;
   private done = 0;
   private sum = 0;
   private readonly t0 = performance.now();
@@ -185,6 +317,7 @@ class Loop {
   /** `predictions` = stream tokens - 1; `total` = the ones this run predicts. */
   constructor(predictions: number, readonly total: number, private readonly opts: PerplexityOptions) {
     this.nlls = new Float32Array(predictions).fill(NaN);
+    this.cacheOptions = opts.cacheKernels !== undefined ? { kernels: opts.cacheKernels } : {};
     if (opts.signal?.aborted) throw new AbortError("perplexity aborted");
   }
 
@@ -220,20 +353,26 @@ class Loop {
   }
 }
 
-/** The stream through one cache sequence, one token per forward pass. */
-async function streamThroughCache(model: PerplexityModel, ids: readonly number[], config: CacheConfig, loop: Loop): Promise<PagedKvCache> {
-  const cache = createModelCache(model, config);
+/** The stream through one cache sequence, in batches under feedBatchSize's rule. */
+async function streamThroughCache(model: PerplexityModel, ids: readonly number[], config: CacheConfig, batchTokens: number, loop: Loop): Promise<PagedKvCache> {
+  const cache = createModelCache(model, config, loop.cacheOptions);
   cache.add(0);
   // The last token is never fed, so a window of ids.length - 1 suffices.
   cache.assertPromptFits(0, ids.length - 1);
   const kv = new CacheKv(cache, 0, model);
   const logits = new Float32Array(model.hp.nVocab);
-  for (let p = 0; p < ids.length - 1; p++) {
-    cache.reserveOrThrow(0, 1);
+  const record = (p: number, l: Float32Array): void => loop.record(p, nllOf(l, ids[p + 1]!));
+  const end = ids.length - 1;
+  let p = 0;
+  while (p < end) {
+    const n = Math.min(end - p, feedBatchSize(cache, 0, batchTokens));
+    cache.reserveOrThrow(0, n);
+    // Peak bytes: a batch under the rule evicts nothing, so its pages are what its n one-token
+    // reserves would have added up to.
     loop.noteCache(cache);
-    model.forward(ids[p]!, p, kv, logits);
-    loop.forwards++;
-    loop.record(p, nllOf(logits, ids[p + 1]!));
+    forwardPiece(model, kv, ids, p, n, p, null, logits, record);
+    loop.forwards += n;
+    p += n;
     await loop.tick(cache);
   }
   await loop.tick(cache, true);
@@ -244,7 +383,8 @@ async function streamThroughCache(model: PerplexityModel, ids: readonly number[]
  * StreamingLLM's "sliding window with re-computation" (Xiao et al. 2023, Sec. 4.1): ids[i+1] is
  * predicted from a fresh pass over ids[i-W+1..i] at positions 0..W-1. While i < W the window is the
  * whole prefix from position 0, which one incremental pass computes exactly; past that every
- * prediction costs W forward passes, only the last of which computes logits.
+ * prediction costs W token passes (in batches: a fresh context window of W never evicts), only the
+ * last of which computes logits.
  */
 async function recomputeOracle(
   model: PerplexityModel,
@@ -252,32 +392,34 @@ async function recomputeOracle(
   w: number,
   every: number,
   config: CacheConfig,
+  batchTokens: number,
   loop: Loop,
 ): Promise<PagedKvCache> {
-  const cache = createModelCache(model, resolveCacheConfig({ contextWindowSize: w, codec: config.codec, pageSize: config.pageSize }));
+  const cache = createModelCache(model, resolveCacheConfig({ contextWindowSize: w, codec: config.codec, pageSize: config.pageSize }), loop.cacheOptions);
   const kv = new CacheKv(cache, 0, model);
   const logits = new Float32Array(model.hp.nVocab);
   const m = ids.length - 1;
   cache.add(0);
   const prefix = Math.min(w, m);
-  for (let p = 0; p < prefix; p++) {
-    cache.reserveOrThrow(0, 1);
+  const record = (p: number, l: Float32Array): void => {
+    if (p % every === 0) loop.record(p, nllOf(l, ids[p + 1]!));
+  };
+  let p = 0;
+  while (p < prefix) {
+    const n = Math.min(prefix - p, feedBatchSize(cache, 0, batchTokens));
+    cache.reserveOrThrow(0, n);
     loop.noteCache(cache);
-    model.forward(ids[p]!, p, kv, logits);
-    loop.forwards++;
-    if (p % every === 0) loop.record(p, nllOf(logits, ids[p + 1]!));
+    forwardPiece(model, kv, ids, p, n, p, null, logits, record);
+    loop.forwards += n;
+    p += n;
     await loop.tick(cache);
   }
   for (let i = prefix; i < m; i++) {
     if (i % every !== 0) continue;
     cache.remove(0);
     cache.add(0);
-    const first = i - w + 1;
-    for (let j = 0; j < w; j++) {
-      cache.reserveOrThrow(0, 1);
-      model.forward(ids[first + j]!, j, kv, j === w - 1 ? logits : null);
-      loop.forwards++;
-    }
+    // ids[i-W+1..i] at positions 0..W-1; only the last token's logits are read.
+    loop.forwards += feedTokens(model, cache, kv, ids, i - w + 1, i + 1, batchTokens, logits);
     loop.noteCache(cache);
     loop.record(i, nllOf(logits, ids[i + 1]!));
     await loop.tick(cache);

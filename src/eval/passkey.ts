@@ -8,6 +8,8 @@
 // chance is exactly 1/K. One pass over fact + filler serves every distance: at each checkpoint the
 // sequence is forked (copy-on-write pages), the cue and each candidate are fed to the fork, and the
 // fork is dropped, so a trial costs the longest distance plus a few tokens per checkpoint.
+// Fact, filler, cue and candidates go through the model in batches where nothing is evicted inside
+// one (feedTokens, the rule in src/engine/perplexity.ts), one token at a time elsewhere.
 
 import { resolveCacheConfig, type CacheConfigInput } from "../cache/config.js";
 import type { PagedKvCache } from "../cache/paged-kv-cache.js";
@@ -15,7 +17,7 @@ import { AbortError, InvalidSettingError } from "../errors.js";
 import type { CausalLM } from "../model/causal-lm.js";
 import type { Tokenizer } from "../model/tokenizer/index.js";
 import { CacheKv, createModelCache } from "../model/cache-kv.js";
-import { nllOf } from "../engine/perplexity.js";
+import { feedTokens, nllOf } from "../engine/perplexity.js";
 import { splitDocuments } from "../engine/text-stream.js";
 
 /** Distances (filler tokens between the fact and the cue) the task measures by default. */
@@ -127,6 +129,8 @@ export interface PasskeyOptions {
   /** Filler variants: each starts this many filler tokens further into the name-free text. */
   readonly fillerOffsets?: readonly number[];
   readonly signal?: AbortSignal;
+  /** Most tokens per forward pass, 1..model.maxBatchTokens (default model.maxBatchTokens); 1: one at a time. */
+  readonly batchTokens?: number;
 }
 
 export interface PasskeyCell {
@@ -160,6 +164,7 @@ function scoreCandidates(
   candidates: readonly (readonly number[])[],
   logits: Float32Array,
   out: Float64Array,
+  batchTokens: number,
 ): void {
   for (let c = 0; c < candidates.length; c++) {
     const toks = candidates[c]!;
@@ -167,11 +172,9 @@ function scoreCandidates(
     if (toks.length > 1) {
       cache.fork(fromSeq, scratchSeq);
       kv.seqId = scratchSeq;
-      for (let j = 0; j + 1 < toks.length; j++) {
-        cache.reserveOrThrow(scratchSeq, 1);
-        model.forward(toks[j]!, cache.length(scratchSeq) - 1, kv, logits);
-        lp -= nllOf(logits, toks[j + 1]!);
-      }
+      feedTokens(model, cache, kv, toks, 0, toks.length - 1, batchTokens, logits, (j, l) => {
+        lp -= nllOf(l, toks[j + 1]!);
+      });
       cache.remove(scratchSeq);
     }
     out[c] = lp;
@@ -207,6 +210,13 @@ export async function runPasskey(
       value: fillerIds.length,
     });
   }
+  const batchTokens = opts.batchTokens ?? model.maxBatchTokens;
+  if (!Number.isSafeInteger(batchTokens) || batchTokens < 1 || batchTokens > model.maxBatchTokens) {
+    throw new InvalidSettingError(`batchTokens ${batchTokens} is invalid: use 1..${model.maxBatchTokens} (the model's maxBatchTokens)`, {
+      setting: "batchTokens",
+      value: batchTokens,
+    });
+  }
   const bos = tokenizer.vocab.bosId;
   const cue = tokenizer.encode(opts.cue ?? PASSKEY_CUE, { parseSpecial: false });
   const candidates = names.map((n) => tokenizer.encode(n, { parseSpecial: false }));
@@ -237,19 +247,13 @@ export async function runPasskey(
       for (let di = 0; di < distances.length; di++) {
         const stop = prompt.factEnd + distances[di]!;
         kv.seqId = MAIN;
-        for (; fed < stop; fed++) {
-          cache.reserveOrThrow(MAIN, 1);
-          model.forward(prompt.ids[fed]!, cache.length(MAIN) - 1, kv, null);
-        }
+        fed += feedTokens(model, cache, kv, prompt.ids, fed, stop, batchTokens, null);
         // The cue, in a fork, so the main sequence can go on to the next distance.
         cache.fork(MAIN, CUE);
         kv.seqId = CUE;
-        for (let j = 0; j < cue.length; j++) {
-          cache.reserveOrThrow(CUE, 1);
-          model.forward(cue[j]!, cache.length(CUE) - 1, kv, j === cue.length - 1 ? cueLogits : null);
-        }
+        feedTokens(model, cache, kv, cue, 0, cue.length, batchTokens, cueLogits);
         const cuePosition = cache.sequenceStats(CUE).nextPosition - 1;
-        scoreCandidates(model, cache, kv, CUE, CAND, cueLogits, candidates, logits, scores);
+        scoreCandidates(model, cache, kv, CUE, CAND, cueLogits, candidates, logits, scores, batchTokens);
         cache.remove(CUE);
         let rank = 1;
         let bestOther = -Infinity;

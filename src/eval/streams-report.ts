@@ -78,8 +78,9 @@ export function streamsMarkdown(runs: readonly StreamRun[], meta: { command: str
   for (const r of runs) cpu += r.result.cpuSeconds;
   out.push(
     `stories260K (\`../shared/models/stories260K.gguf\`, trained at ${512} tokens) over \`../shared/text/tinystories-valid-excerpt.txt\` ` +
-      `streamed as BOS + tokens per story: ${stream.toLocaleString("en-US")} tokens per bounded row. Each token is fed through the paged cache ` +
-      `one at a time and the next token's NLL recorded (\`kvbound ppl\`); perplexity = exp(mean NLL).`,
+      `streamed as BOS + tokens per story: ${stream.toLocaleString("en-US")} tokens per bounded row. The stream is fed through the paged cache ` +
+      `(in batches until the window is full, then one token at a time: each token sees what the cache keeps) and the next token's NLL recorded ` +
+      `(\`kvbound ppl\`); perplexity = exp(mean NLL).`,
   );
   out.push("");
   out.push("```sh");

@@ -86,6 +86,20 @@ export interface CausalLM {
   dispose(): void;
   /** One token at position `pos` through every layer; `logits` ([nVocab]) receives the output when given. */
   forward(token: number, pos: number, kv: KvBackend, logits: Float32Array | null): void;
-  /** tokens[start .. start+n) as one batch (n <= maxBatchTokens); `logits` receives the last token's. */
-  forwardBatch(tokens: ArrayLike<number>, start: number, n: number, kv: KvBackend, logits: Float32Array | null, firstPos?: number): void;
+  /**
+   * tokens[start .. start+n) as one batch (n <= maxBatchTokens); `logits` receives the last token's.
+   * With `onLogits` (perplexity: every position's logits), `logits` (then required) receives each
+   * token's logits in turn and onLogits(i, logits) runs right after token i's are written, i = 0..n-1;
+   * the next token overwrites the buffer, so read it inside the call (no [n][nVocab] buffer is kept).
+   * An implementation must call onLogits once per token, in order (perplexity checks the count).
+   */
+  forwardBatch(
+    tokens: ArrayLike<number>,
+    start: number,
+    n: number,
+    kv: KvBackend,
+    logits: Float32Array | null,
+    firstPos?: number,
+    onLogits?: (i: number, logits: Float32Array) => void,
+  ): void;
 }

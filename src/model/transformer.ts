@@ -446,20 +446,42 @@ export class TransformerModel implements CausalLM {
    * Runs tokens[start .. start+n) (n <= maxBatchTokens) at positions firstPos.. through every
    * layer as one batch: each weight matrix is read once for all n tokens. With a backend that
    * has the batch methods (CacheKv: the caller reserved exactly these n slots), attention is
-   * causal among them; otherwise the tokens go one by one. `logits` receives the last token's.
+   * causal among them; otherwise the tokens go one by one. `logits` receives the last token's; with
+   * `onLogits`, every token's in turn (CausalLM.forwardBatch), each computed from its row of the
+   * residual stream by the same output matmul as forward's (one row at a time: the arena holds one
+   * logits row, so the batch adds no vocabulary-sized buffer).
    */
-  forwardBatch(tokens: ArrayLike<number>, start: number, n: number, kv: KvBackend, logits: Float32Array | null, firstPos = 0): void {
+  forwardBatch(
+    tokens: ArrayLike<number>,
+    start: number,
+    n: number,
+    kv: KvBackend,
+    logits: Float32Array | null,
+    firstPos = 0,
+    onLogits?: (i: number, logits: Float32Array) => void,
+  ): void {
     if (!Number.isInteger(n) || n < 1 || n > this.maxBatchTokens || start < 0 || start + n > tokens.length) {
       throw new ModelConfigError(`forwardBatch of ${n} tokens from ${start} is invalid: use 1..${this.maxBatchTokens} tokens inside the ${tokens.length} given`, { field: "n" });
     }
+    if (onLogits !== undefined && logits === null) {
+      throw new ModelConfigError("forwardBatch with onLogits needs a logits buffer ([nVocab]) to fill for each token", { field: "logits" });
+    }
     if (kv.writeBatch === undefined || kv.attendBatch === undefined) {
-      for (let i = 0; i < n; i++) this.forward(tokens[start + i]!, firstPos + i, kv, i === n - 1 ? logits : null);
+      for (let i = 0; i < n; i++) {
+        this.forward(tokens[start + i]!, firstPos + i, kv, onLogits !== undefined || i === n - 1 ? logits : null);
+        onLogits?.(i, logits!);
+      }
       return;
     }
     for (let i = 0; i < n; i++) this.checkToken(tokens[start + i]!);
     for (let i = 0; i < n; i++) this.embed(tokens[start + i]!, i);
     this.layersFor(n, firstPos, kv, true);
-    if (logits) this.logitsOf(n - 1, logits);
+    if (onLogits !== undefined) {
+      for (let i = 0; i < n; i++) {
+        this.logitsOf(i, logits!);
+        onLogits(i, logits!);
+      }
+    } else if (logits) this.logitsOf(n - 1, logits);
   }
 
   private checkToken(token: number): void {

@@ -1,6 +1,7 @@
 // `kvbound ppl --model M --text FILE [cache flags] [--recompute W] [--json]`: perplexity of a text
 // stream (documents separated by `<|endoftext|>` lines, each BOS + tokens) fed through the cache
-// token by token; per 512-prediction segment and overall, with cache memory and tokens/s.
+// (in batches where nothing is evicted inside one, else token by token: the NLLs are the
+// token-by-token ones); per 512-prediction segment and overall, with cache memory and tokens/s.
 
 import { readFile, stat } from "node:fs/promises";
 
@@ -30,6 +31,7 @@ export interface PplFlags extends RawCacheFlags, ThreadsFlags {
   positions?: string;
   maxTokens?: string;
   skipDocs?: string;
+  batch?: string;
   json?: boolean;
   /** commander's --no-progress; undefined: draw the bar when stderr is a TTY. */
   progress?: boolean;
@@ -48,7 +50,7 @@ export interface PplJson {
 export function registerPpl(program: Command, io: CliIo, setExit: (code: number) => void): Command {
   const cmd = program
     .command("ppl")
-    .description("perplexity of a text stream fed through the cache token by token (documents split on <|endoftext|> lines, each BOS + tokens)")
+    .description("perplexity of a text stream fed through the cache: in batches while nothing is evicted, then token by token (documents split on <|endoftext|> lines, each BOS + tokens)")
     .requiredOption("--model <ref>", "model: path, http(s) URL or hf:owner/repo/file.gguf")
     .requiredOption("--text <file>", "text file: documents separated by lines that are exactly <|endoftext|>");
   addThreadsFlag(addCacheFlags(cmd))
@@ -57,6 +59,7 @@ export function registerPpl(program: Command, io: CliIo, setExit: (code: number)
     .option("--recompute-every <k>", "with --recompute: predict only every k-th token (positions i with i % k = 0), a sample of the oracle")
     .option("--max-tokens <n>", "use at most this many tokens of the stream")
     .option("--skip-docs <n>", "skip this many documents at the start (e.g. a cut-off first one)")
+    .option("--batch <n>", "most tokens per forward pass (default: the model's batch, 64); batches stop where the cache would evict; 1: one token at a time")
     .option("--json", "print { tokens, ppl, nll, segments, cache, tokensPerSecond } only")
     .option("--no-progress", "no progress bar (default: one on stderr when it is a terminal)")
     .action(async (flags: PplFlags) => {
@@ -74,6 +77,7 @@ export async function pplCommand(flags: PplFlags, io: CliIo, signal?: AbortSigna
   if (recomputeEvery !== undefined && recompute === undefined) {
     throw new InvalidSettingError("--recompute-every samples the recompute oracle; give --recompute W too", { setting: "recompute-every", value: flags.recomputeEvery });
   }
+  const batch = flags.batch === undefined ? undefined : parseCount(flags.batch, "batch");
   const positions = parsePositions(flags.positions);
   const threads = threadsFromFlags(flags);
   const text = await readText(flags.text);
@@ -97,6 +101,7 @@ export async function pplCommand(flags: PplFlags, io: CliIo, signal?: AbortSigna
     cacheConfig,
     ...(recompute !== undefined ? { recompute } : {}),
     ...(recomputeEvery !== undefined ? { recomputeEvery } : {}),
+    ...(batch !== undefined ? { batchTokens: batch } : {}),
     ...(onProgress ? { onProgress } : {}),
     ...(signal ? { signal } : {}),
   });
@@ -135,7 +140,7 @@ function report(flags: PplFlags, cfg: CacheConfig, recompute: number | undefined
   lines.push("");
   lines.push(`perplexity  ${r.ppl.toFixed(4)} (mean NLL ${r.nll.toFixed(5)})`);
   lines.push(`memory      ${formatBytes(r.peakCacheBytes)} of cache pages at peak, ${formatBytes(r.cache.bytesReserved)} reserved; ${formatInt(r.cache.evictedTokens)} tokens evicted`);
-  lines.push(`speed       ${r.tokensPerSecond.toFixed(1)} tokens/s (${r.seconds.toFixed(2)} s, ${formatInt(r.forwardPasses)} forward passes)`);
+  lines.push(`speed       ${r.tokensPerSecond.toFixed(1)} tokens/s (${r.seconds.toFixed(2)} s, ${formatInt(r.forwardPasses)} tokens through the model)`);
   return `${lines.join("\n")}\n`;
 }
 
