@@ -223,6 +223,18 @@ describe.skipIf(!runBrowser)("live page in Chromium", () => {
     await page.close();
   });
 
+  it("live.html?threads=1 runs one thread where more could run (bench/web-decode.ts compares 1 and 2)", async () => {
+    const { page, errors } = await web.open("live.html?threads=1", 1280, 800);
+    expect(await page.evaluate(() => self.crossOriginIsolated)).toBe(true);
+    await page.locator("#model-url").fill(THREADED_REL);
+    await page.locator("#load-url").click();
+    await page.waitForSelector("html[data-model=loaded]", { timeout: 30_000 });
+    expect(await page.locator("html").getAttribute("data-threads")).toBe("1");
+    expect(await page.locator("#load-status").innerText()).toMatch(/; 1 thread\.$/);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
   it("without COOP/COEP (no SharedArrayBuffer) runs one thread, says why, and gives the same text", async () => {
     const page = await web.browser.newPage({ viewport: { width: 1280, height: 800 } });
     const errors: string[] = [];

@@ -21,6 +21,15 @@ import type { FromWorker, GenerateRequest, ModelInput, ToWorker } from "./protoc
 const SAMPLE_EVERY = 50;
 /** Largest max-tokens the form accepts: the chart keeps one point per token. */
 const MAX_TOKENS_LIMIT = 100_000;
+/**
+ * `live.html?threads=N`: the matmuls' threads (bench/web-decode.ts compares 1 and 2); absent or not
+ * a positive whole number, the engine's default (the cores, at most 4).
+ */
+const THREADS_PARAM = ((): number | undefined => {
+  const raw = new URLSearchParams(location.search).get("threads");
+  const n = raw === null ? NaN : Number(raw);
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+})();
 
 const modelFile = byId("model-file", HTMLInputElement);
 const modelUrl = byId("model-url", HTMLInputElement);
@@ -178,7 +187,7 @@ function load(input: ModelInput): void {
   factsBox.hidden = true;
   loadProgress.value = 0;
   setText(loadStatus, input.kind === "url" ? `Loading ${input.url}…` : `Reading ${input.file.name}…`);
-  send({ type: "load", input });
+  send({ type: "load", input, ...(THREADS_PARAM !== undefined ? { threads: THREADS_PARAM } : {}) });
 }
 
 function showSamples(index: Int32Array, bytes: Float64Array, held: Int32Array, evicted: Float64Array): void {
@@ -223,6 +232,7 @@ function onMessage(msg: FromWorker): void {
         `Loaded: ${msg.nLayer} layers, vocabulary ${msg.nVocab}, trained context ${msg.nCtxTrain}; ` +
           `${msg.threads} thread${msg.threads === 1 ? "" : "s"}${msg.threadsNote !== null ? ` (${msg.threadsNote})` : ""}.`,
       );
+      document.documentElement.dataset.threads = String(msg.threads);
       document.documentElement.dataset.model = "loaded";
       refreshButtons();
       return;

@@ -19,7 +19,8 @@ export interface GenerateRequest {
 }
 
 export type ToWorker =
-  | { readonly type: "load"; readonly input: ModelInput }
+  /** `threads`: the matmuls' threads (loadModel's option); absent, the default (the cores, at most 4). */
+  | { readonly type: "load"; readonly input: ModelInput; readonly threads?: number }
   | { readonly type: "generate"; readonly request: GenerateRequest }
   | { readonly type: "stop" };
 

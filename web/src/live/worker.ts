@@ -72,7 +72,7 @@ function factsOf(header: GgufHeader, source: string, fileBytes: number): ModelFa
   };
 }
 
-async function load(input: ModelInput): Promise<void> {
+async function load(input: ModelInput, threads: number | undefined): Promise<void> {
   const seq = ++loadSeq;
   running?.abort();
   loaded?.model.dispose(); // its matmul workers
@@ -108,7 +108,7 @@ async function load(input: ModelInput): Promise<void> {
   // are refused; then the weights stream once into the model (loadModel holds each tensor once).
   const header = await readGgufHeader(from);
   post({ type: "facts", facts: factsOf(header, source, header.fileBytes ?? header.dataOffset + header.tensorBytes) });
-  const model = await loadModel(from, { onProgress });
+  const model = await loadModel(from, { onProgress, ...(threads !== undefined ? { threads } : {}) });
   if (seq !== loadSeq) {
     model.model.dispose(); // superseded while it loaded
     return;
@@ -215,7 +215,7 @@ scope.onmessage = (ev: MessageEvent<ToWorker>): void => {
   const msg = ev.data;
   switch (msg.type) {
     case "load":
-      load(msg.input).catch((err: unknown) => post({ type: "error", error: serializeError(err), during: "load" }));
+      load(msg.input, msg.threads).catch((err: unknown) => post({ type: "error", error: serializeError(err), during: "load" }));
       return;
     case "generate":
       generate(msg.request).catch((err: unknown) => post({ type: "error", error: serializeError(err), during: "generate" }));
