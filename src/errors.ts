@@ -331,6 +331,20 @@ export class TensorShapeError extends KvboundError {
   }
 }
 
+/** No WebGPU adapter (no `navigator.gpu`, no `webgpu` package in Node, or no driver it can use). */
+export class WebGpuUnavailableError extends KvboundError {
+  constructor(reason: string, fix: string) {
+    super("WEBGPU_UNAVAILABLE", `WebGPU is unavailable: ${reason}; ${fix}`, { reason });
+  }
+}
+
+/** A setting the WebGPU backend does not run (yet): refused instead of computed wrong. */
+export class WebGpuUnsupportedError extends KvboundError {
+  constructor(feature: string, value: string | number, fix: string) {
+    super("WEBGPU_UNSUPPORTED", `the WebGPU backend does not support ${feature} ${value}; ${fix}`, { feature, value });
+  }
+}
+
 export class AbortError extends KvboundError {
   constructor(message = "generation aborted") {
     super("ABORTED", message, {});
@@ -390,6 +404,8 @@ for (const ctor of [
   UnsupportedTensorTypeError,
   TensorShapeError,
   AbortError,
+  WebGpuUnavailableError,
+  WebGpuUnsupportedError,
 ] as const) {
   registry.set(ctor.name, ctor as unknown as new (...args: never[]) => KvboundError);
 }

@@ -27,7 +27,7 @@ import {
 import { createPageStore } from "./codecs/index.js";
 import type { CodecKind, KvRole, PageShape, PageStore } from "./codecs/types.js";
 import type { CacheConfig, CacheModelShape } from "./config.js";
-import { attendRuns, type AttendShape, type AttentionWeightsHook } from "./attention.js";
+import { attendRuns, type AttendShape, type AttentionWeightsHook, type RunTable } from "./attention.js";
 import { CacheScratch, cacheKernelMemory } from "./cache-scratch.js";
 import { attendRunsWasm, type WasmAttendTarget } from "./wasm/attend-wasm.js";
 import type { CacheKernelMemory } from "./wasm/store-memory.js";
@@ -386,6 +386,28 @@ export class CacheGroup {
     }
     this.kStores[layer]!.writeToken(entry.page, slot, src, off);
     this.vStores[layer]!.writeToken(entry.page, slot, v, vOff);
+  }
+
+  /**
+   * Where token `i` (< n of the last reserve) is stored, for a backend that writes the pages itself
+   * (WebGPU): out[0] = page, out[1] = slot, out[2] = the position its key is rotated by.
+   */
+  pendingSlot(seqId: number, i: number, out: Int32Array): void {
+    const s = this.seq(seqId);
+    if (!(i >= 0 && i < s.pendingCount)) {
+      throw new CacheOperationError(`token ${i} was not reserved (the last reserve gave ${s.pendingCount}); call reserve first`, { operation: "pendingSlot", seqId, i });
+    }
+    const at = s.pendingSlot + i;
+    const entry = s.entries.get(s.pendingEntry + Math.floor(at / this.pageSize));
+    const slot = at % this.pageSize;
+    out[0] = entry.page;
+    out[1] = slot;
+    out[2] = entry.pos[slot]!;
+  }
+
+  /** The runs attention reads for the sequence (the cache's own table: read it before the next change). */
+  attentionRuns(seqId: number): RunTable {
+    return this.table.runsFor(this.seq(seqId));
   }
 
   /**

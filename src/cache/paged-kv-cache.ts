@@ -15,6 +15,7 @@ import { resolveCacheConfig, type CacheConfig, type CacheLayerShape, type CacheM
 import { planPoolLayout, type PoolLayout } from "./page-pool.js";
 import type { EvictionPolicy } from "./policies/index.js";
 import type { KvRun } from "./runs.js";
+import type { RunTable } from "./attention.js";
 import type { CacheStats, SequenceStats } from "./stats.js";
 
 export type { PagedKvCacheOptions, ReserveResult, StoreFactory } from "./cache-group.js";
@@ -244,6 +245,18 @@ export class PagedKvCache {
   attend(layer: number, seqId: number, q: Float32Array, qOff: number, nQuery: number, out: Float32Array, outOff: number, scale?: number): void {
     this.checkLayer(layer);
     this.groups[this.layerGroup[layer]!]!.attend(this.layerLocal[layer]!, seqId, q, qOff, nQuery, out, outOff, scale);
+  }
+
+  /** Where token i of the last reserve is stored in `layer`'s group: [page, slot, rotation position] (see CacheGroup). */
+  pendingSlot(layer: number, seqId: number, i: number, out: Int32Array): void {
+    this.checkLayer(layer);
+    this.groups[this.layerGroup[layer]!]!.pendingSlot(seqId, i, out);
+  }
+
+  /** The runs attention reads in `layer`'s group (the cache's own table: read it before the next change). */
+  attentionRuns(layer: number, seqId: number): RunTable {
+    this.checkLayer(layer);
+    return this.groups[this.layerGroup[layer]!]!.attentionRuns(seqId);
   }
 
   /**

@@ -79,6 +79,19 @@ export class Rope {
     return base;
   }
 
+  /**
+   * The (cos, sin) pairs of `pos`, [nRot/2][2] from out[off], as rotate() applies them (mscale and
+   * angleF32 included): what a GPU kernel that rotates by `pos` reads instead of computing angles.
+   */
+  cosSin(pos: number, out: Float32Array, off: number): void {
+    const t = this.table(pos);
+    const half = this.spec.nRot / 2;
+    for (let i = 0; i < half; i++) {
+      out[off + 2 * i] = this.cos[t + i]!;
+      out[off + 2 * i + 1] = this.sin[t + i]!;
+    }
+  }
+
   /** Rotates `nHeads` consecutive heads of `headDim` values starting at `x[off]` by position `pos`. */
   rotate(x: Float32Array, off: number, nHeads: number, pos: number): void {
     const half = this.spec.nRot / 2;

@@ -1,0 +1,103 @@
+// Finds a WebGPU device: the browser's `navigator.gpu`, or in Node the `webgpu` package (Dawn),
+// an optional dependency loaded only when asked for. No adapter is a typed error that says how to
+// get one (on a machine without a GPU: SwiftShader, the Vulkan driver Chromium ships).
+/// <reference types="@webgpu/types" />
+
+import { WebGpuUnavailableError } from "../../errors.js";
+
+/** A device and the limits the kernels size their buffers and dispatches by. */
+export interface GpuContext {
+  readonly device: GPUDevice;
+  readonly adapter: GPUAdapter;
+  /**
+   * The GPU object the adapter came from: held for the device's lifetime, since Dawn's Node
+   * instance stops delivering callbacks (mapAsync never resolves) once its GPU object is collected.
+   */
+  readonly gpu: GPU;
+  /** Largest storage buffer one binding may see (matrices are split by rows to fit it). */
+  readonly maxBindingBytes: number;
+  /** Largest dispatch per dimension (large grids are folded into two dimensions). */
+  readonly maxWorkgroupsPerDim: number;
+  /** Whether the adapter has shader-f16 (requested when present; the kernels run without it). */
+  readonly shaderF16: boolean;
+  /** Adapter description for logs ("swiftshader", a vendor's name, or ""). */
+  readonly description: string;
+}
+
+export interface GpuDeviceOptions {
+  /** A GPU object to use instead of finding one (tests, embedding pages). */
+  readonly gpu?: GPU;
+  readonly powerPreference?: GPUPowerPreference;
+}
+
+// Where Debian's Chromium keeps SwiftShader's Vulkan driver and the Vulkan loader beside it.
+const SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json";
+const NODE_FIX =
+  `on Linux without a GPU install chromium and start node with VK_ICD_FILENAMES=${SWIFTSHADER_ICD} ` +
+  "LD_LIBRARY_PATH=/usr/lib/chromium (Dawn needs libvulkan.so.1, which Chromium ships), or use --backend cpu";
+
+/** The GPU entry point of this runtime, or the reason there is none. */
+async function findGpu(): Promise<GPU | string> {
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  if (nav?.gpu !== undefined) return nav.gpu;
+  const isNode = typeof process !== "undefined" && process.versions?.node !== undefined;
+  if (!isNode) return "this browser has no navigator.gpu (WebGPU needs a secure context and a browser that ships it)";
+  // A variable specifier: bundlers leave it alone and the browser never reaches it.
+  const pkg = "webgpu";
+  let mod: { create(flags: string[]): GPU; globals: Record<string, unknown> };
+  try {
+    mod = (await import(/* @vite-ignore */ pkg)) as typeof mod;
+  } catch (err) {
+    return `the optional package "webgpu" (Dawn for Node) could not be loaded (${(err as Error).message.split("\n")[0]}); run npm install webgpu`;
+  }
+  // Dawn's constructors (GPUBufferUsage, GPUMapMode, ...) as the browser has them on globalThis.
+  for (const [name, value] of Object.entries(mod.globals)) {
+    if (!(name in globalThis)) (globalThis as Record<string, unknown>)[name] = value;
+  }
+  return mod.create([]);
+}
+
+/** Requests an adapter and a device with the adapter's largest buffer limits. */
+export async function requestGpu(options: GpuDeviceOptions = {}): Promise<GpuContext> {
+  const gpu = options.gpu ?? (await findGpu());
+  if (typeof gpu === "string") throw new WebGpuUnavailableError(gpu, "use --backend cpu");
+  const adapter = await gpu.requestAdapter(options.powerPreference ? { powerPreference: options.powerPreference } : {});
+  if (adapter === null) {
+    const isNode = typeof process !== "undefined" && process.versions?.node !== undefined;
+    throw new WebGpuUnavailableError("no WebGPU adapter was found", isNode ? NODE_FIX : "enable WebGPU in the browser, or use the CPU backend");
+  }
+  const shaderF16 = adapter.features.has("shader-f16");
+  const l = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredFeatures: shaderF16 ? ["shader-f16"] : [],
+    requiredLimits: {
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxBufferSize: l.maxBufferSize,
+      maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+      maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+    },
+  });
+  const info = adapter.info as GPUAdapterInfo | undefined;
+  return {
+    device,
+    adapter,
+    gpu,
+    maxBindingBytes: Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize),
+    maxWorkgroupsPerDim: device.limits.maxComputeWorkgroupsPerDimension,
+    shaderF16,
+    description: info?.description || info?.vendor || "",
+  };
+}
+
+/**
+ * Whether tests can have an adapter here: resolves the context, or null (the caller skips) when
+ * none appears; under CI (where Chromium's SwiftShader is installed) a missing adapter throws.
+ */
+export async function gpuForTests(): Promise<GpuContext | null> {
+  try {
+    return await requestGpu();
+  } catch (err) {
+    if (typeof process !== "undefined" && process.env.CI) throw err;
+    return null;
+  }
+}

@@ -1,0 +1,299 @@
+// The WebGPU kernels as operations: each op is built once over fixed buffers (its bind group and
+// its own uniform made at build time) and encoded into a compute pass per step with the step's
+// token count; the step's sizes live in one shared uniform (GpuStep). Weight matrices are
+// uploaded as stored, split by rows into chunks no larger than one storage binding may be.
+/// <reference types="@webgpu/types" />
+
+import { WebGpuUnsupportedError } from "../../errors.js";
+import type { WeightMatrix } from "../kernels/matvec.js";
+import type { GpuContext } from "./device.js";
+import { ATTENTION_WGSL, ELEMENTWISE_WGSL, GPU_WEIGHT_TYPES, KV_WRITE_WGSL, MATMUL_TILE, matmulWgsl, MAX_GPU_HEAD_DIM, RMSNORM_WGSL, WG, type MatmulVariant } from "./wgsl.js";
+
+/** Workgroups along x before a grid folds into y (under every adapter's 65535 per dimension). */
+const FOLD = 32768;
+
+/** Units (values / blocks) per row up to which a matmul runs a thread per row (kernels.ts matmul). */
+export const THREAD_ROW_UNITS = 1024;
+
+/** One encoded kernel dispatch over fixed buffers; nTok is the step's batch size. */
+export interface GpuOp {
+  encode(pass: GPUComputePassEncoder, nTok: number): void;
+}
+
+/** Rows [row0, row0 + rows) of a matrix in a buffer of their own. */
+export interface GpuMatrixChunk {
+  readonly buffer: GPUBuffer;
+  readonly row0: number;
+  readonly rows: number;
+}
+
+export interface GpuMatrix {
+  readonly name: string;
+  readonly type: WeightMatrix["type"];
+  readonly rows: number;
+  readonly cols: number;
+  readonly rowBytes: number;
+  readonly chunks: readonly GpuMatrixChunk[];
+  /** Bytes of the chunks' buffers (each rounded up to 4). */
+  readonly bytes: number;
+}
+
+/** The per-step sizes every kernel reads: struct Step { nTok, held, nRuns, pad }. */
+export class GpuStep {
+  readonly buffer: GPUBuffer;
+  private readonly data = new Uint32Array(4);
+  constructor(private readonly device: GPUDevice) {
+    this.buffer = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: "step" });
+  }
+  write(nTok: number, held = 0, nRuns = 0): void {
+    this.data[0] = nTok;
+    this.data[1] = held;
+    this.data[2] = nRuns;
+    this.device.queue.writeBuffer(this.buffer, 0, this.data);
+  }
+}
+
+/** Fixed sizes of one attention layer (ATTENTION_WGSL's struct P). */
+export interface GpuAttentionShape {
+  readonly nHead: number;
+  readonly nHeadKv: number;
+  readonly headDim: number;
+  /** 0: no RoPE (the cos/sin rows are ignored). */
+  readonly nRot: number;
+  readonly neox: boolean;
+  readonly pageSize: number;
+  /** Scores scratch row length: the most tokens a sequence holds. */
+  readonly window: number;
+  readonly maxRuns: number;
+  readonly slidingWindow: number;
+  readonly scale: number;
+  readonly softcap: number;
+}
+
+export type ElementwiseOp = "swiglu" | "geglu" | "add" | "softcap";
+const ELEMENTWISE_CODE: Record<ElementwiseOp, number> = { swiglu: 0, geglu: 1, add: 2, softcap: 3 };
+
+function grid1d(pass: GPUComputePassEncoder, threads: number): void {
+  const groups = Math.max(1, Math.ceil(threads / WG));
+  pass.dispatchWorkgroups(Math.min(groups, FOLD), Math.ceil(groups / FOLD));
+}
+
+export class GpuKernels {
+  readonly device: GPUDevice;
+  readonly maxBindingBytes: number;
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  /** Bytes of every buffer this object created (weights, activations, pages, uniforms). */
+  allocatedBytes = 0;
+
+  /** `maxBindingBytes` below the device's splits matrices sooner (tests of the split). */
+  constructor(readonly ctx: GpuContext, maxBindingBytes = ctx.maxBindingBytes) {
+    this.device = ctx.device;
+    this.maxBindingBytes = Math.min(maxBindingBytes, ctx.maxBindingBytes);
+  }
+
+  private pipeline(key: string, code: () => string): GPUComputePipeline {
+    let p = this.pipelines.get(key);
+    if (p === undefined) {
+      const module = this.device.createShaderModule({ code: code(), label: key });
+      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" }, label: key });
+      this.pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  /** A storage buffer of at least `bytes` (rounded up to 4, at least 16). */
+  storage(bytes: number, label: string): GPUBuffer {
+    const size = Math.max(16, Math.ceil(bytes / 4) * 4);
+    this.allocatedBytes += size;
+    return this.device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC, label });
+  }
+
+  /** A uniform buffer holding `words` (u32 or f32 bit patterns, written through views of one buffer). */
+  private uniform(words: ArrayBuffer, label: string): GPUBuffer {
+    const size = Math.max(16, Math.ceil(words.byteLength / 16) * 16);
+    const b = this.device.createBuffer({ size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label });
+    this.allocatedBytes += size;
+    this.device.queue.writeBuffer(b, 0, words);
+    return b;
+  }
+
+  /** Writes bytes of any length (the tail padded to 4) at `offset` (a multiple of 4). */
+  write(buffer: GPUBuffer, offset: number, bytes: Uint8Array): void {
+    const aligned = bytes.byteLength & ~3;
+    if (aligned > 0) this.device.queue.writeBuffer(buffer, offset, bytes.buffer, bytes.byteOffset, aligned);
+    if (aligned < bytes.byteLength) {
+      const tail = new Uint8Array(4);
+      tail.set(bytes.subarray(aligned));
+      this.device.queue.writeBuffer(buffer, offset + aligned, tail);
+    }
+  }
+
+  /** Uploads a matrix as stored, in row chunks that each fit one storage binding. */
+  uploadMatrix(m: WeightMatrix): GpuMatrix {
+    if (GPU_WEIGHT_TYPES[m.type] === undefined) {
+      throw new WebGpuUnsupportedError("weight type", `${m.type} (tensor ${m.name})`, `use --backend cpu, or a file in F32, F16, Q8_0, Q4_0, Q4_K or Q6_K`);
+    }
+    const perChunk = Math.floor((this.maxBindingBytes - 4) / m.rowBytes);
+    if (perChunk < 1) throw new WebGpuUnsupportedError("a row of", `${m.rowBytes} bytes (tensor ${m.name})`, `it exceeds the adapter's ${this.maxBindingBytes}-byte storage binding`);
+    const chunks: GpuMatrixChunk[] = [];
+    let bytes = 0;
+    for (let row0 = 0; row0 < m.rows; row0 += perChunk) {
+      const rows = Math.min(perChunk, m.rows - row0);
+      const buffer = this.storage(rows * m.rowBytes, `${m.name}[${row0}:${row0 + rows}]`);
+      this.write(buffer, 0, m.u8.subarray(row0 * m.rowBytes, (row0 + rows) * m.rowBytes));
+      bytes += buffer.size;
+      chunks.push({ buffer, row0, rows });
+    }
+    return { name: m.name, type: m.type, rows: m.rows, cols: m.cols, rowBytes: m.rowBytes, chunks, bytes };
+  }
+
+  /** out[t][outStride] row values = m . x[t] (x rows xStride apart), for the step's tokens. */
+  matmul(out: GPUBuffer, x: GPUBuffer, m: GpuMatrix, xStride: number, outStride: number, step: GpuStep, variant?: MatmulVariant): GpuOp {
+    const t = GPU_WEIGHT_TYPES[m.type]!;
+    // A thread per row while rows are short (no barriers); a workgroup per row for long ones.
+    const v: MatmulVariant = variant ?? (m.cols / t.unitValues <= THREAD_ROW_UNITS ? "thread" : "workgroup");
+    if (m.cols % t.unitValues !== 0) throw new WebGpuUnsupportedError("a row length of", `${m.cols} for ${m.type}`, `the ${m.type} kernel reads whole ${t.unitValues}-value units`);
+    const pipeline = this.pipeline(`matmul-${m.type}-${v}`, () => matmulWgsl(m.type, v));
+    const parts = m.chunks.map((c) => {
+      const u = this.uniform(Uint32Array.of(c.rows, m.cols / t.unitValues, m.rowBytes, xStride, outStride, c.row0, FOLD, 0).buffer, `${m.name} params`);
+      const bind = this.device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: [
+          { binding: 0, resource: { buffer: out } },
+          { binding: 1, resource: { buffer: x } },
+          { binding: 2, resource: { buffer: c.buffer } },
+          { binding: 3, resource: { buffer: u } },
+          { binding: 4, resource: { buffer: step.buffer } },
+        ],
+      });
+      return { bind, rows: c.rows };
+    });
+    return {
+      encode(pass, nTok) {
+        pass.setPipeline(pipeline);
+        for (const part of parts) {
+          pass.setBindGroup(0, part.bind);
+          const groups = v === "thread" ? Math.ceil(part.rows / WG) : part.rows;
+          pass.dispatchWorkgroups(Math.min(groups, FOLD), Math.ceil(groups / FOLD), Math.ceil(nTok / MATMUL_TILE));
+        }
+      },
+    };
+  }
+
+  /**
+   * RMSNorm of n-value rows: perTok rows per token (heads, for QK norm) of the step's tokens, or
+   * with lastOnly the last token's row only, written to out's first row.
+   */
+  rmsNorm(out: GPUBuffer, x: GPUBuffer, w: GPUBuffer, n: number, eps: number, step: GpuStep, o: { xStride?: number; outStride?: number; perTok?: number; lastOnly?: boolean } = {}): GpuOp {
+    const pipeline = this.pipeline("rmsnorm", () => RMSNORM_WGSL);
+    const words = new ArrayBuffer(32);
+    const perTok = o.perTok ?? 1;
+    new Uint32Array(words).set([n, o.xStride ?? n * perTok, o.outStride ?? n * perTok, perTok, o.lastOnly ? 1 : 0]);
+    new Float32Array(words)[5] = eps;
+    const bind = this.bind(pipeline, [out, x, w, this.uniform(words, "rmsnorm params"), step.buffer]);
+    const lastOnly = o.lastOnly ?? false;
+    return {
+      encode(pass, nTok) {
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bind);
+        pass.dispatchWorkgroups(lastOnly ? perTok : nTok * perTok);
+      },
+    };
+  }
+
+  /** a = op(a, b) over n values per token (perStep: n values in all). */
+  elementwise(op: ElementwiseOp, a: GPUBuffer, b: GPUBuffer, n: number, step: GpuStep, o: { cap?: number; perStep?: boolean } = {}): GpuOp {
+    const pipeline = this.pipeline("elementwise", () => ELEMENTWISE_WGSL);
+    const words = new ArrayBuffer(32);
+    new Uint32Array(words).set([n, ELEMENTWISE_CODE[op], o.perStep ? 1 : 0, FOLD]);
+    new Float32Array(words)[4] = o.cap ?? 0;
+    const bind = this.bind(pipeline, [a, b, this.uniform(words, `${op} params`), step.buffer]);
+    const perStep = o.perStep ?? false;
+    return {
+      encode(pass, nTok) {
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bind);
+        grid1d(pass, perStep ? n : n * nTok);
+      },
+    };
+  }
+
+  /**
+   * Writes the step's K (RoPE'd by cs rows [nTok][nRot/2][2]) and V rows (kStride apart) into the
+   * page slots `slots` ([nTok][2] page, slot) of pages [nPages][pageSize][nHeadKv][headDim].
+   */
+  kvWrite(
+    kPages: GPUBuffer, vPages: GPUBuffer, k: GPUBuffer, v: GPUBuffer, slots: GPUBuffer, cs: GPUBuffer,
+    shape: { nHeadKv: number; headDim: number; nRot: number; neox: boolean; pageSize: number; kStride?: number },
+    step: GpuStep,
+  ): GpuOp {
+    const pipeline = this.pipeline("kv-write", () => KV_WRITE_WGSL);
+    const width = shape.nHeadKv * shape.headDim;
+    const u = this.uniform(Uint32Array.of(shape.nHeadKv, shape.headDim, shape.nRot, shape.neox ? 1 : 0, shape.pageSize, shape.kStride ?? width, shape.nRot > 0 ? 1 : 0, FOLD).buffer, "kv-write params");
+    const bind = this.bind(pipeline, [kPages, vPages, k, v, slots, cs, u, step.buffer]);
+    return {
+      encode(pass, nTok) {
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bind);
+        grid1d(pass, width * nTok);
+      },
+    };
+  }
+
+  /**
+   * Attention of the step's queries (q [nTok][qStride], pre-RoPE) over the paged K/V the meta
+   * buffer's runs name (ATTENTION_WGSL); scores is scratch of [nTok][nHead][window] floats.
+   */
+  attention(
+    out: GPUBuffer, q: GPUBuffer, kPages: GPUBuffer, vPages: GPUBuffer, meta: GPUBuffer, cs: GPUBuffer, scores: GPUBuffer,
+    shape: GpuAttentionShape, step: GpuStep, o: { qStride?: number; outStride?: number } = {},
+  ): GpuOp {
+    if (shape.headDim > MAX_GPU_HEAD_DIM) throw new WebGpuUnsupportedError("head dim", shape.headDim, `the attention kernel holds at most ${MAX_GPU_HEAD_DIM}`);
+    const pipeline = this.pipeline("attention", () => ATTENTION_WGSL);
+    const words = new ArrayBuffer(64);
+    new Uint32Array(words).set([
+      shape.nHead, shape.nHeadKv, shape.headDim, shape.nRot, shape.neox ? 1 : 0, shape.pageSize, shape.window, shape.maxRuns,
+      shape.slidingWindow, o.qStride ?? shape.nHead * shape.headDim, o.outStride ?? shape.nHead * shape.headDim, 0,
+    ]);
+    new Float32Array(words).set([shape.scale, shape.softcap], 12);
+    const bind = this.bind(pipeline, [out, q, kPages, vPages, meta, cs, scores, this.uniform(words, "attention params"), step.buffer]);
+    const nHead = shape.nHead;
+    return {
+      encode(pass, nTok) {
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bind);
+        pass.dispatchWorkgroups(nHead, nTok);
+      },
+    };
+  }
+
+  private bind(pipeline: GPUComputePipeline, buffers: GPUBuffer[]): GPUBindGroup {
+    return this.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+  }
+
+  /** Runs ops in one compute pass and submits it. */
+  run(ops: readonly GpuOp[], nTok: number): void {
+    const enc = this.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (const op of ops) op.encode(pass, nTok);
+    pass.end();
+    this.device.queue.submit([enc.finish()]);
+  }
+
+  /** Copies `bytes` of `src` from `offset` back to the CPU (after everything submitted before). */
+  async read(src: GPUBuffer, bytes: number, offset = 0): Promise<Float32Array> {
+    const size = Math.ceil(bytes / 4) * 4;
+    const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(src, offset, staging, 0, size);
+    this.device.queue.submit([enc.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const out = new Float32Array(staging.getMappedRange().slice(0));
+    staging.unmap();
+    staging.destroy();
+    return out;
+  }
+}

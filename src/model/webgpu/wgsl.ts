@@ -1,0 +1,339 @@
+// WGSL sources of the WebGPU kernels. Weights are read as GGUF stores them (bytes in an
+// array<u32>, ggml's block layouts as src/model/kernels/quant-rows.ts decodes them: that file is
+// the reference the tests hold these to). Every kernel reads the per-step sizes (tokens in the
+// batch, tokens held, runs) from one `Step` uniform written once per forward step, and its fixed
+// sizes from a uniform of its own, so each dispatch's bind group is built once.
+
+import type { WeightTypeName } from "../kernels/quant-rows.js";
+
+/** Threads per workgroup of every kernel. */
+export const WG = 64;
+/** Tokens one matmul workgroup serves (their x rows share each dequantized weight). */
+export const MATMUL_TILE = 4;
+
+const STEP = `struct Step { nTok: u32, held: u32, nRuns: u32, pad: u32 }`;
+
+/** Weight types with a WGSL matmul, and the values one thread decodes per unit of work. */
+export const GPU_WEIGHT_TYPES: Readonly<Partial<Record<WeightTypeName, { readonly unitValues: number; readonly body: string }>>> = {
+  F32: { unitValues: 1, body: `add(u, bitcast<f32>(w[(base >> 2u) + u]));` },
+  F16: { unitValues: 1, body: `add(u, halfAt(base + 2u * u));` },
+  Q8_0: {
+    unitValues: 32,
+    body: `let o = base + u * 34u; let d = halfAt(o);
+      for (var i = 0u; i < 32u; i++) { add(u * 32u + i, d * i8At(o + 2u + i)); }`,
+  },
+  Q4_0: {
+    unitValues: 32,
+    body: `let o = base + u * 18u; let d = halfAt(o);
+      for (var i = 0u; i < 16u; i++) {
+        let b = byteAt(o + 2u + i);
+        add(u * 32u + i, d * (f32(b & 15u) - 8.0));
+        add(u * 32u + i + 16u, d * (f32(b >> 4u) - 8.0));
+      }`,
+  },
+  // 64 values per unit: one pair of 32-value sub-blocks with their 6-bit scales and mins.
+  Q4_K: {
+    unitValues: 64,
+    body: `let blk = u / 4u; let jj = u % 4u; let o = base + blk * 144u;
+      let d = halfAt(o); let dmin = halfAt(o + 2u);
+      let a = scaleMinK4(o + 4u, 2u * jj); let c = scaleMinK4(o + 4u, 2u * jj + 1u);
+      let d1 = d * f32(a.x); let m1 = dmin * f32(a.y); let d2 = d * f32(c.x); let m2 = dmin * f32(c.y);
+      let qs = o + 16u + 32u * jj; let c0 = blk * 256u + jj * 64u;
+      for (var l = 0u; l < 32u; l++) {
+        let b = byteAt(qs + l);
+        add(c0 + l, d1 * f32(b & 15u) - m1);
+        add(c0 + 32u + l, d2 * f32(b >> 4u) - m2);
+      }`,
+  },
+  // 128 values per unit: one half of a block (ql 64 bytes, qh 32, scales 8).
+  Q6_K: {
+    unitValues: 128,
+    body: `let blk = u / 2u; let hf = u % 2u; let o = base + blk * 210u;
+      let d = halfAt(o + 208u);
+      let ql = o + 64u * hf; let qh = o + 128u + 32u * hf; let sc = o + 192u + 8u * hf; let c0 = blk * 256u + 128u * hf;
+      for (var l = 0u; l < 32u; l++) {
+        let is = l / 16u;
+        let h = byteAt(qh + l);
+        let lo0 = byteAt(ql + l); let lo1 = byteAt(ql + l + 32u);
+        add(c0 + l, d * i8At(sc + is) * f32(i32((lo0 & 15u) | ((h & 3u) << 4u)) - 32));
+        add(c0 + l + 32u, d * i8At(sc + is + 2u) * f32(i32((lo1 & 15u) | (((h >> 2u) & 3u) << 4u)) - 32));
+        add(c0 + l + 64u, d * i8At(sc + is + 4u) * f32(i32((lo0 >> 4u) | (((h >> 4u) & 3u) << 4u)) - 32));
+        add(c0 + l + 96u, d * i8At(sc + is + 6u) * f32(i32((lo1 >> 4u) | (((h >> 6u) & 3u) << 4u)) - 32));
+      }`,
+  },
+};
+
+/**
+ * "workgroup": one workgroup per row, threads over the row's units, a tree reduction (long rows).
+ * "thread": one thread per row, no barriers (short rows; SwiftShader runs barriers as coroutine
+ * switches, so there it is the only fast one).
+ */
+export type MatmulVariant = "workgroup" | "thread";
+
+/**
+ * out[t][outRow0 + r] = dot(W row r, x[t]) for the rows of one chunk of a matrix and the batch's
+ * tokens: workgroup (r, t / MATMUL_TILE), threads over the row's units, a tree reduction.
+ */
+export function matmulWgsl(type: WeightTypeName, variant: MatmulVariant = "workgroup"): string {
+  const t = GPU_WEIGHT_TYPES[type];
+  if (t === undefined) throw new Error(`no WGSL matmul for ${type}`);
+  return `
+${STEP}
+struct Mat { rows: u32, units: u32, rowBytes: u32, xStride: u32, outStride: u32, outRow0: u32, foldX: u32, pad: u32 }
+@group(0) @binding(0) var<storage, read_write> outv: array<f32>;
+@group(0) @binding(1) var<storage, read> xv: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<uniform> m: Mat;
+@group(0) @binding(4) var<uniform> st: Step;
+const WG: u32 = ${WG}u;
+const TILE: u32 = ${MATMUL_TILE}u;
+var<workgroup> red: array<f32, ${WG * MATMUL_TILE}>;
+var<private> acc: array<f32, ${MATMUL_TILE}>;
+var<private> t0: u32;
+var<private> nt: u32;
+fn byteAt(o: u32) -> u32 { return (w[o >> 2u] >> ((o & 3u) * 8u)) & 0xffu; }
+fn halfAt(o: u32) -> f32 { return unpack2x16float((w[o >> 2u] >> ((o & 2u) * 8u)) & 0xffffu).x; }
+fn i8At(o: u32) -> f32 { return f32((i32(byteAt(o)) << 24u) >> 24u); }
+fn scaleMinK4(s: u32, j: u32) -> vec2u {
+  if (j < 4u) { return vec2u(byteAt(s + j) & 63u, byteAt(s + j + 4u) & 63u); }
+  return vec2u((byteAt(s + j + 4u) & 15u) | ((byteAt(s + j - 4u) >> 6u) << 4u), (byteAt(s + j + 4u) >> 4u) | ((byteAt(s + j) >> 6u) << 4u));
+}
+fn add(c: u32, wv: f32) { for (var j = 0u; j < nt; j++) { acc[j] += wv * xv[(t0 + j) * m.xStride + c]; } }
+${variant === "thread" ? `@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let r = gid.x + gid.y * m.foldX * WG;
+  let tile0 = gid.z * TILE;
+  if (r >= m.rows || tile0 >= st.nTok) { return; }
+  t0 = tile0;
+  nt = min(TILE, st.nTok - tile0);
+  let base = r * m.rowBytes;
+  for (var u = 0u; u < m.units; u++) {
+    ${t.body}
+  }
+  for (var j = 0u; j < nt; j++) { outv[(tile0 + j) * m.outStride + m.outRow0 + r] = acc[j]; }
+}` : `@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let r = wg.x + wg.y * m.foldX;
+  let tile0 = wg.z * TILE;
+  if (r >= m.rows || tile0 >= st.nTok) { return; }
+  t0 = tile0;
+  nt = min(TILE, st.nTok - tile0);
+  let base = r * m.rowBytes;
+  for (var u = lid; u < m.units; u += WG) {
+    ${t.body}
+  }
+  for (var j = 0u; j < TILE; j++) { red[j * WG + lid] = acc[j]; }
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) { for (var j = 0u; j < TILE; j++) { red[j * WG + lid] += red[j * WG + lid + s]; } }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    for (var j = 0u; j < min(TILE, st.nTok - tile0); j++) { outv[(tile0 + j) * m.outStride + m.outRow0 + r] = red[j * WG]; }
+  }
+}`}`;
+}
+
+/** RMSNorm of rows of n values: nTok * perTok rows (perTok heads for QK norm), or the last token's only. */
+export const RMSNORM_WGSL = `
+${STEP}
+struct P { n: u32, xStride: u32, outStride: u32, perTok: u32, lastOnly: u32, eps: f32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<storage, read_write> outv: array<f32>;
+@group(0) @binding(1) var<storage, read> xv: array<f32>;
+@group(0) @binding(2) var<storage, read> wv: array<f32>;
+@group(0) @binding(3) var<uniform> p: P;
+@group(0) @binding(4) var<uniform> st: Step;
+const WG: u32 = ${WG}u;
+var<workgroup> red: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let row = wg.x;
+  var t = row / p.perTok;
+  let g = row % p.perTok;
+  if (p.lastOnly != 0u) { t = st.nTok - 1u; }
+  let xo = t * p.xStride + g * p.n;
+  let oo = select(t, 0u, p.lastOnly != 0u) * p.outStride + g * p.n;
+  var ss = 0.0;
+  for (var i = lid; i < p.n; i += WG) { let v = xv[xo + i]; ss += v * v; }
+  red[lid] = ss;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) { if (lid < s) { red[lid] += red[lid + s]; } workgroupBarrier(); }
+  let inv = 1.0 / sqrt(red[0] / f32(p.n) + p.eps);
+  for (var i = lid; i < p.n; i += WG) { outv[oo + i] = xv[xo + i] * inv * wv[i]; }
+}`;
+
+/** Elementwise over count values (n per token, times nTok unless perStep): GLU, add, soft-cap. */
+export const ELEMENTWISE_WGSL = `
+${STEP}
+struct P { n: u32, op: u32, perStep: u32, foldX: u32, cap: f32, pad0: u32, pad1: u32, pad2: u32 }
+@group(0) @binding(0) var<storage, read_write> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(3) var<uniform> st: Step;
+fn tanhSafe(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x + gid.y * p.foldX * ${WG}u;
+  let count = select(p.n * st.nTok, p.n, p.perStep != 0u);
+  if (i >= count) { return; }
+  let x = a[i];
+  switch p.op {
+    case 0u: { a[i] = x / (1.0 + exp(-x)) * b[i]; }                                             // SwiGLU
+    case 1u: { a[i] = 0.5 * x * (1.0 + tanhSafe(0.7978845608028654 * x * (1.0 + 0.044715 * x * x))) * b[i]; } // GeGLU (tanh)
+    case 2u: { a[i] = x + b[i]; }                                                              // residual add
+    default: { a[i] = p.cap * tanhSafe(x / p.cap); }                                           // soft-cap
+  }
+}`;
+
+/**
+ * Writes the batch's K (rotated by RoPE at each token's rotation position) and V into their page
+ * slots: slots [nTok][2] (page, slot); cs [nTok][nRot/2][2] (cos, sin, mscale applied); thread per value.
+ */
+export const KV_WRITE_WGSL = `
+${STEP}
+struct P { nHeadKv: u32, headDim: u32, nRot: u32, neox: u32, pageSize: u32, kStride: u32, hasRope: u32, foldX: u32 }
+@group(0) @binding(0) var<storage, read_write> kPages: array<f32>;
+@group(0) @binding(1) var<storage, read_write> vPages: array<f32>;
+@group(0) @binding(2) var<storage, read> kv: array<f32>;
+@group(0) @binding(3) var<storage, read> vv: array<f32>;
+@group(0) @binding(4) var<storage, read> slots: array<u32>;
+@group(0) @binding(5) var<storage, read> cs: array<f32>;
+@group(0) @binding(6) var<uniform> p: P;
+@group(0) @binding(7) var<uniform> st: Step;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let width = p.nHeadKv * p.headDim;
+  let i = gid.x + gid.y * p.foldX * ${WG}u;
+  if (i >= width * st.nTok) { return; }
+  let t = i / width;
+  let e = i % width;
+  let head = (e / p.headDim) * p.headDim;
+  let d = e % p.headDim;
+  let src = t * p.kStride;
+  var val = kv[src + e];
+  if (p.hasRope != 0u && d < p.nRot) {
+    let half = p.nRot / 2u;
+    var ia: u32; var ib: u32; var fi: u32;
+    if (p.neox != 0u) { fi = d % half; ia = fi; ib = fi + half; } else { fi = d / 2u; ia = 2u * fi; ib = ia + 1u; }
+    let x0 = kv[src + head + ia];
+    let x1 = kv[src + head + ib];
+    let c = cs[(t * half + fi) * 2u];
+    let s = cs[(t * half + fi) * 2u + 1u];
+    val = select(x0 * s + x1 * c, x0 * c - x1 * s, d == ia);
+  }
+  let dst = (slots[2u * t] * p.pageSize + slots[2u * t + 1u]) * width + e;
+  kPages[dst] = val;
+  vPages[dst] = vv[src + e];
+}`;
+
+/**
+ * Attention of the batch's queries over a sequence's paged K/V, as src/cache/attention.ts's
+ * attendRuns computes it: workgroup (head, query); per run the pre-RoPE query is scaled and turned
+ * by its cos/sin row (the query position plus the run's rotation offset: runs.ts), scores of the
+ * visible tokens go to a scratch row, then a softmax and the weighted sum of V.
+ * meta: runs [maxRuns][4] (page, slotStart, length, index), then [nTok][maxRuns] cos/sin rows of
+ * cs ([rows][nRot/2][2]); a row of 0xffffffff means no rotation.
+ */
+export const ATTENTION_WGSL = `
+${STEP}
+struct P { nHead: u32, nHeadKv: u32, headDim: u32, nRot: u32, neox: u32, pageSize: u32, window: u32, maxRuns: u32,
+           slidingWindow: u32, qStride: u32, outStride: u32, pad: u32, scale: f32, softcap: f32, pad1: f32, pad2: f32 }
+@group(0) @binding(0) var<storage, read_write> outv: array<f32>;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> kPages: array<f32>;
+@group(0) @binding(3) var<storage, read> vPages: array<f32>;
+@group(0) @binding(4) var<storage, read> runMeta: array<u32>;
+@group(0) @binding(5) var<storage, read> cs: array<f32>;
+@group(0) @binding(6) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(7) var<uniform> p: P;
+@group(0) @binding(8) var<uniform> st: Step;
+const WG: u32 = ${WG}u;
+const NONE: u32 = 0xffffffffu;
+var<workgroup> qs: array<f32, 512>;
+var<workgroup> red: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let h = wg.x;
+  let qi = wg.y;
+  let hd = p.headDim;
+  let kvh = h / (p.nHead / p.nHeadKv);
+  let width = p.nHeadKv * hd;
+  let own = st.held - st.nTok + qi;
+  let nVis = own + 1u;
+  var lo = 0u;
+  if (p.slidingWindow > 0u && nVis > p.slidingWindow) { lo = nVis - p.slidingWindow; }
+  let sBase = (qi * p.nHead + h) * p.window;
+  let qBase = qi * p.qStride + h * hd;
+  let half = p.nRot / 2u;
+  for (var r = 0u; r < st.nRuns; r++) {
+    let idx = runMeta[4u * r + 3u];
+    if (idx > own) { break; }
+    let page = runMeta[4u * r];
+    let slot0 = runMeta[4u * r + 1u];
+    let len = min(runMeta[4u * r + 2u], nVis - idx);
+    let row = runMeta[4u * p.maxRuns + qi * p.maxRuns + r];
+    workgroupBarrier();
+    for (var d = lid; d < hd; d += WG) {
+      var val = q[qBase + d] * p.scale;
+      if (row != NONE && d < p.nRot) {
+        var ia: u32; var ib: u32; var fi: u32;
+        if (p.neox != 0u) { fi = d % half; ia = fi; ib = fi + half; } else { fi = d / 2u; ia = 2u * fi; ib = ia + 1u; }
+        let x0 = q[qBase + ia] * p.scale;
+        let x1 = q[qBase + ib] * p.scale;
+        let c = cs[(row * half + fi) * 2u];
+        let s = cs[(row * half + fi) * 2u + 1u];
+        val = select(x0 * s + x1 * c, x0 * c - x1 * s, d == ia);
+      }
+      qs[d] = val;
+    }
+    workgroupBarrier();
+    for (var t = lid; t < len; t += WG) {
+      let g = idx + t;
+      let kb = ((page * p.pageSize + slot0 + t) * width) + kvh * hd;
+      var sc = 0.0;
+      for (var d = 0u; d < hd; d++) { sc += qs[d] * kPages[kb + d]; }
+      if (p.softcap > 0.0) { sc = p.softcap * tanh(clamp(sc / p.softcap, -15.0, 15.0)); }
+      if (g < lo) { sc = -3.0e38; }
+      scores[sBase + g] = sc;
+    }
+  }
+  storageBarrier();
+  workgroupBarrier();
+  var mx = -3.4e38;
+  for (var t = lid; t < nVis; t += WG) { mx = max(mx, scores[sBase + t]); }
+  red[lid] = mx;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) { if (lid < s) { red[lid] = max(red[lid], red[lid + s]); } workgroupBarrier(); }
+  let m = red[0];
+  workgroupBarrier();
+  var sum = 0.0;
+  for (var t = lid; t < nVis; t += WG) {
+    let raw = scores[sBase + t];
+    let e = select(exp(raw - m), 0.0, t < lo);
+    scores[sBase + t] = e;
+    sum += e;
+  }
+  red[lid] = sum;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) { if (lid < s) { red[lid] += red[lid + s]; } workgroupBarrier(); }
+  let inv = 1.0 / red[0];
+  storageBarrier();
+  workgroupBarrier();
+  for (var d = lid; d < hd; d += WG) {
+    var acc = 0.0;
+    for (var r = 0u; r < st.nRuns; r++) {
+      let idx = runMeta[4u * r + 3u];
+      if (idx > own) { break; }
+      let page = runMeta[4u * r];
+      let slot0 = runMeta[4u * r + 1u];
+      let len = min(runMeta[4u * r + 2u], nVis - idx);
+      for (var t = 0u; t < len; t++) {
+        acc += scores[sBase + idx + t] * vPages[((page * p.pageSize + slot0 + t) * width) + kvh * hd + d];
+      }
+    }
+    outv[qi * p.outStride + h * hd + d] = acc * inv;
+  }
+}`;
+
+/** Most head dims the attention kernel's workgroup copy of the query holds. */
+export const MAX_GPU_HEAD_DIM = 512;
