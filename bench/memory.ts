@@ -4,7 +4,7 @@
 // weights + cache + compute.
 //
 //   npx tsx bench/memory.ts [--model PATH] [--prompt 16384] [--gen 100000] [--window 1024] [--sinks 4] [--codec f16]
-//                           [--young 1] [--malloc-arena-max N]
+//                           [--young 1] [--malloc-arena-max 2] [--threads 1]
 //
 // Measured figure: PEAK RSS MINUS THE PROCESS'S RSS JUST BEFORE THE MODEL IS LOADED. That baseline
 // is the JS runtime's own memory (V8 heap, code, the tsx loader, this script's id stream and the
@@ -30,8 +30,10 @@
 // compiler (TurboFan) allocates its scratch with malloc on background threads, and glibc keeps
 // each thread's arena at its high-water mark; the optimized code and its feedback add V8 pages.
 // About 4 MiB here, the same for any model size (it depends on the engine's code, not on the
-// weights). `--malloc-arena-max 1` re-runs with MALLOC_ARENA_MAX=1 (one shared arena) to show the
-// arena part (a diagnostic, not the default).
+// weights). glibc's arenas are capped at 2 (MALLOC_ARENA_MAX=2, as the kvbound CLI's shebang sets;
+// `--malloc-arena-max 0` leaves glibc's default of one arena per thread that allocated).
+// One matmul thread by default: each worker thread is a V8 isolate of its own (~9.5 MiB idle on
+// Node 20), which no plan counts; `--threads N` measures it.
 //
 // Default model: a synthetic Q8_0 llama (test/fixtures/synthetic-model.ts; random weights, no
 // tokenizer) of ~23M parameters written to a temp file. Size: the prediction (~58 MiB) must be
@@ -86,7 +88,8 @@ const { values } = parseArgs({
     text: { type: "string", default: "../shared/text/tinystories-valid-excerpt.txt" },
     "no-gc": { type: "boolean", default: false },
     young: { type: "string", default: "1" },
-    "malloc-arena-max": { type: "string" },
+    "malloc-arena-max": { type: "string", default: "2" },
+    threads: { type: "string", default: "1" },
   },
 });
 
@@ -97,7 +100,7 @@ if (process.env[CHILD_ENV] === undefined) {
   const young = Number(values.young);
   const flags = young > 0 ? [`--min-semi-space-size=${young}`, `--max-semi-space-size=${young}`] : [];
   const env: NodeJS.ProcessEnv = { ...process.env, [CHILD_ENV]: "1" };
-  if (values["malloc-arena-max"] !== undefined) env.MALLOC_ARENA_MAX = values["malloc-arena-max"];
+  if (values["malloc-arena-max"] !== "0") env.MALLOC_ARENA_MAX = values["malloc-arena-max"];
   // process.execArgv carries tsx's loader (--require/--import), so the child runs this .ts file too.
   const r = spawnSync(process.execPath, [...flags, "--expose-gc", ...process.execArgv, process.argv[1]!, ...process.argv.slice(2)], { stdio: "inherit", env });
   process.exit(r.status ?? 1);
@@ -183,7 +186,7 @@ function sampleOffHeap(): void {
 
 // --- load: header, resident tensors, wasm copies streamed in (each tensor held once), the cache ----
 const loadSampler = new RssSampler(5);
-const { model } = await loadModelWeights(modelPath);
+const { model } = await loadModelWeights(modelPath, { threads: Number(values.threads) });
 const config = resolveCacheConfig(kvboundCacheInput(spec, settings));
 const cache = createModelCache(model, config);
 cache.add(0);
@@ -242,8 +245,8 @@ console.log(
   machineLines(machineInfo(), [
     `model: ${modelLabel}${spec.params !== null ? ` (${(spec.params / 1e6).toFixed(2)}M parameters)` : ""}`,
     `ids: TinyStories excerpt via ${idSource}, cycled; decode feeds back the greedy token`,
-    `kernels: ${model.kernels}, activations ${model.activations}, batch ${model.maxBatchTokens}; model.wasmBytes ${model.wasmBytes}; cache.reservedBytes ${cache.reservedBytes}`,
-    `JS runtime: ${Number(values.young) > 0 ? `young generation pinned (node --min-semi-space-size=${values.young} --max-semi-space-size=${values.young})` : "V8's default young generation (not pinned)"}${process.env.MALLOC_ARENA_MAX !== undefined ? `; MALLOC_ARENA_MAX=${process.env.MALLOC_ARENA_MAX} (diagnostic)` : "; glibc malloc defaults"}`,
+    `kernels: ${model.kernels}, activations ${model.activations}, batch ${model.maxBatchTokens}, threads ${model.threads}; model.wasmBytes ${model.wasmBytes}; cache.reservedBytes ${cache.reservedBytes}`,
+    `JS runtime: ${Number(values.young) > 0 ? `young generation pinned (node --min-semi-space-size=${values.young} --max-semi-space-size=${values.young})` : "V8's default young generation (not pinned)"}${process.env.MALLOC_ARENA_MAX !== undefined ? `; MALLOC_ARENA_MAX=${process.env.MALLOC_ARENA_MAX} (as the kvbound CLI's shebang)` : "; glibc malloc defaults"}`,
     `measured = peak RSS during prefill + decode MINUS the RSS just before the model load (${f(baseline)}: the JS runtime's own baseline, not in any plan)${values["no-gc"] ? "; no forced GC" : "; full GC before the baseline and after the load"}`,
     `baseline settled: idled ${(settled.waitedMs / 1000).toFixed(1)} s after the GC until RSS stopped falling; V8 released ${f(settled.releasedBytes)} meanwhile (would otherwise leave mid-run and hide that much)`,
     `load: peak ${f(loadPeak - baseline)} above baseline while reading (transient read buffers), ${f(afterLoad - baseline)} after it`,
