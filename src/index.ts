@@ -71,6 +71,7 @@ export { renderChatTemplate } from "./model/chat-template.js";
 export type { ChatMessage } from "./model/chat-template.js";
 export { parseModelRef, hfResolveUrl } from "./model/model-ref.js";
 export { createModelCache, CacheKv, modelCacheShape } from "./model/cache-kv.js";
+export { asyncForwardOf, createSessionCache, BACKENDS, type AsyncForwardLM, type Backend } from "./model/async-forward.js";
 export type { ModelSource, LoadModelOptions, LoadedModel } from "./engine/load-model.js";
 export { loadModel } from "./engine/load-model.js";
 export { Session } from "./engine/session.js";

@@ -3,6 +3,7 @@
 // compute; the requested window is kept when it fits, else the cheapest codec or the largest
 // sliding window that does (printed), and weights alone over the budget are refused up front.
 
+import type { CodecKind } from "../cache/codecs/types.js";
 import { freemem } from "node:os";
 
 import type { CacheConfigInput } from "../cache/config.js";
@@ -29,6 +30,8 @@ export interface RuntimeCacheOptions {
    * longer than the default window asks for a sliding window of it, so it can finish.
    */
   readonly runTokens?: number;
+  /** The codec when --codec is not given and the backend runs only one (WebGPU: f32); pinned like a --codec. */
+  readonly defaultCodec?: CodecKind;
 }
 
 export async function runtimeCache(ref: string, flags: RawCacheFlags, io: CliIo, opts: RuntimeCacheOptions = {}): Promise<RuntimeCache> {
@@ -48,12 +51,12 @@ export async function runtimeCache(ref: string, flags: RawCacheFlags, io: CliIo,
     contextWindowSize: requested.contextWindowSize ?? -1,
     slidingWindowSize: requested.slidingWindowSize ?? -1,
     ...(pinned !== undefined ? { attentionSinkSize: pinned } : {}),
-    codec: requested.codec ?? "f16",
+    codec: requested.codec ?? opts.defaultCodec ?? "f16",
     ...(requested.pageSize !== undefined ? { pageSize: requested.pageSize } : {}),
     ...(requested.prefillChunkSize !== undefined ? { prefillChunkSize: requested.prefillChunkSize } : {}),
     ...(opts.sequences !== undefined ? { seqs: opts.sequences } : {}),
   };
-  const choice = chooseRuntimeCache(spec, { settings, codecPinned: flags.codec !== undefined, budgetBytes });
+  const choice = chooseRuntimeCache(spec, { settings, codecPinned: flags.codec !== undefined || opts.defaultCodec !== undefined, budgetBytes });
   const s = choice.settings;
   const sliding = (s.slidingWindowSize ?? -1) > 0;
   const cacheInput: { -readonly [K in keyof CacheConfigInput]: CacheConfigInput[K] } = {

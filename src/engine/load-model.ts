@@ -9,13 +9,15 @@
 // wasm copies come on top. Browser-safe: the file reader and the hf: downloader are imported only
 // when a path or hf: reference is given.
 
-import { AbortError, FetchError, GgufLimitError, TensorShapeError } from "../errors.js";
+import { AbortError, FetchError, GgufLimitError, InvalidSettingError, TensorShapeError } from "../errors.js";
 import { readGgufHeader, readGgufHeaderFromSource, type GgufHeader } from "../gguf/header.js";
 import type { ByteSource } from "../gguf/readers/byte-source.js";
 import { blobSource } from "../gguf/readers/blob.js";
 import { httpSource } from "../gguf/readers/http.js";
 import { architectureOf, createModel, type CreateModelOptions } from "../model/architectures.js";
+import { BACKENDS, type Backend } from "../model/async-forward.js";
 import type { CausalLM } from "../model/causal-lm.js";
+import type { GpuContext } from "../model/webgpu/device.js";
 import { resolveModelRef, type ResolveModelRefOptions } from "../model/model-ref.js";
 import { createTokenizer, tokenizerSettings, type Tokenizer, type TokenizerSettings } from "../model/tokenizer/index.js";
 import type { StreamedMatrix, TransformerModel } from "../model/transformer.js";
@@ -42,6 +44,15 @@ export interface LoadModelOptions {
    * 4; 1 runs no workers. `model.threads` and `model.threadsNote` say what runs and why not more.
    */
   readonly threads?: number;
+  /**
+   * Where the forward pass runs: "cpu" (default; wasm SIMD or JS kernels) or "webgpu" (Llama-family
+   * models, f32 cache pages; the GPU is requested before any weight is read: WebGpuUnavailableError
+   * without an adapter). A WebGPU model is built for windows up to `nCtx` (default: the training
+   * context, at most 4096); Session and generate await its forward.
+   */
+  readonly backend?: Backend;
+  /** The WebGPU device to run on (default: one requested for the model, released by model.dispose()). */
+  readonly gpuContext?: GpuContext;
 }
 
 /** What the loaded weights hold besides the model's wasm arena (`model.wasmBytes`). */
@@ -79,14 +90,89 @@ const READ_CHUNK_BYTES = 4 * 1024 * 1024;
  * UnsupportedTokenizerError, AbortError.
  */
 export async function loadModel(source: ModelSource, opts: LoadModelOptions = {}): Promise<LoadedModel> {
-  const { header, model, weights, source: name } = await loadModelWeights(source, opts);
+  const { header, model, weights, source: name } = await loadModelWeightsAny(source, opts);
   const tokenizer = createTokenizer(header.metadata);
   const settings = tokenizerSettings(header.metadata);
   return { header, model, tokenizer, settings, weights, source: name };
 }
 
+type LoadedWeights<M extends CausalLM> = Omit<LoadedModel, "model" | "tokenizer" | "settings"> & { readonly model: M };
+
 /** loadModel without the tokenizer: the header, the forward pass and what its weights hold. */
-export async function loadModelWeights(source: ModelSource, opts: LoadModelOptions = {}): Promise<Omit<LoadedModel, "model" | "tokenizer" | "settings"> & { readonly model: TransformerModel }> {
+export async function loadModelWeights(source: ModelSource, opts?: LoadModelOptions & { readonly backend?: "cpu" }): Promise<LoadedWeights<TransformerModel>>;
+export async function loadModelWeights(source: ModelSource, opts: LoadModelOptions): Promise<LoadedWeights<CausalLM>>;
+export async function loadModelWeights(source: ModelSource, opts: LoadModelOptions = {}): Promise<LoadedWeights<CausalLM>> {
+  return loadModelWeightsAny(source, opts);
+}
+
+async function loadModelWeightsAny(source: ModelSource, opts: LoadModelOptions): Promise<LoadedWeights<CausalLM>> {
+  const backend = opts.backend ?? "cpu";
+  if (backend === "webgpu") return loadWebGpuWeights(source, opts);
+  if (backend !== "cpu") throw new InvalidSettingError(`backend ${JSON.stringify(backend)} is unknown; use one of ${BACKENDS.join(", ")}`, { setting: "backend", value: backend });
+  return loadCpuWeights(source, opts);
+}
+
+/**
+ * The WebGPU model: the device first (no adapter: WebGpuUnavailableError before anything is
+ * read), then the tensor data in one buffer (token embeddings stay on the CPU for the row lookup),
+ * uploaded as stored.
+ */
+async function loadWebGpuWeights(source: ModelSource, opts: LoadModelOptions): Promise<LoadedWeights<CausalLM>> {
+  checkAborted(opts.signal);
+  const { requestGpu } = await import("../model/webgpu/device.js");
+  const context = opts.gpuContext ?? (await requestGpu());
+  const owns = opts.gpuContext === undefined;
+  try {
+    const { WebGpuModel } = await import("../model/webgpu/gpu-model.js");
+    const build = (header: GgufHeader, data: Uint8Array) => {
+      const train = header.metadata[`${String(header.metadata["general.architecture"])}.context_length`];
+      const window = opts.nCtx ?? Math.min(typeof train === "number" && train > 0 ? train : DEFAULT_GPU_WINDOW, DEFAULT_GPU_WINDOW);
+      return new WebGpuModel(context, header, data, {
+        window,
+        ...(opts.nCtx !== undefined ? { nCtx: opts.nCtx } : {}),
+        ...(opts.threads !== undefined ? { threadsAsked: opts.threads } : {}),
+        ownsDevice: owns,
+      });
+    };
+    if (source instanceof Uint8Array || source instanceof ArrayBuffer) {
+      const bytes = source instanceof Uint8Array ? source : new Uint8Array(source);
+      const header = await readGgufHeader(bytes);
+      header.source = "memory";
+      architectureOf(header);
+      return { header, model: build(header, bytes.subarray(header.dataOffset)), weights: { residentBytes: bytes.byteLength, mode: "memory" }, source: "memory" };
+    }
+    const src = await openModelSource(source, opts);
+    try {
+      const header = await readGgufHeaderFromSource(src, opts.signal ? { signal: opts.signal } : {});
+      header.source = src.name;
+      architectureOf(header);
+      checkSize(src.size ?? header.dataOffset + header.tensorBytes, src.name);
+      let end = 0;
+      for (const t of header.tensors) end = Math.max(end, t.offset + t.bytes);
+      if (src.size !== undefined && header.dataOffset + end > src.size) {
+        throw new TensorShapeError(`the tensors need ${end} bytes after data offset ${header.dataOffset} but ${src.name} has ${src.size - header.dataOffset}`, { tensor: "*", offset: 0, bytes: end });
+      }
+      const data = new Uint8Array(end);
+      for (let o = 0; o < end; o += READ_CHUNK_BYTES) {
+        checkAborted(opts.signal);
+        const n = Math.min(READ_CHUNK_BYTES, end - o);
+        await readExact(src, header.dataOffset + o, data.subarray(o, o + n), opts.signal);
+        opts.onProgress?.(header.dataOffset + o + n, src.size);
+      }
+      return { header, model: build(header, data), weights: { residentBytes: data.byteLength, mode: "stream" }, source: src.name };
+    } finally {
+      await src.close().catch(() => undefined);
+    }
+  } catch (err) {
+    if (owns) context.device.destroy();
+    throw err;
+  }
+}
+
+/** The window a WebGPU model is built for when no nCtx is given (Session's default window). */
+const DEFAULT_GPU_WINDOW = 4096;
+
+async function loadCpuWeights(source: ModelSource, opts: LoadModelOptions): Promise<LoadedWeights<TransformerModel>> {
   checkAborted(opts.signal);
   const modelOpts: ModelBuildOptions = {
     ...(opts.nCtx !== undefined ? { nCtx: opts.nCtx } : {}),

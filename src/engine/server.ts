@@ -27,7 +27,7 @@ import {
   type ErrorDetails,
 } from "../errors.js";
 import type { ChatMessage } from "../model/chat-template.js";
-import { createModelCache } from "../model/cache-kv.js";
+import { asyncForwardOf, createSessionCache } from "../model/async-forward.js";
 import { StopMatcher, resolveMaxTokens, yieldToEventLoop, type DoneEvent, type FinishReason, type GenerateEvent, type GenerateOptions } from "./generate.js";
 import type { LoadedModel } from "./load-model.js";
 import { resolveSamplerSettings, type SamplerSettings } from "./sampler.js";
@@ -482,9 +482,10 @@ export class OpenAiServer {
     this.modelId = opts.modelId ?? modelIdOf(loaded.source);
     this.fallback = opts.fallback ?? null;
     const input = opts.cache ?? {};
-    this.config = resolveCacheConfig(withDefaultWindow({ ...input, maxSequences: this.parallel }, loaded.model.hp.nCtxTrain));
+    const codec = input.codec ?? asyncForwardOf(loaded.model)?.defaultCodec;
+    this.config = resolveCacheConfig(withDefaultWindow({ ...input, ...(codec !== undefined ? { codec } : {}), maxSequences: this.parallel }, loaded.model.hp.nCtxTrain));
     this.defaults = { ...opts.defaults, maxTokens: opts.defaults?.maxTokens ?? Math.min(this.config.windowTokens, MAX_REQUEST_MAX_TOKENS) };
-    this.cache = createModelCache(loaded.model, this.config);
+    this.cache = createSessionCache(loaded.model, this.config);
     for (let seqId = 0; seqId < this.parallel; seqId++) {
       this.slots.push({ session: new Session(loaded, input, { shared: { cache: this.cache, seqId } }), job: null, lastUsed: 0, history: null });
     }

@@ -11,7 +11,8 @@ import { llamaCppNCtxSeq } from "../model/rope-scaling.js";
 import { dropChars, renderChatSpans, type ChatMessage } from "../model/chat-template.js";
 import type { CausalLM } from "../model/causal-lm.js";
 import { encodePrompt, type TextSpan, type Tokenizer, type TokenizerSettings } from "../model/tokenizer/index.js";
-import { CacheKv, createModelCache } from "../model/cache-kv.js";
+import { CacheKv } from "../model/cache-kv.js";
+import { asyncForwardOf, createSessionCache, type AsyncForwardLM } from "../model/async-forward.js";
 import {
   StopMatcher,
   Utf8Stream,
@@ -84,6 +85,8 @@ export class Session {
   /** Forward passes run so far (tests count them to see that a prefix was reused). */
   forwardCalls = 0;
   private readonly kv: CacheKv;
+  /** The model when its forward is asynchronous (WebGPU): prefill and decode await it. Null on the CPU. */
+  private readonly asyncLm: AsyncForwardLM | null;
   /** The ids the cache holds, in order, while nothing was evicted; the prefix-reuse key. */
   private held: number[] = [];
   /** Logits after the last fed token; valid when `held` is non-empty. */
@@ -116,7 +119,10 @@ export class Session {
     this.tokenizerSettings = loaded.settings;
     this.system = opts.system;
     this.conv = this.freshConversation();
+    this.asyncLm = asyncForwardOf(this.model);
     let input = withDefaultWindow(cacheConfig, this.model.hp.nCtxTrain);
+    // A backend that runs only some codecs (WebGPU: f32) gets its own when the config names none.
+    if (this.asyncLm !== null && input.codec === undefined) input = { ...input, codec: this.asyncLm.defaultCodec };
     if (opts.keepSystem === true) input = this.pinSystem(input);
     this.config = opts.shared?.cache.config ?? resolveCacheConfig(input);
     const lr = this.model.longRope;
@@ -132,7 +138,7 @@ export class Session {
       this.seqId = opts.shared.seqId;
       if (this.cache.has(this.seqId)) throw new CacheOperationError(`sequence ${this.seqId} of the shared cache is taken`, { operation: "add", seqId: this.seqId });
     } else {
-      this.cache = createModelCache(this.model, this.config);
+      this.cache = createSessionCache(this.model, this.config);
       this.seqId = 0;
     }
     this.cache.add(this.seqId);
@@ -341,7 +347,8 @@ export class Session {
           if (r.reason === "length") this.cache.reserveOrThrow(this.seqId, ids.length - p); // ContextWindowSizeExceededError
           throw new CacheExhaustedError(r.reason === "exhausted" ? r.neededPages : 1, r.reason === "exhausted" ? r.freePages : 0, this.config.budgetBytes ?? this.cache.reservedBytes);
         }
-        this.forwardPiece(ids, p, n, p + n === ids.length, r.evicted);
+        if (this.asyncLm === null) this.forwardPiece(ids, p, n, p + n === ids.length, r.evicted);
+        else await this.forwardPieceAsync(this.asyncLm, ids, p, n, p + n === ids.length, r.evicted);
         p += n;
       }
       if (p < ids.length || now() - lastYield > YIELD_INTERVAL_MS) {
@@ -368,6 +375,19 @@ export class Session {
       this.model.forwardBatch(ids, p, n, this.kv, wantLogits ? this.logitsBuf : null);
     } catch (err) {
       // Half-written tokens must not stay in the cache.
+      this.cache.truncate(this.seqId, n);
+      throw err;
+    }
+    this.forwardCalls += n;
+    if (evicted > 0 || (this.held.length === 0 && this.cache.length(this.seqId) > n)) this.held.length = 0;
+    else for (let i = 0; i < n; i++) this.held.push(ids[p + i]!);
+  }
+
+  /** forwardPiece on a model whose forward is asynchronous (WebGPU). */
+  private async forwardPieceAsync(lm: AsyncForwardLM, ids: readonly number[], p: number, n: number, wantLogits: boolean, evicted: number): Promise<void> {
+    try {
+      await lm.forwardAsync(ids, p, n, this.cache, this.seqId, wantLogits ? this.logitsBuf : null);
+    } catch (err) {
       this.cache.truncate(this.seqId, n);
       throw err;
     }
@@ -644,7 +664,8 @@ export class Session {
       if (!stopped && out.length < maxTokens) {
         const r = this.cache.reserve(this.seqId, 1);
         if (r.ok) {
-          this.forward(id, true, r.evicted);
+          if (this.asyncLm === null) this.forward(id, true, r.evicted);
+          else await this.forwardPieceAsync(this.asyncLm, [id], 0, 1, true, r.evicted);
           fedLast = id;
         } else cause = r.reason === "length" ? "contextWindow" : "budget";
       }

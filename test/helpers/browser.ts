@@ -42,8 +42,14 @@ export interface WebHarness {
   close(): Promise<void>;
 }
 
-/** Builds the pages, copies `files` (served path -> source path) into the build, serves it, launches Chromium. */
-export async function startWebHarness(files: Readonly<Record<string, string>> = {}): Promise<WebHarness> {
+/** Chromium flags that give pages (and their workers) a WebGPU adapter on SwiftShader, without a GPU. */
+export const WEBGPU_ARGS = ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"];
+
+/**
+ * Builds the pages, copies `files` (served path -> source path) into the build, serves it, launches
+ * Chromium (with `extraArgs` after LAUNCH_ARGS: WEBGPU_ARGS for the WebGPU tests).
+ */
+export async function startWebHarness(files: Readonly<Record<string, string>> = {}, extraArgs: readonly string[] = []): Promise<WebHarness> {
   if (!haveChromium) throw new Error(`CI: ${CHROMIUM} is missing; install Debian's chromium (apt-get install -y chromium)`);
   mkdirSync(ARTIFACTS, { recursive: true });
   const outDir = mkdtempSync(join(tmpdir(), "kvbound-web-"));
@@ -53,7 +59,7 @@ export async function startWebHarness(files: Readonly<Record<string, string>> = 
     copyFileSync(source, join(outDir, served));
   }
   const server = await startStaticServer({ dir: outDir, port: 0 });
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: [...LAUNCH_ARGS, ...extraArgs] });
   return {
     server,
     browser,

@@ -12,8 +12,9 @@ import { formatBytes, table } from "../format.js";
 import type { CliIo } from "../main.js";
 import { flagsWindow, loadModelForCli, sessionFromFlags, tokensPerSecond } from "./run.js";
 import { addThreadsFlag, threadsFromFlags, type ThreadsFlags } from "../threads-flag.js";
+import { addBackendFlag, backendFromFlags, type BackendFlags } from "../backend-flag.js";
 
-export interface BenchFlags extends RawCacheFlags, ThreadsFlags {
+export interface BenchFlags extends RawCacheFlags, ThreadsFlags, BackendFlags {
   model: string;
   promptTokens?: string;
   genTokens?: string;
@@ -46,6 +47,8 @@ export interface BenchResult {
   /** Threads the matmuls ran on, and why not as many as asked (null: as asked). */
   readonly threads: number;
   readonly threadsNote: string | null;
+  /** Where the forward pass ran (--backend). */
+  readonly backend: "cpu" | "webgpu";
 }
 
 export async function benchCommand(flags: BenchFlags, io: CliIo): Promise<number> {
@@ -53,7 +56,8 @@ export async function benchCommand(flags: BenchFlags, io: CliIo): Promise<number
   const nGen = flags.genTokens === undefined ? DEFAULT_BENCH_GEN_TOKENS : parseCount(flags.genTokens, "gen-tokens");
   const reps = flags.repetitions === undefined ? 3 : parseCount(flags.repetitions, "repetitions", 100);
   const threads = threadsFromFlags(flags);
-  const loaded = await loadModelForCli(flags.model, io, flagsWindow(flags), threads);
+  const backend = backendFromFlags(flags);
+  const loaded = await loadModelForCli(flags.model, io, flagsWindow(flags), threads, backend);
   // Default window: the whole benchmark fits without eviction.
   const session = sessionFromFlags(loaded, flags.contextWindow === undefined && flags.slidingWindow === undefined
     ? { ...flags, contextWindow: String(nPrompt + nGen) }
@@ -91,6 +95,7 @@ export async function benchCommand(flags: BenchFlags, io: CliIo): Promise<number
     kernels: { model: loaded.model.kernels, attention: session.cache.kernels },
     threads: loaded.model.threads,
     threadsNote: loaded.model.threadsNote,
+    backend: backend ?? "cpu",
   };
   if (flags.json) {
     io.stdout(JSON.stringify(result, null, 2) + "\n");
@@ -102,7 +107,7 @@ export async function benchCommand(flags: BenchFlags, io: CliIo): Promise<number
         ["measure", "value"],
         ["model", result.model],
         ["cache", `${stats.policy}, window ${stats.windowTokens}, ${stats.codec}, page ${stats.pageSize}`],
-        ["kernels", `matmuls ${loaded.model.kernels}, attention ${session.cache.kernels}`],
+        ["kernels", result.backend === "webgpu" ? "webgpu (matmuls and attention)" : `matmuls ${loaded.model.kernels}, attention ${session.cache.kernels}`],
         ["threads", `${result.threads}${result.threadsNote !== null ? ` (${result.threadsNote})` : ""}`],
         ["prefill", `${result.prefillTokensPerSecond.toFixed(1)} tok/s (${nPrompt} tokens, best of ${reps})`],
         ["decode", `${result.decodeTokensPerSecond.toFixed(1)} tok/s (${nGen} tokens, best of ${reps})`],
@@ -126,6 +131,7 @@ export function registerBench(program: Command, io: CliIo, setExit: (code: numbe
     .option("--repetitions <n>", "runs; the best is reported (default 3)")
     .option("--json", "print the result as JSON only");
   addThreadsFlag(cmd);
+  addBackendFlag(cmd);
   addCacheFlags(cmd).action(async (flags: BenchFlags) => {
     setExit(await benchCommand(flags, io));
   });

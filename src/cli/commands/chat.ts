@@ -15,11 +15,12 @@ import { InvalidSettingError, KvboundError, SessionFileError } from "../../error
 import { parseCount } from "../../plan/parse.js";
 import { addCacheFlags, type RawCacheFlags } from "../cache-flags.js";
 import { addThreadsFlag, threadsFromFlags, type ThreadsFlags } from "../threads-flag.js";
+import { addBackendFlag, backendDefaultCodec, backendFromFlags, type BackendFlags } from "../backend-flag.js";
 import type { CliIo } from "../main.js";
 import { runtimeCache } from "../runtime-cache.js";
 import { addSamplingFlags, loadModelForCli, memoryLine, samplerFromFlags, tokensPerSecond, type SamplingFlags } from "./run.js";
 
-export interface ChatFlags extends RawCacheFlags, SamplingFlags, ThreadsFlags {
+export interface ChatFlags extends RawCacheFlags, SamplingFlags, ThreadsFlags, BackendFlags {
   model: string;
   maxTokens?: string;
   system?: string;
@@ -65,10 +66,12 @@ interface LineSource {
 export async function chatCommand(flags: ChatFlags, io: CliIo, lines?: AsyncIterable<string>): Promise<number> {
   const { seed, ...sampling } = samplerFromFlags(flags);
   const threads = threadsFromFlags(flags);
+  const backend = backendFromFlags(flags);
   const maxTokens = flags.maxTokens === undefined ? DEFAULT_CHAT_MAX_TOKENS : parseCount(flags.maxTokens, "max-tokens");
   checkKeepSystem(flags);
-  const { cacheInput, window } = await runtimeCache(flags.model, flags, io);
-  const loaded = await loadModelForCli(flags.model, io, window, threads);
+  const defaultCodec = backendDefaultCodec(backend);
+  const { cacheInput, window } = await runtimeCache(flags.model, flags, io, defaultCodec !== undefined ? { defaultCodec } : {});
+  const loaded = await loadModelForCli(flags.model, io, window, threads, backend);
   const sessionOpts: SessionOptions = {
     ...(flags.system !== undefined ? { system: flags.system } : {}),
     ...(flags.keepSystem === true ? { keepSystem: true } : {}),
@@ -441,6 +444,7 @@ export function registerChat(program: Command, io: CliIo, setExit: (code: number
     .option("--resume <file>", "restore a conversation saved with --save or /save, then go on");
   addSamplingFlags(cmd);
   addThreadsFlag(cmd);
+  addBackendFlag(cmd);
   addCacheFlags(cmd, { runtimeBudget: true }).action(async (flags: ChatFlags) => {
     setExit(await chatCommand(flags, io));
   });

@@ -13,6 +13,8 @@ import { progressBar } from "../../model/model-ref.js";
 import { parseCount } from "../../plan/parse.js";
 import { addCacheFlags, cacheConfigFromFlags, DEFAULT_CLI_CONTEXT_WINDOW, type RawCacheFlags } from "../cache-flags.js";
 import { addThreadsFlag, threadsFromFlags, threadsNoteLine, type ThreadsFlags } from "../threads-flag.js";
+import { addBackendFlag, backendDefaultCodec, backendFromFlags, type BackendFlags } from "../backend-flag.js";
+import type { Backend } from "../../model/async-forward.js";
 import { formatBytes } from "../format.js";
 import { runtimeCache } from "../runtime-cache.js";
 import type { CliIo } from "../main.js";
@@ -29,7 +31,7 @@ export interface SamplingFlags {
   seed?: string;
 }
 
-export interface RunFlags extends RawCacheFlags, SamplingFlags, ThreadsFlags {
+export interface RunFlags extends RawCacheFlags, SamplingFlags, ThreadsFlags, BackendFlags {
   model: string;
   prompt: string;
   maxTokens?: string;
@@ -86,15 +88,16 @@ export function samplerFromFlags(f: SamplingFlags): SamplerSettings {
  * Loads a model reference (path, URL, hf:) with a progress bar on stderr when it is a terminal,
  * built for a `window`-token context when given (LongRoPE models pick their factors by it, as
  * llama.cpp does by n_ctx), its matmuls on `threads` threads (default: the cores, at most 4; a line
- * on stderr says so when fewer run).
+ * on stderr says so when fewer run), on `backend` (default cpu; webgpu: a line on stderr names the adapter).
  */
-export async function loadModelForCli(ref: string, io: CliIo, window?: number, threads?: number): Promise<LoadedModel> {
+export async function loadModelForCli(ref: string, io: CliIo, window?: number, threads?: number, backend?: Backend): Promise<LoadedModel> {
   // Only a terminal gets a redrawn bar; a pipe or a log file would fill with carriage returns.
   const tty = process.stderr.isTTY === true;
   let lastDraw = 0;
   const loaded = await loadModel(ref, {
     ...(window !== undefined && window > 0 ? { nCtx: window } : {}),
     ...(threads !== undefined ? { threads } : {}),
+    ...(backend !== undefined ? { backend } : {}),
     ...(io.fetch ? { fetch: io.fetch } : {}),
     ...(tty
       ? {
@@ -110,6 +113,8 @@ export async function loadModelForCli(ref: string, io: CliIo, window?: number, t
   if (tty && lastDraw > 0) io.stderr("\n");
   const note = threadsNoteLine(loaded.model);
   if (note !== null) io.stderr(note);
+  const gpu = (loaded.model as { context?: { description?: string } }).context;
+  if (backend === "webgpu") io.stderr(`[backend: webgpu${gpu?.description ? ` (${gpu.description})` : ""}]\n`);
   return loaded;
 }
 
@@ -149,11 +154,13 @@ export function memoryLine(s: DoneEvent["stats"]): string {
 export async function runCommand(flags: RunFlags, io: CliIo): Promise<number> {
   const sampling = samplerFromFlags(flags);
   const threads = threadsFromFlags(flags);
+  const backend = backendFromFlags(flags);
   const maxTokens = flags.maxTokens === undefined ? undefined : Number(flags.maxTokens) === 0 ? 0 : parseCount(flags.maxTokens, "max-tokens");
   // The planner picks the cache before the weights load (--budget); a prompt's tokens are at most its UTF-8 bytes + BOS.
   const runTokens = new TextEncoder().encode(flags.prompt).length + 1 + (maxTokens ?? DEFAULT_MAX_TOKENS);
-  const rc = await runtimeCache(flags.model, flags, io, { runTokens });
-  const loaded = await loadModelForCli(flags.model, io, rc.window, threads);
+  const defaultCodec = backendDefaultCodec(backend);
+  const rc = await runtimeCache(flags.model, flags, io, { runTokens, ...(defaultCodec !== undefined ? { defaultCodec } : {}) });
+  const loaded = await loadModelForCli(flags.model, io, rc.window, threads, backend);
   const session = new Session(loaded, rc.cacheInput);
   const promptIds = session.encode(flags.prompt);
   const gen = session.generate(promptIds, { ...sampling, ...(maxTokens !== undefined ? { maxTokens } : {}) });
@@ -181,6 +188,7 @@ export async function runCommand(flags: RunFlags, io: CliIo): Promise<number> {
             prefillTokensPerSecond: tokensPerSecond(d.prefilledTokens, d.prefillMs),
             decodeTokensPerSecond: tokensPerSecond(ids.length, d.decodeMs),
             threads: loaded.model.threads,
+            backend: backend ?? "cpu",
             ...d.stats,
             cache: session.cache.stats(),
           },
@@ -212,6 +220,7 @@ export function registerRun(program: Command, io: CliIo, setExit: (code: number)
     .option("--json", "print { promptIds, ids, text, stats } only");
   addSamplingFlags(cmd);
   addThreadsFlag(cmd);
+  addBackendFlag(cmd);
   addCacheFlags(cmd, { runtimeBudget: true }).action(async (flags: RunFlags) => {
     setExit(await runCommand(flags, io));
   });

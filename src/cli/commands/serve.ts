@@ -24,6 +24,7 @@ import type { CliIo } from "../main.js";
 import { runtimeCache } from "../runtime-cache.js";
 import { addSamplingFlags, loadModelForCli, samplerFromFlags, type SamplingFlags } from "./run.js";
 import { addThreadsFlag, threadsFromFlags, type ThreadsFlags } from "../threads-flag.js";
+import { addBackendFlag, backendDefaultCodec, backendFromFlags, type BackendFlags } from "../backend-flag.js";
 
 /** Default port (an unassigned one, so it rarely collides); --port 0 picks a free one. */
 export const DEFAULT_PORT = 5178;
@@ -264,7 +265,7 @@ export function defaultWebDir(): string {
   return resolve(here, "..", "..", "..", "dist", "web");
 }
 
-export interface ServeFlags extends RawCacheFlags, SamplingFlags, ThreadsFlags {
+export interface ServeFlags extends RawCacheFlags, SamplingFlags, ThreadsFlags, BackendFlags {
   port?: string;
   dir?: string;
   host?: string;
@@ -298,7 +299,7 @@ function parseWhole(text: string, setting: string, max: number): number {
 const API_ONLY_FLAGS: readonly (keyof ServeFlags)[] = [
   "parallel", "queue", "queueTimeoutMs", "maxTokens", "alias", "contextWindow", "slidingWindow", "sinks", "policy", "prefix", "h2oRecent", "h2oHeavy",
   "h2oWindow", "codec", "pageSize", "prefillChunk", "budget", "cacheBudget", "temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "presencePenalty",
-  "frequencyPenalty", "seed", "threads",
+  "frequencyPenalty", "seed", "threads", "backend",
 ];
 
 /** The API server's options from the flags (everything but the model, which is loaded after). */
@@ -335,9 +336,11 @@ export async function serveCommand(flags: ServeFlags, io: CliIo): Promise<Static
   // Settings first, so a typo is reported before a model is loaded.
   const checked = apiOptionsFromFlags(flags, DEFAULT_CLI_CONTEXT_WINDOW);
   const threads = threadsFromFlags(flags);
+  const backend = backendFromFlags(flags);
+  const defaultCodec = backendDefaultCodec(backend);
   // The pool serves --parallel sequences: the planner sizes it (and --budget) for all of them.
-  const rc = await runtimeCache(flags.model, flags, io, { sequences: checked.parallel ?? DEFAULT_PARALLEL });
-  const loaded = await loadModelForCli(flags.model, io, rc.window, threads);
+  const rc = await runtimeCache(flags.model, flags, io, { sequences: checked.parallel ?? DEFAULT_PARALLEL, ...(defaultCodec !== undefined ? { defaultCodec } : {}) });
+  const loaded = await loadModelForCli(flags.model, io, rc.window, threads, backend);
   const dir = flags.dir ?? ((await webRoot(defaultWebDir())) !== null ? defaultWebDir() : null);
   const started = await startApiServer({ loaded, port, host, dir, ...apiOptionsFromFlags(flags, loaded.model.hp.nCtxTrain), cache: rc.cacheInput });
   const api = started.api;
@@ -371,6 +374,7 @@ export function registerServe(program: Command, io: CliIo, setExit: (code: numbe
     .option("--alias <name>", "model id the API reports (default: the file name without .gguf)");
   addSamplingFlags(cmd);
   addThreadsFlag(cmd);
+  addBackendFlag(cmd);
   return addCacheFlags(cmd, { runtimeBudget: true }).action(async (flags: ServeFlags) => {
     await serveCommand(flags, io);
     setExit(0);

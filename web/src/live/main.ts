@@ -31,6 +31,13 @@ const THREADS_PARAM = ((): number | undefined => {
   return Number.isSafeInteger(n) && n > 0 ? n : undefined;
 })();
 
+/**
+ * `live.html?backend=webgpu`: the forward pass on WebGPU (the worker's navigator.gpu; f32 pages are
+ * selected, the codec the GPU runs). Without the parameter the page runs on the CPU and, when this
+ * browser has a WebGPU adapter, links to the WebGPU form of itself.
+ */
+const BACKEND_PARAM = ((): "webgpu" | undefined => (new URLSearchParams(location.search).get("backend") === "webgpu" ? "webgpu" : undefined))();
+
 const modelFile = byId("model-file", HTMLInputElement);
 const modelUrl = byId("model-url", HTMLInputElement);
 const loadUrl = byId("load-url", HTMLButtonElement);
@@ -187,7 +194,7 @@ function load(input: ModelInput): void {
   factsBox.hidden = true;
   loadProgress.value = 0;
   setText(loadStatus, input.kind === "url" ? `Loading ${input.url}…` : `Reading ${input.file.name}…`);
-  send({ type: "load", input, ...(THREADS_PARAM !== undefined ? { threads: THREADS_PARAM } : {}) });
+  send({ type: "load", input, ...(THREADS_PARAM !== undefined ? { threads: THREADS_PARAM } : {}), ...(BACKEND_PARAM !== undefined ? { backend: BACKEND_PARAM } : {}) });
 }
 
 function showSamples(index: Int32Array, bytes: Float64Array, held: Int32Array, evicted: Float64Array): void {
@@ -230,9 +237,12 @@ function onMessage(msg: FromWorker): void {
       setText(
         loadStatus,
         `Loaded: ${msg.nLayer} layers, vocabulary ${msg.nVocab}, trained context ${msg.nCtxTrain}; ` +
-          `${msg.threads} thread${msg.threads === 1 ? "" : "s"}${msg.threadsNote !== null ? ` (${msg.threadsNote})` : ""}.`,
+          (msg.backend === "webgpu"
+            ? `WebGPU${msg.adapter !== "" ? ` (${msg.adapter})` : ""}.`
+            : `${msg.threads} thread${msg.threads === 1 ? "" : "s"}${msg.threadsNote !== null ? ` (${msg.threadsNote})` : ""}.`),
       );
       document.documentElement.dataset.threads = String(msg.threads);
+      document.documentElement.dataset.backend = msg.backend;
       document.documentElement.dataset.model = "loaded";
       refreshButtons();
       return;
@@ -344,7 +354,32 @@ stopButton.addEventListener("click", () => {
 policySelect.addEventListener("change", updatePolicyNote);
 byId("live-form", HTMLFormElement).addEventListener("submit", (ev) => ev.preventDefault());
 
+/** The backend line: WebGPU asked for (f32 pages selected), or a link to it when an adapter is here. */
+function showBackend(): void {
+  const note = byId("backend-note", HTMLElement);
+  if (BACKEND_PARAM === "webgpu") {
+    codecSelect.value = "f32";
+    note.hidden = false;
+    setText(note, "Backend: WebGPU (f32 pages selected; what the GPU does not run, H2O/TOVA for one, is refused with a typed error).");
+    return;
+  }
+  const gpu = (navigator as Navigator & { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
+  if (gpu === undefined) return;
+  gpu.requestAdapter().then(
+    (adapter) => {
+      if (adapter === null) return;
+      const params = new URLSearchParams(location.search);
+      params.set("backend", "webgpu");
+      note.hidden = false;
+      note.replaceChildren("This browser has a WebGPU adapter: ", el("a", { attrs: { href: `?${params.toString()}`, id: "backend-webgpu" } }, "run the model on WebGPU"), ".");
+      document.documentElement.dataset.webgpu = "available";
+    },
+    () => undefined,
+  );
+}
+
 renderNav("live");
 updatePolicyNote();
 refreshButtons();
+showBackend();
 document.documentElement.dataset.ready = "true";

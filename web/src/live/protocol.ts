@@ -4,6 +4,7 @@
 
 import type { CacheConfigInput } from "../../../src/cache/config.js";
 import type { SerializedKvboundError } from "../../../src/errors.js";
+import type { Backend } from "../../../src/model/async-forward.js";
 
 /** Where the model bytes come from: a URL the worker fetches, or a File the user picked. */
 export type ModelInput = { readonly kind: "url"; readonly url: string } | { readonly kind: "file"; readonly file: File };
@@ -19,8 +20,11 @@ export interface GenerateRequest {
 }
 
 export type ToWorker =
-  /** `threads`: the matmuls' threads (loadModel's option); absent, the default (the cores, at most 4). */
-  | { readonly type: "load"; readonly input: ModelInput; readonly threads?: number }
+  /**
+   * `threads`: the matmuls' threads (loadModel's option); absent, the default (the cores, at most 4).
+   * `backend`: where the forward pass runs (loadModel's option; absent: cpu).
+   */
+  | { readonly type: "load"; readonly input: ModelInput; readonly threads?: number; readonly backend?: Backend }
   | { readonly type: "generate"; readonly request: GenerateRequest }
   | { readonly type: "stop" };
 
@@ -81,6 +85,9 @@ export type FromWorker =
       /** Threads the matmuls run on, and why not more (no SharedArrayBuffer without COOP/COEP, ...). */
       readonly threads: number;
       readonly threadsNote: string | null;
+      /** Where the forward pass runs, and the adapter's name on WebGPU ("" when it gives none). */
+      readonly backend: Backend;
+      readonly adapter: string;
     }
   | { readonly type: "started"; readonly cache: CacheSummary; readonly promptTokens: number }
   | {

@@ -6,6 +6,7 @@
 import { pinnedTokens } from "../../../src/cache/config.js";
 import { describePolicy } from "./policy-form.js";
 import { loadModel, type LoadedModel } from "../../../src/engine/load-model.js";
+import { asyncForwardOf, type Backend } from "../../../src/model/async-forward.js";
 import { Session } from "../../../src/engine/session.js";
 import { InvalidSettingError, KvboundError, type SerializedKvboundError } from "../../../src/errors.js";
 import { readGgufHeader, type GgufHeader } from "../../../src/gguf/header.js";
@@ -72,7 +73,7 @@ function factsOf(header: GgufHeader, source: string, fileBytes: number): ModelFa
   };
 }
 
-async function load(input: ModelInput, threads: number | undefined): Promise<void> {
+async function load(input: ModelInput, threads: number | undefined, backend: Backend | undefined): Promise<void> {
   const seq = ++loadSeq;
   running?.abort();
   loaded?.model.dispose(); // its matmul workers
@@ -108,14 +109,20 @@ async function load(input: ModelInput, threads: number | undefined): Promise<voi
   // are refused; then the weights stream once into the model (loadModel holds each tensor once).
   const header = await readGgufHeader(from);
   post({ type: "facts", facts: factsOf(header, source, header.fileBytes ?? header.dataOffset + header.tensorBytes) });
-  const model = await loadModel(from, { onProgress, ...(threads !== undefined ? { threads } : {}) });
+  // WebGPU: the worker's navigator.gpu (no adapter: WebGpuUnavailableError, shown by name).
+  const model = await loadModel(from, { onProgress, ...(threads !== undefined ? { threads } : {}), ...(backend !== undefined ? { backend } : {}) });
   if (seq !== loadSeq) {
     model.model.dispose(); // superseded while it loaded
     return;
   }
   loaded = model;
   const hp = model.model.hp;
-  post({ type: "loaded", nLayer: hp.nLayer, nVocab: hp.nVocab, nCtxTrain: hp.nCtxTrain, threads: model.model.threads, threadsNote: model.model.threadsNote });
+  const gpu = asyncForwardOf(model.model);
+  const adapter = gpu === null ? "" : ((gpu as { context?: { description?: string } }).context?.description ?? "");
+  post({
+    type: "loaded", nLayer: hp.nLayer, nVocab: hp.nVocab, nCtxTrain: hp.nCtxTrain, threads: model.model.threads, threadsNote: model.model.threadsNote,
+    backend: gpu === null ? "cpu" : gpu.backend, adapter,
+  });
   if (model.model.threadsNote !== null) console.info(`kvbound: ${model.model.threads} thread(s): ${model.model.threadsNote}`);
 }
 
@@ -215,7 +222,7 @@ scope.onmessage = (ev: MessageEvent<ToWorker>): void => {
   const msg = ev.data;
   switch (msg.type) {
     case "load":
-      load(msg.input, msg.threads).catch((err: unknown) => post({ type: "error", error: serializeError(err), during: "load" }));
+      load(msg.input, msg.threads, msg.backend).catch((err: unknown) => post({ type: "error", error: serializeError(err), during: "load" }));
       return;
     case "generate":
       generate(msg.request).catch((err: unknown) => post({ type: "error", error: serializeError(err), during: "generate" }));

@@ -1,0 +1,162 @@
+// The WebGPU backend through the engine: loadModel({ backend: "webgpu" }), Session (prefill, decode,
+// sampling, streaming; context and sliding windows on f32 pages) and `kvbound run --backend webgpu`,
+// against the golden greedy ids and the CPU backend. SwiftShader here (vitest.config.ts sets the
+// Vulkan env); without an adapter the GPU tests skip, and fail under CI.
+
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { serveCommand } from "../src/cli/commands/serve.js";
+import { collect } from "../src/engine/generate.js";
+import { loadModel, type LoadedModel } from "../src/engine/load-model.js";
+import { Session } from "../src/engine/session.js";
+import { InvalidSettingError, WebGpuUnsupportedError } from "../src/errors.js";
+import { asyncForwardOf } from "../src/model/async-forward.js";
+import { gpuForTests } from "../src/model/webgpu/device.js";
+import { runCli } from "./helpers/cli.js";
+import { requireShared, sharedPath } from "./helpers/shared.js";
+
+const have = requireShared("models/stories260K.gguf") && requireShared("golden/stories260K-greedy.json");
+const ctx = have ? await gpuForTests() : null;
+const MODEL = "../shared/models/stories260K.gguf";
+const REPO = fileURLToPath(new URL("..", import.meta.url));
+
+describe("--backend on the engine commands", () => {
+  it("a value that is neither cpu nor webgpu is a typed error naming it, before anything loads", async () => {
+    const extra: Record<string, string[]> = { run: ["--prompt", "x"], chat: [], bench: [], serve: [] };
+    for (const [cmd, args] of Object.entries(extra)) {
+      // A model that does not exist: the flag is refused before the model (or its header) is read.
+      const bad = await runCli(cmd, "--model", "no-such-model.gguf", ...args, "--backend", "cuda");
+      expect(bad.code, `${cmd}: ${bad.err}`).toBe(1);
+      expect(bad.err).toMatch(/InvalidSettingError: --backend "cuda" is unknown; use one of cpu, webgpu/);
+    }
+  });
+
+  it.skipIf(!have)("--backend webgpu with no adapter (a Vulkan driver that is not there) is WebGpuUnavailableError naming the fix", () => {
+    // Its own process: the Vulkan env is read once, when Dawn starts. No driver file: no adapter on any machine.
+    const r = spawnSync("node", ["--import", "tsx", "src/cli/main.ts", "run", "--model", MODEL, "--prompt", "x", "--max-tokens", "1", "--backend", "webgpu"], {
+      cwd: REPO, encoding: "utf8", env: { ...process.env, VK_ICD_FILENAMES: "/nonexistent/vk_icd.json" }, timeout: 60_000,
+    });
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/error: WebGpuUnavailableError: WebGPU is unavailable: .*(VK_ICD_FILENAMES=|npm install webgpu).*--backend cpu/);
+    expect(r.stdout).toBe("");
+  }, 90_000);
+
+  it("loadModel refuses an unknown backend with a typed error", async () => {
+    await expect(loadModel(new Uint8Array(8), { backend: "tpu" as never })).rejects.toThrow(InvalidSettingError);
+  });
+});
+
+describe.skipIf(!have || ctx === null)("stories260K on the WebGPU backend through the engine", () => {
+  const golden = have ? (JSON.parse(readFileSync(sharedPath("golden/stories260K-greedy.json"), "utf8")) as { promptIds: number[]; greedyIds: number[] }) : null;
+  let gpuLoaded: LoadedModel | null = null;
+  let cpuLoaded: LoadedModel | null = null;
+  const gpuModel = async () => (gpuLoaded ??= await loadModel(sharedPath("models/stories260K.gguf"), { backend: "webgpu", gpuContext: ctx!, nCtx: 512 }));
+  const cpuModel = async () => (cpuLoaded ??= await loadModel(sharedPath("models/stories260K.gguf"), { threads: 1 }));
+
+  it("kvbound run --backend webgpu at temperature 0 prints the text --backend cpu prints (f32 pages by default on WebGPU)", async () => {
+    const args = ["run", "--model", MODEL, "--prompt", "Once upon a time", "--max-tokens", "64", "--temperature", "0", "--json"];
+    const gpu = await runCli(...args, "--backend", "webgpu");
+    expect(gpu.code, gpu.err).toBe(0);
+    expect(gpu.err).toMatch(/\[backend: webgpu/);
+    const cpu = await runCli(...args, "--backend", "cpu", "--codec", "f32");
+    expect(cpu.code, cpu.err).toBe(0);
+    const g = JSON.parse(gpu.out), c = JSON.parse(cpu.out);
+    expect(g.stats.backend).toBe("webgpu");
+    expect(g.stats.cache.codec).toBe("f32");
+    expect(g.ids).toEqual(golden!.greedyIds.slice(0, 64));
+    expect(g.ids).toEqual(c.ids);
+    expect(g.text).toBe(c.text);
+    expect(g.text.length).toBeGreaterThan(0);
+    // The streamed form (prompt, then the continuation token by token) prints the same text.
+    const streamed = await runCli(...args.filter((a) => a !== "--json"), "--backend", "webgpu");
+    expect(streamed.code, streamed.err).toBe(0);
+    expect(streamed.out).toBe(`Once upon a time${c.text}\n`);
+  }, 300_000);
+
+  it("Session on a WebGPU model reproduces the 256 golden greedy ids, streaming token events whose text is the output", async () => {
+    const loaded = await gpuModel();
+    expect(asyncForwardOf(loaded.model)?.backend).toBe("webgpu");
+    const session = new Session(loaded, { contextWindowSize: 512 });
+    expect(session.config.codec).toBe("f32");
+    const ids: number[] = [];
+    let text = "";
+    let done = null;
+    for await (const ev of session.generate(golden!.promptIds, { maxTokens: 256, temperature: 0, ignoreEos: true })) {
+      if (ev.type === "token") {
+        ids.push(ev.id);
+        text += ev.text;
+        expect(ev.stats.tokensHeld).toBe(golden!.promptIds.length + ids.length - (ids.length === 256 ? 1 : 0));
+      } else done = ev;
+    }
+    expect(ids).toEqual(golden!.greedyIds);
+    expect(done!.finishReason).toBe("length");
+    expect(text + done!.remainder).toBe(done!.text);
+    expect(done!.prefilledTokens).toBe(golden!.promptIds.length);
+    // A second generation with the same prompt reuses the cached prefix (one token recomputed for its logits).
+    const again = await collect(session.generate(golden!.promptIds, { maxTokens: 8, temperature: 0 }));
+    expect(again.ids).toEqual(golden!.greedyIds.slice(0, 8));
+    expect(again.done.reusedTokens).toBe(golden!.promptIds.length - 1);
+    // Sampling with a seed: the same seed gives the same ids on the same session.
+    session.reset();
+    const s1 = await collect(session.generate(golden!.promptIds, { maxTokens: 32, temperature: 0.8, seed: 42 }));
+    session.reset();
+    const s2 = await collect(session.generate(golden!.promptIds, { maxTokens: 32, temperature: 0.8, seed: 42 }));
+    expect(s2.ids).toEqual(s1.ids);
+    expect(s1.ids.length).toBeGreaterThan(0);
+  }, 300_000);
+
+  it("a sliding window of 64 (4 sinks) with eviction: 200 greedy ids and the cache picture as on the CPU backend", async () => {
+    const cfg = { contextWindowSize: -1, slidingWindowSize: 64, attentionSinkSize: 4, codec: "f32" as const };
+    const gen = { maxTokens: 200, temperature: 0, ignoreEos: true };
+    const gpu = await collect(new Session(await gpuModel(), cfg).generate(golden!.promptIds, gen));
+    const cpu = await collect(new Session(await cpuModel(), cfg).generate(golden!.promptIds, gen));
+    expect(gpu.ids).toHaveLength(200);
+    expect(gpu.done.stats.evictions).toBeGreaterThan(100);
+    expect(gpu.ids).toEqual(cpu.ids);
+    expect(gpu.done.stats).toEqual(cpu.done.stats);
+  }, 300_000);
+
+  it("serve --backend webgpu --parallel 2: two requests at once share the GPU model and get the CPU backend's greedy text", async () => {
+    const web = mkdtempSync(join(tmpdir(), "kvbound-webgpu-serve-"));
+    writeFileSync(join(web, "index.html"), "<!doctype html><title>t</title>");
+    const started = await serveCommand(
+      { model: sharedPath("models/stories260K.gguf"), port: "0", dir: web, parallel: "2", contextWindow: "128", temperature: "0", backend: "webgpu" },
+      { stdout: () => undefined, stderr: () => undefined },
+    );
+    try {
+      const health = (await (await fetch(`${started.url}health`)).json()) as { slots: { total: number } };
+      expect(health.slots.total).toBe(2);
+      const ask = async (prompt: string) => {
+        const r = await fetch(`${started.url}v1/completions`, { method: "POST", body: JSON.stringify({ prompt, max_tokens: 20 }) });
+        expect(r.status).toBe(200);
+        return ((await r.json()) as { choices: { text: string }[] }).choices[0]!.text;
+      };
+      const [a, b] = await Promise.all([ask("Once upon a time"), ask("Lily saw a")]);
+      const cpu = await cpuModel();
+      const ref = async (prompt: string) => {
+        const session = new Session(cpu, { contextWindowSize: 128, codec: "f32" });
+        return (await collect(session.generate(prompt, { maxTokens: 20, temperature: 0 }))).text;
+      };
+      expect(a).toBe(await ref("Once upon a time"));
+      expect(b).toBe(await ref("Lily saw a"));
+    } finally {
+      await started.close();
+      rmSync(web, { recursive: true, force: true });
+    }
+  }, 300_000);
+
+  it("what the GPU does not compute is a typed error: small pages, H2O, a window beyond the load's, the synchronous forward", async () => {
+    const loaded = await gpuModel();
+    // The forward pass's own refusals reach the caller as they are (which codecs it runs is its own
+    // business: quantized pages are being added there).
+    expect(() => new Session(loaded, { contextWindowSize: 256, pageSize: 8 })).toThrow(WebGpuUnsupportedError);
+    expect(() => new Session(loaded, { slidingWindowSize: 64, attentionSinkSize: 4, policy: { kind: "h2o", heavyRatio: 0.5 } as never })).toThrow(WebGpuUnsupportedError);
+    // A window beyond the one the model was loaded for names the fix.
+    expect(() => new Session(loaded, { contextWindowSize: 1024 })).toThrow(/load it with nCtx 1024/);
+    expect(() => loaded.model.forward(1, 0, null as never, null)).toThrow(WebGpuUnsupportedError);
+  });
+});
