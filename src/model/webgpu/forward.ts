@@ -1,5 +1,6 @@
-// The forward pass on WebGPU for pre-norm decoders without biases, QK norms or post-norms (the
-// Llama family): weights uploaded once as stored, activations and the cache's pages on the GPU,
+// The forward pass on WebGPU for pre-norm decoders without biases (the Llama family, and Gemma's
+// per-head QK norms, post-norms, GeGLU, embedding scale, soft-caps and model-local sliding windows
+// in cache groups of their own): weights uploaded once as stored, activations and the cache's pages on the GPU,
 // every layer of a step encoded into one compute pass, logits read back for sampling. The cache
 // (src/cache/) keeps its page table, policy and stats on the CPU: per step it says where each new
 // token goes (pendingSlot) and which runs attention reads (attentionRuns), and this file uploads
@@ -20,13 +21,23 @@ import { WeightSet } from "../weights.js";
 import { AttentionMeta } from "./attention-meta.js";
 import type { GpuContext } from "./device.js";
 import { GpuKernels, GpuStep, type GpuMatrix, type GpuOp } from "./kernels.js";
-import { GpuPageStore, gpuStoreFactory } from "./gpu-page-store.js";
+import { checkGpuCodec, GpuPageStore, gpuStoreFactory } from "./gpu-page-store.js";
 
 /** Default tokens per forwardBatch step (activation rows allocated for it). */
 const DEFAULT_MAX_BATCH = 64;
 
-/** One RoPE (layers with the same spec and head dim share it) and its per-step tables. */
+/**
+ * One RoPE and cache group (layers with the same spec, head dim and sliding window share it: the
+ * cache groups layers by sliding window) and its per-step tables.
+ */
 interface RopeSlot {
+  /** A layer of the group: the cache's per-layer calls (pendingSlot, attentionRuns) take it. */
+  readonly layer: number;
+  readonly slots: Uint32Array; // [maxBatch][2] page, slot in this group
+  readonly rotPos: Int32Array; // [maxBatch] rotation position of each new token
+  readonly slotsBuf: GPUBuffer;
+  /** The step's sizes as this group sees them (tokens held, runs): its K/V write and attention read it. */
+  readonly step: GpuStep;
   readonly rope: Rope | null;
   readonly half: number;
   readonly meta: AttentionMeta;
@@ -47,8 +58,6 @@ function checkPlan(plan: TransformerPlan, w: WeightSet): void {
   const fix = "use --backend cpu";
   for (const t of plan.layers) {
     for (const name of [t.qBias, t.kBias, t.vBias]) if (name !== null && w.has(name)) throw new WebGpuUnsupportedError("architecture", `${plan.hp.arch} (attention biases, ${name})`, fix);
-    for (const name of [t.qNorm, t.kNorm]) if (name !== null && w.has(name)) throw new WebGpuUnsupportedError("architecture", `${plan.hp.arch} (per-head QK norm, ${name})`, fix);
-    if (t.attnPostNorm !== null || t.ffnPostNorm !== null) throw new WebGpuUnsupportedError("architecture", `${plan.hp.arch} (post-norms)`, fix);
   }
   for (const a of plan.attention) {
     if (a.headDimK !== a.headDimV) throw new WebGpuUnsupportedError("architecture", `${plan.hp.arch} (K head dim ${a.headDimK} != V head dim ${a.headDimV})`, fix);
@@ -73,11 +82,10 @@ export class WebGpuTransformer {
   private readonly stepOne: GpuStep; // nTok = 1: the logits of the last token
   private readonly xHost: Float32Array; // [maxBatch][nEmbd]
   private readonly slot = new Int32Array(3);
-  private readonly slots: Uint32Array; // [maxBatch][2] page, slot
   private readonly ropes: RopeSlot[] = [];
   private readonly layerRope: number[] = [];
-  private readonly buf: Record<"x" | "xb" | "q" | "k" | "v" | "att" | "hb" | "hb2" | "logits" | "slots" | "scores" | "dummy", GPUBuffer>;
-  private readonly weights: { attnNorm: GPUBuffer; ffnNorm: GPUBuffer; wq: GpuMatrix; wk: GpuMatrix; wv: GpuMatrix; wo: GpuMatrix; wGate: GpuMatrix; wUp: GpuMatrix; wDown: GpuMatrix }[] = [];
+  private readonly buf: Record<"x" | "xb" | "xn" | "q" | "k" | "kRaw" | "v" | "att" | "hb" | "hb2" | "logits" | "scores" | "dummy", GPUBuffer>;
+  private readonly weights: { attnNorm: GPUBuffer; ffnNorm: GPUBuffer; qNorm: GPUBuffer | null; kNorm: GPUBuffer | null; attnPostNorm: GPUBuffer | null; ffnPostNorm: GPUBuffer | null; wq: GpuMatrix; wk: GpuMatrix; wv: GpuMatrix; wo: GpuMatrix; wGate: GpuMatrix; wUp: GpuMatrix; wDown: GpuMatrix }[] = [];
   private readonly outNorm: GPUBuffer;
   private readonly output: GpuMatrix;
   /** Ops per cache (built on first use with that cache: they bind its page buffers). */
@@ -122,6 +130,10 @@ export class WebGpuTransformer {
       this.weights.push({
         attnNorm: vec(t.attnNorm, hp.nEmbd),
         ffnNorm: vec(t.ffnNorm, hp.nEmbd),
+        qNorm: t.qNorm !== null && w.has(t.qNorm) ? vec(t.qNorm, hp.headDim) : null,
+        kNorm: t.kNorm !== null && w.has(t.kNorm) ? vec(t.kNorm, hp.headDim) : null,
+        attnPostNorm: t.attnPostNorm === null ? null : vec(t.attnPostNorm, hp.nEmbd),
+        ffnPostNorm: t.ffnPostNorm === null ? null : vec(t.ffnPostNorm, hp.nEmbd),
         wq: mat(t.q, hp.nEmbd), wk: mat(t.k, hp.nEmbd), wv: mat(t.v, hp.nEmbd),
         wo: gpu.uploadMatrix(w.matrix(t.o, qDim, hp.nEmbd)),
         wGate: mat(t.gate, hp.nEmbd), wUp: mat(t.up, hp.nEmbd),
@@ -132,33 +144,38 @@ export class WebGpuTransformer {
     this.output = gpu.uploadMatrix(plan.output === "token_embd.weight" ? this.tokEmbd : w.matrix(plan.output, hp.nEmbd, hp.nVocab));
     const f = (n: number, label: string) => gpu.storage(n * 4, label);
     this.buf = {
-      x: f(B * hp.nEmbd, "x"), xb: f(B * hp.nEmbd, "xb"), q: f(B * qDim, "q"), k: f(B * kvDim, "k"), v: f(B * kvDim, "v"),
+      x: f(B * hp.nEmbd, "x"), xb: f(B * hp.nEmbd, "xb"), xn: f(B * hp.nEmbd, "xn"), q: f(B * qDim, "q"), k: f(B * kvDim, "k"), kRaw: f(B * kvDim, "k before norm"), v: f(B * kvDim, "v"),
       att: f(B * qDim, "att"), hb: f(B * hp.nFf, "hb"), hb2: f(B * hp.nFf, "hb2"), logits: f(hp.nVocab, "logits"),
-      slots: f(2 * B, "slots"), scores: f(B * hp.nHead * this.window, "scores"), dummy: f(4, "dummy"),
+      scores: f(B * hp.nHead * this.window, "scores"), dummy: f(4, "dummy"),
     };
     this.xHost = new Float32Array(B * hp.nEmbd);
-    this.slots = new Uint32Array(2 * B);
-    // One table set per distinct RoPE, as the cache shares one Rope per spec and head dim.
+    // One table set per distinct RoPE and sliding window: the cache shares one Rope per spec and
+    // head dim, and keeps layers of each sliding window in a group (page table) of their own.
     const byKey = new Map<string, number>();
-    for (const a of plan.attention) {
-      const key = a.rope === null ? "none" : `${a.headDimK}/${JSON.stringify(a.rope)}`;
+    plan.attention.forEach((a, l) => {
+      const key = `${a.slidingWindow}/` + (a.rope === null ? "none" : `${a.headDimK}/${JSON.stringify(a.rope)}`);
       let i = byKey.get(key);
       if (i === undefined) {
         i = this.ropes.length;
         byKey.set(key, i);
-        this.ropes.push(this.ropeSlot(a.rope, a.headDimK));
+        this.ropes.push(this.ropeSlot(a.rope, a.headDimK, l));
       }
       this.layerRope.push(i);
-    }
+    });
   }
 
-  private ropeSlot(spec: RopeSpec | null, headDim: number): RopeSlot {
+  private ropeSlot(spec: RopeSpec | null, headDim: number, layer: number): RopeSlot {
     const B = this.maxBatchTokens, gpu = this.gpu;
     const half = spec === null ? 1 : spec.nRot / 2;
     // Runs: at most one per page a sequence holds, plus one per hole; pages of a window of W tokens.
     const maxRuns = 2 * Math.ceil(this.window / 16) + 8;
     const meta = new AttentionMeta(maxRuns, B, half);
     return {
+      layer,
+      slots: new Uint32Array(2 * B),
+      rotPos: new Int32Array(B),
+      slotsBuf: gpu.storage(8 * B, "slots"),
+      step: new GpuStep(gpu.device),
       rope: spec === null ? null : new Rope(spec, headDim),
       half,
       meta,
@@ -169,18 +186,22 @@ export class WebGpuTransformer {
     };
   }
 
-  /** A paged cache for this model whose pages are GPU buffers (f32; no score-based policies, no SWA groups). */
+  /** A paged cache for this model whose pages are GPU buffers (f32, f16, int8 or int4; no score-based policies). */
   createCache(config: CacheConfig): GpuCache {
-    if (config.codec !== "f32") throw new WebGpuUnsupportedError("cache pages of codec", config.codec, "use codec f32 with the WebGPU backend");
+    for (const a of this.attention) checkGpuCodec(config.codec, a.headDimK);
     const kind = config.policy.kind;
     if (kind === "h2o" || kind === "tova") throw new WebGpuUnsupportedError("the score-based policy", kind, "its attention statistics are not computed on the GPU yet; use --backend cpu");
     if (config.pageSize < 16) throw new WebGpuUnsupportedError("a page size of", config.pageSize, "the attention tables hold the runs of 16-token pages; use pageSize 16 or more");
     if (config.windowTokens > this.window) throw new WebGpuUnsupportedError("a cache window of", `${config.windowTokens} tokens`, `this model was built for at most ${this.window}`);
     const created: GpuPageStore[] = [];
-    const cache = new PagedKvCache(config, modelCacheShape(this), { createStore: gpuStoreFactory(this.gpu, created) });
-    if (cache.groups.length > 1) throw new WebGpuUnsupportedError("layers with their own sliding window", this.hp.arch, "use --backend cpu");
-    const stores: [GpuPageStore, GpuPageStore][] = [];
-    for (let l = 0; l < this.hp.nLayer; l++) stores.push([created[2 * l]!, created[2 * l + 1]!]);
+    const cache = new PagedKvCache(config, modelCacheShape(this), { createStore: gpuStoreFactory(this.gpu, created, { openPages: config.maxSequences }) });
+    for (const g of cache.groups) {
+      if (g.config.windowTokens > this.window) throw new WebGpuUnsupportedError("a cache group window of", `${g.config.windowTokens} tokens`, `this model was built for at most ${this.window}`);
+    }
+    // The cache creates each group's stores in turn, per layer of the group: K, then V.
+    const stores: [GpuPageStore, GpuPageStore][] = new Array(this.hp.nLayer);
+    let i = 0;
+    for (const g of cache.groupPlans) for (const l of g.layers) stores[l] = [created[i++]!, created[i++]!];
     return { cache, stores };
   }
 
@@ -197,24 +218,38 @@ export class WebGpuTransformer {
       const [kStore, vStore] = c.stores[l]!;
       const nRot = a.rope === null ? 0 : a.rope.nRot;
       const neox = a.rope?.neox ?? false;
+      const layouts = { k: kStore.layout, v: vStore.layout };
+      const hd = a.headDimK;
+      layers.push(gpu.rmsNorm(buf.xb, buf.x, W.attnNorm, hp.nEmbd, eps, step));
+      // Per-head QK norm (qwen3, gemma3): the projection into a scratch row, normed into q / k.
+      if (W.qNorm !== null) layers.push(gpu.matmul(buf.att, buf.xb, W.wq, hp.nEmbd, qDim, step), gpu.rmsNorm(buf.q, buf.att, W.qNorm, hd, eps, step, { perTok: hp.nHead }));
+      else layers.push(gpu.matmul(buf.q, buf.xb, W.wq, hp.nEmbd, qDim, step));
+      if (W.kNorm !== null) layers.push(gpu.matmul(buf.kRaw, buf.xb, W.wk, hp.nEmbd, kvDim, step), gpu.rmsNorm(buf.k, buf.kRaw, W.kNorm, hd, eps, step, { perTok: a.nHeadKv }));
+      else layers.push(gpu.matmul(buf.k, buf.xb, W.wk, hp.nEmbd, kvDim, step));
       layers.push(
-        gpu.rmsNorm(buf.xb, buf.x, W.attnNorm, hp.nEmbd, eps, step),
-        gpu.matmul(buf.q, buf.xb, W.wq, hp.nEmbd, qDim, step),
-        gpu.matmul(buf.k, buf.xb, W.wk, hp.nEmbd, kvDim, step),
         gpu.matmul(buf.v, buf.xb, W.wv, hp.nEmbd, kvDim, step),
-        gpu.kvWrite(kStore.buffer, vStore.buffer, buf.k, buf.v, buf.slots, r.kcsBuf, { nHeadKv: a.nHeadKv, headDim: a.headDimK, nRot, neox, pageSize }, step),
+        gpu.int4Jobs(kStore, "pre"), gpu.int4Jobs(vStore, "pre"),
+        gpu.kvWrite(kStore.buffer, vStore.buffer, buf.k, buf.v, r.slotsBuf, r.kcsBuf, { nHeadKv: a.nHeadKv, headDim: hd, nRot, neox, pageSize, layouts }, r.step),
+        gpu.int4Jobs(kStore, "post"), gpu.int4Jobs(vStore, "post"),
         gpu.attention(buf.att, buf.q, kStore.buffer, vStore.buffer, r.metaBuf, r.csBuf, buf.scores, {
-          nHead: hp.nHead, nHeadKv: a.nHeadKv, headDim: a.headDimK, nRot, neox, pageSize, window: this.window, maxRuns: r.meta.maxRuns,
-          slidingWindow: a.slidingWindow, scale: a.scale, softcap: a.softcap,
-        }, step),
+          nHead: hp.nHead, nHeadKv: a.nHeadKv, headDim: hd, nRot, neox, pageSize, window: this.window, maxRuns: r.meta.maxRuns,
+          slidingWindow: a.slidingWindow, scale: a.scale, softcap: a.softcap, layouts,
+        }, r.step),
+      );
+      // Post-norms (gemma2/3): the branch's output normed before the residual add.
+      const branch = (out: GPUBuffer, postNorm: GPUBuffer | null) => {
+        if (postNorm === null) return gpu.elementwise("add", buf.x, out, hp.nEmbd, step);
+        return [gpu.rmsNorm(buf.xn, out, postNorm, hp.nEmbd, eps, step), gpu.elementwise("add", buf.x, buf.xn, hp.nEmbd, step)];
+      };
+      layers.push(
         gpu.matmul(buf.xb, buf.att, W.wo, qDim, hp.nEmbd, step),
-        gpu.elementwise("add", buf.x, buf.xb, hp.nEmbd, step),
+        ...[branch(buf.xb, W.attnPostNorm)].flat(),
         gpu.rmsNorm(buf.xb, buf.x, W.ffnNorm, hp.nEmbd, eps, step),
         gpu.matmul(buf.hb, buf.xb, W.wGate, hp.nEmbd, hp.nFf, step),
         gpu.matmul(buf.hb2, buf.xb, W.wUp, hp.nEmbd, hp.nFf, step),
         gpu.elementwise(this.plan.activation === "gelu" ? "geglu" : "swiglu", buf.hb, buf.hb2, hp.nFf, step),
         gpu.matmul(buf.xb, buf.hb, W.wDown, hp.nFf, hp.nEmbd, step),
-        gpu.elementwise("add", buf.x, buf.xb, hp.nEmbd, step),
+        ...[branch(buf.xb, W.ffnPostNorm)].flat(),
       );
     }
     const logits: GpuOp[] = [
@@ -248,32 +283,58 @@ export class WebGpuTransformer {
       const s = this.plan.embedScale;
       if (s !== 1) for (let j = 0; j < hp.nEmbd; j++) x[i * hp.nEmbd + j] = x[i * hp.nEmbd + j]! * s;
     }
-    gpu.write(this.buf.x, 0, new Uint8Array(x.buffer, 0, n * hp.nEmbd * 4));
-    // Where the batch goes and what attention reads: one cache group, so the same for every layer.
-    for (let i = 0; i < n; i++) {
-      cache.pendingSlot(0, seqId, i, this.slot);
-      this.slots[2 * i] = this.slot[0]!;
-      this.slots[2 * i + 1] = this.slot[1]!;
-      for (const r of this.ropes) r.rope?.cosSin(this.slot[2]!, r.kcs, i * r.half * 2);
-    }
-    gpu.write(this.buf.slots, 0, new Uint8Array(this.slots.buffer, 0, n * 8));
-    const runs = cache.attentionRuns(0, seqId);
-    const held = cache.length(seqId);
-    for (const r of this.ropes) {
-      r.meta.fill(runs, held, n, r.rope);
-      gpu.write(r.kcsBuf, 0, new Uint8Array(r.kcs.buffer, 0, n * r.half * 8));
-      gpu.write(r.metaBuf, 0, new Uint8Array(r.meta.meta.buffer));
-      if (r.meta.nRows > 0) gpu.write(r.csBuf, 0, new Uint8Array(r.meta.cs.buffer, 0, r.meta.nRows * r.half * 8));
-    }
-    this.step.write(n, held, runs.n);
-    this.stepOne.write(1);
+    // Where the batch goes and what attention reads, per cache group (and RoPE).
+    const runsOf = this.ropes.map((r) => {
+      for (let i = 0; i < n; i++) {
+        cache.pendingSlot(r.layer, seqId, i, this.slot);
+        r.slots[2 * i] = this.slot[0]!;
+        r.slots[2 * i + 1] = this.slot[1]!;
+        r.rotPos[i] = this.slot[2]!;
+      }
+      const g = cache.groupPlans.findIndex((gp) => gp.layers.includes(r.layer));
+      return { runs: cache.attentionRuns(r.layer, seqId), held: cache.groups[g]!.length(seqId) };
+    });
     const p = this.program(c);
-    const enc = gpu.device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    for (const op of p.layers) op.encode(pass, n);
-    if (logits !== null) for (const op of p.logits) op.encode(pass, 1);
-    pass.end();
-    gpu.device.queue.submit([enc.finish()]);
+    const int4 = cache.config.codec === "int4";
+    const pageSize = cache.config.pageSize;
+    // int4 pages are sealed after the pass that writes their last slot (gpu-page-store.ts): such a
+    // cache runs the batch as consecutive passes that each write one page per group (causal, so
+    // the same result).
+    const cut = (i: number) => this.ropes.some((r) => r.slots[2 * i] !== r.slots[2 * i - 2] || r.slots[2 * i - 1]! + 1 >= pageSize);
+    for (let c0 = 0; c0 < n; ) {
+      let c1 = c0 + 1;
+      if (int4) while (c1 < n && !cut(c1)) c1++;
+      else c1 = n;
+      const m = c1 - c0;
+      gpu.write(this.buf.x, 0, new Uint8Array(x.buffer, c0 * hp.nEmbd * 4, m * hp.nEmbd * 4));
+      this.ropes.forEach((r, ri) => {
+        const { runs, held } = runsOf[ri]!;
+        gpu.write(r.slotsBuf, 0, new Uint8Array(r.slots.buffer, c0 * 8, m * 8));
+        for (let i = 0; i < m; i++) r.rope?.cosSin(r.rotPos[c0 + i]!, r.kcs, i * r.half * 2);
+        r.meta.fill(runs, held - (n - c1), m, r.rope);
+        gpu.write(r.kcsBuf, 0, new Uint8Array(r.kcs.buffer, 0, m * r.half * 8));
+        gpu.write(r.metaBuf, 0, new Uint8Array(r.meta.meta.buffer));
+        if (r.meta.nRows > 0) gpu.write(r.csBuf, 0, new Uint8Array(r.meta.cs.buffer, 0, r.meta.nRows * r.half * 8));
+      });
+      if (int4) {
+        c.stores.forEach(([k, v], l) => {
+          const sl = this.ropes[this.layerRope[l]!]!.slots.subarray(2 * c0, 2 * c1);
+          k.prepareWrites(sl, m);
+          v.prepareWrites(sl, m);
+        });
+      }
+      this.step.write(m);
+      this.ropes.forEach((r, ri) => r.step.write(m, runsOf[ri]!.held - (n - c1), runsOf[ri]!.runs.n));
+      this.stepOne.write(1);
+      const last = c1 === n;
+      const enc = gpu.device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      for (const op of p.layers) op.encode(pass, m);
+      if (last && logits !== null) for (const op of p.logits) op.encode(pass, 1);
+      pass.end();
+      gpu.device.queue.submit([enc.finish()]);
+      c0 = c1;
+    }
     if (logits !== null) logits.set(await gpu.read(this.buf.logits, hp.nVocab * 4));
   }
 

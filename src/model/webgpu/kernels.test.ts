@@ -11,7 +11,10 @@ import { dequantizeRow, type WeightTypeName } from "../kernels/quant-rows.js";
 import { gegluExactRows, rmsNorm, swigluRows } from "../transformer.js";
 import { AttentionMeta } from "./attention-meta.js";
 import { gpuForTests } from "./device.js";
+import { pageStoreBytes } from "../../cache/codecs/index.js";
+import { GpuPageStore, gpuPageBytes, gpuPageStoreBytes } from "./gpu-page-store.js";
 import { GpuKernels, GpuStep } from "./kernels.js";
+import type { GpuCodec } from "./wgsl.js";
 
 const ctx = await gpuForTests();
 
@@ -151,20 +154,36 @@ describe.skipIf(ctx === null)("WebGPU kernels against the JS references", () => 
     await check("softcap", cap, 1e-5);
   });
 
-  const attentionCase = (name: string, input: CacheConfigInput, layer: { slidingWindow?: number; softcap?: number }, neox: boolean, steps: number[]) =>
-    it(`K/V write + attention over pages: ${name}`, async () => {
+  it("GPU pages take the bytes per page the CPU codecs take (the plan counts them)", () => {
+    for (const codec of ["f32", "f16", "int8", "int4"] as const) {
+      for (const role of ["k", "v"] as const) {
+        const shape = (nPages: number) => ({ nPages, pageSize: 16, nHeadKv: 2, headDim: 64 });
+        // One page more: the CPU store's bytes grow by its page (int4: and 8 bytes of page bookkeeping).
+        const cpuPage = pageStoreBytes(codec, role, shape(9), { openPages: 4 }) - pageStoreBytes(codec, role, shape(8), { openPages: 4 }) - (codec === "int4" ? 8 : 0);
+        expect(gpuPageBytes(codec, shape(1), role), `${codec} ${role}`).toBe(cpuPage);
+        // int4: one more page also costs the GPU its word of open-page state.
+        expect(gpuPageStoreBytes(shape(9), codec, role, 4) - gpuPageStoreBytes(shape(8), codec, role, 4)).toBe(cpuPage + (codec === "int4" ? 4 : 0));
+      }
+    }
+  });
+
+  const attentionCase = (name: string, input: CacheConfigInput, layer: { slidingWindow?: number; softcap?: number }, neox: boolean, steps: number[], codec: GpuCodec = "f32", tol = 1e-5) =>
+    it(`K/V write + attention over ${codec} pages: ${name}`, async () => {
       const rand = rng(9);
-      const nHead = 4, nHeadKv = 2, hd = 8;
-      const rope: RopeSpec = { nRot: 8, freqBase: 10000, neox };
+      const nHead = 4, nHeadKv = 2, hd = codec === "int4" ? 16 : 8;
+      const rope: RopeSpec = { nRot: hd, freqBase: 10000, neox };
       const model: CacheModelShape = { nHead, layers: [{ nHeadKv, headDimK: hd, headDimV: hd, ...layer }], rope };
-      const cache = new PagedKvCache(resolveCacheConfig({ ...input, codec: "f32", pageSize: 16 }), model, { kernels: "js" });
+      // The reference: the same codec's CPU pages and JS kernels (PagedKvCache.attend).
+      const cache = new PagedKvCache(resolveCacheConfig({ ...input, codec, pageSize: 16 }), model, { kernels: "js" });
       cache.add(0);
       const g = cache.groupPlans.findIndex((p) => p.layers.includes(0));
       const group = cache.groups[g]!;
       const nPages = group.layout.nPages;
       const width = nHeadKv * hd, qDim = nHead * hd;
       const maxTok = Math.max(...steps);
-      const kPages = gpu.storage(nPages * 16 * width * 4, "k pages"), vPages = gpu.storage(nPages * 16 * width * 4, "v pages");
+      const pageShape = { nPages, pageSize: 16, nHeadKv, headDim: hd };
+      const kStore = new GpuPageStore(gpu, "k", pageShape, codec), vStore = new GpuPageStore(gpu, "v", pageShape, codec);
+      const kPages = kStore.buffer, vPages = vStore.buffer, layouts = { k: kStore.layout, v: vStore.layout };
       const kb = gpu.storage(maxTok * width * 4, "k"), vb = gpu.storage(maxTok * width * 4, "v"), qb = gpu.storage(maxTok * qDim * 4, "q");
       const slotsB = gpu.storage(maxTok * 8, "slots"), kcsB = gpu.storage(maxTok * hd * 4, "k cs");
       const window = group.config.windowTokens;
@@ -173,10 +192,10 @@ describe.skipIf(ctx === null)("WebGPU kernels against the JS references", () => 
       const metaB = gpu.storage(metaT.meta.byteLength, "meta"), csB = gpu.storage(metaT.cs.byteLength, "cs");
       const scores = gpu.storage(maxTok * nHead * window * 4, "scores"), out = gpu.storage(maxTok * qDim * 4, "out");
       const ropeObj = new Rope(rope, hd);
-      const write = gpu.kvWrite(kPages, vPages, kb, vb, slotsB, kcsB, { nHeadKv, headDim: hd, nRot: rope.nRot, neox, pageSize: 16 }, step);
+      const write = gpu.kvWrite(kPages, vPages, kb, vb, slotsB, kcsB, { nHeadKv, headDim: hd, nRot: rope.nRot, neox, pageSize: 16, layouts }, step);
       const attend = gpu.attention(out, qb, kPages, vPages, metaB, csB, scores, {
         nHead, nHeadKv, headDim: hd, nRot: rope.nRot, neox, pageSize: 16, window, maxRuns,
-        slidingWindow: layer.slidingWindow ?? 0, scale: 1 / Math.sqrt(hd), softcap: layer.softcap ?? 0,
+        slidingWindow: layer.slidingWindow ?? 0, scale: 1 / Math.sqrt(hd), softcap: layer.softcap ?? 0, layouts,
       }, step);
       const slot = new Int32Array(3), slots = new Uint32Array(maxTok * 2), kcs = new Float32Array(maxTok * hd);
       let worst = 0;
@@ -196,22 +215,40 @@ describe.skipIf(ctx === null)("WebGPU kernels against the JS references", () => 
         const held = cache.length(0);
         const groupHeld = group.length(0);
         metaT.fill(cache.attentionRuns(0, 0), groupHeld, n, ropeObj);
-        gpu.write(kb, 0, new Uint8Array(k.buffer));
-        gpu.write(vb, 0, new Uint8Array(v.buffer));
         gpu.write(qb, 0, new Uint8Array(q.buffer));
-        gpu.write(slotsB, 0, new Uint8Array(slots.buffer));
-        gpu.write(kcsB, 0, new Uint8Array(kcs.buffer));
         gpu.write(metaB, 0, new Uint8Array(metaT.meta.buffer));
         gpu.write(csB, 0, new Uint8Array(metaT.cs.buffer, 0, Math.max(4, metaT.nRows * hd * 4)));
+        // int4 writes a page per pass (its seal job runs after the write), as the forward does.
+        for (let c0 = 0; c0 < n; ) {
+          let c1 = n;
+          if (codec === "int4") for (c1 = c0 + 1; c1 < n && slots[2 * c1] === slots[2 * c0] && slots[2 * c1 - 1]! < 15; c1++);
+          const m = c1 - c0;
+          gpu.write(kb, 0, new Uint8Array(k.buffer, c0 * width * 4, m * width * 4));
+          gpu.write(vb, 0, new Uint8Array(v.buffer, c0 * width * 4, m * width * 4));
+          gpu.write(slotsB, 0, new Uint8Array(slots.buffer, c0 * 8, m * 8));
+          gpu.write(kcsB, 0, new Uint8Array(kcs.buffer, c0 * hd * 4, m * hd * 4));
+          kStore.prepareWrites(slots.subarray(2 * c0, 2 * c1), m);
+          vStore.prepareWrites(slots.subarray(2 * c0, 2 * c1), m);
+          step.write(m, groupHeld, metaT.nRuns);
+          gpu.run([gpu.int4Jobs(kStore, "pre"), gpu.int4Jobs(vStore, "pre"), write, gpu.int4Jobs(kStore, "post"), gpu.int4Jobs(vStore, "post")], m);
+          c0 = c1;
+        }
         step.write(n, groupHeld, metaT.nRuns);
-        gpu.run([write, attend], n);
+        gpu.run([attend], n);
         const got = await gpu.read(out, n * qDim * 4);
         worst = Math.max(worst, maxAbsDiff(got, ref));
         expect(held).toBeGreaterThan(0);
       }
-      expect(worst).toBeLessThan(1e-5);
+      if (codec !== "f32") console.log(`GPU ${codec} pages vs CPU ${codec} pages (JS attend), ${name}: max |diff| ${worst.toExponential(2)}`);
+      expect(worst).toBeLessThan(tol);
     });
   attentionCase("context window, normal RoPE, prefill then decode", { contextWindowSize: 96 }, {}, false, [5, 1, 20, 1, 1, 17, 3]);
   attentionCase("sinks + sliding window (evictions, re-assigned positions), NeoX", { slidingWindowSize: 40, attentionSinkSize: 4 }, {}, true, [7, 1, 16, 1, 9, 1, 1, 12, 5, 1, 1]);
   attentionCase("model's own sliding window and soft-capping", { contextWindowSize: 64 }, { slidingWindow: 6, softcap: 3 }, false, [9, 1, 1, 8, 1]);
+  for (const codec of ["f16", "int8", "int4"] as const) {
+    // One f16 ulp (or int8 / int4 code) apart where RoPE in f32 on the GPU lands a value next to a rounding boundary.
+    const tol = codec === "f16" ? 2e-4 : codec === "int8" ? 5e-4 : 2e-3;
+    attentionCase("context window, normal RoPE, prefill then decode", { contextWindowSize: 96 }, {}, false, [5, 1, 20, 1, 1, 17, 3], codec, tol);
+    attentionCase("sinks + sliding window (evictions, re-assigned positions), NeoX", { slidingWindowSize: 40, attentionSinkSize: 4 }, {}, true, [7, 1, 16, 1, 9, 1, 1, 12, 5, 1, 1], codec, tol);
+  }
 });

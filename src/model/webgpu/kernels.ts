@@ -7,7 +7,21 @@
 import { WebGpuUnsupportedError } from "../../errors.js";
 import type { WeightMatrix } from "../kernels/matvec.js";
 import type { GpuContext } from "./device.js";
-import { ATTENTION_WGSL, ELEMENTWISE_WGSL, GPU_WEIGHT_TYPES, KV_WRITE_WGSL, MATMUL_TILE, matmulWgsl, MAX_GPU_HEAD_DIM, RMSNORM_WGSL, WG, type MatmulVariant } from "./wgsl.js";
+import { INT4_MAX_JOBS, type GpuPageStore } from "./gpu-page-store.js";
+import { attentionWgsl, ELEMENTWISE_WGSL, int4JobsWgsl, GPU_WEIGHT_TYPES, kvWriteWgsl, MATMUL_TILE, matmulWgsl, MAX_GPU_HEAD_DIM, RMSNORM_WGSL, WG, type GpuStoreLayout, type MatmulVariant } from "./wgsl.js";
+
+
+/** Plain f32 pages (a buffer of values only). */
+export const F32_LAYOUT: GpuStoreLayout = { codec: "f32", scalesWord: 0, dataWord: 0 };
+
+/** The K and V stores' layouts (kernels are built per pair). */
+export interface GpuKvLayouts {
+  readonly k: GpuStoreLayout;
+  readonly v: GpuStoreLayout;
+}
+
+const storeKey = (l: GpuStoreLayout) => `${l.codec}:${l.role ?? ""}:${l.scalesWord}:${l.dataWord}:${l.residualWord ?? 0}:${l.resOfWord ?? 0}`;
+const layoutKey = (l: GpuKvLayouts) => `${storeKey(l.k)}/${storeKey(l.v)}`;
 
 /** Workgroups along x before a grid folds into y (under every adapter's 65535 per dimension). */
 const FOLD = 32768;
@@ -68,6 +82,8 @@ export interface GpuAttentionShape {
   readonly slidingWindow: number;
   readonly scale: number;
   readonly softcap: number;
+  /** How the pages are encoded (default f32 values). */
+  readonly layouts?: GpuKvLayouts;
 }
 
 export type ElementwiseOp = "swiglu" | "geglu" | "add" | "softcap";
@@ -220,14 +236,16 @@ export class GpuKernels {
 
   /**
    * Writes the step's K (RoPE'd by cs rows [nTok][nRot/2][2]) and V rows (kStride apart) into the
-   * page slots `slots` ([nTok][2] page, slot) of pages [nPages][pageSize][nHeadKv][headDim].
+   * page slots `slots` ([nTok][2] page, slot) of pages [nPages][pageSize][nHeadKv][headDim],
+   * encoded as `shape.layouts` says (default f32).
    */
   kvWrite(
     kPages: GPUBuffer, vPages: GPUBuffer, k: GPUBuffer, v: GPUBuffer, slots: GPUBuffer, cs: GPUBuffer,
-    shape: { nHeadKv: number; headDim: number; nRot: number; neox: boolean; pageSize: number; kStride?: number },
+    shape: { nHeadKv: number; headDim: number; nRot: number; neox: boolean; pageSize: number; kStride?: number; layouts?: GpuKvLayouts },
     step: GpuStep,
   ): GpuOp {
-    const pipeline = this.pipeline("kv-write", () => KV_WRITE_WGSL);
+    const lay = shape.layouts ?? { k: F32_LAYOUT, v: F32_LAYOUT };
+    const pipeline = this.pipeline(`kv-write-${layoutKey(lay)}`, () => kvWriteWgsl(lay.k, lay.v));
     const width = shape.nHeadKv * shape.headDim;
     const u = this.uniform(Uint32Array.of(shape.nHeadKv, shape.headDim, shape.nRot, shape.neox ? 1 : 0, shape.pageSize, shape.kStride ?? width, shape.nRot > 0 ? 1 : 0, FOLD).buffer, "kv-write params");
     const bind = this.bind(pipeline, [kPages, vPages, k, v, slots, cs, u, step.buffer]);
@@ -235,7 +253,7 @@ export class GpuKernels {
       encode(pass, nTok) {
         pass.setPipeline(pipeline);
         pass.setBindGroup(0, bind);
-        grid1d(pass, width * nTok);
+        grid1d(pass, shape.nHeadKv * nTok);
       },
     };
   }
@@ -249,7 +267,8 @@ export class GpuKernels {
     shape: GpuAttentionShape, step: GpuStep, o: { qStride?: number; outStride?: number } = {},
   ): GpuOp {
     if (shape.headDim > MAX_GPU_HEAD_DIM) throw new WebGpuUnsupportedError("head dim", shape.headDim, `the attention kernel holds at most ${MAX_GPU_HEAD_DIM}`);
-    const pipeline = this.pipeline("attention", () => ATTENTION_WGSL);
+    const lay = shape.layouts ?? { k: F32_LAYOUT, v: F32_LAYOUT };
+    const pipeline = this.pipeline(`attention-${layoutKey(lay)}`, () => attentionWgsl(lay.k, lay.v));
     const words = new ArrayBuffer(64);
     new Uint32Array(words).set([
       shape.nHead, shape.nHeadKv, shape.headDim, shape.nRot, shape.neox ? 1 : 0, shape.pageSize, shape.window, shape.maxRuns,
@@ -265,6 +284,45 @@ export class GpuKernels {
         pass.dispatchWorkgroups(nHead, nTok);
       },
     };
+  }
+
+  private readonly jobOps = new WeakMap<GpuPageStore, Record<"pre" | "post", GpuOp>>();
+
+  /**
+   * An int4 store's page jobs of the pass (gpu-page-store.ts prepareWrites): "pre" (reopen /
+   * evict) before the K/V write, "post" (seal) after it; as many as the store planned at encode
+   * time, none for other codecs.
+   */
+  int4Jobs(store: GpuPageStore, which: "pre" | "post"): GpuOp {
+    let ops = this.jobOps.get(store);
+    if (ops === undefined) {
+      const lay = store.layout;
+      const jobs = store.int4Jobs;
+      if (jobs === null) {
+        const none: GpuOp = { encode() {} };
+        ops = { pre: none, post: none };
+      } else {
+        const pipeline = this.pipeline(`int4-jobs-${layoutKey({ k: lay, v: lay })}-${lay.role}`, () => int4JobsWgsl(lay));
+        const { pageSize, nHeadKv, headDim } = store.shape;
+        const units = Math.max(pageSize * nHeadKv, nHeadKv * headDim / 8);
+        const make = (base: number): GpuOp => {
+          const bind = this.bind(pipeline, [store.buffer, jobs.buffer, this.uniform(Uint32Array.of(pageSize, nHeadKv, headDim, base).buffer, "int4 jobs params")]);
+          return {
+            encode(pass) {
+              const j = store.int4Jobs!;
+              const n = base === 0 ? j.nPre : j.nPost;
+              if (n === 0) return;
+              pass.setPipeline(pipeline);
+              pass.setBindGroup(0, bind);
+              pass.dispatchWorkgroups(Math.ceil(units / WG), n);
+            },
+          };
+        };
+        ops = { pre: make(0), post: make(INT4_MAX_JOBS) };
+      }
+      this.jobOps.set(store, ops);
+    }
+    return ops[which];
   }
 
   private bind(pipeline: GPUComputePipeline, buffers: GPUBuffer[]): GPUBindGroup {

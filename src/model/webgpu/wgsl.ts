@@ -185,46 +185,247 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
 }`;
 
+/** Page codecs the WebGPU kernels read and write. */
+export type GpuCodec = "f32" | "f16" | "int8" | "int4";
+export const GPU_CODECS: readonly GpuCodec[] = ["f32", "f16", "int8", "int4"];
+
+/**
+ * Where one store's parts sit in its buffer (array<u32>), in words: f32 values / f16 pairs start
+ * at dataWord; int8 keeps the CPU codec's order, f32 scales [nPages][pageSize][nHeadKv] at
+ * scalesWord, then the byte codes [nPages][pageSize][nHeadKv][headDim] at dataWord. int4
+ * (int4.ts, KIVI): f16 (min, scale) params at scalesWord (keys [nPages][nHeadKv][2][headDim],
+ * values [nPages][pageSize][nHeadKv][2]), nibbles at dataWord, then the open pages' f32 residual
+ * buffers [openPages][pageSize][nHeadKv][headDim] at residualWord and resOf [nPages] (the
+ * residual buffer of each open page, 0xffffffff when sealed or empty) at resOfWord.
+ */
+export interface GpuStoreLayout {
+  readonly codec: GpuCodec;
+  readonly scalesWord: number;
+  readonly dataWord: number;
+  /** int4 only: keys are quantized per channel, values per token. */
+  readonly role?: "k" | "v";
+  readonly residualWord?: number;
+  readonly resOfWord?: number;
+}
+
+/** WGSL helpers of the int4 codec: f16 bits, int4.ts setParams and quant4. */
+const INT4_HELPERS = `
+fn f16Bits(x: f32) -> u32 { return pack2x16float(vec2f(x, 0.0)) & 0xffffu; }
+fn f16Val(b: u32) -> f32 { return unpack2x16float(b).x; }
+fn i4Params(lo: f32, hi: f32) -> vec2u {
+  let loC = clamp(lo, -65504.0, 65504.0);
+  var mb = f16Bits(loC);
+  if (f16Val(mb) > loC) {
+    if (mb == 0u || mb == 0x8000u) { mb = 0x8001u; } else if ((mb & 0x8000u) != 0u) { mb += 1u; } else { mb -= 1u; }
+  }
+  let spanC = min((hi - f16Val(mb)) / 15.0, 65504.0);
+  var sb = f16Bits(spanC);
+  if (f16Val(sb) < spanC && sb < 0x7bffu) { sb += 1u; }
+  return vec2u(mb, sb);
+}
+fn quant4(x: f32) -> u32 { return u32(clamp(floor(x + 0.5), 0.0, 15.0)); }`;
+
+/** The int4 store's decode of a sealed value e (NAMESealed) and of any value (NAMEAt, open pages from the residuals). */
+function int4ReadWgsl(name: string, buf: string, l: GpuStoreLayout): string {
+  const params = l.role === "k"
+    ? `let h = (e / p.headDim) % p.nHeadKv; let c = e % p.headDim;
+  let pb = ${2 * l.scalesWord}u + (page * p.nHeadKv + h) * 2u * p.headDim + c;
+  let mn = unpack2x16float(${buf}[pb >> 1u] >> ((pb & 1u) * 16u)).x;
+  let sc = unpack2x16float(${buf}[(pb + p.headDim) >> 1u] >> (((pb + p.headDim) & 1u) * 16u)).x;`
+    : `let w = unpack2x16float(${buf}[${l.scalesWord}u + e / p.headDim]); let mn = w.x; let sc = w.y;`;
+  return `fn ${name}Sealed(e: u32) -> f32 {
+  let page = e / (p.pageSize * p.nHeadKv * p.headDim);
+  ${params}
+  return mn + sc * f32((${buf}[${l.dataWord}u + (e >> 3u)] >> ((e & 7u) * 4u)) & 15u);
+}
+fn ${name}At(e: u32) -> f32 {
+  let ps = p.pageSize * p.nHeadKv * p.headDim;
+  let r = ${buf}[${l.resOfWord}u + e / ps];
+  if (r != 0xffffffffu) { return bitcast<f32>(${buf}[${l.residualWord}u + r * ps + e % ps]); }
+  return ${name}Sealed(e);
+}`;
+}
+
+/** `fn NAMEAt(e: u32) -> f32`: value e (index in [nPages][pageSize][nHeadKv][headDim]) of buffer BUF. */
+export function codecReadWgsl(name: string, buf: string, l: GpuStoreLayout): string {
+  switch (l.codec) {
+    case "f32":
+      return `fn ${name}At(e: u32) -> f32 { return bitcast<f32>(${buf}[${l.dataWord}u + e]); }`;
+    case "f16":
+      return `fn ${name}At(e: u32) -> f32 { return unpack2x16float(${buf}[${l.dataWord}u + (e >> 1u)])[e & 1u]; }`;
+    case "int8":
+      return `fn ${name}At(e: u32) -> f32 {
+  let s = bitcast<f32>(${buf}[${l.scalesWord}u + e / p.headDim]);
+  let b = (${buf}[${l.dataWord}u + (e >> 2u)] >> ((e & 3u) * 8u)) & 0xffu;
+  return s * f32((i32(b) << 24u) >> 24u);
+}`;
+    case "int4":
+      return int4ReadWgsl(name, buf, l);
+  }
+}
+
+/**
+ * fn NAMEPut(th, t, e0): encodes one (token, head) vector of p.headDim values, value d given by
+ * SRC(t, e0, d), into token-head th of buffer BUF as the CPU codec does.
+ */
+function codecPutWgsl(name: string, buf: string, src: string, l: GpuStoreLayout): string {
+  switch (l.codec) {
+    case "f32":
+      return `fn ${name}Put(th: u32, t: u32, e0: u32) {
+  let dst = ${l.dataWord}u + th * p.headDim;
+  for (var d = 0u; d < p.headDim; d++) { ${buf}[dst + d] = bitcast<u32>(${src}(t, e0, d)); }
+}`;
+    case "f16":
+      return `fn ${name}Put(th: u32, t: u32, e0: u32) {
+  let dst = ${l.dataWord}u + (th * p.headDim) / 2u;
+  for (var d = 0u; d < p.headDim; d += 2u) { ${buf}[dst + d / 2u] = pack2x16float(vec2f(${src}(t, e0, d), ${src}(t, e0, d + 1u))); }
+}`;
+    case "int8":
+      // int8.ts: scale = fround(amax / 127), code = round(x / scale) (ties up) in [-127, 127].
+      return `fn ${name}Put(th: u32, t: u32, e0: u32) {
+  var amax = 0.0;
+  for (var d = 0u; d < p.headDim; d++) { amax = max(amax, abs(${src}(t, e0, d))); }
+  let scale = amax / 127.0;
+  let inv = select(0.0, 1.0 / scale, scale > 0.0);
+  ${buf}[${l.scalesWord}u + th] = bitcast<u32>(scale);
+  let dst = ${l.dataWord}u + (th * p.headDim) / 4u;
+  for (var d = 0u; d < p.headDim; d += 4u) {
+    var word = 0u;
+    for (var j = 0u; j < 4u; j++) {
+      let c = i32(clamp(floor(${src}(t, e0, d + j) * inv + 0.5), -127.0, 127.0));
+      word |= (u32(c) & 0xffu) << (8u * j);
+    }
+    ${buf}[dst + d / 4u] = word;
+  }
+}`;
+    case "int4":
+      // Into the page's residual buffer (open: the forward keeps every written page open until its
+      // last slot is written; the int4 jobs kernel seals it after the write).
+      return `fn ${name}Put(th: u32, t: u32, e0: u32) {
+  let pageHeads = p.pageSize * p.nHeadKv;
+  let r = ${buf}[${l.resOfWord}u + th / pageHeads];
+  let dst = ${l.residualWord}u + r * pageHeads * p.headDim + (th % pageHeads) * p.headDim;
+  for (var d = 0u; d < p.headDim; d++) { ${buf}[dst + d] = bitcast<u32>(${src}(t, e0, d)); }
+}`;
+  }
+}
+
+/**
+ * The int4 store's page jobs (int4.ts seal / reopen): jobs [n][4] (kind, page, residual, fill)
+ * from jobBase; kind 0 quantizes the residual's first fill tokens into the page (keys: a group
+ * per (head, channel) over those tokens, values a group per (token, head)) and marks the page
+ * sealed; kind 1 decodes them back into the residual (a sealed page written again). Workgroup y:
+ * the job; x: its units (a thread per (head, 8 channels) for key seals, else per (token, head)).
+ */
+export function int4JobsWgsl(l: GpuStoreLayout): string {
+  const key = l.role === "k";
+  return `
+struct P { pageSize: u32, nHeadKv: u32, headDim: u32, jobBase: u32 }
+@group(0) @binding(0) var<storage, read_write> buf: array<u32>;
+@group(0) @binding(1) var<storage, read> jobs: array<u32>;
+@group(0) @binding(2) var<uniform> p: P;
+${INT4_HELPERS}
+${int4ReadWgsl("x", "buf", l)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let j = (p.jobBase + gid.y) * 4u;
+  let kind = jobs[j]; let page = jobs[j + 1u]; let r = jobs[j + 2u]; let n = jobs[j + 3u];
+  let u = gid.x;
+  let hd = p.headDim;
+  let width = p.nHeadKv * hd;
+  let ps = p.pageSize * width;
+  let res = ${l.residualWord}u + r * ps;
+  if (kind == 1u) {
+    let t = u / p.nHeadKv; let h = u % p.nHeadKv;
+    if (t >= n) { return; }
+    for (var d = 0u; d < hd; d++) { buf[res + t * width + h * hd + d] = bitcast<u32>(xSealed(page * ps + t * width + h * hd + d)); }
+    return;
+  }
+  if (u == 0u) { buf[${l.resOfWord}u + page] = 0xffffffffu; }
+${key ? `  let groups = hd / 8u;
+  if (u >= p.nHeadKv * groups) { return; }
+  let h = u / groups; let c0 = (u % groups) * 8u;
+  let pw = ${l.scalesWord}u + ((page * p.nHeadKv + h) * 2u * hd + c0) / 2u;
+  var mn: array<f32, 8>; var inv: array<f32, 8>;
+  for (var i = 0u; i < 8u; i += 2u) {
+    var pr: array<vec2u, 2>;
+    for (var k = 0u; k < 2u; k++) {
+      var lo = 3.4e38; var hi = -3.4e38;
+      for (var t = 0u; t < n; t++) { let v = bitcast<f32>(buf[res + t * width + h * hd + c0 + i + k]); lo = min(lo, v); hi = max(hi, v); }
+      pr[k] = i4Params(lo, hi);
+      mn[i + k] = f16Val(pr[k].x);
+      let sc = f16Val(pr[k].y);
+      inv[i + k] = select(0.0, 1.0 / sc, sc > 0.0);
+    }
+    buf[pw + i / 2u] = pr[0].x | (pr[1].x << 16u);
+    buf[pw + hd / 2u + i / 2u] = pr[0].y | (pr[1].y << 16u);
+  }
+  for (var t = 0u; t < n; t++) {
+    var word = 0u;
+    for (var i = 0u; i < 8u; i++) { word |= quant4((bitcast<f32>(buf[res + t * width + h * hd + c0 + i]) - mn[i]) * inv[i]) << (4u * i); }
+    buf[${l.dataWord}u + (page * ps + t * width + h * hd + c0) / 8u] = word;
+  }` : `  let t = u / p.nHeadKv; let h = u % p.nHeadKv;
+  if (t >= n) { return; }
+  let src = res + t * width + h * hd;
+  var lo = 3.4e38; var hi = -3.4e38;
+  for (var d = 0u; d < hd; d++) { let v = bitcast<f32>(buf[src + d]); lo = min(lo, v); hi = max(hi, v); }
+  let pr = i4Params(lo, hi);
+  buf[${l.scalesWord}u + (page * p.pageSize + t) * p.nHeadKv + h] = pr.x | (pr.y << 16u);
+  let mn = f16Val(pr.x); let sc = f16Val(pr.y);
+  let inv = select(0.0, 1.0 / sc, sc > 0.0);
+  let dst = ${l.dataWord}u + (page * ps + t * width + h * hd) / 8u;
+  for (var d = 0u; d < hd; d += 8u) {
+    var word = 0u;
+    for (var i = 0u; i < 8u; i++) { word |= quant4((bitcast<f32>(buf[src + d + i]) - mn) * inv) << (4u * i); }
+    buf[dst + d / 8u] = word;
+  }`}
+}`;
+}
+
 /**
  * Writes the batch's K (rotated by RoPE at each token's rotation position) and V into their page
- * slots: slots [nTok][2] (page, slot); cs [nTok][nRot/2][2] (cos, sin, mscale applied); thread per value.
+ * slots, encoded by the stores' codecs: slots [nTok][2] (page, slot); cs [nTok][nRot/2][2] (cos,
+ * sin, mscale applied); a thread per (token, kv head).
  */
-export const KV_WRITE_WGSL = `
+export function kvWriteWgsl(k: GpuStoreLayout, v: GpuStoreLayout): string {
+  return `
 ${STEP}
 struct P { nHeadKv: u32, headDim: u32, nRot: u32, neox: u32, pageSize: u32, kStride: u32, hasRope: u32, foldX: u32 }
-@group(0) @binding(0) var<storage, read_write> kPages: array<f32>;
-@group(0) @binding(1) var<storage, read_write> vPages: array<f32>;
+@group(0) @binding(0) var<storage, read_write> kPages: array<u32>;
+@group(0) @binding(1) var<storage, read_write> vPages: array<u32>;
 @group(0) @binding(2) var<storage, read> kv: array<f32>;
 @group(0) @binding(3) var<storage, read> vv: array<f32>;
 @group(0) @binding(4) var<storage, read> slots: array<u32>;
 @group(0) @binding(5) var<storage, read> cs: array<f32>;
 @group(0) @binding(6) var<uniform> p: P;
 @group(0) @binding(7) var<uniform> st: Step;
+// K value d of the head starting at e0 of token t's row, RoPE'd.
+fn kRot(t: u32, e0: u32, d: u32) -> f32 {
+  let src = t * p.kStride;
+  if (p.hasRope == 0u || d >= p.nRot) { return kv[src + e0 + d]; }
+  let half = p.nRot / 2u;
+  var ia: u32; var ib: u32; var fi: u32;
+  if (p.neox != 0u) { fi = d % half; ia = fi; ib = fi + half; } else { fi = d / 2u; ia = 2u * fi; ib = ia + 1u; }
+  let x0 = kv[src + e0 + ia];
+  let x1 = kv[src + e0 + ib];
+  let c = cs[(t * half + fi) * 2u];
+  let s = cs[(t * half + fi) * 2u + 1u];
+  return select(x0 * s + x1 * c, x0 * c - x1 * s, d == ia);
+}
+fn vRaw(t: u32, e0: u32, d: u32) -> f32 { return vv[t * p.kStride + e0 + d]; }
+${codecPutWgsl("k", "kPages", "kRot", k)}
+${codecPutWgsl("v", "vPages", "vRaw", v)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let width = p.nHeadKv * p.headDim;
   let i = gid.x + gid.y * p.foldX * ${WG}u;
-  if (i >= width * st.nTok) { return; }
-  let t = i / width;
-  let e = i % width;
-  let head = (e / p.headDim) * p.headDim;
-  let d = e % p.headDim;
-  let src = t * p.kStride;
-  var val = kv[src + e];
-  if (p.hasRope != 0u && d < p.nRot) {
-    let half = p.nRot / 2u;
-    var ia: u32; var ib: u32; var fi: u32;
-    if (p.neox != 0u) { fi = d % half; ia = fi; ib = fi + half; } else { fi = d / 2u; ia = 2u * fi; ib = ia + 1u; }
-    let x0 = kv[src + head + ia];
-    let x1 = kv[src + head + ib];
-    let c = cs[(t * half + fi) * 2u];
-    let s = cs[(t * half + fi) * 2u + 1u];
-    val = select(x0 * s + x1 * c, x0 * c - x1 * s, d == ia);
-  }
-  let dst = (slots[2u * t] * p.pageSize + slots[2u * t + 1u]) * width + e;
-  kPages[dst] = val;
-  vPages[dst] = vv[src + e];
+  if (i >= p.nHeadKv * st.nTok) { return; }
+  let t = i / p.nHeadKv;
+  let h = i % p.nHeadKv;
+  let th = (slots[2u * t] * p.pageSize + slots[2u * t + 1u]) * p.nHeadKv + h;
+  kPut(th, t, h * p.headDim);
+  vPut(th, t, h * p.headDim);
 }`;
+}
 
 /**
  * Attention of the batch's queries over a sequence's paged K/V, as src/cache/attention.ts's
@@ -234,14 +435,15 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
  * meta: runs [maxRuns][4] (page, slotStart, length, index), then [nTok][maxRuns] cos/sin rows of
  * cs ([rows][nRot/2][2]); a row of 0xffffffff means no rotation.
  */
-export const ATTENTION_WGSL = `
+export function attentionWgsl(k: GpuStoreLayout, v: GpuStoreLayout): string {
+  return `
 ${STEP}
 struct P { nHead: u32, nHeadKv: u32, headDim: u32, nRot: u32, neox: u32, pageSize: u32, window: u32, maxRuns: u32,
            slidingWindow: u32, qStride: u32, outStride: u32, pad: u32, scale: f32, softcap: f32, pad1: f32, pad2: f32 }
 @group(0) @binding(0) var<storage, read_write> outv: array<f32>;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> kPages: array<f32>;
-@group(0) @binding(3) var<storage, read> vPages: array<f32>;
+@group(0) @binding(2) var<storage, read> kPages: array<u32>;
+@group(0) @binding(3) var<storage, read> vPages: array<u32>;
 @group(0) @binding(4) var<storage, read> runMeta: array<u32>;
 @group(0) @binding(5) var<storage, read> cs: array<f32>;
 @group(0) @binding(6) var<storage, read_write> scores: array<f32>;
@@ -249,6 +451,8 @@ struct P { nHead: u32, nHeadKv: u32, headDim: u32, nRot: u32, neox: u32, pageSiz
 @group(0) @binding(8) var<uniform> st: Step;
 const WG: u32 = ${WG}u;
 const NONE: u32 = 0xffffffffu;
+${codecReadWgsl("k", "kPages", k)}
+${codecReadWgsl("v", "vPages", v)}
 var<workgroup> qs: array<f32, 512>;
 var<workgroup> red: array<f32, ${WG}>;
 @compute @workgroup_size(${WG})
@@ -291,7 +495,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
       let g = idx + t;
       let kb = ((page * p.pageSize + slot0 + t) * width) + kvh * hd;
       var sc = 0.0;
-      for (var d = 0u; d < hd; d++) { sc += qs[d] * kPages[kb + d]; }
+      for (var d = 0u; d < hd; d++) { sc += qs[d] * kAt(kb + d); }
       if (p.softcap > 0.0) { sc = p.softcap * tanh(clamp(sc / p.softcap, -15.0, 15.0)); }
       if (g < lo) { sc = -3.0e38; }
       scores[sBase + g] = sc;
@@ -328,12 +532,13 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
       let slot0 = runMeta[4u * r + 1u];
       let len = min(runMeta[4u * r + 2u], nVis - idx);
       for (var t = 0u; t < len; t++) {
-        acc += scores[sBase + idx + t] * vPages[((page * p.pageSize + slot0 + t) * width) + kvh * hd + d];
+        acc += scores[sBase + idx + t] * vAt(((page * p.pageSize + slot0 + t) * width) + kvh * hd + d);
       }
     }
     outv[qi * p.outStride + h * hd + d] = acc * inv;
   }
 }`;
+}
 
 /** Most head dims the attention kernel's workgroup copy of the query holds. */
 export const MAX_GPU_HEAD_DIM = 512;
