@@ -1,14 +1,20 @@
 // Where a forward pass's time goes on a synthetic model of a real shape (bench/model.ts's SmolLM2-135M
-// or Qwen2.5-0.5B, at one thread): run under `node --cpu-prof` and read the profile's self time per
-// function (wasm kernels show by export name), or read the wall times this prints.
-// Run: npx tsx bench/kernel-profile.ts [--shape smollm2|qwen2.5] [--type Q8_0|Q4_K] [--prompt 64] [--decode 32]
+// or Qwen2.5-0.5B): run under `node --cpu-prof` and read the profile's self time per function (wasm
+// kernels show by function index: map them through the module's export section), or read the times
+// this prints. With several --threads counts (1,2), one model per count, interleaved within each
+// repetition, and each prefill's CPU time split into the calling thread's (Linux: its schedstat) and
+// the workers': on a loaded machine the caller's CPU time is the figure to compare, since it is what
+// the prefill would take on an idle one if the workers kept pace (the caller waits on them, it does
+// not spin), while wall time also counts the time other processes held the cores.
+// Run: npx tsx bench/kernel-profile.ts [--shape smollm2|qwen2.5] [--type Q8_0|Q4_K] [--prompt 64] [--decode 32] [--threads 1[,2]] [--reps 3]
 //      node --cpu-prof --cpu-prof-dir=/tmp/prof --import tsx bench/kernel-profile.ts ...
 
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { QWEN25_05B, SMOLLM2_135M, writeSyntheticModel } from "../test/fixtures/synthetic-model.js";
 import { kvboundRunner } from "./lib/kvbound-runner.js";
+import type { EngineRunner } from "./lib/runner.js";
 
 const argv = process.argv.slice(2);
 const opt = (name: string, def: string): string => (argv.includes(name) ? argv[argv.indexOf(name) + 1]! : def);
@@ -16,25 +22,57 @@ const shape = opt("--shape", "smollm2") === "qwen2.5" ? QWEN25_05B : SMOLLM2_135
 const type = opt("--type", "Q8_0");
 const nPrompt = Number(opt("--prompt", "64"));
 const nDecode = Number(opt("--decode", "32"));
+const threadCounts = opt("--threads", "1").split(",").map(Number);
+const reps = Number(opt("--reps", "3"));
+
+/** This thread's CPU time in ms (Linux schedstat: ns on the CPU), or NaN elsewhere. */
+function callerCpuMs(): number {
+  try {
+    return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, "utf8").split(" ")[0]) / 1e6;
+  } catch {
+    return Number.NaN;
+  }
+}
+const cpuMs = (c: NodeJS.CpuUsage) => (c.user + c.system) / 1000;
+const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1]!;
 
 const dir = mkdtempSync(join(tmpdir(), "kvbound-prof-"));
 try {
   const path = join(dir, "model.gguf");
   writeFileSync(path, writeSyntheticModel(shape, type));
-  const r = await kvboundRunner(path, { contextSize: 1024, model: { threads: 1 } });
+  const runners: EngineRunner[] = [];
+  for (const t of threadCounts) runners.push(await kvboundRunner(path, { contextSize: 1024, model: { threads: t } }));
   const prompt = Array.from({ length: nPrompt }, (_, i) => 1 + ((i * 7919) % (shape.nVocab - 1)));
-  for (let rep = 0; rep < 3; rep++) {
-    await r.reset();
-    const c0 = process.cpuUsage();
-    await r.prefill(prompt);
-    const c1 = process.cpuUsage(c0);
-    const c2 = process.cpuUsage();
-    await r.decode(prompt[nPrompt - 1]!, nDecode);
-    const c3 = process.cpuUsage(c2);
-    const ms = (c: NodeJS.CpuUsage) => (c.user + c.system) / 1000;
-    console.log(`${type} rep ${rep}: prefill ${((nPrompt / ms(c1)) * 1000).toFixed(1)} tok/cpu-s, decode ${((nDecode / ms(c3)) * 1000).toFixed(1)} tok/cpu-s`);
+  const rows = threadCounts.map(() => ({ wall: [] as number[], cpu: [] as number[], caller: [] as number[], decodeCpu: [] as number[] }));
+  for (let rep = -1; rep < reps; rep++) {
+    for (let j = 0; j < runners.length; j++) {
+      const i = (rep & 1) === 0 ? j : runners.length - 1 - j;
+      const r = runners[i]!;
+      await r.reset();
+      const c0 = process.cpuUsage(), m0 = callerCpuMs(), w0 = performance.now();
+      await r.prefill(prompt);
+      const wall = performance.now() - w0, caller = callerCpuMs() - m0, cpu = cpuMs(process.cpuUsage(c0));
+      const c2 = process.cpuUsage();
+      if (nDecode > 0) await r.decode(prompt[nPrompt - 1]!, nDecode);
+      const dcpu = cpuMs(process.cpuUsage(c2));
+      if (rep < 0) continue; // warm-up
+      rows[i]!.wall.push(wall);
+      rows[i]!.cpu.push(cpu);
+      rows[i]!.caller.push(caller);
+      rows[i]!.decodeCpu.push(dcpu);
+    }
   }
-  await r.dispose();
+  const base = rows[0]!;
+  for (let i = 0; i < threadCounts.length; i++) {
+    const x = rows[i]!;
+    const vs = i === 0 ? "" : `; vs ${threadCounts[0]} thread: wall ${(median(base.wall) / median(x.wall)).toFixed(2)}x, caller cpu ${(median(base.caller) / median(x.caller)).toFixed(2)}x`;
+    console.log(
+      `${type} ${threadCounts[i]} thread(s), prefill ${nPrompt} tokens, median of ${reps}: wall ${median(x.wall).toFixed(1)} ms, ` +
+        `cpu ${median(x.cpu).toFixed(1)} ms (caller ${median(x.caller).toFixed(1)}, workers ${(median(x.cpu) - median(x.caller)).toFixed(1)})` +
+        (nDecode > 0 ? `, decode ${((nDecode / median(x.decodeCpu)) * 1000).toFixed(1)} tok/cpu-s` : "") + vs,
+    );
+  }
+  for (const r of runners) await r.dispose();
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -1,10 +1,11 @@
 // kvbound vs llama.cpp (node-llama-cpp, bench/peers) on the same machine, in the same run, at 1
 // thread and at N threads each (--threads N, default 2; N = 1 runs one thread only): prefill and
 // greedy-decode tokens/s on stories260K and on SmolLM2-135M- and Qwen2.5-0.5B-shaped Q8_0 synthetic
-// models. Every engine receives the same token ids (no tokenizer in the timed path), and all four
-// (two engines x two thread counts) are interleaved within each repetition.
+// models, and Q4_K ones of the same two shapes. Every engine receives the same token ids (no
+// tokenizer in the timed path), and all four (two engines x two thread counts) are interleaved
+// within each repetition.
 // Run: bench/peers/install.sh once, then  npx tsx bench/model.ts [--threads N] [--quick] [--reps N]
-//      [--only stories260K|smollm2-135m-q8_0|qwen2.5-0.5b-q8_0] [--flash-attn] [--kv-f32] [--json]
+//      [--only stories260K|smollm2-135m-q8_0|qwen2.5-0.5b-q8_0|smollm2-135m-q4_k|qwen2.5-0.5b-q4_k] [--flash-attn] [--kv-f32] [--json]
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -86,15 +87,19 @@ const CASES: Case[] = [
       return { path, prompt: ids.slice(0, this.promptTokens) };
     },
   },
-  syntheticCase("smollm2-135m-q8_0", SMOLLM2_135M, 0.3, QUICK ? 2 : 5),
-  syntheticCase("qwen2.5-0.5b-q8_0", QWEN25_05B, 0.3, QUICK ? 2 : 3),
+  syntheticCase("smollm2-135m-q8_0", SMOLLM2_135M, "Q8_0", 0.3, QUICK ? 2 : 5),
+  syntheticCase("qwen2.5-0.5b-q8_0", QWEN25_05B, "Q8_0", 0.3, QUICK ? 2 : 3),
+  // Issue 14's acceptance is on Q8_0 and Q4_K.
+  syntheticCase("smollm2-135m-q4_k", SMOLLM2_135M, "Q4_K", 0.3, QUICK ? 2 : 5),
+  syntheticCase("qwen2.5-0.5b-q4_k", QWEN25_05B, "Q4_K", 0.3, QUICK ? 2 : 3),
 ];
 
 /**
- * A synthetic Q8_0 model of a real model's shape (random weights, an SPM vocabulary of the right size
- * so that llama.cpp loads it), 64 prompt tokens and 32 decoded.
+ * A synthetic model of a real model's shape, its matrices of `weightType` (random weights, an SPM
+ * vocabulary of the right size so that llama.cpp loads it; writeSyntheticModel falls back as
+ * llama-quantize does where a row is not whole blocks), 64 prompt tokens and 32 decoded.
  */
-function syntheticCase(name: string, shape: SyntheticShape, target: number, reps: number): Case {
+function syntheticCase(name: string, shape: SyntheticShape, weightType: string, target: number, reps: number): Case {
   return {
     name,
     target,
@@ -109,7 +114,7 @@ function syntheticCase(name: string, shape: SyntheticShape, target: number, reps
       const dir = mkdtempSync(join(tmpdir(), "kvbound-bench-"));
       tempDirs.push(dir);
       const path = join(dir, `${name}-shape.gguf`);
-      const bytes = await withExtraMetadata(writeSyntheticModel(shape, "Q8_0"), spmVocabMetadata(shape.nVocab));
+      const bytes = await withExtraMetadata(writeSyntheticModel(shape, weightType), spmVocabMetadata(shape.nVocab));
       writeFileSync(path, bytes);
       return { path, prompt: seededIds(this.promptTokens, shape.nVocab, 7) };
     },

@@ -21,18 +21,24 @@ export interface RopeSpec {
   readonly angleF32?: boolean;
 }
 
+/** Positions whose cos/sin rows a Rope keeps (a power of 2, above a prefill batch's 64 tokens):
+ *  128 KiB of tables at nRot 128. */
+const TABLE_SLOTS = 128;
+
 export class Rope {
   readonly spec: RopeSpec;
   readonly headDim: number;
   private readonly invFreq: Float64Array; // [nRot/2]
-  // cos/sin of the two most recently used positions, [2][nRot/2]. Every layer rotates a new token's
-  // key by the same position, and decode attention rotates the query by one or two positions (see
-  // runs.ts), so computing the table once per position instead of once per call removes nearly all
-  // Math.cos/sin from the token path (measured in bench/cache.ts, docs/RESULTS.md).
+  // cos/sin of recently used positions, [TABLE_SLOTS][nRot/2], position p in slot p mod TABLE_SLOTS.
+  // Every layer rotates a new token's key by the same position, decode attention rotates the query
+  // by one or two positions (see runs.ts), and a prefill batch rotates its (up to 64) positions'
+  // keys and queries in every layer: computing a row once per position instead of once per call
+  // removes nearly all Math.cos/sin from the token path (measured in bench/cache.ts,
+  // docs/RESULTS.md) and from prefill (bench/kernel-profile.ts: the rows of a batch were recomputed
+  // twice per layer when two slots held them).
   private readonly cos: Float64Array;
   private readonly sin: Float64Array;
-  private readonly cachedPos = [NaN, NaN];
-  private lastSlot = 0;
+  private readonly cachedPos = new Float64Array(TABLE_SLOTS).fill(Number.NaN);
 
   constructor(spec: RopeSpec, headDim: number) {
     if (spec.nRot % 2 !== 0 || spec.nRot > headDim || spec.nRot <= 0) {
@@ -49,21 +55,19 @@ export class Rope {
       const f = spec.invFreq?.[i] ?? (spec.angleF32 ? Math.pow(spec.freqBase, (-2 * i) / spec.nRot) : Math.pow(thetaScale, i));
       this.invFreq[i] = spec.angleF32 ? Math.fround(f) : f;
     }
-    this.cos = new Float64Array(2 * half);
-    this.sin = new Float64Array(2 * half);
+    this.cos = new Float64Array(TABLE_SLOTS * half);
+    this.sin = new Float64Array(TABLE_SLOTS * half);
   }
 
-  /** Offset of `pos`'s row in the cos/sin tables, computing the row on a miss (least recently used slot). */
+  /** Offset of `pos`'s row in the cos/sin tables, computing the row on a miss (into pos's slot). */
   private table(pos: number): number {
     const half = this.spec.nRot / 2;
     const cp = this.cachedPos;
-    if (cp[this.lastSlot] === pos) return this.lastSlot * half;
-    const other = 1 - this.lastSlot;
-    this.lastSlot = other;
-    if (cp[other] === pos) return other * half;
-    cp[other] = pos;
+    const slot = (pos | 0) & (TABLE_SLOTS - 1); // any slot is right (the check below): this one spreads a batch
+    const base = slot * half;
+    if (cp[slot] === pos) return base;
+    cp[slot] = pos;
     const m = this.spec.mscale ?? 1;
-    const base = other * half;
     for (let i = 0; i < half; i++) {
       if (this.spec.angleF32) {
         // cosf/sinf of a float angle, as run.c computes them

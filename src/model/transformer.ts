@@ -6,7 +6,8 @@
 // batch); every buffer is allocated once in the constructor, so decoding allocates nothing.
 // Matmuls run on the WebAssembly SIMD kernels (src/model/wasm) when the runtime has them, on the
 // JS kernels otherwise; so do SwiGLU, the RMSNorms and the residual adds (elementwise.as). With
-// `threads` > 1 the matmuls are split by rows over worker threads sharing the wasm memory.
+// `threads` > 1 the matmuls are split by rows over worker threads sharing the wasm memory, and SwiGLU
+// with them (each thread gates the gate/up rows it computed).
 
 import type { GgufHeader } from "../gguf/header.js";
 import { ModelConfigError } from "../errors.js";
@@ -15,7 +16,7 @@ import { f32ToF16Bits, F16_TO_F32 } from "../cache/codecs/half.js";
 import type { RopeSpec } from "../cache/rope.js";
 import type { CausalLM, KvBackend, LayerAttention, LongRopeChoice, ModelHParams } from "./causal-lm.js";
 import type { MatrixRef, TransformerPlan } from "./archs/plan.js";
-import { Acts, actQuant, bindWasm, fillWasmRows, linear, quantizeActs, readWasmRow, wasmLinear, wasmRowReader, type Linear, type Q8Scratch, type WasmRowReader } from "./kernels/linear.js";
+import { Acts, actQuant, bindWasm, fillWasmRows, linear, quantizeActs, readWasmRow, swigluRows as swigluOnPool, wasmLinear, wasmRowReader, type Linear, type Q8Scratch, type WasmRowReader } from "./kernels/linear.js";
 import { DEFAULT_MAX_BATCH_TOKENS, layoutModelWasm, MAX_BATCH_TOKENS_LIMIT } from "../wasm/model-layout.js";
 import { matvec, type WeightMatrix } from "./kernels/matvec.js";
 import { dequantizeRow } from "./kernels/quant-rows.js";
@@ -561,11 +562,14 @@ export class TransformerModel implements CausalLM {
       linear(arena, hb, L.wGate, xb, n, s);
       if (!sameQuant(L.wUp, L.wGate)) s = this.quant(xb, n, L.wUp);
       linear(arena, hb2, L.wUp, xb, n, s);
+      // SwiGLU in the gate/up job: each thread gates the rows it computed (no wake-up of its own).
+      const fused = !gelu && arena !== null && hb.ptr >= 0 && hb2.ptr >= 0;
+      if (fused) swigluOnPool(arena, hb, hb2, n);
       arena?.flush();
       const m = n * nFf;
       if (gelu) (exactGelu ? gegluExactRows : gegluRows)(hba, hb2a, m);
-      else if (ew !== null) ew.swiglu(hb.ptr, hb2.ptr, m);
-      else swigluRows(hba, hb2a, m);
+      else if (!fused && ew !== null) ew.swiglu(hb.ptr, hb2.ptr, m);
+      else if (!fused) swigluRows(hba, hb2a, m);
       linear(arena, xb, L.wDown, hb, n, this.quant(hb, n, L.wDown));
       if (L.ffnPostNorm) this.normRows(xb, xb, L.ffnPostNorm, n);
       if (ew !== null) ew.addRows(x.ptr, xb.ptr, n * nEmbd);

@@ -291,10 +291,10 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
     case "wasm-q8g16": {
       const q = q8!;
       // Q2_K's offsets need the activations' sums per 16 values (d * Q8_K's bsums), in their own
-      // region (s16): x16 holds the widened activations that the other Q8_K kernels read.
+      // region (s16); the dots read the widened activations (x16) like the other Q8_K kernels.
       if (L.c !== 0) a.k.blockSumsQ8(q.qs, q.d, n * cols, q.s16, true);
       c.start(K.matvecQ8g16, rows, n).arg(out.ptr, 4, ob).arg(L.qs, cols).arg(L.d, cols / 4).rowsArg().arg(cols)
-        .arg(q.qs, 0, cols).arg(q.d, 0, cols / 8).arg(L.c, L.c !== 0 ? cols / 4 : 0).arg(q.s16, 0, cols / 4);
+        .arg(q.x16, 0, cols * 2).arg(q.d, 0, cols / 8).arg(L.c, L.c !== 0 ? cols / 4 : 0).arg(q.s16, 0, cols / 4);
       break;
     }
     case "wasm-q4k": {
@@ -307,6 +307,19 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
       L satisfies never;
   }
   a.run(c, rows * cols * n);
+}
+
+/**
+ * g[t][r] = silu(g[t][r]) * u[t][r] for t < n, r < g.width (g, u: [n][width] in the arena), as a
+ * RowCall split by rows like the gate and up matmuls (rows = width). Queued right after them in one
+ * job (between arena.batch() and flush()), each thread gates the rows it has just computed of both:
+ * MatmulPool.run gives calls of equal rows equal ranges on every thread, and a thread runs a job's
+ * calls in order. Run on its own, it follows a finished gate and up, split or not.
+ */
+export function swigluRows(arena: WasmArena, g: Acts, u: Acts, n: number): void {
+  const c = arena.nextCall();
+  c.start(K.swiglu, g.width, n).arg(g.ptr, 4, g.width * 4).arg(u.ptr, 4, u.width * 4).rowsArg();
+  arena.run(c, 0); // no multiply-adds: it never makes a job worth splitting on its own
 }
 
 /**
@@ -323,7 +336,7 @@ export function actQuant(kind: Linear["kind"]): "q8_0" | "q8_K" | null {
 /**
  * Quantizes rows 0..n of x (contiguous) into the q8 scratch as `to`: Q8_0 (width % 32 == 0) or
  * Q8_K (width % 256 == 0, true of every K-quant matrix's input; d per 256 values stored per 32),
- * then widens it to int16 (x16, widenQ8). Both also fill sx (blockSumsQ8).
+ * then widens it to int16 (x16, widenQ8). Q8_K also fills sx (blockSumsQ8), which matvecQ4K reads.
  */
 export function quantizeActs(arena: WasmArena, x: Acts, n: number, q8: Q8Scratch, to: "q8_0" | "q8_K"): void {
   const k = arena.k;
@@ -334,7 +347,8 @@ export function quantizeActs(arena: WasmArena, x: Acts, n: number, q8: Q8Scratch
   } else {
     k.quantizeQ8(x.ptr, n * x.width, q8.qs, q8.d);
   }
-  k.blockSumsQ8(q8.qs, q8.d, n * x.width, q8.sx, false);
+  // Only Q4_K's offsets read the per-32 sums, and Q4_K takes Q8_K activations.
+  if (to === "q8_K") k.blockSumsQ8(q8.qs, q8.d, n * x.width, q8.sx, false);
   // The int8 kernels read the activations widened to int16 (pmaddwd-shaped dots): once per token
   // here, not once per weight row. (dT, the batched Q8_0 kernel's scales, comes with it.)
   k.widenQ8(q8.qs, q8.d, n, x.width, q8.x16, q8.dT);

@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { compileEmbedded } from "../../wasm/embedded.js";
 import { rmsNorm, swigluRows } from "../transformer.js";
 import { ELEMENTWISE_WASM_BASE64 } from "./elementwise-wasm.js";
+import { WasmArena } from "./wasm-kernels.js";
 import { rng } from "../../../test/cache-helpers.js";
 
 interface Elementwise {
@@ -63,6 +64,28 @@ describe.skipIf(mod === null)("elementwise.as kernels", () => {
       expect(f32.subarray(B, B + n)).toEqual(u); // u is read only
     }
     expect(worst).toBeGreaterThan(0); // the comparison saw real rounding, not a copy of the reference
+  });
+
+  it("swiglu of the matmul kernels module (the one the pool's threads run) gives this module's bits", () => {
+    const arena = new WasmArena();
+    const n = 203; // a tail
+    const g = arena.reserve(n * 4 + 4), u = arena.reserve(n * 4);
+    expect(arena.commit()).toBe(true);
+    const { ew, f32 } = instance();
+    const rand = rng(9);
+    const gs = arena.f32(g + 4, n), us = arena.f32(u, n); // g one float past alignment
+    for (let i = 0; i < n; i++) {
+      gs[i] = (rand() * 2 - 1) * 30;
+      us[i] = (rand() * 2 - 1) * 3;
+    }
+    gs[0] = 0;
+    gs[1] = -Infinity;
+    gs[2] = Number.NaN;
+    f32.set(gs, A);
+    f32.set(us, B);
+    arena.k.swiglu(g + 4, u, n);
+    ew.swiglu(A * 4, B * 4, n);
+    expect(new Uint32Array(Float32Array.from(gs).buffer)).toEqual(new Uint32Array(f32.slice(A, A + n).buffer));
   });
 
   it("swiglu: exact 0 at g = 0, no NaN for huge or infinite g, NaN stays NaN", () => {

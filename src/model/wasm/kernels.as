@@ -18,11 +18,16 @@
 //   q8 activations  the same as one q8 row: qs [cols] i8 + d [cols/32] f32; Q8_0 (quantizeQ8) for
 //                   Q8_0/Q4_0/Q5_0/IQ4_NL, Q8_K (quantizeQ8K: its per-256 d repeated per 32) for the
 //                   K-quants and IQ4_XS (llama.cpp's vec_dot_type of each); widened once per token
-//                   to x16 [cols] i16 (widenQ8), which matvecQ8, matmulQ8x16 and matvecQ4K read:
-//                   their dots are i32x4.dot_i16x8_s (pmaddwd), the weights widened by their loads
+//                   to x16 [cols] i16 (widenQ8), which matvecQ8, matmulQ8x16, matvecQ4K and
+//                   matvecQ8g16 read: their dots are i32x4.dot_i16x8_s (pmaddwd), the weights
+//                   widened by their loads
 //
 // Integer dots follow llama.cpp's ggml_vec_dot_q8_0_q8_0 (ggml/src/ggml-cpu/arch/x86/quants.c):
 // int8 x int8 products summed in int32 within a 32-value block, then scaled by d_w * d_x.
+
+// SwiGLU runs on the matmul pool too, fused into the gate/up job (row-call.ts ROW_KERNELS): one
+// source, elementwise.as's, compiled into this module as well.
+export { swiglu } from "./elementwise";
 
 /** f32 -> nearest f16 -> f32 (ties to even, subnormals and overflow included): the rounding of
  *  GGML_FP32_TO_FP16, which llama.cpp applies to every q8_0 block scale.
@@ -367,35 +372,76 @@ export function matvecQ4K(out: usize, wq: usize, wa: usize, wc: usize, rows: i32
   }
 }
 
+/** The 4 int32 lanes of the dot of 16 int8 weights at w with 16 int16 activations at x: half of dot32. */
+@inline function dot16(w: usize, x: usize): v128 {
+  return i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(w), v128.load(x)), i32x4.dot_i16x8_s(v128.load8x8_s(w + 8), v128.load(x + 16)));
+}
+
+/** [sum of a0's lanes, a1's, a2's, a3's] for f32 vectors (laneSums' shuffles, f32 adds). */
+@inline function laneSumsF(a0: v128, a1: v128, a2: v128, a3: v128): v128 {
+  const a01 = f32x4.add(v128.shuffle<i32>(a0, a1, 0, 4, 1, 5), v128.shuffle<i32>(a0, a1, 2, 6, 3, 7));
+  const a23 = f32x4.add(v128.shuffle<i32>(a2, a3, 0, 4, 1, 5), v128.shuffle<i32>(a2, a3, 2, 6, 3, 7));
+  return f32x4.add(v128.shuffle<i32>(a01, a23, 0, 1, 4, 5), v128.shuffle<i32>(a01, a23, 2, 3, 6, 7));
+}
+
 /** int8 weights with one f32 scale per 16 values (Q6_K, Q3_K, Q2_K decoded at load: qs [rows][cols]
- *  i8, d16 [rows][cols/16] f32) times q8 activations: out[r]. The two 16-value halves of a 32-value
- *  activation block are summed apart, each under its own weight scale. With wc != 0, each 16-value
- *  group g also has an offset wc [rows][cols/16] (Q2_K's -dmin*m) times s16[g] (blockSumsQ8 g16). */
-export function matvecQ8g16(out: usize, wq: usize, wd: usize, rows: i32, cols: i32, qx: usize, dx: usize, wc: usize, s16: usize): void {
+ *  i8, d16 [rows][cols/16] f32) times one token's q8 activations widened to int16 (widenQ8: x16
+ *  [cols] i16, dx [cols/32] f32): out[r]. matvecQ8's shape: four rows a pass share the activation
+ *  loads; per 32-value block, each 16-value half's four row sums become one vector, scaled by its
+ *  four rows' scales in one multiply-add. With wc != 0, each 16-value group g also has an offset wc
+ *  [rows][cols/16] (Q2_K's -dmin*m) times s16[g] (blockSumsQ8 g16). Rows past the last are the
+ *  last row again and are not stored. */
+export function matvecQ8g16(out: usize, wq: usize, wd: usize, rows: i32, cols: i32, x16: usize, dx: usize, wc: usize, s16: usize): void {
   const nb = cols >> 5;
-  for (let r = 0; r < rows; r++) {
-    const w0 = wq + <usize>r * <usize>cols;
-    const d0 = wd + <usize>r * (<usize>nb << 3);
+  const rowBytes = <usize>cols;
+  const dBytes = <usize>nb << 3;
+  for (let r = 0; r < rows; r += 4) {
+    const w0 = wq + <usize>r * rowBytes;
+    const d0 = wd + <usize>r * dBytes;
+    const w1 = r + 1 < rows ? w0 + rowBytes : w0;
+    const d1 = r + 1 < rows ? d0 + dBytes : d0;
+    const w2 = r + 2 < rows ? w1 + rowBytes : w1;
+    const d2 = r + 2 < rows ? d1 + dBytes : d1;
+    const w3 = r + 3 < rows ? w2 + rowBytes : w2;
+    const d3 = r + 3 < rows ? d2 + dBytes : d2;
     let acc = f32x4.splat(0);
     for (let b = 0; b < nb; b++) {
       const o = <usize>b << 5;
-      const xa = v128.load(qx + o);
-      const xb = v128.load(qx + o + 16);
-      const wa = v128.load(w0 + o);
-      const wb = v128.load(w0 + o + 16);
-      const sa = i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wa, xa), i16x8.extmul_high_i8x16_s(wa, xa)));
-      const sb = i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extmul_low_i8x16_s(wb, xb), i16x8.extmul_high_i8x16_s(wb, xb)));
-      const dxb = load<f32>(dx + (<usize>b << 2));
-      const db = d0 + (<usize>b << 3);
-      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sa), f32x4.splat(load<f32>(db) * dxb)));
-      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sb), f32x4.splat(load<f32>(db + 4) * dxb)));
+      const xp = x16 + (o << 1);
+      const ta = laneSums(dot16(w0 + o, xp), dot16(w1 + o, xp), dot16(w2 + o, xp), dot16(w3 + o, xp));
+      const tb = laneSums(dot16(w0 + o + 16, xp + 32), dot16(w1 + o + 16, xp + 32), dot16(w2 + o + 16, xp + 32), dot16(w3 + o + 16, xp + 32));
+      const so = <usize>b << 3;
+      // The four rows' scales of both halves: [d0a, d0b] .. [d3a, d3b] -> [d0a..d3a], [d0b..d3b].
+      const p01 = v128.load64_lane(d1 + so, v128.load64_zero(d0 + so), 1);
+      const p23 = v128.load64_lane(d3 + so, v128.load64_zero(d2 + so), 1);
+      const sa = v128.shuffle<i32>(p01, p23, 0, 2, 4, 6);
+      const sb = v128.shuffle<i32>(p01, p23, 1, 3, 5, 7);
+      const vdx = v128.load32_splat(dx + (<usize>b << 2));
+      acc = f32x4.add(acc, f32x4.mul(f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(ta), sa), f32x4.mul(f32x4.convert_i32x4_s(tb), sb)), vdx));
     }
     if (wc != 0) {
       // Q2_K: its offsets times the activation sums, one per 16 values (llama.cpp's dmin * bsums
-      // term), 4 groups a step (cols/16 is a multiple of 16: Q2_K rows are whole 256-value blocks).
-      const c0 = wc + <usize>r * (<usize>nb << 3);
-      for (let g = 0; g < nb << 3; g += 16) acc = f32x4.add(acc, f32x4.mul(v128.load(c0 + <usize>g), v128.load(s16 + <usize>g)));
+      // term), 4 groups a step per row (cols/16 is a multiple of 16: Q2_K rows are whole 256-value blocks).
+      const c0 = wc + <usize>r * dBytes;
+      const c1 = r + 1 < rows ? c0 + dBytes : c0;
+      const c2 = r + 2 < rows ? c1 + dBytes : c1;
+      const c3 = r + 3 < rows ? c2 + dBytes : c2;
+      let e0 = f32x4.splat(0), e1 = f32x4.splat(0), e2 = f32x4.splat(0), e3 = f32x4.splat(0);
+      for (let g: usize = 0; g < dBytes; g += 16) {
+        const sv = v128.load(s16 + g);
+        e0 = f32x4.add(e0, f32x4.mul(v128.load(c0 + g), sv));
+        e1 = f32x4.add(e1, f32x4.mul(v128.load(c1 + g), sv));
+        e2 = f32x4.add(e2, f32x4.mul(v128.load(c2 + g), sv));
+        e3 = f32x4.add(e3, f32x4.mul(v128.load(c3 + g), sv));
+      }
+      acc = f32x4.add(acc, laneSumsF(e0, e1, e2, e3));
     }
-    store<f32>(out + (<usize>r << 2), f32x4.extract_lane(acc, 0) + f32x4.extract_lane(acc, 1) + f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3));
+    const o = out + (<usize>r << 2);
+    if (r + 3 < rows) v128.store(o, acc);
+    else {
+      store<f32>(o, f32x4.extract_lane(acc, 0));
+      if (r + 1 < rows) store<f32>(o + 4, f32x4.extract_lane(acc, 1));
+      if (r + 2 < rows) store<f32>(o + 8, f32x4.extract_lane(acc, 2));
+    }
   }
 }

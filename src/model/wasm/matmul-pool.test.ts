@@ -31,7 +31,7 @@ function rng(seed: number): () => number {
 
 interface Setup {
   readonly arena: WasmArena;
-  /** Runs every row kernel once (a batch of three when `batch`) and returns all outputs. */
+  /** Runs every row kernel once (a batch of four when `batch`) and returns all outputs. */
   run(batch: boolean): Float32Array;
 }
 
@@ -84,26 +84,30 @@ function setup(threads: number): Setup {
       arena.f32(out, OUTS * NTOK * ROWS).fill(NaN);
       if (batch) arena.batch();
       let c = arena.nextCall();
-      arena.run(c.start(ROW_KERNEL.matvecQ8, ROWS, NTOK).arg(o(0), 4, ob).arg(wq, COLS).arg(wd, COLS / 8).rowsArg().arg(COLS).arg(qx, 0, COLS).arg(dx, 0, COLS / 8).arg(0), n * NTOK);
+      arena.run(c.start(ROW_KERNEL.matvecQ8, ROWS, NTOK).arg(o(0), 4, ob).arg(wq, COLS).arg(wd, COLS / 8).rowsArg().arg(COLS).arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(0), n * NTOK);
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matmulQ8x16, ROWS).arg(o(1), 4).arg(ROWS).arg(wq, COLS).arg(wd, COLS / 8).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK), n * NTOK);
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matmulF32, ROWS).arg(o(2), 4).arg(ROWS).arg(wf, COLS * 4).rowsArg().arg(COLS).arg(x).arg(COLS).arg(NTOK), n * NTOK);
+      // SwiGLU over the first two outputs, in the same job when batched: each thread must read the
+      // rows it wrote itself (equal rows, equal ranges); another's rows could still be NaN.
+      c = arena.nextCall();
+      arena.run(c.start(ROW_KERNEL.swiglu, ROWS, NTOK).arg(o(0), 4, ob).arg(o(1), 4, ob).rowsArg(), 0);
       if (batch) arena.flush();
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matvecQ4K, ROWS, NTOK).arg(o(3), 4, ob).arg(w4, COLS / 2).arg(wa, COLS / 8).arg(wb, COLS / 8).rowsArg().arg(COLS)
-        .arg(qx, 0, COLS).arg(dx, 0, COLS / 8).arg(sx, 0, COLS / 8), n * NTOK);
+        .arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(sx, 0, COLS / 8), n * NTOK);
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matvecQ8g16, ROWS, NTOK).arg(o(4), 4, ob).arg(wq, COLS).arg(wd, COLS / 4).rowsArg().arg(COLS)
-        .arg(qx, 0, COLS).arg(dx, 0, COLS / 8).arg(wc, COLS / 4).arg(s16, 0, COLS / 4), n * NTOK);
+        .arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(wc, COLS / 4).arg(s16, 0, COLS / 4), n * NTOK);
       c = arena.nextCall();
-      arena.run(c.start(ROW_KERNEL.matvecQ8, ROWS, NTOK).arg(o(6), 4, ob).arg(wq, COLS).arg(d16, COLS / 16).rowsArg().arg(COLS).arg(qx, 0, COLS).arg(dx, 0, COLS / 8).arg(table), n * NTOK);
+      arena.run(c.start(ROW_KERNEL.matvecQ8, ROWS, NTOK).arg(o(6), 4, ob).arg(wq, COLS).arg(d16, COLS / 16).rowsArg().arg(COLS).arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(table), n * NTOK);
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matmulQ8x16, ROWS).arg(o(7), 4).arg(ROWS).arg(wq, COLS).arg(SCRATCH_ARG).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK)
         .pre(ROW_KERNEL.widenScales, ws, SCRATCH_ROWS, (COLS / 32) * 4).preArg(SCRATCH_ARG).preArg(d16, COLS / 16).preCountArg(COLS / 32).preArg(table), n * NTOK);
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matvecQ8g16, ROWS, NTOK).arg(o(5), 4, ob).arg(wq, COLS).arg(wd, COLS / 4).rowsArg().arg(COLS)
-        .arg(qx, 0, COLS).arg(dx, 0, COLS / 8).arg(0).arg(s16, 0, COLS / 4), n * NTOK);
+        .arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(0).arg(s16, 0, COLS / 4), n * NTOK);
       return arena.f32(out, OUTS * NTOK * ROWS).slice();
     },
   };
@@ -143,8 +147,8 @@ describe.skipIf(!threadsHere)("the matmul pool", () => {
         expectSameBits(s.run(false), want);
         expectSameBits(s.run(true), want);
       }
-      // 8 calls alone + (one job of 3 + 5 alone) batched, three times
-      expect(s.arena.splits).toBe(3 * (8 + 6));
+      // 9 calls alone + (one job of 4 + 5 alone) batched, three times
+      expect(s.arena.splits).toBe(3 * (9 + 6));
       s.arena.dispose();
       // Disposed: the same again on the calling thread alone.
       const before = s.arena.splits;

@@ -7,7 +7,9 @@
 // (llama.cpp's spin barrier made its 2-thread decode 2x slower than 1 thread there).
 //
 // A job is up to MAX_JOB_CALLS RowCalls that read the same input (q, k, v; gate, up): each is split
-// by rows, and the threads meet once per job, not once per matmul. The control block that carries
+// by rows, and the threads meet once per job, not once per matmul. Calls of equal rows get equal
+// ranges on every thread, and each thread runs the job's calls in order, so a call may read what an
+// earlier call of the same job wrote in its own rows (SwiGLU after gate and up: linear.ts swigluRows). The control block that carries
 // it is pool-worker.ts's CONTROL.
 // A worker is handed jobs only once it says ready, so a caller never waits on a thread that has not
 // started (a browser may not start a nested worker while its parent is busy).

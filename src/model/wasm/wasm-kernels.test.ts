@@ -246,7 +246,7 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     for (const [m, at] of [[m4, at4], [m5, at5], [m6, at6]] as const) {
       const L = bindWasm(m, a2, at);
       if (L.kind === "wasm-q8") a2.k.matvecQ8(o, L.qs, L.d, ROWS, COLS, w16, d, a2.f16Table);
-      else if (L.kind === "wasm-q8g16") a2.k.matvecQ8g16(o, L.qs, L.d, ROWS, COLS, q, d, 0, 0);
+      else if (L.kind === "wasm-q8g16") a2.k.matvecQ8g16(o, L.qs, L.d, ROWS, COLS, w16, d, 0, 0);
       else throw new Error(`${m.type} was not bound to wasm`);
       matvecReference(ref, xq, m);
       expect(maxRelErr(a2.f32(o, ROWS), ref, ROWS)).toBeLessThan(1e-5);

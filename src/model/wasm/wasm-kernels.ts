@@ -37,8 +37,10 @@ export interface KernelExports {
   /** x16: one token's activations widened to int16 (widenQ8). */
   matvecQ4K(out: number, wq: number, wa: number, wc: number, rows: number, cols: number, x16: number, dx: number, sx: number): void;
   /** wc: per-16 offsets (Q2_K), 0 for none; s16: the activations' per-16 sums (blockSumsQ8 g16). */
-  matvecQ8g16(out: number, wq: number, wd: number, rows: number, cols: number, qx: number, dx: number, wc: number, s16: number): void;
+  matvecQ8g16(out: number, wq: number, wd: number, rows: number, cols: number, x16: number, dx: number, wc: number, s16: number): void;
   matmulF32(out: number, outStride: number, w: number, rows: number, cols: number, x: number, xStride: number, nTok: number): void;
+  /** elementwise.as's: g[i] = silu(g[i]) * u[i] for i < n (here to run on the pool's threads). */
+  swiglu(g: number, u: number, n: number): void;
 }
 
 export { ArenaLayout, MAX_WASM_MEMORY_BYTES } from "../../wasm/embedded.js";
