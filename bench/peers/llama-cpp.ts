@@ -1,5 +1,6 @@
 // llama.cpp as a benchmark peer, through node-llama-cpp installed in bench/peers (never a
-// dependency of kvbound: see install.sh). CPU only, prebuilt binaries only, explicit threads.
+// dependency of kvbound: see install.sh). Prebuilt binaries only, explicit threads; CPU, or the
+// Vulkan build for bench/webgpu.ts (loadLlamaCpp(threads, { gpu: "vulkan" })).
 //
 // node-llama-cpp is imported by a computed specifier so that kvbound's own typecheck does not need
 // bench/peers/node_modules; the few members used are typed below (node-llama-cpp 3.22 d.ts files:
@@ -47,12 +48,12 @@ interface NlcLlama {
   readonly llamaCppRelease: { readonly repo: string; readonly release: string };
   readonly systemInfo: string;
   readonly maxThreads: number;
-  loadModel(opts: { modelPath: string; gpuLayers: number }): Promise<NlcModel>;
+  loadModel(opts: { modelPath: string; gpuLayers: number | "max" }): Promise<NlcModel>;
   dispose(): Promise<void>;
 }
 interface NlcModule {
   getLlama(opts: {
-    gpu: false;
+    gpu: false | "vulkan";
     build: "never";
     usePrebuiltBinaries: true;
     progressLogs: false;
@@ -109,9 +110,13 @@ async function importNodeLlamaCpp(): Promise<{ mod: NlcModule; version: string }
  * every context of this instance; with it set, `threads` is what is used (node-llama-cpp's default
  * would be os.cpus() math cores, oversubscribing a small machine).
  */
-async function startLlama(threads: number, log: { logLevel: string; logger?: (level: string, message: string) => void }): Promise<{ llama: NlcLlama; info: LlamaCppInfo }> {
+async function startLlama(
+  threads: number,
+  log: { logLevel: string; logger?: (level: string, message: string) => void },
+  gpu: false | "vulkan" = false,
+): Promise<{ llama: NlcLlama; info: LlamaCppInfo }> {
   const { mod, version } = await importNodeLlamaCpp();
-  const llama = await mod.getLlama({ gpu: false, build: "never", usePrebuiltBinaries: true, progressLogs: false, maxThreads: threads, ...log });
+  const llama = await mod.getLlama({ gpu, build: "never", usePrebuiltBinaries: true, progressLogs: false, maxThreads: threads, ...log });
   const info: LlamaCppInfo = {
     nodeLlamaCppVersion: version,
     llamaCppRelease: `${llama.llamaCppRelease.repo}@${llama.llamaCppRelease.release}`,
@@ -141,14 +146,23 @@ async function openContext(
   return ctx;
 }
 
-/** Loads the prebuilt CPU llama.cpp; throws with the install command when bench/peers is not installed. */
-export async function loadLlamaCpp(threads: number): Promise<LlamaCppPeer> {
-  const { llama, info } = await startLlama(threads, { logLevel: "error" });
+/**
+ * Loads the prebuilt CPU llama.cpp, or with `gpu: "vulkan"` the prebuilt Vulkan build
+ * (@node-llama-cpp/linux-x64-vulkan, optional in bench/peers) with every layer offloaded; throws
+ * with the install command when bench/peers (or the Vulkan binary) is not installed.
+ */
+export async function loadLlamaCpp(threads: number, opts: { gpu?: false | "vulkan" } = {}): Promise<LlamaCppPeer> {
+  const gpu = opts.gpu ?? false;
+  const { llama, info } = await startLlama(threads, { logLevel: "error" }, gpu);
+  if (gpu !== false && llama.gpu !== gpu) {
+    await llama.dispose();
+    throw new Error(`node-llama-cpp loaded gpu ${String(llama.gpu)}, not ${gpu}: run bench/peers/install.sh with network to @node-llama-cpp/linux-x64-vulkan`);
+  }
   const models: NlcModel[] = [];
   return {
     info,
     async runner(modelPath, opts) {
-      const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
+      const model = await llama.loadModel({ modelPath, gpuLayers: gpu === false ? 0 : "max" });
       models.push(model);
       const ctx = await openContext(model, opts, opts.threads);
       const seq = ctx.getSequence();

@@ -33,6 +33,9 @@ export interface RawPlanFlags {
   prefillChunk?: string;
   pageSize?: string;
   codec?: string;
+  backend?: string;
+  maxBatchTokens?: string;
+  maxBinding?: string;
   maxKvSize?: string;
   kvBits?: string;
   kvGroupSize?: string;
@@ -74,6 +77,9 @@ export function addSettingOptions(cmd: Command, opts: { withCtx?: boolean } = {}
     .option("--prefill-chunk <n>", "WebLLM/kvbound: prefill_chunk_size")
     .option("--page-size <n>", "kvbound: tokens per KV page")
     .option("--codec <name>", `kvbound: page codec (${CODEC_KINDS.join(", ")})`)
+    .option("--backend <name>", "kvbound: cpu (default) or webgpu (plans every GPU buffer the WebGPU backend creates)")
+    .option("--max-batch-tokens <n>", "kvbound --backend webgpu: tokens per forward step the activations hold (default 64)")
+    .option("--max-binding <bytes>", "kvbound --backend webgpu: the adapter's maxStorageBufferBindingSize (default 128MiB; weights are split under it)")
     .option("--max-kv-size <tokens>", "mlx: --max-kv-size (RotatingKVCache keeping 4 + the most recent tokens)")
     .option("--kv-bits <bits>", "mlx: --kv-bits (2, 4, 8: QuantizedKVCache)")
     .option("--kv-group-size <n>", "mlx: --kv-group-size (32, 64, 128; default 64)")
@@ -169,6 +175,9 @@ export function parseSettings(flags: RawPlanFlags): ParsedSettings {
   if (flags.prefillChunk !== undefined) s.prefillChunkSize = parseCount(flags.prefillChunk, "prefill-chunk", MAX_COUNT);
   if (flags.pageSize !== undefined) s.pageSize = parseInteger(flags.pageSize, "page-size", 1, 1 << 16);
   if (flags.codec !== undefined) s.codec = flags.codec.toLowerCase();
+  if (flags.backend !== undefined) s.backend = flags.backend.toLowerCase();
+  if (flags.maxBatchTokens !== undefined) s.maxBatchTokens = parseCount(flags.maxBatchTokens, "max-batch-tokens", MAX_COUNT);
+  if (flags.maxBinding !== undefined) s.maxBindingBytes = parseBytes(flags.maxBinding, "max-binding");
   if (flags.maxKvSize !== undefined) s.maxKvSize = parseCount(flags.maxKvSize, "max-kv-size");
   if (flags.kvBits !== undefined) s.kvBits = parseInteger(flags.kvBits, "kv-bits", 1, 32);
   if (flags.kvGroupSize !== undefined) s.kvGroupSize = parseInteger(flags.kvGroupSize, "kv-group-size", 1, 1 << 16);

@@ -5,7 +5,7 @@
 import { InvalidSettingError } from "../errors.js";
 import { summarizeSpec, type ModelSpec } from "../spec/model-spec.js";
 import { computeEstimate, defaultComputeInputs, type ComputeEstimate, type ComputeInputs } from "./compute.js";
-import { kvboundCompute, kvboundKv, kvboundWeights } from "./kvbound.js";
+import { kvboundCacheInput, kvboundCompute, kvboundKv, kvboundWeights } from "./kvbound.js";
 import { llamaCppKv } from "./llama-cpp.js";
 import { llamaCppOffload } from "./llama-cpp-offload.js";
 import { mlxKv } from "./mlx.js";
@@ -14,6 +14,8 @@ import { ENGINES, type EngineKvResult, type EngineName, type MemoryPlan, type Pl
 import { vllmKv, vllmOverheads } from "./vllm.js";
 import { webllmKv } from "./webllm.js";
 import { weightBytes } from "./weights.js";
+import { parseBackend, webgpuMemory } from "./webgpu.js";
+import { resolveCacheConfig } from "../cache/config.js";
 
 export type EngineRule = (spec: ModelSpec, settings: PlanSettings) => EngineKvResult;
 export type EngineRules = Readonly<Record<EngineName, EngineRule>>;
@@ -86,6 +88,15 @@ function computeInputs(engine: EngineName, spec: ModelSpec, settings: PlanSettin
 export function planMemory(spec: ModelSpec, settings: PlanRequest, rules: EngineRules = ENGINE_RULES): MemoryPlan {
   const { engine: engineIn, ...rest } = settings;
   const engine = engineIn === undefined ? DEFAULT_ENGINE : parseEngine(engineIn);
+  const backend = rest.backend === undefined ? "cpu" : parseBackend(rest.backend);
+  if (engine !== "kvbound" && (rest.backend !== undefined || rest.maxBatchTokens !== undefined || rest.maxBindingBytes !== undefined)) {
+    throw new InvalidSettingError(`backend, maxBatchTokens and maxBindingBytes plan kvbound's own backends; they do not apply to engine ${engine} (use --engine kvbound)`, { setting: "backend", value: rest.backend ?? null });
+  }
+  if (backend === "webgpu") {
+    // The WebGPU backend's cache defaults to f32 pages (src/cli/backend-flag.ts backendDefaultCodec).
+    const gpuSettings = { ...rest, codec: rest.codec ?? "f32" };
+    return planWebGpu(spec, gpuSettings, ruleFor(engine, rules)(spec, gpuSettings));
+  }
   const result = ruleFor(engine, rules)(spec, rest);
   const notes = [...result.notes];
 
@@ -140,6 +151,50 @@ export function planMemory(spec: ModelSpec, settings: PlanRequest, rules: Engine
     ...(result.extra !== undefined ? { extra: result.extra } : {}),
     notes,
     ...(devices !== undefined ? { devices } : {}),
+  };
+}
+
+/**
+ * kvbound on WebGPU: the bytes of every GPU buffer (src/plan/webgpu.ts). kv: the page stores;
+ * weights: the matrices and norms as uploaded; compute: activations, RoPE tables, uniforms, page
+ * bounce buffers and the logits readback; totalBytes: the peak GPU bytes.
+ */
+function planWebGpu(spec: ModelSpec, settings: PlanSettings, result: EngineKvResult): MemoryPlan {
+  const config = resolveCacheConfig(kvboundCacheInput(spec, settings));
+  const m = webgpuMemory(spec, config, { maxBatchTokens: settings.maxBatchTokens, maxBindingBytes: settings.maxBindingBytes });
+  const notes = [...result.notes, ...m.notes];
+  const past = pastTraining("kvbound", spec.nCtxTrain, result.settings, result.extra);
+  if (past !== null) notes.push(past.note);
+  const kvTotal = m.kBytes + m.vBytes;
+  const computeBytes = m.activationBytes + m.ropeTableBytes + m.uniformBytes + m.bounceBytes + m.readbackBytes;
+  notes.push(
+    `WebGPU compute: activations ${m.activationBytes} B + RoPE/run tables ${m.ropeTableBytes} B + uniforms ${m.uniformBytes} B + ` +
+      `page copy buffers ${m.bounceBytes} B + logits readback ${m.readbackBytes} B; host memory also holds the model file (token rows are read from it)`,
+  );
+  // One row per cache group as the CPU rule has them, their bytes the GPU stores' (shared out by the
+  // CPU rows' proportions when the model keeps SWA layers in a group of their own).
+  const share = (bytes: number, part: number, whole: number) => (result.kv.caches.length === 1 || whole === 0 ? bytes : Math.round((bytes * part) / whole));
+  const caches = result.kv.caches.map((c) => {
+    const kBytes = share(m.kBytes, c.kBytes, result.kv.kBytes), vBytes = share(m.vBytes, c.vBytes, result.kv.vBytes);
+    return { ...c, kBytes, vBytes, bytesPerCell: (kBytes + vBytes) / c.cells };
+  });
+  return {
+    model: summarizeSpec(spec),
+    engine: "kvbound",
+    settings: { ...result.settings, backend: "webgpu", maxBatchTokens: m.maxBatchTokens, maxBindingBytes: m.maxBindingBytes },
+    kv: { totalBytes: kvTotal, kBytes: m.kBytes, vBytes: m.vBytes, caches },
+    weights: { bytes: m.weightsBytes, quant: spec.weights?.quant ?? "unknown", source: "webgpu-upload" },
+    compute: { bytes: computeBytes, note: "WebGPU buffers (src/plan/webgpu.ts)" },
+    totalBytes: kvTotal + m.weightsBytes + computeBytes,
+    extra: {
+      ...result.extra,
+      webgpu: {
+        weightsBytes: m.weightsBytes, kBytes: m.kBytes, vBytes: m.vBytes, bounceBytes: m.bounceBytes, activationBytes: m.activationBytes,
+        ropeTableBytes: m.ropeTableBytes, uniformBytes: m.uniformBytes, readbackBytes: m.readbackBytes, steadyBytes: m.steadyBytes, peakBytes: m.peakBytes,
+        buffers: m.matrices.reduce((n, x) => n + x.chunks.length, 0),
+      },
+    },
+    notes,
   };
 }
 

@@ -110,6 +110,11 @@ export interface PlanSettings {
   /** kvbound runtime */
   pageSize?: number;
   codec?: string;
+  /** kvbound: the backend whose memory to plan: "cpu" (wasm, default) or "webgpu" (GPU buffers,
+   *  src/plan/webgpu.ts), with the WebGPU forward's batch rows and the adapter's binding limit. */
+  backend?: string;
+  maxBatchTokens?: number;
+  maxBindingBytes?: number;
   /** mlx-lm (src/plan/mlx.ts): --max-kv-size, --kv-bits, --kv-group-size, --quantized-kv-start,
    *  and how many of ctx's tokens were the prompt (default: all). */
   maxKvSize?: number;

@@ -124,7 +124,9 @@ export function renderPlan(plan: MemoryPlan): string {
       ? ["weights", mib(plan.weights.bytes), `${formatBytes(plan.weights.bytes)} ${plan.weights.quant} (${plan.weights.source})`]
       : ["weights", "?", "unknown: pass a GGUF file, a safetensors index or a registry id"],
   );
-  totals.push(plan.compute ? ["compute", mib(plan.compute.bytes), `${formatBytes(plan.compute.bytes)} estimate`] : ["compute", "?", "unknown"]);
+  // kvbound's WebGPU plan counts every buffer (src/plan/webgpu.ts): exact, not an estimate.
+  const exact = plan.settings["backend"] === "webgpu";
+  totals.push(plan.compute ? ["compute", mib(plan.compute.bytes), `${formatBytes(plan.compute.bytes)} ${exact ? "GPU buffers (exact)" : "estimate"}`] : ["compute", "?", "unknown"]);
   totals.push(["total", mib(plan.totalBytes), formatBytes(plan.totalBytes)]);
   out.push(table(totals, ["l", "r", "l"]));
   if (plan.devices !== undefined) {

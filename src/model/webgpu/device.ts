@@ -22,6 +22,77 @@ export interface GpuContext {
   readonly shaderF16: boolean;
   /** Adapter description for logs ("swiftshader", a vendor's name, or ""). */
   readonly description: string;
+  /**
+   * Every GPUBuffer the device has created, counted as it is created and destroyed (live and
+   * peak bytes): what the memory plan's webgpu backend (src/plan/webgpu.ts) predicts. Absent on a
+   * context built by hand.
+   */
+  readonly memory?: GpuMemoryCounter;
+}
+
+/** Live and peak bytes of the GPUBuffers one device created (sizes as requested). */
+export interface GpuMemoryCounter {
+  /** Bytes of buffers created and not yet destroyed. */
+  readonly liveBytes: number;
+  /** The most liveBytes has been since creation or the last resetPeak. */
+  readonly peakBytes: number;
+  /** Buffers created and not yet destroyed. */
+  readonly liveBuffers: number;
+  /** Per label ("" for none): live bytes, for finding what a plan missed. */
+  byLabel(): Map<string, number>;
+  /** Restarts the peak at the live bytes. */
+  resetPeak(): void;
+}
+
+/**
+ * Counts every buffer `device` creates from now on: wraps its createBuffer (and each new buffer's
+ * destroy, counted once) on the instance. A buffer dropped without destroy stays counted, as the
+ * GPU may hold it until it is collected.
+ */
+export function trackGpuMemory(device: GPUDevice): GpuMemoryCounter {
+  // Weak: the counter never keeps a dropped buffer alive.
+  const live = new WeakMap<GPUBuffer, { size: number; label: string }>();
+  const labels = new Map<string, number>();
+  let liveBytes = 0;
+  let peakBytes = 0;
+  let liveBuffers = 0;
+  const create = device.createBuffer.bind(device);
+  device.createBuffer = (desc: GPUBufferDescriptor): GPUBuffer => {
+    const b = create(desc);
+    const e = { size: Number(desc.size), label: desc.label ?? "" };
+    live.set(b, e);
+    liveBuffers++;
+    liveBytes += e.size;
+    labels.set(e.label, (labels.get(e.label) ?? 0) + e.size);
+    if (liveBytes > peakBytes) peakBytes = liveBytes;
+    const destroy = b.destroy.bind(b);
+    b.destroy = (): undefined => {
+      if (live.delete(b)) {
+        liveBuffers--;
+        liveBytes -= e.size;
+        labels.set(e.label, labels.get(e.label)! - e.size);
+      }
+      return destroy();
+    };
+    return b;
+  };
+  return {
+    get liveBytes() {
+      return liveBytes;
+    },
+    get peakBytes() {
+      return peakBytes;
+    },
+    get liveBuffers() {
+      return liveBuffers;
+    },
+    byLabel() {
+      return new Map([...labels].filter(([, n]) => n > 0));
+    },
+    resetPeak() {
+      peakBytes = liveBytes;
+    },
+  };
 }
 
 export interface GpuDeviceOptions {
@@ -78,8 +149,10 @@ export async function requestGpu(options: GpuDeviceOptions = {}): Promise<GpuCon
     },
   });
   const info = adapter.info as GPUAdapterInfo | undefined;
+  const memory = trackGpuMemory(device);
   return {
     device,
+    memory,
     adapter,
     gpu,
     maxBindingBytes: Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize),

@@ -20,38 +20,13 @@ import { resolveOpenPages } from "../../cache/codecs/int4.js";
 import type { CodecKind, KvRole, PageShape, PageStore } from "../../cache/codecs/types.js";
 import type { StoreFactory } from "../../cache/paged-kv-cache.js";
 import type { GpuKernels } from "./kernels.js";
-import { GPU_CODECS, type GpuCodec, type GpuStoreLayout } from "./wgsl.js";
+import type { GpuStoreLayout } from "./wgsl.js";
+import { GPU_CODECS, gpuPageBytes, gpuPageStoreBytes, INT4_MAX_JOBS, type GpuCodec } from "../../cache/gpu-page-bytes.js";
 
-/** Bytes one page takes in a GPU store of `kind` (the same as the CPU codec's page). */
-export function gpuPageBytes(kind: GpuCodec, shape: PageShape, role: KvRole = "k"): number {
-  const values = shape.pageSize * shape.nHeadKv * shape.headDim;
-  switch (kind) {
-    case "f32":
-      return values * 4;
-    case "f16":
-      return values * 2;
-    case "int8":
-      return values + shape.pageSize * shape.nHeadKv * 4;
-    case "int4":
-      // Nibbles, and f16 (min, scale) pairs: keys per (head, channel), values per (token, head).
-      return values / 2 + 4 * shape.nHeadKv * (role === "k" ? shape.headDim : shape.pageSize);
-  }
-}
-
-/**
- * Bytes of one GPU store (what the cache reports as reserved): its pages, and for int4 the
- * residual pool (openPages f32 pages) and a word per page saying which residual it is open in.
- */
-export function gpuPageStoreBytes(shape: PageShape, kind: GpuCodec = "f32", role: KvRole = "k", openPages?: number): number {
-  const pages = shape.nPages * gpuPageBytes(kind, shape, role);
-  if (kind !== "int4") return pages;
-  return pages + resolveOpenPages(shape.nPages, openPages) * shape.pageSize * shape.nHeadKv * shape.headDim * 4 + shape.nPages * 4;
-}
+export { gpuPageBytes, gpuPageStoreBytes, INT4_MAX_JOBS };
 
 /** An int4 job: [kind (0 seal, 1 reopen), page, residual, fill]. */
 const JOB_SEAL = 0, JOB_REOPEN = 1;
-/** Job slots per list (pre-write, post-write): a pass writes one page. */
-export const INT4_MAX_JOBS = 4;
 
 /** Whether the GPU kernels take pages of `kind` with this head dim; the refusal names why not. */
 export function checkGpuCodec(kind: CodecKind, headDim: number): GpuCodec {

@@ -4,6 +4,7 @@
 // batch, tokens held, runs) from one `Step` uniform written once per forward step, and its fixed
 // sizes from a uniform of its own, so each dispatch's bind group is built once.
 
+import type { GpuCodec } from "../../cache/gpu-page-bytes.js";
 import type { WeightTypeName } from "../kernels/quant-rows.js";
 
 /** Threads per workgroup of every kernel. */
@@ -185,9 +186,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
 }`;
 
-/** Page codecs the WebGPU kernels read and write. */
-export type GpuCodec = "f32" | "f16" | "int8" | "int4";
-export const GPU_CODECS: readonly GpuCodec[] = ["f32", "f16", "int8", "int4"];
+export { GPU_CODECS, type GpuCodec } from "../../cache/gpu-page-bytes.js";
 
 /**
  * Where one store's parts sit in its buffer (array<u32>), in words: f32 values / f16 pairs start
