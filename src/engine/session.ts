@@ -378,9 +378,7 @@ export class Session {
       this.cache.truncate(this.seqId, n);
       throw err;
     }
-    this.forwardCalls += n;
-    if (evicted > 0 || (this.held.length === 0 && this.cache.length(this.seqId) > n)) this.held.length = 0;
-    else for (let i = 0; i < n; i++) this.held.push(ids[p + i]!);
+    this.piecePassed(ids, p, n, evicted);
   }
 
   /** forwardPiece on a model whose forward is asynchronous (WebGPU). */
@@ -391,6 +389,11 @@ export class Session {
       this.cache.truncate(this.seqId, n);
       throw err;
     }
+    this.piecePassed(ids, p, n, evicted);
+  }
+
+  /** After ids[p..p+n) went through: count it, and keep `held` (the prefix-reuse key) or drop it once anything was evicted. */
+  private piecePassed(ids: readonly number[], p: number, n: number, evicted: number): void {
     this.forwardCalls += n;
     if (evicted > 0 || (this.held.length === 0 && this.cache.length(this.seqId) > n)) this.held.length = 0;
     else for (let i = 0; i < n; i++) this.held.push(ids[p + i]!);
