@@ -9,11 +9,9 @@
 import { describe, expect, it } from "vitest";
 import { resolveCacheConfig } from "../src/cache/config.js";
 import { readGgufHeader } from "../src/gguf/header.js";
-import { createModel, transformerPlan } from "../src/model/architectures.js";
-import { CacheKv, createModelCache } from "../src/model/cache-kv.js";
 import { gpuForTests } from "../src/model/webgpu/device.js";
-import { WebGpuTransformer } from "../src/model/webgpu/forward.js";
 import { buildArchModel, xorshift32, type ArchName } from "./fixtures/arch-models.js";
+import { cpuBesideGpu } from "./helpers/webgpu-pair.js";
 
 const ctx = await gpuForTests();
 /** The acceptance shapes run 256 positions; the other architectures 96 (past gemma2's 64-token window), for SwiftShader's time. */
@@ -41,14 +39,8 @@ describe.skipIf(ctx === null)("WebGPU forward vs CPU on synthetic architectures 
       const header = await readGgufHeader(m.bytes);
       const data = m.bytes.subarray(header.dataOffset);
       // Exact GELU on the CPU: the GPU computes GeGLU's tanh form in f32 (ggml's f16 table would differ by f16 steps).
-      const cpu = createModel(header, data, { kernels: "js", activations: "f32", gelu: "exact", nCtx: 1024 });
       const config = resolveCacheConfig({ contextWindowSize: 512, codec: "f32" });
-      const cache = createModelCache(cpu, config);
-      cache.add(0);
-      const kv = new CacheKv(cache, 0, cpu);
-      const gpu = new WebGpuTransformer(ctx!, header, data, transformerPlan(header, data), { window: 512, maxBatchTokens: 16 });
-      const gc = gpu.createCache(config);
-      gc.cache.add(0);
+      const { cpu, cache, kv, gpu, gc } = cpuBesideGpu(ctx!, header, data, config, { kernels: "js", activations: "f32", gelu: "exact", nCtx: 1024 }, { window: 512, maxBatchTokens: 16 });
       if (arch === "gemma3") expect(gc.cache.groups.length).toBe(2);
       const next = xorshift32(11);
       const ids: number[] = [];

@@ -11,6 +11,7 @@ import { CacheKv, createModelCache } from "../src/model/cache-kv.js";
 import { gpuForTests } from "../src/model/webgpu/device.js";
 import { WebGpuTransformer } from "../src/model/webgpu/forward.js";
 import { requireShared, sharedPath } from "./helpers/shared.js";
+import { cpuBesideGpu } from "./helpers/webgpu-pair.js";
 
 const have = requireShared("models/stories260K.gguf") && requireShared("golden/stories260K-greedy.json") && requireShared("golden/stories260K-stream-ids-4096.json");
 const ctx = have ? await gpuForTests() : null;
@@ -54,14 +55,8 @@ describe.skipIf(!have || ctx === null)("stories260K on the WebGPU backend", () =
   it("logits of the first 128 stream positions within 1e-3 of the CPU backend (one token per step and in batches)", async () => {
     const { header, data } = await load();
     const ids: number[] = JSON.parse(readFileSync(sharedPath("golden/stories260K-stream-ids-4096.json"), "utf8")).ids.slice(0, 128);
-    const cpu = createModel(header, data, { threads: 1 });
     const config = resolveCacheConfig({ contextWindowSize: 256, codec: "f32" });
-    const cache = createModelCache(cpu, config);
-    cache.add(0);
-    const kv = new CacheKv(cache, 0, cpu);
-    const gpu = new WebGpuTransformer(ctx!, header, data, transformerPlan(header, data), { window: 256, maxBatchTokens: 16 });
-    const gc = gpu.createCache(config);
-    gc.cache.add(0);
+    const { cpu, cache, kv, gpu, gc } = cpuBesideGpu(ctx!, header, data, config, { threads: 1 }, { window: 256, maxBatchTokens: 16 });
     const a = new Float32Array(cpu.hp.nVocab), b = new Float32Array(cpu.hp.nVocab);
     const cpuRows: Float32Array[] = [];
     let maxDiff = 0;
@@ -180,13 +175,7 @@ describe.skipIf(!have || ctx === null)("stories260K on the WebGPU backend", () =
     const { header, data } = await load();
     const ids: number[] = JSON.parse(readFileSync(sharedPath("golden/stories260K-stream-ids-4096.json"), "utf8")).ids.slice(0, 40);
     const config = resolveCacheConfig({ contextWindowSize: 64, codec: "int4" });
-    const cpu = createModel(header, data, { threads: 1 });
-    const cache = createModelCache(cpu, config);
-    cache.add(0);
-    const kv = new CacheKv(cache, 0, cpu);
-    const gpu = new WebGpuTransformer(ctx!, header, data, transformerPlan(header, data), { window: 64, maxBatchTokens: 32 });
-    const gc = gpu.createCache(config);
-    gc.cache.add(0);
+    const { cpu, cache, kv, gpu, gc } = cpuBesideGpu(ctx!, header, data, config, { threads: 1 }, { window: 64, maxBatchTokens: 32 });
     const a = new Float32Array(cpu.hp.nVocab), b = new Float32Array(cpu.hp.nVocab);
     // A batch writes before it attends: page 0 is sealed when the batch's first tokens attend, on
     // the CPU as in the GPU's page-by-page passes. 20 tokens as one batch on both:

@@ -1,17 +1,8 @@
 import { describe, expect, it } from "vitest";
+import { seededRandom } from "../../cache/codecs/synthetic-kv.js";
 import { VocabIndex } from "./vocab-index.js";
 
-/** mulberry32 */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = seededRandom;
 
 describe("VocabIndex", () => {
   it("answers what a Map filled first-id-wins answers, on random vocabularies with repeats, exclusions and misses", () => {

@@ -2,6 +2,7 @@
 // where no adapter exists; under CI a missing adapter fails (device.ts gpuForTests).
 
 import { beforeAll, describe, expect, it } from "vitest";
+import { seededRandom } from "../../cache/codecs/synthetic-kv.js";
 import { f32ToF16Bits } from "../../cache/codecs/half.js";
 import { resolveCacheConfig, type CacheConfigInput, type CacheModelShape } from "../../cache/config.js";
 import { PagedKvCache } from "../../cache/paged-kv-cache.js";
@@ -18,16 +19,7 @@ import type { GpuCodec } from "./wgsl.js";
 
 const ctx = await gpuForTests();
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = seededRandom;
 
 const BLOCK: Partial<Record<WeightTypeName, [number, number]>> = {
   F32: [1, 4], F16: [1, 2], Q8_0: [32, 34], Q4_0: [32, 18], Q4_K: [256, 144], Q6_K: [256, 210],
