@@ -143,10 +143,7 @@ async function loadWebGpuWeights(source: ModelSource, opts: LoadModelOptions): P
     }
     const src = await openModelSource(source, opts);
     try {
-      const header = await readGgufHeaderFromSource(src, opts.signal ? { signal: opts.signal } : {});
-      header.source = src.name;
-      architectureOf(header);
-      checkSize(src.size ?? header.dataOffset + header.tensorBytes, src.name);
+      const header = await sourceHeader(src, opts);
       let end = 0;
       for (const t of header.tensors) end = Math.max(end, t.offset + t.bytes);
       if (src.size !== undefined && header.dataOffset + end > src.size) {
@@ -189,10 +186,7 @@ async function loadCpuWeights(source: ModelSource, opts: LoadModelOptions): Prom
   }
   const src = await openModelSource(source, opts);
   try {
-    const header = await readGgufHeaderFromSource(src, opts.signal ? { signal: opts.signal } : {});
-    header.source = src.name;
-    architectureOf(header);
-    checkSize(src.size ?? header.dataOffset + header.tensorBytes, src.name);
+    const header = await sourceHeader(src, opts);
     let loaded = await streamWeights(src, header, wasmTensorsOf(header), modelOpts, opts);
     // The arena could not grow (commit refused): the JS kernels need every tensor resident.
     if (loaded === null) loaded = (await streamWeights(src, header, new Set(), modelOpts, opts))!;
@@ -294,6 +288,15 @@ async function streamWeights(
     }
   }
   return { model, weights: { residentBytes, mode: "stream" } };
+}
+
+/** The GGUF header of an opened source, its architecture known and its size within the limit (typed errors otherwise). */
+async function sourceHeader(src: ByteSource, opts: LoadModelOptions): Promise<GgufHeader> {
+  const header = await readGgufHeaderFromSource(src, opts.signal ? { signal: opts.signal } : {});
+  header.source = src.name;
+  architectureOf(header);
+  checkSize(src.size ?? header.dataOffset + header.tensorBytes, src.name);
+  return header;
 }
 
 /** Fills `dst` with the bytes at `offset` (straight into it when the source can: no transient copy). */

@@ -381,13 +381,7 @@ export class MatmulPool {
     if (this.disposed) return;
     this.disposed = true;
     orphans?.unregister(this);
-    const ctrl = this.control;
-    for (let i = 0; i < this.nWorkers; i++) {
-      const s = CONTROL.SLOTS + i * CONTROL.SLOT;
-      ctrl[s + CONTROL.EXIT] = 1;
-      Atomics.add(ctrl, s + CONTROL.GEN, 1);
-      Atomics.notify(ctrl, s + CONTROL.GEN);
-    }
+    this.wakeToExit();
     for (const w of this.workers) w.terminate();
     this.workers.length = 0;
     this.ready.length = 0;
