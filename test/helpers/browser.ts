@@ -8,7 +8,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { chromium, type Browser, type Page } from "playwright-core";
-import { build } from "vite";
+import { build, loadConfigFromFile } from "vite";
 
 import { startStaticServer, type StaticServer } from "../../src/cli/commands/serve.js";
 import { gv, writeGguf } from "../fixtures/gguf-writer.js";
@@ -46,14 +46,36 @@ export interface WebHarness {
 export const WEBGPU_ARGS = ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"];
 
 /**
- * Builds the pages, copies `files` (served path -> source path) into the build, serves it, launches
- * Chromium (with `extraArgs` after LAUNCH_ARGS: WEBGPU_ARGS for the WebGPU tests).
+ * Test-only pages built instead of web/'s (with web/vite.config.ts's plugins, so they bundle the
+ * engine as the real pages do): `root` is their folder, `input` names each HTML file in it.
  */
-export async function startWebHarness(files: Readonly<Record<string, string>> = {}, extraArgs: readonly string[] = []): Promise<WebHarness> {
+export interface TestPages {
+  readonly root: string;
+  readonly input: Readonly<Record<string, string>>;
+}
+
+/**
+ * Builds the pages (web/'s, or `testPages`), copies `files` (served path -> source path) into the
+ * build, serves it, launches Chromium (with `extraArgs` after LAUNCH_ARGS: WEBGPU_ARGS for the
+ * WebGPU tests).
+ */
+export async function startWebHarness(files: Readonly<Record<string, string>> = {}, extraArgs: readonly string[] = [], testPages?: TestPages): Promise<WebHarness> {
   if (!haveChromium) throw new Error(`CI: ${CHROMIUM} is missing; install Debian's chromium (apt-get install -y chromium)`);
   mkdirSync(ARTIFACTS, { recursive: true });
   const outDir = mkdtempSync(join(tmpdir(), "kvbound-web-"));
-  await build({ configFile: VITE_CONFIG, logLevel: "error", build: { outDir, emptyOutDir: true, sourcemap: false } });
+  if (testPages === undefined) {
+    await build({ configFile: VITE_CONFIG, logLevel: "error", build: { outDir, emptyOutDir: true, sourcemap: false } });
+  } else {
+    const web = await loadConfigFromFile({ command: "build", mode: "production" }, VITE_CONFIG, undefined, "error");
+    await build({
+      configFile: false,
+      root: testPages.root,
+      base: "./",
+      logLevel: "error",
+      plugins: web?.config.plugins ?? [],
+      build: { outDir, emptyOutDir: true, sourcemap: false, target: "es2022", rolldownOptions: { input: { ...testPages.input }, output: { keepNames: true } } },
+    });
+  }
   for (const [served, source] of Object.entries(files)) {
     mkdirSync(dirname(join(outDir, served)), { recursive: true });
     copyFileSync(source, join(outDir, served));
