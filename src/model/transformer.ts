@@ -99,6 +99,12 @@ export interface ModelOptions {
    */
   readonly minSplitWork?: number;
   /**
+   * Whether the wasm kernels may be the relaxed-SIMD build where the runtime runs relaxed SIMD
+   * right (Chrome 114+; not Node 20, whose flagged relaxed dot is wrong: wasm-kernels.ts
+   * relaxedSimdAvailable): the same bits, faster Q4_K dots. Default true; false keeps plain SIMD.
+   */
+  readonly relaxedSimd?: boolean;
+  /**
    * A streaming load (loadModel): `data` holds only the resident tensors, each at this offset; a
    * tensor absent here must be one the model copies into wasm memory, and the loader fills it
    * afterwards through `streamed` / `fillStreamed`. Unset: `data` is the whole tensor data region.
@@ -254,7 +260,7 @@ export class TransformerModel implements CausalLM {
     }
 
     // Lay out the wasm memory: matrices with a wasm kernel, then activations; grow once.
-    let arena: WasmArena | null = (options.kernels ?? "wasm") === "wasm" && wasmKernelsAvailable() ? new WasmArena({ threads, ...(options.minSplitWork !== undefined ? { minSplitWork: options.minSplitWork } : {}) }) : null;
+    let arena: WasmArena | null = (options.kernels ?? "wasm") === "wasm" && wasmKernelsAvailable() ? new WasmArena({ threads, ...(options.minSplitWork !== undefined ? { minSplitWork: options.minSplitWork } : {}), ...(options.relaxedSimd !== undefined ? { relaxedSimd: options.relaxedSimd } : {}) }) : null;
     let placed = new Map<WeightMatrix, number>();
     const q8Acts = (options.activations ?? "q8") === "q8";
     let ptrs: number[] = [];
@@ -346,6 +352,11 @@ export class TransformerModel implements CausalLM {
   /** Threads the matmuls are split over (1 on the JS kernels or where threads cannot run: see threadsNote). */
   get threads(): number {
     return this.arena?.threads ?? 1;
+  }
+
+  /** Whether the wasm kernels are the relaxed-SIMD build (ModelOptions.relaxedSimd). */
+  get relaxedSimd(): boolean {
+    return this.arena?.relaxedSimd ?? false;
   }
 
   /** Why fewer threads run than were asked for (no SharedArrayBuffer, ...), or null. */

@@ -2,6 +2,7 @@
 // base64, so that the kernels load in Node and in browsers without fetching a file:
 //   src/model/wasm/kernels.as     -> src/model/wasm/kernels-wasm.ts     (matmuls, over an imported
 //                                    memory: the model's arena, shared with the matmul pool's workers)
+//                                    and kernels-relaxed-wasm.ts (the same with relaxed SIMD on)
 //   src/cache/wasm/attention.as   -> src/cache/wasm/attention-wasm.ts   (attention over the cache's
 //                                    pages; it imports its sibling .as files, one per codec)
 //   src/model/wasm/elementwise.as -> src/model/wasm/elementwise-wasm.ts (SwiGLU, RMSNorm, residual
@@ -33,6 +34,15 @@ export const MODULES = {
     constant: "KERNELS_WASM_BASE64",
     what: "The WebAssembly SIMD matmul kernels' bytes",
     flags: SHARED_MEMORY,
+  },
+  // The same source with relaxed SIMD on (ASC_FEATURE_RELAXED_SIMD): matvecQ4K's dots take int8
+  // activations whole. Runtimes without the feature refuse it, and wasm-kernels.ts loads the one above.
+  kernelsRelaxed: {
+    source: fileURLToPath(new URL("../model/wasm/kernels.as", import.meta.url)),
+    target: fileURLToPath(new URL("../model/wasm/kernels-relaxed-wasm.ts", import.meta.url)),
+    constant: "KERNELS_RELAXED_WASM_BASE64",
+    what: "The WebAssembly relaxed-SIMD matmul kernels' bytes",
+    flags: [...SHARED_MEMORY, "--enable", "relaxed-simd"],
   },
   attention: {
     source: fileURLToPath(new URL("../cache/wasm/attention.as", import.meta.url)),

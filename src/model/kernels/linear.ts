@@ -300,7 +300,7 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
     case "wasm-q4k": {
       const q = q8!;
       c.start(K.matvecQ4K, rows, n).arg(out.ptr, 4, ob).arg(L.qs, cols / 2).arg(L.a, cols / 8).arg(L.c, cols / 8).rowsArg().arg(cols)
-        .arg(q.x16, 0, cols * 2).arg(q.d, 0, cols / 8).arg(q.sx, 0, cols / 8);
+        .arg(q.x16, 0, cols * 2).arg(q.qs, 0, cols).arg(q.d, 0, cols / 8).arg(q.sx, 0, cols / 8);
       break;
     }
     default:

@@ -347,12 +347,24 @@ export function blockSumsQ8(qx: usize, dx: usize, n: i32, sx: usize, g16: bool):
   );
 }
 
+/** The 4 int32 lanes of the dot of one Q4_K sub-block's 32 nibbles (n0: the first 16, n1: the
+ *  next 16, one per byte, 0..15) with 32 int8 activations at x: relaxed SIMD's
+ *  i32x4.relaxed_dot_i8x16_i7x16_add_s (pmaddubsw + pmaddwd, or vpdpbusd, on x86; sdot on Arm).
+ *  Its result is implementation-defined only where the second operand passes 127; nibbles never
+ *  do, so it equals nibbleDot's exactly. */
+@inline function nibbleDotRelaxed(n0: v128, n1: v128, x: usize): v128 {
+  return i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(x), n0, i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(x + 16), n1, i32x4.splat(0)));
+}
+
 /** Q4_K weights (nibbles as in the file: qs [rows][cols/2], 128 bytes per 256 values; per 32-value
  *  sub-block j the value is a[j] * q + c[j], a = d*scale, c = -dmin*min, decoded to f32 at load)
- *  times one token's q8 activations widened to int16 (widenQ8: x16 [cols] i16, dx [cols/32] f32,
- *  sx from blockSumsQ8): out[r]. Four sub-blocks a step: their int32 sums become one vector, scaled
- *  by a[4] * dx[4] (both contiguous) in one multiply-add, with the offsets c[4] * sx[4] beside. */
-export function matvecQ4K(out: usize, wq: usize, wa: usize, wc: usize, rows: i32, cols: i32, x16: usize, dx: usize, sx: usize): void {
+ *  times one token's q8 activations (Q8_K: qx [cols] i8, its widening x16 [cols] i16 (widenQ8), dx
+ *  [cols/32] f32, sx from blockSumsQ8): out[r]. Four sub-blocks a step: their int32 sums become one
+ *  vector, scaled by a[4] * dx[4] (both contiguous) in one multiply-add, with the offsets c[4] *
+ *  sx[4] beside. Built with relaxed SIMD, the dots read the int8 activations (nibbleDotRelaxed, the
+ *  nibbles unpacked once per 16 bytes); without, the int16 ones (nibbleDot). Either gives the same
+ *  int32 sums, so the same bits. */
+export function matvecQ4K(out: usize, wq: usize, wa: usize, wc: usize, rows: i32, cols: i32, x16: usize, qx: usize, dx: usize, sx: usize): void {
   const nsb = cols >> 5;
   for (let r = 0; r < rows; r++) {
     const q = wq + <usize>r * (<usize>cols >> 1);
@@ -362,8 +374,21 @@ export function matvecQ4K(out: usize, wq: usize, wa: usize, wc: usize, rows: i32
     for (let j = 0; j < nsb; j += 4) {
       // Sub-blocks j .. j+3: two 32-byte pairs (low nibbles the pair's first 32 values), 128 activations.
       const p = q + (<usize>j << 4);
-      const xp = x16 + (<usize>j << 6);
-      const s = laneSums(nibbleDot(p, xp, false), nibbleDot(p, xp + 64, true), nibbleDot(p + 32, xp + 128, false), nibbleDot(p + 32, xp + 192, true));
+      let s: v128;
+      if (ASC_FEATURE_RELAXED_SIMD) {
+        const m = i8x16.splat(15);
+        const b0 = v128.load(p), b1 = v128.load(p + 16), b2 = v128.load(p + 32), b3 = v128.load(p + 48);
+        const xp = qx + (<usize>j << 5);
+        s = laneSums(
+          nibbleDotRelaxed(v128.and(b0, m), v128.and(b1, m), xp),
+          nibbleDotRelaxed(i8x16.shr_u(b0, 4), i8x16.shr_u(b1, 4), xp + 32),
+          nibbleDotRelaxed(v128.and(b2, m), v128.and(b3, m), xp + 64),
+          nibbleDotRelaxed(i8x16.shr_u(b2, 4), i8x16.shr_u(b3, 4), xp + 96),
+        );
+      } else {
+        const xp = x16 + (<usize>j << 6);
+        s = laneSums(nibbleDot(p, xp, false), nibbleDot(p, xp + 64, true), nibbleDot(p + 32, xp + 128, false), nibbleDot(p + 32, xp + 192, true));
+      }
       const o = <usize>j << 2;
       acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), f32x4.mul(v128.load(a + o), v128.load(dx + o))));
       acc = f32x4.add(acc, f32x4.mul(v128.load(c + o), v128.load(sx + o)));

@@ -96,7 +96,7 @@ function setup(threads: number): Setup {
       if (batch) arena.flush();
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matvecQ4K, ROWS, NTOK).arg(o(3), 4, ob).arg(w4, COLS / 2).arg(wa, COLS / 8).arg(wb, COLS / 8).rowsArg().arg(COLS)
-        .arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(sx, 0, COLS / 8), n * NTOK);
+        .arg(x16, 0, COLS * 2).arg(qx, 0, COLS).arg(dx, 0, COLS / 8).arg(sx, 0, COLS / 8), n * NTOK);
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matvecQ8g16, ROWS, NTOK).arg(o(4), 4, ob).arg(wq, COLS).arg(wd, COLS / 4).rowsArg().arg(COLS)
         .arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(wc, COLS / 4).arg(s16, 0, COLS / 4), n * NTOK);

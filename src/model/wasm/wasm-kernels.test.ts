@@ -219,7 +219,7 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     const xq = new Float32Array(COLS);
     for (const t of [1, 6]) {
       for (let i = 0; i < COLS; i++) xq[i] = qs[t * COLS + i]! * d[(t * COLS + i) >> 5]!;
-      k.matvecQ4K(out, Lk.qs, Lk.a, Lk.c, ROWS, COLS, x16 + t * COLS * 2, dx + (t * COLS) / 8, sx + (t * COLS) / 8);
+      k.matvecQ4K(out, Lk.qs, Lk.a, Lk.c, ROWS, COLS, x16 + t * COLS * 2, qx + t * COLS, dx + (t * COLS) / 8, sx + (t * COLS) / 8);
       matvecReference(ref, xq, wk4);
       expect(maxRelErr(arena.f32(out, ROWS), ref, ROWS)).toBeLessThan(1e-5);
     }

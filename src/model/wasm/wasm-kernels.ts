@@ -12,6 +12,7 @@
 // caller's. `TransformerModel.wasmBytes` reports the exact figure; `kernels: "js"` avoids the copy
 // (and the speed).
 
+import { KERNELS_RELAXED_WASM_BASE64 } from "./kernels-relaxed-wasm.js";
 import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
 import { F16_TO_F32 } from "../../cache/codecs/half.js";
 import { ArenaLayout, compileEmbedded, MAX_WASM_MEMORY_BYTES, WASM_PAGE_BYTES, type MemoryKind } from "../../wasm/embedded.js";
@@ -34,8 +35,8 @@ export interface KernelExports {
   widenScales(dst: number, src: number, n: number, f16tbl: number): void;
   /** Per 32 values, or per 16 with g16 (Q2_K's offsets). */
   blockSumsQ8(qx: number, dx: number, n: number, sx: number, g16: boolean): void;
-  /** x16: one token's activations widened to int16 (widenQ8). */
-  matvecQ4K(out: number, wq: number, wa: number, wc: number, rows: number, cols: number, x16: number, dx: number, sx: number): void;
+  /** One token's Q8_K activations: x16 widened (widenQ8; the plain build reads it), qx int8 (the relaxed build reads it), dx, sx. */
+  matvecQ4K(out: number, wq: number, wa: number, wc: number, rows: number, cols: number, x16: number, qx: number, dx: number, sx: number): void;
   /** wc: per-16 offsets (Q2_K), 0 for none; s16: the activations' per-16 sums (blockSumsQ8 g16). */
   matvecQ8g16(out: number, wq: number, wd: number, rows: number, cols: number, x16: number, dx: number, wc: number, s16: number): void;
   matmulF32(out: number, outStride: number, w: number, rows: number, cols: number, x: number, xStride: number, nTok: number): void;
@@ -46,19 +47,67 @@ export interface KernelExports {
 export { ArenaLayout, MAX_WASM_MEMORY_BYTES } from "../../wasm/embedded.js";
 export { defaultThreads, MAX_THREADS } from "./matmul-pool.js";
 
-const compiled: { shared?: WebAssembly.Module | null; unshared?: WebAssembly.Module | null } = {};
+const compiled = new Map<string, WebAssembly.Module | null>();
 
-/** The compiled module for a shared or a plain memory, or null when this runtime cannot compile it (no wasm or no SIMD). */
-function kernelModule(memory: MemoryKind): WebAssembly.Module | null {
+/**
+ * The compiled module for a shared or a plain memory, the relaxed-SIMD build or the plain one; null
+ * when this runtime cannot compile it (no wasm or no SIMD; for the relaxed build, no relaxed SIMD:
+ * Chrome has it since 114, Node 20 only behind --experimental-wasm-relaxed-simd).
+ */
+function kernelModule(memory: MemoryKind, relaxed = false): WebAssembly.Module | null {
   // Synchronous compile: fine in Node and workers (the web page runs the engine in one) and on
   // Chrome's main thread up to 8 MB (4 KiB before Chrome 133: there compileEmbedded gives null and
   // the model keeps the JS kernels, as the attention module already does).
-  if (compiled[memory] === undefined) compiled[memory] = compileEmbedded(KERNELS_WASM_BASE64, memory);
-  return compiled[memory]!;
+  const key = `${memory}${relaxed ? "-relaxed" : ""}`;
+  if (!compiled.has(key)) compiled.set(key, compileEmbedded(relaxed ? KERNELS_RELAXED_WASM_BASE64 : KERNELS_WASM_BASE64, memory));
+  return compiled.get(key)!;
 }
 
 export function wasmKernelsAvailable(): boolean {
   return kernelModule("unshared") !== null;
+}
+
+/**
+ * A module whose export f(a, b, out) stores i32x4.relaxed_dot_i8x16_i7x16_add_s(v128 at a, v128 at
+ * b, 0) at out, over a memory of its own (exported as mem).
+ */
+const RELAXED_DOT_PROBE = [
+  0, 97, 115, 109, 1, 0, 0, 0, 1, 7, 1, 0x60, 3, 0x7f, 0x7f, 0x7f, 0, 3, 2, 1, 0, 5, 3, 1, 0, 1,
+  7, 11, 2, 1, 0x66, 0, 0, 3, 0x6d, 0x65, 0x6d, 2, 0, 10, 29, 1, 27, 0, 0x20, 2, 0x20, 0, 0xfd, 0, 4, 0,
+  0x20, 1, 0xfd, 0, 4, 0, 0x41, 0, 0xfd, 0x11, 0xfd, 0x93, 0x02, 0xfd, 0x0b, 4, 0, 0x0b,
+];
+
+let relaxedDotChecked: boolean | undefined;
+
+/**
+ * Whether the runtime's relaxed int8 dot gives the exact sums where the spec makes them
+ * deterministic (second operand 0..127): Node 20's V8 11.3, behind --experimental-wasm-relaxed-simd,
+ * returns twice them on x86-64, so there the plain build runs even with the flag.
+ */
+function relaxedDotExact(): boolean {
+  if (relaxedDotChecked !== undefined) return relaxedDotChecked;
+  relaxedDotChecked = false;
+  try {
+    const ex = new WebAssembly.Instance(new WebAssembly.Module(Uint8Array.from(RELAXED_DOT_PROBE))).exports as { f(a: number, b: number, out: number): void; mem: WebAssembly.Memory };
+    const m = new Int8Array(ex.mem.buffer, 0, 32);
+    const want = [0, 0, 0, 0];
+    for (let i = 0; i < 16; i++) {
+      m[i] = 100 - 13 * i; // -95..100
+      m[16 + i] = 127 - 5 * i; // 52..127
+      want[i >> 2]! += m[i]! * m[16 + i]!;
+    }
+    ex.f(0, 16, 64);
+    const got = new Int32Array(ex.mem.buffer, 64, 4);
+    relaxedDotChecked = want.every((w, i) => got[i] === w);
+  } catch {
+    // no relaxed SIMD here
+  }
+  return relaxedDotChecked;
+}
+
+/** Whether this runtime runs the relaxed-SIMD kernels, and runs them right (WasmArena uses them unless told not to). */
+export function relaxedSimdAvailable(): boolean {
+  return relaxedDotExact() && kernelModule("unshared", true) !== null;
 }
 
 /**
@@ -78,6 +127,9 @@ export class WasmArena extends ArenaLayout {
   readonly threadsWanted: number;
   /** Multiply-adds from which a matmul is split (MIN_SPLIT_WORK unless a benchmark sets it). */
   readonly minSplitWork: number;
+  /** Whether the kernels are the relaxed-SIMD build (after commit; the results are the same bits). */
+  relaxedSimd = false;
+  private readonly relaxedWanted: boolean;
   private committed = false;
   private fns: RowKernelFn[] = [];
   private pool: MatmulPool | null = null;
@@ -88,11 +140,13 @@ export class WasmArena extends ArenaLayout {
   private queuedWork = 0;
   private threadsWhy: string | null = null;
 
-  constructor(opts: { readonly threads?: number; readonly minSplitWork?: number } = {}) {
+  /** `relaxedSimd: false` keeps the plain-SIMD build where the relaxed one would run (tests compare the two). */
+  constructor(opts: { readonly threads?: number; readonly minSplitWork?: number; readonly relaxedSimd?: boolean } = {}) {
     super();
     if (kernelModule("unshared") === null) throw new Error("WebAssembly SIMD is unavailable; use the JS kernels");
     this.threadsWanted = Math.max(1, Math.floor(opts.threads ?? 1));
     this.minSplitWork = opts.minSplitWork ?? MIN_SPLIT_WORK;
+    this.relaxedWanted = opts.relaxedSimd ?? true;
     for (let i = 0; i < MAX_JOB_CALLS; i++) this.calls.push(new RowCall());
   }
 
@@ -127,7 +181,10 @@ export class WasmArena extends ArenaLayout {
       }
     }
     this.memory = memory;
-    const mod = kernelModule(shared ? "shared" : "unshared")!;
+    const kind = shared ? "shared" : "unshared";
+    const relaxed = this.relaxedWanted && relaxedSimdAvailable() ? kernelModule(kind, true) : null;
+    this.relaxedSimd = relaxed !== null;
+    const mod = relaxed ?? kernelModule(kind)!;
     this.k = new WebAssembly.Instance(mod, { env: { memory } }).exports as unknown as KernelExports;
     const exports = this.k as unknown as Record<string, RowKernelFn>;
     this.fns = ROW_KERNELS.map((name) => exports[name]!);
