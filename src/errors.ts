@@ -345,6 +345,21 @@ export class WebGpuUnsupportedError extends KvboundError {
   }
 }
 
+/**
+ * An error the GPU reported (a validation error, an allocation the device could not make, a lost
+ * device), caught by an error scope or the device's uncapturederror event and thrown from the next
+ * allocation or forward step instead of crashing the process or passing silently.
+ */
+export class WebGpuDeviceError extends KvboundError {
+  constructor(kind: "validation" | "out-of-memory" | "internal" | "lost", what: string, gpuMessage: string) {
+    const fix =
+      kind === "out-of-memory" || kind === "lost"
+        ? "lower the cache window, budget or batch size, or use --backend cpu"
+        : "a buffer over the adapter's limits is the usual cause: lower the cache window, budget or batch size, or use --backend cpu";
+    super("WEBGPU_DEVICE", `WebGPU ${kind} error while ${what}: ${gpuMessage.trim().replace(/\s*\n\s*/g, " ")}; ${fix}`, { kind, what, gpuMessage });
+  }
+}
+
 export class AbortError extends KvboundError {
   constructor(message = "generation aborted") {
     super("ABORTED", message, {});
@@ -406,6 +421,7 @@ for (const ctor of [
   AbortError,
   WebGpuUnavailableError,
   WebGpuUnsupportedError,
+  WebGpuDeviceError,
 ] as const) {
   registry.set(ctor.name, ctor as unknown as new (...args: never[]) => KvboundError);
 }

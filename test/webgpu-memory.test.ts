@@ -16,6 +16,11 @@ import { transformerPlan } from "../src/model/architectures.js";
 import { gpuForTests, type GpuContext } from "../src/model/webgpu/device.js";
 import { WebGpuTransformer } from "../src/model/webgpu/forward.js";
 import { planMemory } from "../src/plan/plan.js";
+import { collect } from "../src/engine/generate.js";
+import { loadModel } from "../src/engine/load-model.js";
+import { Session } from "../src/engine/session.js";
+import { asyncForwardOf, createSessionCache } from "../src/model/async-forward.js";
+import { SequenceNotFoundError, WebGpuDeviceError } from "../src/errors.js";
 import { webgpuMemory } from "../src/plan/webgpu.js";
 import { loadModelSpec } from "../src/spec/load.js";
 import { buildArchModel } from "./fixtures/arch-models.js";
@@ -57,6 +62,10 @@ describe.skipIf(!have || ctx === null)("WebGPU memory plan = the GPU buffers cre
     { name: "Q8_0 weights (stories260K-q8_0), 128-token context", input: { contextWindowSize: 128, codec: "f32" }, batch: 32, file: "models/stories260K-q8_0.gguf" },
     // Every codec the GPU stores (gpu-page-store.ts): the plan takes the codec.
     ...(["f16", "int8", "int4"] as const).map((codec) => ({ name: `${codec} pages, 4 sinks + 256-token window, 2 sequences`, input: { slidingWindowSize: 256, attentionSinkSize: 4, codec, maxSequences: 2 }, batch: 16 })),
+    // Score-based policies: an attention statistics buffer per cache, read back with the logits;
+    // a 32-token window evicts (and compacts) within the 60 tokens.
+    { name: "H2O, 4 sinks + 32-token window", input: { slidingWindowSize: 32, attentionSinkSize: 4, codec: "f32", policy: { kind: "h2o", recent: 8 } }, batch: 16 },
+    { name: "TOVA on int8 pages, 4 sinks + 32-token window, 2 sequences", input: { slidingWindowSize: 32, attentionSinkSize: 4, codec: "int8", maxSequences: 2, policy: { kind: "tova" } }, batch: 16 },
   ];
   for (const c of cases) {
     it(`${c.name}: live and peak bytes equal the plan to the byte`, async () => {
@@ -83,6 +92,11 @@ describe.skipIf(!have || ctx === null)("WebGPU memory plan = the GPU buffers cre
       if (n.live() !== plan.steadyBytes) console.log("by label:", [...ctx!.memory!.byLabel()].slice(-20));
       expect(n.live()).toBe(plan.steadyBytes);
       expect(n.peak()).toBe(plan.peakBytes);
+      if (c.input.policy !== undefined) {
+        expect(plan.statsBytes).toBeGreaterThan(0);
+        expect(gc.cache.stats().evictedTokens).toBeGreaterThan(0);
+        return; // the CLI plan takes no policy
+      }
       // The CLI/library plan: the same bytes as MemoryPlan.totalBytes.
       const mp = planMemory(spec, {
         engine: "kvbound", backend: "webgpu", maxBatchTokens: c.batch, maxBindingBytes,
@@ -125,6 +139,52 @@ describe.skipIf(!have || ctx === null)("WebGPU memory plan = the GPU buffers cre
     expect(n.peak()).toBe(plan.peakBytes);
     expect(Number.isFinite(logits[0]!)).toBe(true);
   }, 600_000);
+});
+
+describe.skipIf(!have || ctx === null)("WebGPU buffers are destroyed with their session and model; GPU errors are typed (stories260K)", () => {
+  it("Session.dispose releases its cache's buffers (pages, statistics, op uniforms): live bytes return to the model's; model.dispose returns them to 0", async () => {
+    const n = counter(ctx!);
+    const loaded = await loadModel(sharedPath("models/stories260K.gguf"), { backend: "webgpu", gpuContext: ctx!, nCtx: 128 });
+    const modelOnly = n.live();
+    expect(modelOnly).toBeGreaterThan(0);
+    for (const policy of [undefined, { kind: "h2o" as const, recent: 8 }]) {
+      const session = new Session(loaded, { slidingWindowSize: 32, attentionSinkSize: 4, ...(policy ? { policy } : {}) });
+      const out = await collect(session.generate("Once upon a time", { maxTokens: 40, temperature: 0, ignoreEos: true }));
+      expect(out.ids).toHaveLength(40);
+      expect(n.live()).toBeGreaterThan(modelOnly);
+      session.dispose();
+      expect(n.live()).toBe(modelOnly);
+      // A session used after dispose is a typed error, not a GPU validation error.
+      await expect(collect(session.generate("Once", { maxTokens: 2 }))).rejects.toThrow(SequenceNotFoundError);
+      await expect(asyncForwardOf(loaded.model)!.forwardAsync([1], 0, 1, session.cache, session.seqId, null)).rejects.toThrow(/cache used after its release/);
+    }
+    // A server-style shared cache is not the session's to release.
+    const shared = createSessionCache(loaded.model, resolveCacheConfig({ contextWindowSize: 64, codec: "f32", maxSequences: 2 }));
+    const withShared = n.live();
+    new Session(loaded, {}, { shared: { cache: shared, seqId: 1 } }).dispose();
+    expect(n.live()).toBe(withShared);
+    loaded.model.dispose();
+    expect(n.live()).toBe(0);
+  }, 300_000);
+
+  it("a GPU error in an allocation is thrown, typed and naming it, by the next forward step (once: the step after runs)", async () => {
+    const { header, data } = await load();
+    const n = counter(ctx!);
+    const model = new WebGpuTransformer(ctx!, header, data, transformerPlan(header, data), { window: 64, maxBatchTokens: 4 });
+    const gc = model.createCache(resolveCacheConfig({ contextWindowSize: 64, codec: "f32" }));
+    gc.cache.add(0);
+    const logits = new Float32Array(model.hp.nVocab);
+    model.gpu.storage(ctx!.device.limits.maxBufferSize + 4, "oversized scratch");
+    gc.cache.reserveOrThrow(0, 1);
+    const err = await model.forward(1, gc, 0, logits).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WebGpuDeviceError);
+    expect((err as Error).message).toMatch(/validation error while allocating buffer "oversized scratch"/);
+    await model.forward(1, gc, 0, logits);
+    expect(Number.isFinite(logits[0]!)).toBe(true);
+    model.dispose();
+    expect(n.live()).toBe(0);
+    await expect(model.forward(1, gc, 0, logits)).rejects.toThrow(/model used after dispose/);
+  }, 120_000);
 });
 
 // The other architectures the GPU runs (test/fixtures/arch-models.ts): QK norms (qwen3, gemma3),

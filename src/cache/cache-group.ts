@@ -7,6 +7,8 @@
 //   reserve(seq, n)            policy evicts, pages are found (or the call is refused, untouched)
 //   write(layer, seq, i, k, v) for every layer and i < n, in increasing i (keys pre-RoPE)
 //   attend(layer, seq, q, n)   the n new tokens' queries over everything retained
+//   (a backend that attends over the pages itself, the GPU, instead hands a score-based policy
+//   its reduced weights through observeSummed, and moves tokens of a compaction with packPage)
 //
 // Layout: each retained token lives in (page, slot). A sequence's page table is a deque of
 // entries in text order; an entry records which of its slots this sequence still retains
@@ -86,6 +88,8 @@ export class CacheGroup {
   /** Per layer, when attention runs in the wasm kernels (options.kernels). */
   private readonly wasmTargets: WasmAttendTarget[] = [];
   private readonly kernelMemory: CacheKernelMemory | null = null;
+  /** packStores' sources of one page ([pageSize] each), made on its first compaction. */
+  private packSources: { pages: Int32Array; slots: Int32Array } | null = null;
   /** The last planReserve's decision, applied by commitReserve. */
   private readonly plan = new ReservePlan();
 
@@ -441,6 +445,29 @@ export class CacheGroup {
     }
   }
 
+  /**
+   * Attention weights reduced outside the cache (the GPU backend, whose attention reads the pages
+   * itself) folded into the sequence's policy scores as attend's hook folds them: `w[t]` (t <
+   * nVisible) is query `queryIndex` of the last `nQuery`'s weight on retained token t, averaged over
+   * heads and summed over every layer of this group, or, when the policy's observedQueries is
+   * "sum", summed over the call's queries too (one call, queryIndex nQuery - 1). Call per query in
+   * increasing order: the queries policy.observedQueries names (the earlier ones of a windowed H2O
+   * advance its clock only: their `w` is not read).
+   */
+  observeSummed(seqId: number, queryIndex: number, nQuery: number, w: Float32Array, nVisible: number): void {
+    const s = this.seq(seqId);
+    if (!this.policy.usesScores) return;
+    if (!Number.isSafeInteger(nVisible) || nVisible < 1 || nVisible > s.held || queryIndex < 0 || queryIndex >= nQuery || nQuery > s.held) {
+      throw new CacheOperationError(`observeSummed of query ${queryIndex} of ${nQuery} over ${nVisible} tokens is invalid: the sequence holds ${s.held}`, {
+        operation: "observe",
+        seqId,
+        nQuery,
+      });
+    }
+    // Layer 0 with the layers' sum: every policy's per-layer fold is additive after its first layer.
+    this.policy.observe(s.scores!, 0, this.model.layers.length, queryIndex, nQuery, w, nVisible);
+  }
+
   /** Pops the `n` newest retained tokens (undo); the next token continues at the oldest popped position. */
   truncate(seqId: number, n: number): void {
     const s = this.seq(seqId);
@@ -462,6 +489,18 @@ export class CacheGroup {
   /** Attention positions of the retained tokens, in retained order, into `out`; returns the count. */
   positions(seqId: number, out: Int32Array): number {
     return this.table.positions(this.seq(seqId), out);
+  }
+
+  /**
+   * A score-based policy's score of each retained token (the first number of its record), in
+   * retained order, into `out`; returns the count (0 for policies without scores).
+   */
+  policyScores(seqId: number, out: Float64Array): number {
+    const s = this.seq(seqId);
+    if (s.scores === null) return 0;
+    const stride = this.policy.scoresPerToken;
+    for (let t = 0; t < s.held; t++) out[t] = s.scores[t * stride]!;
+    return s.held;
   }
 
   /** Original (text) positions of the retained tokens, in retained order; returns the count. */
@@ -642,6 +681,10 @@ export class CacheGroup {
     const gather = this.scratch.gather;
     for (let l = 0; l < this.nLayer; l++) {
       for (const store of [this.kStores[l]!, this.vStores[l]!]) {
+        if (store.packPage !== undefined) {
+          this.packStores(s, store, packed);
+          continue;
+        }
         const stride = store.shape.nHeadKv * store.shape.headDim;
         let ri = 0;
         let rs = 0;
@@ -662,6 +705,34 @@ export class CacheGroup {
           for (let t = 0; t < n; t++) store.writeToken(page, t, gather, t * stride);
         }
       }
+    }
+  }
+
+  /** compactStores for a store that moves tokens itself (packPage: pages the CPU does not read). */
+  private packStores(s: SequenceState, store: PageStore, packed: number): void {
+    const P = this.pageSize;
+    const nEntries = s.entries.length;
+    const src = (this.packSources ??= { pages: new Int32Array(P), slots: new Int32Array(P) });
+    let ri = 0;
+    let rs = 0;
+    for (let d = 0; d < packed; d++) {
+      let n = 0;
+      while (n < P && ri < nEntries) {
+        const e = s.entries.get(ri);
+        if (rs >= e.used) {
+          ri++;
+          rs = 0;
+          continue;
+        }
+        if (e.alive[rs] === 1) {
+          src.pages[n] = e.page;
+          src.slots[n++] = rs;
+        }
+        rs++;
+      }
+      const page = s.entries.get(d).page;
+      store.truncatePage(page, 0);
+      store.packPage!(page, src.pages, src.slots, n);
     }
   }
 

@@ -247,6 +247,17 @@ export class PagedKvCache {
     this.groups[this.layerGroup[layer]!]!.attend(this.layerLocal[layer]!, seqId, q, qOff, nQuery, out, outOff, scale);
   }
 
+  /** The main group's policy score per retained token, in retained order (CacheGroup.policyScores); returns the count. */
+  policyScores(seqId: number, out: Float64Array): number {
+    return this.main.policyScores(seqId, out);
+  }
+
+  /** Attention weights reduced outside the cache (the GPU) into `layer`'s group's policy scores (CacheGroup.observeSummed). */
+  observeSummed(layer: number, seqId: number, queryIndex: number, nQuery: number, w: Float32Array, nVisible: number): void {
+    this.checkLayer(layer);
+    this.groups[this.layerGroup[layer]!]!.observeSummed(seqId, queryIndex, nQuery, w, nVisible);
+  }
+
   /** Where token i of the last reserve is stored in `layer`'s group: [page, slot, rotation position] (see CacheGroup). */
   pendingSlot(layer: number, seqId: number, i: number, out: Int32Array): void {
     this.checkLayer(layer);

@@ -585,12 +585,16 @@ export class OpenAiServer {
     return n;
   }
 
-  /** Refuses what waits (503), aborts what runs, and resolves once nothing runs. */
+  /**
+   * Refuses what waits (503), aborts what runs, and resolves once nothing runs; the slots' shared
+   * cache then gives back what it holds outside the JS heap (WebGPU buffers).
+   */
   async close(): Promise<void> {
     this.closed = true;
     for (const job of this.queue.splice(0)) this.reject(job, new ServerBusyError("shutting_down", { parallel: this.parallel, maxQueue: this.maxQueue }));
     for (const job of this.running) job.abort.abort();
     await this.pumping;
+    asyncForwardOf(this.loaded.model)?.releasePagedCache?.(this.cache);
   }
 
   // -------------------------------------------------------------------------------------------

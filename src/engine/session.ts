@@ -87,6 +87,8 @@ export class Session {
   private readonly kv: CacheKv;
   /** The model when its forward is asynchronous (WebGPU): prefill and decode await it. Null on the CPU. */
   private readonly asyncLm: AsyncForwardLM | null;
+  /** Whether the cache is this session's own (not a server's shared pool): dispose releases it. */
+  private readonly ownsCache: boolean;
   /** The ids the cache holds, in order, while nothing was evicted; the prefix-reuse key. */
   private held: number[] = [];
   /** Logits after the last fed token; valid when `held` is non-empty. */
@@ -133,6 +135,7 @@ export class Session {
         { field: "nCtx" },
       );
     }
+    this.ownsCache = opts.shared === undefined;
     if (opts.shared !== undefined) {
       this.cache = opts.shared.cache;
       this.seqId = opts.shared.seqId;
@@ -224,11 +227,15 @@ export class Session {
     this.samplerState = null;
   }
 
-  /** Frees the sequence's pages for good (a server's finished conversation); the session is unusable after. */
+  /**
+   * Frees the sequence's pages for good (a server's finished conversation), and a cache of the
+   * session's own that lives outside the JS heap (WebGPU buffers); the session is unusable after.
+   */
   dispose(): void {
     this.epoch++;
     if (this.cache.has(this.seqId)) this.cache.remove(this.seqId);
     this.held = [];
+    if (this.ownsCache) this.asyncLm?.releasePagedCache?.(this.cache);
   }
 
   /**

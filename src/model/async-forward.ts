@@ -24,6 +24,8 @@ export interface AsyncForwardLM extends CausalLM {
    * reserved the n slots, n <= maxBatchTokens); `logits` receives the last token's when given.
    */
   forwardAsync(tokens: ArrayLike<number>, start: number, n: number, cache: PagedKvCache, seqId: number, logits: Float32Array | null): Promise<void>;
+  /** Frees what a cache made by createPagedCache holds outside the JS heap (GPU buffers); the cache cannot run afterwards. */
+  releasePagedCache?(cache: PagedKvCache): void;
 }
 
 /** The model as an AsyncForwardLM, or null for a synchronous (CPU) one. */

@@ -166,10 +166,10 @@ function planWebGpu(spec: ModelSpec, settings: PlanSettings, result: EngineKvRes
   const past = pastTraining("kvbound", spec.nCtxTrain, result.settings, result.extra);
   if (past !== null) notes.push(past.note);
   const kvTotal = m.kBytes + m.vBytes;
-  const computeBytes = m.activationBytes + m.ropeTableBytes + m.uniformBytes + m.bounceBytes + m.readbackBytes;
+  const computeBytes = m.activationBytes + m.ropeTableBytes + m.uniformBytes + m.bounceBytes + m.statsBytes + m.readbackBytes;
   notes.push(
     `WebGPU compute: activations ${m.activationBytes} B + RoPE/run tables ${m.ropeTableBytes} B + uniforms ${m.uniformBytes} B + ` +
-      `page copy buffers ${m.bounceBytes} B + logits readback ${m.readbackBytes} B; host memory also holds the model file (token rows are read from it)`,
+      `page copy buffers ${m.bounceBytes} B + ${m.statsBytes > 0 ? `attention stats ${m.statsBytes} B + ` : ""}logits readback ${m.readbackBytes} B; host memory also holds the model file (token rows are read from it)`,
   );
   // One row per cache group as the CPU rule has them, their bytes the GPU stores' (shared out by the
   // CPU rows' proportions when the model keeps SWA layers in a group of their own).
@@ -190,7 +190,7 @@ function planWebGpu(spec: ModelSpec, settings: PlanSettings, result: EngineKvRes
       ...result.extra,
       webgpu: {
         weightsBytes: m.weightsBytes, kBytes: m.kBytes, vBytes: m.vBytes, bounceBytes: m.bounceBytes, activationBytes: m.activationBytes,
-        ropeTableBytes: m.ropeTableBytes, uniformBytes: m.uniformBytes, readbackBytes: m.readbackBytes, steadyBytes: m.steadyBytes, peakBytes: m.peakBytes,
+        ropeTableBytes: m.ropeTableBytes, uniformBytes: m.uniformBytes, statsBytes: m.statsBytes, readbackBytes: m.readbackBytes, steadyBytes: m.steadyBytes, peakBytes: m.peakBytes,
         buffers: m.matrices.reduce((n, x) => n + x.chunks.length, 0),
       },
     },

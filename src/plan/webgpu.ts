@@ -11,11 +11,14 @@
 //                activations: x xb xn q k kRaw v att hb hb2 [maxBatch rows], logits, scores
 //                [maxBatch][nHead][window], dummy; per RoPE / sliding window the slots, a step
 //                uniform, the k cos/sin, runs and q cos/sin tables; two step uniforms; per cache
-//                used, the ops' parameter uniforms (kernels.ts int4Jobs included).
+//                used, the ops' parameter uniforms (kernels.ts int4Jobs included); per cache
+//                group whose policy reads attention weights (H2O, TOVA) an attention stats
+//                buffer [rows][window] and a stats op (16-byte uniform) per layer of the group.
 //   gpu-page-store.ts  per layer K and V (per cache group): all pages in one buffer (its own
 //                gpuPageStoreBytes), a one-page bounce buffer, int4's job lists.
 //   kernels.ts   storage buffers rounded up to 4 bytes (16 at least), uniforms to 16; reading
-//                the logits back maps a staging buffer of nVocab x 4 bytes for the step's length.
+//                the logits back maps a staging buffer of nVocab x 4 bytes (plus the stats rows,
+//                read through the same buffer) for the step's length.
 
 import { InvalidSettingError } from "../errors.js";
 import type { CacheConfig } from "../cache/config.js";
@@ -23,6 +26,7 @@ import type { CodecKind, KvRole, PageShape } from "../cache/codecs/types.js";
 import { GPU_CODECS, gpuPageBytes, gpuPageStoreBytes, INT4_MAX_JOBS, type GpuCodec } from "../cache/gpu-page-bytes.js";
 import { planPoolLayout } from "../cache/page-pool.js";
 import { planCacheGroups } from "../cache/paged-kv-cache.js";
+import { createPolicy } from "../cache/policies/index.js";
 import { ggmlRowBytes, ggmlTypeByName } from "../gguf/ggml-types.js";
 import { kvLayers, type ModelSpec } from "../spec/model-spec.js";
 import { cacheShapeFromSpec } from "./cache-shape.js";
@@ -73,7 +77,9 @@ export interface WebGpuMemory {
   readonly ropeTableBytes: number;
   /** Two step uniforms plus each cache's op parameter uniforms. */
   readonly uniformBytes: number;
-  /** The logits staging buffer, alive while a step's logits are read back. */
+  /** Score-based policies (H2O, TOVA): each cache group's attention statistics, [rows][window] f32. */
+  readonly statsBytes: number;
+  /** The staging buffer a step's logits (and attention statistics) are read back through, alive while it is mapped. */
   readonly readbackBytes: number;
   /** Live between steps: everything but the readback buffer. */
   readonly steadyBytes: number;
@@ -225,8 +231,18 @@ export function webgpuMemory(spec: ModelSpec, config: CacheConfig, options: WebG
   // Pages: each cache group (the cache's own group and pool rules), per layer K and V plus a page of bounce each.
   const shape = cacheShapeFromSpec(spec);
   const groups = planCacheGroups(config, shape);
-  let kBytes = 0, vBytes = 0, bounceBytes = 0, int4JobUniforms = 0, nPages = 0;
+  let kBytes = 0, vBytes = 0, bounceBytes = 0, int4JobUniforms = 0, nPages = 0, statsBytes = 0, statsReadback = 0;
   for (const g of groups) {
+    // forward.ts createCache / attentionStatsRows: one statistics row for unbounded H2O (a sum over
+    // the step's queries), else the policy's last observedQueries queries up to the batch size.
+    const policy = createPolicy(g.config.policy);
+    if (policy.usesScores) {
+      if (config.codec === "int4") throw new InvalidSettingError(`policy ${g.config.policy.kind} with int4 pages: the WebGPU backend compacts score-based caches, which int4 pages do not allow`, { setting: "codec", value: "int4" });
+      const rows = policy.observedQueries === "sum" ? 1 : Math.min(policy.observedQueries, B);
+      statsBytes += storage(rows * window * 4);
+      statsReadback += rows * window * 4;
+      programBytes += g.layers.length * uniform(16);
+    }
     if (g.config.windowTokens > window) throw new InvalidSettingError(`${spec.name}: a cache group of ${g.config.windowTokens} tokens exceeds the ${window}-token window the model is built for`, { setting: "backend", value: "webgpu" });
     const layout = planPoolLayout(g.config, g.shape);
     if (g === groups[0]) nPages = layout.nPages;
@@ -244,16 +260,17 @@ export function webgpuMemory(spec: ModelSpec, config: CacheConfig, options: WebG
   kBytes *= caches;
   vBytes *= caches;
   bounceBytes *= caches;
+  statsBytes *= caches;
   const uniformBytes = 2 * uniform(16) + caches * (programBytes + int4JobUniforms);
-  const readbackBytes = Math.ceil((nVocab * 4) / 4) * 4;
-  const steadyBytes = weightsBytes + kBytes + vBytes + bounceBytes + activationBytes + ropeTableBytes + uniformBytes;
+  const readbackBytes = Math.ceil((nVocab * 4) / 4) * 4 + statsReadback;
+  const steadyBytes = weightsBytes + kBytes + vBytes + bounceBytes + activationBytes + ropeTableBytes + uniformBytes + statsBytes;
   notes.push(
     `WebGPU buffers: weights as stored in ${matrices.reduce((n, m) => n + m.chunks.length, 0)} buffers (row chunks under a ${maxBinding}-byte binding), ` +
       `activations for ${B}-token batches, scores over a ${window}-token window, ${nPages} pages of ${config.pageSize} tokens a layer${groups.length > 1 ? " (main group)" : ""}; ` +
       `peak includes the ${readbackBytes}-byte logits readback`,
   );
   return {
-    weightsBytes, kBytes, vBytes, bounceBytes, activationBytes, ropeTableBytes, uniformBytes, readbackBytes,
+    weightsBytes, kBytes, vBytes, bounceBytes, activationBytes, ropeTableBytes, uniformBytes, statsBytes, readbackBytes,
     steadyBytes, peakBytes: steadyBytes + readbackBytes,
     nPages, window, maxBatchTokens: B, maxBindingBytes: maxBinding, matrices, notes,
   };

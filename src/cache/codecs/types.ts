@@ -41,6 +41,13 @@ export interface PageStore {
    * have wasm kernels; the cache uses them only when the store lives in the kernels' memory.
    */
   kernelLayout?(): StoreKernelLayout;
+  /**
+   * Optional, for stores whose pages the CPU does not read (the GPU's): slot i of `page` receives
+   * the token now at (srcPages[i], srcSlots[i]), i < n, every source read before `page` is
+   * written (a compaction, cache-group.ts compactStores). Without it the cache moves tokens
+   * through readToken and writeToken.
+   */
+  packPage?(page: number, srcPages: Int32Array, srcSlots: Int32Array, n: number): void;
   /** Decodes one token's `[nHeadKv][headDim]` values (tests, references, snapshots). */
   readToken(page: number, slot: number, out: Float32Array, outOff: number): void;
 

@@ -13,6 +13,7 @@ export function contextPolicy(config: Extract<CachePolicy, { kind: "context" }>)
     holes: false,
     usesScores: false,
     scoresPerToken: 0,
+    observedQueries: 0,
     pagesPerSequence: (pageSize) => Math.ceil(config.window / pageSize),
     selectEvictions: () => {
       throw new Error("context policy never evicts (the cache refuses instead)");

@@ -13,6 +13,7 @@ export function fifoPolicy(config: Extract<CachePolicy, { kind: "fifo" }>): Evic
     holes: false,
     usesScores: false,
     scoresPerToken: 0,
+    observedQueries: 0,
     pagesPerSequence: (pageSize) => prefixRecentPages(0, config.window, pageSize),
     selectEvictions: (_view, count, _nNew, out) => {
       for (let j = 0; j < count; j++) out[j] = j;

@@ -19,6 +19,7 @@ export function h2oPolicy(config: Extract<CachePolicy, { kind: "h2o" }>): Evicti
     holes: true,
     usesScores: true,
     scoresPerToken: stride,
+    observedQueries: n === null ? "sum" : n,
     pagesPerSequence: (pageSize) => Math.ceil(config.window / pageSize) + 1,
     selectEvictions: (view, count, nNew, out) => {
       // After the append the newest `recent` tokens are protected: nNew of them are the new ones.

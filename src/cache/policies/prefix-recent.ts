@@ -13,6 +13,7 @@ export function prefixRecentPolicy(config: Extract<CachePolicy, { kind: "prefix-
     holes: false,
     usesScores: false,
     scoresPerToken: 0,
+    observedQueries: 0,
     pagesPerSequence: (pageSize) => prefixRecentPages(config.prefix, config.recent, pageSize),
     selectEvictions: (_view, count, _nNew, out) => {
       for (let j = 0; j < count; j++) out[j] = config.prefix + j;

@@ -14,6 +14,7 @@ export function slidingPolicy(config: Extract<CachePolicy, { kind: "sliding" }>)
     holes: false,
     usesScores: false,
     scoresPerToken: 0,
+    observedQueries: 0,
     pagesPerSequence: (pageSize) => prefixRecentPages(config.sinks, config.recent, pageSize),
     selectEvictions: (_view, count, _nNew, out) => {
       for (let j = 0; j < count; j++) out[j] = config.sinks + j;

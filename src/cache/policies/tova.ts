@@ -15,6 +15,7 @@ export function tovaPolicy(config: Extract<CachePolicy, { kind: "tova" }>): Evic
     holes: true,
     usesScores: true,
     scoresPerToken: 1,
+    observedQueries: 1,
     pagesPerSequence: (pageSize) => Math.ceil(config.window / pageSize) + 1,
     selectEvictions: (view, count, _nNew, out) => {
       selectLowest(view.scores, config.sinks, view.held, count, out, taken);

@@ -30,6 +30,13 @@ export interface EvictionPolicy {
    * fork and saved by snapshots. Its first number is the token's score.
    */
   readonly scoresPerToken: number;
+  /**
+   * What a backend that reduces attention weights outside the cache (the GPU) hands observeSummed,
+   * per call: "sum", the weights of every query of the call summed (the policy's score is a plain
+   * sum: unbounded H2O); a number n > 0, the last n queries' weights each on its own (windowed H2O
+   * n = scoreWindow, TOVA 1); 0 for policies that read no weights.
+   */
+  readonly observedQueries: "sum" | number;
   /** Most pages one sequence's retained tokens can span under this policy. */
   pagesPerSequence(pageSize: number): number;
   /**

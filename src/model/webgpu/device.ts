@@ -3,7 +3,7 @@
 // get one (on a machine without a GPU: SwiftShader, the Vulkan driver Chromium ships).
 /// <reference types="@webgpu/types" />
 
-import { WebGpuUnavailableError } from "../../errors.js";
+import { WebGpuDeviceError, WebGpuUnavailableError } from "../../errors.js";
 
 /** A device and the limits the kernels size their buffers and dispatches by. */
 export interface GpuContext {
@@ -28,6 +28,47 @@ export interface GpuContext {
    * context built by hand.
    */
   readonly memory?: GpuMemoryCounter;
+  /**
+   * Errors nothing else caught (the device's uncapturederror event, a lost device), kept for the
+   * kernels to throw from their next allocation or step (kernels.ts check): an uncaptured error
+   * crashed Node under Dawn. Absent on a context built by hand.
+   */
+  readonly errors?: GpuErrorLog;
+}
+
+/** A GPUError's kind, by its class name (the classes are globals only where a GPU object installed them). */
+export function gpuErrorKind(e: GPUError): "validation" | "out-of-memory" | "internal" {
+  const name = e.constructor?.name ?? "";
+  return name === "GPUOutOfMemoryError" ? "out-of-memory" : name === "GPUValidationError" ? "validation" : "internal";
+}
+
+/** The first GPU error no error scope caught since the last take(), or null. */
+export interface GpuErrorLog {
+  take(): WebGpuDeviceError | null;
+}
+
+/**
+ * Listens for `device`'s uncaptured errors and its loss (unless destroyed on purpose) and keeps
+ * the first one until taken: preventDefault stops the runtime's own handling (Dawn under Node
+ * ended the process on one).
+ */
+export function watchGpuErrors(device: GPUDevice): GpuErrorLog {
+  let first: WebGpuDeviceError | null = null;
+  device.addEventListener("uncapturederror", (ev: Event) => {
+    ev.preventDefault();
+    const e = (ev as GPUUncapturedErrorEvent).error;
+    first ??= new WebGpuDeviceError(gpuErrorKind(e), "running WebGPU work outside an error scope", e.message);
+  });
+  void device.lost.then((info) => {
+    if (info.reason !== "destroyed") first ??= new WebGpuDeviceError("lost", "using the device", info.message || "the device was lost");
+  });
+  return {
+    take() {
+      const e = first;
+      first = null;
+      return e;
+    },
+  };
 }
 
 /** Live and peak bytes of the GPUBuffers one device created (sizes as requested). */
@@ -150,9 +191,11 @@ export async function requestGpu(options: GpuDeviceOptions = {}): Promise<GpuCon
   });
   const info = adapter.info as GPUAdapterInfo | undefined;
   const memory = trackGpuMemory(device);
+  const errors = watchGpuErrors(device);
   return {
     device,
     memory,
+    errors,
     adapter,
     gpu,
     maxBindingBytes: Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize),

@@ -4,7 +4,10 @@
 // every layer of a step encoded into one compute pass, logits read back for sampling. The cache
 // (src/cache/) keeps its page table, policy and stats on the CPU: per step it says where each new
 // token goes (pendingSlot) and which runs attention reads (attentionRuns), and this file uploads
-// those few integers and the RoPE cos/sin rows they need.
+// those few integers and the RoPE cos/sin rows they need. A score-based policy (H2O, TOVA) gets the
+// attention weights it reads reduced on the GPU to one row of held slots per step (or one per query
+// of a windowed H2O), read back with the logits and folded in by the cache (observeSummed). GPU
+// errors come back typed (kernels.ts guard / check); releaseCache and dispose destroy the buffers.
 /// <reference types="@webgpu/types" />
 
 import type { GgufHeader } from "../../gguf/header.js";
@@ -71,6 +74,37 @@ export interface GpuCache {
   readonly stores: readonly (readonly [GpuPageStore, GpuPageStore])[];
 }
 
+/**
+ * A score-based policy's attention statistic for one cache group, reduced on the GPU (wgsl.ts
+ * ATTENTION_STATS_WGSL): per step the group's layers add their head-averaged weights into
+ * `buffer`, which is read back with the logits and handed to the cache (observeSummed).
+ */
+interface StatsSlot {
+  /** A layer of the group (the cache's per-layer calls take it). */
+  readonly layer: number;
+  readonly group: number;
+  readonly buffer: GPUBuffer; // [rows][window] f32
+  /** Every query of the step summed into row 0 (unbounded H2O), else the last `rows` queries each in its own row. */
+  readonly sumAll: boolean;
+  readonly rows: number;
+}
+
+/** What one cache holds on the GPU besides its page stores' contents. */
+interface CacheState {
+  /** Every buffer made for the cache (page stores, statistics, the ops' uniforms): released with it. */
+  readonly buffers: GPUBuffer[];
+  /** Per cache group: its statistics, or null when its policy reads no weights. */
+  readonly stats: (StatsSlot | null)[];
+  /** Per layer: its group's statistics. */
+  readonly layerStats: (StatsSlot | null)[];
+  program: { layers: GpuOp[]; logits: GpuOp[] } | null;
+}
+
+/** Rows of a cache group's statistics buffer for a policy's observedQueries and the batch size. */
+export function attentionStatsRows(observed: "sum" | number, maxBatchTokens: number): number {
+  return observed === "sum" ? 1 : Math.min(observed, maxBatchTokens);
+}
+
 export class WebGpuTransformer {
   readonly hp: ModelHParams;
   readonly attention: readonly LayerAttention[];
@@ -88,8 +122,11 @@ export class WebGpuTransformer {
   private readonly weights: { attnNorm: GPUBuffer; ffnNorm: GPUBuffer; qNorm: GPUBuffer | null; kNorm: GPUBuffer | null; attnPostNorm: GPUBuffer | null; ffnPostNorm: GPUBuffer | null; wq: GpuMatrix; wk: GpuMatrix; wv: GpuMatrix; wo: GpuMatrix; wGate: GpuMatrix; wUp: GpuMatrix; wDown: GpuMatrix }[] = [];
   private readonly outNorm: GPUBuffer;
   private readonly output: GpuMatrix;
-  /** Ops per cache (built on first use with that cache: they bind its page buffers). */
-  private readonly programs = new WeakMap<PagedKvCache, { layers: GpuOp[]; logits: GpuOp[] }>();
+  /** Per cache: its buffers, statistics and ops (built on first use with that cache: they bind its page buffers). */
+  private readonly states = new WeakMap<PagedKvCache, CacheState>();
+  /** Caches released (releaseCache): a step on one is a typed error, not a GPU validation error. */
+  private readonly released = new WeakSet<PagedKvCache>();
+  private disposed = false;
   private readonly window: number;
 
   /**
@@ -109,8 +146,8 @@ export class WebGpuTransformer {
     checkPlan(plan, w);
     const gpu = new GpuKernels(ctx, options.maxBindingBytes);
     this.gpu = gpu;
-    this.step = new GpuStep(gpu.device);
-    this.stepOne = new GpuStep(gpu.device);
+    this.step = gpu.step();
+    this.stepOne = gpu.step();
     const qDim = hp.nHead * hp.headDim, kvDim = hp.nHeadKv * hp.headDim;
     this.tokEmbd = w.matrix("token_embd.weight", hp.nEmbd, hp.nVocab);
     const vec = (name: string, n: number) => {
@@ -175,7 +212,7 @@ export class WebGpuTransformer {
       slots: new Uint32Array(2 * B),
       rotPos: new Int32Array(B),
       slotsBuf: gpu.storage(8 * B, "slots"),
-      step: new GpuStep(gpu.device),
+      step: gpu.step(),
       rope: spec === null ? null : new Rope(spec, headDim),
       half,
       meta,
@@ -186,28 +223,89 @@ export class WebGpuTransformer {
     };
   }
 
-  /** A paged cache for this model whose pages are GPU buffers (f32, f16, int8 or int4; no score-based policies). */
+  /**
+   * A paged cache for this model whose pages are GPU buffers (f32, f16, int8 or int4). Score-based
+   * policies (H2O, TOVA) get their attention statistic reduced on the GPU, one small array per
+   * cache group and step (StatsSlot).
+   */
   createCache(config: CacheConfig): GpuCache {
+    this.checkLive();
     for (const a of this.attention) checkGpuCodec(config.codec, a.headDimK);
     const kind = config.policy.kind;
-    if (kind === "h2o" || kind === "tova") throw new WebGpuUnsupportedError("the score-based policy", kind, "its attention statistics are not computed on the GPU yet; use --backend cpu");
+    // Score-based policies compact their pages (moving tokens between pages): int4 pages keep
+    // per-page parameters a moved token would have to be re-encoded under.
+    if ((kind === "h2o" || kind === "tova") && config.codec === "int4") throw new WebGpuUnsupportedError(`the score-based policy ${kind} with`, "int4 pages", "use codec f32, f16 or int8 with H2O / TOVA on the GPU");
     if (config.pageSize < 16) throw new WebGpuUnsupportedError("a page size of", config.pageSize, "the attention tables hold the runs of 16-token pages; use pageSize 16 or more");
     if (config.windowTokens > this.window) throw new WebGpuUnsupportedError("a cache window of", `${config.windowTokens} tokens`, `this model was built for at most ${this.window}`);
     const created: GpuPageStore[] = [];
-    const cache = new PagedKvCache(config, modelCacheShape(this), { createStore: gpuStoreFactory(this.gpu, created, { openPages: config.maxSequences }) });
+    const buffers: GPUBuffer[] = [];
+    const made = this.gpu.collect(buffers, () => {
+      const cache = new PagedKvCache(config, modelCacheShape(this), { createStore: gpuStoreFactory(this.gpu, created, { openPages: config.maxSequences }) });
+      const stats = cache.groupPlans.map((g, gi): StatsSlot | null => {
+        const policy = cache.groups[gi]!.policy;
+        if (!policy.usesScores) return null;
+        const rows = attentionStatsRows(policy.observedQueries, this.maxBatchTokens);
+        return { layer: g.layers[0]!, group: gi, buffer: this.gpu.storage(rows * this.window * 4, "attention stats"), sumAll: policy.observedQueries === "sum", rows };
+      });
+      return { cache, stats };
+    }, () => this.gpu.release(buffers));
+    const { cache, stats } = made;
     for (const g of cache.groups) {
-      if (g.config.windowTokens > this.window) throw new WebGpuUnsupportedError("a cache group window of", `${g.config.windowTokens} tokens`, `this model was built for at most ${this.window}`);
+      if (g.config.windowTokens > this.window) {
+        this.gpu.release(buffers);
+        throw new WebGpuUnsupportedError("a cache group window of", `${g.config.windowTokens} tokens`, `this model was built for at most ${this.window}`);
+      }
     }
     // The cache creates each group's stores in turn, per layer of the group: K, then V.
     const stores: [GpuPageStore, GpuPageStore][] = new Array(this.hp.nLayer);
+    const layerStats: (StatsSlot | null)[] = new Array(this.hp.nLayer);
     let i = 0;
-    for (const g of cache.groupPlans) for (const l of g.layers) stores[l] = [created[i++]!, created[i++]!];
+    cache.groupPlans.forEach((g, gi) => {
+      for (const l of g.layers) {
+        stores[l] = [created[i++]!, created[i++]!];
+        layerStats[l] = stats[gi]!;
+      }
+    });
+    this.states.set(cache, { buffers, stats, layerStats, program: null });
     return { cache, stores };
   }
 
-  private program(c: GpuCache): { layers: GpuOp[]; logits: GpuOp[] } {
-    let p = this.programs.get(c.cache);
-    if (p !== undefined) return p;
+  /** Destroys the cache's GPU buffers (its pages, statistics and ops); the cache cannot run afterwards. */
+  releaseCache(c: GpuCache): void {
+    const st = this.states.get(c.cache);
+    if (st === undefined) return;
+    this.gpu.release(st.buffers);
+    this.states.delete(c.cache);
+    this.released.add(c.cache);
+  }
+
+  /** Destroys every GPU buffer of the model and of its caches; nothing runs afterwards. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.gpu.destroy();
+  }
+
+  private checkLive(): void {
+    if (this.disposed) throw new WebGpuUnsupportedError("a model used after", "dispose()", "load the model again");
+  }
+
+  private state(c: GpuCache): CacheState {
+    this.checkLive();
+    const st = this.states.get(c.cache);
+    if (st === undefined) {
+      if (this.released.has(c.cache)) throw new WebGpuUnsupportedError("a cache used after", "its release (Session.dispose)", "create a new session");
+      throw new WebGpuUnsupportedError("a cache it did not make:", "a CPU paged cache", "create the cache with createCache (Session does)");
+    }
+    return st;
+  }
+
+  private program(c: GpuCache, st: CacheState): { layers: GpuOp[]; logits: GpuOp[] } {
+    // Op uniforms bind the cache's buffers: they are the cache's, released with it.
+    return (st.program ??= this.gpu.collect(st.buffers, () => this.buildProgram(c, st)));
+  }
+
+  private buildProgram(c: GpuCache, st: CacheState): { layers: GpuOp[]; logits: GpuOp[] } {
     const { gpu, hp, buf, step } = this;
     const eps = hp.normEps;
     const qDim = hp.nHead * hp.headDim, kvDim = hp.nHeadKv * hp.headDim;
@@ -233,9 +331,11 @@ export class WebGpuTransformer {
         gpu.int4Jobs(kStore, "post"), gpu.int4Jobs(vStore, "post"),
         gpu.attention(buf.att, buf.q, kStore.buffer, vStore.buffer, r.metaBuf, r.csBuf, buf.scores, {
           nHead: hp.nHead, nHeadKv: a.nHeadKv, headDim: hd, nRot, neox, pageSize, window: this.window, maxRuns: r.meta.maxRuns,
-          slidingWindow: a.slidingWindow, scale: a.scale, softcap: a.softcap, layouts,
+          slidingWindow: a.slidingWindow, scale: a.scale, softcap: a.softcap, layouts, normalize: st.layerStats[l] !== null,
         }, r.step),
       );
+      const ls = st.layerStats[l]!;
+      if (ls !== null) layers.push(gpu.attentionStats(ls.buffer, buf.scores, { nHead: hp.nHead, window: this.window, sumAll: ls.sumAll }, r.step));
       // Post-norms (gemma2/3): the branch's output normed before the residual add.
       const branch = (out: GPUBuffer, postNorm: GPUBuffer | null) => {
         if (postNorm === null) return gpu.elementwise("add", buf.x, out, hp.nEmbd, step);
@@ -257,9 +357,7 @@ export class WebGpuTransformer {
       gpu.matmul(buf.logits, buf.xb, this.output, hp.nEmbd, hp.nVocab, this.stepOne),
     ];
     if (this.plan.finalSoftcap > 0) logits.push(gpu.elementwise("softcap", buf.logits, buf.dummy, hp.nVocab, this.stepOne, { cap: this.plan.finalSoftcap, perStep: true }));
-    p = { layers, logits };
-    this.programs.set(c.cache, p);
-    return p;
+    return { layers, logits };
   }
 
   /**
@@ -268,6 +366,9 @@ export class WebGpuTransformer {
    */
   async forwardBatch(tokens: ArrayLike<number>, start: number, n: number, c: GpuCache, seqId: number, logits: Float32Array | null): Promise<void> {
     const hp = this.hp, gpu = this.gpu, cache = c.cache;
+    const st = this.state(c);
+    // A GPU error since the last step (an allocation, a pipeline, uncaptured) is thrown here, typed.
+    await gpu.check();
     if (!Number.isInteger(n) || n < 1 || n > this.maxBatchTokens || start < 0 || start + n > tokens.length) {
       throw new ModelConfigError(`forwardBatch of ${n} tokens from ${start} is invalid: use 1..${this.maxBatchTokens} tokens inside the ${tokens.length} given`, { field: "n" });
     }
@@ -294,7 +395,7 @@ export class WebGpuTransformer {
       const g = cache.groupPlans.findIndex((gp) => gp.layers.includes(r.layer));
       return { runs: cache.attentionRuns(r.layer, seqId), held: cache.groups[g]!.length(seqId) };
     });
-    const p = this.program(c);
+    const p = this.program(c, st);
     const int4 = cache.config.codec === "int4";
     const pageSize = cache.config.pageSize;
     // int4 pages are sealed after the pass that writes their last slot (gpu-page-store.ts): such a
@@ -324,18 +425,66 @@ export class WebGpuTransformer {
         });
       }
       this.step.write(m);
-      this.ropes.forEach((r, ri) => r.step.write(m, runsOf[ri]!.held - (n - c1), runsOf[ri]!.runs.n));
+      this.ropes.forEach((r, ri) => {
+        // The statistics' row offset: the pass's query i is the batch's c0 + i, whose row is that minus n - rows.
+        const ls = st.layerStats[r.layer]!;
+        const pad = ls === null || ls.sumAll ? 0 : n - ls.rows - c0;
+        r.step.write(m, runsOf[ri]!.held - (n - c1), runsOf[ri]!.runs.n, pad);
+      });
       this.stepOne.write(1);
       const last = c1 === n;
-      const enc = gpu.device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      for (const op of p.layers) op.encode(pass, m);
-      if (last && logits !== null) for (const op of p.logits) op.encode(pass, 1);
-      pass.end();
-      gpu.device.queue.submit([enc.finish()]);
+      const first = c0 === 0;
+      gpu.guard(`running a forward step of ${m} tokens`, () => {
+        const enc = gpu.device.createCommandEncoder();
+        if (first) for (const s of st.stats) if (s !== null) enc.clearBuffer(s.buffer);
+        const pass = enc.beginComputePass();
+        for (const op of p.layers) op.encode(pass, m);
+        if (last && logits !== null) for (const op of p.logits) op.encode(pass, 1);
+        pass.end();
+        gpu.device.queue.submit([enc.finish()]);
+      });
       c0 = c1;
     }
-    if (logits !== null) logits.set(await gpu.read(this.buf.logits, hp.nVocab * 4));
+    await this.readBack(c, st, n, seqId, logits);
+    await gpu.check();
+  }
+
+  /**
+   * Reads the step's logits (when asked) and its attention statistics (score-based policies) back
+   * through one map, and hands the statistics to the cache as its CPU attention's hook would.
+   */
+  private async readBack(c: GpuCache, st: CacheState, n: number, seqId: number, logits: Float32Array | null): Promise<void> {
+    const W = this.window;
+    const ranges: { buffer: GPUBuffer; bytes: number; offset?: number }[] = [];
+    if (logits !== null) ranges.push({ buffer: this.buf.logits, bytes: this.hp.nVocab * 4 });
+    // Rows the policy reads: sumAll one; else the last min(rows, n) (rows of earlier queries stay zero).
+    const firstRow = (s: StatsSlot) => (s.sumAll ? 0 : Math.max(0, s.rows - n));
+    for (const s of st.stats) if (s !== null) ranges.push({ buffer: s.buffer, bytes: (s.rows - firstRow(s)) * W * 4, offset: firstRow(s) * W * 4 });
+    if (ranges.length === 0) return;
+    const out = await this.gpu.readMany(ranges);
+    let at = 0;
+    if (logits !== null) {
+      logits.set(out.subarray(0, this.hp.nVocab));
+      at = this.hp.nVocab;
+    }
+    const cache = c.cache;
+    for (const s of st.stats) {
+      if (s === null) continue;
+      const held = cache.groups[s.group]!.length(seqId);
+      const r0 = firstRow(s);
+      if (s.sumAll) {
+        cache.observeSummed(s.layer, seqId, n - 1, n, out.subarray(at, at + W), held);
+      } else {
+        // Query qi's row is qi - (n - rows); a query without one (before the policy's last
+        // observedQueries) only advances the policy's clock, which reads no weights.
+        for (let qi = 0; qi < n; qi++) {
+          const row = Math.max(r0, qi - (n - s.rows));
+          const off = at + (row - r0) * W;
+          cache.observeSummed(s.layer, seqId, qi, n, out.subarray(off, off + W), held - n + qi + 1);
+        }
+      }
+      at += (s.rows - r0) * W;
+    }
   }
 
   /** One token (its slot reserved in c.cache). */

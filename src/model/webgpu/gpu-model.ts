@@ -1,10 +1,11 @@
 // The WebGPU forward pass (WebGpuTransformer) as a model the engine runs: a CausalLM whose
 // forward is asynchronous (AsyncForwardLM), so Session / generate / the API server await it for
 // prefill and decode, with the same cache config semantics as the CPU backend (context window,
-// sliding window + sinks, prefix-recent) on f32 pages. What the GPU forward does not compute
-// (other codecs, H2O/TOVA, SWA layer groups, architectures with biases or QK norms) is refused
+// sliding window + sinks, prefix-recent, H2O and TOVA with their attention statistics reduced on
+// the GPU). What the GPU forward does not compute (fp8 pages, architectures with biases) is refused
 // with WebGpuUnsupportedError when the model or its cache is made. The synchronous forward
-// methods (perplexity, references) are refused the same way.
+// methods (perplexity, references) are refused the same way. A cache's GPU buffers go with
+// releasePagedCache (Session.dispose), the model's with dispose.
 /// <reference types="@webgpu/types" />
 
 import type { CacheConfig } from "../../cache/config.js";
@@ -80,6 +81,13 @@ export class WebGpuModel implements AsyncForwardLM {
     return c.cache;
   }
 
+  /** Destroys the GPU buffers of a cache this model made (its pages, statistics, ops); it cannot run afterwards. */
+  releasePagedCache(cache: PagedKvCache): void {
+    const c = this.caches.get(cache);
+    if (c === undefined) return;
+    this.gpu.releaseCache(c);
+  }
+
   forwardAsync(tokens: ArrayLike<number>, start: number, n: number, cache: PagedKvCache, seqId: number, logits: Float32Array | null): Promise<void> {
     const c = this.caches.get(cache);
     if (c === undefined) {
@@ -96,10 +104,14 @@ export class WebGpuModel implements AsyncForwardLM {
     throw syncRefused();
   }
 
-  /** Releases the GPU device when the model requested it; the model cannot run afterwards. */
+  /**
+   * Destroys every GPU buffer of the model and of the caches it made, and the device when the
+   * model requested it; the model cannot run afterwards.
+   */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.gpu.dispose();
     if (this.ownsDevice) this.context.device.destroy();
   }
 }

@@ -252,6 +252,32 @@ export class GpuPageStore implements PageStore {
     this.gpu.device.queue.submit([enc.finish()]);
   }
 
+  /**
+   * A compaction's page (PageStore.packPage) on the GPU: the sources' token bytes, part by part
+   * (values, int8's scales), into the bounce page in order, then into the page's first n slots; runs
+   * of consecutive slots go as one copy. int4 pages hold per-page parameters that a moved token
+   * would have to be re-encoded under: refused (the forward refuses int4 with score-based policies).
+   */
+  packPage(page: number, srcPages: Int32Array, srcSlots: Int32Array, n: number): void {
+    if (this.i4 !== null) refuse("moving int4 tokens between pages (compaction)");
+    if (n === 0) return;
+    const P = this.shape.pageSize;
+    const enc = this.gpu.device.createCommandEncoder();
+    let at = 0;
+    for (const [base, bytes] of this.parts) {
+      const tok = bytes / P;
+      for (let i = 0; i < n; ) {
+        let j = i + 1;
+        while (j < n && srcPages[j] === srcPages[i] && srcSlots[j] === srcSlots[i]! + (j - i)) j++;
+        enc.copyBufferToBuffer(this.buffer, base + srcPages[i]! * bytes + srcSlots[i]! * tok, this.bounce, at + i * tok, (j - i) * tok);
+        i = j;
+      }
+      enc.copyBufferToBuffer(this.bounce, at, this.buffer, base + page * bytes, n * tok);
+      at += bytes;
+    }
+    this.gpu.device.queue.submit([enc.finish()]);
+  }
+
   dotRun(): void {
     refuse("attention (dotRun)");
   }

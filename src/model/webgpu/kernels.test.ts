@@ -161,6 +161,10 @@ describe.skipIf(ctx === null)("WebGPU kernels against the JS references", () => 
 
   const attentionCase = (name: string, input: CacheConfigInput, layer: { slidingWindow?: number; softcap?: number }, neox: boolean, steps: number[], codec: GpuCodec = "f32", tol = 1e-5) =>
     it(`K/V write + attention over ${codec} pages: ${name}`, async () => {
+      // A score-based policy: attention leaves normalized weights and the statistics kernel reduces
+      // them (ATTENTION_STATS_WGSL) to what the CPU hook folds into the policy's scores this step.
+      const policy = input.policy?.kind;
+      const sumAll = policy === "h2o";
       const rand = rng(9);
       const nHead = 4, nHeadKv = 2, hd = codec === "int4" ? 16 : 8;
       const rope: RopeSpec = { nRot: hd, freqBase: 10000, neox };
@@ -187,8 +191,12 @@ describe.skipIf(ctx === null)("WebGPU kernels against the JS references", () => 
       const write = gpu.kvWrite(kPages, vPages, kb, vb, slotsB, kcsB, { nHeadKv, headDim: hd, nRot: rope.nRot, neox, pageSize: 16, layouts }, step);
       const attend = gpu.attention(out, qb, kPages, vPages, metaB, csB, scores, {
         nHead, nHeadKv, headDim: hd, nRot: rope.nRot, neox, pageSize: 16, window, maxRuns,
-        slidingWindow: layer.slidingWindow ?? 0, scale: 1 / Math.sqrt(hd), softcap: layer.softcap ?? 0, layouts,
+        slidingWindow: layer.slidingWindow ?? 0, scale: 1 / Math.sqrt(hd), softcap: layer.softcap ?? 0, layouts, normalize: policy !== undefined,
       }, step);
+      const statsB = gpu.storage(window * 4, "stats");
+      const statsOp = gpu.attentionStats(statsB, scores, { nHead, window, sumAll }, step);
+      const before = new Float64Array(window), after = new Float64Array(window);
+      let worstStat = 0;
       const slot = new Int32Array(3), slots = new Uint32Array(maxTok * 2), kcs = new Float32Array(maxTok * hd);
       let worst = 0;
       for (const n of steps) {
@@ -203,6 +211,7 @@ describe.skipIf(ctx === null)("WebGPU kernels against the JS references", () => 
           ropeObj.cosSin(slot[2]!, kcs, i * hd);
         }
         const ref = new Float32Array(n * qDim);
+        cache.policyScores(0, before);
         cache.attend(0, 0, q, 0, n, ref, 0, 1 / Math.sqrt(hd));
         const held = cache.length(0);
         const groupHeld = group.length(0);
@@ -225,18 +234,39 @@ describe.skipIf(ctx === null)("WebGPU kernels against the JS references", () => 
           gpu.run([gpu.int4Jobs(kStore, "pre"), gpu.int4Jobs(vStore, "pre"), write, gpu.int4Jobs(kStore, "post"), gpu.int4Jobs(vStore, "post")], m);
           c0 = c1;
         }
-        step.write(n, groupHeld, metaT.nRuns);
-        gpu.run([attend], n);
+        // TOVA: one row, the step's last query (row = qi - pad).
+        step.write(n, groupHeld, metaT.nRuns, n - 1);
+        if (policy === undefined) gpu.run([attend], n);
+        else {
+          const enc = gpu.device.createCommandEncoder();
+          enc.clearBuffer(statsB);
+          gpu.device.queue.submit([enc.finish()]);
+          gpu.run([attend, statsOp], n);
+          // The CPU hook's contribution this step: H2O adds every query's weights; TOVA sets the last query's.
+          const got = await gpu.read(statsB, groupHeld * 4);
+          const nHeld = cache.policyScores(0, after);
+          expect(nHeld).toBe(groupHeld);
+          for (let t = 0; t < groupHeld; t++) {
+            const want = sumAll ? after[t]! - before[t]! : after[t]!;
+            worstStat = Math.max(worstStat, Math.abs(got[t]! - want));
+          }
+        }
         const got = await gpu.read(out, n * qDim * 4);
         worst = Math.max(worst, maxAbsDiff(got, ref));
         expect(held).toBeGreaterThan(0);
       }
       if (codec !== "f32") console.log(`GPU ${codec} pages vs CPU ${codec} pages (JS attend), ${name}: max |diff| ${worst.toExponential(2)}`);
       expect(worst).toBeLessThan(tol);
+      if (policy !== undefined) {
+        console.log(`attention stats (${policy}) vs the CPU hook, ${name}: max |diff| ${worstStat.toExponential(2)}`);
+        expect(worstStat).toBeLessThan(1e-5);
+      }
     });
   attentionCase("context window, normal RoPE, prefill then decode", { contextWindowSize: 96 }, {}, false, [5, 1, 20, 1, 1, 17, 3]);
   attentionCase("sinks + sliding window (evictions, re-assigned positions), NeoX", { slidingWindowSize: 40, attentionSinkSize: 4 }, {}, true, [7, 1, 16, 1, 9, 1, 1, 12, 5, 1, 1]);
   attentionCase("model's own sliding window and soft-capping", { contextWindowSize: 64 }, { slidingWindow: 6, softcap: 3 }, false, [9, 1, 1, 8, 1]);
+  attentionCase("H2O statistics (normalized weights, summed over queries) with evictions", { slidingWindowSize: 40, attentionSinkSize: 4, policy: { kind: "h2o", recent: 8 } }, {}, true, [7, 1, 16, 1, 9, 1, 1, 12, 5, 1, 1]);
+  attentionCase("TOVA statistics (the last query's weights) with evictions, soft-capping", { slidingWindowSize: 40, attentionSinkSize: 4, policy: { kind: "tova" } }, { softcap: 3 }, false, [7, 1, 16, 1, 9, 1, 1, 12, 5, 1, 1]);
   for (const codec of ["f16", "int8", "int4"] as const) {
     // One f16 ulp (or int8 / int4 code) apart where RoPE in f32 on the GPU lands a value next to a rounding boundary.
     const tol = codec === "f16" ? 2e-4 : codec === "int8" ? 5e-4 : 2e-3;

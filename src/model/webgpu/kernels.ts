@@ -4,11 +4,11 @@
 // uploaded as stored, split by rows into chunks no larger than one storage binding may be.
 /// <reference types="@webgpu/types" />
 
-import { WebGpuUnsupportedError } from "../../errors.js";
+import { WebGpuDeviceError, WebGpuUnsupportedError } from "../../errors.js";
 import type { WeightMatrix } from "../kernels/matvec.js";
-import type { GpuContext } from "./device.js";
+import { gpuErrorKind, type GpuContext } from "./device.js";
 import { INT4_MAX_JOBS, type GpuPageStore } from "./gpu-page-store.js";
-import { attentionWgsl, ELEMENTWISE_WGSL, int4JobsWgsl, GPU_WEIGHT_TYPES, kvWriteWgsl, MATMUL_TILE, matmulWgsl, MAX_GPU_HEAD_DIM, RMSNORM_WGSL, WG, type GpuStoreLayout, type MatmulVariant } from "./wgsl.js";
+import { ATTENTION_STATS_WGSL, attentionWgsl, ELEMENTWISE_WGSL, int4JobsWgsl, GPU_WEIGHT_TYPES, kvWriteWgsl, MATMUL_TILE, matmulWgsl, MAX_GPU_HEAD_DIM, RMSNORM_WGSL, WG, type GpuStoreLayout, type MatmulVariant } from "./wgsl.js";
 
 
 /** Plain f32 pages (a buffer of values only). */
@@ -52,17 +52,23 @@ export interface GpuMatrix {
   readonly bytes: number;
 }
 
-/** The per-step sizes every kernel reads: struct Step { nTok, held, nRuns, pad }. */
+/**
+ * The per-step sizes every kernel reads: struct Step { nTok, held, nRuns, pad }; pad is an i32
+ * (the attention statistics' row offset: ATTENTION_STATS_WGSL).
+ */
 export class GpuStep {
   readonly buffer: GPUBuffer;
   private readonly data = new Uint32Array(4);
-  constructor(private readonly device: GPUDevice) {
-    this.buffer = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: "step" });
+  private readonly signed = new Int32Array(this.data.buffer);
+  /** `buffer`: a 16-byte UNIFORM | COPY_DST buffer to use (GpuKernels.step makes one it owns). */
+  constructor(private readonly device: GPUDevice, buffer?: GPUBuffer) {
+    this.buffer = buffer ?? device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: "step" });
   }
-  write(nTok: number, held = 0, nRuns = 0): void {
+  write(nTok: number, held = 0, nRuns = 0, pad = 0): void {
     this.data[0] = nTok;
     this.data[1] = held;
     this.data[2] = nRuns;
+    this.signed[3] = pad;
     this.device.queue.writeBuffer(this.buffer, 0, this.data);
   }
 }
@@ -84,6 +90,8 @@ export interface GpuAttentionShape {
   readonly softcap: number;
   /** How the pages are encoded (default f32 values). */
   readonly layouts?: GpuKvLayouts;
+  /** Leave the normalized weights in `scores` for attentionStats (a score-based policy's cache). */
+  readonly normalize?: boolean;
 }
 
 export type ElementwiseOp = "swiglu" | "geglu" | "add" | "softcap";
@@ -100,6 +108,13 @@ export class GpuKernels {
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   /** Bytes of every buffer this object created (weights, activations, pages, uniforms). */
   allocatedBytes = 0;
+  /** Buffers this object created and has not destroyed (release / destroy destroy them). */
+  private readonly owned = new Set<GPUBuffer>();
+  /** Where buffers created inside collect() are also listed. */
+  private scope: GPUBuffer[] | null = null;
+  /** Error scopes not yet popped and read (guard), and the first error they reported. */
+  private pending: Promise<void>[] = [];
+  private failure: WebGpuDeviceError | null = null;
 
   /** `maxBindingBytes` below the device's splits matrices sooner (tests of the split). */
   constructor(readonly ctx: GpuContext, maxBindingBytes = ctx.maxBindingBytes) {
@@ -110,24 +125,120 @@ export class GpuKernels {
   private pipeline(key: string, code: () => string): GPUComputePipeline {
     let p = this.pipelines.get(key);
     if (p === undefined) {
-      const module = this.device.createShaderModule({ code: code(), label: key });
-      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" }, label: key });
+      p = this.guard(`building the ${key} pipeline`, () => {
+        const module = this.device.createShaderModule({ code: code(), label: key });
+        return this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" }, label: key });
+      });
       this.pipelines.set(key, p);
     }
     return p;
   }
 
+  /**
+   * Runs `fn` (GPU calls) inside validation and out-of-memory error scopes; what they catch comes
+   * back asynchronously and is thrown by the next check() (every forward step awaits one) or, once
+   * known, by the next allocation. `what` names the work in the error.
+   */
+  guard<T>(what: string, fn: () => T): T {
+    const d = this.device;
+    d.pushErrorScope("out-of-memory");
+    d.pushErrorScope("validation");
+    try {
+      return fn();
+    } finally {
+      const validation = d.popErrorScope();
+      const oom = d.popErrorScope();
+      this.pending.push(
+        Promise.all([validation, oom]).then(
+          ([v, o]) => {
+            const e = o ?? v;
+            if (e !== null && this.failure === null) this.failure = new WebGpuDeviceError(gpuErrorKind(e), what, e.message);
+          },
+          (err: unknown) => {
+            if (this.failure === null) this.failure = new WebGpuDeviceError("lost", what, (err as Error).message ?? String(err));
+          },
+        ),
+      );
+    }
+  }
+
+  /**
+   * Throws the first GPU error reported since the last check (by an error scope of guard, or the
+   * device's uncapturederror event: device.ts watchGpuErrors), once; resolves when there is none.
+   */
+  async check(): Promise<void> {
+    while (this.pending.length > 0) {
+      const p = this.pending;
+      this.pending = [];
+      await Promise.all(p);
+    }
+    this.throwFailure();
+  }
+
+  private throwFailure(): void {
+    const e = this.failure ?? this.ctx.errors?.take() ?? null;
+    this.failure = null;
+    if (e !== null) throw e;
+  }
+
+  private created(b: GPUBuffer): GPUBuffer {
+    this.owned.add(b);
+    this.scope?.push(b);
+    return b;
+  }
+
+  /**
+   * Runs `fn`, listing in `into` every buffer created meanwhile (a cache's: released with it);
+   * `onThrow` runs when fn throws (to release what it made), before the error goes on.
+   */
+  collect<T>(into: GPUBuffer[], fn: () => T, onThrow?: () => void): T {
+    const outer = this.scope;
+    this.scope = into;
+    try {
+      return fn();
+    } catch (err) {
+      this.scope = outer;
+      onThrow?.();
+      throw err;
+    } finally {
+      this.scope = outer;
+    }
+  }
+
+  /** Destroys `buffers` (those this object created and still holds). */
+  release(buffers: readonly GPUBuffer[]): void {
+    for (const b of buffers) if (this.owned.delete(b)) b.destroy();
+  }
+
+  /** Destroys every buffer this object created (the model's end); pipelines go with the device. */
+  destroy(): void {
+    for (const b of this.owned) b.destroy();
+    this.owned.clear();
+  }
+
+  /** A step uniform this object owns. */
+  step(): GpuStep {
+    return new GpuStep(this.device, this.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: "step" }));
+  }
+
+  /** createBuffer inside an error scope, owned by this object; an error already reported is thrown first. */
+  private createBuffer(desc: GPUBufferDescriptor): GPUBuffer {
+    this.throwFailure();
+    return this.created(this.guard(`allocating buffer "${desc.label ?? ""}" of ${desc.size} bytes`, () => this.device.createBuffer(desc)));
+  }
+
   /** A storage buffer of at least `bytes` (rounded up to 4, at least 16). */
   storage(bytes: number, label: string): GPUBuffer {
     const size = Math.max(16, Math.ceil(bytes / 4) * 4);
+    const b = this.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC, label });
     this.allocatedBytes += size;
-    return this.device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC, label });
+    return b;
   }
 
   /** A uniform buffer holding `words` (u32 or f32 bit patterns, written through views of one buffer). */
   private uniform(words: ArrayBuffer, label: string): GPUBuffer {
     const size = Math.max(16, Math.ceil(words.byteLength / 16) * 16);
-    const b = this.device.createBuffer({ size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label });
+    const b = this.createBuffer({ size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label });
     this.allocatedBytes += size;
     this.device.queue.writeBuffer(b, 0, words);
     return b;
@@ -272,7 +383,7 @@ export class GpuKernels {
     const words = new ArrayBuffer(64);
     new Uint32Array(words).set([
       shape.nHead, shape.nHeadKv, shape.headDim, shape.nRot, shape.neox ? 1 : 0, shape.pageSize, shape.window, shape.maxRuns,
-      shape.slidingWindow, o.qStride ?? shape.nHead * shape.headDim, o.outStride ?? shape.nHead * shape.headDim, 0,
+      shape.slidingWindow, o.qStride ?? shape.nHead * shape.headDim, o.outStride ?? shape.nHead * shape.headDim, shape.normalize ? 1 : 0,
     ]);
     new Float32Array(words).set([shape.scale, shape.softcap], 12);
     const bind = this.bind(pipeline, [out, q, kPages, vPages, meta, cs, scores, this.uniform(words, "attention params"), step.buffer]);
@@ -282,6 +393,23 @@ export class GpuKernels {
         pass.setPipeline(pipeline);
         pass.setBindGroup(0, bind);
         pass.dispatchWorkgroups(nHead, nTok);
+      },
+    };
+  }
+
+  /**
+   * Adds a layer's attention statistic (ATTENTION_STATS_WGSL) from the normalized `scores`
+   * ([nTok][nHead][window], attention with normalize) into `stats` ([rows][window]): every query
+   * into row 0 (sumAll), or query qi into row qi - the step's pad.
+   */
+  attentionStats(stats: GPUBuffer, scores: GPUBuffer, shape: { nHead: number; window: number; sumAll: boolean }, step: GpuStep): GpuOp {
+    const pipeline = this.pipeline("attention-stats", () => ATTENTION_STATS_WGSL);
+    const bind = this.bind(pipeline, [stats, scores, this.uniform(Uint32Array.of(shape.nHead, shape.window, shape.sumAll ? 1 : 0, FOLD).buffer, "attention stats params"), step.buffer]);
+    return {
+      encode(pass) {
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bind);
+        grid1d(pass, shape.window);
       },
     };
   }
@@ -343,15 +471,32 @@ export class GpuKernels {
 
   /** Copies `bytes` of `src` from `offset` back to the CPU (after everything submitted before). */
   async read(src: GPUBuffer, bytes: number, offset = 0): Promise<Float32Array> {
-    const size = Math.ceil(bytes / 4) * 4;
+    return this.readMany([{ buffer: src, bytes, offset }]);
+  }
+
+  /**
+   * Copies several ranges back through one staging buffer and one map (a step's logits and its
+   * attention statistics): the result holds them in order, each rounded up to 4 bytes.
+   */
+  async readMany(ranges: readonly { buffer: GPUBuffer; bytes: number; offset?: number }[]): Promise<Float32Array> {
+    let size = 0;
+    for (const r of ranges) size += Math.ceil(r.bytes / 4) * 4;
     const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     const enc = this.device.createCommandEncoder();
-    enc.copyBufferToBuffer(src, offset, staging, 0, size);
+    let at = 0;
+    for (const r of ranges) {
+      const n = Math.ceil(r.bytes / 4) * 4;
+      enc.copyBufferToBuffer(r.buffer, r.offset ?? 0, staging, at, n);
+      at += n;
+    }
     this.device.queue.submit([enc.finish()]);
-    await staging.mapAsync(GPUMapMode.READ);
-    const out = new Float32Array(staging.getMappedRange().slice(0));
-    staging.unmap();
-    staging.destroy();
-    return out;
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+      const out = new Float32Array(staging.getMappedRange().slice(0));
+      staging.unmap();
+      return out;
+    } finally {
+      staging.destroy();
+    }
   }
 }

@@ -438,7 +438,7 @@ export function attentionWgsl(k: GpuStoreLayout, v: GpuStoreLayout): string {
   return `
 ${STEP}
 struct P { nHead: u32, nHeadKv: u32, headDim: u32, nRot: u32, neox: u32, pageSize: u32, window: u32, maxRuns: u32,
-           slidingWindow: u32, qStride: u32, outStride: u32, pad: u32, scale: f32, softcap: f32, pad1: f32, pad2: f32 }
+           slidingWindow: u32, qStride: u32, outStride: u32, normalize: u32, scale: f32, softcap: f32, pad1: f32, pad2: f32 }
 @group(0) @binding(0) var<storage, read_write> outv: array<f32>;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> kPages: array<u32>;
@@ -520,6 +520,13 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s >>= 1u) { if (lid < s) { red[lid] += red[lid + s]; } workgroupBarrier(); }
   let inv = 1.0 / red[0];
+  // A score-based policy reads the weights (attentionStatsWgsl): they are normalized in place, as
+  // attendRuns does when its hook is set, and the value pass then needs no 1/sum.
+  if (p.normalize != 0u) {
+    storageBarrier();
+    for (var t = lid; t < nVis; t += WG) { scores[sBase + t] = scores[sBase + t] * inv; }
+  }
+  let outScale = select(inv, 1.0, p.normalize != 0u);
   storageBarrier();
   workgroupBarrier();
   for (var d = lid; d < hd; d += WG) {
@@ -534,10 +541,46 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
         acc += scores[sBase + idx + t] * vAt(((page * p.pageSize + slot0 + t) * width) + kvh * hd + d);
       }
     }
-    outv[qi * p.outStride + h * hd + d] = acc * inv;
+    outv[qi * p.outStride + h * hd + d] = acc * outScale;
   }
 }`;
 }
+
+/**
+ * The attention statistic a score-based policy reads, reduced on the GPU (src/cache/policies:
+ * observedQueries): after a layer's attention, adds to stats[row][t] the weight query qi gave
+ * retained token t, averaged over heads, from the normalized scores [nTok][nHead][window]. sumAll:
+ * every query of the step into row 0 (unbounded H2O); else query qi of the step into row
+ * qi - st.pad (st.pad: the pass's row offset, an i32; rows below 0 are not wanted). A thread per
+ * retained token; tokens a query does not see (t > its own index) get nothing from it.
+ */
+export const ATTENTION_STATS_WGSL = `
+${STEP}
+struct P { nHead: u32, window: u32, sumAll: u32, foldX: u32 }
+@group(0) @binding(0) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(1) var<storage, read> scores: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(3) var<uniform> st: Step;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let t = gid.x + gid.y * p.foldX * ${WG}u;
+  if (t >= st.held) { return; }
+  let first = st.held - st.nTok;
+  let invH = 1.0 / f32(p.nHead);
+  var sum = 0.0;
+  for (var qi = 0u; qi < st.nTok; qi++) {
+    if (t > first + qi) { continue; }
+    var w = 0.0;
+    for (var h = 0u; h < p.nHead; h++) { w += scores[(qi * p.nHead + h) * p.window + t]; }
+    w = w * invH;
+    if (p.sumAll != 0u) { sum += w; continue; }
+    let row = i32(qi) - bitcast<i32>(st.pad);
+    if (row < 0) { continue; }
+    let at = u32(row) * p.window + t;
+    stats[at] = stats[at] + w;
+  }
+  if (p.sumAll != 0u) { stats[t] = stats[t] + sum; }
+}`;
 
 /** Most head dims the attention kernel's workgroup copy of the query holds. */
 export const MAX_GPU_HEAD_DIM = 512;
