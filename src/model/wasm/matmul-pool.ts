@@ -2,9 +2,10 @@
 // SharedArrayBuffer) and split its matmuls by output rows: Node worker_threads or browser Web
 // Workers, started lazily on the first matmul big enough to split, and stopped by dispose() (or
 // when the arena that owns the pool is collected). The caller runs its own share of the rows, then
-// sleeps in Atomics.wait until the workers are done; workers sleep in Atomics.wait between jobs.
-// Nobody spins: on a 2-core machine a spinning waiter takes the core the other thread needs
-// (llama.cpp's spin barrier made its 2-thread decode 2x slower than 1 thread there).
+// sleeps in Atomics.wait until the workers are done; workers sleep in Atomics.wait between jobs,
+// after watching for the next one for at most WORKER_SPIN_MS. The caller never spins: on a 2-core
+// machine a spinning waiter takes the core the other thread needs (llama.cpp's spin barrier made its
+// 2-thread decode 2x slower than 1 thread there); a worker's short watch holds only its own core.
 //
 // A job is up to MAX_JOB_CALLS RowCalls that read the same input (q, k, v; gate, up): each is split
 // by rows, and the threads meet once per job, not once per matmul. Calls of equal rows get equal
@@ -41,6 +42,14 @@ export const ROW_BLOCK = 16;
  * Q8_0 matvec split over 2 threads: 216k multiply-adds 0.89x, 324k 1.0x, 576k 1.2x, 864k 1.5x.
  */
 export const MIN_SPLIT_WORK = 320 * 1024;
+/**
+ * How long a worker that finished a job watches for the next before it sleeps (ms). Decode sends
+ * ~120 jobs per token (SmolLM2), tens of microseconds apart (the caller's attention, norms and
+ * quantization in between); a sleeping worker woke 10-110 us after the notify in Node (p50-p99)
+ * and up to ~0.9 ms in Chromium's nested workers, which the caller then waits for. A bounded watch
+ * keeps the worker awake across those gaps; past it, or between requests, the worker sleeps.
+ */
+export const WORKER_SPIN_MS = 0.1;
 
 /** How far one split moves the caller's share (callerShare), and the most it keeps. */
 const SHARE_STEP = 0.01;
@@ -229,7 +238,7 @@ export class MatmulPool {
         return;
       }
       this.workers.push(w);
-      w.post({ module: this.init.module, memory: this.init.memory, control: this.control.buffer, index: i, names });
+      w.post({ module: this.init.module, memory: this.init.memory, control: this.control.buffer, index: i, names, spinMs: WORKER_SPIN_MS });
     }
   }
 

@@ -2,7 +2,8 @@
 // with `new Worker(code, { eval: true })` and a browser from a Blob URL, so it needs no file beside
 // the bundle and no loader (tsx, Vite) in between. It instantiates the kernels module it is sent over
 // the shared arena memory, then sleeps in Atomics.wait on its own slot of the control block and runs
-// the rows of each call of the job the caller writes, forever: it never spins, and never returns to
+// the rows of each call of the job the caller writes, forever: between jobs it watches for the next
+// for at most msg.spinMs before it sleeps (matmul-pool.ts WORKER_SPIN_MS), and it never returns to
 // its event loop (it takes no message after the first). The control block's layout is CONTROL,
 // here beside the one reader of it that is not TypeScript (matmul-pool.ts is the writer).
 
@@ -92,7 +93,12 @@ function start(msg, reply) {
   let seen = Atomics.load(ctrl, s + GEN);
   Atomics.store(ctrl, s + STATE, READY);
   reply({ type: "ready" });
+  const spinMs = msg.spinMs;
   for (;;) {
+    if (spinMs > 0) {
+      const t0 = performance.now();
+      while (Atomics.load(ctrl, s + GEN) === seen && performance.now() - t0 < spinMs) {}
+    }
     Atomics.wait(ctrl, s + GEN, seen);
     const g = Atomics.load(ctrl, s + GEN);
     if (g === seen) continue;
