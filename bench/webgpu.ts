@@ -138,7 +138,7 @@ interface Case {
   readonly promptTokens: number;
   readonly decodeTokens: number;
   readonly contextSize: number;
-  prepare(): Promise<{ path: string; prompt: number[]; note?: string }>;
+  prepare(): Promise<{ path: string; prompt: number[] }>;
 }
 
 function syntheticCase(name: string, shape: SyntheticShape, weightType: string, promptTokens: number, decodeTokens: number): Case {
@@ -151,11 +151,8 @@ function syntheticCase(name: string, shape: SyntheticShape, weightType: string, 
       const dir = mkdtempSync(join(tmpdir(), "kvbound-bench-webgpu-"));
       tempDirs.push(dir);
       const path = join(dir, `${name}-shape.gguf`);
-      // The WebGPU forward computes no attention biases yet: a Qwen2-shaped model without them
-      // (same matrices and sizes; the bias vectors are 0.01% of the weights).
-      const gpuShape = shape.qkvBias ? { ...shape, qkvBias: false } : shape;
-      writeFileSync(path, await withExtraMetadata(writeSyntheticModel(gpuShape, weightType), spmVocabMetadata(shape.nVocab)));
-      return { path, prompt: seededIds(promptTokens, shape.nVocab, 7), note: shape.qkvBias ? `${name}: written without the QKV biases (the WebGPU forward has none yet)` : undefined };
+      writeFileSync(path, await withExtraMetadata(writeSyntheticModel(shape, weightType), spmVocabMetadata(shape.nVocab)));
+      return { path, prompt: seededIds(promptTokens, shape.nVocab, 7) };
     },
   };
 }
@@ -279,8 +276,7 @@ async function main(): Promise<void> {
   try {
     for (const c of CASES) {
       if (ONLY !== undefined && ONLY !== c.name) continue;
-      const { path, prompt, note } = await c.prepare();
-      if (note) notes.push(note);
+      const { path, prompt } = await c.prepare();
       process.stderr.write(`${c.name}: loading...`);
       const runners: { label: string; make: () => Promise<EngineRunner> }[] = [
         { label: "kvbound webgpu", make: () => webgpuRunner(ctx, path, c.contextSize, 64) },

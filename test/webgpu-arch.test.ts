@@ -1,6 +1,6 @@
 // The WebGPU forward pass on the acceptance shapes against the CPU backend: small synthetic models
 // (test/fixtures/arch-models.ts, n_embd 256) of a Llama (SmolLM2's architecture), SmolLM3 (tied
-// embeddings, a layer without RoPE), Qwen3 (per-head QK norm), Gemma 2 (post-norms, soft-caps,
+// embeddings, a layer without RoPE), Qwen3 (per-head QK norm), Qwen2 (Q/K/V biases), Gemma 2 (post-norms, soft-caps,
 // every other layer sliding) and Gemma 3 (post-norms, per-head QK norm, sliding windows on 5 of 6
 // layers in a cache group of their own, GeGLU, embedding scale), teacher-forced over 256
 // positions past the sliding windows: top-1 agreement >= 0.99 on peaked distributions (median
@@ -32,7 +32,7 @@ function top1Prob(a: Float32Array): number {
 }
 
 describe.skipIf(ctx === null)("WebGPU forward vs CPU on synthetic architectures (teacher-forced)", () => {
-  const cases: Array<[ArchName, number | undefined, number]> = [["llama", 2, POSITIONS], ["gemma3", undefined, POSITIONS], ["smollm3", undefined, SHORT], ["qwen3", 2, SHORT], ["gemma2", undefined, SHORT]];
+  const cases: Array<[ArchName, number | undefined, number]> = [["llama", 2, POSITIONS], ["gemma3", undefined, POSITIONS], ["smollm3", undefined, SHORT], ["qwen3", 2, SHORT], ["qwen2", 2, SHORT], ["gemma2", undefined, SHORT]];
   for (const [arch, nLayer, positions] of cases) {
     it(`${arch}${nLayer !== undefined ? ` (${nLayer} layers)` : ""}: top-1 agreement >= 0.99 over ${positions} positions`, async () => {
       const m = buildArchModel({ arch, seed: 7, ...(nLayer !== undefined ? { nLayer } : {}) });

@@ -187,10 +187,10 @@ describe.skipIf(!have || ctx === null)("WebGPU buffers are destroyed with their 
   }, 120_000);
 });
 
-// The other architectures the GPU runs (test/fixtures/arch-models.ts): QK norms (qwen3, gemma3),
+// The other architectures the GPU runs (test/fixtures/arch-models.ts): QK norms (qwen3, gemma3), Q/K/V biases (qwen2),
 // post-norms and a final soft-cap (gemma2), gemma3's sliding layers in a cache group of their own.
 describe.skipIf(ctx === null)("WebGPU memory plan = the GPU buffers created (synthetic architectures)", () => {
-  for (const arch of ["qwen3", "gemma2", "gemma3", "smollm3"] as const) {
+  for (const arch of ["qwen3", "qwen2", "gemma2", "gemma3", "smollm3"] as const) {
     it(`${arch}: live and peak bytes equal the plan to the byte`, async () => {
       const m = buildArchModel({ arch, seed: 7 });
       const dir = mkdtempSync(join(tmpdir(), "kvbound-webgpu-mem-"));

@@ -183,6 +183,9 @@ export function webgpuMemory(spec: ModelSpec, config: CacheConfig, options: WebG
     const qNorm = has(p + "attn_q_norm.weight"), kNorm = has(p + "attn_k_norm.weight");
     if (qNorm) vec(headDim);
     if (kNorm) vec(headDim);
+    // qwen2's Q/K/V biases: a vector each and an add after its projection.
+    const biases = [has(p + "attn_q.bias") ? qDim : 0, has(p + "attn_k.bias") ? kvDim : 0, has(p + "attn_v.bias") ? kvDim : 0].filter((n) => n > 0);
+    for (const n of biases) vec(n);
     // gemma2/3 post-norms (archs/gemma.ts): after attention and after the FFN.
     const postNorms = gemma ? 2 : 0;
     for (let i = 0; i < postNorms; i++) vec();
@@ -198,7 +201,7 @@ export function webgpuMemory(spec: ModelSpec, config: CacheConfig, options: WebG
       mat(p + "ffn_down.weight", nEmbd, nFf),
     ];
     // attn norm, kv-write, two adds, ffn norm, glu; attention; a norm per QK norm and post-norm; a uniform per matrix chunk.
-    programBytes += (6 + (qNorm ? 1 : 0) + (kNorm ? 1 : 0) + postNorms) * OP_UNIFORM + ATTENTION_UNIFORM + chunksOf(ms) * OP_UNIFORM;
+    programBytes += (6 + (qNorm ? 1 : 0) + (kNorm ? 1 : 0) + postNorms + biases.length) * OP_UNIFORM + ATTENTION_UNIFORM + chunksOf(ms) * OP_UNIFORM;
   }
   vec(); // output_norm
   const tied = typeOf(spec, "output.weight") === undefined;

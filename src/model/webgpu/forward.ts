@@ -1,4 +1,4 @@
-// The forward pass on WebGPU for pre-norm decoders without biases (the Llama family, and Gemma's
+// The forward pass on WebGPU for pre-norm decoders (the Llama family, Qwen2's Q/K/V biases, Gemma's
 // per-head QK norms, post-norms, GeGLU, embedding scale, soft-caps and model-local sliding windows
 // in cache groups of their own): weights uploaded once as stored, activations and the cache's pages on the GPU,
 // every layer of a step encoded into one compute pass, logits read back for sampling. The cache
@@ -57,11 +57,8 @@ function rowsOf(m: WeightMatrix, ref: MatrixRef): WeightMatrix {
 }
 
 /** Refuses what this forward pass does not compute, naming it. */
-function checkPlan(plan: TransformerPlan, w: WeightSet): void {
+function checkPlan(plan: TransformerPlan): void {
   const fix = "use --backend cpu";
-  for (const t of plan.layers) {
-    for (const name of [t.qBias, t.kBias, t.vBias]) if (name !== null && w.has(name)) throw new WebGpuUnsupportedError("architecture", `${plan.hp.arch} (attention biases, ${name})`, fix);
-  }
   for (const a of plan.attention) {
     if (a.headDimK !== a.headDimV) throw new WebGpuUnsupportedError("architecture", `${plan.hp.arch} (K head dim ${a.headDimK} != V head dim ${a.headDimV})`, fix);
   }
@@ -119,7 +116,7 @@ export class WebGpuTransformer {
   private readonly ropes: RopeSlot[] = [];
   private readonly layerRope: number[] = [];
   private readonly buf: Record<"x" | "xb" | "xn" | "q" | "k" | "kRaw" | "v" | "att" | "hb" | "hb2" | "logits" | "scores" | "dummy", GPUBuffer>;
-  private readonly weights: { attnNorm: GPUBuffer; ffnNorm: GPUBuffer; qNorm: GPUBuffer | null; kNorm: GPUBuffer | null; attnPostNorm: GPUBuffer | null; ffnPostNorm: GPUBuffer | null; wq: GpuMatrix; wk: GpuMatrix; wv: GpuMatrix; wo: GpuMatrix; wGate: GpuMatrix; wUp: GpuMatrix; wDown: GpuMatrix }[] = [];
+  private readonly weights: { attnNorm: GPUBuffer; ffnNorm: GPUBuffer; qNorm: GPUBuffer | null; kNorm: GPUBuffer | null; qBias: GPUBuffer | null; kBias: GPUBuffer | null; vBias: GPUBuffer | null; attnPostNorm: GPUBuffer | null; ffnPostNorm: GPUBuffer | null; wq: GpuMatrix; wk: GpuMatrix; wv: GpuMatrix; wo: GpuMatrix; wGate: GpuMatrix; wUp: GpuMatrix; wDown: GpuMatrix }[] = [];
   private readonly outNorm: GPUBuffer;
   private readonly output: GpuMatrix;
   /** Per cache: its buffers, statistics and ops (built on first use with that cache: they bind its page buffers). */
@@ -143,7 +140,7 @@ export class WebGpuTransformer {
     if (!Number.isInteger(B) || B < 1) throw new ModelConfigError(`maxBatchTokens ${B} is invalid: use a positive integer`, { field: "maxBatchTokens" });
     this.maxBatchTokens = B;
     const w = new WeightSet(header, data);
-    checkPlan(plan, w);
+    checkPlan(plan);
     const gpu = new GpuKernels(ctx, options.maxBindingBytes);
     this.gpu = gpu;
     this.step = gpu.step();
@@ -169,6 +166,9 @@ export class WebGpuTransformer {
         ffnNorm: vec(t.ffnNorm, hp.nEmbd),
         qNorm: t.qNorm !== null && w.has(t.qNorm) ? vec(t.qNorm, hp.headDim) : null,
         kNorm: t.kNorm !== null && w.has(t.kNorm) ? vec(t.kNorm, hp.headDim) : null,
+        qBias: t.qBias !== null && w.has(t.qBias) ? vec(t.qBias, qDim) : null,
+        kBias: t.kBias !== null && w.has(t.kBias) ? vec(t.kBias, kvDim) : null,
+        vBias: t.vBias !== null && w.has(t.vBias) ? vec(t.vBias, kvDim) : null,
         attnPostNorm: t.attnPostNorm === null ? null : vec(t.attnPostNorm, hp.nEmbd),
         ffnPostNorm: t.ffnPostNorm === null ? null : vec(t.ffnPostNorm, hp.nEmbd),
         wq: mat(t.q, hp.nEmbd), wk: mat(t.k, hp.nEmbd), wv: mat(t.v, hp.nEmbd),
@@ -319,13 +319,16 @@ export class WebGpuTransformer {
       const layouts = { k: kStore.layout, v: vStore.layout };
       const hd = a.headDimK;
       layers.push(gpu.rmsNorm(buf.xb, buf.x, W.attnNorm, hp.nEmbd, eps, step));
+      // A projection, plus its bias (qwen2) where the file has one.
+      const project = (out: GPUBuffer, m: GpuMatrix, bias: GPUBuffer | null, n: number): GpuOp[] =>
+        bias === null ? [gpu.matmul(out, buf.xb, m, hp.nEmbd, n, step)] : [gpu.matmul(out, buf.xb, m, hp.nEmbd, n, step), gpu.elementwise("bias", out, bias, n, step)];
       // Per-head QK norm (qwen3, gemma3): the projection into a scratch row, normed into q / k.
-      if (W.qNorm !== null) layers.push(gpu.matmul(buf.att, buf.xb, W.wq, hp.nEmbd, qDim, step), gpu.rmsNorm(buf.q, buf.att, W.qNorm, hd, eps, step, { perTok: hp.nHead }));
-      else layers.push(gpu.matmul(buf.q, buf.xb, W.wq, hp.nEmbd, qDim, step));
-      if (W.kNorm !== null) layers.push(gpu.matmul(buf.kRaw, buf.xb, W.wk, hp.nEmbd, kvDim, step), gpu.rmsNorm(buf.k, buf.kRaw, W.kNorm, hd, eps, step, { perTok: a.nHeadKv }));
-      else layers.push(gpu.matmul(buf.k, buf.xb, W.wk, hp.nEmbd, kvDim, step));
+      if (W.qNorm !== null) layers.push(...project(buf.att, W.wq, W.qBias, qDim), gpu.rmsNorm(buf.q, buf.att, W.qNorm, hd, eps, step, { perTok: hp.nHead }));
+      else layers.push(...project(buf.q, W.wq, W.qBias, qDim));
+      if (W.kNorm !== null) layers.push(...project(buf.kRaw, W.wk, W.kBias, kvDim), gpu.rmsNorm(buf.k, buf.kRaw, W.kNorm, hd, eps, step, { perTok: a.nHeadKv }));
+      else layers.push(...project(buf.k, W.wk, W.kBias, kvDim));
       layers.push(
-        gpu.matmul(buf.v, buf.xb, W.wv, hp.nEmbd, kvDim, step),
+        ...project(buf.v, W.wv, W.vBias, kvDim),
         gpu.int4Jobs(kStore, "pre"), gpu.int4Jobs(vStore, "pre"),
         gpu.kvWrite(kStore.buffer, vStore.buffer, buf.k, buf.v, r.slotsBuf, r.kcsBuf, { nHeadKv: a.nHeadKv, headDim: hd, nRot, neox, pageSize, layouts }, r.step),
         gpu.int4Jobs(kStore, "post"), gpu.int4Jobs(vStore, "post"),

@@ -2,7 +2,7 @@
 // forward is asynchronous (AsyncForwardLM), so Session / generate / the API server await it for
 // prefill and decode, with the same cache config semantics as the CPU backend (context window,
 // sliding window + sinks, prefix-recent, H2O and TOVA with their attention statistics reduced on
-// the GPU). What the GPU forward does not compute (fp8 pages, architectures with biases) is refused
+// the GPU). What the GPU forward does not compute (fp8 pages, K and V head dims that differ) is refused
 // with WebGpuUnsupportedError when the model or its cache is made. The synchronous forward
 // methods (perplexity, references) are refused the same way. A cache's GPU buffers go with
 // releasePagedCache (Session.dispose), the model's with dispose.

@@ -94,8 +94,9 @@ export interface GpuAttentionShape {
   readonly normalize?: boolean;
 }
 
-export type ElementwiseOp = "swiglu" | "geglu" | "add" | "softcap";
-const ELEMENTWISE_CODE: Record<ElementwiseOp, number> = { swiglu: 0, geglu: 1, add: 2, softcap: 3 };
+/** "bias": a[t][i] += b[i], the same n values added to every token's row. */
+export type ElementwiseOp = "swiglu" | "geglu" | "add" | "softcap" | "bias";
+const ELEMENTWISE_CODE: Record<ElementwiseOp, number> = { swiglu: 0, geglu: 1, add: 2, softcap: 3, bias: 4 };
 
 function grid1d(pass: GPUComputePassEncoder, threads: number): void {
   const groups = Math.max(1, Math.ceil(threads / WG));

@@ -182,6 +182,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     case 0u: { a[i] = x / (1.0 + exp(-x)) * b[i]; }                                             // SwiGLU
     case 1u: { a[i] = 0.5 * x * (1.0 + tanhSafe(0.7978845608028654 * x * (1.0 + 0.044715 * x * x))) * b[i]; } // GeGLU (tanh)
     case 2u: { a[i] = x + b[i]; }                                                              // residual add
+    case 4u: { a[i] = x + b[i % p.n]; }                                                        // bias (one row for every token)
     default: { a[i] = p.cap * tanhSafe(x / p.cap); }                                           // soft-cap
   }
 }`;
