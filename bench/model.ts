@@ -4,7 +4,8 @@
 // models, and Q4_K ones of the same two shapes. Every engine receives the same token ids (no
 // tokenizer in the timed path), and all four (two engines x two thread counts) are interleaved
 // within each repetition.
-// Run: bench/peers/install.sh once, then  npx tsx bench/model.ts [--threads N] [--quick] [--reps N]
+// The synthetic shapes prefill a 512-token prompt (issue 14's acceptance; --prompt N for another).
+// Run: bench/peers/install.sh once, then  npx tsx bench/model.ts [--threads N] [--quick] [--reps N] [--prompt N]
 //      [--only stories260K|smollm2-135m-q8_0|qwen2.5-0.5b-q8_0|smollm2-135m-q4_k|qwen2.5-0.5b-q4_k] [--flash-attn] [--kv-f32] [--json]
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
@@ -34,6 +35,9 @@ function opt(name: string): string | undefined {
 const REPS_OVERRIDE = opt("--reps") === undefined ? undefined : Number(opt("--reps"));
 const ONLY = opt("--only");
 const JSON_OUT = argv.includes("--json");
+/** Prompt tokens of the synthetic shapes (stories260K keeps its 128-token golden prompt). */
+const PROMPT = opt("--prompt") === undefined ? (QUICK ? 16 : 512) : Number(opt("--prompt"));
+if (!Number.isInteger(PROMPT) || PROMPT < 2 || PROMPT > 960) throw new Error(`--prompt ${opt("--prompt")}: give a whole number of tokens in 2..960 (the context is 1024)`);
 /** The thread count compared with 1 (both engines are also run at 1 thread). */
 const THREADS = opt("--threads") === undefined ? 2 : Number(opt("--threads"));
 if (!Number.isInteger(THREADS) || THREADS < 1) throw new Error(`--threads ${opt("--threads")}: give a whole number >= 1`);
@@ -97,13 +101,13 @@ const CASES: Case[] = [
 /**
  * A synthetic model of a real model's shape, its matrices of `weightType` (random weights, an SPM
  * vocabulary of the right size so that llama.cpp loads it; writeSyntheticModel falls back as
- * llama-quantize does where a row is not whole blocks), 64 prompt tokens and 32 decoded.
+ * llama-quantize does where a row is not whole blocks), PROMPT prompt tokens and 32 decoded.
  */
 function syntheticCase(name: string, shape: SyntheticShape, weightType: string, target: number, reps: number): Case {
   return {
     name,
     target,
-    promptTokens: QUICK ? 16 : 64,
+    promptTokens: PROMPT,
     decodeTokens: QUICK ? 8 : 32,
     // Five samples for SmolLM2: with three, one stray slow sample from elsewhere on the machine
     // (0.23x once, 0.47-0.53x in the runs around it) can carry the median.
