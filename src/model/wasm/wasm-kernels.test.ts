@@ -148,6 +148,30 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     expect(dRef[2]).toBe(0);
   });
 
+  it("matvecQ8 reads every f16 scale as the f16 table does (its SIMD conversion: subnormals, inf, NaN)", () => {
+    // 65536 rows of one 32-value block: row r has scale bits r and a single weight 1, the activation
+    // 1 (dx 1) at that place, so out[r] is the scale itself.
+    const rows = 65536, a2 = new WasmArena();
+    const wq2 = a2.reserve(rows * 32), wd2 = a2.reserve(rows * 2), xq = a2.reserve(32), xd = a2.reserve(4);
+    const xw = a2.reserve(4 * 32 * 2), xt = a2.reserve(16), o = a2.reserve(rows * 4), table = a2.reserve(F16_TABLE_BYTES);
+    expect(a2.commit()).toBe(true);
+    a2.fillF16Table(table);
+    const w = a2.i8(wq2, rows * 32);
+    for (let r = 0; r < rows; r++) w[r * 32 + (r % 32)] = 1;
+    a2.u16(wd2, rows).forEach((_, i, a) => (a[i] = i));
+    a2.i8(xq, 32).fill(1);
+    a2.f32(xd, 1)[0] = 1;
+    a2.k.widenQ8(xq, xd, 1, 32, xw, xt);
+    a2.k.matvecQ8(o, wq2, wd2, rows, 32, xw, xd, table);
+    const got = a2.f32(o, rows);
+    let differ = 0;
+    for (let r = 0; r < rows; r++) {
+      const want = F16_TO_F32[r]! + 0; // acc starts at +0: -0 reads +0
+      if (!(Object.is(got[r], want) || (Number.isNaN(got[r]) && Number.isNaN(want)))) differ++;
+    }
+    expect(differ).toBe(0);
+  });
+
   it("matvecQ8 and matmulQ8x16 (q8 activations) equal the naive int8 dot within 1e-5", () => {
     if (Lq.kind !== "wasm-q8") throw new Error("Q8_0 matrix was not bound to wasm");
     k.quantizeQ8(x, NTOK * COLS, qx, dx);
