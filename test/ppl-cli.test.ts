@@ -1,5 +1,5 @@
 // `kvbound ppl` in-process through main(): the --json contract, the text report, and a context
-// window that cannot hold the stream refused with the typed error and exit code 1.
+// window that cannot hold the stream refused with the typed error and exit code 1; on WebGPU too.
 
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { progressLine } from "../src/cli/commands/ppl.js";
 import { main, type CliIo } from "../src/cli/main.js";
 import { loadModel } from "../src/engine/load-model.js";
+import { gpuForTests } from "../src/model/webgpu/device.js";
 import { requireShared, sharedPath } from "./helpers/shared.js";
 
 const have = requireShared("models/stories260K.gguf");
@@ -110,4 +111,43 @@ describe.skipIf(!have)("kvbound ppl", () => {
     expect(missing.code).toBe(1);
     expect(missing.err).toMatch(/InvalidSettingError: --text .*nope\.txt/);
   }, 20_000);
+});
+
+// `--backend webgpu` (SwiftShader here): the stream one token a pass through GPU pages under a
+// sliding window that evicts, against the CPU backend on the same f32 pages.
+const gpu = await gpuForTests();
+
+describe.skipIf(!have || gpu === null)("kvbound ppl --backend webgpu", () => {
+  let dir: string;
+  let textPath: string;
+  const model = sharedPath("models/stories260K.gguf");
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "kvbound-ppl-gpu-"));
+    textPath = join(dir, "docs.txt");
+    writeFileSync(textPath, `${DOCS.join("\n<|endoftext|>\n")}\n`);
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("gives the CPU backend's per-token NLLs within 1e-4 and the same evictions under a 32-token window + 4 sinks", async () => {
+    const window = ["--sliding-window", "32", "--sinks", "4", "--codec", "f32", "--json", "--no-progress"];
+    const cpu = await runCli(["ppl", "--model", model, "--text", textPath, ...window, "--batch", "1"]);
+    const web = await runCli(["ppl", "--model", model, "--text", textPath, ...window, "--backend", "webgpu"]);
+    expect(cpu.code).toBe(0);
+    expect(web.code).toBe(0);
+    const a = JSON.parse(cpu.out), b = JSON.parse(web.out);
+    expect(b.tokens).toBe(a.tokens);
+    expect(b.cache.evictedTokens).toBe(a.cache.evictedTokens);
+    expect(a.cache.evictedTokens).toBeGreaterThan(0);
+    expect(Math.abs(b.nll - a.nll)).toBeLessThan(1e-4);
+    console.log(`ppl on webgpu ${b.ppl.toFixed(5)} vs cpu ${a.ppl.toFixed(5)} over ${a.tokens} tokens, ${a.cache.evictedTokens} evicted`);
+  }, 120_000);
+
+  it("refuses the recompute oracle and batches over 1 on webgpu, by name", async () => {
+    const r = await runCli(["ppl", "--model", model, "--text", textPath, "--backend", "webgpu", "--sliding-window", "32", "--sinks", "4", "--recompute", "16", "--json", "--no-progress"]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/recompute oracle runs on the cpu backend/);
+    const b = await runCli(["ppl", "--model", model, "--text", textPath, "--backend", "webgpu", "--sliding-window", "32", "--sinks", "4", "--batch", "8", "--json", "--no-progress"]);
+    expect(b.code).toBe(1);
+    expect(b.err).toMatch(/one token a pass/);
+  }, 60_000);
 });

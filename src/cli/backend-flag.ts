@@ -1,6 +1,6 @@
-// `--backend cpu|webgpu`, the flag the engine commands (run, chat, bench, serve) share: where the
-// model's forward pass runs, validated before anything loads (a typo names the value); and the
-// codec a backend's cache defaults to (WebGPU runs f32 pages only).
+// `--backend cpu|webgpu`, the flag the engine commands (run, chat, bench, serve, ppl) share: where
+// the model's forward pass runs, validated before anything loads (a typo names the value); and the
+// codec a backend's cache defaults to (f32 on WebGPU).
 
 import type { Command } from "commander";
 
@@ -15,7 +15,7 @@ export interface BackendFlags {
 export function addBackendFlag(cmd: Command): Command {
   return cmd.option(
     "--backend <name>",
-    `where the forward pass runs: ${BACKENDS.join(" or ")} (default cpu; webgpu: Llama-family models, f32 cache pages, in Node the optional "webgpu" package and a Vulkan driver)`,
+    `where the forward pass runs: ${BACKENDS.join(" or ")} (default cpu; webgpu: f32 cache pages unless --codec says, in Node the optional "webgpu" package and a Vulkan driver)`,
   );
 }
 
@@ -29,7 +29,7 @@ export function backendFromFlags(f: BackendFlags): Backend | undefined {
   return b as Backend;
 }
 
-/** The codec a cache gets when --codec is not given: f32 on WebGPU (its only one), else the planner's default. */
+/** The codec a cache gets when --codec is not given: f32 on WebGPU, else the planner's default. */
 export function backendDefaultCodec(backend: Backend | undefined): CodecKind | undefined {
   return backend === "webgpu" ? "f32" : undefined;
 }

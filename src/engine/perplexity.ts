@@ -17,6 +17,7 @@ import { resolveCacheConfig, type CacheConfig } from "../cache/config.js";
 import type { PagedKvCache, PagedKvCacheOptions } from "../cache/paged-kv-cache.js";
 import type { CacheStats } from "../cache/stats.js";
 import { AbortError, InvalidSettingError } from "../errors.js";
+import { asyncForwardOf, type AsyncForwardLM } from "../model/async-forward.js";
 import type { CausalLM } from "../model/causal-lm.js";
 import { CacheKv, createModelCache } from "../model/cache-kv.js";
 
@@ -152,13 +153,17 @@ export async function perplexity(model: PerplexityModel, ids: readonly number[],
   if (!Number.isSafeInteger(every) || every < 1 || (every > 1 && opts.recompute === undefined)) {
     throw new InvalidSettingError(`recomputeEvery ${every} is invalid: use a positive integer, and only with recompute`, { setting: "recomputeEvery", value: every });
   }
-  const batch = checkBatchTokens(model, opts.batchTokens);
+  const gpu = asyncForwardOf(model as CausalLM);
+  if (gpu !== null) checkAsync(gpu, opts);
+  const batch = gpu !== null ? 1 : checkBatchTokens(model, opts.batchTokens);
   const loop = new Loop(m, Math.ceil(m / every), opts);
   const run =
-    opts.recompute === undefined
-      ? streamThroughCache(model, ids, opts.cacheConfig, batch, loop)
-      : recomputeOracle(model, ids, checkWindow(opts.recompute), every, opts.cacheConfig, batch, loop);
-  const cache = await run;
+    gpu !== null
+      ? streamThroughAsync(gpu, ids, opts.cacheConfig, loop)
+      : opts.recompute === undefined
+        ? streamThroughCache(model, ids, opts.cacheConfig, batch, loop).then((c) => c.stats())
+        : recomputeOracle(model, ids, checkWindow(opts.recompute), every, opts.cacheConfig, batch, loop).then((c) => c.stats());
+  const cacheStats = await run;
   const seconds = loop.elapsedMs() / 1000;
   const nlls = loop.nlls;
   const nll = meanNll(nlls, 0, nlls.length);
@@ -173,7 +178,7 @@ export async function perplexity(model: PerplexityModel, ids: readonly number[],
     nll,
     nlls,
     segments,
-    cache: cache.stats(),
+    cache: cacheStats,
     forwardPasses: loop.forwards,
     tokensPerSecond: seconds > 0 ? loop.total / seconds : 0,
     peakCacheBytes: loop.peakCacheBytes,
@@ -186,6 +191,19 @@ function checkWindow(w: number): number {
     throw new InvalidSettingError(`recompute window ${w} is invalid: use an integer in 1..${MAX_RECOMPUTE_WINDOW}`, { setting: "recompute", value: w });
   }
   return w;
+}
+
+/** What an async (WebGPU) model runs: the stream one token a pass (its forward reports the last position's logits only), no recompute oracle. */
+function checkAsync(model: AsyncForwardLM, opts: PerplexityOptions): void {
+  if (opts.recompute !== undefined) {
+    throw new InvalidSettingError(`the recompute oracle runs on the cpu backend, not ${model.backend}; use backend cpu`, { setting: "recompute", value: opts.recompute });
+  }
+  if (opts.batchTokens !== undefined && opts.batchTokens !== 1) {
+    throw new InvalidSettingError(`batchTokens ${opts.batchTokens}: the ${model.backend} backend feeds perplexity one token a pass (its forward returns the last position's logits only); use 1`, {
+      setting: "batchTokens",
+      value: opts.batchTokens,
+    });
+  }
 }
 
 function checkBatchTokens(model: Pick<CausalLM, "maxBatchTokens">, b: number | undefined): number {
@@ -377,6 +395,28 @@ async function streamThroughCache(model: PerplexityModel, ids: readonly number[]
   }
   await loop.tick(cache, true);
   return cache;
+}
+
+/** The stream through an async model's own cache (WebGPU pages), one token a pass; its GPU buffers are freed at the end. */
+async function streamThroughAsync(model: AsyncForwardLM, ids: readonly number[], config: CacheConfig, loop: Loop): Promise<CacheStats> {
+  const cache = model.createPagedCache(config);
+  try {
+    cache.add(0);
+    cache.assertPromptFits(0, ids.length - 1);
+    const logits = new Float32Array(model.hp.nVocab);
+    for (let p = 0; p < ids.length - 1; p++) {
+      cache.reserveOrThrow(0, 1);
+      loop.noteCache(cache);
+      await model.forwardAsync(ids, p, 1, cache, 0, logits);
+      loop.record(p, nllOf(logits, ids[p + 1]!));
+      loop.forwards++;
+      await loop.tick(cache);
+    }
+    await loop.tick(cache, true);
+    return cache.stats();
+  } finally {
+    model.releasePagedCache?.(cache);
+  }
 }
 
 /**

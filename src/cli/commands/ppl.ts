@@ -14,6 +14,7 @@ import { encodeTextStream, MAX_STREAM_TOKENS } from "../../engine/text-stream.js
 import { InvalidSettingError } from "../../errors.js";
 import { parseCount } from "../../plan/parse.js";
 import { addCacheFlags, cacheConfigFromFlags, type RawCacheFlags } from "../cache-flags.js";
+import { addBackendFlag, backendDefaultCodec, backendFromFlags, type BackendFlags } from "../backend-flag.js";
 import { addThreadsFlag, threadsFromFlags, threadsNoteLine, type ThreadsFlags } from "../threads-flag.js";
 import { formatBytes, formatInt, table } from "../format.js";
 import type { CliIo } from "../main.js";
@@ -23,7 +24,7 @@ export const MAX_TEXT_BYTES = 512 * 1024 * 1024;
 /** Progress bar width in characters. */
 const BAR_WIDTH = 30;
 
-export interface PplFlags extends RawCacheFlags, ThreadsFlags {
+export interface PplFlags extends RawCacheFlags, ThreadsFlags, BackendFlags {
   model: string;
   text: string;
   recompute?: string;
@@ -53,7 +54,7 @@ export function registerPpl(program: Command, io: CliIo, setExit: (code: number)
     .description("perplexity of a text stream fed through the cache: in batches while nothing is evicted, then token by token (documents split on <|endoftext|> lines, each BOS + tokens)")
     .requiredOption("--model <ref>", "model: path, http(s) URL or hf:owner/repo/file.gguf")
     .requiredOption("--text <file>", "text file: documents separated by lines that are exactly <|endoftext|>");
-  addThreadsFlag(addCacheFlags(cmd))
+  addBackendFlag(addThreadsFlag(addCacheFlags(cmd)))
     .option("--positions <mode>", "positions of cached tokens under an evicting policy: reassigned (their place in the cache) or original")
     .option("--recompute <w>", "StreamingLLM's oracle: predict each token from a fresh pass over the previous W tokens (cost: W passes per token)")
     .option("--recompute-every <k>", "with --recompute: predict only every k-th token (positions i with i % k = 0), a sample of the oracle")
@@ -80,9 +81,19 @@ export async function pplCommand(flags: PplFlags, io: CliIo, signal?: AbortSigna
   const batch = flags.batch === undefined ? undefined : parseCount(flags.batch, "batch");
   const positions = parsePositions(flags.positions);
   const threads = threadsFromFlags(flags);
+  const backend = backendFromFlags(flags);
   const text = await readText(flags.text);
 
-  const loaded = await loadModel(flags.model, { ...(signal ? { signal } : {}), ...(threads !== undefined ? { threads } : {}) });
+  // A WebGPU model is built for a window: the one the flags give, else its default (a stream that
+  // needs more is refused by name: pass --context-window or --sliding-window).
+  const windowGiven = flags.contextWindow !== undefined || flags.slidingWindow !== undefined;
+  const nCtx = backend === "webgpu" && windowGiven ? resolveCacheConfig(cacheConfigFromFlags(flags, 1)).windowTokens : undefined;
+  const loaded = await loadModel(flags.model, {
+    ...(signal ? { signal } : {}),
+    ...(threads !== undefined ? { threads } : {}),
+    ...(backend !== undefined ? { backend } : {}),
+    ...(nCtx !== undefined ? { nCtx } : {}),
+  });
   const note = threadsNoteLine(loaded.model);
   if (note !== null) io.stderr(note);
   const ids = encodeTextStream(loaded.tokenizer, text, { skipDocs, ...(maxTokens !== undefined ? { maxTokens } : {}) });
@@ -93,7 +104,9 @@ export async function pplCommand(flags: PplFlags, io: CliIo, signal?: AbortSigna
     });
   }
   // Without window flags the window holds the whole stream: dense attention, nothing evicted.
-  const cacheConfig = resolveCacheConfig(withPositions(cacheConfigFromFlags(flags, ids.length - 1), positions));
+  const input = cacheConfigFromFlags(flags, ids.length - 1);
+  const defaultCodec = backendDefaultCodec(backend);
+  const cacheConfig = resolveCacheConfig(withPositions(input.codec === undefined && defaultCodec !== undefined ? { ...input, codec: defaultCodec } : input, positions));
 
   const showProgress = flags.progress !== false && process.stderr.isTTY === true;
   const onProgress = showProgress ? (p: PerplexityProgress) => io.stderr(`\r${progressLine(p)}`) : undefined;
