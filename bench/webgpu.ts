@@ -8,9 +8,9 @@
 // labelled as such: they measure an emulator, not a GPU.
 // --window-tokens N instead runs the memory acceptance: stories260K under a 4-sink, 256-token
 // sliding window on the GPU for N generated tokens, the GPU bytes checked against the plan after
-// every token from the first eviction on.
+// every token from the first eviction on, its pages --codec f32 (default), f16, int8 or int4.
 // Run: npm run bench:webgpu -- [--quick] [--json] [--reps N] [--only stories260K|smollm2-135m-q8_0|qwen2.5-0.5b-q8_0]
-//      [--no-llama-cpp] [--window-tokens 20000]
+//      [--no-llama-cpp] [--window-tokens 20000 [--codec int8]]
 // Node needs an adapter: on Linux without a GPU, VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json
 // LD_LIBRARY_PATH=/usr/lib/chromium (set here when unset and Chromium's SwiftShader is present:
 // re-exec'd, since the loader reads LD_LIBRARY_PATH at start).
@@ -42,6 +42,7 @@ const { spmVocabMetadata, withExtraMetadata } = await import("./lib/synthetic-vo
 const { fmt, markdownTable } = await import("./lib/table.js");
 const { summarize, timeOnce, tokensPerSecond } = await import("./lib/timing.js");
 const { loadLlamaCpp } = await import("./peers/llama-cpp.js");
+import type { GpuCodec } from "../src/cache/gpu-page-bytes.js";
 import type { GpuContext } from "../src/model/webgpu/device.js";
 import type { SyntheticShape } from "../test/fixtures/synthetic-model.js";
 import type { EngineRunner } from "./lib/runner.js";
@@ -58,6 +59,8 @@ function opt(name: string): string | undefined {
 const ONLY = opt("--only");
 const REPS = opt("--reps") === undefined ? (QUICK ? 1 : 3) : Number(opt("--reps"));
 const WINDOW_TOKENS = opt("--window-tokens") === undefined ? undefined : Number(opt("--window-tokens"));
+const WINDOW_CODEC = (opt("--codec") ?? "f32") as GpuCodec;
+if (!["f32", "f16", "int8", "int4"].includes(WINDOW_CODEC)) throw new Error(`--codec ${WINDOW_CODEC}: use f32, f16, int8 or int4`);
 
 const SHARED = new URL("../../shared/", import.meta.url);
 const tempDirs: string[] = [];
@@ -214,7 +217,7 @@ async function windowRun(ctx: GpuContext, n: number): Promise<void> {
   const path = fileURLToPath(new URL("models/stories260K.gguf", SHARED));
   const { header, data } = await loadFile(path);
   const spec = await loadModelSpec(path);
-  const config = resolveCacheConfig({ slidingWindowSize: 256, attentionSinkSize: 4, codec: "f32" });
+  const config = resolveCacheConfig({ slidingWindowSize: 256, attentionSinkSize: 4, codec: WINDOW_CODEC });
   const plan = webgpuMemory(spec, config, { maxBatchTokens: 16, maxBindingBytes: ctx.maxBindingBytes });
   const mem = ctx.memory!;
   const before = mem.liveBytes;
@@ -244,11 +247,11 @@ async function windowRun(ctx: GpuContext, n: number): Promise<void> {
   const result = {
     tokens: n, firstEviction, evictedTokens: gc.cache.stats().evictedTokens, held: gc.cache.length(0),
     liveBytes: mem.liveBytes - before, peakBytes: mem.peakBytes - before, planSteadyBytes: plan.steadyBytes, planPeakBytes: plan.peakBytes,
-    tokensAfterFirstEvictionOffPlan: mismatches, ok, adapter: ctx.description, machine: machineInfo(),
+    codec: WINDOW_CODEC, tokensAfterFirstEvictionOffPlan: mismatches, ok, adapter: ctx.description, machine: machineInfo(),
   };
   if (JSON_OUT) console.log(JSON.stringify(result, null, 2));
   else {
-    console.log(`## WebGPU sliding window (4 sinks + 256 tokens), stories260K, ${n} generated tokens\n`);
+    console.log(`## WebGPU sliding window (4 sinks + 256 tokens, ${WINDOW_CODEC} pages), stories260K, ${n} generated tokens\n`);
     console.log(lines.map((l) => `- ${l}`).join("\n"));
     console.log(`\nfirst eviction at token ${firstEviction}; tokens after it whose GPU bytes differed from the plan: ${mismatches}; result: ${ok ? "bytes = plan, flat" : "MISMATCH"}\n`);
     console.log(machineLines(result.machine, [`adapter: ${ctx.description}`]));
