@@ -87,8 +87,29 @@ export const KIND_FP8: i32 = 3;
           store<f32>(sg + 2 * wBytes, f32x4.extract_lane(s, 2));
           store<f32>(sg + 3 * wBytes, f32x4.extract_lane(s, 3));
         }
-        if (g + 1 < G) {
-          // Two rows (GQA groups of 2 and 3, and their tails): one decode for both.
+        if (g + 2 < G) {
+          // Three rows (GQA groups of 3: SmolLM2's 9:3 heads in decode, and tails of 7): one
+          // decode for the three; each row summed as the one- and two-row paths sum it.
+          const q0 = qkv + <usize>g * rowBytes;
+          const q1 = q0 + rowBytes;
+          const q2 = q1 + rowBytes;
+          let a0 = f32x4.splat(0);
+          let a1 = f32x4.splat(0);
+          let a2 = f32x4.splat(0);
+          for (let c: usize = 0; c < dkU; c += 4) {
+            const k = decode4(kind, data, e + c);
+            const o = c << 2;
+            a0 = f32x4.add(a0, f32x4.mul(v128.load(q0 + o), k));
+            a1 = f32x4.add(a1, f32x4.mul(v128.load(q1 + o), k));
+            a2 = f32x4.add(a2, f32x4.mul(v128.load(q2 + o), k));
+          }
+          const sg = st + <usize>g * wBytes;
+          store<f32>(sg, hsum(a0) * sc);
+          store<f32>(sg + wBytes, hsum(a1) * sc);
+          store<f32>(sg + 2 * wBytes, hsum(a2) * sc);
+          g += 3;
+        } else if (g + 1 < G) {
+          // Two rows (GQA groups of 2, and their tails): one decode for both.
           const q0 = qkv + <usize>g * rowBytes;
           const q1 = q0 + rowBytes;
           let a0 = f32x4.splat(0);
@@ -177,7 +198,29 @@ export const KIND_FP8: i32 = 3;
             accumulate2(o3 + oc, xa3, xb3, la, ha, lb, hb);
           }
         }
-        if (g + 1 < G) {
+        if (g + 2 < G) {
+          // Three rows: one decode of the two tokens for the three.
+          const w0 = wkv + <usize>g * wBytes;
+          const w1 = w0 + wBytes;
+          const w2 = w1 + wBytes;
+          const xa0 = f32x4.splat(load<f32>(w0) * sa), xb0 = f32x4.splat(load<f32>(w0, 4) * sb);
+          const xa1 = f32x4.splat(load<f32>(w1) * sa), xb1 = f32x4.splat(load<f32>(w1, 4) * sb);
+          const xa2 = f32x4.splat(load<f32>(w2) * sa), xb2 = f32x4.splat(load<f32>(w2, 4) * sb);
+          const o0 = okv + <usize>g * rowBytes;
+          const o1 = o0 + rowBytes;
+          const o2 = o1 + rowBytes;
+          for (let c: usize = 0; c < dvU; c += 8) {
+            const la = decode4(kind, data, ea + c);
+            const ha = decode4(kind, data, ea + c + 4);
+            const lb = decode4(kind, data, eb + c);
+            const hb = decode4(kind, data, eb + c + 4);
+            const oc = c << 2;
+            accumulate2(o0 + oc, xa0, xb0, la, ha, lb, hb);
+            accumulate2(o1 + oc, xa1, xb1, la, ha, lb, hb);
+            accumulate2(o2 + oc, xa2, xb2, la, ha, lb, hb);
+          }
+          g += 3;
+        } else if (g + 1 < G) {
           // Two rows: one decode of the two tokens for both.
           const w0 = wkv + <usize>g * wBytes;
           const w1 = w0 + wBytes;
