@@ -163,7 +163,9 @@ export class AttentionSinkSizeError extends KvboundError {
     super(
       "ATTENTION_SINK_SIZE",
       `attention_sink_size ${attentionSinkSize} is invalid with sliding_window_size ${slidingWindowSize}: ` +
-        `it must be >= 0 and < sliding_window_size; 4 is the StreamingLLM default`,
+        `it must be >= 0 and < sliding_window_size; 4 is the StreamingLLM default` +
+        // WebLLM's unset value: a sliding window names its sinks (attentionSinkSize, --sinks N).
+        (attentionSinkSize === -1 ? " (it was not given: a sliding window needs its sink count, e.g. --sinks 4)" : ""),
       { attentionSinkSize, slidingWindowSize },
     );
   }

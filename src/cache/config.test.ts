@@ -24,6 +24,7 @@ describe("resolveCacheConfig (WebLLM window semantics)", () => {
   });
 
   it("sliding needs 0 <= attention_sink_size < sliding_window_size", () => {
+    expect(() => resolveCacheConfig({ slidingWindowSize: 8 })).toThrow(/attention_sink_size -1 .*it was not given: a sliding window needs its sink count, e\.g\. --sinks 4/);
     expect(() => resolveCacheConfig({ slidingWindowSize: 8 })).toThrow(AttentionSinkSizeError);
     expect(() => resolveCacheConfig({ slidingWindowSize: 8, attentionSinkSize: 8 })).toThrow(AttentionSinkSizeError);
     expect(() => resolveCacheConfig({ slidingWindowSize: 8, attentionSinkSize: -3 })).toThrow(AttentionSinkSizeError);
