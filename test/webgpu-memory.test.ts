@@ -10,8 +10,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { resolveCacheConfig, type CacheConfigInput } from "../src/cache/config.js";
-import { readGgufHeader } from "../src/gguf/header.js";
+import { resolveCacheConfig, type CacheConfig, type CacheConfigInput } from "../src/cache/config.js";
+import { readGgufHeader, type GgufHeader } from "../src/gguf/header.js";
 import { transformerPlan } from "../src/model/architectures.js";
 import { gpuForTests, type GpuContext } from "../src/model/webgpu/device.js";
 import { WebGpuTransformer } from "../src/model/webgpu/forward.js";
@@ -23,6 +23,7 @@ import { asyncForwardOf, createSessionCache } from "../src/model/async-forward.j
 import { SequenceNotFoundError, WebGpuDeviceError } from "../src/errors.js";
 import { webgpuMemory } from "../src/plan/webgpu.js";
 import { loadModelSpec } from "../src/spec/load.js";
+import type { ModelSpec } from "../src/spec/model-spec.js";
 import { buildArchModel } from "./fixtures/arch-models.js";
 import { requireShared, sharedPath } from "./helpers/shared.js";
 
@@ -45,6 +46,19 @@ function argmax(a: Float32Array): number {
 }
 
 /** Bytes the device created (and has not destroyed) since `before`, and the peak above it. */
+/**
+ * The plan for `config`, a byte counter started before the model, the model, and a cache of
+ * `config` holding sequence 0: every plan-vs-device case starts this way.
+ */
+function plannedModel(header: GgufHeader, data: Uint8Array, spec: ModelSpec, config: CacheConfig, batch: number, maxBindingBytes = ctx!.maxBindingBytes) {
+  const plan = webgpuMemory(spec, config, { maxBatchTokens: batch, maxBindingBytes });
+  const n = counter(ctx!);
+  const model = new WebGpuTransformer(ctx!, header, data, transformerPlan(header, data), { window: config.windowTokens, maxBatchTokens: batch, maxBindingBytes });
+  const gc = model.createCache(config);
+  gc.cache.add(0);
+  return { plan, n, model, gc };
+}
+
 function counter(c: GpuContext) {
   const mem = c.memory!;
   const before = mem.liveBytes;
@@ -72,11 +86,7 @@ describe.skipIf(!have || ctx === null)("WebGPU memory plan = the GPU buffers cre
       const { header, data, spec } = await load(c.file);
       const config = resolveCacheConfig(c.input);
       const maxBindingBytes = Math.min(c.binding ?? ctx!.maxBindingBytes, ctx!.maxBindingBytes);
-      const plan = webgpuMemory(spec, config, { maxBatchTokens: c.batch, maxBindingBytes });
-      const n = counter(ctx!);
-      const model = new WebGpuTransformer(ctx!, header, data, transformerPlan(header, data), { window: config.windowTokens, maxBatchTokens: c.batch, maxBindingBytes });
-      const gc = model.createCache(config);
-      gc.cache.add(0);
+      const { plan, n, model, gc } = plannedModel(header, data, spec, config, c.batch, maxBindingBytes);
       const logits = new Float32Array(model.hp.nVocab);
       // A prompt over two pages, then 20 single steps (int4 seals and reopens pages on the way).
       const prompt = Array.from({ length: 40 }, (_, i) => 1 + ((i * 37) % 500));
@@ -112,11 +122,7 @@ describe.skipIf(!have || ctx === null)("WebGPU memory plan = the GPU buffers cre
   it(`4 sinks + 256-token sliding window over ${WINDOW_TOKENS} generated tokens: bytes = plan and flat from the first eviction on`, async () => {
     const { header, data, spec } = await load();
     const config = resolveCacheConfig({ slidingWindowSize: 256, attentionSinkSize: 4, codec: "f32" });
-    const plan = webgpuMemory(spec, config, { maxBatchTokens: 16, maxBindingBytes: ctx!.maxBindingBytes });
-    const n = counter(ctx!);
-    const model = new WebGpuTransformer(ctx!, header, data, transformerPlan(header, data), { window: config.windowTokens, maxBatchTokens: 16 });
-    const gc = model.createCache(config);
-    gc.cache.add(0);
+    const { plan, n, model, gc } = plannedModel(header, data, spec, config, 16);
     const logits = new Float32Array(model.hp.nVocab);
     gc.cache.reserveOrThrow(0, 1);
     await model.forward(1, gc, 0, logits);
@@ -201,11 +207,7 @@ describe.skipIf(ctx === null)("WebGPU memory plan = the GPU buffers created (syn
         const header = await readGgufHeader(m.bytes);
         const data = m.bytes.subarray(header.dataOffset);
         const config = resolveCacheConfig({ contextWindowSize: 512, codec: "f32" });
-        const plan = webgpuMemory(spec, config, { maxBatchTokens: 16, maxBindingBytes: ctx!.maxBindingBytes });
-        const n = counter(ctx!);
-        const model = new WebGpuTransformer(ctx!, header, data, transformerPlan(header, data), { window: config.windowTokens, maxBatchTokens: 16 });
-        const gc = model.createCache(config);
-        gc.cache.add(0);
+        const { plan, n, model, gc } = plannedModel(header, data, spec, config, 16);
         const logits = new Float32Array(model.hp.nVocab);
         gc.cache.reserveOrThrow(0, 16);
         await model.forwardBatch(Array.from({ length: 16 }, (_, i) => 1 + i), 0, 16, gc, 0, logits);
