@@ -333,6 +333,13 @@ export class TensorShapeError extends KvboundError {
   }
 }
 
+/** A tensor's data kvbound refuses to run: a quantized block whose scale is not finite (a corrupt file). */
+export class TensorDataError extends KvboundError {
+  constructor(message: string, details: { tensor: string } & ErrorDetails) {
+    super("TENSOR_DATA", message, details);
+  }
+}
+
 /** No WebGPU adapter (no `navigator.gpu`, no `webgpu` package in Node, or no driver it can use). */
 export class WebGpuUnavailableError extends KvboundError {
   constructor(reason: string, fix: string) {
@@ -420,6 +427,7 @@ for (const ctor of [
   UnknownRouteError,
   UnsupportedTensorTypeError,
   TensorShapeError,
+  TensorDataError,
   AbortError,
   WebGpuUnavailableError,
   WebGpuUnsupportedError,

@@ -10,6 +10,7 @@
 import type { WasmArena } from "../wasm/wasm-kernels.js";
 import { ROW_KERNEL as K, SCRATCH_ARG } from "../wasm/row-call.js";
 import { F16_TO_F32 } from "../../cache/codecs/half.js";
+import { TensorDataError } from "../../errors.js";
 import { matvec, type WeightMatrix } from "./matvec.js";
 import { iq4XsScale, KVALUES_IQ4NL, q3KScale } from "./quant-rows.js";
 
@@ -21,11 +22,11 @@ export type Linear =
   | { readonly kind: "js"; readonly w: WeightMatrix }
   | { readonly kind: "wasm-f32"; readonly w: WeightMatrix; readonly ptr: number }
   /**
-   * qs [rows][cols] int8 at `qs`, d [rows][cols/32] f16 bits at `d` (Q8_0, Q4_0, Q5_0, IQ4_NL),
-   * read through the arena's f16 table. Needs Q8_0 activations.
+   * int8 qs at `qs` and one f16 scale per 32 values at `d` (Q8_0, Q4_0, Q5_0, IQ4_NL), both in the
+   * q8 group layout (q8BlockIndex). Needs Q8_0 activations.
    */
   | { readonly kind: "wasm-q8"; readonly w: WeightMatrix; readonly qs: number; readonly d: number }
-  /** qs as wasm-q8's, d [rows][cols/32] f32, with Q8_K activations (IQ4_XS, whose vec_dot_type is Q8_K). */
+  /** wasm-q8's layout with f32 scales, and Q8_K activations (IQ4_XS, whose vec_dot_type is Q8_K). */
   | { readonly kind: "wasm-q8k"; readonly w: WeightMatrix; readonly qs: number; readonly d: number }
   /**
    * int8 qs [rows][cols] at `qs`, one f32 scale per 16 values [rows][cols/16] at `d` (Q6_K, Q3_K);
@@ -34,6 +35,16 @@ export type Linear =
   | { readonly kind: "wasm-q8g16"; readonly w: WeightMatrix; readonly qs: number; readonly d: number; readonly c: number }
   /** nibbles qs [rows][cols/2] at `qs`; per 32 values a = d*scale at `a`, c = -dmin*min at `c` (f32). Needs Q8_K activations (actQuant). */
   | { readonly kind: "wasm-q4k"; readonly w: WeightMatrix; readonly qs: number; readonly a: number; readonly c: number };
+
+/**
+ * Where block `b` (of `nb` a row) of row `row` of a q8 matrix of `rows` rows lives (kernels.as "q8
+ * matrix"): rows in groups of 4 (the last group: rows % 4), block-interleaved inside a group. It is
+ * the index of the block's 32 int8 values (times 32: their byte offset in qs) and of its scale.
+ */
+export function q8BlockIndex(row: number, b: number, rows: number, nb: number): number {
+  const g0 = row & ~3;
+  return g0 * nb + b * Math.min(4, rows - g0) + (row & 3);
+}
 
 /** Copies `w` into the arena (reserve first, commit, then call this with the reserved offset). */
 export function bindWasm(w: WeightMatrix, arena: WasmArena, at: number): Linear {
@@ -74,16 +85,17 @@ export function fillWasmRows(w: WeightMatrix, arena: WasmArena, at: number, full
   }
   if (w.type === "Q4_0" || w.type === "Q5_0") {
     // Exact in the Q8_0 layout: value = d * (nibble - 8), or d * (5-bit - 16), as int8 times d.
-    const n = w.rows * w.cols;
-    const nb = n / 32;
-    const qs = arena.i8(at + v0, n);
-    const d = arena.u16(at + N + (v0 / 32) * 2, nb);
+    const nb = (w.rows * w.cols) / 32;
+    const qs = arena.i8(at, N);
+    const d = arena.u16(at + N, N / 32);
     const u8 = w.u8;
     const five = w.type === "Q5_0";
     const bytes = five ? 22 : 18;
+    const place = q8Placer(w.cols, fullRows, row0);
     for (let b = 0, o = 0; b < nb; b++, o += bytes) {
-      d[b] = u8[o]! | (u8[o + 1]! << 8);
-      const q = b * 32;
+      const i = place();
+      d[i] = finiteScale(u8[o]! | (u8[o + 1]! << 8), w, row0, b);
+      const q = i * 32;
       if (five) {
         // block_q5_0: f16 d, u32 qh (5th bits), u8 qs[16]
         const qh = u8[o + 2]! | (u8[o + 3]! << 8) | (u8[o + 4]! << 16) | (u8[o + 5]! << 24);
@@ -104,16 +116,17 @@ export function fillWasmRows(w: WeightMatrix, arena: WasmArena, at: number, full
     return;
   }
   if (w.type === "Q8_0") {
-    const n = w.rows * w.cols;
-    const nb = n / 32;
-    const qs = arena.i8(at + v0, n);
-    const d = arena.u16(at + N + (v0 / 32) * 2, nb);
+    const nb = (w.rows * w.cols) / 32;
+    const qs = arena.i8(at, N);
+    const d = arena.u16(at + N, N / 32);
     const u8 = w.u8, i8 = w.i8;
+    const place = q8Placer(w.cols, fullRows, row0);
     // Blocks are 34 bytes (f16 d + 32 int8) back to back over the whole tensor.
     for (let b = 0, o = 0; b < nb; b++, o += 34) {
-      d[b] = u8[o]! | (u8[o + 1]! << 8);
+      const i = place();
+      d[i] = finiteScale(u8[o]! | (u8[o + 1]! << 8), w, row0, b);
       // A loop, not set(subarray): a view per block is garbage that grows the JS heap at load.
-      const q = b * 32, src = o + 2;
+      const q = i * 32, src = o + 2;
       for (let j = 0; j < 32; j++) qs[q + j] = i8[src + j]!;
     }
     return;
@@ -174,24 +187,26 @@ export function fillWasmRows(w: WeightMatrix, arena: WasmArena, at: number, full
     // Exact in the q8 layout: the 4-bit index becomes its level kvalues_iq4nl[q] (-127..113), the
     // scale d (IQ4_NL: the file's f16) or d * (ls - 32) per 32 values (IQ4_XS; exact in f32: 11 x 6 bits).
     const n = w.rows * w.cols;
-    const qs = arena.i8(at + v0, n);
+    const qs = arena.i8(at, N);
     const xs = w.type === "IQ4_XS";
-    const d = xs ? arena.f32(at + N + (v0 / 32) * 4, n / 32) : arena.u16(at + N + (v0 / 32) * 2, n / 32);
+    const d = xs ? arena.f32(at + N, N / 32) : arena.u16(at + N, N / 32);
     const u8 = w.u8, kv = KVALUES_IQ4NL;
+    const place = q8Placer(w.cols, fullRows, row0);
     // block_iq4_nl: f16 d, u8 qs[16] (18 bytes per 32); block_iq4_xs: f16 d, u16 scales_h, u8 scales_l[4], u8 qs[128] (136 per 256).
     for (let b = 0, o = 0; b < n / 32; b++) {
+      const i = place();
       let src: number;
       if (xs) {
         const ib = b & 7;
-        d[b] = F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]! * iq4XsScale(u8, o, ib);
+        d[i] = F16_TO_F32[u8[o]! | (u8[o + 1]! << 8)]! * iq4XsScale(u8, o, ib);
         src = o + 8 + ib * 16;
         if (ib === 7) o += 136;
       } else {
-        d[b] = u8[o]! | (u8[o + 1]! << 8);
+        d[i] = finiteScale(u8[o]! | (u8[o + 1]! << 8), w, row0, b);
         src = o + 2;
         o += 18;
       }
-      const q = b * 32;
+      const q = i * 32;
       for (let j = 0; j < 16; j++) {
         const v = u8[src + j]!;
         qs[q + j] = kv[v & 15]!;
@@ -238,6 +253,35 @@ export function fillWasmRows(w: WeightMatrix, arena: WasmArena, at: number, full
   }
 }
 
+/**
+ * The f16 bits of block `b` (counted from row `row0`) of `w`'s scales, refused when they are inf or
+ * NaN: matvecQ8 widens f16 scales by arithmetic that reads only finite ones, and such a scale is a
+ * corrupt file (llama.cpp's --check-tensors refuses it too).
+ */
+function finiteScale(h: number, w: WeightMatrix, row0: number, b: number): number {
+  if ((h & 0x7c00) !== 0x7c00) return h;
+  const nb = w.cols / 32, row = row0 + Math.floor(b / nb);
+  throw new TensorDataError(`tensor ${w.name} has a non-finite scale (f16 0x${h.toString(16)}) in block ${b % nb} of row ${row}: the file is corrupt`, {
+    tensor: w.name,
+    row,
+    block: b % nb,
+  });
+}
+
+/** The q8BlockIndex of each block of rows row0.. of a matrix of `rows` rows, in file order, one per call. */
+function q8Placer(cols: number, rows: number, row0: number): () => number {
+  const nb = cols / 32;
+  let row = row0, b = 0;
+  return () => {
+    const i = q8BlockIndex(row, b, rows, nb);
+    if (++b === nb) {
+      b = 0;
+      row++;
+    }
+    return i;
+  };
+}
+
 /** Activation rows [rows][width] f32; `ptr` is the byte offset in wasm memory, -1 for a JS array. */
 export class Acts {
   readonly a: Float32Array;
@@ -273,8 +317,8 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
     case "wasm-q8": {
       const q = q8!;
       if (n === 1) {
-        // The file's f16 scales, read through the arena's f16 table.
-        c.start(K.matvecQ8, rows).arg(out.ptr, 4).arg(L.qs, cols).arg(L.d, cols / 16).rowsArg().arg(cols).arg(q.x16).arg(q.d).arg(a.f16Table);
+        // The file's f16 scales (f16 = 1), widened by the kernel.
+        c.start(K.matvecQ8, rows).arg(out.ptr, 4).arg(L.qs, cols).arg(L.d, cols / 16).rowsArg().arg(cols).arg(q.x16).arg(q.d).arg(1);
         break;
       }
       // A batch reads each row's scales once per 4 tokens: a prelude widens them to f32, a chunk of
@@ -363,7 +407,7 @@ export interface WasmRowReader {
   readonly cols: number;
   /** wasm-f32 values; else null */
   readonly f32: Float32Array | null;
-  /** int8 values (wasm-q8, wasm-q8k, wasm-q8g16); else null */
+  /** int8 values (wasm-q8, wasm-q8k: in the q8 group layout; wasm-q8g16); else null */
   readonly qs: Int8Array | null;
   /** Q4_K nibbles (wasm-q4k); else null */
   readonly q4: Uint8Array | null;
@@ -395,12 +439,17 @@ export function readWasmRow(r: WasmRowReader, row: number, out: Float32Array): v
   const f32 = r.f32, qs = r.qs, q4 = r.q4, d = r.d!, d16 = r.d16, c = r.c;
   if (f32 !== null) {
     for (let i = 0; i < cols; i++) out[i] = f32[o + i]!;
-  } else if (d16 !== null) {
-    for (let i = 0; i < cols; i++) out[i] = F16_TO_F32[d16[(o + i) >> 5]!]! * qs![o + i]!;
+  } else if (r.L.kind === "wasm-q8" || r.L.kind === "wasm-q8k") {
+    const nb = cols / 32, rows = r.L.w.rows;
+    for (let b = 0; b < nb; b++) {
+      const k = q8BlockIndex(row, b, rows, nb);
+      const s = d16 !== null ? F16_TO_F32[d16[k]!]! : d[k]!;
+      for (let j = 0; j < 32; j++) out[b * 32 + j] = s * qs![k * 32 + j]!;
+    }
   } else if (qs !== null) {
-    const shift = r.L.kind === "wasm-q8g16" ? 4 : 5;
-    if (c !== null) for (let i = 0; i < cols; i++) out[i] = d[(o + i) >> shift]! * qs[o + i]! + c[(o + i) >> shift]!;
-    else for (let i = 0; i < cols; i++) out[i] = d[(o + i) >> shift]! * qs[o + i]!;
+    // wasm-q8g16: a scale (and Q2_K an offset) per 16 values.
+    if (c !== null) for (let i = 0; i < cols; i++) out[i] = d[(o + i) >> 4]! * qs[o + i]! + c[(o + i) >> 4]!;
+    else for (let i = 0; i < cols; i++) out[i] = d[(o + i) >> 4]! * qs[o + i]!;
   } else if (q4 !== null) {
     // Q4_K's qs as in the file: per 64 values 32 bytes, low nibbles the first 32, high the next.
     for (let i = 0; i < cols; i++) {

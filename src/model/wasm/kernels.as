@@ -6,12 +6,15 @@
 //
 // Layouts:
 //   f32 matrix      [rows][cols] f32
-//   q8 matrix       qs [rows][cols] i8  +  d [rows][cols/32] f16 (GGUF block_q8_0 repacked: the
-//                   int8 values contiguous and 16-byte aligned, the f16 scales as in the file, read
-//                   through f16tbl [65536] f32, the exact f32 of every f16 bit pattern: 34 B per 32
-//                   values like the file; Q4_0, Q5_0 and IQ4_NL decode exactly into it: d * (q - 8),
-//                   d * (q - 16), d * kvalues_iq4nl[q]). With f16tbl = 0 the scales are f32 instead
-//                   ([rows][cols/32] f32): IQ4_XS's d * (ls - 32) * kvalues_iq4nl[q] needs them.
+//   q8 matrix       qs i8 + d f16 per 32 values (GGUF block_q8_0 repacked: 34 B per 32 values like
+//                   the file, the int8 values 16-byte aligned; Q4_0, Q5_0 and IQ4_NL decode exactly
+//                   into it: d * (q - 8), d * (q - 16), d * kvalues_iq4nl[q]), or f32 scales instead
+//                   (IQ4_XS's d * (ls - 32) * kvalues_iq4nl[q] needs them). Rows in groups of 4 (the
+//                   matrix's last group: rows % 4), each group block-interleaved: block b of the
+//                   group's row j is block 4*g*nb + b*k + j (k the group's rows) of qs (32 B each)
+//                   and of d alike (linear.ts q8BlockIndex). A 4-row pass of matvecQ8 then reads
+//                   one stream of weights and one of scales: four row streams and four scale streams
+//                   read 30-35% slower from memory on the bench machine (the hardware prefetcher).
 //   q8g16 matrix    qs [rows][cols] i8  +  d [rows][cols/16] f32   (Q6_K, Q3_K: d * scale per 16
 //                   values; Q2_K also an offset c [rows][cols/16] f32, -dmin * min)
 //   q4k matrix      nibbles [rows][cols/2] as in the file + a, c [rows][cols/32] f32 (a*q + c)
@@ -118,18 +121,13 @@ function quantizeBlocks(x: usize, n: i32, qx: usize, dx: usize, k: bool): void {
   }
 }
 
-/** Weight scale b of a q8 matrix row whose scales start at d: f16 through tbl, or f32 (tbl 0). */
-@inline function wScale(d: usize, b: i32, tbl: usize): f32 {
-  return tbl != 0 ? load<f32>(tbl + (<usize>load<u16>(d + (<usize>b << 1)) << 2)) : load<f32>(d + (<usize>b << 2));
-}
-
-/** The 4 int32 lanes of the dot of 32 int8 weights at w with 32 int16 activations at x (widenQ8):
+/** The 4 int32 lanes of the dot of 32 int8 weights at w with 32 int16 activations x0..x3 (widenQ8):
  *  each weight byte sign-extended by its load (i16x8.load8x8_s), products summed in pairs by
  *  i32x4.dot_i16x8_s (|w x| <= 128 * 127: no overflow anywhere). */
-@inline function dot32(w: usize, x: usize): v128 {
+@inline function dot32(w: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
   return i32x4.add(
-    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(w), v128.load(x)), i32x4.dot_i16x8_s(v128.load8x8_s(w + 8), v128.load(x + 16))),
-    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(w + 16), v128.load(x + 32)), i32x4.dot_i16x8_s(v128.load8x8_s(w + 24), v128.load(x + 48))),
+    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(w), x0), i32x4.dot_i16x8_s(v128.load8x8_s(w + 8), x1)),
+    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(w + 16), x2), i32x4.dot_i16x8_s(v128.load8x8_s(w + 24), x3)),
   );
 }
 
@@ -140,42 +138,79 @@ function quantizeBlocks(x: usize, n: i32, qx: usize, dx: usize, k: bool): void {
   return i32x4.add(v128.shuffle<i32>(a01, a23, 0, 1, 4, 5), v128.shuffle<i32>(a01, a23, 2, 3, 6, 7));
 }
 
-/** out[r] = sum_b d_w[r][b] * d_x[b] * sum_j qs_w[r][32b+j] * x16[32b+j], for r < rows: q8 weights
- *  times one token's q8 activations widened to int16 (widenQ8: x16 [cols] i16, dx [cols/32] f32);
- *  d_w f16 read through f16tbl (0: d_w is f32). Four rows a pass share the activation loads; their
- *  four block sums become one vector, scaled by one multiply-add. Rows past the last are the last
- *  row again (one loop, not a tail copy: the module must stay small) and are not stored. */
-export function matvecQ8(out: usize, wq: usize, wd: usize, rows: i32, cols: i32, x16: usize, dx: usize, f16tbl: usize): void {
+/** Four finite f16 bit patterns (u16 in i32 lanes) as their exact f32: normals by moving the bits,
+ *  subnormals as mantissa * 2^-24, the sign back on top. Exponent 31 (inf, NaN) is not read right:
+ *  fillWasmRows refuses such scales (TensorDataError). */
+@inline function f16x4(h: v128): v128 {
+  const v = v128.and(h, i32x4.splat(0x7fff));
+  const m = v128.bitselect(
+    f32x4.mul(f32x4.convert_i32x4_s(v), f32x4.splat(5.9604644775390625e-8)),
+    i32x4.add(i32x4.shl(v, 13), i32x4.splat(0x38000000)),
+    i32x4.lt_s(v, i32x4.splat(0x400)),
+  );
+  return v128.or(m, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+}
+
+/** The 4 rows' scales of one block of a q8 group at d (f16: f16 bits, else f32): k < 4 rows (the
+ *  matrix's last group) repeat the last one. */
+@inline function groupScales(d: usize, k: i32, f16: bool): v128 {
+  if (f16) {
+    if (k == 4) return f16x4(v128.load16x4_u(d));
+    let h = i32x4.splat(<i32>load<u16>(d));
+    if (k > 1) h = i32x4.replace_lane(h, 1, <i32>load<u16>(d + 2));
+    if (k > 2) h = i32x4.replace_lane(h, 2, <i32>load<u16>(d + 4));
+    return f16x4(h);
+  }
+  if (k == 4) return v128.load(d);
+  let s = f32x4.splat(load<f32>(d));
+  if (k > 1) s = f32x4.replace_lane(s, 1, load<f32>(d + 4));
+  if (k > 2) s = f32x4.replace_lane(s, 2, load<f32>(d + 8));
+  return s;
+}
+
+/** One q8 group of k rows (its blocks at w, its scales at d) times one token's activations: the k
+ *  row totals in one vector, lanes past k repeating row k - 1. Inlined with k and f16 constant for
+ *  the hot case, whole groups of f16 scales (the offsets fold into the loads; no branch in the loop);
+ *  groupDotAny serves the rest. */
+@inline function groupDot(w: usize, d: usize, nb: i32, x16: usize, dx: usize, k: i32, f16: bool): v128 {
+  const o1 = <usize>min(1, k - 1) << 5, o2 = <usize>min(2, k - 1) << 5, o3 = <usize>min(3, k - 1) << 5;
+  const wStep = <usize>k << 5, dStep = <usize>k << (f16 ? 1 : 2);
+  let acc = f32x4.splat(0);
+  for (let b = 0; b < nb; b++) {
+    const xp = x16 + (<usize>b << 6);
+    const x0 = v128.load(xp), x1 = v128.load(xp + 16), x2 = v128.load(xp + 32), x3 = v128.load(xp + 48);
+    const t = laneSums(dot32(w, x0, x1, x2, x3), dot32(w + o1, x0, x1, x2, x3), dot32(w + o2, x0, x1, x2, x3), dot32(w + o3, x0, x1, x2, x3));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(t), f32x4.mul(groupScales(d, k, f16), v128.load32_splat(dx + (<usize>b << 2)))));
+    w += wStep;
+    d += dStep;
+  }
+  return acc;
+}
+
+/** groupDot with k and f16 at run time (one copy: the module stays small). */
+function groupDotAny(w: usize, d: usize, nb: i32, x16: usize, dx: usize, k: i32, f16: bool): v128 {
+  return groupDot(w, d, nb, x16, dx, k, f16);
+}
+
+/** out[r] = sum_b d_w[r][b] * d_x[b] * sum_j qs_w[r][32b+j] * x16[32b+j], for r < rows: a q8 matrix
+ *  (its groups of 4 rows, f16 scales when f16 != 0, else f32) times one token's q8 activations
+ *  widened to int16 (widenQ8: x16 [cols] i16, dx [cols/32] f32). A group's four rows share the
+ *  activation loads; their four block sums become one vector, scaled by one multiply-add. */
+export function matvecQ8(out: usize, wq: usize, wd: usize, rows: i32, cols: i32, x16: usize, dx: usize, f16: i32): void {
   const nb = cols >> 5;
-  const rowBytes = <usize>cols;
-  const dBytes = <usize>nb << (f16tbl != 0 ? 1 : 2);
-  for (let r = 0; r < rows; r += 4) {
-    const w0 = wq + <usize>r * rowBytes;
-    const d0 = wd + <usize>r * dBytes;
-    const w1 = r + 1 < rows ? w0 + rowBytes : w0;
-    const d1 = r + 1 < rows ? d0 + dBytes : d0;
-    const w2 = r + 2 < rows ? w1 + rowBytes : w1;
-    const d2 = r + 2 < rows ? d1 + dBytes : d1;
-    const w3 = r + 3 < rows ? w2 + rowBytes : w2;
-    const d3 = r + 3 < rows ? d2 + dBytes : d2;
-    let acc = f32x4.splat(0);
-    for (let b = 0; b < nb; b++) {
-      const o = <usize>b << 5;
-      const xp = x16 + (o << 1);
-      const t = laneSums(dot32(w0 + o, xp), dot32(w1 + o, xp), dot32(w2 + o, xp), dot32(w3 + o, xp));
-      let s = f32x4.splat(wScale(d0, b, f16tbl));
-      s = f32x4.replace_lane(s, 1, wScale(d1, b, f16tbl));
-      s = f32x4.replace_lane(s, 2, wScale(d2, b, f16tbl));
-      s = f32x4.replace_lane(s, 3, wScale(d3, b, f16tbl));
-      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(t), f32x4.mul(s, v128.load32_splat(dx + (<usize>b << 2)))));
-    }
+  const dGroup = <usize>nb << (f16 != 0 ? 3 : 4); // a whole group's scale bytes
+  let r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const w = wq + ((<usize>r * <usize>nb) << 5), d = wd + (<usize>r >> 2) * dGroup;
+    v128.store(out + (<usize>r << 2), f16 != 0 ? groupDot(w, d, nb, x16, dx, 4, true) : groupDotAny(w, d, nb, x16, dx, 4, false));
+  }
+  if (r < rows) {
+    const k = rows - r;
+    const acc = groupDotAny(wq + ((<usize>r * <usize>nb) << 5), wd + (<usize>r >> 2) * dGroup, nb, x16, dx, k, f16 != 0);
     const o = out + (<usize>r << 2);
-    if (r + 3 < rows) v128.store(o, acc);
-    else {
-      store<f32>(o, f32x4.extract_lane(acc, 0));
-      if (r + 1 < rows) store<f32>(o + 4, f32x4.extract_lane(acc, 1));
-      if (r + 2 < rows) store<f32>(o + 8, f32x4.extract_lane(acc, 2));
-    }
+    store<f32>(o, f32x4.extract_lane(acc, 0));
+    if (k > 1) store<f32>(o + 4, f32x4.extract_lane(acc, 1));
+    if (k > 2) store<f32>(o + 8, f32x4.extract_lane(acc, 2));
   }
 }
 
@@ -261,9 +296,10 @@ export function widenQ8(qx: usize, dx: usize, nTok: i32, cols: i32, x16: usize, 
 
 /** matmulQ8 on widened activations (widenQ8): each weight block is sign-extended once and dotted
  *  (i32x4.dot_i16x8_s) with 4 tokens; their 4 int32 sums are transposed into one vector so the
- *  block's f32 scaling is one multiply-add for the 4 tokens. out[t * outStride + r]. The weight
- *  scales wd are f32 [rows][cols/32]: an f16-scale matrix is multiplied a chunk of rows at a time,
- *  its scales widened first (widenScales), once per chunk rather than once per 4 tokens. */
+ *  block's f32 scaling is one multiply-add for the 4 tokens. out[t * outStride + r]. The weights
+ *  are a q8 matrix (its groups of 4 rows) with f32 scales: an f16-scale matrix is multiplied a chunk
+ *  of rows (whole groups) at a time, its scales widened first (widenScales), once per chunk rather
+ *  than once per 4 tokens. */
 export function matmulQ8x16(out: usize, outStride: i32, wq: usize, wd: usize, rows: i32, cols: i32, x16: usize, dxT: usize, nTok: i32): void {
   const nb = cols >> 5;
   const xRow = <usize>cols << 1;
@@ -272,13 +308,16 @@ export function matmulQ8x16(out: usize, outStride: i32, wq: usize, wd: usize, ro
     const dt = dxT + (<usize>(t0 >> 2) * <usize>nb << 4);
     const nHere = min(4, nTok - t0);
     for (let r = 0; r < rows; r++) {
-      const w0 = wq + <usize>r * <usize>cols;
-      const d0 = wd + <usize>r * (<usize>nb << 2);
+      // Row r's blocks in its group (see matvecQ8): k of its blocks apart.
+      const g0 = r & ~3, k = min(4, rows - g0);
+      const first = <usize>g0 * <usize>nb + <usize>(r & 3);
+      let w0 = wq + (first << 5), d0 = wd + (first << 2);
+      const wStep = <usize>k << 5, dStep = <usize>k << 2;
       let acc = f32x4.splat(0);
       for (let b = 0; b < nb; b++) {
         const o = <usize>b << 5;
-        const wa = v128.load(w0 + o);
-        const wb = v128.load(w0 + o + 16);
+        const wa = v128.load(w0);
+        const wb = v128.load(w0 + 16);
         const v0 = i16x8.extend_low_i8x16_s(wa);
         const v1 = i16x8.extend_high_i8x16_s(wa);
         const v2 = i16x8.extend_low_i8x16_s(wb);
@@ -299,7 +338,9 @@ export function matmulQ8x16(out: usize, outStride: i32, wq: usize, wd: usize, ro
         const a01 = i32x4.add(v128.shuffle<i32>(s0, s1, 0, 4, 1, 5), v128.shuffle<i32>(s0, s1, 2, 6, 3, 7));
         const a23 = i32x4.add(v128.shuffle<i32>(s2, s3, 0, 4, 1, 5), v128.shuffle<i32>(s2, s3, 2, 6, 3, 7));
         const tot = i32x4.add(v128.shuffle<i32>(a01, a23, 0, 1, 4, 5), v128.shuffle<i32>(a01, a23, 2, 3, 6, 7));
-        acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(tot), f32x4.mul(v128.load(dt + (<usize>b << 4)), f32x4.splat(load<f32>(d0 + (<usize>b << 2))))));
+        acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(tot), f32x4.mul(v128.load(dt + (<usize>b << 4)), f32x4.splat(load<f32>(d0)))));
+        w0 += wStep;
+        d0 += dStep;
       }
       const o0 = out + (<usize>r << 2);
       const st = <usize>outStride << 2;

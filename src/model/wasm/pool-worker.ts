@@ -53,7 +53,7 @@ const READY = ${C.READY}, GONE = ${C.GONE};
 function runRows(ctrl, fns, at, b, r0, r1, slice, slices) {
   const f = fns[ctrl[b + FN]], tokens = ctrl[b + TOKENS], p = b + PER_TOKEN;
   const preFn = ctrl[b + PRE_FN], pre = preFn >= 0 ? fns[preFn] : null;
-  const chunk = pre === null ? r1 - r0 : Math.max(1, Math.floor(ctrl[b + SCRATCH_ROWS] / slices));
+  const chunk = pre === null ? r1 - r0 : Math.max(4, Math.floor(ctrl[b + SCRATCH_ROWS] / slices / 4) * 4); // row-call.ts preludeChunk
   const mine = ctrl[b + SCRATCH] + slice * chunk * ctrl[b + SCRATCH_ROW_BYTES];
   for (let r = r0; r < r1; r += chunk) {
     const m = Math.min(chunk, r1 - r);

@@ -110,6 +110,15 @@ export class RowCall {
   }
 }
 
+/**
+ * Rows a prelude's chunk takes when `slices` threads share a scratch of `scratchRows` rows: whole
+ * groups of 4 (the q8 layout's row groups, kernels.as), so a chunk's scales are one contiguous run.
+ * The scratch holds at least 4 rows per thread (WEIGHT_SCALE_ROWS / MAX_THREADS).
+ */
+export function preludeChunk(scratchRows: number, slices: number): number {
+  return Math.max(4, Math.floor(scratchRows / slices / 4) * 4);
+}
+
 /** Scratch for runRows: the arguments at a chunk's first row (one call at a time on a thread). */
 const at = new Float64Array(MAX_ROW_ARGS);
 
@@ -123,7 +132,7 @@ export function runRows(fns: readonly RowKernelFn[], c: RowCall, r0: number, r1:
   const a = c.args, pr = c.perRow, pt = c.perToken;
   const pre = c.preFn >= 0 ? fns[c.preFn]! : null;
   // Without a prelude one chunk covers the range; with one, chunks fit this thread's slice.
-  const chunk = pre === null ? r1 - r0 : Math.max(1, Math.floor(c.scratchRows / slices));
+  const chunk = pre === null ? r1 - r0 : preludeChunk(c.scratchRows, slices);
   const mine = c.scratch + slice * chunk * c.scratchRowBytes;
   for (let r = r0; r < r1; r += chunk) {
     const m = Math.min(chunk, r1 - r);

@@ -1,7 +1,8 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { F16_TO_F32, f32ToF16Bits } from "../../cache/codecs/half.js";
-import { Acts, actQuant, bindWasm, linear, q8ScratchBytes, quantizeActs, wasmBytes, type Q8Scratch } from "../kernels/linear.js";
+import { TensorDataError } from "../../errors.js";
+import { Acts, actQuant, bindWasm, fillWasmRows, linear, q8ScratchBytes, quantizeActs, readWasmRow, wasmBytes, wasmRowReader, type Q8Scratch } from "../kernels/linear.js";
 import { F16_TABLE_BYTES, WEIGHT_SCALE_ROWS } from "../../wasm/model-layout.js";
 import { matvecReference, type WeightMatrix } from "../kernels/matvec.js";
 import { matvecQ8_0Q8Reference, quantizeRowQ8_0Reference } from "../kernels/q8-activations.js";
@@ -117,6 +118,7 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
   const wf = f32Matrix(ROWS, 172, rand); // 172 = stories260K's ffn: a scalar tail after 4-wide lanes
   const wk4 = q4kMatrix(ROWS, COLS, rand);
   const atQ = arena.reserve(wasmBytes(wq));
+  const atQ2 = arena.reserve(wasmBytes(wq)); // wq's first rows, bound alone (a last row group of 1, 2, 3 or 4 rows)
   const atF = arena.reserve(wasmBytes(wf));
   const atK = arena.reserve(wasmBytes(wk4));
   const sx = arena.reserve((NTOK * COLS) / 8);
@@ -126,7 +128,7 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
   const out = arena.reserve(NTOK * ROWS * 4);
   const x16 = arena.reserve(12 * COLS * 2); // NTOK rounded up to 4 rows
   const dT = arena.reserve((12 * COLS) / 8);
-  const dF32 = arena.reserve((ROWS * COLS) / 8); // wq's scales widened to f32 (the f16tbl = 0 mode)
+  const dF32 = arena.reserve((ROWS * COLS) / 8); // wq's scales widened to f32 (matvecQ8's f16 = 0 mode)
   const tbl = arena.reserve(F16_TABLE_BYTES);
   expect(arena.commit()).toBe(true);
   arena.fillF16Table(tbl);
@@ -148,27 +150,29 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     expect(dRef[2]).toBe(0);
   });
 
-  it("matvecQ8 reads every f16 scale as the f16 table does (its SIMD conversion: subnormals, inf, NaN)", () => {
+  it("matvecQ8 reads every finite f16 scale as F16_TO_F32 does (its SIMD conversion: zeros, subnormals, normals)", () => {
     // 65536 rows of one 32-value block: row r has scale bits r and a single weight 1, the activation
     // 1 (dx 1) at that place, so out[r] is the scale itself.
     const rows = 65536, a2 = new WasmArena();
     const wq2 = a2.reserve(rows * 32), wd2 = a2.reserve(rows * 2), xq = a2.reserve(32), xd = a2.reserve(4);
-    const xw = a2.reserve(4 * 32 * 2), xt = a2.reserve(16), o = a2.reserve(rows * 4), table = a2.reserve(F16_TABLE_BYTES);
+    const xw = a2.reserve(4 * 32 * 2), xt = a2.reserve(16), o = a2.reserve(rows * 4);
     expect(a2.commit()).toBe(true);
-    a2.fillF16Table(table);
     const w = a2.i8(wq2, rows * 32);
     for (let r = 0; r < rows; r++) w[r * 32 + (r % 32)] = 1;
     a2.u16(wd2, rows).forEach((_, i, a) => (a[i] = i));
     a2.i8(xq, 32).fill(1);
     a2.f32(xd, 1)[0] = 1;
     a2.k.widenQ8(xq, xd, 1, 32, xw, xt);
-    a2.k.matvecQ8(o, wq2, wd2, rows, 32, xw, xd, table);
+    a2.k.matvecQ8(o, wq2, wd2, rows, 32, xw, xd, 1); // one block a row: the group layout is row-major
     const got = a2.f32(o, rows);
     let differ = 0;
+    let finite = 0;
     for (let r = 0; r < rows; r++) {
-      const want = F16_TO_F32[r]! + 0; // acc starts at +0: -0 reads +0
-      if (!(Object.is(got[r], want) || (Number.isNaN(got[r]) && Number.isNaN(want)))) differ++;
+      if ((r & 0x7c00) === 0x7c00) continue; // inf, NaN: fillWasmRows refuses them (below)
+      finite++;
+      if (!Object.is(got[r], F16_TO_F32[r]! + 0)) differ++; // acc starts at +0: -0 reads +0
     }
+    expect(finite).toBe(65536 - 2048);
     expect(differ).toBe(0);
   });
 
@@ -186,21 +190,23 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
       matvecQ8_0Q8Reference(ref, wq, qs.subarray(t * COLS, (t + 1) * COLS), d.subarray((t * COLS) / 32, ((t + 1) * COLS) / 32));
       expect(maxRelErr(o.subarray(t * ROWS, (t + 1) * ROWS), ref, ROWS)).toBeLessThan(1e-5);
     }
-    // matvecQ8 reads one token of x16 (widenQ8's); 4 rows a pass, so every row count mod 4 (a tail
-    // of 1, 2, 3 rows or none), and no store past the last row.
+    // matvecQ8 reads one token of x16 (widenQ8's); a row group a pass, so matrices of every row
+    // count mod 4 (a last group of 1, 2, 3 rows or 4), and no store past the last row.
     const o32 = arena.f32(out, ROWS + 1);
-    for (const t of [0, 5, 10]) {
-      matvecQ8_0Q8Reference(ref, wq, qs.subarray(t * COLS, (t + 1) * COLS), d.subarray((t * COLS) / 32, ((t + 1) * COLS) / 32));
-      for (const rows of [ROWS, ROWS - 1, ROWS - 2, ROWS - 3]) {
+    for (const rows of [ROWS, ROWS - 1, ROWS - 2, ROWS - 3]) {
+      const L = bindWasm({ ...wq, rows, u8: wq.u8.subarray(0, rows * wq.rowBytes), i8: wq.i8.subarray(0, rows * wq.rowBytes) }, arena, atQ2);
+      if (L.kind !== "wasm-q8") throw new Error("Q8_0 matrix was not bound to wasm");
+      for (const t of [0, 5, 10]) {
+        matvecQ8_0Q8Reference(ref, wq, qs.subarray(t * COLS, (t + 1) * COLS), d.subarray((t * COLS) / 32, ((t + 1) * COLS) / 32));
         o32.fill(Number.NaN);
-        k.matvecQ8(out, Lq.qs, Lq.d, rows, COLS, x16 + t * COLS * 2, dx + (t * COLS) / 8, arena.f16Table);
+        k.matvecQ8(out, L.qs, L.d, rows, COLS, x16 + t * COLS * 2, dx + (t * COLS) / 8, 1);
         expect(maxRelErr(o32, ref, rows), `token ${t}, ${rows} rows`).toBeLessThan(1e-5);
         expect(o32[rows], `row ${rows} untouched`).toBeNaN();
       }
     }
   });
 
-  it("widenScales gives each f16 scale's exact f32; matvecQ8 gives the same through the table as on those (f16tbl 0)", () => {
+  it("widenScales gives each f16 scale's exact f32; matvecQ8 gives the same on the f16 scales as on those (f16 = 0)", () => {
     if (Lq.kind !== "wasm-q8") throw new Error("Q8_0 matrix was not bound to wasm");
     expect(Array.from(arena.f32(tbl, 65536))).toEqual(Array.from(F16_TO_F32));
     const h = arena.u16(Lq.d, (ROWS * COLS) / 32), f = arena.f32(dF32, (ROWS * COLS) / 32);
@@ -213,14 +219,14 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
       k.matvecQ8(out, Lq.qs, d, ROWS, COLS, x16 + COLS * 2, dx + COLS / 8, t);
       return Array.from(arena.f32(out, ROWS));
     };
-    expect(run(dF32, 0)).toEqual(run(Lq.d, arena.f16Table));
+    expect(run(dF32, 0)).toEqual(run(Lq.d, 1));
   });
 
   it("q8 activations stay within 2% (relative to the largest output) of f32 activations", () => {
     if (Lq.kind !== "wasm-q8") throw new Error("Q8_0 matrix was not bound to wasm");
     k.quantizeQ8(x, COLS, qx, dx);
     k.widenQ8(qx, dx, 1, COLS, x16, dT);
-    k.matvecQ8(out, Lq.qs, Lq.d, ROWS, COLS, x16, dx, arena.f16Table);
+    k.matvecQ8(out, Lq.qs, Lq.d, ROWS, COLS, x16, dx, 1);
     const ref = new Float32Array(ROWS);
     matvecReference(ref, xs.subarray(0, COLS), wq);
     expect(maxRelErr(arena.f32(out, ROWS), ref, ROWS)).toBeLessThan(0.02);
@@ -269,7 +275,7 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     const ref = new Float32Array(ROWS);
     for (const [m, at] of [[m4, at4], [m5, at5], [m6, at6]] as const) {
       const L = bindWasm(m, a2, at);
-      if (L.kind === "wasm-q8") a2.k.matvecQ8(o, L.qs, L.d, ROWS, COLS, w16, d, a2.f16Table);
+      if (L.kind === "wasm-q8") a2.k.matvecQ8(o, L.qs, L.d, ROWS, COLS, w16, d, 1);
       else if (L.kind === "wasm-q8g16") a2.k.matvecQ8g16(o, L.qs, L.d, ROWS, COLS, w16, d, 0, 0);
       else throw new Error(`${m.type} was not bound to wasm`);
       matvecReference(ref, xq, m);
@@ -409,6 +415,55 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
     }
     // g16 (Q2_K's offsets): d times each bsum, the product llama.cpp's q2_K dot scales by dmin.
     for (let g = 0; g < N / 16; g++) expect(sums16[g]).toBe(Math.fround(bsRef[g]! * dRef[g >> 4]!));
+  });
+
+  it("q8-layout matrices filled in row chunks that cut their 4-row groups (a streamed load) equal one fill, and readWasmRow gives back every row", () => {
+    const ROWS = 23, COLS = 256; // a last group of 3 rows
+    const a2 = new WasmArena();
+    const ms = [q8Matrix(ROWS, COLS, rand), smallQuantMatrix("Q5_0", ROWS, COLS, rand), lowBitMatrix("IQ4_NL", ROWS, COLS, rand), lowBitMatrix("IQ4_XS", ROWS, COLS, rand)];
+    const whole = ms.map((m) => a2.reserve(wasmBytes(m))), chunked = ms.map((m) => a2.reserve(wasmBytes(m)));
+    const t2 = a2.reserve(F16_TABLE_BYTES);
+    expect(a2.commit()).toBe(true);
+    a2.fillF16Table(t2);
+    const row = new Float32Array(COLS), ref = new Float32Array(COLS);
+    ms.forEach((m, i) => {
+      const L = bindWasm(m, a2, whole[i]!);
+      for (const [r0, r1] of [[0, 5], [5, 6], [6, 13], [13, 23]] as const) {
+        const part = { ...m, rows: r1 - r0, u8: m.u8.subarray(r0 * m.rowBytes, r1 * m.rowBytes), i8: m.i8.subarray(r0 * m.rowBytes, r1 * m.rowBytes) };
+        fillWasmRows(part, a2, chunked[i]!, ROWS, r0);
+      }
+      expect(Array.from(a2.u8(chunked[i]!, wasmBytes(m))), m.type).toEqual(Array.from(a2.u8(whole[i]!, wasmBytes(m))));
+      const reader = wasmRowReader(a2, L);
+      for (let r = 0; r < ROWS; r++) {
+        readWasmRow(reader, r, row);
+        dequantizeRow(m.type, m.u8, r * m.rowBytes, ref, 0, COLS);
+        for (let j = 0; j < COLS; j++) expect(Math.abs(row[j]! - ref[j]!), `${m.type} row ${r} value ${j}`).toBeLessThanOrEqual(Math.abs(ref[j]!) * 1e-6);
+      }
+    });
+  });
+
+  it("a Q8_0, Q5_0 or IQ4_NL block with an inf or NaN scale is a TensorDataError naming the tensor, row and block", () => {
+    const a2 = new WasmArena();
+    const ms = [q8Matrix(6, 64, rand), smallQuantMatrix("Q5_0", 6, 64, rand), lowBitMatrix("IQ4_NL", 6, 64, rand)];
+    const ats = ms.map((m) => a2.reserve(wasmBytes(m)));
+    const t2 = a2.reserve(F16_TABLE_BYTES);
+    expect(a2.commit()).toBe(true);
+    a2.fillF16Table(t2);
+    ms.forEach((m, i) => {
+      const o = 5 * m.rowBytes + m.rowBytes / 2; // row 5, block 1
+      for (const bits of [0x7c00, 0xfe01]) {
+        m.u8[o] = bits & 0xff;
+        m.u8[o + 1] = bits >> 8;
+        let err: unknown;
+        try {
+          bindWasm(m, a2, ats[i]!);
+        } catch (e) {
+          err = e;
+        }
+        expect(err, m.type).toBeInstanceOf(TensorDataError);
+        expect((err as TensorDataError).details).toEqual({ tensor: m.name, row: 5, block: 1 });
+      }
+    });
   });
 
   it("quantizeActs picks Q8_K for the K kinds and Q8_0 for wasm-q8", () => {

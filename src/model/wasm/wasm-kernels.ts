@@ -25,9 +25,9 @@ export interface KernelExports {
   quantizeQ8(x: number, n: number, qx: number, dx: number): void;
   /** Q8_K (n % 256 == 0): qs like quantizeQ8's, the 256-block's f32 d written once per 32 values. */
   quantizeQ8K(x: number, n: number, qx: number, dx: number): void;
-  /** x16: one token's activations widened to int16 (widenQ8); f16tbl: the arena's f16 table when the
-   *  weight scales (wd) are f16, 0 when they are f32. */
-  matvecQ8(out: number, wq: number, wd: number, rows: number, cols: number, x16: number, dx: number, f16tbl: number): void;
+  /** wq, wd: a q8 matrix (kernels.as: rows in groups of 4); x16: one token's activations widened to
+   *  int16 (widenQ8); f16: 1 when the weight scales (wd) are f16, 0 when they are f32. */
+  matvecQ8(out: number, wq: number, wd: number, rows: number, cols: number, x16: number, dx: number, f16: number): void;
   widenQ8(qx: number, dx: number, nTok: number, cols: number, x16: number, dxT: number): void;
   /** wd: f32 scales (an f16-scale matrix's widened by widenScales first). */
   matmulQ8x16(out: number, outStride: number, wq: number, wd: number, rows: number, cols: number, x16: number, dxT: number, nTok: number): void;
