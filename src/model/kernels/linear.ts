@@ -29,8 +29,9 @@ export type Linear =
   /** wasm-q8's layout with f32 scales, and Q8_K activations (IQ4_XS, whose vec_dot_type is Q8_K). */
   | { readonly kind: "wasm-q8k"; readonly w: WeightMatrix; readonly qs: number; readonly d: number }
   /**
-   * int8 qs [rows][cols] at `qs`, one f32 scale per 16 values [rows][cols/16] at `d` (Q6_K, Q3_K);
-   * Q2_K also has one f32 offset per 16 values [rows][cols/16] at `c` (0: none). Needs Q8_K activations (actQuant).
+   * int8 qs at `qs`, one f32 scale per 16 values at `d` (Q6_K, Q3_K); Q2_K also one f32 offset per
+   * 16 values at `c` (0: none); all in the q8 group layout (q8BlockIndex), a block's two scales (and
+   * offsets) side by side at twice its index. Needs Q8_K activations (actQuant).
    */
   | { readonly kind: "wasm-q8g16"; readonly w: WeightMatrix; readonly qs: number; readonly d: number; readonly c: number }
   /** nibbles qs [rows][cols/2] at `qs`; per 32 values a = d*scale at `a`, c = -dmin*min at `c` (f32). Needs Q8_K activations (actQuant). */
@@ -161,23 +162,27 @@ export function fillWasmRows(w: WeightMatrix, arena: WasmArena, at: number, full
   }
   if (w.type === "Q6_K") {
     const n = w.rows * w.cols;
-    const qs = arena.i8(at + v0, n);
-    const d16 = arena.f32(at + N + (v0 / 16) * 4, n / 16);
+    const qs = arena.i8(at, N);
+    const d16 = arena.f32(at + N, N / 16);
     const u8 = w.u8, i8 = w.i8;
+    const place = q8Placer(w.cols, fullRows, row0), blk = new Int32Array(8);
     // block_q6_K: u8 ql[128], u8 qh[64], i8 scales[16], f16 d (210 bytes) per 256 values; in each
     // 128-value half, value l + 32k takes its low 4 bits from ql and 2 high bits from qh (ggml's
     // dequantize_row_q6_K), and scale (l + 32k) / 16 of the half's 8.
+    // Each 32 values go to their block's place (q8BlockIndex), its two scales side by side.
     for (let b = 0, o = 0; b < n / 256; b++, o += 210) {
+      for (let j = 0; j < 8; j++) blk[j] = place();
       const d = F16_TO_F32[u8[o + 208]! | (u8[o + 209]! << 8)]!;
-      for (let g = 0; g < 16; g++) d16[b * 16 + g] = d * i8[o + 192 + g]!;
+      for (let g = 0; g < 16; g++) d16[blk[g >> 1]! * 2 + (g & 1)] = d * i8[o + 192 + g]!;
       for (let half = 0; half < 2; half++) {
-        const ql = o + half * 64, qh = o + 128 + half * 32, y = b * 256 + half * 128;
+        const ql = o + half * 64, qh = o + 128 + half * 32;
+        const y0 = blk[half * 4]! * 32, y1 = blk[half * 4 + 1]! * 32, y2 = blk[half * 4 + 2]! * 32, y3 = blk[half * 4 + 3]! * 32;
         for (let l = 0; l < 32; l++) {
           const h = u8[qh + l]!;
-          qs[y + l] = ((u8[ql + l]! & 15) | ((h & 3) << 4)) - 32;
-          qs[y + l + 32] = ((u8[ql + l + 32]! & 15) | (((h >> 2) & 3) << 4)) - 32;
-          qs[y + l + 64] = ((u8[ql + l]! >> 4) | (((h >> 4) & 3) << 4)) - 32;
-          qs[y + l + 96] = ((u8[ql + l + 32]! >> 4) | (((h >> 6) & 3) << 4)) - 32;
+          qs[y0 + l] = ((u8[ql + l]! & 15) | ((h & 3) << 4)) - 32;
+          qs[y1 + l] = ((u8[ql + l + 32]! & 15) | (((h >> 2) & 3) << 4)) - 32;
+          qs[y2 + l] = ((u8[ql + l]! >> 4) | (((h >> 4) & 3) << 4)) - 32;
+          qs[y3 + l] = ((u8[ql + l + 32]! >> 4) | (((h >> 6) & 3) << 4)) - 32;
         }
       }
     }
@@ -220,33 +225,34 @@ export function fillWasmRows(w: WeightMatrix, arena: WasmArena, at: number, full
     // d * sc * q - dmin * m with q in 0..3, so it keeps the offset -dmin * m per 16 as well.
     const n = w.rows * w.cols;
     const two = w.type === "Q2_K";
-    const qs = arena.i8(at + v0, n);
+    const qs = arena.i8(at, N);
     const dAt = at + N, cAt = dAt + (N / 16) * 4;
-    const d16 = arena.f32(dAt + (v0 / 16) * 4, n / 16);
-    const c16 = two ? arena.f32(cAt + (v0 / 16) * 4, n / 16) : null;
+    const d16 = arena.f32(dAt, N / 16);
+    const c16 = two ? arena.f32(cAt, N / 16) : null;
     const u8 = w.u8;
+    const place = q8Placer(w.cols, fullRows, row0), blk = new Int32Array(8);
     const bytes = two ? 84 : 110;
     // block_q2_K: u8 scales[16], u8 qs[64], f16 d, f16 dmin; block_q3_K: u8 hmask[32], u8 qs[64],
     // u8 scales[12], f16 d. In both, value i of a block has 2 low bits at qs[32*(i/128) + i%32] bit
     // 2*((i/32)%4) (dequantize_row_q2_K / _q3_K); Q3_K's high bit is hmask[i%32] bit i/32.
     for (let b = 0, o = 0; b < n / 256; b++, o += bytes) {
+      for (let j = 0; j < 8; j++) blk[j] = place();
       const qOff = two ? o + 16 : o + 32;
       if (two) {
         const d = F16_TO_F32[u8[o + 80]! | (u8[o + 81]! << 8)]!;
         const dmin = F16_TO_F32[u8[o + 82]! | (u8[o + 83]! << 8)]!;
         for (let g = 0; g < 16; g++) {
-          const sc = u8[o + g]!;
-          d16[b * 16 + g] = d * (sc & 15);
-          c16![b * 16 + g] = -dmin * (sc >> 4);
+          const sc = u8[o + g]!, at16 = blk[g >> 1]! * 2 + (g & 1);
+          d16[at16] = d * (sc & 15);
+          c16![at16] = -dmin * (sc >> 4);
         }
       } else {
         const d = F16_TO_F32[u8[o + 108]! | (u8[o + 109]! << 8)]!;
-        for (let g = 0; g < 16; g++) d16[b * 16 + g] = d * q3KScale(u8, o + 96, g);
+        for (let g = 0; g < 16; g++) d16[blk[g >> 1]! * 2 + (g & 1)] = d * q3KScale(u8, o + 96, g);
       }
-      const y = b * 256;
       for (let i = 0; i < 256; i++) {
         const q = (u8[qOff + ((i >> 7) << 5) + (i & 31)]! >> (2 * ((i >> 5) & 3))) & 3;
-        qs[y + i] = two ? q : q - (((u8[o + (i & 31)]! >> (i >> 5)) & 1) ^ 1) * 4;
+        qs[blk[i >> 5]! * 32 + (i & 31)] = two ? q : q - (((u8[o + (i & 31)]! >> (i >> 5)) & 1) ^ 1) * 4;
       }
     }
     return;
@@ -407,7 +413,7 @@ export interface WasmRowReader {
   readonly cols: number;
   /** wasm-f32 values; else null */
   readonly f32: Float32Array | null;
-  /** int8 values (wasm-q8, wasm-q8k: in the q8 group layout; wasm-q8g16); else null */
+  /** int8 values (wasm-q8, wasm-q8k, wasm-q8g16: in the q8 group layout); else null */
   readonly qs: Int8Array | null;
   /** Q4_K nibbles (wasm-q4k); else null */
   readonly q4: Uint8Array | null;
@@ -447,9 +453,15 @@ export function readWasmRow(r: WasmRowReader, row: number, out: Float32Array): v
       for (let j = 0; j < 32; j++) out[b * 32 + j] = s * qs![k * 32 + j]!;
     }
   } else if (qs !== null) {
-    // wasm-q8g16: a scale (and Q2_K an offset) per 16 values.
-    if (c !== null) for (let i = 0; i < cols; i++) out[i] = d[(o + i) >> 4]! * qs[o + i]! + c[(o + i) >> 4]!;
-    else for (let i = 0; i < cols; i++) out[i] = d[(o + i) >> 4]! * qs[o + i]!;
+    // wasm-q8g16: the q8 group layout, a scale (and Q2_K an offset) per 16 values, two per block.
+    const nb = cols / 32, rows = r.L.w.rows;
+    for (let b = 0; b < nb; b++) {
+      const k = q8BlockIndex(row, b, rows, nb);
+      for (let j = 0; j < 32; j++) {
+        const s = k * 2 + (j >> 4);
+        out[b * 32 + j] = c !== null ? d[s]! * qs[k * 32 + j]! + c[s]! : d[s]! * qs[k * 32 + j]!;
+      }
+    }
   } else if (q4 !== null) {
     // Q4_K's qs as in the file: per 64 values 32 bytes, low nibbles the first 32, high the next.
     for (let i = 0; i < cols; i++) {

@@ -15,8 +15,9 @@
 //                   and of d alike (linear.ts q8BlockIndex). A 4-row pass of matvecQ8 then reads
 //                   one stream of weights and one of scales: four row streams and four scale streams
 //                   read 30-35% slower from memory on the bench machine (the hardware prefetcher).
-//   q8g16 matrix    qs [rows][cols] i8  +  d [rows][cols/16] f32   (Q6_K, Q3_K: d * scale per 16
-//                   values; Q2_K also an offset c [rows][cols/16] f32, -dmin * min)
+//   q8g16 matrix    qs i8 + d f32 per 16 values (Q6_K, Q3_K: d * scale per 16 values; Q2_K also an
+//                   offset c f32 per 16, -dmin * min), in the q8 matrix's groups of 4 rows: a
+//                   block's two scales (and offsets) side by side at its block index
 //   q4k matrix      nibbles [rows][cols/2] as in the file + a, c [rows][cols/32] f32 (a*q + c)
 //   q8 activations  the same as one q8 row: qs [cols] i8 + d [cols/32] f32; Q8_0 (quantizeQ8) for
 //                   Q8_0/Q4_0/Q5_0/IQ4_NL, Q8_K (quantizeQ8K: its per-256 d repeated per 32) for the
@@ -443,71 +444,71 @@ export function matvecQ4K(out: usize, wq: usize, wa: usize, wc: usize, rows: i32
   return i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(w), v128.load(x)), i32x4.dot_i16x8_s(v128.load8x8_s(w + 8), v128.load(x + 16)));
 }
 
-/** [sum of a0's lanes, a1's, a2's, a3's] for f32 vectors (laneSums' shuffles, f32 adds). */
-@inline function laneSumsF(a0: v128, a1: v128, a2: v128, a3: v128): v128 {
-  const a01 = f32x4.add(v128.shuffle<i32>(a0, a1, 0, 4, 1, 5), v128.shuffle<i32>(a0, a1, 2, 6, 3, 7));
-  const a23 = f32x4.add(v128.shuffle<i32>(a2, a3, 0, 4, 1, 5), v128.shuffle<i32>(a2, a3, 2, 6, 3, 7));
-  return f32x4.add(v128.shuffle<i32>(a01, a23, 0, 1, 4, 5), v128.shuffle<i32>(a01, a23, 2, 3, 6, 7));
+/** Rows 0 and 1 (a = 0) or 2 and 3 (a = 2) of the per-16 f32 pairs (scales or offsets) of one block
+ *  of a q8g16 group at d: [row a first, row a second, row a+1 first, row a+1 second]. In a group of
+ *  k < 4 rows, the rows past k - 1 read row k - 1. */
+@inline function groupPairs(d: usize, a: i32, k: i32): v128 {
+  return v128.load64_lane(d + (<usize>min(a + 1, k - 1) << 3), v128.load64_zero(d + (<usize>min(a, k - 1) << 3)), 1);
 }
 
-/** int8 weights with one f32 scale per 16 values (Q6_K, Q3_K, Q2_K decoded at load: qs [rows][cols]
- *  i8, d16 [rows][cols/16] f32) times one token's q8 activations widened to int16 (widenQ8: x16
- *  [cols] i16, dx [cols/32] f32): out[r]. matvecQ8's shape: four rows a pass share the activation
- *  loads; per 32-value block, each 16-value half's four row sums become one vector, scaled by its
- *  four rows' scales in one multiply-add. With wc != 0, each 16-value group g also has an offset wc
- *  [rows][cols/16] (Q2_K's -dmin*m) times s16[g] (blockSumsQ8 g16). Rows past the last are the
- *  last row again and are not stored. */
+/** One q8g16 group of k rows (blocks at w, scale pairs at d, Q2_K's offset pairs at c or 0) times one
+ *  token: the k row totals in one vector (groupDot's shape, each 16-value half scaled on its own). */
+@inline function groupDotG16(w: usize, d: usize, c: usize, nb: i32, x16: usize, dx: usize, s16: usize, k: i32): v128 {
+  const o1 = <usize>min(1, k - 1) << 5, o2 = <usize>min(2, k - 1) << 5, o3 = <usize>min(3, k - 1) << 5;
+  const wStep = <usize>k << 5, dStep = <usize>k << 3;
+  let acc = f32x4.splat(0);
+  for (let b = 0; b < nb; b++) {
+    const xp = x16 + (<usize>b << 6);
+    const ta = laneSums(dot16(w, xp), dot16(w + o1, xp), dot16(w + o2, xp), dot16(w + o3, xp));
+    const tb = laneSums(dot16(w + 16, xp + 32), dot16(w + o1 + 16, xp + 32), dot16(w + o2 + 16, xp + 32), dot16(w + o3 + 16, xp + 32));
+    // The four rows' scales of both halves: [d0a, d0b] .. [d3a, d3b] -> [d0a..d3a], [d0b..d3b].
+    const dp = d + <usize>b * dStep;
+    const p01 = groupPairs(dp, 0, k), p23 = groupPairs(dp, 2, k);
+    const sa = v128.shuffle<i32>(p01, p23, 0, 2, 4, 6), sb = v128.shuffle<i32>(p01, p23, 1, 3, 5, 7);
+    const vdx = v128.load32_splat(dx + (<usize>b << 2));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(ta), sa), f32x4.mul(f32x4.convert_i32x4_s(tb), sb)), vdx));
+    w += wStep;
+  }
+  if (c != 0) {
+    // Q2_K: its offsets times the activation sums, one per 16 values (llama.cpp's dmin * bsums term).
+    for (let b = 0; b < nb; b++) {
+      const cp = c + <usize>b * dStep;
+      const p01 = groupPairs(cp, 0, k), p23 = groupPairs(cp, 2, k);
+      const sp = s16 + (<usize>b << 3);
+      acc = f32x4.add(acc, f32x4.add(
+        f32x4.mul(v128.shuffle<i32>(p01, p23, 0, 2, 4, 6), v128.load32_splat(sp)),
+        f32x4.mul(v128.shuffle<i32>(p01, p23, 1, 3, 5, 7), v128.load32_splat(sp + 4)),
+      ));
+    }
+  }
+  return acc;
+}
+
+/** groupDotG16 with k at run time (the last group of a matrix; one copy: the module stays small). */
+function groupDotG16Any(w: usize, d: usize, c: usize, nb: i32, x16: usize, dx: usize, s16: usize, k: i32): v128 {
+  return groupDotG16(w, d, c, nb, x16, dx, s16, k);
+}
+
+/** int8 weights with one f32 scale per 16 values (Q6_K, Q3_K, Q2_K decoded at load: the q8 group
+ *  layout of matvecQ8, each block's scale a pair of f32 for its two 16-value halves, 8 bytes at the
+ *  block's index; Q2_K also an offset pair per block at wc, the same way) times one token's q8
+ *  activations widened to int16 (widenQ8: x16 [cols] i16, dx [cols/32] f32): out[r]. matvecQ8's
+ *  shape: a group's four rows share the activation loads; per block, each half's four row sums
+ *  become one vector, scaled by its four rows' scales in one multiply-add. With wc != 0, each
+ *  16-value group g's offset times s16[g] (blockSumsQ8 g16) is added. */
 export function matvecQ8g16(out: usize, wq: usize, wd: usize, rows: i32, cols: i32, x16: usize, dx: usize, wc: usize, s16: usize): void {
   const nb = cols >> 5;
-  const rowBytes = <usize>cols;
-  const dBytes = <usize>nb << 3;
-  for (let r = 0; r < rows; r += 4) {
-    const w0 = wq + <usize>r * rowBytes;
-    const d0 = wd + <usize>r * dBytes;
-    const w1 = r + 1 < rows ? w0 + rowBytes : w0;
-    const d1 = r + 1 < rows ? d0 + dBytes : d0;
-    const w2 = r + 2 < rows ? w1 + rowBytes : w1;
-    const d2 = r + 2 < rows ? d1 + dBytes : d1;
-    const w3 = r + 3 < rows ? w2 + rowBytes : w2;
-    const d3 = r + 3 < rows ? d2 + dBytes : d2;
-    let acc = f32x4.splat(0);
-    for (let b = 0; b < nb; b++) {
-      const o = <usize>b << 5;
-      const xp = x16 + (o << 1);
-      const ta = laneSums(dot16(w0 + o, xp), dot16(w1 + o, xp), dot16(w2 + o, xp), dot16(w3 + o, xp));
-      const tb = laneSums(dot16(w0 + o + 16, xp + 32), dot16(w1 + o + 16, xp + 32), dot16(w2 + o + 16, xp + 32), dot16(w3 + o + 16, xp + 32));
-      const so = <usize>b << 3;
-      // The four rows' scales of both halves: [d0a, d0b] .. [d3a, d3b] -> [d0a..d3a], [d0b..d3b].
-      const p01 = v128.load64_lane(d1 + so, v128.load64_zero(d0 + so), 1);
-      const p23 = v128.load64_lane(d3 + so, v128.load64_zero(d2 + so), 1);
-      const sa = v128.shuffle<i32>(p01, p23, 0, 2, 4, 6);
-      const sb = v128.shuffle<i32>(p01, p23, 1, 3, 5, 7);
-      const vdx = v128.load32_splat(dx + (<usize>b << 2));
-      acc = f32x4.add(acc, f32x4.mul(f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(ta), sa), f32x4.mul(f32x4.convert_i32x4_s(tb), sb)), vdx));
-    }
-    if (wc != 0) {
-      // Q2_K: its offsets times the activation sums, one per 16 values (llama.cpp's dmin * bsums
-      // term), 4 groups a step per row (cols/16 is a multiple of 16: Q2_K rows are whole 256-value blocks).
-      const c0 = wc + <usize>r * dBytes;
-      const c1 = r + 1 < rows ? c0 + dBytes : c0;
-      const c2 = r + 2 < rows ? c1 + dBytes : c1;
-      const c3 = r + 3 < rows ? c2 + dBytes : c2;
-      let e0 = f32x4.splat(0), e1 = f32x4.splat(0), e2 = f32x4.splat(0), e3 = f32x4.splat(0);
-      for (let g: usize = 0; g < dBytes; g += 16) {
-        const sv = v128.load(s16 + g);
-        e0 = f32x4.add(e0, f32x4.mul(v128.load(c0 + g), sv));
-        e1 = f32x4.add(e1, f32x4.mul(v128.load(c1 + g), sv));
-        e2 = f32x4.add(e2, f32x4.mul(v128.load(c2 + g), sv));
-        e3 = f32x4.add(e3, f32x4.mul(v128.load(c3 + g), sv));
-      }
-      acc = f32x4.add(acc, laneSumsF(e0, e1, e2, e3));
-    }
+  let r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const g = <usize>r * <usize>nb;
+    v128.store(out + (<usize>r << 2), groupDotG16(wq + (g << 5), wd + (g << 3), wc != 0 ? wc + (g << 3) : 0, nb, x16, dx, s16, 4));
+  }
+  if (r < rows) {
+    const k = rows - r, g = <usize>r * <usize>nb;
+    const acc = groupDotG16Any(wq + (g << 5), wd + (g << 3), wc != 0 ? wc + (g << 3) : 0, nb, x16, dx, s16, k);
     const o = out + (<usize>r << 2);
-    if (r + 3 < rows) v128.store(o, acc);
-    else {
-      store<f32>(o, f32x4.extract_lane(acc, 0));
-      if (r + 1 < rows) store<f32>(o + 4, f32x4.extract_lane(acc, 1));
-      if (r + 2 < rows) store<f32>(o + 8, f32x4.extract_lane(acc, 2));
-    }
+    store<f32>(o, f32x4.extract_lane(acc, 0));
+    if (k > 1) store<f32>(o + 4, f32x4.extract_lane(acc, 1));
+    if (k > 2) store<f32>(o + 8, f32x4.extract_lane(acc, 2));
   }
 }

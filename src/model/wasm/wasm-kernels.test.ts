@@ -417,10 +417,13 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
     for (let g = 0; g < N / 16; g++) expect(sums16[g]).toBe(Math.fround(bsRef[g]! * dRef[g >> 4]!));
   });
 
-  it("q8-layout matrices filled in row chunks that cut their 4-row groups (a streamed load) equal one fill, and readWasmRow gives back every row", () => {
+  it("q8- and q8g16-layout matrices filled in row chunks that cut their 4-row groups (a streamed load) equal one fill, and readWasmRow gives back every row", () => {
     const ROWS = 23, COLS = 256; // a last group of 3 rows
     const a2 = new WasmArena();
-    const ms = [q8Matrix(ROWS, COLS, rand), smallQuantMatrix("Q5_0", ROWS, COLS, rand), lowBitMatrix("IQ4_NL", ROWS, COLS, rand), lowBitMatrix("IQ4_XS", ROWS, COLS, rand)];
+    const ms = [
+      q8Matrix(ROWS, COLS, rand), smallQuantMatrix("Q5_0", ROWS, COLS, rand), lowBitMatrix("IQ4_NL", ROWS, COLS, rand), lowBitMatrix("IQ4_XS", ROWS, COLS, rand),
+      q6kMatrix(ROWS, COLS, rand), lowBitMatrix("Q2_K", ROWS, COLS, rand), lowBitMatrix("Q3_K", ROWS, COLS, rand),
+    ];
     const whole = ms.map((m) => a2.reserve(wasmBytes(m))), chunked = ms.map((m) => a2.reserve(wasmBytes(m)));
     const t2 = a2.reserve(F16_TABLE_BYTES);
     expect(a2.commit()).toBe(true);
@@ -595,14 +598,15 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
 });
 
 describe("the embedded module", () => {
-  it("stays within its 8 KiB budget (synchronous compile: the limit that matters is Chrome's main thread)", () => {
+  it("stays within its 12 KiB budget (synchronous compile: the limit that matters is Chrome's main thread)", () => {
     // The module is compiled synchronously (compileEmbedded). Node and workers (the web page runs the
     // engine in one) have no size limit; Chrome's main thread refused more than 4 KiB until 2025 and
     // now refuses more than 8 MB ("WebAssembly.Compile is disallowed on the main thread, if the buffer
     // size is larger than 8MB", Chrome 133). On an older Chrome's main thread the model falls back to
     // the JS kernels, as the 29 KiB attention module already does there. The budget only keeps the
-    // kernels from growing unnoticed.
-    expect(Buffer.from(KERNELS_WASM_BASE64, "base64").length).toBeLessThanOrEqual(8192);
+    // kernels from growing unnoticed (8 KiB until the row-group kernels inlined a copy of their loop
+    // for whole groups: 8.8 KiB).
+    expect(Buffer.from(KERNELS_WASM_BASE64, "base64").length).toBeLessThanOrEqual(12288);
   });
 
   it("kernels-wasm.ts is what build.mjs makes from kernels.as (run npm run build:wasm after editing kernels.as)", async () => {
