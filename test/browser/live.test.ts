@@ -24,8 +24,8 @@ import { requireShared, sharedPath } from "../helpers/shared.js";
 const MODEL_REL = "models/stories260K.gguf";
 /**
  * A synthetic Q8_0 llama whose matmuls are big enough to split over threads (gate + up: 2 x 1024 x
- * 256 multiply-adds per token, over MIN_SPLIT_WORK), with a SentencePiece vocabulary so the page can
- * encode a prompt.
+ * 256 multiply-adds per token, a prompt's batch of them over MIN_SPLIT_WORK), with a SentencePiece
+ * vocabulary so the page can encode a prompt.
  */
 const THREADED_REL = "models/threaded-q8_0.gguf";
 const THREADED_SHAPE: SyntheticShape = { arch: "llama", nLayer: 2, nEmbd: 256, nHead: 4, nHeadKv: 2, nFf: 1024, nVocab: 1024, nCtxTrain: 1024 };

@@ -39,9 +39,10 @@ export const ROW_BLOCK = 16;
  * Multiply-adds (rows x cols x tokens, summed over a job's matmuls) below which the caller runs a
  * job alone: waking a worker costs the caller ~9 us (Atomics.notify) and the worker starts ~10-15 us
  * later, more than a small matmul saves. bench/threads-threshold.ts on the 2-core bench machine, a
- * Q8_0 matvec split over 2 threads: 216k multiply-adds 0.89x, 324k 1.0x, 576k 1.2x, 864k 1.5x.
+ * Q8_0 matvec split over 2 threads (its weights in 4-row groups, d1930f3): 324k multiply-adds 0.80x,
+ * 576k 0.99x, 864k 1.1x, 1728k 1.7x (before the faster matvec: 324k 1.0x, 576k 1.2x).
  */
-export const MIN_SPLIT_WORK = 320 * 1024;
+export const MIN_SPLIT_WORK = 640 * 1024;
 /**
  * How long a worker that finished a job watches for the next before it sleeps (ms). Decode sends
  * ~120 jobs per token (SmolLM2), tens of microseconds apart (the caller's attention, norms and
