@@ -120,15 +120,15 @@ describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => 
     });
   }
 
-  it("synthetic Q8_0: the copies are 34 B per 32 values (the file's own size) + the f16 table, by hand", async () => {
+  it("synthetic Q8_0: the copies are 34 B per 32 values (the file's own size), by hand", async () => {
     const shape: SyntheticShape = { arch: "llama", nLayer: 1, nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 256, nVocab: 512, nCtxTrain: 2048 };
     const path = join(dir, "hand-q8.gguf");
     writeFileSync(path, writeSyntheticModel(shape, "Q8_0"));
     const spec = await loadModelSpec(path);
     // q 128x128, k/v 128x64, o 128x128, gate/up/down 128x256, tied output = token_embd 128x512;
-    // every size is a multiple of 64 B after x 34/32; then the 65536-entry f32 table of f16 scales.
+    // every size is a multiple of 64 B after x 34/32.
     const values = 2 * 128 * 128 + 2 * 128 * 64 + 3 * 128 * 256 + 128 * 512;
-    expect(kvboundModelMemory(spec)!.wasmWeightBytes).toBe((values * 34) / 32 + 65536 * 4);
+    expect(kvboundModelMemory(spec)!.wasmWeightBytes).toBe((values * 34) / 32);
     expect(kvboundModelMemory(spec)!.wasmTensorFileBytes).toBe((values * 34) / 32);
   });
 
@@ -140,8 +140,8 @@ describe.skipIf(!wasmKernelsAvailable())("kvbound plan == runtime bytes", () => 
     };
     const values = 2 * 128 * 128 + 2 * 128 * 64 + 3 * 128 * 256 + 128 * 512;
     const plan = planMemory(spec, { engine: "kvbound" });
-    // Q8_0 matrices held only in wasm: their file bytes (34 per 32) leave, their copies (34) and the f16 table come.
-    expect(plan.weights!.bytes).toBe(1000 - (values * 34) / 32 + (values * 34) / 32 + 65536 * 4);
+    // Q8_0 matrices held only in wasm: their file bytes (34 per 32) leave, their copies (34) come.
+    expect(plan.weights!.bytes).toBe(1000 - (values * 34) / 32 + (values * 34) / 32);
     expect(plan.compute!.note).toMatch(/assuming every matrix is Q8_0/);
   });
 });

@@ -280,8 +280,6 @@ export class TransformerModel implements CausalLM {
         arena = null;
         q8 = null;
         placed.clear();
-      } else if (layout.f16Table !== 0) {
-        arena.fillF16Table(layout.f16Table);
       }
     }
     if (arena === null) ptrs = [-1, -1, -1, -1, -1, -1, -1, -1, -1, -1];

@@ -30,12 +30,6 @@ export interface MatrixShape {
 }
 
 /**
- * The f32 value of every f16 bit pattern ([65536] f32), in the arena when any matrix keeps f16
- * scales (f16Scales): the kernels read those scales through it, exactly as the file's f16.
- */
-export const F16_TABLE_BYTES = 65536 * 4;
-
-/**
  * Types whose wasm copy keeps the file's f16 scale per 32 values beside int8 values (34 B per 32,
  * the file's own size for Q8_0): their values decode exactly to int8 times that f16 scale.
  * IQ4_XS's scale d * (ls - 32) is not an f16, so it keeps f32 scales.
@@ -80,10 +74,8 @@ export interface ModelWasmLayout<M> {
   readonly placed: Map<M, number>;
   readonly acts: number[];
   readonly q8: Q8Scratch;
-  /** Bytes of the copied matrices and the f16 table (64-byte alignment included). */
+  /** Bytes of the copied matrices (64-byte alignment included). */
   readonly weightBytes: number;
-  /** Offset of the f16 table (F16_TABLE_BYTES), 0 when no placed matrix has f16 scales. */
-  readonly f16Table: number;
   /** Bytes of the activation buffers and q8 scratch (alignment included). */
   readonly activationBytes: number;
   /**
@@ -96,24 +88,23 @@ export interface ModelWasmLayout<M> {
 
 /**
  * Lays out a model's wasm memory on `arena`: each matrix with a wasm kernel (wasmBytes > 0), in
- * the order given, the f16 table when one of them has f16 scales, then activations [B][width] for
- * x, xb, q, k, v, att, hb, hb2, one logits row, one norm-weight row, then the q8 activation
- * scratch (with the widened-scale rows when there is an f16 table). TransformerModel's
+ * the order given, then activations [B][width] for x, xb, q, k, v, att, hb, hb2, one logits row,
+ * one norm-weight row, then the q8 activation scratch (with the widened-scale rows when a matrix has
+ * f16 scales). TransformerModel's
  * constructor and the planner both call this.
  */
 export function layoutModelWasm<M extends MatrixShape>(hp: ModelDims, B: number, matrices: readonly M[], q8Acts: boolean, arena: ArenaLayout): ModelWasmLayout<M> {
   const start = arena.bytes;
   const placed = new Map<M, number>();
-  let needTable = false;
+  let f16 = false; // a matrix with f16 scales: a batch widens them into q8.ws
   for (const m of matrices) {
     if (placed.has(m)) continue;
     const bytes = wasmBytes(m, q8Acts);
     if (bytes > 0) {
       placed.set(m, arena.reserve(bytes));
-      needTable ||= f16Scales(m.type);
+      f16 ||= f16Scales(m.type);
     }
   }
-  const f16Table = needTable ? arena.reserve(F16_TABLE_BYTES) : 0;
   const weightsEnd = arena.bytes;
   const qDim = hp.nHead * hp.headDim;
   const kvDim = hp.nHeadKv * hp.headDim;
@@ -126,9 +117,9 @@ export function layoutModelWasm<M extends MatrixShape>(hp: ModelDims, B: number,
   const [qsBytes, dBytes, x16Bytes, dTBytes, sxBytes, s16Bytes] = q8ScratchBytes(B, maxWidth);
   const q8 = {
     qs: arena.reserve(qsBytes), d: arena.reserve(dBytes), x16: arena.reserve(x16Bytes), dT: arena.reserve(dTBytes), sx: arena.reserve(sxBytes), s16: arena.reserve(s16Bytes),
-    ws: needTable ? arena.reserve(WEIGHT_SCALE_ROWS * Math.ceil(maxWidth / 32) * 4) : 0,
+    ws: f16 ? arena.reserve(WEIGHT_SCALE_ROWS * Math.ceil(maxWidth / 32) * 4) : 0,
   };
-  return { placed, acts, q8, weightBytes: weightsEnd - start, f16Table, activationBytes: arena.bytes - weightsEnd, activationsAt: weightsEnd };
+  return { placed, acts, q8, weightBytes: weightsEnd - start, activationBytes: arena.bytes - weightsEnd, activationsAt: weightsEnd };
 }
 
 /**
@@ -165,7 +156,7 @@ export function modelWasmMatrices(hp: ModelDims & { readonly nLayer: number }, t
 export interface ModelMemory {
   /** "wasm" when the layout fits MAX_WASM_MEMORY_BYTES (the engine then copies); "js" otherwise. */
   readonly kernels: "wasm" | "js";
-  /** Bytes of weight copies in wasm memory, with the f16 table of their scales (0 on the JS kernels). */
+  /** Bytes of weight copies in wasm memory (0 on the JS kernels). */
   readonly wasmWeightBytes: number;
   /** Activation bytes: wasm-side buffers (= wasmBytes - wasmWeightBytes), or the JS Float32Arrays. */
   readonly activationBytes: number;

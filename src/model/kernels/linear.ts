@@ -14,7 +14,7 @@ import { TensorDataError } from "../../errors.js";
 import { matvec, type WeightMatrix } from "./matvec.js";
 import { iq4XsScale, KVALUES_IQ4NL, q3KScale } from "./quant-rows.js";
 
-import { f16Scales, WEIGHT_SCALE_ROWS, type Q8Scratch } from "../../wasm/model-layout.js";
+import { WEIGHT_SCALE_ROWS, type Q8Scratch } from "../../wasm/model-layout.js";
 
 export { q8ScratchBytes, wasmBytes, type Q8Scratch } from "../../wasm/model-layout.js";
 
@@ -79,7 +79,6 @@ export function wasmLinear(w: WeightMatrix, at: number): Linear {
 export function fillWasmRows(w: WeightMatrix, arena: WasmArena, at: number, fullRows: number, row0: number): void {
   const N = fullRows * w.cols; // values of the whole matrix: region sizes
   const v0 = row0 * w.cols; // first value of this range
-  if (f16Scales(w.type) && arena.f16Table === 0) throw new Error(`${w.name}: its f16 scales need the arena's f16 table (fillF16Table) before it is filled`);
   if (w.type === "F32") {
     arena.f32(at + v0 * 4, w.rows * w.cols).set(w.f32!);
     return;
@@ -330,7 +329,7 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
       // A batch reads each row's scales once per 4 tokens: a prelude widens them to f32, a chunk of
       // rows at a time, into the scratch (each thread its slice of it), which matmulQ8x16 reads.
       c.start(K.matmulQ8x16, rows).arg(out.ptr, 4).arg(out.width).arg(L.qs, cols).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n)
-        .pre(K.widenScales, q.ws, WEIGHT_SCALE_ROWS, (cols / 32) * 4).preArg(SCRATCH_ARG).preArg(L.d, cols / 16).preCountArg(cols / 32).preArg(a.f16Table);
+        .pre(K.widenScales, q.ws, WEIGHT_SCALE_ROWS, (cols / 32) * 4).preArg(SCRATCH_ARG).preArg(L.d, cols / 16).preCountArg(cols / 32);
       break;
     }
     case "wasm-q8k": {

@@ -12,7 +12,6 @@ import { describe, expect, it } from "vitest";
 import { compileEmbedded, unshareMemoryImport } from "../../wasm/embedded.js";
 import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
 import { defaultThreads, MAX_DEFAULT_THREADS, ROW_BLOCK, threadsUnavailable } from "./matmul-pool.js";
-import { F16_TO_F32 } from "../../cache/codecs/half.js";
 import { f32ToF16Bits } from "../../cache/codecs/half.js";
 import { ROW_KERNEL, SCRATCH_ARG } from "./row-call.js";
 import { WasmArena, wasmKernelsAvailable } from "./wasm-kernels.js";
@@ -38,7 +37,7 @@ interface Setup {
 /**
  * One arena with random weights for each row kernel, laid out alike for any thread count: q8
  * int8 + f32 scales (matvecQ8, matmulQ8x16 over widened activations, matvecQ8g16 with offsets),
- * the same int8 with f16 scales (matvecQ8 through the f16 table; matmulQ8x16 after a widenScales
+ * the same int8 with f16 scales (matvecQ8 widening them itself; matmulQ8x16 after a widenScales
  * prelude into a scratch of SCRATCH_ROWS rows), Q4_K nibbles + scale/offset, f32.
  */
 function setup(threads: number): Setup {
@@ -51,7 +50,7 @@ function setup(threads: number): Setup {
   const x = arena.reserve(NTOK * COLS * 4), qx = arena.reserve(NTOK * COLS), dx = arena.reserve((NTOK * COLS) / 8);
   const sx = arena.reserve((NTOK * COLS) / 8), s16 = arena.reserve((NTOK * COLS) / 4);
   const x16 = arena.reserve(8 * COLS * 2), dT = arena.reserve((8 * COLS) / 8);
-  const d16 = arena.reserve(n / 16), table = arena.reserve(65536 * 4), ws = arena.reserve(SCRATCH_ROWS * (COLS / 32) * 4);
+  const d16 = arena.reserve(n / 16), ws = arena.reserve(SCRATCH_ROWS * (COLS / 32) * 4);
   const OUTS = 8;
   const out = arena.reserve(OUTS * NTOK * ROWS * 4);
   expect(arena.commit()).toBe(true);
@@ -68,8 +67,6 @@ function setup(threads: number): Setup {
   fill(wf, n * 4, () => rand() * 2 - 1, "f32");
   const h = arena.u16(d16, n / 32);
   for (let i = 0; i < h.length; i++) h[i] = f32ToF16Bits(rand() * 0.01);
-  arena.fillF16Table(table);
-  expect(arena.f32(table, 65536)[h[0]!]).toBe(F16_TO_F32[h[0]!]);
   fill(x, NTOK * COLS * 4, () => rand() * 2 - 1, "f32");
   const k = arena.k;
   k.quantizeQ8(x, NTOK * COLS, qx, dx);
@@ -101,10 +98,10 @@ function setup(threads: number): Setup {
       arena.run(c.start(ROW_KERNEL.matvecQ8g16, ROWS, NTOK).arg(o(4), 4, ob).arg(wq, COLS).arg(wd, COLS / 4).rowsArg().arg(COLS)
         .arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(wc, COLS / 4).arg(s16, 0, COLS / 4), n * NTOK);
       c = arena.nextCall();
-      arena.run(c.start(ROW_KERNEL.matvecQ8, ROWS, NTOK).arg(o(6), 4, ob).arg(wq, COLS).arg(d16, COLS / 16).rowsArg().arg(COLS).arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(table), n * NTOK);
+      arena.run(c.start(ROW_KERNEL.matvecQ8, ROWS, NTOK).arg(o(6), 4, ob).arg(wq, COLS).arg(d16, COLS / 16).rowsArg().arg(COLS).arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(1), n * NTOK);
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matmulQ8x16, ROWS).arg(o(7), 4).arg(ROWS).arg(wq, COLS).arg(SCRATCH_ARG).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK)
-        .pre(ROW_KERNEL.widenScales, ws, SCRATCH_ROWS, (COLS / 32) * 4).preArg(SCRATCH_ARG).preArg(d16, COLS / 16).preCountArg(COLS / 32).preArg(table), n * NTOK);
+        .pre(ROW_KERNEL.widenScales, ws, SCRATCH_ROWS, (COLS / 32) * 4).preArg(SCRATCH_ARG).preArg(d16, COLS / 16).preCountArg(COLS / 32), n * NTOK);
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matvecQ8g16, ROWS, NTOK).arg(o(5), 4, ob).arg(wq, COLS).arg(wd, COLS / 4).rowsArg().arg(COLS)
         .arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(0).arg(s16, 0, COLS / 4), n * NTOK);

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { F16_TO_F32, f32ToF16Bits } from "../../cache/codecs/half.js";
 import { TensorDataError } from "../../errors.js";
 import { Acts, actQuant, bindWasm, fillWasmRows, linear, q8ScratchBytes, quantizeActs, readWasmRow, wasmBytes, wasmRowReader, type Q8Scratch } from "../kernels/linear.js";
-import { F16_TABLE_BYTES, WEIGHT_SCALE_ROWS } from "../../wasm/model-layout.js";
+import { WEIGHT_SCALE_ROWS } from "../../wasm/model-layout.js";
 import { matvecReference, type WeightMatrix } from "../kernels/matvec.js";
 import { matvecQ8_0Q8Reference, quantizeRowQ8_0Reference } from "../kernels/q8-activations.js";
 import { dequantizeRow } from "../kernels/quant-rows.js";
@@ -129,9 +129,7 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
   const x16 = arena.reserve(12 * COLS * 2); // NTOK rounded up to 4 rows
   const dT = arena.reserve((12 * COLS) / 8);
   const dF32 = arena.reserve((ROWS * COLS) / 8); // wq's scales widened to f32 (matvecQ8's f16 = 0 mode)
-  const tbl = arena.reserve(F16_TABLE_BYTES);
   expect(arena.commit()).toBe(true);
-  arena.fillF16Table(tbl);
   const Lq = bindWasm(wq, arena, atQ);
   const Lf = bindWasm(wf, arena, atF);
   const Lk = bindWasm(wk4, arena, atK);
@@ -150,7 +148,7 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     expect(dRef[2]).toBe(0);
   });
 
-  it("matvecQ8 reads every finite f16 scale as F16_TO_F32 does (its SIMD conversion: zeros, subnormals, normals)", () => {
+  it("matvecQ8 and widenScales read every finite f16 scale as F16_TO_F32 does (their SIMD conversion: zeros, subnormals, normals)", () => {
     // 65536 rows of one 32-value block: row r has scale bits r and a single weight 1, the activation
     // 1 (dx 1) at that place, so out[r] is the scale itself.
     const rows = 65536, a2 = new WasmArena();
@@ -174,6 +172,11 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     }
     expect(finite).toBe(65536 - 2048);
     expect(differ).toBe(0);
+    // widenScales: 4 at a time, then a tail of 3 (one at a time); -0 stays -0 here.
+    a2.k.widenScales(o, wd2, rows);
+    a2.k.widenScales(o + 4 * 4, wd2 + 4 * 2, 3);
+    for (let r = 0; r < rows; r++) if ((r & 0x7c00) !== 0x7c00 && !Object.is(got[r], F16_TO_F32[r]!)) differ++;
+    expect(differ).toBe(0);
   });
 
   it("matvecQ8 and matmulQ8x16 (q8 activations) equal the naive int8 dot within 1e-5", () => {
@@ -183,7 +186,7 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     const d = arena.f32(dx, (NTOK * COLS) / 32);
     const ref = new Float32Array(ROWS);
     k.widenQ8(qx, dx, NTOK, COLS, x16, dT);
-    k.widenScales(dF32, Lq.d, (ROWS * COLS) / 32, arena.f16Table);
+    k.widenScales(dF32, Lq.d, (ROWS * COLS) / 32);
     k.matmulQ8x16(out, ROWS, Lq.qs, dF32, ROWS, COLS, x16, dT, NTOK);
     const o = arena.f32(out, NTOK * ROWS);
     for (let t = 0; t < NTOK; t++) {
@@ -208,10 +211,9 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
 
   it("widenScales gives each f16 scale's exact f32; matvecQ8 gives the same on the f16 scales as on those (f16 = 0)", () => {
     if (Lq.kind !== "wasm-q8") throw new Error("Q8_0 matrix was not bound to wasm");
-    expect(Array.from(arena.f32(tbl, 65536))).toEqual(Array.from(F16_TO_F32));
     const h = arena.u16(Lq.d, (ROWS * COLS) / 32), f = arena.f32(dF32, (ROWS * COLS) / 32);
     f.fill(Number.NaN);
-    k.widenScales(dF32, Lq.d, (ROWS * COLS) / 32, arena.f16Table);
+    k.widenScales(dF32, Lq.d, (ROWS * COLS) / 32);
     for (let i = 0; i < h.length; i++) expect(Object.is(f[i], F16_TO_F32[h[i]!]), `scale ${i}`).toBe(true);
     k.quantizeQ8(x, NTOK * COLS, qx, dx);
     k.widenQ8(qx, dx, NTOK, COLS, x16, dT);
@@ -263,9 +265,7 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     const at4 = a2.reserve(wasmBytes(m4)), at5 = a2.reserve(wasmBytes(m5)), at6 = a2.reserve(wasmBytes(m6));
     const xw = a2.reserve(COLS * 4), q = a2.reserve(COLS), d = a2.reserve(COLS / 8), o = a2.reserve(ROWS * 4);
     const w16 = a2.reserve(4 * COLS * 2), wT = a2.reserve((4 * COLS) / 8);
-    const t2 = a2.reserve(F16_TABLE_BYTES);
     expect(a2.commit()).toBe(true);
-    a2.fillF16Table(t2);
     a2.f32(xw, COLS).set(xs.subarray(COLS, 2 * COLS));
     a2.k.quantizeQ8(xw, COLS, q, d);
     a2.k.widenQ8(q, d, 1, COLS, w16, wT);
@@ -425,9 +425,7 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
       q6kMatrix(ROWS, COLS, rand), lowBitMatrix("Q2_K", ROWS, COLS, rand), lowBitMatrix("Q3_K", ROWS, COLS, rand),
     ];
     const whole = ms.map((m) => a2.reserve(wasmBytes(m))), chunked = ms.map((m) => a2.reserve(wasmBytes(m)));
-    const t2 = a2.reserve(F16_TABLE_BYTES);
     expect(a2.commit()).toBe(true);
-    a2.fillF16Table(t2);
     const row = new Float32Array(COLS), ref = new Float32Array(COLS);
     ms.forEach((m, i) => {
       const L = bindWasm(m, a2, whole[i]!);
@@ -449,9 +447,7 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
     const a2 = new WasmArena();
     const ms = [q8Matrix(6, 64, rand), smallQuantMatrix("Q5_0", 6, 64, rand), lowBitMatrix("IQ4_NL", 6, 64, rand)];
     const ats = ms.map((m) => a2.reserve(wasmBytes(m)));
-    const t2 = a2.reserve(F16_TABLE_BYTES);
     expect(a2.commit()).toBe(true);
-    a2.fillF16Table(t2);
     ms.forEach((m, i) => {
       const o = 5 * m.rowBytes + m.rowBytes / 2; // row 5, block 1
       for (const bits of [0x7c00, 0xfe01]) {
@@ -519,9 +515,7 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
     const [qsB, dB, x16B, dTB, sxB, s16B] = q8ScratchBytes(NTOK, COLS);
     // ws: IQ4_NL is f16-scaled; its batch goes through widenScales a chunk of rows at a time.
     const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB), s16: a2.reserve(s16B), ws: a2.reserve((WEIGHT_SCALE_ROWS * COLS) / 8) };
-    const t2 = a2.reserve(F16_TABLE_BYTES);
     expect(a2.commit()).toBe(true);
-    a2.fillF16Table(t2);
     const xa = new Acts(NTOK, COLS, xAt, a2), out = new Acts(NTOK, ROWS, oAt, a2);
     for (let i = 0; i < NTOK * COLS; i++) xa.a[i] = (rand() * 2 - 1) * (i < COLS ? 1 : 0.01) + (i % 16 === 3 ? 0.5 : 0); // nonzero group sums
     const dK = new Float32Array((NTOK * COLS) / 256), qK = new Int8Array(NTOK * COLS), bK = new Int16Array((NTOK * COLS) / 16);
@@ -563,9 +557,7 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
     const xAt = a2.reserve(NTOK * COLS * 4), oAt = a2.reserve(NTOK * ROWS * 4);
     const [qsB, dB, x16B, dTB, sxB, s16B] = q8ScratchBytes(NTOK, COLS);
     const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB), s16: a2.reserve(s16B), ws: a2.reserve((WEIGHT_SCALE_ROWS * COLS) / 8) };
-    const t2 = a2.reserve(F16_TABLE_BYTES);
     expect(a2.commit()).toBe(true);
-    a2.fillF16Table(t2);
     const L = bindWasm(m, a2, at);
     expect(L.kind).toBe("wasm-q8");
     const xa = new Acts(NTOK, COLS, xAt, a2), out = new Acts(NTOK, ROWS, oAt, a2);

@@ -14,7 +14,6 @@
 
 import { KERNELS_RELAXED_WASM_BASE64 } from "./kernels-relaxed-wasm.js";
 import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
-import { F16_TO_F32 } from "../../cache/codecs/half.js";
 import { ArenaLayout, compileEmbedded, MAX_WASM_MEMORY_BYTES, WASM_PAGE_BYTES, type MemoryKind } from "../../wasm/embedded.js";
 import { MatmulPool, MAX_JOB_CALLS, MIN_SPLIT_WORK, threadsUnavailable } from "./matmul-pool.js";
 import { ROW_KERNELS, RowCall, runRows, type RowKernelFn } from "./row-call.js";
@@ -31,8 +30,8 @@ export interface KernelExports {
   widenQ8(qx: number, dx: number, nTok: number, cols: number, x16: number, dxT: number): void;
   /** wd: f32 scales (an f16-scale matrix's widened by widenScales first). */
   matmulQ8x16(out: number, outStride: number, wq: number, wd: number, rows: number, cols: number, x16: number, dxT: number, nTok: number): void;
-  /** dst[i] = the f32 of the f16 bits src[i], through the f16 table, for i < n. */
-  widenScales(dst: number, src: number, n: number, f16tbl: number): void;
+  /** dst[i] = the f32 of the finite f16 bits src[i], for i < n. */
+  widenScales(dst: number, src: number, n: number): void;
   /** Per 32 values, or per 16 with g16 (Q2_K's offsets). */
   blockSumsQ8(qx: number, dx: number, n: number, sx: number, g16: boolean): void;
   /** One token's Q8_K activations: x16 widened (widenQ8; the plain build reads it), qx int8 (the relaxed build reads it), dx, sx. */
@@ -121,8 +120,6 @@ export class WasmArena extends ArenaLayout {
   k!: KernelExports;
   /** The instance's memory (after commit): a SharedArrayBuffer's when `threads` > 1. */
   memory!: WebAssembly.Memory;
-  /** Offset of the f16 -> f32 table the q8 kernels read f16 scales through; 0 until fillF16Table. */
-  f16Table = 0;
   /** Threads asked for. */
   readonly threadsWanted: number;
   /** Multiply-adds from which a matmul is split (MIN_SPLIT_WORK unless a benchmark sets it). */
@@ -194,13 +191,6 @@ export class WasmArena extends ArenaLayout {
     }
     this.committed = true;
     return true;
-  }
-
-  /** Writes the f16 -> f32 table at `offset` (reserved: F16_TABLE_BYTES, after commit) and uses it from now on. */
-  fillF16Table(offset: number): void {
-    if (!this.committed || offset <= 0) throw new Error("WasmArena: the f16 table needs a reserved offset, after commit");
-    this.f32(offset, 65536).set(F16_TO_F32);
-    this.f16Table = offset;
   }
 
   /** Whether the memory is a SharedArrayBuffer's (modules instantiated over it must import it shared). */
