@@ -90,8 +90,7 @@ export interface ModelWasmLayout<M> {
  * Lays out a model's wasm memory on `arena`: each matrix with a wasm kernel (wasmBytes > 0), in
  * the order given, then activations [B][width] for x, xb, q, k, v, att, hb, hb2, one logits row,
  * one norm-weight row, then the q8 activation scratch (with the widened-scale rows when a matrix has
- * f16 scales). TransformerModel's
- * constructor and the planner both call this.
+ * f16 scales). TransformerModel's constructor and the planner both call this.
  */
 export function layoutModelWasm<M extends MatrixShape>(hp: ModelDims, B: number, matrices: readonly M[], q8Acts: boolean, arena: ArenaLayout): ModelWasmLayout<M> {
   const start = arena.bytes;

@@ -169,6 +169,13 @@ function quantizeBlocks(x: usize, n: i32, qx: usize, dx: usize, k: bool): void {
   return s;
 }
 
+/** Lanes 0 .. k-1 of acc to out (a last group of k < 4 rows). */
+@inline function storeRows(out: usize, acc: v128, k: i32): void {
+  store<f32>(out, f32x4.extract_lane(acc, 0));
+  if (k > 1) store<f32>(out + 4, f32x4.extract_lane(acc, 1));
+  if (k > 2) store<f32>(out + 8, f32x4.extract_lane(acc, 2));
+}
+
 /** One q8 group of k rows (its blocks at w, its scales at d) times one token's activations: the k
  *  row totals in one vector, lanes past k repeating row k - 1. Inlined with k and f16 constant for
  *  the hot case, whole groups of f16 scales (the offsets fold into the loads; no branch in the loop);
@@ -208,10 +215,7 @@ export function matvecQ8(out: usize, wq: usize, wd: usize, rows: i32, cols: i32,
   if (r < rows) {
     const k = rows - r;
     const acc = groupDotAny(wq + ((<usize>r * <usize>nb) << 5), wd + (<usize>r >> 2) * dGroup, nb, x16, dx, k, f16 != 0);
-    const o = out + (<usize>r << 2);
-    store<f32>(o, f32x4.extract_lane(acc, 0));
-    if (k > 1) store<f32>(o + 4, f32x4.extract_lane(acc, 1));
-    if (k > 2) store<f32>(o + 8, f32x4.extract_lane(acc, 2));
+    storeRows(out + (<usize>r << 2), acc, k);
   }
 }
 
@@ -508,9 +512,6 @@ export function matvecQ8g16(out: usize, wq: usize, wd: usize, rows: i32, cols: i
   if (r < rows) {
     const k = rows - r, g = <usize>r * <usize>nb;
     const acc = groupDotG16Any(wq + (g << 5), wd + (g << 3), wc != 0 ? wc + (g << 3) : 0, nb, x16, dx, s16, k);
-    const o = out + (<usize>r << 2);
-    store<f32>(o, f32x4.extract_lane(acc, 0));
-    if (k > 1) store<f32>(o + 4, f32x4.extract_lane(acc, 1));
-    if (k > 2) store<f32>(o + 8, f32x4.extract_lane(acc, 2));
+    storeRows(out + (<usize>r << 2), acc, k);
   }
 }
