@@ -14,7 +14,7 @@ import { TensorDataError } from "../../errors.js";
 import { matvec, type WeightMatrix } from "./matvec.js";
 import { iq4XsScale, KVALUES_IQ4NL, q3KScale } from "./quant-rows.js";
 
-import { WEIGHT_SCALE_ROWS, type Q8Scratch } from "../../wasm/model-layout.js";
+import { PACKED_ROWS, packedRowBytes, type Q8Scratch } from "../../wasm/model-layout.js";
 
 export { q8ScratchBytes, wasmBytes, type Q8Scratch } from "../../wasm/model-layout.js";
 
@@ -326,10 +326,11 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
         c.start(K.matvecQ8, rows).arg(out.ptr, 4).arg(L.qs, cols).arg(L.d, cols / 16).rowsArg().arg(cols).arg(q.x16).arg(q.d).arg(1);
         break;
       }
-      // A batch reads each row's scales once per 4 tokens: a prelude widens them to f32, a chunk of
-      // rows at a time, into the scratch (each thread its slice of it), which matmulQ8x16 reads.
-      c.start(K.matmulQ8x16, rows).arg(out.ptr, 4).arg(out.width).arg(L.qs, cols).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n)
-        .pre(K.widenScales, q.ws, WEIGHT_SCALE_ROWS, (cols / 32) * 4).preArg(SCRATCH_ARG).preArg(L.d, cols / 16).preCountArg(cols / 32);
+      // A batch reads each row many times: a prelude repacks a chunk of rows at a time (packQ8:
+      // values widened to int16, four rows' pairs side by side, f32 scales) into the scratch (each
+      // thread its slice of it), which matmulQ8x16 reads.
+      c.start(K.matmulQ8x16, rows).arg(out.ptr, 4).arg(out.width).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n)
+        .pre(K.packQ8, q.pk, PACKED_ROWS, packedRowBytes(cols)).preArg(SCRATCH_ARG).preArg(L.qs, cols).preArg(L.d, cols / 16).preCountArg(1).preArg(cols);
       break;
     }
     case "wasm-q8k": {

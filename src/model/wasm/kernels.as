@@ -299,69 +299,118 @@ export function widenQ8(qx: usize, dx: usize, nTok: i32, cols: i32, x16: usize, 
   }
 }
 
-/** matmulQ8 on widened activations (widenQ8): each weight block is sign-extended once and dotted
- *  (i32x4.dot_i16x8_s) with 4 tokens; their 4 int32 sums are transposed into one vector so the
- *  block's f32 scaling is one multiply-add for the 4 tokens. out[t * outStride + r]. The weights
- *  are a q8 matrix (its groups of 4 rows) with f32 scales: an f16-scale matrix is multiplied a chunk
- *  of rows (whole groups) at a time, its scales widened first (widenScales), once per chunk rather
- *  than once per 4 tokens. */
-export function matmulQ8x16(out: usize, outStride: i32, wq: usize, wd: usize, rows: i32, cols: i32, x16: usize, dxT: usize, nTok: i32): void {
+/** Repacks a chunk of `rows` rows of a q8 matrix with f16 scales (whole groups of 4 from a group's
+ *  first row; the matrix's last group may hold k < 4 rows) for matmulQ8x16, at dst: per group g
+ *  and block b, 16 vectors of int16 (256 B at (g * nb + b) * 256), vector p holding the group's 4
+ *  rows' values 2p and 2p+1 ([row 0's pair, row 1's, row 2's, row 3's]; a short group's missing
+ *  rows 0); then the scales widened to f32, [g][b][4] (a short group's lanes past k repeat its last
+ *  row's). A batch reads them once per chunk instead of sign-extending and widening them again for
+ *  every 4 tokens. */
+export function packQ8(dst: usize, wq: usize, wd: usize, rows: i32, cols: i32): void {
   const nb = cols >> 5;
-  const xRow = <usize>cols << 1;
-  for (let t0 = 0; t0 < nTok; t0 += 4) {
-    const xt = x16 + <usize>t0 * xRow;
-    const dt = dxT + (<usize>(t0 >> 2) * <usize>nb << 4);
-    const nHere = min(4, nTok - t0);
-    for (let r = 0; r < rows; r++) {
-      // Row r's blocks in its group (see matvecQ8): k of its blocks apart.
-      const g0 = r & ~3, k = min(4, rows - g0);
-      const first = <usize>g0 * <usize>nb + <usize>(r & 3);
-      let w0 = wq + (first << 5), d0 = wd + (first << 2);
-      const wStep = <usize>k << 5, dStep = <usize>k << 2;
-      let acc = f32x4.splat(0);
-      for (let b = 0; b < nb; b++) {
-        const o = <usize>b << 5;
-        const wa = v128.load(w0);
-        const wb = v128.load(w0 + 16);
-        const v0 = i16x8.extend_low_i8x16_s(wa);
-        const v1 = i16x8.extend_high_i8x16_s(wa);
-        const v2 = i16x8.extend_low_i8x16_s(wb);
-        const v3 = i16x8.extend_high_i8x16_s(wb);
-        let p = xt + (o << 1);
-        const s0 = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(v0, v128.load(p)), i32x4.dot_i16x8_s(v1, v128.load(p + 16))),
-          i32x4.add(i32x4.dot_i16x8_s(v2, v128.load(p + 32)), i32x4.dot_i16x8_s(v3, v128.load(p + 48))));
-        p += xRow;
-        const s1 = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(v0, v128.load(p)), i32x4.dot_i16x8_s(v1, v128.load(p + 16))),
-          i32x4.add(i32x4.dot_i16x8_s(v2, v128.load(p + 32)), i32x4.dot_i16x8_s(v3, v128.load(p + 48))));
-        p += xRow;
-        const s2 = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(v0, v128.load(p)), i32x4.dot_i16x8_s(v1, v128.load(p + 16))),
-          i32x4.add(i32x4.dot_i16x8_s(v2, v128.load(p + 32)), i32x4.dot_i16x8_s(v3, v128.load(p + 48))));
-        p += xRow;
-        const s3 = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(v0, v128.load(p)), i32x4.dot_i16x8_s(v1, v128.load(p + 16))),
-          i32x4.add(i32x4.dot_i16x8_s(v2, v128.load(p + 32)), i32x4.dot_i16x8_s(v3, v128.load(p + 48))));
-        // [s0, s1, s2, s3] lane sums -> one vector of 4 token totals.
-        const a01 = i32x4.add(v128.shuffle<i32>(s0, s1, 0, 4, 1, 5), v128.shuffle<i32>(s0, s1, 2, 6, 3, 7));
-        const a23 = i32x4.add(v128.shuffle<i32>(s2, s3, 0, 4, 1, 5), v128.shuffle<i32>(s2, s3, 2, 6, 3, 7));
-        const tot = i32x4.add(v128.shuffle<i32>(a01, a23, 0, 1, 4, 5), v128.shuffle<i32>(a01, a23, 2, 3, 6, 7));
-        acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(tot), f32x4.mul(v128.load(dt + (<usize>b << 4)), f32x4.splat(load<f32>(d0)))));
-        w0 += wStep;
-        d0 += dStep;
+  const ng = (rows + 3) >> 2;
+  const sc = dst + ((<usize>ng * <usize>nb) << 8);
+  for (let g = 0; g < ng; g++) {
+    const k = min(4, rows - 4 * g);
+    const z = i16x8.splat(0);
+    let w = wq + ((<usize>g * <usize>nb) << 7), d = wd + ((<usize>g * <usize>nb) << 3);
+    for (let b = 0; b < nb; b++) {
+      const o = dst + ((<usize>g * <usize>nb + <usize>b) << 8);
+      for (let h: usize = 0; h < 32; h += 8) {
+        // Rows 0..3's values h..h+7 (4 pairs, one per i32 lane), transposed to 4 vectors of one pair.
+        const r0 = v128.load8x8_s(w + h);
+        const r1 = k > 1 ? v128.load8x8_s(w + 32 + h) : z, r2 = k > 2 ? v128.load8x8_s(w + 64 + h) : z, r3 = k > 3 ? v128.load8x8_s(w + 96 + h) : z;
+        const a = v128.shuffle<i32>(r0, r1, 0, 4, 1, 5), c = v128.shuffle<i32>(r2, r3, 0, 4, 1, 5);
+        const e = v128.shuffle<i32>(r0, r1, 2, 6, 3, 7), f = v128.shuffle<i32>(r2, r3, 2, 6, 3, 7);
+        const q = o + (h << 3);
+        v128.store(q, v128.shuffle<i64>(a, c, 0, 2));
+        v128.store(q + 16, v128.shuffle<i64>(a, c, 1, 3));
+        v128.store(q + 32, v128.shuffle<i64>(e, f, 0, 2));
+        v128.store(q + 48, v128.shuffle<i64>(e, f, 1, 3));
       }
-      const o0 = out + (<usize>r << 2);
-      const st = <usize>outStride << 2;
-      store<f32>(o0 + <usize>t0 * st, f32x4.extract_lane(acc, 0));
-      if (nHere > 1) store<f32>(o0 + <usize>(t0 + 1) * st, f32x4.extract_lane(acc, 1));
-      if (nHere > 2) store<f32>(o0 + <usize>(t0 + 2) * st, f32x4.extract_lane(acc, 2));
-      if (nHere > 3) store<f32>(o0 + <usize>(t0 + 3) * st, f32x4.extract_lane(acc, 3));
+      v128.store(sc + ((<usize>g * <usize>nb + <usize>b) << 4), groupScales(d, k, true));
+      w += <usize>k << 5;
+      d += <usize>k << 1;
     }
   }
 }
 
-/** dst[i] = the f32 of the finite f16 bits src[i], for i < n (f16x4, 4 at a time). */
-export function widenScales(dst: usize, src: usize, n: i32): void {
-  let i = 0;
-  for (; i + 4 <= n; i += 4) v128.store(dst + (<usize>i << 2), f16x4(v128.load16x4_u(src + (<usize>i << 1))));
-  for (; i < n; i++) store<f32>(dst + (<usize>i << 2), f32x4.extract_lane(f16x4(i32x4.splat(<i32>load<u16>(src + (<usize>i << 1)))), 0));
+/** A group's 4-row vector to out: all 4 lanes, a short group's k, or none (k <= 0). */
+@inline function storeGroup(out: usize, acc: v128, k: i32): void {
+  if (k >= 4) v128.store(out, acc);
+  else if (k > 0) storeRows(out, acc, k);
+}
+
+/** A packed chunk (packQ8) of `rows` rows times nTok tokens of widened q8 activations (widenQ8: x16
+ *  [nTok4][cols] i16, dxT [nTok4/4][nb][4]): out[t * outStride + r]. Two groups (8 rows) and 4
+ *  tokens a pass: each pair of a token's activations is splat once and dotted (i32x4.dot_i16x8_s)
+ *  with both groups' packed vectors, so the lanes are rows and a block's int32 sums need no
+ *  transposing; the block's scaling is one multiply-add per group and token. The sums, and their
+ *  order, are matvecQ8's: the same bits as one token at a time. */
+export function matmulQ8x16(out: usize, outStride: i32, pk: usize, rows: i32, cols: i32, x16: usize, dxT: usize, nTok: i32): void {
+  const nb = cols >> 5;
+  const ng = (rows + 3) >> 2;
+  const gBytes = <usize>nb << 8; // one group's packed values
+  const sc = pk + <usize>ng * gBytes;
+  const xRow = <usize>cols << 1;
+  const st = <usize>outStride << 2;
+  for (let t0 = 0; t0 < nTok; t0 += 4) {
+    const xt = x16 + <usize>t0 * xRow;
+    const dt = dxT + (<usize>(t0 >> 2) * <usize>nb << 4);
+    const nHere = min(4, nTok - t0);
+    for (let g = 0; g < ng; g += 2) {
+      // A lone last group pairs with itself (computed twice, stored once).
+      const g1 = min(g + 1, ng - 1);
+      let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+      let w = pk + <usize>g * gBytes;
+      const wu = <usize>(g1 - g) * gBytes;
+      let dw = sc + ((<usize>g * <usize>nb) << 4);
+      const du = <usize>(g1 - g) * (<usize>nb << 4);
+      for (let b = 0; b < nb; b++) {
+        let x = xt + (<usize>b << 6);
+        let s0 = i32x4.splat(0), s1 = s0, s2 = s0, s3 = s0, u0 = s0, u1 = s0, u2 = s0, u3 = s0;
+        for (let p = 0; p < 16; p++) {
+          const v = v128.load(w), u = v128.load(w + wu);
+          let xs = v128.load32_splat(x);
+          s0 = i32x4.add(s0, i32x4.dot_i16x8_s(v, xs));
+          u0 = i32x4.add(u0, i32x4.dot_i16x8_s(u, xs));
+          xs = v128.load32_splat(x + xRow);
+          s1 = i32x4.add(s1, i32x4.dot_i16x8_s(v, xs));
+          u1 = i32x4.add(u1, i32x4.dot_i16x8_s(u, xs));
+          xs = v128.load32_splat(x + 2 * xRow);
+          s2 = i32x4.add(s2, i32x4.dot_i16x8_s(v, xs));
+          u2 = i32x4.add(u2, i32x4.dot_i16x8_s(u, xs));
+          xs = v128.load32_splat(x + 3 * xRow);
+          s3 = i32x4.add(s3, i32x4.dot_i16x8_s(v, xs));
+          u3 = i32x4.add(u3, i32x4.dot_i16x8_s(u, xs));
+          w += 16;
+          x += 4;
+        }
+        // acc += f32(sum) * (d_w * d_x), as matvecQ8 adds it.
+        const d = v128.load(dw), e = v128.load(dw + du), db = dt + (<usize>b << 4);
+        let xd = v128.load32_splat(db);
+        a0 = f32x4.add(a0, f32x4.mul(f32x4.convert_i32x4_s(s0), f32x4.mul(d, xd)));
+        c0 = f32x4.add(c0, f32x4.mul(f32x4.convert_i32x4_s(u0), f32x4.mul(e, xd)));
+        xd = v128.load32_splat(db + 4);
+        a1 = f32x4.add(a1, f32x4.mul(f32x4.convert_i32x4_s(s1), f32x4.mul(d, xd)));
+        c1 = f32x4.add(c1, f32x4.mul(f32x4.convert_i32x4_s(u1), f32x4.mul(e, xd)));
+        xd = v128.load32_splat(db + 8);
+        a2 = f32x4.add(a2, f32x4.mul(f32x4.convert_i32x4_s(s2), f32x4.mul(d, xd)));
+        c2 = f32x4.add(c2, f32x4.mul(f32x4.convert_i32x4_s(u2), f32x4.mul(e, xd)));
+        xd = v128.load32_splat(db + 12);
+        a3 = f32x4.add(a3, f32x4.mul(f32x4.convert_i32x4_s(s3), f32x4.mul(d, xd)));
+        c3 = f32x4.add(c3, f32x4.mul(f32x4.convert_i32x4_s(u3), f32x4.mul(e, xd)));
+        dw += 16;
+      }
+      const k = rows - 4 * g, k1 = g1 > g ? rows - 4 * g1 : 0;
+      const o = out + (<usize>g << 4) + <usize>t0 * st;
+      storeGroup(o, a0, k);
+      storeGroup(o + 16, c0, k1);
+      if (nHere > 1) { storeGroup(o + st, a1, k); storeGroup(o + st + 16, c1, k1); }
+      if (nHere > 2) { storeGroup(o + 2 * st, a2, k); storeGroup(o + 2 * st + 16, c2, k1); }
+      if (nHere > 3) { storeGroup(o + 3 * st, a3, k); storeGroup(o + 3 * st + 16, c3, k1); }
+    }
+  }
 }
 
 /** sx[b] = dx[b] * sum of the 32 int8 values of block b, for n/32 blocks of q8 activations: the

@@ -13,11 +13,12 @@ import { compileEmbedded, unshareMemoryImport } from "../../wasm/embedded.js";
 import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
 import { defaultThreads, MAX_DEFAULT_THREADS, ROW_BLOCK, threadsUnavailable } from "./matmul-pool.js";
 import { f32ToF16Bits } from "../../cache/codecs/half.js";
-import { ROW_KERNEL, SCRATCH_ARG } from "./row-call.js";
+import { packedRowBytes } from "../../wasm/model-layout.js";
+import { ROW_KERNEL, SCRATCH_ARG, type RowCall } from "./row-call.js";
 import { WasmArena, wasmKernelsAvailable } from "./wasm-kernels.js";
 
 const ROWS = 203, COLS = 512, NTOK = 6; // ragged rows: the last range is short
-/** Rows the f16-scale prelude's scratch holds: small, so every thread widens several chunks. */
+/** Rows the f16-scale prelude's scratch holds: small, so every thread packs several chunks. */
 const SCRATCH_ROWS = 40;
 
 function rng(seed: number): () => number {
@@ -37,7 +38,7 @@ interface Setup {
 /**
  * One arena with random weights for each row kernel, laid out alike for any thread count: q8
  * int8 + f32 scales (matvecQ8, matmulQ8x16 over widened activations, matvecQ8g16 with offsets),
- * the same int8 with f16 scales (matvecQ8 widening them itself; matmulQ8x16 after a widenScales
+ * the same int8 with f16 scales (matvecQ8 widening them itself; matmulQ8x16 after a packQ8
  * prelude into a scratch of SCRATCH_ROWS rows), Q4_K nibbles + scale/offset, f32.
  */
 function setup(threads: number): Setup {
@@ -50,7 +51,7 @@ function setup(threads: number): Setup {
   const x = arena.reserve(NTOK * COLS * 4), qx = arena.reserve(NTOK * COLS), dx = arena.reserve((NTOK * COLS) / 8);
   const sx = arena.reserve((NTOK * COLS) / 8), s16 = arena.reserve((NTOK * COLS) / 4);
   const x16 = arena.reserve(8 * COLS * 2), dT = arena.reserve((8 * COLS) / 8);
-  const d16 = arena.reserve(n / 16), ws = arena.reserve(SCRATCH_ROWS * (COLS / 32) * 4);
+  const d16 = arena.reserve(n / 16), pk = arena.reserve(SCRATCH_ROWS * packedRowBytes(COLS));
   const OUTS = 8;
   const out = arena.reserve(OUTS * NTOK * ROWS * 4);
   expect(arena.commit()).toBe(true);
@@ -75,6 +76,9 @@ function setup(threads: number): Setup {
   k.widenQ8(qx, dx, NTOK, COLS, x16, dT);
   const o = (i: number) => out + i * NTOK * ROWS * 4;
   const ob = ROWS * 4;
+  const packedMatmul = (c: RowCall, to: number) =>
+    arena.run(c.start(ROW_KERNEL.matmulQ8x16, ROWS).arg(to, 4).arg(ROWS).arg(SCRATCH_ARG).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK)
+      .pre(ROW_KERNEL.packQ8, pk, SCRATCH_ROWS, packedRowBytes(COLS)).preArg(SCRATCH_ARG).preArg(wq, COLS).preArg(d16, COLS / 16).preCountArg(1).preArg(COLS), n * NTOK);
   return {
     arena,
     run(batch) {
@@ -83,7 +87,7 @@ function setup(threads: number): Setup {
       let c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matvecQ8, ROWS, NTOK).arg(o(0), 4, ob).arg(wq, COLS).arg(wd, COLS / 8).rowsArg().arg(COLS).arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(0), n * NTOK);
       c = arena.nextCall();
-      arena.run(c.start(ROW_KERNEL.matmulQ8x16, ROWS).arg(o(1), 4).arg(ROWS).arg(wq, COLS).arg(wd, COLS / 8).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK), n * NTOK);
+      packedMatmul(c, o(1)); // its prelude inside a batched job
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matmulF32, ROWS).arg(o(2), 4).arg(ROWS).arg(wf, COLS * 4).rowsArg().arg(COLS).arg(x).arg(COLS).arg(NTOK), n * NTOK);
       // SwiGLU over the first two outputs, in the same job when batched: each thread must read the
@@ -100,8 +104,7 @@ function setup(threads: number): Setup {
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matvecQ8, ROWS, NTOK).arg(o(6), 4, ob).arg(wq, COLS).arg(d16, COLS / 16).rowsArg().arg(COLS).arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(1), n * NTOK);
       c = arena.nextCall();
-      arena.run(c.start(ROW_KERNEL.matmulQ8x16, ROWS).arg(o(7), 4).arg(ROWS).arg(wq, COLS).arg(SCRATCH_ARG).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK)
-        .pre(ROW_KERNEL.widenScales, ws, SCRATCH_ROWS, (COLS / 32) * 4).preArg(SCRATCH_ARG).preArg(d16, COLS / 16).preCountArg(COLS / 32), n * NTOK);
+      packedMatmul(c, o(7));
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matvecQ8g16, ROWS, NTOK).arg(o(5), 4, ob).arg(wq, COLS).arg(wd, COLS / 4).rowsArg().arg(COLS)
         .arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(0).arg(s16, 0, COLS / 4), n * NTOK);
@@ -131,6 +134,10 @@ describe.skipIf(!threadsHere)("the matmul pool", () => {
     expect(want.some((v) => Number.isNaN(v))).toBe(false);
     // Every output was written (they start as NaN), the prelude's chunks included.
     expect(want.subarray(6 * NTOK * ROWS).some((v) => v === 0)).toBe(false);
+    // The packed batch gives matvecQ8's bits, token by token, in a batched job or alone.
+    const block = (i: number) => want.slice(i * NTOK * ROWS, (i + 1) * NTOK * ROWS);
+    expectSameBits(block(7), block(6));
+    expectSameBits(block(1), block(6));
   });
 
   for (const threads of [2, 3, 5]) {

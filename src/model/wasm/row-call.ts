@@ -6,16 +6,16 @@
 // the model's WasmArena runs it whole or splits it over its MatmulPool.
 //
 // A call may also have a prelude: a kernel run before it on each chunk of rows, writing a scratch
-// region the call then reads (a batched Q8_0 matmul widens its rows' f16 scales to f32 that way,
-// WEIGHT_SCALE_ROWS rows at a time). Each thread gets its own slice of the scratch and walks its
+// region the call then reads (a batched Q8_0 matmul repacks its rows that way, PACKED_ROWS rows at a
+// time). Each thread gets its own slice of the scratch and walks its
 // rows in chunks that fit its slice; the prelude is exact per element, so the bits do not change.
 
 /** The kernels a RowCall may name, by index (the pool's workers look them up in the same order). */
-export const ROW_KERNELS = ["matvecQ8", "matmulQ8x16", "matmulF32", "matvecQ4K", "matvecQ8g16", "widenScales", "swiglu"] as const;
+export const ROW_KERNELS = ["matvecQ8", "matmulQ8x16", "matmulF32", "matvecQ4K", "matvecQ8g16", "packQ8", "swiglu"] as const;
 export type RowKernel = (typeof ROW_KERNELS)[number];
 /** ROW_KERNELS' indices by name. */
 export const ROW_KERNEL: { readonly [K in RowKernel]: number } = {
-  matvecQ8: 0, matmulQ8x16: 1, matmulF32: 2, matvecQ4K: 3, matvecQ8g16: 4, widenScales: 5, swiglu: 6,
+  matvecQ8: 0, matmulQ8x16: 1, matmulF32: 2, matvecQ4K: 3, matvecQ8g16: 4, packQ8: 5, swiglu: 6,
 };
 /** Most arguments a row kernel takes. */
 export const MAX_ROW_ARGS = 10;
@@ -113,7 +113,7 @@ export class RowCall {
 /**
  * Rows a prelude's chunk takes when `slices` threads share a scratch of `scratchRows` rows: whole
  * groups of 4 (the q8 layout's row groups, kernels.as), so a chunk's scales are one contiguous run.
- * The scratch holds at least 4 rows per thread (WEIGHT_SCALE_ROWS / MAX_THREADS).
+ * The scratch holds at least 4 rows per thread (PACKED_ROWS / MAX_THREADS).
  */
 export function preludeChunk(scratchRows: number, slices: number): number {
   return Math.max(4, Math.floor(scratchRows / slices / 4) * 4);

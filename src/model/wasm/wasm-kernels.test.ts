@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { F16_TO_F32, f32ToF16Bits } from "../../cache/codecs/half.js";
 import { TensorDataError } from "../../errors.js";
 import { Acts, actQuant, bindWasm, fillWasmRows, linear, q8ScratchBytes, quantizeActs, readWasmRow, wasmBytes, wasmRowReader, type Q8Scratch } from "../kernels/linear.js";
-import { WEIGHT_SCALE_ROWS } from "../../wasm/model-layout.js";
+import { PACKED_ROWS, packedRowBytes } from "../../wasm/model-layout.js";
 import { matvecReference, type WeightMatrix } from "../kernels/matvec.js";
 import { matvecQ8_0Q8Reference, quantizeRowQ8_0Reference } from "../kernels/q8-activations.js";
 import { dequantizeRow } from "../kernels/quant-rows.js";
@@ -125,10 +125,11 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
   const x = arena.reserve(NTOK * COLS * 4);
   const qx = arena.reserve(NTOK * COLS);
   const dx = arena.reserve((NTOK * COLS) / 8);
-  const out = arena.reserve(NTOK * ROWS * 4);
+  const out = arena.reserve(NTOK * ROWS * 4 + 4); // + one word past the last output, checked untouched
   const x16 = arena.reserve(12 * COLS * 2); // NTOK rounded up to 4 rows
   const dT = arena.reserve((12 * COLS) / 8);
   const dF32 = arena.reserve((ROWS * COLS) / 8); // wq's scales widened to f32 (matvecQ8's f16 = 0 mode)
+  const pk = arena.reserve(40 * packedRowBytes(COLS)); // wq's rows packed (packQ8), in groups of 4
   expect(arena.commit()).toBe(true);
   const Lq = bindWasm(wq, arena, atQ);
   const Lf = bindWasm(wf, arena, atF);
@@ -148,12 +149,12 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     expect(dRef[2]).toBe(0);
   });
 
-  it("matvecQ8 and widenScales read every finite f16 scale as F16_TO_F32 does (their SIMD conversion: zeros, subnormals, normals)", () => {
+  it("matvecQ8 and packQ8 read every finite f16 scale as F16_TO_F32 does (their SIMD conversion: zeros, subnormals, normals)", () => {
     // 65536 rows of one 32-value block: row r has scale bits r and a single weight 1, the activation
     // 1 (dx 1) at that place, so out[r] is the scale itself.
     const rows = 65536, a2 = new WasmArena();
     const wq2 = a2.reserve(rows * 32), wd2 = a2.reserve(rows * 2), xq = a2.reserve(32), xd = a2.reserve(4);
-    const xw = a2.reserve(4 * 32 * 2), xt = a2.reserve(16), o = a2.reserve(rows * 4);
+    const xw = a2.reserve(4 * 32 * 2), xt = a2.reserve(16), o = a2.reserve(rows * 4), p = a2.reserve(rows * packedRowBytes(32));
     expect(a2.commit()).toBe(true);
     const w = a2.i8(wq2, rows * 32);
     for (let r = 0; r < rows; r++) w[r * 32 + (r % 32)] = 1;
@@ -172,49 +173,60 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     }
     expect(finite).toBe(65536 - 2048);
     expect(differ).toBe(0);
-    // widenScales: 4 at a time, then a tail of 3 (one at a time); -0 stays -0 here.
-    a2.k.widenScales(o, wd2, rows);
-    a2.k.widenScales(o + 4 * 4, wd2 + 4 * 2, 3);
-    for (let r = 0; r < rows; r++) if ((r & 0x7c00) !== 0x7c00 && !Object.is(got[r], F16_TO_F32[r]!)) differ++;
+    // packQ8: one block a row, so its scales [group][block][4] are the rows' in order; -0 stays -0
+    // here. Then the first 3 rows alone (a short group: its scales one at a time).
+    a2.k.packQ8(p, wq2, wd2, rows, 32);
+    const scales = (n: number) => a2.f32(p + Math.ceil(n / 4) * 256, n);
+    let packed = scales(rows);
+    for (let r = 0; r < rows; r++) if ((r & 0x7c00) !== 0x7c00 && !Object.is(packed[r], F16_TO_F32[r]!)) differ++;
+    a2.k.packQ8(p, wq2, wd2, 3, 32);
+    packed = scales(3);
+    for (let r = 0; r < 3; r++) if (!Object.is(packed[r], F16_TO_F32[r]!)) differ++;
     expect(differ).toBe(0);
   });
 
-  it("matvecQ8 and matmulQ8x16 (q8 activations) equal the naive int8 dot within 1e-5", () => {
+  it("matvecQ8 and matmulQ8x16 (q8 activations) equal the naive int8 dot within 1e-5, and each other bit for bit", () => {
     if (Lq.kind !== "wasm-q8") throw new Error("Q8_0 matrix was not bound to wasm");
     k.quantizeQ8(x, NTOK * COLS, qx, dx);
     const qs = arena.i8(qx, NTOK * COLS);
     const d = arena.f32(dx, (NTOK * COLS) / 32);
     const ref = new Float32Array(ROWS);
     k.widenQ8(qx, dx, NTOK, COLS, x16, dT);
-    k.widenScales(dF32, Lq.d, (ROWS * COLS) / 32);
-    k.matmulQ8x16(out, ROWS, Lq.qs, dF32, ROWS, COLS, x16, dT, NTOK);
+    k.packQ8(pk, Lq.qs, Lq.d, ROWS, COLS);
+    k.matmulQ8x16(out, ROWS, pk, ROWS, COLS, x16, dT, NTOK);
     const o = arena.f32(out, NTOK * ROWS);
     for (let t = 0; t < NTOK; t++) {
       matvecQ8_0Q8Reference(ref, wq, qs.subarray(t * COLS, (t + 1) * COLS), d.subarray((t * COLS) / 32, ((t + 1) * COLS) / 32));
       expect(maxRelErr(o.subarray(t * ROWS, (t + 1) * ROWS), ref, ROWS)).toBeLessThan(1e-5);
     }
-    // matvecQ8 reads one token of x16 (widenQ8's); a row group a pass, so matrices of every row
-    // count mod 4 (a last group of 1, 2, 3 rows or 4), and no store past the last row.
-    const o32 = arena.f32(out, ROWS + 1);
-    for (const rows of [ROWS, ROWS - 1, ROWS - 2, ROWS - 3]) {
+    // matvecQ8 reads one token of x16 (widenQ8's) and matmulQ8x16 them all (2 groups and 4 tokens a
+    // pass: a lone last group, a last group of 1, 2, 3 rows or 4, the last 3 tokens), both in row
+    // groups, so matrices of every row count mod 8; no store past the last row or token.
+    const batch = arena.f32(out, NTOK * ROWS + 1);
+    for (const rows of [ROWS, ROWS - 1, ROWS - 2, ROWS - 3, ROWS - 5]) {
       const L = bindWasm({ ...wq, rows, u8: wq.u8.subarray(0, rows * wq.rowBytes), i8: wq.i8.subarray(0, rows * wq.rowBytes) }, arena, atQ2);
       if (L.kind !== "wasm-q8") throw new Error("Q8_0 matrix was not bound to wasm");
-      for (const t of [0, 5, 10]) {
+      batch.fill(Number.NaN);
+      k.packQ8(pk, L.qs, L.d, rows, COLS);
+      k.matmulQ8x16(out, rows, pk, rows, COLS, x16, dT, NTOK);
+      const got = batch.slice(0, NTOK * rows);
+      expect(batch[NTOK * rows], "past the last token untouched").toBeNaN();
+      const one = arena.f32(out, rows + 1);
+      for (let t = 0; t < NTOK; t++) {
         matvecQ8_0Q8Reference(ref, wq, qs.subarray(t * COLS, (t + 1) * COLS), d.subarray((t * COLS) / 32, ((t + 1) * COLS) / 32));
-        o32.fill(Number.NaN);
+        one.fill(Number.NaN);
         k.matvecQ8(out, L.qs, L.d, rows, COLS, x16 + t * COLS * 2, dx + (t * COLS) / 8, 1);
-        expect(maxRelErr(o32, ref, rows), `token ${t}, ${rows} rows`).toBeLessThan(1e-5);
-        expect(o32[rows], `row ${rows} untouched`).toBeNaN();
+        expect(maxRelErr(one, ref, rows), `token ${t}, ${rows} rows`).toBeLessThan(1e-5);
+        expect(one[rows], `row ${rows} untouched`).toBeNaN();
+        expect(Array.from(got.subarray(t * rows, (t + 1) * rows)), `token ${t}, ${rows} rows: batch = one at a time`).toEqual(Array.from(one.subarray(0, rows)));
       }
     }
   });
 
-  it("widenScales gives each f16 scale's exact f32; matvecQ8 gives the same on the f16 scales as on those (f16 = 0)", () => {
+  it("matvecQ8 gives the same on the f16 scales as on their f32 (f16 = 0)", () => {
     if (Lq.kind !== "wasm-q8") throw new Error("Q8_0 matrix was not bound to wasm");
     const h = arena.u16(Lq.d, (ROWS * COLS) / 32), f = arena.f32(dF32, (ROWS * COLS) / 32);
-    f.fill(Number.NaN);
-    k.widenScales(dF32, Lq.d, (ROWS * COLS) / 32);
-    for (let i = 0; i < h.length; i++) expect(Object.is(f[i], F16_TO_F32[h[i]!]), `scale ${i}`).toBe(true);
+    for (let i = 0; i < h.length; i++) f[i] = F16_TO_F32[h[i]!]!;
     k.quantizeQ8(x, NTOK * COLS, qx, dx);
     k.widenQ8(qx, dx, NTOK, COLS, x16, dT);
     const run = (d: number, t: number) => {
@@ -481,7 +493,7 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
     const at4 = a2.reserve(wasmBytes(m4)), at6 = a2.reserve(wasmBytes(m6));
     const xAt = a2.reserve(NTOK * COLS * 4), oAt = a2.reserve(NTOK * ROWS * 4);
     const [qsB, dB, x16B, dTB, sxB, s16B] = q8ScratchBytes(NTOK, COLS);
-    const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB), s16: a2.reserve(s16B), ws: 0 };
+    const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB), s16: a2.reserve(s16B), pk: 0 };
     expect(a2.commit()).toBe(true);
     const xa = new Acts(NTOK, COLS, xAt, a2), out = new Acts(NTOK, ROWS, oAt, a2);
     for (let i = 0; i < NTOK * COLS; i++) xa.a[i] = (rand() * 2 - 1) * (i < COLS ? 1 : 0.01);
@@ -513,8 +525,8 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
     const ats = ms.map((m) => a2.reserve(wasmBytes(m)));
     const xAt = a2.reserve(NTOK * COLS * 4), oAt = a2.reserve(NTOK * ROWS * 4);
     const [qsB, dB, x16B, dTB, sxB, s16B] = q8ScratchBytes(NTOK, COLS);
-    // ws: IQ4_NL is f16-scaled; its batch goes through widenScales a chunk of rows at a time.
-    const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB), s16: a2.reserve(s16B), ws: a2.reserve((WEIGHT_SCALE_ROWS * COLS) / 8) };
+    // pk: IQ4_NL is f16-scaled; its batch goes through packQ8 a chunk of rows at a time.
+    const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB), s16: a2.reserve(s16B), pk: a2.reserve(PACKED_ROWS * packedRowBytes(COLS)) };
     expect(a2.commit()).toBe(true);
     const xa = new Acts(NTOK, COLS, xAt, a2), out = new Acts(NTOK, ROWS, oAt, a2);
     for (let i = 0; i < NTOK * COLS; i++) xa.a[i] = (rand() * 2 - 1) * (i < COLS ? 1 : 0.01) + (i % 16 === 3 ? 0.5 : 0); // nonzero group sums
@@ -549,14 +561,14 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
     expect(kinds).toEqual(["wasm-q8g16", "wasm-q8g16", "wasm-q8k", "wasm-q8"]);
   });
 
-  it("a batch through linear() on an f16-scale matrix of more rows than WEIGHT_SCALE_ROWS (chunks and a tail) equals the naive int8 dot", () => {
-    const ROWS = 2 * WEIGHT_SCALE_ROWS + 37, COLS = 128, NTOK = 6;
+  it("a batch through linear() on an f16-scale matrix of more rows than PACKED_ROWS (chunks and a tail) equals the naive int8 dot", () => {
+    const ROWS = 2 * PACKED_ROWS + 37, COLS = 128, NTOK = 6;
     const a2 = new WasmArena();
     const m = q8Matrix(ROWS, COLS, rand);
     const at = a2.reserve(wasmBytes(m));
     const xAt = a2.reserve(NTOK * COLS * 4), oAt = a2.reserve(NTOK * ROWS * 4);
     const [qsB, dB, x16B, dTB, sxB, s16B] = q8ScratchBytes(NTOK, COLS);
-    const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB), s16: a2.reserve(s16B), ws: a2.reserve((WEIGHT_SCALE_ROWS * COLS) / 8) };
+    const q8: Q8Scratch = { qs: a2.reserve(qsB), d: a2.reserve(dB), x16: a2.reserve(x16B), dT: a2.reserve(dTB), sx: a2.reserve(sxB), s16: a2.reserve(s16B), pk: a2.reserve(PACKED_ROWS * packedRowBytes(COLS)) };
     expect(a2.commit()).toBe(true);
     const L = bindWasm(m, a2, at);
     expect(L.kind).toBe("wasm-q8");
@@ -583,7 +595,7 @@ describe.skipIf(!wasmKernelsAvailable())("Q8_K activations (the K-quants' vec_do
     const a3 = new WasmArena();
     const at = a3.reserve(2 * 96 * 4);
     const [qsB, dB, x16B, dTB, sxB, s16B] = q8ScratchBytes(2, 96);
-    const q8: Q8Scratch = { qs: a3.reserve(qsB), d: a3.reserve(dB), x16: a3.reserve(x16B), dT: a3.reserve(dTB), sx: a3.reserve(sxB), s16: a3.reserve(s16B), ws: 0 };
+    const q8: Q8Scratch = { qs: a3.reserve(qsB), d: a3.reserve(dB), x16: a3.reserve(x16B), dT: a3.reserve(dTB), sx: a3.reserve(sxB), s16: a3.reserve(s16B), pk: 0 };
     expect(a3.commit()).toBe(true);
     expect(() => quantizeActs(a3, new Acts(2, 96, at, a3), 2, q8, "q8_K")).toThrow(/256/);
   });
