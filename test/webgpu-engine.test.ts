@@ -26,10 +26,10 @@ const REPO = fileURLToPath(new URL("..", import.meta.url));
 
 describe("--backend on the engine commands", () => {
   it("a value that is neither cpu nor webgpu is a typed error naming it, before anything loads", async () => {
-    const extra: Record<string, string[]> = { run: ["--prompt", "x"], chat: [], bench: [], serve: [] };
+    const extra: Record<string, string[]> = { run: ["--prompt", "x"], chat: [], bench: [], serve: [], "eval streams": [], "eval passkey": [] };
     for (const [cmd, args] of Object.entries(extra)) {
       // A model that does not exist: the flag is refused before the model (or its header) is read.
-      const bad = await runCli(cmd, "--model", "no-such-model.gguf", ...args, "--backend", "cuda");
+      const bad = await runCli(...cmd.split(" "), "--model", "no-such-model.gguf", ...args, "--backend", "cuda");
       expect(bad.code, `${cmd}: ${bad.err}`).toBe(1);
       expect(bad.err).toMatch(/InvalidSettingError: --backend "cuda" is unknown; use one of cpu, webgpu/);
     }
@@ -77,6 +77,34 @@ describe.skipIf(!have || ctx === null)("stories260K on the WebGPU backend throug
     expect(streamed.out).toBe(`Once upon a time${c.text}\n`);
   }, 300_000);
 
+  it("kvbound eval streams and passkey --backend webgpu: the CPU's figures on f32 pages, cache bytes as the WebGPU plan", async () => {
+    const common = ["--model", MODEL, "--text", "../shared/text/tinystories-valid-excerpt.txt", "--workers", "1", "--json"];
+    // An f32 row past its window's first eviction (300 tokens, window 256), on both backends.
+    const streams = ["eval", "streams", ...common, "--only", "sinks4-W256-f32", "--max-tokens", "300"];
+    const gpu = await runCli(...streams, "--backend", "webgpu");
+    expect(gpu.code, gpu.err).toBe(0);
+    const cpu = await runCli(...streams);
+    expect(cpu.code, cpu.err).toBe(0);
+    const [g] = JSON.parse(gpu.out).rows as { tokens: number; ppl: number; bytesReserved: number; plannedBytes: number }[];
+    const [c] = JSON.parse(cpu.out).rows as typeof g[];
+    expect(g!.tokens).toBe(300);
+    expect(g!.plannedBytes).toBe(g!.bytesReserved);
+    expect(Math.abs(g!.ppl - c!.ppl) / c!.ppl).toBeLessThan(1e-4);
+    // Passkey forks the cue and each candidate off the prompt (copy-on-write pages on the GPU). The
+    // setting names no codec: f32 on the GPU, f16 on the CPU, so the margins agree only closely.
+    const passkey = ["eval", "passkey", ...common, "--only", "sinks4-W128", "--distances", "0,40"];
+    const gp = await runCli(...passkey, "--backend", "webgpu");
+    expect(gp.code, gp.err).toBe(0);
+    const cp = await runCli(...passkey);
+    expect(cp.code, cp.err).toBe(0);
+    type Cell = { trials: number; retrieved: number; meanMargin: number };
+    const gc = (JSON.parse(gp.out).results[0].cells as Cell[]), cc = (JSON.parse(cp.out).results[0].cells as Cell[]);
+    expect(gc.map((x) => x.trials)).toEqual(cc.map((x) => x.trials));
+    expect(gc[0]!.trials).toBeGreaterThan(0);
+    expect(gc.map((x) => x.retrieved)).toEqual(cc.map((x) => x.retrieved));
+    for (let i = 0; i < gc.length; i++) expect(Math.abs(gc[i]!.meanMargin - cc[i]!.meanMargin)).toBeLessThan(0.05);
+  }, 300_000);
+
   it("Session on a WebGPU model reproduces the 256 golden greedy ids, streaming token events whose text is the output", async () => {
     const loaded = await gpuModel();
     expect(asyncForwardOf(loaded.model)?.backend).toBe("webgpu");
@@ -117,7 +145,10 @@ describe.skipIf(!have || ctx === null)("stories260K on the WebGPU backend throug
     expect(gpu.ids).toHaveLength(200);
     expect(gpu.done.stats.evictions).toBeGreaterThan(100);
     expect(gpu.ids).toEqual(cpu.ids);
-    expect(gpu.done.stats).toEqual(cpu.done.stats);
+    // The same picture; the bytes reserved are each store's own: the CPU's f32 stores also hold a
+    // 16-token side buffer of 8 bytes a token (f32.ts), the GPU's pages only (5 layers, K and V).
+    expect({ ...gpu.done.stats, cacheBytesReserved: 0 }).toEqual({ ...cpu.done.stats, cacheBytesReserved: 0 });
+    expect(gpu.done.stats.cacheBytesReserved).toBe(cpu.done.stats.cacheBytesReserved - 5 * 2 * 16 * 8);
   }, 300_000);
 
   it("serve --backend webgpu --parallel 2: two requests at once share the GPU model and get the CPU backend's greedy text", async () => {

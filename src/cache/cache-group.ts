@@ -540,7 +540,7 @@ export class CacheGroup {
       pagesTotal: this.pool.nPages,
       pagesUsed: this.pool.usedPages,
       pagesFree: this.pool.freePages,
-      bytesReserved: this.layout.reservedBytes,
+      bytesReserved: this.reservedBytes, // the stores' own: a GPU store has no CPU side buffer
       bytesUsed: this.pool.usedPages * this.layout.bytesPerPage,
       evictionEvents: c.evictionEvents,
       evictedTokens: c.evictedTokens,

@@ -6,6 +6,7 @@ import { readFile } from "node:fs/promises";
 import type { Tokenizer } from "../model/tokenizer/index.js";
 import type { CausalLM } from "../model/causal-lm.js";
 import { loadModel } from "../engine/load-model.js";
+import type { Backend } from "../model/async-forward.js";
 import { encodeTextStream } from "../engine/text-stream.js";
 import { loadModelSpec } from "../spec/load.js";
 import type { ModelSpec } from "../spec/model-spec.js";
@@ -22,6 +23,10 @@ export interface EvalInit {
   readonly skipDocs?: number;
   /** Documents of the text skipped before the passkey filler is taken (keeps it apart from the stream's start). */
   readonly fillerSkipDocs?: number;
+  /** Where the forward pass runs (default cpu). */
+  readonly backend?: Backend;
+  /** The longest window the jobs use (a WebGPU model is built for it; unset: its default). */
+  readonly nCtx?: number;
 }
 
 export type EvalJob =
@@ -48,7 +53,12 @@ export interface EvalContext {
  * only oversubscribe the cores.
  */
 export async function loadEvalContext(init: EvalInit): Promise<EvalContext> {
-  const [loaded, spec, text] = await Promise.all([loadModel(init.model, { threads: 1 }), loadModelSpec(init.model), readFile(init.text, "utf8")]);
+  const model = loadModel(init.model, {
+    threads: 1,
+    ...(init.backend !== undefined ? { backend: init.backend } : {}),
+    ...(init.backend === "webgpu" && init.nCtx !== undefined ? { nCtx: init.nCtx } : {}),
+  });
+  const [loaded, spec, text] = await Promise.all([model, loadModelSpec(init.model), readFile(init.text, "utf8")]);
   const ids = encodeTextStream(loaded.tokenizer, text, {
     skipDocs: init.skipDocs ?? 0,
     ...(init.maxTokens !== undefined ? { maxTokens: init.maxTokens } : {}),

@@ -16,8 +16,9 @@ import type { PagedKvCache } from "../cache/paged-kv-cache.js";
 import { AbortError, InvalidSettingError } from "../errors.js";
 import type { CausalLM } from "../model/causal-lm.js";
 import type { Tokenizer } from "../model/tokenizer/index.js";
-import { CacheKv, createModelCache } from "../model/cache-kv.js";
-import { feedTokens, nllOf } from "../engine/perplexity.js";
+import { asyncForwardOf, createSessionCache } from "../model/async-forward.js";
+import { CacheKv } from "../model/cache-kv.js";
+import { feedBatchSize, feedTokens, nllOf } from "../engine/perplexity.js";
 import { splitDocuments } from "../engine/text-stream.js";
 
 /** Distances (filler tokens between the fact and the cue) the task measures by default. */
@@ -153,26 +154,50 @@ export interface PasskeyResult {
   readonly seconds: number;
 }
 
+/** feedTokens for one sequence of a cache, whichever backend the model runs on. */
+type Feed = (seq: number, ids: readonly number[], from: number, to: number, logits: Float32Array | null, onLogits?: (p: number, logits: Float32Array) => void) => Promise<number>;
+
+/** A Feed over `cache`: feedTokens on the CPU; on an asynchronous backend (WebGPU), whose forward
+ *  returns the last position's logits only, batches where only the last logits are wanted and one
+ *  token a pass where every position's are. */
+function feeder(model: CausalLM, cache: PagedKvCache, batchTokens: number): Feed {
+  const gpu = asyncForwardOf(model);
+  if (gpu === null) {
+    const kv = new CacheKv(cache, 0, model);
+    return async (seq, ids, from, to, logits, onLogits) => {
+      kv.seqId = seq;
+      return feedTokens(model, cache, kv, ids, from, to, batchTokens, logits, onLogits);
+    };
+  }
+  return async (seq, ids, from, to, logits, onLogits) => {
+    for (let p = from; p < to; ) {
+      const n = onLogits !== undefined ? 1 : Math.min(to - p, feedBatchSize(cache, seq, batchTokens));
+      cache.reserveOrThrow(seq, n);
+      await gpu.forwardAsync(ids, p, n, cache, seq, onLogits !== undefined || p + n === to ? logits : null);
+      if (onLogits !== undefined) onLogits(p, logits!);
+      p += n;
+    }
+    return Math.max(0, to - from);
+  };
+}
+
 /** Log-probability of each candidate's tokens (summed) after `context`, which the caller has fed. */
-function scoreCandidates(
-  model: CausalLM,
+async function scoreCandidates(
   cache: PagedKvCache,
-  kv: CacheKv,
+  feed: Feed,
   fromSeq: number,
   scratchSeq: number,
   startLogits: Float32Array,
   candidates: readonly (readonly number[])[],
   logits: Float32Array,
   out: Float64Array,
-  batchTokens: number,
-): void {
+): Promise<void> {
   for (let c = 0; c < candidates.length; c++) {
     const toks = candidates[c]!;
     let lp = -nllOf(startLogits, toks[0]!);
     if (toks.length > 1) {
       cache.fork(fromSeq, scratchSeq);
-      kv.seqId = scratchSeq;
-      feedTokens(model, cache, kv, toks, 0, toks.length - 1, batchTokens, logits, (j, l) => {
+      await feed(scratchSeq, toks, 0, toks.length - 1, logits, (j, l) => {
         lp -= nllOf(l, toks[j + 1]!);
       });
       cache.remove(scratchSeq);
@@ -226,7 +251,9 @@ export async function runPasskey(
   let longestFact = 0;
   for (const f of facts) longestFact = Math.max(longestFact, f.length);
 
-  const input: CacheConfigInput = { ...setting.cache, maxSequences: 3 };
+  const gpu = asyncForwardOf(model);
+  let input: CacheConfigInput = { ...setting.cache, maxSequences: 3 };
+  if (gpu !== null && input.codec === undefined) input = { ...input, codec: gpu.defaultCodec };
   const dense = (input.slidingWindowSize === undefined || input.slidingWindowSize === -1) && input.contextWindowSize === undefined;
   const config = resolveCacheConfig(dense ? { ...input, contextWindowSize: 1 + longestFact + maxDistance + cue.length + longestName } : input);
 
@@ -240,35 +267,37 @@ export async function runPasskey(
     const filler = fillerIds.slice(offset, offset + maxDistance);
     for (let truth = 0; truth < K; truth++) {
       const prompt = buildPasskeyPrompt(bos, facts[truth]!, filler, cue, maxDistance);
-      const cache = createModelCache(model, config);
-      const kv = new CacheKv(cache, MAIN, model);
-      cache.add(MAIN);
-      let fed = 0;
-      for (let di = 0; di < distances.length; di++) {
-        const stop = prompt.factEnd + distances[di]!;
-        kv.seqId = MAIN;
-        fed += feedTokens(model, cache, kv, prompt.ids, fed, stop, batchTokens, null);
-        // The cue, in a fork, so the main sequence can go on to the next distance.
-        cache.fork(MAIN, CUE);
-        kv.seqId = CUE;
-        feedTokens(model, cache, kv, cue, 0, cue.length, batchTokens, cueLogits);
-        const cuePosition = cache.sequenceStats(CUE).nextPosition - 1;
-        scoreCandidates(model, cache, kv, CUE, CAND, cueLogits, candidates, logits, scores, batchTokens);
-        cache.remove(CUE);
-        let rank = 1;
-        let bestOther = -Infinity;
-        for (let c = 0; c < K; c++) {
-          if (c === truth) continue;
-          if (scores[c]! >= scores[truth]!) rank++;
-          if (scores[c]! > bestOther) bestOther = scores[c]!;
+      const cache = createSessionCache(model, config);
+      try {
+        const feed = feeder(model, cache, batchTokens);
+        cache.add(MAIN);
+        let fed = 0;
+        for (let di = 0; di < distances.length; di++) {
+          const stop = prompt.factEnd + distances[di]!;
+          fed += await feed(MAIN, prompt.ids, fed, stop, null);
+          // The cue, in a fork, so the main sequence can go on to the next distance.
+          cache.fork(MAIN, CUE);
+          await feed(CUE, cue, 0, cue.length, cueLogits);
+          const cuePosition = cache.sequenceStats(CUE).nextPosition - 1;
+          await scoreCandidates(cache, feed, CUE, CAND, cueLogits, candidates, logits, scores);
+          cache.remove(CUE);
+          let rank = 1;
+          let bestOther = -Infinity;
+          for (let c = 0; c < K; c++) {
+            if (c === truth) continue;
+            if (scores[c]! >= scores[truth]!) rank++;
+            if (scores[c]! > bestOther) bestOther = scores[c]!;
+          }
+          const a = acc[di]!;
+          a.trials++;
+          if (rank === 1) a.retrieved++;
+          a.rankSum += rank;
+          a.marginSum += scores[truth]! - bestOther;
+          a.posSum += cuePosition;
+          if (opts.signal?.aborted) throw new AbortError("passkey aborted");
         }
-        const a = acc[di]!;
-        a.trials++;
-        if (rank === 1) a.retrieved++;
-        a.rankSum += rank;
-        a.marginSum += scores[truth]! - bestOther;
-        a.posSum += cuePosition;
-        if (opts.signal?.aborted) throw new AbortError("passkey aborted");
+      } finally {
+        gpu?.releasePagedCache?.(cache);
       }
       await new Promise<void>((resolve) => setTimeout(resolve, 0));
     }

@@ -3,9 +3,12 @@
 // reserved, and a trace of the bytes in use as the stream grows (the flat-memory plot).
 
 import { resolveCacheConfig, type CacheConfig } from "../cache/config.js";
+import type { CodecKind } from "../cache/codecs/types.js";
+import { asyncForwardOf } from "../model/async-forward.js";
 import type { CausalLM } from "../model/causal-lm.js";
 import { perplexity, type PerplexityProgress } from "../engine/perplexity.js";
 import { kvboundKvForConfig } from "../plan/kvbound.js";
+import { webgpuMemory } from "../plan/webgpu.js";
 import type { ModelSpec } from "../spec/model-spec.js";
 import type { StreamConfig } from "./streams-matrix.js";
 
@@ -39,11 +42,17 @@ export interface StreamRowResult {
   readonly config: CacheConfig;
 }
 
-/** The resolved cache config of a row for a stream of `tokens` tokens (dense: a window holding it all). */
-export function rowCacheConfig(row: StreamConfig, tokens: number): CacheConfig {
+/** The resolved cache config of a row for a stream of `tokens` tokens (dense: a window holding it
+ *  all), its codec `codec` where the row names none (a backend's default). */
+export function rowCacheConfig(row: StreamConfig, tokens: number, codec?: CodecKind): CacheConfig {
+  const c = row.cache.codec === undefined && codec !== undefined ? { ...row.cache, codec } : row.cache;
+  return resolveCacheConfig(denseRow(row) ? { ...c, contextWindowSize: Math.max(1, tokens - 1) } : c);
+}
+
+/** Whether a row names no window: dense, its window the whole stream. */
+export function denseRow(row: StreamConfig): boolean {
   const c = row.cache;
-  const unset = (c.contextWindowSize === undefined || c.contextWindowSize === -1) && (c.slidingWindowSize === undefined || c.slidingWindowSize === -1);
-  return resolveCacheConfig(unset ? { ...c, contextWindowSize: Math.max(1, tokens - 1) } : c);
+  return (c.contextWindowSize === undefined || c.contextWindowSize === -1) && (c.slidingWindowSize === undefined || c.slidingWindowSize === -1);
 }
 
 /** Runs `row` over `ids` (already cut to the row's cap by the caller or here). */
@@ -55,7 +64,8 @@ export async function runStreamRow(
   signal?: AbortSignal,
 ): Promise<StreamRowResult> {
   const stream = row.maxTokens !== undefined && ids.length > row.maxTokens ? ids.slice(0, row.maxTokens) : ids;
-  const config = rowCacheConfig(row, stream.length);
+  const gpu = asyncForwardOf(model);
+  const config = rowCacheConfig(row, stream.length, gpu?.defaultCodec);
   const trace: [number, number][] = [[0, 0]];
   const onProgress = (p: PerplexityProgress): void => {
     trace.push([p.done, p.cacheBytes]);
@@ -78,7 +88,7 @@ export async function runStreamRow(
     segments: r.segments.map((s) => ({ start: s.start, end: s.end, ppl: Number.isFinite(s.ppl) ? s.ppl : null })),
     nlls: r.nlls,
     bytesReserved: r.cache.bytesReserved,
-    plannedBytes: kvboundKvForConfig(spec, config).kv.totalBytes,
+    plannedBytes: gpu !== null ? gpuKvBytes(spec, config) : kvboundKvForConfig(spec, config).kv.totalBytes,
     peakBytesUsed: r.peakCacheBytes,
     bytesTrace: thin(trace, BYTES_TRACE_POINTS),
     evictedTokens: r.cache.evictedTokens,
@@ -88,6 +98,12 @@ export async function runStreamRow(
     cpuSeconds: (cpu.user + cpu.system) / 1e6,
     config,
   };
+}
+
+/** The page stores the WebGPU backend allocates for `config` (the planner's --backend webgpu). */
+function gpuKvBytes(spec: ModelSpec, config: CacheConfig): number {
+  const m = webgpuMemory(spec, config);
+  return m.kBytes + m.vBytes;
 }
 
 /** At most `n` points, evenly spaced over the trace, first and last kept. */

@@ -18,15 +18,19 @@ import { passkeyMarkdown, passkeyPlot, passkeySettings, PASSKEY_FILLER_OFFSETS, 
 import { replaceSection } from "../../eval/results-md.js";
 import { ORACLE_EVERY, selectRows, streamsMatrix, type StreamConfig } from "../../eval/streams-matrix.js";
 import { streamsMarkdown, streamsPlots, type StreamRun } from "../../eval/streams-report.js";
+import { denseRow, rowCacheConfig } from "../../eval/streams-run.js";
 import { runJobs, MAX_WORKERS } from "../../eval/worker-pool.js";
+import { addBackendFlag, backendFromFlags, type BackendFlags } from "../backend-flag.js";
 import { table } from "../format.js";
 import type { CliIo } from "../main.js";
 
 export const DEFAULT_EVAL_MODEL = "../shared/models/stories260K.gguf";
 export const DEFAULT_EVAL_TEXT = "../shared/text/tinystories-valid-excerpt.txt";
 export const PASSKEY_SECTION = "## Passkey retrieval";
+/** Tokens a passkey prompt takes besides its filler (BOS, fact, cue, a name), at most. */
+const PASSKEY_PROMPT_MARGIN = 256;
 
-interface CommonFlags {
+interface CommonFlags extends BackendFlags {
   model: string;
   text: string;
   workers?: string;
@@ -53,7 +57,7 @@ interface PasskeyFlags extends CommonFlags {
 
 export function registerEval(program: Command, io: CliIo, setExit: (code: number) => void): Command {
   const ev = program.command("eval").description("measure cache policies and codecs on real text (long streams, passkey retrieval)");
-  ev.command("streams")
+  const streams = ev.command("streams")
     .description("perplexity of every policy, window and codec over a long TinyStories stream, with cache bytes and tokens/s")
     .option("--model <ref>", "model", DEFAULT_EVAL_MODEL)
     .option("--text <file>", "text: documents separated by <|endoftext|> lines", DEFAULT_EVAL_TEXT)
@@ -66,11 +70,11 @@ export function registerEval(program: Command, io: CliIo, setExit: (code: number
     .option("--out <dir>", "write <dir>/RESULTS.md (section '## Long streams') and <dir>/plots/*.svg")
     .option("--section <title>", "the RESULTS.md section (and plot file prefix) to write", "Long streams")
     .option("--save <file>", "also save the raw results (per-token NLLs included) to re-render them later with --load")
-    .option("--load <file>", "re-render results saved by --save instead of running")
-    .action(async (flags: StreamsFlags) => {
-      setExit(await evalStreamsCommand(flags, io));
-    });
-  ev.command("passkey")
+    .option("--load <file>", "re-render results saved by --save instead of running");
+  addBackendFlag(streams).action(async (flags: StreamsFlags) => {
+    setExit(await evalStreamsCommand(flags, io));
+  });
+  const passkey = ev.command("passkey")
     .description("does a name stated once survive N tokens of filler under each cache policy?")
     .option("--model <ref>", "model", DEFAULT_EVAL_MODEL)
     .option("--text <file>", "text the filler is taken from", DEFAULT_EVAL_TEXT)
@@ -80,15 +84,18 @@ export function registerEval(program: Command, io: CliIo, setExit: (code: number
     .option("--json", "print the results as JSON")
     .option("--out <dir>", "write <dir>/RESULTS.md (section '## Passkey retrieval') and <dir>/plots/passkey.svg")
     .option("--save <file>", "also save the raw results to re-render them later with --load")
-    .option("--load <file>", "re-render results saved by --save instead of running")
-    .action(async (flags: PasskeyFlags) => {
-      setExit(await evalPasskeyCommand(flags, io));
-    });
+    .option("--load <file>", "re-render results saved by --save instead of running");
+  addBackendFlag(passkey).action(async (flags: PasskeyFlags) => {
+    setExit(await evalPasskeyCommand(flags, io));
+  });
   return ev;
 }
 
+/** Worker processes: --workers, else one per core on the CPU backend and one on WebGPU (the
+ *  processes would share its one device). */
 function workers(flags: CommonFlags): number {
-  return flags.workers === undefined ? availableParallelism() : parseCount(flags.workers, "workers", MAX_WORKERS);
+  if (flags.workers !== undefined) return parseCount(flags.workers, "workers", MAX_WORKERS);
+  return backendFromFlags(flags) === "webgpu" ? 1 : availableParallelism();
 }
 
 /** "AMD EPYC, 2 cores, Node v20.20.2, linux x64". */
@@ -117,6 +124,18 @@ async function writeSection(dir: string, heading: string, body: string, plots: M
   await writeFile(path, replaceSection(old, heading, body));
 }
 
+/** The longest window the rows take over a stream of at most `maxTokens` tokens (a WebGPU model is
+ *  built for it); undefined when a dense row's window is the whole text, not known before it is read. */
+function longestWindow(rows: readonly StreamConfig[], maxTokens: number | undefined): number | undefined {
+  let longest = 1;
+  for (const r of rows) {
+    const cap = Math.min(r.maxTokens ?? Infinity, maxTokens ?? Infinity);
+    if (!Number.isFinite(cap) && denseRow(r)) return undefined;
+    longest = Math.max(longest, rowCacheConfig(r, Number.isFinite(cap) ? cap : 2).windowTokens);
+  }
+  return longest;
+}
+
 /** Longest first, so the two workers finish together: the oracle and dense rows dominate. */
 function costOrder(rows: readonly StreamConfig[]): StreamConfig[] {
   const cost = (r: StreamConfig): number => (r.recompute !== undefined ? r.recompute * 1000 : r.maxTokens !== undefined ? 300 : r.window);
@@ -127,9 +146,16 @@ export async function evalStreamsCommand(flags: StreamsFlags, io: CliIo): Promis
   const maxTokens = flags.maxTokens === undefined ? undefined : parseCount(flags.maxTokens, "max-tokens", MAX_STREAM_TOKENS);
   const oracleEvery = flags.oracleEvery === undefined ? ORACLE_EVERY : parseCount(flags.oracleEvery, "oracle-every", MAX_STREAM_TOKENS);
   const matrix = streamsMatrix().map((r) => (r.recompute !== undefined ? { ...r, recomputeEvery: oracleEvery } : r));
+  const backend = backendFromFlags(flags);
   const rows = selectRows(matrix, flags.only);
   const skipDocs = flags.skipDocs === undefined ? 1 : parseWhole(flags.skipDocs, "skip-docs");
-  const init: EvalInit = { model: flags.model, text: flags.text, skipDocs, ...(maxTokens !== undefined ? { maxTokens } : {}) };
+  const nCtx = backend === "webgpu" ? longestWindow(rows, maxTokens) : undefined;
+  const init: EvalInit = {
+    model: flags.model, text: flags.text, skipDocs,
+    ...(maxTokens !== undefined ? { maxTokens } : {}),
+    ...(backend !== undefined ? { backend } : {}),
+    ...(nCtx !== undefined ? { nCtx } : {}),
+  };
   const jobs: EvalJob[] = costOrder(rows).map((row) => ({ kind: "stream", key: row.id, row }));
   const t0 = performance.now();
   let results: EvalJobResult[];
@@ -187,7 +213,7 @@ export async function evalStreamsCommand(flags: StreamsFlags, io: CliIo): Promis
   }
   if (flags.out !== undefined) {
     const shown = { ...flags, ...(flags.section === "Long streams" ? { section: undefined } : {}), ...(flags.skipDocs === "1" ? { skipDocs: undefined } : {}) };
-    const command = commandLine("streams", shown, ["maxTokens", "skipDocs", "only", "oracleEvery", "workers", "out", "section"]);
+    const command = commandLine("streams", shown, ["maxTokens", "skipDocs", "only", "oracleEvery", "backend", "workers", "out", "section"]);
     const title = flags.section ?? "Long streams";
     const prefix = title === "Long streams" ? "" : `${title.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "")}-`;
     const body = streamsMarkdown(runs, { command, machine, wallSeconds, plotsDir: "plots", plotPrefix: prefix });
@@ -233,7 +259,15 @@ export async function evalPasskeyCommand(flags: PasskeyFlags, io: CliIo): Promis
       throw new InvalidSettingError(`--only ${JSON.stringify(flags.only)} matches no setting; they are ${all.map((s) => s.label).join(", ")}`, { setting: "only", value: flags.only });
     }
   }
-  const init: EvalInit = { model: flags.model, text: flags.text, maxTokens: 2, fillerSkipDocs: PASSKEY_FILLER_SKIP_DOCS };
+  const backend = backendFromFlags(flags);
+  // A WebGPU model is built for the longest window: a sliding setting's, or a dense prompt's (the
+  // filler plus a margin for the fact, the cue and a name).
+  let nCtx = Math.max(...distances) + PASSKEY_PROMPT_MARGIN;
+  for (const s of chosen) nCtx = Math.max(nCtx, s.cache.slidingWindowSize ?? s.cache.contextWindowSize ?? 0);
+  const init: EvalInit = {
+    model: flags.model, text: flags.text, maxTokens: 2, fillerSkipDocs: PASSKEY_FILLER_SKIP_DOCS,
+    ...(backend !== undefined ? { backend, nCtx } : {}),
+  };
   const jobs: EvalJob[] = chosen.map((setting) => ({ kind: "passkey", key: setting.label, setting, options: { distances, fillerOffsets: PASSKEY_FILLER_OFFSETS } }));
   // Dense costs grow with the distance squared: start it first.
   jobs.sort((a, b) => (a.key === "dense" ? -1 : b.key === "dense" ? 1 : 0));
@@ -266,7 +300,7 @@ export async function evalPasskeyCommand(flags: PasskeyFlags, io: CliIo): Promis
     io.stdout(`${table(t, ["l", ...distances.map(() => "r" as const)])}\n\nretrieved / trials (chance 1/${PASSKEY_NAMES.length}); wall time ${(wallSeconds / 60).toFixed(1)} min\n`);
   }
   if (flags.out !== undefined) {
-    const command = commandLine("passkey", { ...flags }, ["only", "distances", "workers", "out"]);
+    const command = commandLine("passkey", { ...flags }, ["only", "distances", "backend", "workers", "out"]);
     // (--save / --load are left out of the command: they do not change the numbers.)
     const body = passkeyMarkdown(ordered, chosen, { command, machine: machineLine(), wallSeconds, plotsDir: "plots" });
     await writeSection(flags.out, PASSKEY_SECTION, body, new Map([["passkey.svg", passkeyPlot(ordered)]]));
