@@ -60,18 +60,19 @@ export interface Q8Scratch {
   /** [rows][maxWidth/16] f32: d times each 16 values' int8 sum (blockSumsQ8 g16), for Q2_K's offsets. */
   readonly s16: number;
   /**
-   * PACKED_ROWS rows of packedRowBytes(maxWidth): a chunk of weight rows with f16 scales repacked
-   * for matmulQ8x16 (packQ8: once per chunk, not once per 4 tokens); 0 when no matrix has f16 scales.
+   * PACKED_ROWS rows of packedRowBytes(maxWidth): a chunk of weight rows repacked for a batch's
+   * matmulPacked (packQ8 for the f16-scale types, packQ4K: once per chunk, not once per 4 tokens); 0
+   * when no matrix is of those types.
    */
   readonly pk: number;
 }
 
-/** Weight rows per matmulQ8x16 call on an f16-scale matrix, shared by the threads: packQ8 repacks them into Q8Scratch.pk first. */
+/** Weight rows per matmulPacked call, shared by the threads: packQ8 / packQ4K repack them into Q8Scratch.pk first. */
 export const PACKED_ROWS = 256;
 
-/** Bytes of one repacked row of `cols` values (packQ8): int16 values and an f32 scale per 32. */
+/** Bytes of one repacked row of `cols` values: int16 values, an f32 scale per 32 and (packQ4K) an f32 offset per 32. */
 export function packedRowBytes(cols: number): number {
-  return cols * 2 + (cols / 32) * 4;
+  return cols * 2 + (cols / 32) * 8;
 }
 
 /** Where TransformerModel puts things in its wasm memory: copied matrices, the 9 activation buffers and a norm-weight row, the q8 scratch. */
@@ -94,19 +95,19 @@ export interface ModelWasmLayout<M> {
 /**
  * Lays out a model's wasm memory on `arena`: each matrix with a wasm kernel (wasmBytes > 0), in
  * the order given, then activations [B][width] for x, xb, q, k, v, att, hb, hb2, one logits row,
- * one norm-weight row, then the q8 activation scratch (with the repacked-row chunk when a matrix has
- * f16 scales). TransformerModel's constructor and the planner both call this.
+ * one norm-weight row, then the q8 activation scratch (with the repacked-row chunk when a batch repacks a
+ * matrix: the f16-scale types and Q4_K). TransformerModel's constructor and the planner both call this.
  */
 export function layoutModelWasm<M extends MatrixShape>(hp: ModelDims, B: number, matrices: readonly M[], q8Acts: boolean, arena: ArenaLayout): ModelWasmLayout<M> {
   const start = arena.bytes;
   const placed = new Map<M, number>();
-  let f16 = false; // a matrix with f16 scales: a batch repacks it into q8.pk
+  let packed = false; // a matrix a batch repacks into q8.pk
   for (const m of matrices) {
     if (placed.has(m)) continue;
     const bytes = wasmBytes(m, q8Acts);
     if (bytes > 0) {
       placed.set(m, arena.reserve(bytes));
-      f16 ||= f16Scales(m.type);
+      packed ||= f16Scales(m.type) || m.type === "Q4_K";
     }
   }
   const weightsEnd = arena.bytes;
@@ -121,7 +122,7 @@ export function layoutModelWasm<M extends MatrixShape>(hp: ModelDims, B: number,
   const [qsBytes, dBytes, x16Bytes, dTBytes, sxBytes, s16Bytes] = q8ScratchBytes(B, maxWidth);
   const q8 = {
     qs: arena.reserve(qsBytes), d: arena.reserve(dBytes), x16: arena.reserve(x16Bytes), dT: arena.reserve(dTBytes), sx: arena.reserve(sxBytes), s16: arena.reserve(s16Bytes),
-    pk: f16 ? arena.reserve(PACKED_ROWS * packedRowBytes(Math.ceil(maxWidth / 32) * 32)) : 0,
+    pk: packed ? arena.reserve(PACKED_ROWS * packedRowBytes(Math.ceil(maxWidth / 32) * 32)) : 0,
   };
   return { placed, acts, q8, weightBytes: weightsEnd - start, activationBytes: arena.bytes - weightsEnd, activationsAt: weightsEnd };
 }

@@ -328,8 +328,8 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
       }
       // A batch reads each row many times: a prelude repacks a chunk of rows at a time (packQ8:
       // values widened to int16, four rows' pairs side by side, f32 scales) into the scratch (each
-      // thread its slice of it), which matmulQ8x16 reads.
-      c.start(K.matmulQ8x16, rows).arg(out.ptr, 4).arg(out.width).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n)
+      // thread its slice of it), which matmulPacked reads.
+      c.start(K.matmulPacked, rows).arg(out.ptr, 4).arg(out.width).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n).arg(0)
         .pre(K.packQ8, q.pk, PACKED_ROWS, packedRowBytes(cols)).preArg(SCRATCH_ARG).preArg(L.qs, cols).preArg(L.d, cols / 16).preCountArg(1).preArg(cols);
       break;
     }
@@ -349,8 +349,15 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
     }
     case "wasm-q4k": {
       const q = q8!;
-      c.start(K.matvecQ4K, rows, n).arg(out.ptr, 4, ob).arg(L.qs, cols / 2).arg(L.a, cols / 8).arg(L.c, cols / 8).rowsArg().arg(cols)
-        .arg(q.x16, 0, cols * 2).arg(q.qs, 0, cols).arg(q.d, 0, cols / 8).arg(q.sx, 0, cols / 8);
+      if (n === 1) {
+        c.start(K.matvecQ4K, rows).arg(out.ptr, 4).arg(L.qs, cols / 2).arg(L.a, cols / 8).arg(L.c, cols / 8).rowsArg().arg(cols)
+          .arg(q.x16).arg(q.qs).arg(q.d).arg(q.sx);
+        break;
+      }
+      // A batch: the nibbles unpacked once per chunk of rows (packQ4K), as the Q8_0 batch above,
+      // their offsets c times the activations' block sums added per block.
+      c.start(K.matmulPacked, rows).arg(out.ptr, 4).arg(out.width).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n).arg(q.sx)
+        .pre(K.packQ4K, q.pk, PACKED_ROWS, packedRowBytes(cols)).preArg(SCRATCH_ARG).preArg(L.qs, cols / 2).preArg(L.a, cols / 8).preArg(L.c, cols / 8).preCountArg(1).preArg(cols);
       break;
     }
     default:

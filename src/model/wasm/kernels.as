@@ -317,16 +317,9 @@ export function packQ8(dst: usize, wq: usize, wd: usize, rows: i32, cols: i32): 
     for (let b = 0; b < nb; b++) {
       const o = dst + ((<usize>g * <usize>nb + <usize>b) << 8);
       for (let h: usize = 0; h < 32; h += 8) {
-        // Rows 0..3's values h..h+7 (4 pairs, one per i32 lane), transposed to 4 vectors of one pair.
         const r0 = v128.load8x8_s(w + h);
         const r1 = k > 1 ? v128.load8x8_s(w + 32 + h) : z, r2 = k > 2 ? v128.load8x8_s(w + 64 + h) : z, r3 = k > 3 ? v128.load8x8_s(w + 96 + h) : z;
-        const a = v128.shuffle<i32>(r0, r1, 0, 4, 1, 5), c = v128.shuffle<i32>(r2, r3, 0, 4, 1, 5);
-        const e = v128.shuffle<i32>(r0, r1, 2, 6, 3, 7), f = v128.shuffle<i32>(r2, r3, 2, 6, 3, 7);
-        const q = o + (h << 3);
-        v128.store(q, v128.shuffle<i64>(a, c, 0, 2));
-        v128.store(q + 16, v128.shuffle<i64>(a, c, 1, 3));
-        v128.store(q + 32, v128.shuffle<i64>(e, f, 0, 2));
-        v128.store(q + 48, v128.shuffle<i64>(e, f, 1, 3));
+        storePairs(o + (h << 3), r0, r1, r2, r3);
       }
       v128.store(sc + ((<usize>g * <usize>nb + <usize>b) << 4), groupScales(d, k, true));
       w += <usize>k << 5;
@@ -335,23 +328,81 @@ export function packQ8(dst: usize, wq: usize, wd: usize, rows: i32, cols: i32): 
   }
 }
 
+/** packQ8 for Q4_K rows (qs [rows][cols/2] nibbles as in the file: sub-block j is the low nibbles
+ *  of the 32 bytes at (j >> 1) * 32 when j is even, their high nibbles when odd; a, c
+ *  [rows][cols/32] f32, the value a * q + c): the nibbles as int16 in packQ8's order, then a as
+ *  its scales, then c beside them ([g][b][4] f32 each). A short group's missing rows are 0 (a, c
+ *  too). matmulPacked adds the offsets c * sx. */
+export function packQ4K(dst: usize, wq: usize, wa: usize, wc: usize, rows: i32, cols: i32): void {
+  const nb = cols >> 5;
+  const ng = (rows + 3) >> 2;
+  const sc = dst + ((<usize>ng * <usize>nb) << 8);
+  const oc = sc + ((<usize>ng * <usize>nb) << 4);
+  const rowBytes = <usize>cols >> 1;
+  const m = i16x8.splat(15), z = i16x8.splat(0);
+  for (let g = 0; g < ng; g++) {
+    const k = min(4, rows - 4 * g);
+    const q = wq + <usize>(4 * g) * rowBytes;
+    const a = wa + (<usize>(4 * g) * <usize>nb << 2), c = wc + (<usize>(4 * g) * <usize>nb << 2);
+    for (let b = 0; b < nb; b++) {
+      const o = dst + ((<usize>g * <usize>nb + <usize>b) << 8);
+      const hi = (b & 1) != 0;
+      const p = q + (<usize>(b >> 1) << 5);
+      for (let h: usize = 0; h < 32; h += 8) {
+        let r0 = v128.load8x8_u(p + h), r1 = k > 1 ? v128.load8x8_u(p + rowBytes + h) : z;
+        let r2 = k > 2 ? v128.load8x8_u(p + 2 * rowBytes + h) : z, r3 = k > 3 ? v128.load8x8_u(p + 3 * rowBytes + h) : z;
+        if (hi) {
+          r0 = i16x8.shr_u(r0, 4); r1 = i16x8.shr_u(r1, 4); r2 = i16x8.shr_u(r2, 4); r3 = i16x8.shr_u(r3, 4);
+        } else {
+          r0 = v128.and(r0, m); r1 = v128.and(r1, m); r2 = v128.and(r2, m); r3 = v128.and(r3, m);
+        }
+        storePairs(o + (h << 3), r0, r1, r2, r3);
+      }
+      const bo = <usize>b << 2, rs = <usize>nb << 2;
+      let av = f32x4.splat(load<f32>(a + bo)), cv = f32x4.splat(load<f32>(c + bo));
+      av = f32x4.replace_lane(av, 1, k > 1 ? load<f32>(a + rs + bo) : 0);
+      av = f32x4.replace_lane(av, 2, k > 2 ? load<f32>(a + 2 * rs + bo) : 0);
+      av = f32x4.replace_lane(av, 3, k > 3 ? load<f32>(a + 3 * rs + bo) : 0);
+      cv = f32x4.replace_lane(cv, 1, k > 1 ? load<f32>(c + rs + bo) : 0);
+      cv = f32x4.replace_lane(cv, 2, k > 2 ? load<f32>(c + 2 * rs + bo) : 0);
+      cv = f32x4.replace_lane(cv, 3, k > 3 ? load<f32>(c + 3 * rs + bo) : 0);
+      const i = (<usize>g * <usize>nb + <usize>b) << 4;
+      v128.store(sc + i, av);
+      v128.store(oc + i, cv);
+    }
+  }
+}
+
+/** Four rows' values h..h+7 (r0..r3: 4 pairs each, one per i32 lane) transposed to 4 vectors of
+ *  one pair each ([row 0's, row 1's, row 2's, row 3's]), stored at o. */
+@inline function storePairs(o: usize, r0: v128, r1: v128, r2: v128, r3: v128): void {
+  const a = v128.shuffle<i32>(r0, r1, 0, 4, 1, 5), c = v128.shuffle<i32>(r2, r3, 0, 4, 1, 5);
+  const e = v128.shuffle<i32>(r0, r1, 2, 6, 3, 7), f = v128.shuffle<i32>(r2, r3, 2, 6, 3, 7);
+  v128.store(o, v128.shuffle<i64>(a, c, 0, 2));
+  v128.store(o + 16, v128.shuffle<i64>(a, c, 1, 3));
+  v128.store(o + 32, v128.shuffle<i64>(e, f, 0, 2));
+  v128.store(o + 48, v128.shuffle<i64>(e, f, 1, 3));
+}
+
 /** A group's 4-row vector to out: all 4 lanes, a short group's k, or none (k <= 0). */
 @inline function storeGroup(out: usize, acc: v128, k: i32): void {
   if (k >= 4) v128.store(out, acc);
   else if (k > 0) storeRows(out, acc, k);
 }
 
-/** A packed chunk (packQ8) of `rows` rows times nTok tokens of widened q8 activations (widenQ8: x16
- *  [nTok4][cols] i16, dxT [nTok4/4][nb][4]): out[t * outStride + r]. Two groups (8 rows) and 4
- *  tokens a pass: each pair of a token's activations is splat once and dotted (i32x4.dot_i16x8_s)
- *  with both groups' packed vectors, so the lanes are rows and a block's int32 sums need no
- *  transposing; the block's scaling is one multiply-add per group and token. The sums, and their
- *  order, are matvecQ8's: the same bits as one token at a time. */
-export function matmulQ8x16(out: usize, outStride: i32, pk: usize, rows: i32, cols: i32, x16: usize, dxT: usize, nTok: i32): void {
+/** A packed chunk (packQ8, packQ4K) of `rows` rows times nTok tokens of widened q8 activations
+ *  (widenQ8: x16 [nTok4][cols] i16, dxT [nTok4/4][nb][4]): out[t * outStride + r]. Two groups (8
+ *  rows) and 4 tokens a pass: each pair of a token's activations is splat once and dotted
+ *  (i32x4.dot_i16x8_s) with both groups' packed vectors, so the lanes are rows and a block's int32
+ *  sums need no transposing; the block's scaling is one multiply-add per group and token. With sx
+ *  (blockSumsQ8's [nTok][nb], packQ4K's rows) each block also adds its offsets c * sx. Without, the
+ *  sums and their order are matvecQ8's: the same bits as one token at a time. */
+export function matmulPacked(out: usize, outStride: i32, pk: usize, rows: i32, cols: i32, x16: usize, dxT: usize, nTok: i32, sx: usize): void {
   const nb = cols >> 5;
   const ng = (rows + 3) >> 2;
   const gBytes = <usize>nb << 8; // one group's packed values
   const sc = pk + <usize>ng * gBytes;
+  const oc = (<usize>ng * <usize>nb) << 4; // packQ4K's offsets: this far past the scales
   const xRow = <usize>cols << 1;
   const st = <usize>outStride << 2;
   for (let t0 = 0; t0 < nTok; t0 += 4) {
@@ -400,6 +451,22 @@ export function matmulQ8x16(out: usize, outStride: i32, pk: usize, rows: i32, co
         xd = v128.load32_splat(db + 12);
         a3 = f32x4.add(a3, f32x4.mul(f32x4.convert_i32x4_s(s3), f32x4.mul(d, xd)));
         c3 = f32x4.add(c3, f32x4.mul(f32x4.convert_i32x4_s(u3), f32x4.mul(e, xd)));
+        if (sx != 0) {
+          const f = v128.load(dw + oc), h = v128.load(dw + du + oc);
+          const xs = sx + ((<usize>t0 * <usize>nb + <usize>b) << 2), ts = <usize>nb << 2;
+          let v = v128.load32_splat(xs);
+          a0 = f32x4.add(a0, f32x4.mul(f, v));
+          c0 = f32x4.add(c0, f32x4.mul(h, v));
+          v = v128.load32_splat(xs + ts);
+          a1 = f32x4.add(a1, f32x4.mul(f, v));
+          c1 = f32x4.add(c1, f32x4.mul(h, v));
+          v = v128.load32_splat(xs + 2 * ts);
+          a2 = f32x4.add(a2, f32x4.mul(f, v));
+          c2 = f32x4.add(c2, f32x4.mul(h, v));
+          v = v128.load32_splat(xs + 3 * ts);
+          a3 = f32x4.add(a3, f32x4.mul(f, v));
+          c3 = f32x4.add(c3, f32x4.mul(h, v));
+        }
         dw += 16;
       }
       const k = rows - 4 * g, k1 = g1 > g ? rows - 4 * g1 : 0;

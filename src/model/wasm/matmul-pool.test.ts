@@ -37,9 +37,10 @@ interface Setup {
 
 /**
  * One arena with random weights for each row kernel, laid out alike for any thread count: q8
- * int8 + f32 scales (matvecQ8, matmulQ8x16 over widened activations, matvecQ8g16 with offsets),
- * the same int8 with f16 scales (matvecQ8 widening them itself; matmulQ8x16 after a packQ8
- * prelude into a scratch of SCRATCH_ROWS rows), Q4_K nibbles + scale/offset, f32.
+ * int8 + f32 scales (matvecQ8, matmulPacked over widened activations, matvecQ8g16 with offsets),
+ * the same int8 with f16 scales (matvecQ8 widening them itself; matmulPacked after a packQ8
+ * prelude into a scratch of SCRATCH_ROWS rows), Q4_K nibbles + scale/offset (one token at a time,
+ * and a batch after a packQ4K prelude), f32.
  */
 function setup(threads: number): Setup {
   const rand = rng(5);
@@ -52,7 +53,7 @@ function setup(threads: number): Setup {
   const sx = arena.reserve((NTOK * COLS) / 8), s16 = arena.reserve((NTOK * COLS) / 4);
   const x16 = arena.reserve(8 * COLS * 2), dT = arena.reserve((8 * COLS) / 8);
   const d16 = arena.reserve(n / 16), pk = arena.reserve(SCRATCH_ROWS * packedRowBytes(COLS));
-  const OUTS = 8;
+  const OUTS = 9;
   const out = arena.reserve(OUTS * NTOK * ROWS * 4);
   expect(arena.commit()).toBe(true);
   const fill = (at: number, bytes: number, f: (i: number) => number, kind: "i8" | "u8" | "f32") => {
@@ -77,7 +78,7 @@ function setup(threads: number): Setup {
   const o = (i: number) => out + i * NTOK * ROWS * 4;
   const ob = ROWS * 4;
   const packedMatmul = (c: RowCall, to: number) =>
-    arena.run(c.start(ROW_KERNEL.matmulQ8x16, ROWS).arg(to, 4).arg(ROWS).arg(SCRATCH_ARG).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK)
+    arena.run(c.start(ROW_KERNEL.matmulPacked, ROWS).arg(to, 4).arg(ROWS).arg(SCRATCH_ARG).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK).arg(0)
       .pre(ROW_KERNEL.packQ8, pk, SCRATCH_ROWS, packedRowBytes(COLS)).preArg(SCRATCH_ARG).preArg(wq, COLS).preArg(d16, COLS / 16).preCountArg(1).preArg(COLS), n * NTOK);
   return {
     arena,
@@ -108,6 +109,9 @@ function setup(threads: number): Setup {
       c = arena.nextCall();
       arena.run(c.start(ROW_KERNEL.matvecQ8g16, ROWS, NTOK).arg(o(5), 4, ob).arg(wq, COLS).arg(wd, COLS / 4).rowsArg().arg(COLS)
         .arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(0).arg(s16, 0, COLS / 4), n * NTOK);
+      c = arena.nextCall();
+      arena.run(c.start(ROW_KERNEL.matmulPacked, ROWS).arg(o(8), 4).arg(ROWS).arg(SCRATCH_ARG).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK).arg(sx)
+        .pre(ROW_KERNEL.packQ4K, pk, SCRATCH_ROWS, packedRowBytes(COLS)).preArg(SCRATCH_ARG).preArg(w4, COLS / 2).preArg(wa, COLS / 8).preArg(wb, COLS / 8).preCountArg(1).preArg(COLS), n * NTOK);
       return arena.f32(out, OUTS * NTOK * ROWS).slice();
     },
   };
@@ -138,6 +142,14 @@ describe.skipIf(!threadsHere)("the matmul pool", () => {
     const block = (i: number) => want.slice(i * NTOK * ROWS, (i + 1) * NTOK * ROWS);
     expectSameBits(block(7), block(6));
     expectSameBits(block(1), block(6));
+    // The Q4_K batch (packQ4K, offsets added per block) is matvecQ4K's to float rounding.
+    const q4 = block(8), q4one = block(3);
+    let err = 0, scale = 0;
+    for (let i = 0; i < q4.length; i++) {
+      err = Math.max(err, Math.abs(q4[i]! - q4one[i]!));
+      scale = Math.max(scale, Math.abs(q4one[i]!));
+    }
+    expect(err / scale).toBeLessThan(1e-5);
   });
 
   for (const threads of [2, 3, 5]) {
@@ -151,8 +163,8 @@ describe.skipIf(!threadsHere)("the matmul pool", () => {
         expectSameBits(s.run(false), want);
         expectSameBits(s.run(true), want);
       }
-      // 9 calls alone + (one job of 4 + 5 alone) batched, three times
-      expect(s.arena.splits).toBe(3 * (9 + 6));
+      // 10 calls alone + (one job of 4 + 6 alone) batched, three times
+      expect(s.arena.splits).toBe(3 * (10 + 7));
       s.arena.dispose();
       // Disposed: the same again on the calling thread alone.
       const before = s.arena.splits;

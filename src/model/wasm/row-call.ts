@@ -11,11 +11,11 @@
 // rows in chunks that fit its slice; the prelude is exact per element, so the bits do not change.
 
 /** The kernels a RowCall may name, by index (the pool's workers look them up in the same order). */
-export const ROW_KERNELS = ["matvecQ8", "matmulQ8x16", "matmulF32", "matvecQ4K", "matvecQ8g16", "packQ8", "swiglu"] as const;
+export const ROW_KERNELS = ["matvecQ8", "matmulPacked", "matmulF32", "matvecQ4K", "matvecQ8g16", "packQ8", "swiglu", "packQ4K"] as const;
 export type RowKernel = (typeof ROW_KERNELS)[number];
 /** ROW_KERNELS' indices by name. */
 export const ROW_KERNEL: { readonly [K in RowKernel]: number } = {
-  matvecQ8: 0, matmulQ8x16: 1, matmulF32: 2, matvecQ4K: 3, matvecQ8g16: 4, packQ8: 5, swiglu: 6,
+  matvecQ8: 0, matmulPacked: 1, matmulF32: 2, matvecQ4K: 3, matvecQ8g16: 4, packQ8: 5, swiglu: 6, packQ4K: 7,
 };
 /** Most arguments a row kernel takes. */
 export const MAX_ROW_ARGS = 10;
