@@ -300,7 +300,7 @@ export function widenQ8(qx: usize, dx: usize, nTok: i32, cols: i32, x16: usize, 
 }
 
 /** Repacks a chunk of `rows` rows of a q8 matrix with f16 scales (whole groups of 4 from a group's
- *  first row; the matrix's last group may hold k < 4 rows) for matmulQ8x16, at dst: per group g
+ *  first row; the matrix's last group may hold k < 4 rows) for matmulPacked, at dst: per group g
  *  and block b, 16 vectors of int16 (256 B at (g * nb + b) * 256), vector p holding the group's 4
  *  rows' values 2p and 2p+1 ([row 0's pair, row 1's, row 2's, row 3's]; a short group's missing
  *  rows 0); then the scales widened to f32, [g][b][4] (a short group's lanes past k repeat its last
@@ -310,9 +310,9 @@ export function packQ8(dst: usize, wq: usize, wd: usize, rows: i32, cols: i32): 
   const nb = cols >> 5;
   const ng = (rows + 3) >> 2;
   const sc = dst + ((<usize>ng * <usize>nb) << 8);
+  const z = i16x8.splat(0);
   for (let g = 0; g < ng; g++) {
     const k = min(4, rows - 4 * g);
-    const z = i16x8.splat(0);
     let w = wq + ((<usize>g * <usize>nb) << 7), d = wd + ((<usize>g * <usize>nb) << 3);
     for (let b = 0; b < nb; b++) {
       const o = dst + ((<usize>g * <usize>nb + <usize>b) << 8);
@@ -405,10 +405,13 @@ export function matmulPacked(out: usize, outStride: i32, pk: usize, rows: i32, c
   const oc = (<usize>ng * <usize>nb) << 4; // packQ4K's offsets: this far past the scales
   const xRow = <usize>cols << 1;
   const st = <usize>outStride << 2;
+  const ts = <usize>nb << 2; // a token's row of sx
   for (let t0 = 0; t0 < nTok; t0 += 4) {
     const xt = x16 + <usize>t0 * xRow;
     const dt = dxT + (<usize>(t0 >> 2) * <usize>nb << 4);
     const nHere = min(4, nTok - t0);
+    // sx has nTok rows (no padding): tokens past the last read its row, into lanes never stored.
+    const sx0 = sx + <usize>t0 * ts, sx1 = <usize>min(1, nHere - 1) * ts, sx2 = <usize>min(2, nHere - 1) * ts, sx3 = <usize>min(3, nHere - 1) * ts;
     for (let g = 0; g < ng; g += 2) {
       // A lone last group pairs with itself (computed twice, stored once).
       const g1 = min(g + 1, ng - 1);
@@ -453,17 +456,17 @@ export function matmulPacked(out: usize, outStride: i32, pk: usize, rows: i32, c
         c3 = f32x4.add(c3, f32x4.mul(f32x4.convert_i32x4_s(u3), f32x4.mul(e, xd)));
         if (sx != 0) {
           const f = v128.load(dw + oc), h = v128.load(dw + du + oc);
-          const xs = sx + ((<usize>t0 * <usize>nb + <usize>b) << 2), ts = <usize>nb << 2;
+          const xs = sx0 + (<usize>b << 2);
           let v = v128.load32_splat(xs);
           a0 = f32x4.add(a0, f32x4.mul(f, v));
           c0 = f32x4.add(c0, f32x4.mul(h, v));
-          v = v128.load32_splat(xs + ts);
+          v = v128.load32_splat(xs + sx1);
           a1 = f32x4.add(a1, f32x4.mul(f, v));
           c1 = f32x4.add(c1, f32x4.mul(h, v));
-          v = v128.load32_splat(xs + 2 * ts);
+          v = v128.load32_splat(xs + sx2);
           a2 = f32x4.add(a2, f32x4.mul(f, v));
           c2 = f32x4.add(c2, f32x4.mul(h, v));
-          v = v128.load32_splat(xs + 3 * ts);
+          v = v128.load32_splat(xs + sx3);
           a3 = f32x4.add(a3, f32x4.mul(f, v));
           c3 = f32x4.add(c3, f32x4.mul(h, v));
         }
