@@ -61,8 +61,8 @@ export interface Q8Scratch {
   readonly s16: number;
   /**
    * PACKED_ROWS rows of packedRowBytes(maxWidth): a chunk of weight rows repacked for a batch's
-   * matmulPacked (packQ8 for the f16-scale types, packQ4K: once per chunk, not once per 4 tokens); 0
-   * when no matrix is of those types.
+   * matmulPacked (packQ8 for the f16-scale types and Q6_K, Q3_K, Q2_K, packQ4K for Q4_K: once per
+   * chunk, not once per 4 tokens); 0 when no matrix is of those types.
    */
   readonly pk: number;
 }
@@ -70,9 +70,9 @@ export interface Q8Scratch {
 /** Weight rows per matmulPacked call, shared by the threads: packQ8 / packQ4K repack them into Q8Scratch.pk first. */
 export const PACKED_ROWS = 256;
 
-/** Bytes of one repacked row of `cols` values: int16 values, an f32 scale per 32 and (packQ4K) an f32 offset per 32. */
+/** Bytes of one repacked row of `cols` values: int16 values, and an f32 scale and offset per 16 at most (Q2_K). */
 export function packedRowBytes(cols: number): number {
-  return cols * 2 + (cols / 32) * 8;
+  return cols * 2 + (cols / 16) * 8;
 }
 
 /** Where TransformerModel puts things in its wasm memory: copied matrices, the 9 activation buffers and a norm-weight row, the q8 scratch. */
@@ -96,7 +96,7 @@ export interface ModelWasmLayout<M> {
  * Lays out a model's wasm memory on `arena`: each matrix with a wasm kernel (wasmBytes > 0), in
  * the order given, then activations [B][width] for x, xb, q, k, v, att, hb, hb2, one logits row,
  * one norm-weight row, then the q8 activation scratch (with the repacked-row chunk when a batch repacks a
- * matrix: the f16-scale types and Q4_K). TransformerModel's constructor and the planner both call this.
+ * matrix: the f16-scale types and the K-quants). TransformerModel's constructor and the planner both call this.
  */
 export function layoutModelWasm<M extends MatrixShape>(hp: ModelDims, B: number, matrices: readonly M[], q8Acts: boolean, arena: ArenaLayout): ModelWasmLayout<M> {
   const start = arena.bytes;
@@ -107,7 +107,7 @@ export function layoutModelWasm<M extends MatrixShape>(hp: ModelDims, B: number,
     const bytes = wasmBytes(m, q8Acts);
     if (bytes > 0) {
       placed.set(m, arena.reserve(bytes));
-      packed ||= f16Scales(m.type) || m.type === "Q4_K";
+      packed ||= f16Scales(m.type) || ["Q4_K", "Q6_K", "Q3_K", "Q2_K"].includes(m.type);
     }
   }
   const weightsEnd = arena.bytes;

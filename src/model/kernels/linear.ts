@@ -329,8 +329,8 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
       // A batch reads each row many times: a prelude repacks a chunk of rows at a time (packQ8:
       // values widened to int16, four rows' pairs side by side, f32 scales) into the scratch (each
       // thread its slice of it), which matmulPacked reads.
-      c.start(K.matmulPacked, rows).arg(out.ptr, 4).arg(out.width).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n).arg(0)
-        .pre(K.packQ8, q.pk, PACKED_ROWS, packedRowBytes(cols)).preArg(SCRATCH_ARG).preArg(L.qs, cols).preArg(L.d, cols / 16).preCountArg(1).preArg(cols);
+      c.start(K.matmulPacked, rows).arg(out.ptr, 4).arg(out.width).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n).arg(0).arg(0)
+        .pre(K.packQ8, q.pk, PACKED_ROWS, packedRowBytes(cols)).preArg(SCRATCH_ARG).preArg(L.qs, cols).preArg(L.d, cols / 16).preArg(0).preCountArg(1).preArg(cols).preArg(0);
       break;
     }
     case "wasm-q8k": {
@@ -343,8 +343,15 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
       // Q2_K's offsets need the activations' sums per 16 values (d * Q8_K's bsums), in their own
       // region (s16); the dots read the widened activations (x16) like the other Q8_K kernels.
       if (L.c !== 0) a.k.blockSumsQ8(q.qs, q.d, n * cols, q.s16, true);
-      c.start(K.matvecQ8g16, rows, n).arg(out.ptr, 4, ob).arg(L.qs, cols).arg(L.d, cols / 4).rowsArg().arg(cols)
-        .arg(q.x16, 0, cols * 2).arg(q.d, 0, cols / 8).arg(L.c, L.c !== 0 ? cols / 4 : 0).arg(q.s16, 0, cols / 4);
+      if (n === 1) {
+        c.start(K.matvecQ8g16, rows).arg(out.ptr, 4).arg(L.qs, cols).arg(L.d, cols / 4).rowsArg().arg(cols)
+          .arg(q.x16).arg(q.d).arg(L.c, L.c !== 0 ? cols / 4 : 0).arg(q.s16);
+        break;
+      }
+      // A batch: repacked as the Q8_0 batch above, in sub-blocks of 16 values (g16).
+      c.start(K.matmulPacked, rows).arg(out.ptr, 4).arg(out.width).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n).arg(L.c !== 0 ? q.s16 : 0).arg(1)
+        .pre(K.packQ8, q.pk, PACKED_ROWS, packedRowBytes(cols)).preArg(SCRATCH_ARG).preArg(L.qs, cols).preArg(L.d, cols / 4).preArg(L.c, L.c !== 0 ? cols / 4 : 0)
+        .preCountArg(1).preArg(cols).preArg(1);
       break;
     }
     case "wasm-q4k": {
@@ -356,7 +363,7 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
       }
       // A batch: the nibbles unpacked once per chunk of rows (packQ4K), as the Q8_0 batch above,
       // their offsets c times the activations' block sums added per block.
-      c.start(K.matmulPacked, rows).arg(out.ptr, 4).arg(out.width).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n).arg(q.sx)
+      c.start(K.matmulPacked, rows).arg(out.ptr, 4).arg(out.width).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n).arg(q.sx).arg(0)
         .pre(K.packQ4K, q.pk, PACKED_ROWS, packedRowBytes(cols)).preArg(SCRATCH_ARG).preArg(L.qs, cols / 2).preArg(L.a, cols / 8).preArg(L.c, cols / 8).preCountArg(1).preArg(cols);
       break;
     }

@@ -299,21 +299,26 @@ export function widenQ8(qx: usize, dx: usize, nTok: i32, cols: i32, x16: usize, 
   }
 }
 
-/** Repacks a chunk of `rows` rows of a q8 matrix with f16 scales (whole groups of 4 from a group's
- *  first row; the matrix's last group may hold k < 4 rows) for matmulPacked, at dst: per group g
- *  and block b, 16 vectors of int16 (256 B at (g * nb + b) * 256), vector p holding the group's 4
- *  rows' values 2p and 2p+1 ([row 0's pair, row 1's, row 2's, row 3's]; a short group's missing
- *  rows 0); then the scales widened to f32, [g][b][4] (a short group's lanes past k repeat its last
- *  row's). A batch reads them once per chunk instead of sign-extending and widening them again for
- *  every 4 tokens. */
-export function packQ8(dst: usize, wq: usize, wd: usize, rows: i32, cols: i32): void {
+/** Repacks a chunk of `rows` rows of a q8 matrix (whole groups of 4 from a group's first row; the
+ *  matrix's last group may hold k < 4 rows) for matmulPacked, at dst: per group g and block b, 16
+ *  vectors of int16 (256 B at (g * nb + b) * 256), vector p holding the group's 4 rows' values 2p
+ *  and 2p+1 ([row 0's pair, row 1's, row 2's, row 3's]; a short group's missing rows 0); then the
+ *  scales as f32, [g][sub-block][4] (a short group's lanes past k repeat its last row's): the f16
+ *  scale per 32 values widened, or with g16 (a q8g16 matrix: Q6_K, Q3_K, Q2_K) the f32 pair per
+ *  block as two sub-blocks of 16; then, with wc (Q2_K), its offsets the same way. A batch reads
+ *  them once per chunk instead of sign-extending and widening them again for every 4 tokens. */
+export function packQ8(dst: usize, wq: usize, wd: usize, wc: usize, rows: i32, cols: i32, g16: i32): void {
   const nb = cols >> 5;
   const ng = (rows + 3) >> 2;
+  const nsub = g16 != 0 ? nb << 1 : nb;
   const sc = dst + ((<usize>ng * <usize>nb) << 8);
+  const oc = sc + ((<usize>ng * <usize>nsub) << 4);
+  const dStep = g16 != 0 ? 3 : 1; // log2 of a block's scale bytes per row
   const z = i16x8.splat(0);
   for (let g = 0; g < ng; g++) {
     const k = min(4, rows - 4 * g);
-    let w = wq + ((<usize>g * <usize>nb) << 7), d = wd + ((<usize>g * <usize>nb) << 3);
+    let w = wq + ((<usize>g * <usize>nb) << 7);
+    let d = wd + ((<usize>g * <usize>nb) << (dStep + 2)), c = wc + ((<usize>g * <usize>nb) << (dStep + 2));
     for (let b = 0; b < nb; b++) {
       const o = dst + ((<usize>g * <usize>nb + <usize>b) << 8);
       for (let h: usize = 0; h < 32; h += 8) {
@@ -321,11 +326,26 @@ export function packQ8(dst: usize, wq: usize, wd: usize, rows: i32, cols: i32): 
         const r1 = k > 1 ? v128.load8x8_s(w + 32 + h) : z, r2 = k > 2 ? v128.load8x8_s(w + 64 + h) : z, r3 = k > 3 ? v128.load8x8_s(w + 96 + h) : z;
         storePairs(o + (h << 3), r0, r1, r2, r3);
       }
-      v128.store(sc + ((<usize>g * <usize>nb + <usize>b) << 4), groupScales(d, k, true));
+      if (g16 != 0) {
+        const i = (<usize>g * <usize>nsub + (<usize>b << 1)) << 4;
+        storeHalves(sc + i, d, k);
+        if (wc != 0) storeHalves(oc + i, c, k);
+      } else {
+        v128.store(sc + ((<usize>g * <usize>nb + <usize>b) << 4), groupScales(d, k, true));
+      }
       w += <usize>k << 5;
-      d += <usize>k << 1;
+      d += <usize>k << dStep;
+      c += <usize>k << dStep;
     }
   }
+}
+
+/** A q8g16 block's per-16 pairs of a group's k rows at d (scales or offsets): the first halves'
+ *  [row 0..3] at o, the second halves' at o + 16. */
+@inline function storeHalves(o: usize, d: usize, k: i32): void {
+  const p01 = groupPairs(d, 0, k), p23 = groupPairs(d, 2, k);
+  v128.store(o, v128.shuffle<i32>(p01, p23, 0, 2, 4, 6));
+  v128.store(o + 16, v128.shuffle<i32>(p01, p23, 1, 3, 5, 7));
 }
 
 /** packQ8 for Q4_K rows (qs [rows][cols/2] nibbles as in the file: sub-block j is the low nibbles
@@ -393,19 +413,22 @@ export function packQ4K(dst: usize, wq: usize, wa: usize, wc: usize, rows: i32, 
 /** A packed chunk (packQ8, packQ4K) of `rows` rows times nTok tokens of widened q8 activations
  *  (widenQ8: x16 [nTok4][cols] i16, dxT [nTok4/4][nb][4]): out[t * outStride + r]. Two groups (8
  *  rows) and 4 tokens a pass: each pair of a token's activations is splat once and dotted
- *  (i32x4.dot_i16x8_s) with both groups' packed vectors, so the lanes are rows and a block's int32
- *  sums need no transposing; the block's scaling is one multiply-add per group and token. With sx
- *  (blockSumsQ8's [nTok][nb], packQ4K's rows) each block also adds its offsets c * sx. Without, the
- *  sums and their order are matvecQ8's: the same bits as one token at a time. */
-export function matmulPacked(out: usize, outStride: i32, pk: usize, rows: i32, cols: i32, x16: usize, dxT: usize, nTok: i32, sx: usize): void {
+ *  (i32x4.dot_i16x8_s) with both groups' packed vectors, so the lanes are rows and a sub-block's
+ *  int32 sums need no transposing; its scaling is one multiply-add per group and token. Sub-blocks
+ *  of 32 values, or of 16 with g16 (q8g16 rows). With sx (blockSumsQ8's sums per sub-block,
+ *  [nTok][nsub]: Q4_K's, Q2_K's) each sub-block also adds its offsets c * sx. On Q8_0-shaped rows
+ *  the sums and their order are matvecQ8's: the same bits as one token at a time. */
+export function matmulPacked(out: usize, outStride: i32, pk: usize, rows: i32, cols: i32, x16: usize, dxT: usize, nTok: i32, sx: usize, g16: i32): void {
   const nb = cols >> 5;
   const ng = (rows + 3) >> 2;
+  const half = g16 != 0 ? 1 : 0;
+  const nsub = nb << half, pairs = 16 >> half; // sub-blocks a row, activation pairs a sub-block
   const gBytes = <usize>nb << 8; // one group's packed values
   const sc = pk + <usize>ng * gBytes;
-  const oc = (<usize>ng * <usize>nb) << 4; // packQ4K's offsets: this far past the scales
+  const oc = (<usize>ng * <usize>nsub) << 4; // the offsets: this far past the scales
   const xRow = <usize>cols << 1;
   const st = <usize>outStride << 2;
-  const ts = <usize>nb << 2; // a token's row of sx
+  const ts = <usize>nsub << 2; // a token's row of sx
   for (let t0 = 0; t0 < nTok; t0 += 4) {
     const xt = x16 + <usize>t0 * xRow;
     const dt = dxT + (<usize>(t0 >> 2) * <usize>nb << 4);
@@ -418,12 +441,12 @@ export function matmulPacked(out: usize, outStride: i32, pk: usize, rows: i32, c
       let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
       let w = pk + <usize>g * gBytes;
       const wu = <usize>(g1 - g) * gBytes;
-      let dw = sc + ((<usize>g * <usize>nb) << 4);
-      const du = <usize>(g1 - g) * (<usize>nb << 4);
-      for (let b = 0; b < nb; b++) {
-        let x = xt + (<usize>b << 6);
+      let dw = sc + ((<usize>g * <usize>nsub) << 4);
+      const du = <usize>(g1 - g) * (<usize>nsub << 4);
+      let x = xt;
+      for (let j = 0; j < nsub; j++) {
         let s0 = i32x4.splat(0), s1 = s0, s2 = s0, s3 = s0, u0 = s0, u1 = s0, u2 = s0, u3 = s0;
-        for (let p = 0; p < 16; p++) {
+        for (let p = 0; p < pairs; p++) {
           const v = v128.load(w), u = v128.load(w + wu);
           let xs = v128.load32_splat(x);
           s0 = i32x4.add(s0, i32x4.dot_i16x8_s(v, xs));
@@ -441,7 +464,7 @@ export function matmulPacked(out: usize, outStride: i32, pk: usize, rows: i32, c
           x += 4;
         }
         // acc += f32(sum) * (d_w * d_x), as matvecQ8 adds it.
-        const d = v128.load(dw), e = v128.load(dw + du), db = dt + (<usize>b << 4);
+        const d = v128.load(dw), e = v128.load(dw + du), db = dt + (<usize>(j >> half) << 4);
         let xd = v128.load32_splat(db);
         a0 = f32x4.add(a0, f32x4.mul(f32x4.convert_i32x4_s(s0), f32x4.mul(d, xd)));
         c0 = f32x4.add(c0, f32x4.mul(f32x4.convert_i32x4_s(u0), f32x4.mul(e, xd)));
@@ -456,7 +479,7 @@ export function matmulPacked(out: usize, outStride: i32, pk: usize, rows: i32, c
         c3 = f32x4.add(c3, f32x4.mul(f32x4.convert_i32x4_s(u3), f32x4.mul(e, xd)));
         if (sx != 0) {
           const f = v128.load(dw + oc), h = v128.load(dw + du + oc);
-          const xs = sx0 + (<usize>b << 2);
+          const xs = sx0 + (<usize>j << 2);
           let v = v128.load32_splat(xs);
           a0 = f32x4.add(a0, f32x4.mul(f, v));
           c0 = f32x4.add(c0, f32x4.mul(h, v));

@@ -40,7 +40,7 @@ interface Setup {
  * int8 + f32 scales (matvecQ8, matmulPacked over widened activations, matvecQ8g16 with offsets),
  * the same int8 with f16 scales (matvecQ8 widening them itself; matmulPacked after a packQ8
  * prelude into a scratch of SCRATCH_ROWS rows), Q4_K nibbles + scale/offset (one token at a time,
- * and a batch after a packQ4K prelude), f32.
+ * and a batch after a packQ4K prelude), the per-16 rows as a batch too (g16, Q2_K's offsets), f32.
  */
 function setup(threads: number): Setup {
   const rand = rng(5);
@@ -53,7 +53,7 @@ function setup(threads: number): Setup {
   const sx = arena.reserve((NTOK * COLS) / 8), s16 = arena.reserve((NTOK * COLS) / 4);
   const x16 = arena.reserve(8 * COLS * 2), dT = arena.reserve((8 * COLS) / 8);
   const d16 = arena.reserve(n / 16), pk = arena.reserve(SCRATCH_ROWS * packedRowBytes(COLS));
-  const OUTS = 9;
+  const OUTS = 10;
   const out = arena.reserve(OUTS * NTOK * ROWS * 4);
   expect(arena.commit()).toBe(true);
   const fill = (at: number, bytes: number, f: (i: number) => number, kind: "i8" | "u8" | "f32") => {
@@ -78,8 +78,8 @@ function setup(threads: number): Setup {
   const o = (i: number) => out + i * NTOK * ROWS * 4;
   const ob = ROWS * 4;
   const packedMatmul = (c: RowCall, to: number) =>
-    arena.run(c.start(ROW_KERNEL.matmulPacked, ROWS).arg(to, 4).arg(ROWS).arg(SCRATCH_ARG).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK).arg(0)
-      .pre(ROW_KERNEL.packQ8, pk, SCRATCH_ROWS, packedRowBytes(COLS)).preArg(SCRATCH_ARG).preArg(wq, COLS).preArg(d16, COLS / 16).preCountArg(1).preArg(COLS), n * NTOK);
+    arena.run(c.start(ROW_KERNEL.matmulPacked, ROWS).arg(to, 4).arg(ROWS).arg(SCRATCH_ARG).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK).arg(0).arg(0)
+      .pre(ROW_KERNEL.packQ8, pk, SCRATCH_ROWS, packedRowBytes(COLS)).preArg(SCRATCH_ARG).preArg(wq, COLS).preArg(d16, COLS / 16).preArg(0).preCountArg(1).preArg(COLS).preArg(0), n * NTOK);
   return {
     arena,
     run(batch) {
@@ -110,8 +110,11 @@ function setup(threads: number): Setup {
       arena.run(c.start(ROW_KERNEL.matvecQ8g16, ROWS, NTOK).arg(o(5), 4, ob).arg(wq, COLS).arg(wd, COLS / 4).rowsArg().arg(COLS)
         .arg(x16, 0, COLS * 2).arg(dx, 0, COLS / 8).arg(0).arg(s16, 0, COLS / 4), n * NTOK);
       c = arena.nextCall();
-      arena.run(c.start(ROW_KERNEL.matmulPacked, ROWS).arg(o(8), 4).arg(ROWS).arg(SCRATCH_ARG).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK).arg(sx)
+      arena.run(c.start(ROW_KERNEL.matmulPacked, ROWS).arg(o(8), 4).arg(ROWS).arg(SCRATCH_ARG).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK).arg(sx).arg(0)
         .pre(ROW_KERNEL.packQ4K, pk, SCRATCH_ROWS, packedRowBytes(COLS)).preArg(SCRATCH_ARG).preArg(w4, COLS / 2).preArg(wa, COLS / 8).preArg(wb, COLS / 8).preCountArg(1).preArg(COLS), n * NTOK);
+      c = arena.nextCall();
+      arena.run(c.start(ROW_KERNEL.matmulPacked, ROWS).arg(o(9), 4).arg(ROWS).arg(SCRATCH_ARG).rowsArg().arg(COLS).arg(x16).arg(dT).arg(NTOK).arg(s16).arg(1)
+        .pre(ROW_KERNEL.packQ8, pk, SCRATCH_ROWS, packedRowBytes(COLS)).preArg(SCRATCH_ARG).preArg(wq, COLS).preArg(wd, COLS / 4).preArg(wc, COLS / 4).preCountArg(1).preArg(COLS).preArg(1), n * NTOK);
       return arena.f32(out, OUTS * NTOK * ROWS).slice();
     },
   };
@@ -142,14 +145,17 @@ describe.skipIf(!threadsHere)("the matmul pool", () => {
     const block = (i: number) => want.slice(i * NTOK * ROWS, (i + 1) * NTOK * ROWS);
     expectSameBits(block(7), block(6));
     expectSameBits(block(1), block(6));
-    // The Q4_K batch (packQ4K, offsets added per block) is matvecQ4K's to float rounding.
-    const q4 = block(8), q4one = block(3);
-    let err = 0, scale = 0;
-    for (let i = 0; i < q4.length; i++) {
-      err = Math.max(err, Math.abs(q4[i]! - q4one[i]!));
-      scale = Math.max(scale, Math.abs(q4one[i]!));
+    // The Q4_K batch (packQ4K, offsets added per block) is matvecQ4K's to float rounding, and the
+    // per-16 batch (g16, Q2_K's offsets) matvecQ8g16's.
+    for (const [batched, one] of [[8, 3], [9, 4]] as const) {
+      const b = block(batched), o = block(one);
+      let err = 0, scale = 0;
+      for (let i = 0; i < b.length; i++) {
+        err = Math.max(err, Math.abs(b[i]! - o[i]!));
+        scale = Math.max(scale, Math.abs(o[i]!));
+      }
+      expect(err / scale, `output ${batched}`).toBeLessThan(1e-5);
     }
-    expect(err / scale).toBeLessThan(1e-5);
   });
 
   for (const threads of [2, 3, 5]) {
@@ -163,8 +169,8 @@ describe.skipIf(!threadsHere)("the matmul pool", () => {
         expectSameBits(s.run(false), want);
         expectSameBits(s.run(true), want);
       }
-      // 10 calls alone + (one job of 4 + 6 alone) batched, three times
-      expect(s.arena.splits).toBe(3 * (10 + 7));
+      // 11 calls alone + (one job of 4 + 7 alone) batched, three times
+      expect(s.arena.splits).toBe(3 * (11 + 8));
       s.arena.dispose();
       // Disposed: the same again on the calling thread alone.
       const before = s.arena.splits;

@@ -176,11 +176,11 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     expect(differ).toBe(0);
     // packQ8: one block a row, so its scales [group][block][4] are the rows' in order; -0 stays -0
     // here. Then the first 3 rows alone (a short group: its scales one at a time).
-    a2.k.packQ8(p, wq2, wd2, rows, 32);
+    a2.k.packQ8(p, wq2, wd2, 0, rows, 32, 0);
     const scales = (n: number) => a2.f32(p + Math.ceil(n / 4) * 256, n);
     let packed = scales(rows);
     for (let r = 0; r < rows; r++) if ((r & 0x7c00) !== 0x7c00 && !Object.is(packed[r], F16_TO_F32[r]!)) differ++;
-    a2.k.packQ8(p, wq2, wd2, 3, 32);
+    a2.k.packQ8(p, wq2, wd2, 0, 3, 32, 0);
     packed = scales(3);
     for (let r = 0; r < 3; r++) if (!Object.is(packed[r], F16_TO_F32[r]!)) differ++;
     expect(differ).toBe(0);
@@ -193,8 +193,8 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     const d = arena.f32(dx, (NTOK * COLS) / 32);
     const ref = new Float32Array(ROWS);
     k.widenQ8(qx, dx, NTOK, COLS, x16, dT);
-    k.packQ8(pk, Lq.qs, Lq.d, ROWS, COLS);
-    k.matmulPacked(out, ROWS, pk, ROWS, COLS, x16, dT, NTOK, 0);
+    k.packQ8(pk, Lq.qs, Lq.d, 0, ROWS, COLS, 0);
+    k.matmulPacked(out, ROWS, pk, ROWS, COLS, x16, dT, NTOK, 0, 0);
     const o = arena.f32(out, NTOK * ROWS);
     for (let t = 0; t < NTOK; t++) {
       matvecQ8_0Q8Reference(ref, wq, qs.subarray(t * COLS, (t + 1) * COLS), d.subarray((t * COLS) / 32, ((t + 1) * COLS) / 32));
@@ -208,8 +208,8 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
       const L = bindWasm({ ...wq, rows, u8: wq.u8.subarray(0, rows * wq.rowBytes), i8: wq.i8.subarray(0, rows * wq.rowBytes) }, arena, atQ2);
       if (L.kind !== "wasm-q8") throw new Error("Q8_0 matrix was not bound to wasm");
       batch.fill(Number.NaN);
-      k.packQ8(pk, L.qs, L.d, rows, COLS);
-      k.matmulPacked(out, rows, pk, rows, COLS, x16, dT, NTOK, 0);
+      k.packQ8(pk, L.qs, L.d, 0, rows, COLS, 0);
+      k.matmulPacked(out, rows, pk, rows, COLS, x16, dT, NTOK, 0, 0);
       const got = batch.slice(0, NTOK * rows);
       expect(batch[NTOK * rows], "past the last token untouched").toBeNaN();
       const one = arena.f32(out, rows + 1);
@@ -277,7 +277,7 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
       if (L.kind !== "wasm-q4k") throw new Error("Q4_K matrix was not bound to wasm");
       batch.fill(Number.NaN);
       k.packQ4K(pk, L.qs, L.a, L.c, rows, COLS);
-      k.matmulPacked(out, rows, pk, rows, COLS, x16, dT, NTOK, sx);
+      k.matmulPacked(out, rows, pk, rows, COLS, x16, dT, NTOK, sx, 0);
       expect(batch[NTOK * rows], "past the last token untouched").toBeNaN();
       const got = batch.slice(0, NTOK * rows);
       for (let t = 0; t < NTOK; t++) {
