@@ -38,6 +38,12 @@ export function f16Scales(type: string): boolean {
   return type === "Q8_0" || type === "Q4_0" || type === "Q5_0" || type === "IQ4_NL";
 }
 
+/** Types whose batches (linear() over several tokens) repack rows into Q8Scratch.pk: the f16-scale
+ *  types and the K-quants with a wasm kernel (IQ4_XS and F32 batches read their copy as it is). */
+export function repackedInBatches(type: string): boolean {
+  return f16Scales(type) || type === "Q4_K" || type === "Q6_K" || type === "Q3_K" || type === "Q2_K";
+}
+
 /** File bytes of `rows` x `cols` values of a GGUF type (0 for an unknown type name). */
 export function tensorFileBytes(type: string, rows: number, cols: number): number {
   const t = ggmlTypeByName(type);
@@ -107,7 +113,7 @@ export function layoutModelWasm<M extends MatrixShape>(hp: ModelDims, B: number,
     const bytes = wasmBytes(m, q8Acts);
     if (bytes > 0) {
       placed.set(m, arena.reserve(bytes));
-      packed ||= f16Scales(m.type) || ["Q4_K", "Q6_K", "Q3_K", "Q2_K"].includes(m.type);
+      packed ||= repackedInBatches(m.type);
     }
   }
   const weightsEnd = arena.bytes;

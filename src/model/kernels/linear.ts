@@ -8,7 +8,7 @@
 // and per token), so that the arena can split it by rows over its threads.
 
 import type { WasmArena } from "../wasm/wasm-kernels.js";
-import { ROW_KERNEL as K, SCRATCH_ARG } from "../wasm/row-call.js";
+import { ROW_KERNEL as K, SCRATCH_ARG, type RowCall } from "../wasm/row-call.js";
 import { F16_TO_F32 } from "../../cache/codecs/half.js";
 import { TensorDataError } from "../../errors.js";
 import { matvec, type WeightMatrix } from "./matvec.js";
@@ -326,11 +326,7 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
         c.start(K.matvecQ8, rows).arg(out.ptr, 4).arg(L.qs, cols).arg(L.d, cols / 16).rowsArg().arg(cols).arg(q.x16).arg(q.d).arg(1);
         break;
       }
-      // A batch reads each row many times: a prelude repacks a chunk of rows at a time (packQ8:
-      // values widened to int16, four rows' pairs side by side, f32 scales) into the scratch (each
-      // thread its slice of it), which matmulPacked reads.
-      c.start(K.matmulPacked, rows).arg(out.ptr, 4).arg(out.width).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n).arg(0).arg(0)
-        .pre(K.packQ8, q.pk, PACKED_ROWS, packedRowBytes(cols)).preArg(SCRATCH_ARG).preArg(L.qs, cols).preArg(L.d, cols / 16).preArg(0).preCountArg(1).preArg(cols).preArg(0);
+      packedBatch(c, K.packQ8, out, rows, cols, n, q, 0, 0).preArg(L.qs, cols).preArg(L.d, cols / 16).preArg(0).preCountArg(1).preArg(cols).preArg(0);
       break;
     }
     case "wasm-q8k": {
@@ -348,10 +344,9 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
           .arg(q.x16).arg(q.d).arg(L.c, L.c !== 0 ? cols / 4 : 0).arg(q.s16);
         break;
       }
-      // A batch: repacked as the Q8_0 batch above, in sub-blocks of 16 values (g16).
-      c.start(K.matmulPacked, rows).arg(out.ptr, 4).arg(out.width).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n).arg(L.c !== 0 ? q.s16 : 0).arg(1)
-        .pre(K.packQ8, q.pk, PACKED_ROWS, packedRowBytes(cols)).preArg(SCRATCH_ARG).preArg(L.qs, cols).preArg(L.d, cols / 4).preArg(L.c, L.c !== 0 ? cols / 4 : 0)
-        .preCountArg(1).preArg(cols).preArg(1);
+      // Sub-blocks of 16 values (g16), Q2_K's offsets against the per-16 sums.
+      packedBatch(c, K.packQ8, out, rows, cols, n, q, L.c !== 0 ? q.s16 : 0, 1)
+        .preArg(L.qs, cols).preArg(L.d, cols / 4).preArg(L.c, L.c !== 0 ? cols / 4 : 0).preCountArg(1).preArg(cols).preArg(1);
       break;
     }
     case "wasm-q4k": {
@@ -361,16 +356,26 @@ export function linear(arena: WasmArena | null, out: Acts, L: Linear, x: Acts, n
           .arg(q.x16).arg(q.qs).arg(q.d).arg(q.sx);
         break;
       }
-      // A batch: the nibbles unpacked once per chunk of rows (packQ4K), as the Q8_0 batch above,
-      // their offsets c times the activations' block sums added per block.
-      c.start(K.matmulPacked, rows).arg(out.ptr, 4).arg(out.width).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n).arg(q.sx).arg(0)
-        .pre(K.packQ4K, q.pk, PACKED_ROWS, packedRowBytes(cols)).preArg(SCRATCH_ARG).preArg(L.qs, cols / 2).preArg(L.a, cols / 8).preArg(L.c, cols / 8).preCountArg(1).preArg(cols);
+      // The nibbles unpacked once per chunk (packQ4K); offsets c against the per-32 sums.
+      packedBatch(c, K.packQ4K, out, rows, cols, n, q, q.sx, 0).preArg(L.qs, cols / 2).preArg(L.a, cols / 8).preArg(L.c, cols / 8).preCountArg(1).preArg(cols);
       break;
     }
     default:
       L satisfies never;
   }
   a.run(c, rows * cols * n);
+}
+
+/**
+ * A batch of n tokens through matmulPacked (sx: the activations' sums its offsets take, or 0; g16:
+ * per-16 sub-blocks), its prelude `pack` started: a batch reads each row many times, so the
+ * prelude repacks a chunk of rows at a time (int16 values, four rows' pairs side by side, f32
+ * scales) into the scratch, each thread its slice of it. The caller adds the prelude's arguments
+ * after its first (the thread's slice).
+ */
+function packedBatch(c: RowCall, pack: number, out: Acts, rows: number, cols: number, n: number, q: Q8Scratch, sx: number, g16: number): RowCall {
+  return c.start(K.matmulPacked, rows).arg(out.ptr, 4).arg(out.width).arg(SCRATCH_ARG).rowsArg().arg(cols).arg(q.x16).arg(q.dT).arg(n).arg(sx).arg(g16)
+    .pre(pack, q.pk, PACKED_ROWS, packedRowBytes(cols)).preArg(SCRATCH_ARG);
 }
 
 /**

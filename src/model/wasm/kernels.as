@@ -379,18 +379,19 @@ export function packQ4K(dst: usize, wq: usize, wa: usize, wc: usize, rows: i32, 
         storePairs(o + (h << 3), r0, r1, r2, r3);
       }
       const bo = <usize>b << 2, rs = <usize>nb << 2;
-      let av = f32x4.splat(load<f32>(a + bo)), cv = f32x4.splat(load<f32>(c + bo));
-      av = f32x4.replace_lane(av, 1, k > 1 ? load<f32>(a + rs + bo) : 0);
-      av = f32x4.replace_lane(av, 2, k > 2 ? load<f32>(a + 2 * rs + bo) : 0);
-      av = f32x4.replace_lane(av, 3, k > 3 ? load<f32>(a + 3 * rs + bo) : 0);
-      cv = f32x4.replace_lane(cv, 1, k > 1 ? load<f32>(c + rs + bo) : 0);
-      cv = f32x4.replace_lane(cv, 2, k > 2 ? load<f32>(c + 2 * rs + bo) : 0);
-      cv = f32x4.replace_lane(cv, 3, k > 3 ? load<f32>(c + 3 * rs + bo) : 0);
       const i = (<usize>g * <usize>nb + <usize>b) << 4;
-      v128.store(sc + i, av);
-      v128.store(oc + i, cv);
+      v128.store(sc + i, rowLanes(a + bo, rs, k));
+      v128.store(oc + i, rowLanes(c + bo, rs, k));
     }
   }
+}
+
+/** [f32 at p, p + s, p + 2s, p + 3s] for a group of k rows s bytes apart; lanes past k are 0. */
+@inline function rowLanes(p: usize, s: usize, k: i32): v128 {
+  let v = f32x4.splat(load<f32>(p));
+  v = f32x4.replace_lane(v, 1, k > 1 ? load<f32>(p + s) : 0);
+  v = f32x4.replace_lane(v, 2, k > 2 ? load<f32>(p + 2 * s) : 0);
+  return f32x4.replace_lane(v, 3, k > 3 ? load<f32>(p + 3 * s) : 0);
 }
 
 /** Four rows' values h..h+7 (r0..r3: 4 pairs each, one per i32 lane) transposed to 4 vectors of

@@ -18,7 +18,7 @@ import { ROW_KERNEL, SCRATCH_ARG, type RowCall } from "./row-call.js";
 import { WasmArena, wasmKernelsAvailable } from "./wasm-kernels.js";
 
 const ROWS = 203, COLS = 512, NTOK = 6; // ragged rows: the last range is short
-/** Rows the f16-scale prelude's scratch holds: small, so every thread packs several chunks. */
+/** Rows the batch preludes' scratch holds: small, so every thread packs several chunks. */
 const SCRATCH_ROWS = 40;
 
 function rng(seed: number): () => number {

@@ -30,7 +30,7 @@ export interface KernelExports {
   widenQ8(qx: number, dx: number, nTok: number, cols: number, x16: number, dxT: number): void;
   /** pk: a chunk of rows packed by packQ8 or packQ4K; sx: blockSumsQ8's sums of the nTok tokens where the rows have offsets (Q4_K, Q2_K), else 0; g16: q8g16 rows (per-16 scales). */
   matmulPacked(out: number, outStride: number, pk: number, rows: number, cols: number, x16: number, dxT: number, nTok: number, sx: number, g16: number): void;
-  /** dst[i] = the f32 of the finite f16 bits src[i], for i < n. */
+  /** A chunk of q8 rows (f16 scales, or with g16 the q8g16 per-16 pairs and wc Q2_K's offsets) repacked for matmulPacked. */
   packQ8(dst: number, wq: number, wd: number, wc: number, rows: number, cols: number, g16: number): void;
   packQ4K(dst: number, wq: number, wa: number, wc: number, rows: number, cols: number): void;
   /** Per 32 values, or per 16 with g16 (Q2_K's offsets). */
