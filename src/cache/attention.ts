@@ -66,18 +66,31 @@ export class RunTable {
 
 /**
  * Query tokens one pass of the wasm kernels over the cached runs serves when several are attended
- * at once (prefill): their rows share each key/value decode (wasm/attend-wasm.ts). The kernel
- * memory's scratch grows by this factor.
+ * at once (prefill): their rows share each key/value decode (wasm/attend-wasm.ts), so the more the
+ * fewer passes, but the kernel memory's scores scratch grows with them. QUERY_BLOCK_MAX while its
+ * scores fit QUERY_BLOCK_SCORES_BYTES, else QUERY_BLOCK_MIN (queryBlock). Measured on the bench
+ * machine (bench/kernel-profile.ts --prompt 512, 1 thread, alternated runs): 4 instead of 2 made
+ * the SmolLM2-shaped prefill 6% faster, Qwen2.5's 3-6%; 8 gained nothing over 4.
  */
-export const QUERY_BLOCK = 2;
+export const QUERY_BLOCK_MIN = 2;
+export const QUERY_BLOCK_MAX = 4;
+/** Most bytes of scores scratch for which a cache takes QUERY_BLOCK_MAX queries a pass (a 4-query
+ *  block of 32 heads then reaches a 32k window; a 128k window keeps 2, 32 MiB). */
+export const QUERY_BLOCK_SCORES_BYTES = 16 * 2 ** 20;
+
+/** Query tokens per pass of the wasm kernels for `nHead` heads over `window` tokens. */
+export function queryBlock(nHead: number, window: number): number {
+  return QUERY_BLOCK_MAX * nHead * window * 4 <= QUERY_BLOCK_SCORES_BYTES ? QUERY_BLOCK_MAX : QUERY_BLOCK_MIN;
+}
 
 /** Float counts of the scratch arrays the wasm kernels share with AttentionScratch (store-memory.ts lays them out). */
 export function attentionScratchFloats(nHead: number, window: number, maxHeadDimK: number, maxHeadDimV: number): ScratchFloats {
+  const qb = queryBlock(nHead, window);
   return {
-    scores: QUERY_BLOCK * nHead * window,
-    qBlock: QUERY_BLOCK * nHead * maxHeadDimK,
-    outBlock: QUERY_BLOCK * nHead * maxHeadDimV,
-    invSum: QUERY_BLOCK * nHead,
+    scores: qb * nHead * window,
+    qBlock: qb * nHead * maxHeadDimK,
+    outBlock: qb * nHead * maxHeadDimV,
+    invSum: qb * nHead,
   };
 }
 
@@ -95,16 +108,19 @@ export interface ScratchMemory {
  * kernels need scores for one query's heads and no blocks.
  */
 export class AttentionScratch {
-  readonly scores: Float32Array; // [QUERY_BLOCK * nHead][window] (wasm) or [nHead][window] (JS)
+  readonly scores: Float32Array; // [queryBlock * nHead][window] (wasm) or [nHead][window] (JS)
   readonly qRot: Float32Array; // [nHead][maxHeadDimK]
-  readonly qBlock: Float32Array; // wasm: [QUERY_BLOCK * nHead][maxHeadDimK], rows by (KV head, query, head in group)
-  readonly outBlock: Float32Array; // wasm: [QUERY_BLOCK * nHead][maxHeadDimV], rows as qBlock
+  readonly qBlock: Float32Array; // wasm: [queryBlock * nHead][maxHeadDimK], rows by (KV head, query, head in group)
+  readonly outBlock: Float32Array; // wasm: [queryBlock * nHead][maxHeadDimV], rows as qBlock
   readonly wAvg: Float32Array; // [window]
   readonly invSum: Float64Array; // [nHead] 1 / softmax denominator per head (JS kernels)
   readonly window: number;
+  /** Queries per pass of the wasm kernels (queryBlock). */
+  readonly queryBlock: number;
 
   constructor(nHead: number, window: number, maxHeadDimK: number, maxHeadDimV = maxHeadDimK, memory?: ScratchMemory) {
     this.window = window;
+    this.queryBlock = queryBlock(nHead, window);
     const f = attentionScratchFloats(nHead, window, maxHeadDimK, maxHeadDimV);
     this.scores = memory ? new Float32Array(memory.buffer, memory.scores, f.scores) : new Float32Array(nHead * window);
     this.qRot = new Float32Array(nHead * maxHeadDimK);

@@ -168,7 +168,7 @@ export class CacheScratch {
   readonly posScratch: Int32Array; // [window]
   readonly runs: RunTable;
   readonly attention: AttentionScratch;
-  /** wasm kernels: the softmax denominators in their memory ([QUERY_BLOCK * nHead] f32); null with JS kernels. */
+  /** wasm kernels: the softmax denominators in their memory ([queryBlock * nHead] f32); null with JS kernels. */
   readonly kernelInvSum: Float32Array | null;
   readonly policyScores: Float64Array; // [maxSequences][window][scoresPerToken]
   /** One view of policyScores per sequence slot ([window * scoresPerToken] each), and the free slots. */

@@ -181,7 +181,7 @@ export function kvboundWeights(spec: ModelSpec): WeightsEstimate | null {
 /**
  * kvbound runtime compute: the model's activation buffers and q8 scratch (for its 64-token batch,
  * in wasm memory), the Session's f32 logits row, and `cacheScratchBytes`: the cache's attention
- * scratch (scores of QUERY_BLOCK queries over the window, run table, kernel scratch; see
+ * scratch (scores of queryBlock queries over the window, run table, kernel scratch; see
  * cacheScratchBytes in src/cache/paged-kv-cache.ts), which the plan's cache line does not hold.
  */
 export function kvboundCompute(spec: ModelSpec, cacheScratch = 0): ComputeEstimate | null {

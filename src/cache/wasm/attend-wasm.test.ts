@@ -1,7 +1,8 @@
 // The wasm attention kernels (attention.as through attendRunsWasm) against the JS kernels over the
 // same cache operations, and f32 against the dense reference: every codec with wasm kernels, the
 // window policies (re-assigned positions give several RoPE ranges per step), page sizes 1/4/16,
-// GQA groups 1/3/4/8, query chunks of 1..5 tokens (blocks of two queries and odd tails).
+// GQA groups 1/3/4/8, query chunks of 1..5 tokens (blocks of four queries and shorter tails; the
+// 2 GiB case's large window takes blocks of two).
 
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
@@ -10,6 +11,7 @@ import { cacheKernelLayout, cacheScratchBytes, PagedKvCache } from "../paged-kv-
 import type { CodecKind } from "../codecs/types.js";
 import { appendTokens, denseOverRetained, makeTokenKv, maxRelErr, retainedIds, rng, type TokenKv } from "../../../test/cache-helpers.js";
 import { cacheMemoryBytes, wasmAttentionAvailable } from "./store-memory.js";
+import { queryBlock, QUERY_BLOCK_MAX, QUERY_BLOCK_MIN } from "../attention.js";
 
 const MODELS: Record<string, CacheModelShape> = {
   "groups 4/1/8": {
@@ -140,6 +142,8 @@ describe("wasm attention kernels", () => {
     // 2^31. Nothing touches the untouched pages, so this reserves address space, not RAM.
     for (const [codec, nHeadKv] of [["f32", 8], ["int8", 32], ["int4", 32]] as const) {
       const model = uniformModelShape(codec === "int4" ? 8 : 5, 32, nHeadKv, 128, 128, { nRot: 128, freqBase: 500000, neox: false });
+      // 4 queries' scores over this window would pass QUERY_BLOCK_SCORES_BYTES: blocks of 2 here.
+      expect(queryBlock(32, 65536)).toBe(QUERY_BLOCK_MIN);
       const config = resolveCacheConfig({ contextWindowSize: 65536, codec });
       const wasm = new PagedKvCache(config, model);
       expect(wasm.kernels).toBe("wasm");
@@ -187,7 +191,8 @@ describe("wasm attention kernels", () => {
     expect(cacheKernelLayout(resolveCacheConfig({ contextWindowSize: 65536, codec: "f32" }), big)).toBeNull();
     expect(cacheKernelLayout(resolveCacheConfig({ contextWindowSize: 4096, codec: "f16" }), big)!.bytes).toBeGreaterThan(512 * 2 ** 20);
     expect(cache.kernelMemoryBytes).toBeGreaterThanOrEqual(cache.reservedBytes);
-    // Scratch: 2 queries x 8 heads x 4096 scores dominate what the stores do not count.
+    // Scratch: 4 queries x 8 heads x 4096 scores dominate what the stores do not count.
+    expect(queryBlock(8, 4096)).toBe(QUERY_BLOCK_MAX);
     expect(cache.kernelMemoryBytes - cache.reservedBytes).toBeLessThan(cache.reservedBytes);
   });
 });

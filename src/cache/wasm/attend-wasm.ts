@@ -1,10 +1,10 @@
-// attendRuns (../attention.ts) through the wasm kernels: the same blocks of QUERY_BLOCK queries,
+// attendRuns (../attention.ts) through the wasm kernels: the same blocks of scratch.queryBlock queries,
 // the same row order (KV head, query, head in group) and causal masking, with the per-token work
 // (q.k over every retained key, the softmax, the weighted sum of values) in attention.as. JS keeps
 // what is per block: rotating the queries by each run range's RoPE offset, and the final 1/sum
 // scaling into `out`.
 
-import { hasScoreTransform, QUERY_BLOCK, transformScores, type AttendShape, type AttentionScratch, type RunTable } from "../attention.js";
+import { hasScoreTransform, transformScores, type AttendShape, type AttentionScratch, type RunTable } from "../attention.js";
 import type { Rope } from "../rope.js";
 import type { CacheKernelMemory, CodecKernels } from "./store-memory.js";
 
@@ -43,8 +43,9 @@ export function attendRunsWasm(
   const outBlock = scratch.outBlock;
   const rt = L.runTable;
   const cap = runs.capacity;
-  for (let qi0 = 0; qi0 < nQuery; qi0 += QUERY_BLOCK) {
-    const nb = Math.min(QUERY_BLOCK, nQuery - qi0);
+  const qb = scratch.queryBlock;
+  for (let qi0 = 0; qi0 < nQuery; qi0 += qb) {
+    const nb = Math.min(qb, nQuery - qi0);
     const G = nb * group; // rows per KV head
     const self0 = held - nQuery + qi0;
     const nVisLast = self0 + nb;
