@@ -16,6 +16,7 @@ import { Session } from "../src/engine/session.js";
 import { InvalidSettingError, WebGpuUnsupportedError } from "../src/errors.js";
 import { asyncForwardOf } from "../src/model/async-forward.js";
 import { gpuForTests } from "../src/model/webgpu/device.js";
+import { withChatTemplate } from "./helpers/chat-model.js";
 import { runCli } from "./helpers/cli.js";
 import { requireShared, sharedPath } from "./helpers/shared.js";
 
@@ -179,6 +180,45 @@ describe.skipIf(!have || ctx === null)("stories260K on the WebGPU backend throug
       rmSync(web, { recursive: true, force: true });
     }
   }, 300_000);
+
+  it("Session.saveAsync reads the GPU pages back: the file restores on the GPU and on the CPU, and goes on as the session that saved it (f32, f16, int8, int4 pages)", async () => {
+    const words = ["Tell me about the cat.", "Where did the dog go?", "Lily was happy.", "The sun is hot.", "Tom ran to the park."];
+    const talk = async (s: Session, from: number, to: number): Promise<number[][]> => {
+      const replies: number[][] = [];
+      for (let turn = from; turn <= to; turn++) {
+        const opts = { maxTokens: 10, temperature: 0.9, ...(turn === 1 ? { seed: 7 } : {}) };
+        replies.push([...(await collect(s.continueChat([{ role: "user", content: words[turn % words.length]! }], opts))).ids]);
+      }
+      return replies;
+    };
+    const gpu = withChatTemplate(await gpuModel());
+    for (const codec of ["f32", "f16", "int8", "int4"] as const) {
+      // A 64-token window with 4 sinks: 8 turns have evicted, and int4's last page is open.
+      const config = { slidingWindowSize: 64, attentionSinkSize: 4, codec };
+      const saved = new Session(gpu, config);
+      await talk(saved, 1, 8);
+      expect(saved.stats().evictions, codec).toBeGreaterThan(64);
+      // The synchronous save has no pages to give until they are read back.
+      expect(() => saved.save()).toThrow(/Session\.saveAsync/);
+      const bytes = await saved.saveAsync();
+      const restored = Session.restore(gpu, bytes, config);
+      // Evictions count over a cache's life: the new cache has made none.
+      expect({ ...restored.stats(), evictions: 0 }, codec).toEqual({ ...saved.stats(), evictions: 0 });
+      // The pages it wrote are the ones it reads back: saved again, the same bytes.
+      expect(await restored.saveAsync(), codec).toEqual(bytes);
+      // Saving left the session as it was: it and the restored one go on alike (the sampler's state travelled).
+      const expected = await talk(saved, 9, 11);
+      expect(await talk(restored, 9, 11), codec).toEqual(expected);
+      expect(new Set(expected.flat()).size, codec).toBeGreaterThan(5);
+      saved.dispose();
+      restored.dispose();
+      if (codec === "f32") {
+        // The CPU codec's bytes: the CPU backend restores the GPU's file and goes on with its ids.
+        const onCpu = Session.restore(withChatTemplate(await cpuModel()), bytes, config);
+        expect(await talk(onCpu, 9, 11)).toEqual(expected);
+      }
+    }
+  }, 600_000);
 
   it("what the GPU does not compute is a typed error: small pages, H2O/TOVA on int4 pages, a window beyond the load's, the synchronous forward", async () => {
     const loaded = await gpuModel();

@@ -566,6 +566,14 @@ export class CacheGroup {
     return this.pool.refCount(page);
   }
 
+  /** The pages a sequence's snapshot holds, in its order (a backend reads them back first: WebGPU). */
+  sequencePages(seqId: number): number[] {
+    const s = this.seq(seqId);
+    const out: number[] = [];
+    for (let i = 0; i < s.entries.length; i++) out.push(s.entries.get(i).page);
+    return out;
+  }
+
   /**
    * Checks every invariant the cache relies on and throws an Error naming the first broken one
    * (PageTable.checkInvariants: reference counts, the free list, live and held counts, positions).

@@ -353,6 +353,11 @@ export class PagedKvCache {
 
   // Snapshots: a one-group cache writes its group's snapshot as is.
 
+  /** Per cache group, the pages `snapshot(seqId)` reads (CacheGroup.sequencePages). */
+  sequencePages(seqId: number): number[][] {
+    return this.groups.map((g) => g.sequencePages(seqId));
+  }
+
   snapshot(seqId: number): Uint8Array {
     if (this.groups.length === 1) return this.main.snapshot(seqId);
     const parts = this.groups.map((g) => g.snapshot(seqId));

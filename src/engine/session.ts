@@ -177,9 +177,23 @@ export class Session {
   }
 
   /**
+   * `save()` on any backend: on WebGPU the sequence's pages are read back first (the bytes are the
+   * CPU codec's, so the file restores on either backend). Do not run a generation meanwhile.
+   */
+  async saveAsync(): Promise<Uint8Array> {
+    if (this.asyncLm === null) return this.save();
+    const drop = await this.asyncLm.readPages(this.cache, this.seqId);
+    try {
+      return this.save();
+    } finally {
+      drop();
+    }
+  }
+
+  /**
    * The session as bytes (every cache group's pages of its sequence, the ids and conversation it
    * keeps, the sampler's state, the model's header digest), for `Session.restore`: a file in Node,
-   * a Blob or IndexedDB value in a browser.
+   * a Blob or IndexedDB value in a browser. On WebGPU, whose pages must be read back: saveAsync.
    */
   save(): Uint8Array {
     const state: SessionState = {

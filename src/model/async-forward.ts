@@ -24,6 +24,11 @@ export interface AsyncForwardLM extends CausalLM {
    * reserved the n slots, n <= maxBatchTokens); `logits` receives the last token's when given.
    */
   forwardAsync(tokens: ArrayLike<number>, start: number, n: number, cache: PagedKvCache, seqId: number, logits: Float32Array | null): Promise<void>;
+  /**
+   * Reads sequence `seqId`'s pages back from where the forward keeps them (the GPU), so that
+   * `cache.snapshot(seqId)` runs until the returned function is called (Session.saveAsync).
+   */
+  readPages(cache: PagedKvCache, seqId: number): Promise<() => void>;
   /** Frees what a cache made by createPagedCache holds outside the JS heap (GPU buffers); the cache cannot run afterwards. */
   releasePagedCache?(cache: PagedKvCache): void;
 }

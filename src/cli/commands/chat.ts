@@ -138,7 +138,7 @@ export async function chatCommand(flags: ChatFlags, io: CliIo, lines?: AsyncIter
             if (arg === "") io.stderr("usage: /save FILE\n");
             else {
               try {
-                await writeFile(arg, session.save());
+                await writeFile(arg, await session.saveAsync());
                 io.stderr(`[saved ${arg}]\n`);
               } catch (err) {
                 io.stderr(errorLine(err));
@@ -202,7 +202,7 @@ export async function chatCommand(flags: ChatFlags, io: CliIo, lines?: AsyncIter
     }
     if (flags.save !== undefined) {
       try {
-        await writeFile(flags.save, session.save());
+        await writeFile(flags.save, await session.saveAsync());
         io.stderr(`[saved ${flags.save}]\n`);
       } catch (err) {
         io.stderr(errorLine(err));

@@ -24,7 +24,7 @@ import { WeightSet } from "../weights.js";
 import { AttentionMeta } from "./attention-meta.js";
 import type { GpuContext } from "./device.js";
 import { GpuKernels, GpuStep, type GpuMatrix, type GpuOp } from "./kernels.js";
-import { checkGpuCodec, GpuPageStore, gpuStoreFactory } from "./gpu-page-store.js";
+import { checkGpuCodec, GpuPageStore, gpuStoreFactory, type BufferRange } from "./gpu-page-store.js";
 
 /** Default tokens per forwardBatch step (activation rows allocated for it). */
 const DEFAULT_MAX_BATCH = 64;
@@ -268,6 +268,52 @@ export class WebGpuTransformer {
     });
     this.states.set(cache, { buffers, stats, layerStats, program: null });
     return { cache, stores };
+  }
+
+  /**
+   * Reads sequence `seqId`'s pages back (every layer's K and V, through staging buffers of at most
+   * the binding size) and hands them to its stores, so that `c.cache.snapshot(seqId)` runs on the
+   * CPU until the returned function drops them. Run it between forward passes, and snapshot before
+   * the next one.
+   */
+  async readPages(c: GpuCache, seqId: number): Promise<() => void> {
+    this.state(c);
+    const reads: { store: GpuPageStore; page: number; ranges: BufferRange[] }[] = [];
+    const pagesOf = c.cache.sequencePages(seqId);
+    c.cache.groupPlans.forEach((g, gi) => {
+      for (const l of g.layers) {
+        for (const store of c.stores[l]!) for (const page of pagesOf[gi]!) reads.push({ store, page, ranges: store.exportRanges(page) });
+      }
+    });
+    const held = new Map<GpuPageStore, Map<number, Uint8Array>>();
+    // readMany lays each range out rounded up to 4 bytes; one map per batch of whole pages within the binding size.
+    const padded = (r: BufferRange) => Math.ceil(r.bytes / 4) * 4;
+    const sizes = reads.map((r) => r.ranges.reduce((n, x) => n + padded(x), 0));
+    for (let i = 0; i < reads.length; ) {
+      let j = i + 1, size = sizes[i]!;
+      while (j < reads.length && size + sizes[j]! <= this.gpu.maxBindingBytes) size += sizes[j++]!;
+      const batch = reads.slice(i, j);
+      const ranges = batch.flatMap((r) => r.ranges.filter((x) => x.bytes > 0).map((x) => ({ buffer: r.store.buffer, bytes: x.bytes, offset: x.offset })));
+      const got = size === 0 ? new Uint8Array(0) : new Uint8Array((await this.gpu.readMany(ranges)).buffer);
+      let at = 0;
+      for (const r of batch) {
+        const body = new Uint8Array(r.ranges.reduce((n, x) => n + x.bytes, 0));
+        let o = 0;
+        for (const x of r.ranges) {
+          body.set(got.subarray(at, at + x.bytes), o);
+          o += x.bytes;
+          at += padded(x);
+        }
+        let m = held.get(r.store);
+        if (m === undefined) held.set(r.store, (m = new Map()));
+        m.set(r.page, body);
+      }
+      i = j;
+    }
+    for (const [store, pages] of held) store.holdExports(pages);
+    return () => {
+      for (const store of held.keys()) store.holdExports(null);
+    };
   }
 
   /** Destroys the cache's GPU buffers (its pages, statistics and ops); the cache cannot run afterwards. */

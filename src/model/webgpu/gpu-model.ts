@@ -89,11 +89,19 @@ export class WebGpuModel implements AsyncForwardLM {
   }
 
   forwardAsync(tokens: ArrayLike<number>, start: number, n: number, cache: PagedKvCache, seqId: number, logits: Float32Array | null): Promise<void> {
+    return this.gpu.forwardBatch(tokens, start, n, this.gpuCache(cache), seqId, logits);
+  }
+
+  readPages(cache: PagedKvCache, seqId: number): Promise<() => void> {
+    return this.gpu.readPages(this.gpuCache(cache), seqId);
+  }
+
+  private gpuCache(cache: PagedKvCache): GpuCache {
     const c = this.caches.get(cache);
     if (c === undefined) {
       throw new WebGpuUnsupportedError("a cache it did not make:", "a CPU paged cache", "create the cache with model.createPagedCache (Session does)");
     }
-    return this.gpu.forwardBatch(tokens, start, n, c, seqId, logits);
+    return c;
   }
 
   forward(_token: number, _pos: number, _kv: KvBackend, _logits: Float32Array | null): void {

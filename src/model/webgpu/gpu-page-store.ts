@@ -12,11 +12,16 @@
 // int4Jobs) in the forward's pass: reopen/evict before the K/V write, seal after it, before
 // attention. The forward writes one page per pass for int4 caches (prepareWrites). The WebGPU forward pass writes
 // and attends the pages itself (kernels.ts kvWrite / attention); what would read pages back
-// synchronously (the JS attention kernels, snapshots) is refused with a typed error.
+// synchronously (the JS attention kernels) is refused with a typed error. Snapshots read a
+// sequence's pages back first (WebGpuTransformer.readPages: exportRanges, then holdExports) and
+// give the CPU codec's bytes, so a session saved on the GPU restores on either backend; importPage
+// writes them back through the queue.
 /// <reference types="@webgpu/types" />
 
 import { WebGpuUnsupportedError } from "../../errors.js";
 import { resolveOpenPages } from "../../cache/codecs/int4.js";
+import { checkImportLength, checkPage } from "../../cache/codecs/shape.js";
+import { SnapshotError } from "../../errors.js";
 import type { CodecKind, KvRole, PageShape, PageStore } from "../../cache/codecs/types.js";
 import type { StoreFactory } from "../../cache/paged-kv-cache.js";
 import type { GpuKernels } from "./kernels.js";
@@ -27,6 +32,14 @@ export { gpuPageBytes, gpuPageStoreBytes, INT4_MAX_JOBS };
 
 /** An int4 job: [kind (0 seal, 1 reopen), page, residual, fill]. */
 const JOB_SEAL = 0, JOB_REOPEN = 1;
+/** int4.ts's page export header: int32 fill, int32 open (1) / sealed (0). */
+const INT4_HEADER_BYTES = 8;
+
+/** Bytes at `offset` of a store's buffer. */
+export interface BufferRange {
+  readonly offset: number;
+  readonly bytes: number;
+}
 
 /** Whether the GPU kernels take pages of `kind` with this head dim; the refusal names why not. */
 export function checkGpuCodec(kind: CodecKind, headDim: number): GpuCodec {
@@ -42,7 +55,7 @@ export function checkGpuCodec(kind: CodecKind, headDim: number): GpuCodec {
 }
 
 function refuse(what: string): never {
-  throw new WebGpuUnsupportedError("reading cache pages on the CPU for", what, "the pages live on the GPU; use --backend cpu for snapshots and CPU attention");
+  throw new WebGpuUnsupportedError("reading cache pages on the CPU for", what, "the pages live on the GPU; use --backend cpu for CPU attention");
 }
 
 export class GpuPageStore implements PageStore {
@@ -55,6 +68,8 @@ export class GpuPageStore implements PageStore {
   private readonly parts: readonly (readonly [number, number])[];
   /** One page: WebGPU copies never read and write the same buffer, so a page copy goes through it. */
   private readonly bounce: GPUBuffer;
+  /** A sequence's pages read back for a snapshot (holdExports): what exportPage gives, by page. */
+  private exported: ReadonlyMap<number, Uint8Array> | null = null;
 
   /** int4: the CPU-side state of the residual pool and the jobs of the next pass. */
   private readonly i4: {
@@ -216,18 +231,11 @@ export class GpuPageStore implements PageStore {
       let rd = s.resOf[dstPage]!;
       if (rd < 0) rd = this.acquire(dstPage, srcPage);
       const n = s.fill[srcPage]!;
-      if (s.nPre > 0) {
-        this.gpu.write(s.jobsBuf, 0, new Uint8Array(s.jobs.buffer));
-        const pass = enc.beginComputePass();
-        this.gpu.int4Jobs(this, "pre").encode(pass, 1);
-        pass.end();
-        s.nPre = 0;
-      }
-      const bytes = n * this.shape.nHeadKv * this.shape.headDim * 4;
-      const res = (r: number) => (this.layout.residualWord! + r * this.shape.pageSize * this.shape.nHeadKv * this.shape.headDim) * 4;
+      this.encodePreJobs(enc);
+      const bytes = n * this.tokenBytes;
       if (bytes > 0) {
-        enc.copyBufferToBuffer(this.buffer, res(s.resOf[srcPage]!), this.bounce, 0, bytes);
-        enc.copyBufferToBuffer(this.bounce, 0, this.buffer, res(rd), bytes);
+        enc.copyBufferToBuffer(this.buffer, this.residualAt(s.resOf[srcPage]!), this.bounce, 0, bytes);
+        enc.copyBufferToBuffer(this.bounce, 0, this.buffer, this.residualAt(rd), bytes);
       }
       s.fill[dstPage] = n;
       this.syncResOf();
@@ -290,12 +298,107 @@ export class GpuPageStore implements PageStore {
     refuse("readToken");
   }
 
-  exportPage(): Uint8Array {
-    return refuse("snapshots (exportPage)");
+  /** int4: a token's f32 bytes in a residual buffer. */
+  private get tokenBytes(): number {
+    return this.shape.nHeadKv * this.shape.headDim * 4;
   }
 
-  importPage(): void {
-    refuse("snapshots (importPage)");
+  /** int4: where residual buffer r starts in `buffer`. */
+  private residualAt(r: number): number {
+    return this.layout.residualWord! * 4 + r * this.shape.pageSize * this.tokenBytes;
+  }
+
+  /** int4: encodes (and forgets) the seal jobs an acquire queued, before what `enc` does next. */
+  private encodePreJobs(enc: GPUCommandEncoder): void {
+    const s = this.i4!;
+    if (s.nPre === 0) return;
+    this.gpu.write(s.jobsBuf, 0, new Uint8Array(s.jobs.buffer));
+    const pass = enc.beginComputePass();
+    this.gpu.int4Jobs(this, "pre").encode(pass, 1);
+    pass.end();
+    s.nPre = 0;
+  }
+
+  /**
+   * Where `page`'s snapshot bytes are in `buffer`, in the CPU codec's order: f32 / f16 the page,
+   * int8 its scales then its codes; int4 (after the header exportPage adds) an open page's tokens
+   * in its residual buffer, or a sealed page's parameters then its nibbles.
+   */
+  exportRanges(page: number): BufferRange[] {
+    checkPage(this.shape, page);
+    const s = this.i4;
+    if (s !== null && s.resOf[page]! >= 0) return [{ offset: this.residualAt(s.resOf[page]!), bytes: s.fill[page]! * this.tokenBytes }];
+    return this.parts.map(([base, bytes]) => ({ offset: base + page * bytes, bytes }));
+  }
+
+  /**
+   * The pages exportPage gives until the next call (null: none), each the bytes of its
+   * exportRanges read back, in order. Valid while no forward pass writes the pages.
+   */
+  holdExports(pages: ReadonlyMap<number, Uint8Array> | null): void {
+    this.exported = pages;
+  }
+
+  exportPage(page: number): Uint8Array {
+    const body = this.exported?.get(page);
+    if (body === undefined) {
+      throw new WebGpuUnsupportedError("a synchronous snapshot of", `page ${page}`, "its pages are read back from the GPU first: use await Session.saveAsync()");
+    }
+    const s = this.i4;
+    if (s === null) return body;
+    const out = new Uint8Array(INT4_HEADER_BYTES + body.length);
+    const v = new DataView(out.buffer);
+    v.setInt32(0, s.fill[page]!, true);
+    v.setInt32(4, s.resOf[page]! >= 0 ? 1 : 0, true);
+    out.set(body, INT4_HEADER_BYTES);
+    return out;
+  }
+
+  /** Writes a page exportPage gave (on either backend: the CPU codec's bytes) through the queue. */
+  importPage(page: number, bytes: Uint8Array): void {
+    checkPage(this.shape, page);
+    const s = this.i4;
+    const sealedBytes = this.parts.reduce((n, [, b]) => n + b, 0);
+    if (s === null) {
+      checkImportLength(this.kind, bytes.byteLength, sealedBytes);
+      this.writeParts(page, bytes);
+      return;
+    }
+    if (bytes.byteLength < INT4_HEADER_BYTES) checkImportLength("int4", bytes.byteLength, INT4_HEADER_BYTES);
+    const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const n = v.getInt32(0, true), open = v.getInt32(4, true);
+    // As int4.ts: an open page holds 1 .. pageSize-1 tokens, a sealed one up to pageSize.
+    const P = this.shape.pageSize;
+    if ((open !== 0 && open !== 1) || !(n >= open && n <= P - open)) {
+      throw new SnapshotError(`an int4 page snapshot has fill ${n} and open flag ${open}; it is corrupt or from another page size`, { field: "page", fill: n, open });
+    }
+    const body = bytes.subarray(INT4_HEADER_BYTES);
+    if (open === 1) {
+      checkImportLength("int4", bytes.byteLength, INT4_HEADER_BYTES + n * this.tokenBytes);
+      s.nPre = 0;
+      s.nPost = 0;
+      let r = s.resOf[page]!;
+      if (r < 0) r = this.acquire(page, page);
+      const enc = this.gpu.device.createCommandEncoder();
+      this.encodePreJobs(enc); // a page sealed to free its residual buffer, before this one is written
+      this.gpu.device.queue.submit([enc.finish()]);
+      this.gpu.write(this.buffer, this.residualAt(r), body);
+    } else {
+      checkImportLength("int4", bytes.byteLength, INT4_HEADER_BYTES + sealedBytes);
+      this.release(page);
+      this.writeParts(page, body);
+    }
+    s.fill[page] = n;
+    this.syncResOf();
+  }
+
+  /** `bytes` as one page's parts, in order. */
+  private writeParts(page: number, bytes: Uint8Array): void {
+    let at = 0;
+    for (const [base, n] of this.parts) {
+      this.gpu.write(this.buffer, base + page * n, bytes.subarray(at, at + n));
+      at += n;
+    }
   }
 }
 
