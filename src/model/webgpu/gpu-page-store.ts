@@ -18,10 +18,9 @@
 // writes them back through the queue.
 /// <reference types="@webgpu/types" />
 
-import { WebGpuUnsupportedError } from "../../errors.js";
+import { SnapshotError, WebGpuUnsupportedError } from "../../errors.js";
 import { resolveOpenPages } from "../../cache/codecs/int4.js";
 import { checkImportLength, checkPage } from "../../cache/codecs/shape.js";
-import { SnapshotError } from "../../errors.js";
 import type { CodecKind, KvRole, PageShape, PageStore } from "../../cache/codecs/types.js";
 import type { StoreFactory } from "../../cache/paged-kv-cache.js";
 import type { GpuKernels } from "./kernels.js";
