@@ -43,6 +43,7 @@ export const KIND_FP8: i32 = 3;
   const ts = <usize>load<i32>(desc + DESC_TOKEN_STRIDE);
   const ps = <usize>load<i32>(desc + DESC_PAGE_STRIDE);
   const pageSize = load<i32>(desc + DESC_PAGE_SIZE);
+  const tile = <usize>load<i32>(desc + DESC_Q16);
   const dkU = <usize>dk;
   const rowBytes = dkU << 2;
   const wBytes = <usize>W << 2;
@@ -61,77 +62,93 @@ export const KIND_FP8: i32 = 3;
         const skv = scores + <usize>(kv * G) * wBytes + (<usize>idx << 2);
         const sc = tokenScale(kind, scales, page, slot + t, pageSize, nHeadKv, kv);
         const st = skv + (<usize>t << 2);
-        let g = 0;
-        // Four query rows per pass: each key chunk is decoded once for the four.
-        for (; g + 3 < G; g += 4) {
-          const q0 = qkv + <usize>g * rowBytes;
-          const q1 = q0 + rowBytes;
-          const q2 = q1 + rowBytes;
-          const q3 = q2 + rowBytes;
-          let a0 = f32x4.splat(0);
-          let a1 = f32x4.splat(0);
-          let a2 = f32x4.splat(0);
-          let a3 = f32x4.splat(0);
-          for (let c: usize = 0; c < dkU; c += 4) {
-            const k = decode4(kind, data, e + c);
-            const o = c << 2;
-            a0 = f32x4.add(a0, f32x4.mul(v128.load(q0 + o), k));
-            a1 = f32x4.add(a1, f32x4.mul(v128.load(q1 + o), k));
-            a2 = f32x4.add(a2, f32x4.mul(v128.load(q2 + o), k));
-            a3 = f32x4.add(a3, f32x4.mul(v128.load(q3 + o), k));
-          }
-          const s = f32x4.mul(hsum4(a0, a1, a2, a3), f32x4.splat(sc));
-          const sg = st + <usize>g * wBytes;
-          store<f32>(sg, f32x4.extract_lane(s, 0));
-          store<f32>(sg + wBytes, f32x4.extract_lane(s, 1));
-          store<f32>(sg + 2 * wBytes, f32x4.extract_lane(s, 2));
-          store<f32>(sg + 3 * wBytes, f32x4.extract_lane(s, 3));
-        }
-        if (g + 2 < G) {
-          // Three rows (GQA groups of 3: SmolLM2's 9:3 heads in decode, and tails of 7): one
-          // decode for the three; each row summed as the one- and two-row paths sum it.
-          const q0 = qkv + <usize>g * rowBytes;
-          const q1 = q0 + rowBytes;
-          const q2 = q1 + rowBytes;
-          let a0 = f32x4.splat(0);
-          let a1 = f32x4.splat(0);
-          let a2 = f32x4.splat(0);
-          for (let c: usize = 0; c < dkU; c += 4) {
-            const k = decode4(kind, data, e + c);
-            const o = c << 2;
-            a0 = f32x4.add(a0, f32x4.mul(v128.load(q0 + o), k));
-            a1 = f32x4.add(a1, f32x4.mul(v128.load(q1 + o), k));
-            a2 = f32x4.add(a2, f32x4.mul(v128.load(q2 + o), k));
-          }
-          const sg = st + <usize>g * wBytes;
-          store<f32>(sg, hsum(a0) * sc);
-          store<f32>(sg + wBytes, hsum(a1) * sc);
-          store<f32>(sg + 2 * wBytes, hsum(a2) * sc);
-          g += 3;
-        } else if (g + 1 < G) {
-          // Two rows (GQA groups of 2, and their tails): one decode for both.
-          const q0 = qkv + <usize>g * rowBytes;
-          const q1 = q0 + rowBytes;
-          let a0 = f32x4.splat(0);
-          let a1 = f32x4.splat(0);
-          for (let c: usize = 0; c < dkU; c += 4) {
-            const k = decode4(kind, data, e + c);
-            a0 = f32x4.add(a0, f32x4.mul(v128.load(q0 + (c << 2)), k));
-            a1 = f32x4.add(a1, f32x4.mul(v128.load(q1 + (c << 2)), k));
-          }
-          const sg = st + <usize>g * wBytes;
-          store<f32>(sg, hsum(a0) * sc);
-          store<f32>(sg + wBytes, hsum(a1) * sc);
-          g += 2;
-        }
-        if (g < G) {
-          const q0 = qkv + <usize>g * rowBytes;
-          let a0 = f32x4.splat(0);
-          for (let c: usize = 0; c < dkU; c += 4) a0 = f32x4.add(a0, f32x4.mul(v128.load(q0 + (c << 2)), decode4(kind, data, e + c)));
-          store<f32>(st + <usize>g * wBytes, hsum(a0) * sc);
+        if (kind == KIND_F16 && G > 4) {
+          // Several passes of rows: the key decoded to f32 once (into the descriptor's scratch),
+          // each pass reading it as f32 pages are read. The same values, so the same bits.
+          for (let c: usize = 0; c < dkU; c += 4) v128.store(tile + (c << 2), decode4(kind, data, e + c));
+          scoreRows(KIND_F32, tile, 0, qkv, G, dkU, rowBytes, st, wBytes, sc);
+        } else {
+          scoreRows(kind, data, e, qkv, G, dkU, rowBytes, st, wBytes, sc);
         }
       }
     }
+  }
+}
+
+/**
+ * The G query rows at qkv (rows of rowBytes) dotted with one key (decode4(kind, data, e + c)),
+ * times sc, into scores at st (rows wBytes apart): four rows a pass, then three, two or one; each
+ * key chunk decoded once per pass.
+ */
+@inline function scoreRows(kind: i32, data: usize, e: usize, qkv: usize, G: i32, dkU: usize, rowBytes: usize, st: usize, wBytes: usize, sc: f32): void {
+  let g = 0;
+  // Four query rows per pass: each key chunk is decoded once for the four.
+  for (; g + 3 < G; g += 4) {
+    const q0 = qkv + <usize>g * rowBytes;
+    const q1 = q0 + rowBytes;
+    const q2 = q1 + rowBytes;
+    const q3 = q2 + rowBytes;
+    let a0 = f32x4.splat(0);
+    let a1 = f32x4.splat(0);
+    let a2 = f32x4.splat(0);
+    let a3 = f32x4.splat(0);
+    for (let c: usize = 0; c < dkU; c += 4) {
+      const k = decode4(kind, data, e + c);
+      const o = c << 2;
+      a0 = f32x4.add(a0, f32x4.mul(v128.load(q0 + o), k));
+      a1 = f32x4.add(a1, f32x4.mul(v128.load(q1 + o), k));
+      a2 = f32x4.add(a2, f32x4.mul(v128.load(q2 + o), k));
+      a3 = f32x4.add(a3, f32x4.mul(v128.load(q3 + o), k));
+    }
+    const s = f32x4.mul(hsum4(a0, a1, a2, a3), f32x4.splat(sc));
+    const sg = st + <usize>g * wBytes;
+    store<f32>(sg, f32x4.extract_lane(s, 0));
+    store<f32>(sg + wBytes, f32x4.extract_lane(s, 1));
+    store<f32>(sg + 2 * wBytes, f32x4.extract_lane(s, 2));
+    store<f32>(sg + 3 * wBytes, f32x4.extract_lane(s, 3));
+  }
+  if (g + 2 < G) {
+    // Three rows (GQA groups of 3: SmolLM2's 9:3 heads in decode, and tails of 7): one
+    // decode for the three; each row summed as the one- and two-row paths sum it.
+    const q0 = qkv + <usize>g * rowBytes;
+    const q1 = q0 + rowBytes;
+    const q2 = q1 + rowBytes;
+    let a0 = f32x4.splat(0);
+    let a1 = f32x4.splat(0);
+    let a2 = f32x4.splat(0);
+    for (let c: usize = 0; c < dkU; c += 4) {
+      const k = decode4(kind, data, e + c);
+      const o = c << 2;
+      a0 = f32x4.add(a0, f32x4.mul(v128.load(q0 + o), k));
+      a1 = f32x4.add(a1, f32x4.mul(v128.load(q1 + o), k));
+      a2 = f32x4.add(a2, f32x4.mul(v128.load(q2 + o), k));
+    }
+    const sg = st + <usize>g * wBytes;
+    store<f32>(sg, hsum(a0) * sc);
+    store<f32>(sg + wBytes, hsum(a1) * sc);
+    store<f32>(sg + 2 * wBytes, hsum(a2) * sc);
+    g += 3;
+  } else if (g + 1 < G) {
+    // Two rows (GQA groups of 2, and their tails): one decode for both.
+    const q0 = qkv + <usize>g * rowBytes;
+    const q1 = q0 + rowBytes;
+    let a0 = f32x4.splat(0);
+    let a1 = f32x4.splat(0);
+    for (let c: usize = 0; c < dkU; c += 4) {
+      const k = decode4(kind, data, e + c);
+      a0 = f32x4.add(a0, f32x4.mul(v128.load(q0 + (c << 2)), k));
+      a1 = f32x4.add(a1, f32x4.mul(v128.load(q1 + (c << 2)), k));
+    }
+    const sg = st + <usize>g * wBytes;
+    store<f32>(sg, hsum(a0) * sc);
+    store<f32>(sg + wBytes, hsum(a1) * sc);
+    g += 2;
+  }
+  if (g < G) {
+    const q0 = qkv + <usize>g * rowBytes;
+    let a0 = f32x4.splat(0);
+    for (let c: usize = 0; c < dkU; c += 4) a0 = f32x4.add(a0, f32x4.mul(v128.load(q0 + (c << 2)), decode4(kind, data, e + c)));
+    store<f32>(st + <usize>g * wBytes, hsum(a0) * sc);
   }
 }
 
@@ -149,6 +166,7 @@ export const KIND_FP8: i32 = 3;
   const ts = <usize>load<i32>(desc + DESC_TOKEN_STRIDE);
   const ps = <usize>load<i32>(desc + DESC_PAGE_STRIDE);
   const pageSize = load<i32>(desc + DESC_PAGE_SIZE);
+  const tile = <usize>load<i32>(desc + DESC_Q16);
   const dvU = <usize>dv;
   const rowBytes = dvU << 2;
   const wBytes = <usize>W << 2;
@@ -172,80 +190,16 @@ export const KIND_FP8: i32 = 3;
         const sb = tokenScale(kind, scales, page, slot + t + 1, pageSize, nHeadKv, kv);
         const wkv = w + <usize>(kv * G) * wBytes + (<usize>idx << 2) + tb;
         const okv = out + <usize>(kv * G) * rowBytes;
-        let g = 0;
-        for (; g + 3 < G; g += 4) {
-          const w0 = wkv + <usize>g * wBytes;
-          const w1 = w0 + wBytes;
-          const w2 = w1 + wBytes;
-          const w3 = w2 + wBytes;
-          const xa0 = f32x4.splat(load<f32>(w0) * sa), xb0 = f32x4.splat(load<f32>(w0, 4) * sb);
-          const xa1 = f32x4.splat(load<f32>(w1) * sa), xb1 = f32x4.splat(load<f32>(w1, 4) * sb);
-          const xa2 = f32x4.splat(load<f32>(w2) * sa), xb2 = f32x4.splat(load<f32>(w2, 4) * sb);
-          const xa3 = f32x4.splat(load<f32>(w3) * sa), xb3 = f32x4.splat(load<f32>(w3, 4) * sb);
-          const o0 = okv + <usize>g * rowBytes;
-          const o1 = o0 + rowBytes;
-          const o2 = o1 + rowBytes;
-          const o3 = o2 + rowBytes;
-          for (let c: usize = 0; c < dvU; c += 8) {
-            const la = decode4(kind, data, ea + c);
-            const ha = decode4(kind, data, ea + c + 4);
-            const lb = decode4(kind, data, eb + c);
-            const hb = decode4(kind, data, eb + c + 4);
-            const oc = c << 2;
-            accumulate2(o0 + oc, xa0, xb0, la, ha, lb, hb);
-            accumulate2(o1 + oc, xa1, xb1, la, ha, lb, hb);
-            accumulate2(o2 + oc, xa2, xb2, la, ha, lb, hb);
-            accumulate2(o3 + oc, xa3, xb3, la, ha, lb, hb);
+        if (kind == KIND_F16 && G > 4) {
+          // Several passes of rows: the two tokens' values decoded to f32 once (into the
+          // descriptor's scratch), each pass reading them as f32 pages are read. The same bits.
+          for (let c: usize = 0; c < dvU; c += 4) {
+            v128.store(tile + (c << 2), decode4(kind, data, ea + c));
+            v128.store(tile + ((dvU + c) << 2), decode4(kind, data, eb + c));
           }
-        }
-        if (g + 2 < G) {
-          // Three rows: one decode of the two tokens for the three.
-          const w0 = wkv + <usize>g * wBytes;
-          const w1 = w0 + wBytes;
-          const w2 = w1 + wBytes;
-          const xa0 = f32x4.splat(load<f32>(w0) * sa), xb0 = f32x4.splat(load<f32>(w0, 4) * sb);
-          const xa1 = f32x4.splat(load<f32>(w1) * sa), xb1 = f32x4.splat(load<f32>(w1, 4) * sb);
-          const xa2 = f32x4.splat(load<f32>(w2) * sa), xb2 = f32x4.splat(load<f32>(w2, 4) * sb);
-          const o0 = okv + <usize>g * rowBytes;
-          const o1 = o0 + rowBytes;
-          const o2 = o1 + rowBytes;
-          for (let c: usize = 0; c < dvU; c += 8) {
-            const la = decode4(kind, data, ea + c);
-            const ha = decode4(kind, data, ea + c + 4);
-            const lb = decode4(kind, data, eb + c);
-            const hb = decode4(kind, data, eb + c + 4);
-            const oc = c << 2;
-            accumulate2(o0 + oc, xa0, xb0, la, ha, lb, hb);
-            accumulate2(o1 + oc, xa1, xb1, la, ha, lb, hb);
-            accumulate2(o2 + oc, xa2, xb2, la, ha, lb, hb);
-          }
-          g += 3;
-        } else if (g + 1 < G) {
-          // Two rows: one decode of the two tokens for both.
-          const w0 = wkv + <usize>g * wBytes;
-          const w1 = w0 + wBytes;
-          const xa0 = f32x4.splat(load<f32>(w0) * sa), xb0 = f32x4.splat(load<f32>(w0, 4) * sb);
-          const xa1 = f32x4.splat(load<f32>(w1) * sa), xb1 = f32x4.splat(load<f32>(w1, 4) * sb);
-          const o0 = okv + <usize>g * rowBytes;
-          const o1 = o0 + rowBytes;
-          for (let c: usize = 0; c < dvU; c += 8) {
-            const la = decode4(kind, data, ea + c);
-            const ha = decode4(kind, data, ea + c + 4);
-            const lb = decode4(kind, data, eb + c);
-            const hb = decode4(kind, data, eb + c + 4);
-            const oc = c << 2;
-            accumulate2(o0 + oc, xa0, xb0, la, ha, lb, hb);
-            accumulate2(o1 + oc, xa1, xb1, la, ha, lb, hb);
-          }
-          g += 2;
-        }
-        if (g < G) {
-          const w0 = wkv + <usize>g * wBytes;
-          const xa0 = f32x4.splat(load<f32>(w0) * sa), xb0 = f32x4.splat(load<f32>(w0, 4) * sb);
-          const o0 = okv + <usize>g * rowBytes;
-          for (let c: usize = 0; c < dvU; c += 8) {
-            accumulate2(o0 + (c << 2), xa0, xb0, decode4(kind, data, ea + c), decode4(kind, data, ea + c + 4), decode4(kind, data, eb + c), decode4(kind, data, eb + c + 4));
-          }
+          valueRows(KIND_F32, tile, 0, dvU, wkv, okv, G, dvU, rowBytes, wBytes, sa, sb);
+        } else {
+          valueRows(kind, data, ea, eb, wkv, okv, G, dvU, rowBytes, wBytes, sa, sb);
         }
       }
     }
@@ -266,6 +220,89 @@ export const KIND_FP8: i32 = 3;
           }
         }
       }
+    }
+  }
+}
+
+/**
+ * Two tokens' values (decode4(kind, data, ea + c) and (eb + c)) times their weights (the G rows at
+ * wkv, wBytes apart; the token scales sa, sb) added into the G output rows at okv: four rows a
+ * pass, then three, two or one; each value chunk decoded once per pass.
+ */
+@inline function valueRows(kind: i32, data: usize, ea: usize, eb: usize, wkv: usize, okv: usize, G: i32, dvU: usize, rowBytes: usize, wBytes: usize, sa: f32, sb: f32): void {
+  let g = 0;
+  for (; g + 3 < G; g += 4) {
+    const w0 = wkv + <usize>g * wBytes;
+    const w1 = w0 + wBytes;
+    const w2 = w1 + wBytes;
+    const w3 = w2 + wBytes;
+    const xa0 = f32x4.splat(load<f32>(w0) * sa), xb0 = f32x4.splat(load<f32>(w0, 4) * sb);
+    const xa1 = f32x4.splat(load<f32>(w1) * sa), xb1 = f32x4.splat(load<f32>(w1, 4) * sb);
+    const xa2 = f32x4.splat(load<f32>(w2) * sa), xb2 = f32x4.splat(load<f32>(w2, 4) * sb);
+    const xa3 = f32x4.splat(load<f32>(w3) * sa), xb3 = f32x4.splat(load<f32>(w3, 4) * sb);
+    const o0 = okv + <usize>g * rowBytes;
+    const o1 = o0 + rowBytes;
+    const o2 = o1 + rowBytes;
+    const o3 = o2 + rowBytes;
+    for (let c: usize = 0; c < dvU; c += 8) {
+      const la = decode4(kind, data, ea + c);
+      const ha = decode4(kind, data, ea + c + 4);
+      const lb = decode4(kind, data, eb + c);
+      const hb = decode4(kind, data, eb + c + 4);
+      const oc = c << 2;
+      accumulate2(o0 + oc, xa0, xb0, la, ha, lb, hb);
+      accumulate2(o1 + oc, xa1, xb1, la, ha, lb, hb);
+      accumulate2(o2 + oc, xa2, xb2, la, ha, lb, hb);
+      accumulate2(o3 + oc, xa3, xb3, la, ha, lb, hb);
+    }
+  }
+  if (g + 2 < G) {
+    // Three rows: one decode of the two tokens for the three.
+    const w0 = wkv + <usize>g * wBytes;
+    const w1 = w0 + wBytes;
+    const w2 = w1 + wBytes;
+    const xa0 = f32x4.splat(load<f32>(w0) * sa), xb0 = f32x4.splat(load<f32>(w0, 4) * sb);
+    const xa1 = f32x4.splat(load<f32>(w1) * sa), xb1 = f32x4.splat(load<f32>(w1, 4) * sb);
+    const xa2 = f32x4.splat(load<f32>(w2) * sa), xb2 = f32x4.splat(load<f32>(w2, 4) * sb);
+    const o0 = okv + <usize>g * rowBytes;
+    const o1 = o0 + rowBytes;
+    const o2 = o1 + rowBytes;
+    for (let c: usize = 0; c < dvU; c += 8) {
+      const la = decode4(kind, data, ea + c);
+      const ha = decode4(kind, data, ea + c + 4);
+      const lb = decode4(kind, data, eb + c);
+      const hb = decode4(kind, data, eb + c + 4);
+      const oc = c << 2;
+      accumulate2(o0 + oc, xa0, xb0, la, ha, lb, hb);
+      accumulate2(o1 + oc, xa1, xb1, la, ha, lb, hb);
+      accumulate2(o2 + oc, xa2, xb2, la, ha, lb, hb);
+    }
+    g += 3;
+  } else if (g + 1 < G) {
+    // Two rows: one decode of the two tokens for both.
+    const w0 = wkv + <usize>g * wBytes;
+    const w1 = w0 + wBytes;
+    const xa0 = f32x4.splat(load<f32>(w0) * sa), xb0 = f32x4.splat(load<f32>(w0, 4) * sb);
+    const xa1 = f32x4.splat(load<f32>(w1) * sa), xb1 = f32x4.splat(load<f32>(w1, 4) * sb);
+    const o0 = okv + <usize>g * rowBytes;
+    const o1 = o0 + rowBytes;
+    for (let c: usize = 0; c < dvU; c += 8) {
+      const la = decode4(kind, data, ea + c);
+      const ha = decode4(kind, data, ea + c + 4);
+      const lb = decode4(kind, data, eb + c);
+      const hb = decode4(kind, data, eb + c + 4);
+      const oc = c << 2;
+      accumulate2(o0 + oc, xa0, xb0, la, ha, lb, hb);
+      accumulate2(o1 + oc, xa1, xb1, la, ha, lb, hb);
+    }
+    g += 2;
+  }
+  if (g < G) {
+    const w0 = wkv + <usize>g * wBytes;
+    const xa0 = f32x4.splat(load<f32>(w0) * sa), xb0 = f32x4.splat(load<f32>(w0, 4) * sb);
+    const o0 = okv + <usize>g * rowBytes;
+    for (let c: usize = 0; c < dvU; c += 8) {
+      accumulate2(o0 + (c << 2), xa0, xb0, decode4(kind, data, ea + c), decode4(kind, data, ea + c + 4), decode4(kind, data, eb + c), decode4(kind, data, eb + c + 4));
     }
   }
 }
