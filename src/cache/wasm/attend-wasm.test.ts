@@ -12,6 +12,7 @@ import type { CodecKind } from "../codecs/types.js";
 import { appendTokens, denseOverRetained, makeTokenKv, maxRelErr, retainedIds, rng, type TokenKv } from "../../../test/cache-helpers.js";
 import { cacheMemoryBytes, wasmAttentionAvailable } from "./store-memory.js";
 import { queryBlock, QUERY_BLOCK_MAX, QUERY_BLOCK_MIN } from "../attention.js";
+import { roundToF16 } from "../codecs/half.js";
 
 const MODELS: Record<string, CacheModelShape> = {
   "groups 4/1/8": {
@@ -110,6 +111,43 @@ describe("wasm attention kernels", () => {
       }
     }
   }
+
+  it("f16 pages give the f32 kernels' bits over the same values: keys and values decoded once for many rows (GQA 7 and 8, blocks of 1..5 queries) read as f32 pages are", () => {
+    // No RoPE: the cache would rotate the keys before rounding them to f16.
+    const { rope: _, ...groups } = MODELS["groups 4/1/8"]!;
+    for (const model of [groups, uniformModelShape(1, 14, 2, 64, 64)]) {
+      for (const input of [{ contextWindowSize: 200 }, { slidingWindowSize: 48, attentionSinkSize: 4 }]) {
+        const f16 = new PagedKvCache(resolveCacheConfig({ ...input, codec: "f16" }), model);
+        const f32 = new PagedKvCache(resolveCacheConfig({ ...input, codec: "f32" }), model);
+        f16.add(0);
+        f32.add(0);
+        const rand = rng(9);
+        let id = 0, rows = 0;
+        for (let step = 0; step < 40; step++) {
+          const n = 1 + (step % 5);
+          const batch: TokenKv[] = [];
+          for (let i = 0; i < n; i++) {
+            const kv = makeTokenKv(model, id++, rand);
+            for (const a of [...kv.k, ...kv.v]) for (let j = 0; j < a.length; j++) a[j] = roundToF16(a[j]!);
+            batch.push(kv);
+          }
+          expect(appendTokens(f16, 0, batch)).toBe(true);
+          expect(appendTokens(f32, 0, batch)).toBe(true);
+          for (let l = 0; l < model.layers.length; l++) {
+            const shape = model.layers[l]!;
+            const q = new Float32Array(n * model.nHead * shape.headDimK).map(() => rand() * 2 - 1);
+            const a = new Float32Array(n * model.nHead * shape.headDimV);
+            const b = new Float32Array(a.length);
+            f16.attend(l, 0, q, 0, n, a, 0);
+            f32.attend(l, 0, q, 0, n, b, 0);
+            expect(Array.from(new Uint32Array(a.buffer)), `layer ${l}, step ${step}`).toEqual(Array.from(new Uint32Array(b.buffer)));
+            rows += a.length;
+          }
+        }
+        expect(rows).toBeGreaterThan(1000);
+      }
+    }
+  });
 
   it("int8 gives the same results over runs longer than its 256-token integer chunks (page size 1024)", () => {
     const { steps, worstJs } = compare(MODELS["group 3, neox"]!, "int8", { contextWindowSize: 1100, pageSize: 1024 }, 700, 5);

@@ -4,7 +4,10 @@
 // export holds only its codec's decode (binaryen folds the other branches away).
 //
 // Both kernels read the pages in place: a key or value is decoded four channels at a time into
-// registers inside the dot-product / accumulate loop, never into a buffer.
+// registers inside the dot-product / accumulate loop, four query rows a pass. Where one key or
+// value serves more than one pass (decodeOnce: f16 and fp8 over more than 4 rows) it is decoded
+// once into a one-token scratch instead, which the passes read (bench/kernel-profile.ts, 512-token
+// prefill: scores 20-45% and values 25-50% less time on the SmolLM2 shape).
 
 import {
   DESC_DATA, DESC_SCALES, DESC_Q16, DESC_TOKEN_STRIDE, DESC_PAGE_STRIDE, DESC_PAGE_SIZE,
@@ -22,6 +25,16 @@ export const KIND_FP8: i32 = 3;
   if (kind == KIND_F16) return f16x4(data + (e << 1));
   if (kind == KIND_INT8) return i8x4(data + e);
   return e4m3x4(data + e);
+}
+
+/**
+ * Whether a kernel decodes a key (or a pair of values) to f32 once, into the store's kernel
+ * scratch (descriptor word 7), for its passes over G rows to read as f32 pages are read: when
+ * there is more than one pass of four rows and decoding is more than a load (f16, fp8). The passes
+ * see the same values in the same order, so the results keep their bits.
+ */
+@inline function decodeOnce(kind: i32, G: i32): bool {
+  return (kind == KIND_F16 || kind == KIND_FP8) && G > 4;
 }
 
 /** The (token, head) scale of int8 / fp8 pages; 1 for f32 / f16. */
@@ -62,9 +75,8 @@ export const KIND_FP8: i32 = 3;
         const skv = scores + <usize>(kv * G) * wBytes + (<usize>idx << 2);
         const sc = tokenScale(kind, scales, page, slot + t, pageSize, nHeadKv, kv);
         const st = skv + (<usize>t << 2);
-        if (kind == KIND_F16 && G > 4) {
-          // Several passes of rows: the key decoded to f32 once (into the descriptor's scratch),
-          // each pass reading it as f32 pages are read. The same values, so the same bits.
+        if (decodeOnce(kind, G)) {
+          // The key decoded to f32 once, into the descriptor's scratch, for every pass.
           for (let c: usize = 0; c < dkU; c += 4) v128.store(tile + (c << 2), decode4(kind, data, e + c));
           scoreRows(KIND_F32, tile, 0, qkv, G, dkU, rowBytes, st, wBytes, sc);
         } else {
@@ -190,9 +202,8 @@ export const KIND_FP8: i32 = 3;
         const sb = tokenScale(kind, scales, page, slot + t + 1, pageSize, nHeadKv, kv);
         const wkv = w + <usize>(kv * G) * wBytes + (<usize>idx << 2) + tb;
         const okv = out + <usize>(kv * G) * rowBytes;
-        if (kind == KIND_F16 && G > 4) {
-          // Several passes of rows: the two tokens' values decoded to f32 once (into the
-          // descriptor's scratch), each pass reading them as f32 pages are read. The same bits.
+        if (decodeOnce(kind, G)) {
+          // The two tokens' values decoded to f32 once, into the descriptor's scratch, for every pass.
           for (let c: usize = 0; c < dvU; c += 4) {
             v128.store(tile + (c << 2), decode4(kind, data, ea + c));
             v128.store(tile + ((dvU + c) << 2), decode4(kind, data, eb + c));

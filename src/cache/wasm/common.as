@@ -13,7 +13,7 @@
 //   3 pageStride   elements between pages (pageSize * tokenStride)
 //   4 headDim, 5 pageSize, 6 nHeadKv
 //   7 q16      byte offset of the store's kernel scratch: the query rows rounded to int16 (int8's
-//              integer dots), int4's packed weights, or an f16 key / two values decoded to f32
+//              integer dots), int4's packed weights, or an f16 / fp8 key or two values decoded to f32
 //   8.. codec-specific fields (int4.as)
 
 export const DESC_DATA: i32 = 0;

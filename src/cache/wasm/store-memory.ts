@@ -75,9 +75,9 @@ export interface CacheMemoryLayout {
   readonly outBlock: number;
   readonly invSum: number;
   /** Kernel scratch (descriptor word 7): for K stores the query rows rounded to int16 plus their
-   *  f32 scales (int8, int4) or one key decoded to f32 (f16), for V stores packed int16 weight
+   *  f32 scales (int8, int4) or one key decoded to f32 (f16, fp8), for V stores packed int16 weight
    *  pairs (128 per row), a scale per row and 256 token scales (int4, int8) or two tokens' values
-   *  decoded to f32 (f16). */
+   *  decoded to f32 (f16, fp8). */
   readonly q16: number;
   readonly wq: number;
   /** Bytes the memory must hold (before rounding to 64 KiB wasm pages). */
@@ -111,7 +111,7 @@ export function layoutCacheMemory(storeBytes: readonly { readonly k: number; rea
   const outBlock = a.reserve(scratch.outBlock * 4);
   const invSum = a.reserve(scratch.invSum * 4);
   const q16 = a.reserve(scratch.qBlock * 2 + scratch.invSum * 4);
-  // (f16 values also decode two tokens' values there, 2 x maxHeadDimV f32, codecs.as valuesKind.)
+  // (f16 and fp8 values also decode two tokens' values there, 2 x maxHeadDimV f32: codecs.as decodeOnce.)
   const wq = a.reserve(Math.max(scratch.invSum * (128 * 4 + 4) + 256 * 4, (8 * scratch.outBlock) / scratch.invSum));
   return { kStore, vStore, kDesc, vDesc, runTable, scores, qBlock, outBlock, invSum, q16, wq, bytes: a.bytes };
 }
