@@ -289,6 +289,33 @@ export function feedTokens(
 }
 
 /**
+ * feedTokens on an asynchronous backend (WebGPU), whose forward gives the last position's logits
+ * only: batches under the same rule where only the last token's logits are wanted, one token a
+ * pass where every token's are (onLogits).
+ */
+export async function feedTokensAsync(
+  model: AsyncForwardLM,
+  cache: PagedKvCache,
+  seq: number,
+  ids: readonly number[],
+  from: number,
+  to: number,
+  batchTokens: number,
+  logits: Float32Array | null,
+  onLogits?: (p: number, logits: Float32Array) => void,
+): Promise<number> {
+  let p = from;
+  while (p < to) {
+    const n = onLogits !== undefined ? 1 : Math.min(to - p, feedBatchSize(cache, seq, batchTokens));
+    cache.reserveOrThrow(seq, n);
+    await model.forwardAsync(ids, p, n, cache, seq, onLogits !== undefined || p + n === to ? logits : null);
+    if (onLogits !== undefined) onLogits(p, logits!);
+    p += n;
+  }
+  return p - from;
+}
+
+/**
  * ids[p..p+n) through the model into the n slots just reserved: one forward for n = 1 (the
  * reference path, bit for bit), else forwardBatch. `last` receives the last token's logits; with
  * onLogits, `buf` receives every token's and onLogits(p + i, buf) runs for each.

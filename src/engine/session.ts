@@ -12,7 +12,7 @@ import { dropChars, renderChatSpans, type ChatMessage } from "../model/chat-temp
 import type { CausalLM } from "../model/causal-lm.js";
 import { encodePrompt, type TextSpan, type Tokenizer, type TokenizerSettings } from "../model/tokenizer/index.js";
 import { CacheKv } from "../model/cache-kv.js";
-import { asyncForwardOf, createSessionCache, type AsyncForwardLM } from "../model/async-forward.js";
+import { asyncForwardOf, createSessionCache, withBackendCodec, type AsyncForwardLM } from "../model/async-forward.js";
 import {
   StopMatcher,
   Utf8Stream,
@@ -123,8 +123,7 @@ export class Session {
     this.conv = this.freshConversation();
     this.asyncLm = asyncForwardOf(this.model);
     let input = withDefaultWindow(cacheConfig, this.model.hp.nCtxTrain);
-    // A backend that runs only some codecs (WebGPU: f32) gets its own when the config names none.
-    if (this.asyncLm !== null && input.codec === undefined) input = { ...input, codec: this.asyncLm.defaultCodec };
+    input = withBackendCodec(this.model, input);
     if (opts.keepSystem === true) input = this.pinSystem(input);
     this.config = opts.shared?.cache.config ?? resolveCacheConfig(input);
     const lr = this.model.longRope;

@@ -16,9 +16,9 @@ import type { PagedKvCache } from "../cache/paged-kv-cache.js";
 import { AbortError, InvalidSettingError } from "../errors.js";
 import type { CausalLM } from "../model/causal-lm.js";
 import type { Tokenizer } from "../model/tokenizer/index.js";
-import { asyncForwardOf, createSessionCache } from "../model/async-forward.js";
+import { asyncForwardOf, createSessionCache, withBackendCodec } from "../model/async-forward.js";
 import { CacheKv } from "../model/cache-kv.js";
-import { feedBatchSize, feedTokens, nllOf } from "../engine/perplexity.js";
+import { feedTokens, feedTokensAsync, nllOf } from "../engine/perplexity.js";
 import { splitDocuments } from "../engine/text-stream.js";
 
 /** Distances (filler tokens between the fact and the cue) the task measures by default. */
@@ -157,27 +157,14 @@ export interface PasskeyResult {
 /** feedTokens for one sequence of a cache, whichever backend the model runs on. */
 type Feed = (seq: number, ids: readonly number[], from: number, to: number, logits: Float32Array | null, onLogits?: (p: number, logits: Float32Array) => void) => Promise<number>;
 
-/** A Feed over `cache`: feedTokens on the CPU; on an asynchronous backend (WebGPU), whose forward
- *  returns the last position's logits only, batches where only the last logits are wanted and one
- *  token a pass where every position's are. */
+/** A Feed over `cache`: feedTokens on the CPU, feedTokensAsync on an asynchronous backend (WebGPU). */
 function feeder(model: CausalLM, cache: PagedKvCache, batchTokens: number): Feed {
   const gpu = asyncForwardOf(model);
-  if (gpu === null) {
-    const kv = new CacheKv(cache, 0, model);
-    return async (seq, ids, from, to, logits, onLogits) => {
-      kv.seqId = seq;
-      return feedTokens(model, cache, kv, ids, from, to, batchTokens, logits, onLogits);
-    };
-  }
+  if (gpu !== null) return (seq, ids, from, to, logits, onLogits) => feedTokensAsync(gpu, cache, seq, ids, from, to, batchTokens, logits, onLogits);
+  const kv = new CacheKv(cache, 0, model);
   return async (seq, ids, from, to, logits, onLogits) => {
-    for (let p = from; p < to; ) {
-      const n = onLogits !== undefined ? 1 : Math.min(to - p, feedBatchSize(cache, seq, batchTokens));
-      cache.reserveOrThrow(seq, n);
-      await gpu.forwardAsync(ids, p, n, cache, seq, onLogits !== undefined || p + n === to ? logits : null);
-      if (onLogits !== undefined) onLogits(p, logits!);
-      p += n;
-    }
-    return Math.max(0, to - from);
+    kv.seqId = seq;
+    return feedTokens(model, cache, kv, ids, from, to, batchTokens, logits, onLogits);
   };
 }
 
@@ -252,8 +239,7 @@ export async function runPasskey(
   for (const f of facts) longestFact = Math.max(longestFact, f.length);
 
   const gpu = asyncForwardOf(model);
-  let input: CacheConfigInput = { ...setting.cache, maxSequences: 3 };
-  if (gpu !== null && input.codec === undefined) input = { ...input, codec: gpu.defaultCodec };
+  const input: CacheConfigInput = withBackendCodec(model, { ...setting.cache, maxSequences: 3 });
   const dense = (input.slidingWindowSize === undefined || input.slidingWindowSize === -1) && input.contextWindowSize === undefined;
   const config = resolveCacheConfig(dense ? { ...input, contextWindowSize: 1 + longestFact + maxDistance + cue.length + longestName } : input);
 

@@ -3,8 +3,7 @@
 // reserved, and a trace of the bytes in use as the stream grows (the flat-memory plot).
 
 import { resolveCacheConfig, type CacheConfig } from "../cache/config.js";
-import type { CodecKind } from "../cache/codecs/types.js";
-import { asyncForwardOf } from "../model/async-forward.js";
+import { asyncForwardOf, withBackendCodec } from "../model/async-forward.js";
 import type { CausalLM } from "../model/causal-lm.js";
 import { perplexity, type PerplexityProgress } from "../engine/perplexity.js";
 import { kvboundKvForConfig } from "../plan/kvbound.js";
@@ -42,10 +41,9 @@ export interface StreamRowResult {
   readonly config: CacheConfig;
 }
 
-/** The resolved cache config of a row for a stream of `tokens` tokens (dense: a window holding it
- *  all), its codec `codec` where the row names none (a backend's default). */
-export function rowCacheConfig(row: StreamConfig, tokens: number, codec?: CodecKind): CacheConfig {
-  const c = row.cache.codec === undefined && codec !== undefined ? { ...row.cache, codec } : row.cache;
+/** The resolved cache config of a row for a stream of `tokens` tokens (dense: a window holding it all). */
+export function rowCacheConfig(row: StreamConfig, tokens: number): CacheConfig {
+  const c = row.cache;
   return resolveCacheConfig(denseRow(row) ? { ...c, contextWindowSize: Math.max(1, tokens - 1) } : c);
 }
 
@@ -65,7 +63,7 @@ export async function runStreamRow(
 ): Promise<StreamRowResult> {
   const stream = row.maxTokens !== undefined && ids.length > row.maxTokens ? ids.slice(0, row.maxTokens) : ids;
   const gpu = asyncForwardOf(model);
-  const config = rowCacheConfig(row, stream.length, gpu?.defaultCodec);
+  const config = rowCacheConfig({ ...row, cache: withBackendCodec(model, row.cache) }, stream.length);
   const trace: [number, number][] = [[0, 0]];
   const onProgress = (p: PerplexityProgress): void => {
     trace.push([p.done, p.cacheBytes]);

@@ -3,7 +3,7 @@
 // API server check for it with `asyncForwardOf` and await its forward; the CPU models
 // (TransformerModel) are not one, so their path stays synchronous, with no await per token.
 
-import type { CacheConfig } from "../cache/config.js";
+import type { CacheConfig, CacheConfigInput } from "../cache/config.js";
 import type { CodecKind } from "../cache/codecs/types.js";
 import type { PagedKvCache } from "../cache/paged-kv-cache.js";
 import type { CausalLM } from "./causal-lm.js";
@@ -37,6 +37,12 @@ export interface AsyncForwardLM extends CausalLM {
 export function asyncForwardOf(model: CausalLM): AsyncForwardLM | null {
   const m = model as Partial<AsyncForwardLM>;
   return typeof m.forwardAsync === "function" && typeof m.createPagedCache === "function" ? (model as AsyncForwardLM) : null;
+}
+
+/** `input` with an async model's own codec where it names none (a backend may run only some: WebGPU f32). */
+export function withBackendCodec(model: CausalLM, input: CacheConfigInput): CacheConfigInput {
+  const a = asyncForwardOf(model);
+  return a !== null && input.codec === undefined ? { ...input, codec: a.defaultCodec } : input;
 }
 
 /** The cache a session of `model` runs on: the async model's own, else a CPU paged cache. */

@@ -357,9 +357,8 @@ export class GpuPageStore implements PageStore {
   importPage(page: number, bytes: Uint8Array): void {
     checkPage(this.shape, page);
     const s = this.i4;
-    const sealedBytes = this.parts.reduce((n, [, b]) => n + b, 0);
     if (s === null) {
-      checkImportLength(this.kind, bytes.byteLength, sealedBytes);
+      checkImportLength(this.kind, bytes.byteLength, this.pageBytes);
       this.writeParts(page, bytes);
       return;
     }
@@ -383,7 +382,7 @@ export class GpuPageStore implements PageStore {
       this.gpu.device.queue.submit([enc.finish()]);
       this.gpu.write(this.buffer, this.residualAt(r), body);
     } else {
-      checkImportLength("int4", bytes.byteLength, INT4_HEADER_BYTES + sealedBytes);
+      checkImportLength("int4", bytes.byteLength, INT4_HEADER_BYTES + this.pageBytes);
       this.release(page);
       this.writeParts(page, body);
     }
