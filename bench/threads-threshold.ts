@@ -7,7 +7,7 @@
 
 import { loadavg } from "node:os";
 import { WasmArena } from "../src/model/wasm/wasm-kernels.js";
-import { ROW_KERNEL } from "../src/model/wasm/row-call.js";
+import { ROW_KERNEL } from "../src/wasm/row-call.js";
 import { otherProcessesMeter } from "./lib/load.js";
 import { machineInfo, machineLines } from "./lib/machine.js";
 import { markdownTable, fmt } from "./lib/table.js";

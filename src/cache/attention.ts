@@ -91,6 +91,8 @@ export function attentionScratchFloats(nHead: number, window: number, maxHeadDim
     qBlock: qb * nHead * maxHeadDimK,
     outBlock: qb * nHead * maxHeadDimV,
     invSum: qb * nHead,
+    // A key decoded once (maxHeadDimK), or two tokens' values (2 maxHeadDimV): codecs.as decodeOnce.
+    headTile: Math.max(maxHeadDimK, 2 * maxHeadDimV),
   };
 }
 

@@ -31,8 +31,9 @@ import type { CodecKind, KvRole, PageShape, PageStore } from "./codecs/types.js"
 import type { CacheConfig, CacheModelShape } from "./config.js";
 import { attendRuns, type AttendShape, type AttentionWeightsHook, type RunTable } from "./attention.js";
 import { CacheScratch, cacheKernelMemory } from "./cache-scratch.js";
-import { attendRunsWasm, type WasmAttendTarget } from "./wasm/attend-wasm.js";
-import type { CacheKernelMemory } from "./wasm/store-memory.js";
+import { attendRunsWasm, type WasmAttendSplit, type WasmAttendTarget } from "./wasm/attend-wasm.js";
+import { CacheKernelMemory, splitsByHead } from "./wasm/store-memory.js";
+import { RowCall, type KernelTable, type RowCallPool, type RowKernelFn } from "../wasm/row-call.js";
 import { layerPageShape, PagePool, planPoolLayout, type PoolLayout } from "./page-pool.js";
 import { MAX_POSITION, PageTable } from "./page-table.js";
 import { createPolicy, type EvictionPolicy } from "./policies/index.js";
@@ -60,7 +61,17 @@ export interface PagedKvCacheOptions {
    * kernels (they read the stores where they are).
    */
   readonly kernels?: "wasm" | "js";
+  /**
+   * A thread pool (the model's) that the wasm attention splits over by KV head, where the codec
+   * allows (f32, f16, fp8): the kernel memory is then a SharedArrayBuffer's, attached to the pool's
+   * workers. Results do not change.
+   */
+  readonly threads?: RowCallPool;
 }
+
+/** Lets a pool's workers drop a collected cache's memory. */
+const detachOnCollect =
+  typeof FinalizationRegistry === "function" ? new FinalizationRegistry<{ pool: RowCallPool; table: KernelTable }>(({ pool, table }) => pool.detach(table)) : null;
 
 export class CacheGroup {
   readonly config: CacheConfig;
@@ -102,8 +113,9 @@ export class CacheGroup {
     this.window = config.windowTokens;
     const nPages = this.layout.nPages;
     this.pool = new PagePool(nPages);
+    const pool = options.threads !== undefined && options.threads.threads > 1 && splitsByHead(config.codec) ? options.threads : null;
     const mem =
-      options.kernels === "js" || options.createStore !== undefined || this.policy.usesScores ? null : cacheKernelMemory(config, model);
+      options.kernels === "js" || options.createStore !== undefined || this.policy.usesScores ? null : cacheKernelMemory(config, model, pool !== null);
     const make: StoreFactory =
       options.createStore ??
       ((kind, role, shape) => createPageStore(kind, role, shape, this.layout.storeOptions));
@@ -151,10 +163,23 @@ export class CacheGroup {
       const L = mem.layout;
       const kernels = mem.kernels(config.codec);
       const invSum = this.scratch.kernelInvSum!;
+      let split: WasmAttendSplit | null = null;
+      if (pool !== null && mem.shared) {
+        const names = CacheKernelMemory.splitKernelNames(config.codec);
+        const table = pool.attach(mem.module, mem.memory, names);
+        detachOnCollect?.register(this, { pool, table });
+        split = { pool, table, fns: names.map((n) => mem.exports[n] as RowKernelFn), calls: [new RowCall(), new RowCall(), new RowCall()] };
+      }
       for (let l = 0; l < model.layers.length; l++) {
         mem.writeDescriptor(L.kDesc[l]!, this.kStores[l]!);
         mem.writeDescriptor(L.vDesc[l]!, this.vStores[l]!);
-        this.wasmTargets.push({ mem, k: kernels, v: kernels, kDesc: L.kDesc[l]!, vDesc: L.vDesc[l]!, invSum });
+        const kHeadDesc = L.kHeadDesc[l]!, vHeadDesc = L.vHeadDesc[l]!;
+        if (kHeadDesc >= 0) {
+          mem.writeHeadDescriptors(kHeadDesc, this.kStores[l]!);
+          mem.writeHeadDescriptors(vHeadDesc, this.vStores[l]!);
+        }
+        const target = split !== null && kHeadDesc >= 0 ? { ...split, kHeadDesc, vHeadDesc } : null;
+        this.wasmTargets.push({ mem, k: kernels, v: kernels, kDesc: L.kDesc[l]!, vDesc: L.vDesc[l]!, invSum, split: target });
       }
       this.kernelMemory = mem;
     }

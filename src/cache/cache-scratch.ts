@@ -16,8 +16,10 @@ import {
   CacheKernelMemory,
   layoutCacheMemory,
   MAX_CACHE_MEMORY_BYTES,
+  splitsByHead,
   wasmAttentionSupports,
   type CacheMemoryLayout,
+  type LayerStoreBytes,
   type ScratchFloats,
 } from "./wasm/store-memory.js";
 
@@ -128,12 +130,13 @@ export function cacheKernelLayout(config: CacheConfig, model: CacheModelShape): 
 function kernelLayoutFor(config: CacheConfig, model: CacheModelShape, pool: PoolLayout, len: ScratchLengths): CacheMemoryLayout | null {
   // A group without layers attends nothing: no kernel memory.
   if (model.layers.length === 0) return null;
-  const bytes: { k: number; v: number }[] = [];
+  const bytes: LayerStoreBytes[] = [];
   for (const layer of model.layers) {
     if (!wasmAttentionSupports(config.codec, layer.headDimK, layer.headDimV)) return null;
     bytes.push({
       k: pageStoreBytes(config.codec, "k", layerPageShape(pool.nPages, config.pageSize, layer.nHeadKv, layer.headDimK), pool.storeOptions),
       v: pageStoreBytes(config.codec, "v", layerPageShape(pool.nPages, config.pageSize, layer.nHeadKv, layer.headDimV), pool.storeOptions),
+      splitHeads: splitsByHead(config.codec) ? layer.nHeadKv : 0,
     });
   }
   const layout = layoutCacheMemory(bytes, len.runs, len.kernel);
@@ -152,10 +155,13 @@ export function cacheScratchBytes(config: CacheConfig, model: CacheModelShape): 
   return scratchBytesOf(len, kernel, pool.reservedBytes);
 }
 
-/** The wasm kernel memory for this cache, or null when attention stays in JS (cacheKernelLayout, or no wasm SIMD here, or too much memory). */
-export function cacheKernelMemory(config: CacheConfig, model: CacheModelShape): CacheKernelMemory | null {
+/**
+ * The wasm kernel memory for this cache, or null when attention stays in JS (cacheKernelLayout, or
+ * no wasm SIMD here, or too much memory); a SharedArrayBuffer's when `shared` and the runtime allows.
+ */
+export function cacheKernelMemory(config: CacheConfig, model: CacheModelShape, shared = false): CacheKernelMemory | null {
   const layout = cacheKernelLayout(config, model);
-  return layout === null ? null : CacheKernelMemory.create(layout, config.codec);
+  return layout === null ? null : CacheKernelMemory.create(layout, config.codec, shared);
 }
 
 /** The scratch of one cache group, allocated once (in `mem` where the wasm kernels run). */

@@ -20,8 +20,10 @@ export function modelCacheShape(model: Pick<CausalLM, "hp" | "attention">): Cach
   return { nHead: model.hp.nHead, layers };
 }
 
-export function createModelCache(model: Pick<CausalLM, "hp" | "attention">, config: CacheConfig, options: PagedKvCacheOptions = {}): PagedKvCache {
-  return new PagedKvCache(config, modelCacheShape(model), options);
+/** A cache for `model`'s layers; its attention splits over the model's threads (rowCallPool) unless options say. */
+export function createModelCache(model: Pick<CausalLM, "hp" | "attention" | "rowCallPool">, config: CacheConfig, options: PagedKvCacheOptions = {}): PagedKvCache {
+  const pool = model.rowCallPool ?? null;
+  return new PagedKvCache(config, modelCacheShape(model), pool === null ? options : { threads: pool, ...options });
 }
 
 /** A KvBackend over one sequence of a PagedKvCache (the caller reserves the slots). */

@@ -5,6 +5,7 @@
 // layers as a TransformerPlan; src/model/transformer.ts computes any plan.
 
 import type { RopeSpec } from "../cache/rope.js";
+import type { RowCallPool } from "../wasm/row-call.js";
 
 /** The facts about a model every caller may need (sizes, context, vocabulary). */
 export interface ModelHParams {
@@ -82,6 +83,8 @@ export interface CausalLM {
   readonly threads: number;
   /** Why fewer threads run than were asked for (no SharedArrayBuffer, the JS kernels, ...), or null. */
   readonly threadsNote: string | null;
+  /** The thread pool the model's caches split attention over (createModelCache), when it has one. */
+  readonly rowCallPool?: RowCallPool | null;
   /** Stops the model's worker threads, if any; it still runs afterwards, on the calling thread. */
   dispose(): void;
   /** One token at position `pos` through every layer; `logits` ([nVocab]) receives the output when given. */

@@ -23,6 +23,7 @@ import { dequantizeRow } from "./kernels/quant-rows.js";
 import { defaultThreads, MAX_THREADS, WasmArena, wasmKernelsAvailable } from "./wasm/wasm-kernels.js";
 import { ELEMENTWISE_WASM_BASE64 } from "./wasm/elementwise-wasm.js";
 import { compileEmbedded } from "../wasm/embedded.js";
+import type { RowCallPool } from "../wasm/row-call.js";
 import { WeightSet } from "./weights.js";
 
 export type { KvBackend } from "./causal-lm.js";
@@ -345,6 +346,11 @@ export class TransformerModel implements CausalLM {
     this.logitsRow = acts(8, hp.nVocab, 1);
     this.ew = arena !== null ? elementwiseOn(arena) : null;
     this.normStage = this.ew !== null && arena !== null ? arena.f32(ptrs[9]!, Math.max(hp.nEmbd, hp.headDim)) : null;
+  }
+
+  /** The matmuls' thread pool, which the model's caches split attention over too (null: one thread). */
+  get rowCallPool(): RowCallPool | null {
+    return this.arena?.rowCallPool ?? null;
   }
 
   /** Threads the matmuls are split over (1 on the JS kernels or where threads cannot run: see threadsNote). */

@@ -7,9 +7,10 @@
 //                                    pages; it imports its sibling .as files, one per codec)
 //   src/model/wasm/elementwise.as -> src/model/wasm/elementwise-wasm.ts (SwiGLU, RMSNorm, residual
 //                                    adds over the matmul module's memory)
-// The two model modules import their memory declared shared (SHARED_MEMORY): one module serves a
-// SharedArrayBuffer-backed arena whose rows worker threads split, and, with the declaration flipped
-// at load (embedded.ts compileEmbedded "unshared"), a plain one where SharedArrayBuffer is missing.
+// All three import their memory declared shared (SHARED_MEMORY): one module serves a
+// SharedArrayBuffer-backed memory (the model's arena, a cache's pages) whose rows worker threads
+// split, and, with the declaration flipped at load (embedded.ts compileEmbedded "unshared"), a plain
+// one where SharedArrayBuffer is missing or one thread runs.
 // It lives in src/wasm/ (beside embedded.ts, which decodes what it embeds) because it builds both the
 // model's and the cache's modules, and the cache may not import the model.
 // Run: node src/wasm/build.mjs           (writes them all)
@@ -49,6 +50,8 @@ export const MODULES = {
     target: fileURLToPath(new URL("../cache/wasm/attention-wasm.ts", import.meta.url)),
     constant: "ATTENTION_WASM_BASE64",
     what: "The WebAssembly SIMD attention kernels' bytes",
+    // Over the cache's memory, imported: shared when the model's matmul pool splits attention too.
+    flags: SHARED_MEMORY,
   },
   elementwise: {
     source: fileURLToPath(new URL("../model/wasm/elementwise.as", import.meta.url)),

@@ -8,6 +8,9 @@
 //   scores<Codec>   q . k for every retained token (in run-table order), per run range of equal RoPE offset
 //   softmaxRows     unnormalized e^(s - max) per row over the tokens its query sees, 1/sum aside
 //   values<Codec>   sum_t e_t v_t per row
+// Split over threads (attend-wasm.ts), each thread runs these over a range of units: KV heads, or
+// parts of one (the *Units kernels); per-unit descriptors start at their head, and softmaxUnits
+// counts rows from the range's first unit.
 
 import { expNonPositive4 } from "./common";
 import { scoresKind, valuesKind, KIND_F32, KIND_F16, KIND_INT8, KIND_FP8 } from "./codecs";
@@ -41,8 +44,17 @@ export function valuesFp8(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nV
  * 0 (they add nothing in the value pass), and invSum[row] = 1 / sum.
  */
 export function softmaxRows(scores: usize, W: i32, nRows: i32, group: i32, nb: i32, self0: i32, nVisLast: i32, invSum: usize): void {
+  softmaxUnits(scores, W, nRows, 1, group, nb, self0, nVisLast, invSum, 0);
+}
+
+/**
+ * softmaxRows over nUnits x rowsPerUnit rows that are rows unit0 x rowsPerUnit .. of a block (a
+ * thread's range of units: attend-wasm.ts), which decides each row's query.
+ */
+export function softmaxUnits(scores: usize, W: i32, nUnits: i32, rowsPerUnit: i32, group: i32, nb: i32, self0: i32, nVisLast: i32, invSum: usize, unit0: i32): void {
+  const nRows = nUnits * rowsPerUnit, row0 = unit0 * rowsPerUnit;
   for (let row = 0; row < nRows; row++) {
-    const b = (row / group) % nb;
+    const b = ((row0 + row) / group) % nb;
     const nVis = self0 + b + 1;
     const base = scores + ((<usize>row * <usize>W) << 2);
     const n4 = nVis & ~3;
@@ -68,4 +80,42 @@ export function softmaxRows(scores: usize, W: i32, nRows: i32, group: i32, nb: i
     for (let t = nVis; t < nVisLast; t++) store<f32>(base + (<usize>t << 2), 0);
     store<f32>(invSum + (<usize>row << 2), 1 / sum);
   }
+}
+
+// A thread's range of units when a KV head's rows are split in parts (attend-wasm.ts): unit i
+// has descriptor desc + 64 i (its head's, with a tile of its own) and G rows; each unit runs the
+// codec's kernel over one head, so the bits are those of one call over every head.
+@inline function scoresUnits(kind: i32, desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, n: i32, q: usize, G: i32, dk: i32, scores: usize, W: i32): void {
+  for (let i = 0; i < n; i++) {
+    const d = desc + (<usize>i << 6), qi = q + <usize>(i * G * dk) * 4, si = scores + <usize>(i * G) * <usize>W * 4;
+    if (kind == KIND_F32) scoresF32(d, rt, cap, r0, r1, nVis, 1, qi, G, dk, si, W);
+    else if (kind == KIND_F16) scoresF16(d, rt, cap, r0, r1, nVis, 1, qi, G, dk, si, W);
+    else scoresFp8(d, rt, cap, r0, r1, nVis, 1, qi, G, dk, si, W);
+  }
+}
+@inline function valuesUnits(kind: i32, desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, n: i32, w: usize, G: i32, W: i32, out: usize, dv: i32): void {
+  for (let i = 0; i < n; i++) {
+    const d = desc + (<usize>i << 6), wi = w + <usize>(i * G) * <usize>W * 4, oi = out + <usize>(i * G * dv) * 4;
+    if (kind == KIND_F32) valuesF32(d, rt, cap, r0, r1, nVis, 1, wi, G, W, oi, dv);
+    else if (kind == KIND_F16) valuesF16(d, rt, cap, r0, r1, nVis, 1, wi, G, W, oi, dv);
+    else valuesFp8(d, rt, cap, r0, r1, nVis, 1, wi, G, W, oi, dv);
+  }
+}
+export function scoresF32Units(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, n: i32, q: usize, G: i32, dk: i32, scores: usize, W: i32): void {
+  scoresUnits(KIND_F32, desc, rt, cap, r0, r1, nVis, n, q, G, dk, scores, W);
+}
+export function scoresF16Units(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, n: i32, q: usize, G: i32, dk: i32, scores: usize, W: i32): void {
+  scoresUnits(KIND_F16, desc, rt, cap, r0, r1, nVis, n, q, G, dk, scores, W);
+}
+export function scoresFp8Units(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, n: i32, q: usize, G: i32, dk: i32, scores: usize, W: i32): void {
+  scoresUnits(KIND_FP8, desc, rt, cap, r0, r1, nVis, n, q, G, dk, scores, W);
+}
+export function valuesF32Units(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, n: i32, w: usize, G: i32, W: i32, out: usize, dv: i32): void {
+  valuesUnits(KIND_F32, desc, rt, cap, r0, r1, nVis, n, w, G, W, out, dv);
+}
+export function valuesF16Units(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, n: i32, w: usize, G: i32, W: i32, out: usize, dv: i32): void {
+  valuesUnits(KIND_F16, desc, rt, cap, r0, r1, nVis, n, w, G, W, out, dv);
+}
+export function valuesFp8Units(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, n: i32, w: usize, G: i32, W: i32, out: usize, dv: i32): void {
+  valuesUnits(KIND_FP8, desc, rt, cap, r0, r1, nVis, n, w, G, W, out, dv);
 }

@@ -10,7 +10,7 @@
 // prefill: scores 20-45% and values 25-50% less time on the SmolLM2 shape).
 
 import {
-  DESC_DATA, DESC_SCALES, DESC_Q16, DESC_TOKEN_STRIDE, DESC_PAGE_STRIDE, DESC_PAGE_SIZE,
+  DESC_DATA, DESC_SCALES, DESC_Q16, DESC_TOKEN_STRIDE, DESC_PAGE_STRIDE, DESC_PAGE_SIZE, DESC_N_HEAD_KV,
   runPage, runSlot, runLength, runIndex, hsum, hsum4, f16x4, i8x4, e4m3x4,
 } from "./common";
 
@@ -37,15 +37,17 @@ export const KIND_FP8: i32 = 3;
   return (kind == KIND_F16 || kind == KIND_FP8) && G > 4;
 }
 
-/** The (token, head) scale of int8 / fp8 pages; 1 for f32 / f16. */
-@inline function tokenScale(kind: i32, scales: usize, page: i32, slot: i32, pageSize: i32, nHeadKv: i32, kv: i32): f32 {
+/** The (token, head) scale of int8 / fp8 pages; 1 for f32 / f16. `heads`: the store's KV heads
+ *  (the descriptor's, which a per-head descriptor keeps while its scales start at its head). */
+@inline function tokenScale(kind: i32, scales: usize, page: i32, slot: i32, pageSize: i32, heads: i32, kv: i32): f32 {
   if (kind == KIND_F32 || kind == KIND_F16) return 1;
-  return load<f32>(scales + ((<usize>((page * pageSize + slot) * nHeadKv + kv)) << 2));
+  return load<f32>(scales + ((<usize>((page * pageSize + slot) * heads + kv)) << 2));
 }
 
 /**
  * scores[(kv*G + g)*W + idx + t] = <q[(kv*G + g)*dk ..], key(page, slot + t, kv)> for the runs
- * r0 .. r1 (retained tokens below nVis only), every KV head, its G query rows. dk % 4 == 0.
+ * r0 .. r1 (retained tokens below nVis only), KV heads 0 .. nHeadKv of the descriptor (a per-head
+ * descriptor starts at its head: store-memory.ts), its G query rows each. dk % 4 == 0.
  */
 @inline export function scoresKind(
   kind: i32, desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, nHeadKv: i32,
@@ -56,6 +58,7 @@ export const KIND_FP8: i32 = 3;
   const ts = <usize>load<i32>(desc + DESC_TOKEN_STRIDE);
   const ps = <usize>load<i32>(desc + DESC_PAGE_STRIDE);
   const pageSize = load<i32>(desc + DESC_PAGE_SIZE);
+  const heads = load<i32>(desc + DESC_N_HEAD_KV);
   const tile = <usize>load<i32>(desc + DESC_Q16);
   const dkU = <usize>dk;
   const rowBytes = dkU << 2;
@@ -73,7 +76,7 @@ export const KIND_FP8: i32 = 3;
         const e = <usize>page * ps + <usize>(slot + t) * ts + <usize>kv * dkU;
         const qkv = q + <usize>(kv * G) * rowBytes;
         const skv = scores + <usize>(kv * G) * wBytes + (<usize>idx << 2);
-        const sc = tokenScale(kind, scales, page, slot + t, pageSize, nHeadKv, kv);
+        const sc = tokenScale(kind, scales, page, slot + t, pageSize, heads, kv);
         const st = skv + (<usize>t << 2);
         if (decodeOnce(kind, G)) {
           // The key decoded to f32 once, into the descriptor's scratch, for every pass.
@@ -178,6 +181,7 @@ export const KIND_FP8: i32 = 3;
   const ts = <usize>load<i32>(desc + DESC_TOKEN_STRIDE);
   const ps = <usize>load<i32>(desc + DESC_PAGE_STRIDE);
   const pageSize = load<i32>(desc + DESC_PAGE_SIZE);
+  const heads = load<i32>(desc + DESC_N_HEAD_KV);
   const tile = <usize>load<i32>(desc + DESC_Q16);
   const dvU = <usize>dv;
   const rowBytes = dvU << 2;
@@ -198,8 +202,8 @@ export const KIND_FP8: i32 = 3;
       for (let kv = 0; kv < nHeadKv; kv++) {
         const ea = <usize>page * ps + <usize>(slot + t) * ts + <usize>kv * dvU;
         const eb = ea + ts;
-        const sa = tokenScale(kind, scales, page, slot + t, pageSize, nHeadKv, kv);
-        const sb = tokenScale(kind, scales, page, slot + t + 1, pageSize, nHeadKv, kv);
+        const sa = tokenScale(kind, scales, page, slot + t, pageSize, heads, kv);
+        const sb = tokenScale(kind, scales, page, slot + t + 1, pageSize, heads, kv);
         const wkv = w + <usize>(kv * G) * wBytes + (<usize>idx << 2) + tb;
         const okv = out + <usize>(kv * G) * rowBytes;
         if (decodeOnce(kind, G)) {
@@ -218,7 +222,7 @@ export const KIND_FP8: i32 = 3;
       // The run's last token when its length is odd.
       for (let kv = 0; kv < nHeadKv; kv++) {
         const ea = <usize>page * ps + <usize>(slot + t) * ts + <usize>kv * dvU;
-        const sa = tokenScale(kind, scales, page, slot + t, pageSize, nHeadKv, kv);
+        const sa = tokenScale(kind, scales, page, slot + t, pageSize, heads, kv);
         const wkv = w + <usize>(kv * G) * wBytes + (<usize>(idx + t) << 2);
         const okv = out + <usize>(kv * G) * rowBytes;
         for (let g = 0; g < G; g++) {

@@ -16,6 +16,7 @@
 // (1/15 of a channel's range), hundreds of times the bound: the last test checks that the bound
 // is that tight.
 
+import { unshareMemoryImport } from "../../wasm/embedded.js";
 import { describe, expect, it } from "vitest";
 import { Int4PageStore, int4StoreBytes, int4WasmSupports } from "../codecs/int4.js";
 import { F16_TO_F32 } from "../codecs/half.js";
@@ -43,9 +44,9 @@ async function newInstance(): Promise<Exports> {
   compiled ??= (async () => {
     // @ts-expect-error build.mjs is plain JS without types
     const build = (await import("../../wasm/build.mjs")) as { compileKernels(name: string): Promise<Uint8Array<ArrayBuffer>> };
-    return new WebAssembly.Module(await build.compileKernels("attention"));
+    return new WebAssembly.Module(unshareMemoryImport(await build.compileKernels("attention")));
   })();
-  return new WebAssembly.Instance(await compiled, {}).exports as unknown as Exports;
+  return new WebAssembly.Instance(await compiled, { env: { memory: new WebAssembly.Memory({ initial: 1 }) } }).exports as unknown as Exports;
 }
 
 const F32_U = 2 ** -23;

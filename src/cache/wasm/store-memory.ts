@@ -6,7 +6,7 @@
 // layoutCacheMemory is the whole layout as a pure function of the sizes, so that the planner
 // predicts the memory the cache reserves without creating one.
 
-import { ArenaLayout, compileEmbedded, growMemoryTo, MAX_WASM32_MEMORY_BYTES } from "../../wasm/embedded.js";
+import { ArenaLayout, compileEmbedded, MAX_WASM32_MEMORY_BYTES, WASM_PAGE_BYTES, type MemoryKind } from "../../wasm/embedded.js";
 
 /** Largest kernel memory one cache lays out (about 4 GiB); past it the cache keeps plain buffers. */
 export const MAX_CACHE_MEMORY_BYTES = MAX_WASM32_MEMORY_BYTES;
@@ -18,7 +18,6 @@ type ScoresFn = (desc: number, rt: number, cap: number, r0: number, r1: number, 
 type ValuesFn = (desc: number, rt: number, cap: number, r0: number, r1: number, nVis: number, nHeadKv: number, w: number, G: number, W: number, out: number, dv: number) => void;
 
 export interface AttentionExports {
-  readonly memory: WebAssembly.Memory;
   softmaxRows(scores: number, W: number, nRows: number, group: number, nb: number, self0: number, nVisLast: number, invSum: number): void;
   readonly [name: string]: unknown;
 }
@@ -37,16 +36,30 @@ const KERNEL_NAMES: Record<CodecKind, readonly [string, string]> = {
   int4: ["scoresInt4", "valuesInt4"],
 };
 
-let compiled: WebAssembly.Module | null | undefined;
+const compiled = new Map<MemoryKind, WebAssembly.Module | null>();
 
-function attentionModule(): WebAssembly.Module | null {
-  if (compiled === undefined) compiled = compileEmbedded(ATTENTION_WASM_BASE64);
-  return compiled;
+/** The module, for a plain memory or a shared one (which threads split attention over). */
+function attentionModule(memory: MemoryKind = "unshared"): WebAssembly.Module | null {
+  if (!compiled.has(memory)) compiled.set(memory, compileEmbedded(ATTENTION_WASM_BASE64, memory));
+  return compiled.get(memory)!;
 }
 
 /** Whether this runtime can run the wasm attention kernels at all. */
 export function wasmAttentionAvailable(): boolean {
   return attentionModule() !== null;
+}
+
+/** Codecs whose kernels a thread can run over a range of KV heads (per-head descriptors): one code
+ *  per value at `BYTES_PER_VALUE`, any scales per (token, head). int8's integer dots and int4's
+ *  layout stay on one thread. */
+const BYTES_PER_VALUE: Partial<Record<CodecKind, number>> = { f32: 4, f16: 2, fp8: 1 };
+
+/** Parts a KV head's rows may be split in over threads (attend-wasm.ts): each has a descriptor and a tile. */
+export const SPLIT_PARTS = 2;
+
+/** Whether attention over this codec splits by KV head (and the layout holds per-head descriptors). */
+export function splitsByHead(codec: CodecKind): boolean {
+  return BYTES_PER_VALUE[codec] !== undefined;
 }
 
 /** Whether the wasm kernels handle a codec at these head dims (the cache falls back to JS otherwise):
@@ -67,6 +80,13 @@ export interface CacheMemoryLayout {
   readonly vStore: readonly number[];
   readonly kDesc: readonly number[];
   readonly vDesc: readonly number[];
+  /** Per layer, where the codec splits by head: SPLIT_PARTS descriptors per KV head for K, then for
+   *  V, each starting at its head, its kernel scratch a tile of its own (-1: none). */
+  readonly kHeadDesc: readonly number[];
+  readonly vHeadDesc: readonly number[];
+  /** The tiles: `headTileBytes` for each part of the most KV heads of a layer. */
+  readonly headTiles: number;
+  readonly headTileBytes: number;
   /** The run table: 4 x capacity int32 (page, slotStart, length, index). */
   readonly runTable: number;
   /** Attention scratch (AttentionScratch's float arrays), float counts in `scratchFloats`. */
@@ -90,21 +110,37 @@ export interface ScratchFloats {
   readonly qBlock: number;
   readonly outBlock: number;
   readonly invSum: number;
+  /** One KV head's kernel scratch when threads split heads: a key, or two tokens' values, as f32. */
+  readonly headTile: number;
+}
+
+/** One layer's stores: K and V bytes, and the KV heads that get descriptors of their own (0: none). */
+export interface LayerStoreBytes {
+  readonly k: number;
+  readonly v: number;
+  readonly splitHeads: number;
 }
 
 /** Lays out stores (bytes per layer, K and V), the run table and the scratch, 64-byte aligned. */
-export function layoutCacheMemory(storeBytes: readonly { readonly k: number; readonly v: number }[], runCapacity: number, scratch: ScratchFloats): CacheMemoryLayout {
+export function layoutCacheMemory(storeBytes: readonly LayerStoreBytes[], runCapacity: number, scratch: ScratchFloats): CacheMemoryLayout {
   const a = new ArenaLayout();
   const kStore: number[] = [];
   const vStore: number[] = [];
   const kDesc: number[] = [];
   const vDesc: number[] = [];
+  const kHeadDesc: number[] = [];
+  const vHeadDesc: number[] = [];
+  let maxHeads = 0;
   for (const s of storeBytes) {
     kStore.push(a.reserve(s.k));
     vStore.push(a.reserve(s.v));
     kDesc.push(a.reserve(DESCRIPTOR_WORDS * 4));
     vDesc.push(a.reserve(DESCRIPTOR_WORDS * 4));
+    kHeadDesc.push(s.splitHeads > 0 ? a.reserve(s.splitHeads * SPLIT_PARTS * DESCRIPTOR_WORDS * 4) : -1);
+    vHeadDesc.push(s.splitHeads > 0 ? a.reserve(s.splitHeads * SPLIT_PARTS * DESCRIPTOR_WORDS * 4) : -1);
+    maxHeads = Math.max(maxHeads, s.splitHeads);
   }
+  const headTiles = a.reserve(maxHeads * SPLIT_PARTS * scratch.headTile * 4);
   const runTable = a.reserve(4 * 4 * runCapacity);
   const scores = a.reserve(scratch.scores * 4);
   const qBlock = a.reserve(scratch.qBlock * 4);
@@ -113,7 +149,7 @@ export function layoutCacheMemory(storeBytes: readonly { readonly k: number; rea
   const q16 = a.reserve(scratch.qBlock * 2 + scratch.invSum * 4);
   // (f16 and fp8 values also decode two tokens' values there, 2 x maxHeadDimV f32: codecs.as decodeOnce.)
   const wq = a.reserve(Math.max(scratch.invSum * (128 * 4 + 4) + 256 * 4, (8 * scratch.outBlock) / scratch.invSum));
-  return { kStore, vStore, kDesc, vDesc, runTable, scores, qBlock, outBlock, invSum, q16, wq, bytes: a.bytes };
+  return { kStore, vStore, kDesc, vDesc, kHeadDesc, vHeadDesc, headTiles, headTileBytes: scratch.headTile * 4, runTable, scores, qBlock, outBlock, invSum, q16, wq, bytes: a.bytes };
 }
 
 /** The memory a layout reserves: whole 64 KiB wasm pages. */
@@ -121,45 +157,87 @@ export function cacheMemoryBytes(layout: CacheMemoryLayout): number {
   return Math.ceil(layout.bytes / 65536) * 65536;
 }
 
-/** A cache's kernel instance, its memory grown to the layout. */
+/** A cache's kernel instance over a memory of the layout's size (never grown). */
 export class CacheKernelMemory {
   readonly exports: AttentionExports;
   readonly layout: CacheMemoryLayout;
+  readonly memory: WebAssembly.Memory;
+  /** The module the instance runs (compiled for a shared memory when `memory` is one). */
+  readonly module: WebAssembly.Module;
 
-  private constructor(exports: AttentionExports, layout: CacheMemoryLayout) {
-    this.exports = exports;
+  private constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, layout: CacheMemoryLayout) {
+    this.module = module;
+    this.memory = memory;
+    this.exports = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as AttentionExports;
     this.layout = layout;
   }
 
-  /** An instance holding `layout`; null when wasm is unavailable, the codec has no kernels, or the memory cannot be had. */
-  static create(layout: CacheMemoryLayout, codec: CodecKind): CacheKernelMemory | null {
+  /**
+   * An instance holding `layout`, over a SharedArrayBuffer when `shared` (and the runtime allows:
+   * else a plain memory); null when wasm is unavailable, the codec has no kernels, or the memory
+   * cannot be had.
+   */
+  static create(layout: CacheMemoryLayout, codec: CodecKind, shared = false): CacheKernelMemory | null {
     if (layout.bytes > MAX_CACHE_MEMORY_BYTES) return null;
-    const mod = attentionModule();
-    if (mod === null) return null;
     const names = KERNEL_NAMES[codec];
-    if (!WebAssembly.Module.exports(mod).some((e) => e.name === names[0])) return null;
-    let exports: AttentionExports;
-    try {
-      exports = new WebAssembly.Instance(mod, {}).exports as unknown as AttentionExports;
-    } catch {
-      return null; // RangeError: the engine could not reserve another memory
+    const pages = Math.ceil(layout.bytes / WASM_PAGE_BYTES);
+    for (const kind of shared ? (["shared", "unshared"] as const) : (["unshared"] as const)) {
+      const mod = attentionModule(kind);
+      if (mod === null) continue;
+      if (!WebAssembly.Module.exports(mod).some((e) => e.name === names[0])) return null;
+      try {
+        // maximum = initial: never grown (the stores' views stay valid), and a shared memory reserves no more.
+        const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: kind === "shared" });
+        return new CacheKernelMemory(mod, memory, layout);
+      } catch {
+        // RangeError: the engine could not reserve the memory (or a shared one): try the next kind
+      }
     }
-    if (!growMemoryTo(exports.memory, layout.bytes, MAX_CACHE_MEMORY_BYTES)) return null;
-    return new CacheKernelMemory(exports, layout);
+    return null;
   }
 
   get buffer(): ArrayBuffer {
-    return this.exports.memory.buffer;
+    return this.memory.buffer as ArrayBuffer;
+  }
+
+  /** Whether the memory is a SharedArrayBuffer's (worker threads may run the kernels over it). */
+  get shared(): boolean {
+    return !(this.memory.buffer instanceof ArrayBuffer);
   }
 
   /** Bytes of the instance's memory. */
   get bytes(): number {
-    return this.exports.memory.buffer.byteLength;
+    return this.memory.buffer.byteLength;
   }
 
   kernels(codec: CodecKind): CodecKernels {
     const [s, v] = KERNEL_NAMES[codec];
     return { scores: this.exports[s] as ScoresFn, values: this.exports[v] as ValuesFn };
+  }
+
+  /** The table threads run (attend-wasm.ts SPLIT_FN): a codec's kernels, softmaxUnits, and the kernels over units. */
+  static splitKernelNames(codec: CodecKind): readonly string[] {
+    const [s, v] = KERNEL_NAMES[codec];
+    return [s, v, "softmaxUnits", `${s}Units`, `${v}Units`];
+  }
+
+  /**
+   * Writes `store`'s per-unit descriptors at `at` (layout.kHeadDesc / vHeadDesc): unit u is part
+   * u % SPLIT_PARTS of head h = u / SPLIT_PARTS: its descriptor with data and scales moved to head
+   * h, and a tile of its own as kernel scratch.
+   */
+  writeHeadDescriptors(at: number, store: PageStore): void {
+    const per = BYTES_PER_VALUE[store.kind]!;
+    const { nHeadKv, headDim } = store.shape;
+    for (let u = 0; u < nHeadKv * SPLIT_PARTS; u++) {
+      const h = Math.floor(u / SPLIT_PARTS);
+      const d = at + u * DESCRIPTOR_WORDS * 4;
+      this.writeDescriptor(d, store);
+      const w = new Int32Array(this.buffer, d, DESCRIPTOR_WORDS);
+      w[0] = w[0]! + h * headDim * per;
+      if (w[1] !== 0) w[1] = w[1]! + 4 * h;
+      w[7] = this.layout.headTiles + u * this.layout.headTileBytes;
+    }
   }
 
   /** Writes a store's descriptor (common.as) at byte offset `at`. */

@@ -8,7 +8,7 @@
 // and per token), so that the arena can split it by rows over its threads.
 
 import type { WasmArena } from "../wasm/wasm-kernels.js";
-import { ROW_KERNEL as K, SCRATCH_ARG, type RowCall } from "../wasm/row-call.js";
+import { ROW_KERNEL as K, SCRATCH_ARG, type RowCall } from "../../wasm/row-call.js";
 import { F16_TO_F32 } from "../../cache/codecs/half.js";
 import { TensorDataError } from "../../errors.js";
 import { matvec, type WeightMatrix } from "./matvec.js";

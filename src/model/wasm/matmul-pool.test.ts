@@ -14,7 +14,7 @@ import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
 import { defaultThreads, MAX_DEFAULT_THREADS, ROW_BLOCK, threadsUnavailable } from "./matmul-pool.js";
 import { f32ToF16Bits } from "../../cache/codecs/half.js";
 import { packedRowBytes } from "../../wasm/model-layout.js";
-import { ROW_KERNEL, SCRATCH_ARG, type RowCall } from "./row-call.js";
+import { ROW_KERNEL, SCRATCH_ARG, type RowCall } from "../../wasm/row-call.js";
 import { WasmArena, wasmKernelsAvailable } from "./wasm-kernels.js";
 
 const ROWS = 203, COLS = 512, NTOK = 6; // ragged rows: the last range is short

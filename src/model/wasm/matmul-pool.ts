@@ -12,13 +12,17 @@
 // ranges on every thread, and each thread runs the job's calls in order, so a call may read what an
 // earlier call of the same job wrote in its own rows (SwiGLU after gate and up: linear.ts swigluRows). The control block that carries
 // it is pool-worker.ts's CONTROL.
+// Other modules over other shared memories run on the same threads as attached tables (attach): a
+// cache's attention kernels over its pages, split by KV head (src/cache/wasm/attend-wasm.ts).
 // A worker is handed jobs only once it says ready, so a caller never waits on a thread that has not
 // started (a browser may not start a nested worker while its parent is busy).
 
-import { MAX_ROW_ARGS, ROW_KERNELS, runRows, type RowCall, type RowKernelFn } from "./row-call.js";
+import { MAX_ROW_ARGS, ROW_KERNELS, runRows, type RowCall, type RowKernelFn } from "../../wasm/row-call.js";
+import type { KernelTable, RowCallPool } from "../../wasm/row-call.js";
 import { CONTROL, MAX_JOB_CALLS, POOL_WORKER_SOURCE } from "./pool-worker.js";
 
 export { MAX_JOB_CALLS } from "./pool-worker.js";
+export { ROW_BLOCK } from "../../wasm/row-call.js";
 
 /** Most threads a model splits its matmuls over (a request above it is clamped). */
 export const MAX_THREADS = 64;
@@ -30,11 +34,6 @@ export const MAX_THREADS = 64;
  * more threads pay less and less; `threads` asks for more explicitly.
  */
 export const MAX_DEFAULT_THREADS = 4;
-/**
- * Rows per block of a split: every range but the last is a multiple of it, so each thread writes
- * whole 64-byte lines of f32 outputs (no two threads write the same cache line of a row).
- */
-export const ROW_BLOCK = 16;
 /**
  * Multiply-adds (rows x cols x tokens, summed over a job's matmuls) below which the caller runs a
  * job alone: waking a worker costs the caller ~9 us (Atomics.notify) and the worker starts ~10-15 us
@@ -60,6 +59,13 @@ const MAX_CALLER_SHARE = 0.9;
 interface PoolInit {
   readonly module: WebAssembly.Module;
   readonly memory: WebAssembly.Memory;
+}
+
+/** Kernels attached as a table (attach): a module over a shared memory, and the exports calls name. */
+interface Attached extends KernelTable {
+  readonly module: WebAssembly.Module;
+  readonly memory: WebAssembly.Memory;
+  readonly names: readonly string[];
 }
 
 /** A worker, Node's or the browser's, as the pool uses it. */
@@ -171,7 +177,7 @@ const orphans = typeof FinalizationRegistry === "function" ? new FinalizationReg
  * `threads - 1` workers over `init.memory` plus the calling thread. Construct it only where
  * threadsUnavailable() is null. Holds no reference to its owner (see `watch`).
  */
-export class MatmulPool {
+export class MatmulPool implements RowCallPool {
   /** Threads a split uses once every worker is up (the caller included). */
   readonly threads: number;
   /** Matmuls split so far (tests: that the workers took part). */
@@ -185,6 +191,9 @@ export class MatmulPool {
   private disposed = false;
   private failure: string | null = null;
   private readyWaiters: Array<() => void> = [];
+  /** Tables of kernels attached to every worker (by table number, from 1). */
+  private readonly attached = new Map<number, Attached>();
+  private nextTable = 1;
   /**
    * The fraction of a matmul's rows this thread keeps, per log2 of its multiply-adds (the workers'
    * wake-up lag weighs more on small matmuls), adjusted after every split (run). Any split gives
@@ -194,7 +203,8 @@ export class MatmulPool {
   /** This thread's first row of each call of the current job (at 2 i). */
   private readonly mine = new Int32Array(2 * MAX_JOB_CALLS);
 
-  constructor(private readonly init: PoolInit, threads: number) {
+  /** `minSplitWork`: what the owner splits at (MIN_SPLIT_WORK by default), for other users of the pool (the cache's attention). */
+  constructor(private readonly init: PoolInit, threads: number, readonly minSplitWork = MIN_SPLIT_WORK) {
     this.threads = Math.max(1, Math.min(MAX_THREADS, Math.floor(threads)));
     this.nWorkers = this.threads - 1;
     this.control = new Int32Array(new SharedArrayBuffer((CONTROL.SLOTS + CONTROL.SLOT * this.nWorkers) * 4));
@@ -239,7 +249,8 @@ export class MatmulPool {
         return;
       }
       this.workers.push(w);
-      w.post({ module: this.init.module, memory: this.init.memory, control: this.control.buffer, index: i, names, spinMs: WORKER_SPIN_MS });
+      const attached = [...this.attached.values()].map(({ table, module, memory, names }) => ({ table, module, memory, names }));
+      w.post({ module: this.init.module, memory: this.init.memory, control: this.control.buffer, index: i, names, spinMs: WORKER_SPIN_MS, attached });
     }
   }
 
@@ -262,12 +273,43 @@ export class MatmulPool {
   }
 
   /**
-   * Runs calls[0 .. n) with `fns` (this thread's instance's ROW_KERNELS): each call's rows in
-   * ROW_BLOCK multiples to the workers that are up and to this thread, which then waits for them.
-   * Alone until they are up. `work` (multiply-adds of the job) picks the share this thread keeps
-   * (see `callerShare`).
+   * Instantiates `module` over `memory` (a SharedArrayBuffer's) on every worker, as a table of the
+   * exports `names`, which run()'s calls then name by index: each worker takes it as mail before its
+   * next job (at its start, if it has not started). The pool holds module and memory until detach().
    */
-  run(calls: readonly RowCall[], n: number, fns: readonly RowKernelFn[], work: number): void {
+  attach(module: WebAssembly.Module, memory: WebAssembly.Memory, names: readonly string[]): KernelTable {
+    const a: Attached = { table: this.nextTable++, module, memory, names };
+    this.attached.set(a.table, a);
+    this.mail({ type: "attach", table: a.table, module, memory, names });
+    return a;
+  }
+
+  /** Lets the workers drop a table attach() made (and the memory it holds). */
+  detach(t: KernelTable): void {
+    if (!this.attached.delete(t.table)) return;
+    this.mail({ type: "detach", table: t.table });
+  }
+
+  /** Posts `msg` to every worker started, and tells it through its slot (pool-worker.ts MAIL). */
+  private mail(msg: object): void {
+    if (this.disposed) return;
+    const ctrl = this.control;
+    for (let i = 0; i < this.workers.length; i++) {
+      this.workers[i]!.post(msg);
+      const s = CONTROL.SLOTS + i * CONTROL.SLOT;
+      Atomics.add(ctrl, s + CONTROL.MAIL, 1);
+      Atomics.add(ctrl, s + CONTROL.GEN, 1);
+      Atomics.notify(ctrl, s + CONTROL.GEN);
+    }
+  }
+
+  /**
+   * Runs calls[0 .. n) with `fns` (this thread's instance's kernels: ROW_KERNELS, or those of the
+   * table `table` attached): each call's rows in multiples of its block to the workers that are up
+   * and to this thread, which then waits for them. Alone until they are up. `work` (multiply-adds
+   * of the job) picks the share this thread keeps (see `callerShare`).
+   */
+  run(calls: readonly RowCall[], n: number, fns: readonly RowKernelFn[], work: number, table?: KernelTable): void {
     if (!this.started) this.start();
     this.pollReady();
     const nw = this.ready.length;
@@ -276,9 +318,13 @@ export class MatmulPool {
       return;
     }
     const ctrl = this.control;
+    ctrl[CONTROL.TABLE] = table?.table ?? 0;
     const size = Math.min(31, Math.max(0, 31 - Math.clz32(work))); // log2 of the work: its share bucket
     const full = nw === this.nWorkers;
-    const share = full ? this.callerShare[size]! : 1 / (1 + nw);
+    // Attached kernels (attention) split a few rows, KV heads, evenly: the feedback's small steps
+    // are for the matmuls' hundreds of rows.
+    const adapt = full && table === undefined;
+    const share = adapt ? this.callerShare[size]! : 1 / (1 + nw);
     // Per call: this thread keeps its share of the blocks (the last ones: the range a ragged row
     // count shortens); the workers split the rest, the first ones getting one more block when it
     // does not divide. A worker left without rows in every call is not woken.
@@ -289,13 +335,14 @@ export class MatmulPool {
     for (let i = 0; i < n; i++) {
       const c = calls[i]!;
       this.writeCall(i, c);
-      const blocks = Math.ceil(c.rows / ROW_BLOCK);
+      const block = c.block;
+      const blocks = Math.ceil(c.rows / block);
       const mine = Math.min(blocks, Math.max(1, Math.round(blocks * share)));
       const rest = blocks - mine;
       const per = Math.floor(rest / nw), extra = rest % nw;
       let r0 = 0;
       for (let p = 0; p < nw; p++) {
-        const r1 = Math.min(c.rows, r0 + (per + (p < extra ? 1 : 0)) * ROW_BLOCK);
+        const r1 = Math.min(c.rows, r0 + (per + (p < extra ? 1 : 0)) * block);
         const s = CONTROL.SLOTS + this.ready[p]! * CONTROL.SLOT + CONTROL.RANGES + 2 * i;
         ctrl[s] = r0;
         ctrl[s + 1] = r1;
@@ -308,6 +355,7 @@ export class MatmulPool {
     for (let p = 0; p < busy; p++) {
       const slot = CONTROL.SLOTS + this.ready[p]! * CONTROL.SLOT;
       ctrl[slot + CONTROL.SLICE] = p;
+      Atomics.add(ctrl, slot + CONTROL.JOBS, 1);
       Atomics.add(ctrl, slot + CONTROL.GEN, 1);
       Atomics.notify(ctrl, slot + CONTROL.GEN, 1);
     }
@@ -318,7 +366,7 @@ export class MatmulPool {
       mineFailed = e; // a trap: still wait, so that no worker is left on this job when the next is written
     }
     let left = Atomics.load(ctrl, CONTROL.PENDING);
-    if (full && busy === nw) {
+    if (adapt && busy === nw) {
       // Balance by feedback: workers start a wake-up late, and this thread sleeping costs another
       // wake-up, so it should finish last but only just. Done before it: they get more rows next
       // time; still running: it keeps more (twice the step, so it waits a third of the time).
@@ -330,7 +378,10 @@ export class MatmulPool {
     const failed = Atomics.load(ctrl, CONTROL.FAILED);
     if (failed !== 0) Atomics.store(ctrl, CONTROL.FAILED, 0);
     if (mineFailed !== null) throw mineFailed;
-    if (failed !== 0) throw new Error(`matmul worker ${failed - 1} failed in a job of ${n} calls (${ROW_KERNELS[calls[0]!.fn]} first)`);
+    if (failed !== 0) {
+      const first = table === undefined ? ROW_KERNELS[calls[0]!.fn] : `${this.attached.get(table.table)?.names[calls[0]!.fn]} of table ${table.table}`;
+      throw new Error(`matmul worker ${failed - 1} failed in a job of ${n} calls (${first} first)`);
+    }
   }
 
   /** Call i of the job = c, for the workers to read. */

@@ -2,12 +2,13 @@
 // with `new Worker(code, { eval: true })` and a browser from a Blob URL, so it needs no file beside
 // the bundle and no loader (tsx, Vite) in between. It instantiates the kernels module it is sent over
 // the shared arena memory, then sleeps in Atomics.wait on its own slot of the control block and runs
-// the rows of each call of the job the caller writes, forever: between jobs it watches for the next
-// for at most msg.spinMs before it sleeps (matmul-pool.ts WORKER_SPIN_MS), and it never returns to
-// its event loop (it takes no message after the first). The control block's layout is CONTROL,
-// here beside the one reader of it that is not TypeScript (matmul-pool.ts is the writer).
+// the rows of each call of the job the caller writes: between jobs it watches for the next for at
+// most msg.spinMs before it sleeps (matmul-pool.ts WORKER_SPIN_MS). It returns to its event loop
+// only for mail: a table of kernels to attach (another module over another shared memory: a
+// cache's attention) or detach, announced through the control block after the message is posted.
+// The control block's layout is CONTROL, here beside the one reader of it that is not TypeScript (matmul-pool.ts is the writer).
 
-import { MAX_ROW_ARGS, SCRATCH_ARG } from "./row-call.js";
+import { MAX_ROW_ARGS, SCRATCH_ARG } from "../../wasm/row-call.js";
 
 /** Most RowCalls one job carries (q, k and v are three). */
 export const MAX_JOB_CALLS = 4;
@@ -18,36 +19,40 @@ export const MAX_JOB_CALLS = 4;
  *   [FAILED]   0, or 1 + the index of a worker whose kernel threw
  *   [CALLS]    RowCalls in the current job
  *   [SLICES]   threads the job's scratch is sliced for (a call with a prelude)
+ *   [TABLE]    whose kernels the job's calls name: 0 the kernels module's ROW_KERNELS, t > 0 the
+ *              exports attached as table t (a cache's attention kernels over its own memory)
  *   job, from JOB: per call CALL ints: +FN kernel index, +TOKENS token calls, +ROWS_AT index of the
  *     row-count argument, +ARGS arguments at row 0, +PER_ROW bytes each moves per row, +PER_TOKEN
  *     per token call (MAX_ROW_ARGS each); the prelude: +PRE_FN (-1: none), +PRE_COUNT_AT,
  *     +PRE_COUNT_PER_ROW, +PRE_ARGS, +PRE_PER_ROW, and its scratch +SCRATCH, +SCRATCH_ROWS,
  *     +SCRATCH_ROW_BYTES (RowCall's fields; SCRATCH_ARG marks an argument that is the slice)
  *   per worker i, a SLOT-int slot (128 bytes: no two workers' slots share a cache line) at
- *     SLOTS + SLOT i: +GEN (the caller bumps it to start a job; the worker waits on it), +STATE
- *     (STARTING, READY, GONE), +EXIT (1: stop), +SLICE its slice of the scratch, +RANGES its rows
- *     [r0, r1) of each call.
+ *     SLOTS + SLOT i: +GEN (bumped after every change below; the worker sleeps on it), +STATE
+ *     (STARTING, READY, GONE), +EXIT (1: stop), +SLICE its slice of the scratch, +JOBS jobs sent
+ *     (one more: run the job), +MAIL messages posted to it (more than it took: it leaves its loop
+ *     for its event loop, takes them, and comes back), +RANGES its rows [r0, r1) of each call.
  * The caller writes a job only while every worker is idle (pending 0), so workers read it freely.
  */
 export const CONTROL = {
-  PENDING: 0, FAILED: 1, CALLS: 2, SLICES: 3,
+  PENDING: 0, FAILED: 1, CALLS: 2, SLICES: 3, TABLE: 4,
   JOB: 16, CALL: 80, FN: 0, TOKENS: 1, ROWS_AT: 2, PRE_FN: 3, PRE_COUNT_AT: 4, PRE_COUNT_PER_ROW: 5,
   SCRATCH: 6, SCRATCH_ROWS: 7, SCRATCH_ROW_BYTES: 8,
-  ARGS: 16, PER_ROW: 26, PER_TOKEN: 36, PRE_ARGS: 46, PRE_PER_ROW: 56,
-  SLOTS: 16 + 80 * MAX_JOB_CALLS, SLOT: 32, GEN: 0, STATE: 1, EXIT: 2, SLICE: 3, RANGES: 8,
+  ARGS: 16, PER_ROW: 28, PER_TOKEN: 40, PRE_ARGS: 52, PRE_PER_ROW: 64,
+  SLOTS: 16 + 80 * MAX_JOB_CALLS, SLOT: 32, GEN: 0, STATE: 1, EXIT: 2, SLICE: 3, JOBS: 4, MAIL: 5, RANGES: 8,
   STARTING: 0, READY: 1, GONE: 2,
 } as const;
 
 const C = CONTROL;
 
 export const POOL_WORKER_SOURCE = `"use strict";
-const PENDING = ${C.PENDING}, FAILED = ${C.FAILED}, CALLS = ${C.CALLS}, SLICES = ${C.SLICES};
+const PENDING = ${C.PENDING}, FAILED = ${C.FAILED}, CALLS = ${C.CALLS}, SLICES = ${C.SLICES}, TABLE = ${C.TABLE};
 const JOB = ${C.JOB}, CALL = ${C.CALL}, FN = ${C.FN}, TOKENS = ${C.TOKENS}, ROWS_AT = ${C.ROWS_AT};
 const PRE_FN = ${C.PRE_FN}, PRE_COUNT_AT = ${C.PRE_COUNT_AT}, PRE_COUNT_PER_ROW = ${C.PRE_COUNT_PER_ROW};
 const SCRATCH = ${C.SCRATCH}, SCRATCH_ROWS = ${C.SCRATCH_ROWS}, SCRATCH_ROW_BYTES = ${C.SCRATCH_ROW_BYTES};
 const ARGS = ${C.ARGS}, PER_ROW = ${C.PER_ROW}, PER_TOKEN = ${C.PER_TOKEN}, PRE_ARGS = ${C.PRE_ARGS}, PRE_PER_ROW = ${C.PRE_PER_ROW};
 const NARGS = ${MAX_ROW_ARGS}, SCRATCH_ARG = ${SCRATCH_ARG};
-const SLOTS = ${C.SLOTS}, SLOT = ${C.SLOT}, GEN = ${C.GEN}, STATE = ${C.STATE}, EXIT = ${C.EXIT}, SLICE = ${C.SLICE}, RANGES = ${C.RANGES};
+const SLOTS = ${C.SLOTS}, SLOT = ${C.SLOT}, GEN = ${C.GEN}, STATE = ${C.STATE}, EXIT = ${C.EXIT}, SLICE = ${C.SLICE};
+const JOBS = ${C.JOBS}, MAIL = ${C.MAIL}, RANGES = ${C.RANGES};
 const READY = ${C.READY}, GONE = ${C.GONE};
 // row-call.ts runRows, reading the call from the control block at b.
 function runRows(ctrl, fns, at, b, r0, r1, slice, slices) {
@@ -63,7 +68,7 @@ function runRows(ctrl, fns, at, b, r0, r1, slice, slices) {
         at[i] = v === SCRATCH_ARG ? mine : v + r * ctrl[b + PRE_PER_ROW + i];
       }
       at[ctrl[b + PRE_COUNT_AT]] = m * ctrl[b + PRE_COUNT_PER_ROW];
-      pre(at[0], at[1], at[2], at[3], at[4], at[5], at[6], at[7], at[8], at[9]);
+      pre(at[0], at[1], at[2], at[3], at[4], at[5], at[6], at[7], at[8], at[9], at[10], at[11]);
     }
     for (let i = 0; i < NARGS; i++) {
       const v = ctrl[b + ARGS + i];
@@ -72,55 +77,83 @@ function runRows(ctrl, fns, at, b, r0, r1, slice, slices) {
     at[ctrl[b + ROWS_AT]] = m;
     for (let t = 0; t < tokens; t++) {
       f(at[0] + t * ctrl[p], at[1] + t * ctrl[p + 1], at[2] + t * ctrl[p + 2], at[3] + t * ctrl[p + 3], at[4] + t * ctrl[p + 4],
-        at[5] + t * ctrl[p + 5], at[6] + t * ctrl[p + 6], at[7] + t * ctrl[p + 7], at[8] + t * ctrl[p + 8], at[9] + t * ctrl[p + 9]);
+        at[5] + t * ctrl[p + 5], at[6] + t * ctrl[p + 6], at[7] + t * ctrl[p + 7], at[8] + t * ctrl[p + 8], at[9] + t * ctrl[p + 9],
+        at[10] + t * ctrl[p + 10], at[11] + t * ctrl[p + 11]);
     }
   }
+}
+function exportsOf(module, memory, names) {
+  const ex = new WebAssembly.Instance(module, { env: { memory } }).exports;
+  const fns = names.map((n) => ex[n]);
+  for (const f of fns) if (typeof f !== "function") throw new Error("a module lacks a row kernel");
+  return fns;
+}
+// The worker's state once started (the first message), and its loop: it returns to take mail
+// (attach / detach a table of kernels) and is entered again once the mail is all taken.
+let w = null;
+function loop() {
+  const { ctrl, s, at, spinMs, tables } = w;
+  for (;;) {
+    const g = Atomics.load(ctrl, s + GEN); // read before the checks: a change after them ends the wait at once
+    if (ctrl[s + EXIT] !== 0) break;
+    if (Atomics.load(ctrl, s + MAIL) !== w.taken) return true;
+    const j = Atomics.load(ctrl, s + JOBS);
+    if (j !== w.done) {
+      w.done = j;
+      try {
+        const n = ctrl[CALLS], slice = ctrl[s + SLICE], slices = ctrl[SLICES], fns = tables.get(ctrl[TABLE]);
+        for (let c = 0; c < n; c++) {
+          const r0 = ctrl[s + RANGES + 2 * c], r1 = ctrl[s + RANGES + 2 * c + 1];
+          if (r1 > r0) runRows(ctrl, fns, at, JOB + c * CALL, r0, r1, slice, slices);
+        }
+      } catch (e) {
+        Atomics.store(ctrl, FAILED, w.index + 1);
+      }
+      if (Atomics.sub(ctrl, PENDING, 1) === 1) Atomics.notify(ctrl, PENDING);
+      continue;
+    }
+    if (spinMs > 0) {
+      const t0 = performance.now();
+      while (Atomics.load(ctrl, s + GEN) === g && performance.now() - t0 < spinMs) {}
+    }
+    Atomics.wait(ctrl, s + GEN, g);
+  }
+  Atomics.store(ctrl, s + STATE, GONE);
+  return false;
 }
 function start(msg, reply) {
   const ctrl = new Int32Array(msg.control);
   const s = SLOTS + msg.index * SLOT;
-  let fns;
+  const tables = new Map();
   try {
-    const ex = new WebAssembly.Instance(msg.module, { env: { memory: msg.memory } }).exports;
-    fns = msg.names.map((n) => ex[n]);
-    for (const f of fns) if (typeof f !== "function") throw new Error("the kernels module lacks a row kernel");
+    tables.set(0, exportsOf(msg.module, msg.memory, msg.names));
+    for (const a of msg.attached) tables.set(a.table, exportsOf(a.module, a.memory, a.names));
   } catch (e) {
     Atomics.store(ctrl, s + STATE, GONE);
     reply({ type: "failed", message: String(e && e.message || e) });
-    return;
+    return false;
   }
-  const at = new Float64Array(NARGS);
-  let seen = Atomics.load(ctrl, s + GEN);
+  w = { ctrl, s, tables, index: msg.index, at: new Float64Array(NARGS), spinMs: msg.spinMs, taken: 0, done: Atomics.load(ctrl, s + JOBS) };
   Atomics.store(ctrl, s + STATE, READY);
   reply({ type: "ready" });
-  const spinMs = msg.spinMs;
-  for (;;) {
-    if (spinMs > 0) {
-      const t0 = performance.now();
-      while (Atomics.load(ctrl, s + GEN) === seen && performance.now() - t0 < spinMs) {}
-    }
-    Atomics.wait(ctrl, s + GEN, seen);
-    const g = Atomics.load(ctrl, s + GEN);
-    if (g === seen) continue;
-    seen = g;
-    if (ctrl[s + EXIT] !== 0) break;
-    try {
-      const n = ctrl[CALLS], slice = ctrl[s + SLICE], slices = ctrl[SLICES];
-      for (let c = 0; c < n; c++) {
-        const r0 = ctrl[s + RANGES + 2 * c], r1 = ctrl[s + RANGES + 2 * c + 1];
-        if (r1 > r0) runRows(ctrl, fns, at, JOB + c * CALL, r0, r1, slice, slices);
-      }
-    } catch (e) {
-      Atomics.store(ctrl, FAILED, msg.index + 1);
-    }
-    if (Atomics.sub(ctrl, PENDING, 1) === 1) Atomics.notify(ctrl, PENDING);
+  return loop();
+}
+// One message: the start, or mail. Returns whether the worker goes on (false: it stopped).
+function onMessage(msg, reply) {
+  if (w === null) return start(msg, reply);
+  w.taken++;
+  try {
+    if (msg.type === "attach") w.tables.set(msg.table, exportsOf(msg.module, msg.memory, msg.names));
+    else w.tables.delete(msg.table);
+  } catch (e) {
+    reply({ type: "failed", message: String(e && e.message || e) });
   }
-  Atomics.store(ctrl, s + STATE, GONE);
+  return Atomics.load(w.ctrl, w.s + MAIL) !== w.taken || loop();
 }
 if (typeof self === "object" && typeof self.postMessage === "function" && typeof require !== "function") {
-  self.onmessage = (e) => { self.onmessage = null; start(e.data, (m) => self.postMessage(m)); if (typeof close === "function") close(); };
+  self.onmessage = (e) => { if (!onMessage(e.data, (m) => self.postMessage(m)) && typeof close === "function") close(); };
 } else {
   const { parentPort } = require("node:worker_threads");
-  parentPort.once("message", (msg) => { start(msg, (m) => parentPort.postMessage(m)); parentPort.close(); });
+  parentPort.on("message", (msg) => { if (!onMessage(msg, (m) => parentPort.postMessage(m))) parentPort.close(); });
 }
 `;

@@ -16,7 +16,7 @@ import { KERNELS_RELAXED_WASM_BASE64 } from "./kernels-relaxed-wasm.js";
 import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
 import { ArenaLayout, compileEmbedded, MAX_WASM_MEMORY_BYTES, WASM_PAGE_BYTES, type MemoryKind } from "../../wasm/embedded.js";
 import { MatmulPool, MAX_JOB_CALLS, MIN_SPLIT_WORK, threadsUnavailable } from "./matmul-pool.js";
-import { ROW_KERNELS, RowCall, runRows, type RowKernelFn } from "./row-call.js";
+import { ROW_KERNELS, RowCall, runRows, type RowCallPool, type RowKernelFn } from "../../wasm/row-call.js";
 
 export interface KernelExports {
   /** The imported memory, exported back (the arena's `memory`). */
@@ -187,7 +187,7 @@ export class WasmArena extends ArenaLayout {
     const exports = this.k as unknown as Record<string, RowKernelFn>;
     this.fns = ROW_KERNELS.map((name) => exports[name]!);
     if (shared) {
-      this.pool = new MatmulPool({ module: mod, memory }, this.threadsWanted);
+      this.pool = new MatmulPool({ module: mod, memory }, this.threadsWanted, this.minSplitWork);
       this.pool.watch(this);
     }
     this.committed = true;
@@ -197,6 +197,11 @@ export class WasmArena extends ArenaLayout {
   /** Whether the memory is a SharedArrayBuffer's (modules instantiated over it must import it shared). */
   get shared(): boolean {
     return this.pool !== null;
+  }
+
+  /** The pool, for the cache's attention to split over too (null: one thread). */
+  get rowCallPool(): RowCallPool | null {
+    return this.pool;
   }
 
   /** Threads the matmuls are split over (1 without a pool). */

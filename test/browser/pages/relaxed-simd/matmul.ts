@@ -5,7 +5,7 @@
 // both nibbles take every value 0..15 beside every other, the activations reach +-127 (quantizeQ8K's
 // max), and one 256-value block of one token is all zero (d = 0, q = 0).
 
-import { ROW_KERNEL } from "../../../../src/model/wasm/row-call.js";
+import { ROW_KERNEL } from "../../../../src/wasm/row-call.js";
 import { WasmArena } from "../../../../src/model/wasm/wasm-kernels.js";
 
 export const ROWS = 53;

@@ -3,7 +3,9 @@
 // per token. Rows are independent in every kernel (each output row is one dot product per token,
 // computed by the same code wherever the range starts), so running rows [r0, r1) on one thread and
 // the rest on another gives the same bits as one call over all of them. linear.ts fills a RowCall;
-// the model's WasmArena runs it whole or splits it over its MatmulPool.
+// the model's WasmArena runs it whole or splits it over its MatmulPool. The cache's attention
+// (attend-wasm.ts) fills RowCalls too, one row per KV head, over its own kernels: hence src/wasm/,
+// which both the model and the cache may import.
 //
 // A call may also have a prelude: a kernel run before it on each chunk of rows, writing a scratch
 // region the call then reads (a batched Q8_0 matmul repacks its rows that way, PACKED_ROWS rows at a
@@ -17,8 +19,14 @@ export type RowKernel = (typeof ROW_KERNELS)[number];
 export const ROW_KERNEL: { readonly [K in RowKernel]: number } = {
   matvecQ8: 0, matmulPacked: 1, matmulF32: 2, matvecQ4K: 3, matvecQ8g16: 4, packQ8: 5, swiglu: 6, packQ4K: 7,
 };
-/** Most arguments a row kernel takes. */
-export const MAX_ROW_ARGS = 10;
+/** Most arguments a row kernel takes (the attention kernels take 12). */
+export const MAX_ROW_ARGS = 12;
+/**
+ * Rows per block of a split, unless a call says otherwise: every range but the last is a multiple of
+ * it, so each thread writes whole 64-byte lines of f32 outputs (no two threads write the same cache
+ * line of a row). Attention's rows are KV heads, whole rows of scores apart: a block of 1.
+ */
+export const ROW_BLOCK = 16;
 /** An argument value that stands for the running thread's slice of the call's scratch (offsets are never negative). */
 export const SCRATCH_ARG = -1;
 
@@ -36,6 +44,8 @@ export class RowCall {
   /** Index of the argument that holds the row count (-1 until rowsArg). */
   rowsAt = -1;
   rows = 0;
+  /** Rows per block of a split (ROW_BLOCK unless start was told). */
+  block = ROW_BLOCK;
   /** Calls made one after another, each argument moved by perToken[i] bytes per call (1: one call). */
   tokens = 1;
   readonly args = new Int32Array(MAX_ROW_ARGS);
@@ -57,10 +67,11 @@ export class RowCall {
   scratchRows = 0;
   scratchRowBytes = 0;
 
-  start(fn: number, rows: number, tokens = 1): this {
+  start(fn: number, rows: number, tokens = 1, block = ROW_BLOCK): this {
     this.fn = fn;
     this.rows = rows;
     this.tokens = tokens;
+    this.block = block;
     this.nArgs = 0;
     this.rowsAt = -1;
     this.preFn = -1;
@@ -140,13 +151,36 @@ export function runRows(fns: readonly RowKernelFn[], c: RowCall, r0: number, r1:
       const pa = c.preArgs, pp = c.prePerRow;
       for (let i = 0; i < MAX_ROW_ARGS; i++) at[i] = i >= c.preNArgs ? 0 : pa[i] === SCRATCH_ARG ? mine : pa[i]! + r * pp[i]!;
       at[c.preCountAt] = m * c.preCountPerRow;
-      pre(at[0]!, at[1]!, at[2]!, at[3]!, at[4]!, at[5]!, at[6]!, at[7]!, at[8]!, at[9]!);
+      pre(at[0]!, at[1]!, at[2]!, at[3]!, at[4]!, at[5]!, at[6]!, at[7]!, at[8]!, at[9]!, at[10]!, at[11]!);
     }
     for (let i = 0; i < MAX_ROW_ARGS; i++) at[i] = i >= c.nArgs ? 0 : a[i] === SCRATCH_ARG ? mine : a[i]! + r * pr[i]!;
     at[c.rowsAt] = m;
     for (let t = 0; t < c.tokens; t++) {
       f(at[0]! + t * pt[0]!, at[1]! + t * pt[1]!, at[2]! + t * pt[2]!, at[3]! + t * pt[3]!, at[4]! + t * pt[4]!,
-        at[5]! + t * pt[5]!, at[6]! + t * pt[6]!, at[7]! + t * pt[7]!, at[8]! + t * pt[8]!, at[9]! + t * pt[9]!);
+        at[5]! + t * pt[5]!, at[6]! + t * pt[6]!, at[7]! + t * pt[7]!, at[8]! + t * pt[8]!, at[9]! + t * pt[9]!,
+        at[10]! + t * pt[10]!, at[11]! + t * pt[11]!);
     }
   }
+}
+
+/** Kernels a pool's workers run as table `table` (RowCallPool.attach). */
+export interface KernelTable {
+  readonly table: number;
+}
+
+/**
+ * What the cache sees of the model's thread pool (the model's WasmArena gives it; the cache may not
+ * import the model): run RowCalls split over its threads, over kernels attached to every worker.
+ */
+export interface RowCallPool {
+  /** Threads a split may use (the caller included). */
+  readonly threads: number;
+  /** Multiply-adds of a job below which splitting it does not pay. */
+  readonly minSplitWork: number;
+  /** Instantiates `module` over `memory` (shared) on every worker as a table of the exports `names`. */
+  attach(module: WebAssembly.Module, memory: WebAssembly.Memory, names: readonly string[]): KernelTable;
+  /** Lets the workers drop the table (and the memory it holds). */
+  detach(table: KernelTable): void;
+  /** Runs calls[0 .. n) split over the threads; `fns` are this thread's instance's exports `names`. */
+  run(calls: readonly RowCall[], n: number, fns: readonly RowKernelFn[], work: number, table: KernelTable): void;
 }
