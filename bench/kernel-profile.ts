@@ -6,7 +6,7 @@
 // the workers': on a loaded machine the caller's CPU time is the figure to compare, since it is what
 // the prefill would take on an idle one if the workers kept pace (the caller waits on them, it does
 // not spin), while wall time also counts the time other processes held the cores.
-// Run: npx tsx bench/kernel-profile.ts [--shape smollm2|qwen2.5] [--type Q8_0|Q4_K] [--prompt 64] [--decode 32] [--threads 1[,2]] [--reps 3]
+// Run: npx tsx bench/kernel-profile.ts [--shape smollm2|qwen2.5] [--type Q8_0|Q4_K] [--prompt 64] [--decode 32] [--threads 1[,2]] [--reps 3] [--ctx 1024]
 //      node --cpu-prof --cpu-prof-dir=/tmp/prof --import tsx bench/kernel-profile.ts ...
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -24,6 +24,7 @@ const nPrompt = Number(opt("--prompt", "64"));
 const nDecode = Number(opt("--decode", "32"));
 const threadCounts = opt("--threads", "1").split(",").map(Number);
 const reps = Number(opt("--reps", "3"));
+const ctx = Number(opt("--ctx", "1024")); // the cache's window (bench/model.ts: 4096)
 
 /** This thread's CPU time in ms (Linux schedstat: ns on the CPU), or NaN elsewhere. */
 function callerCpuMs(): number {
@@ -41,7 +42,7 @@ try {
   const path = join(dir, "model.gguf");
   writeFileSync(path, writeSyntheticModel(shape, type));
   const runners: EngineRunner[] = [];
-  for (const t of threadCounts) runners.push(await kvboundRunner(path, { contextSize: 1024, model: { threads: t } }));
+  for (const t of threadCounts) runners.push(await kvboundRunner(path, { contextSize: ctx, model: { threads: t } }));
   const prompt = Array.from({ length: nPrompt }, (_, i) => 1 + ((i * 7919) % (shape.nVocab - 1)));
   const rows = threadCounts.map(() => ({ wall: [] as number[], cpu: [] as number[], caller: [] as number[], decodeCpu: [] as number[] }));
   for (let rep = -1; rep < reps; rep++) {

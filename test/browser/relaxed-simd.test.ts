@@ -8,7 +8,9 @@
 // is cross-origin isolated: startStaticServer sends COOP/COEP; a page's main thread may not
 // Atomics.wait), plus a run with one weight nibble changed (the comparison must see it); then a
 // synthetic Q4_K Llama made with relaxedSimd false and true: every token's logits of a 12-token
-// forwardBatch and 8 single-token forwards. Without Chromium: skip locally, FAIL under CI.
+// forwardBatch and 8 single-token forwards; and the same model on 3 threads in a worker, whose
+// cache's attention splits over the pool's nested workers (each takes the cache's shared memory as
+// mail), against Node's logits on 1 thread. Without Chromium: skip locally, FAIL under CI.
 
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,6 +23,7 @@ import { buildArchModel, type ArchModel } from "../fixtures/arch-models.js";
 import { runBrowser, startWebHarness, type WebHarness } from "../helpers/browser.js";
 import type { MatmulRuns, ModelRuns, Probe, RunData } from "./pages/relaxed-simd/main.js";
 import { COLS, NTOK, ROWS, runQ4K } from "./pages/relaxed-simd/matmul.js";
+import { runAttention } from "./pages/relaxed-simd/attention.js";
 
 const PAGE_DIR = fileURLToPath(new URL("./pages/relaxed-simd/", import.meta.url));
 const MODEL_PATH = "models/llama-q4k.gguf";
@@ -146,4 +149,22 @@ describe.skipIf(!runBrowser)("relaxed-SIMD kernels in Chromium give the plain bu
       expect(d.differ, `relaxed vs plain logits: ${why}`).toBe(0);
     }, 180_000);
   }
+
+  it("the same Llama on 3 threads in a page's worker: attention split on the pool (its nested workers take the cache's memory as mail), every logit Node's on 1 thread", async () => {
+    const ids: number[] = [];
+    for (let i = 0; i < 90; i++) ids.push(1 + ((i * 104729) % (arch.nVocab - 1)));
+    const { page, errors } = await web.open("index.html", 800, 600);
+    const r = await page.evaluate(({ url, ids }) => window.kvboundRelaxed!.attention(url, ids, 60, 3), { url: MODEL_PATH, ids });
+    await page.close();
+    expect(errors).toEqual([]);
+    expect(r.threads).toBe(3);
+    // 2 KV heads on 3 threads: halves of a head's rows, every job split.
+    expect(r.jobs).toBeGreaterThan(0);
+    expect(r.split).toBe(r.jobs);
+    const node = await runAttention(arch.bytes, ids, 60, 1);
+    expect(node.jobs).toBe(0);
+    const d = compare(f32Of(r.logits), node.logits, arch.nVocab);
+    console.log(`attention on 3 threads in Chromium (${r.jobs} jobs split) vs Node on 1: ${d.differ}/${node.logits.length} logits differ`);
+    expect(d.differ, `first ${d.first}, max |diff| ${d.maxAbs}`).toBe(0);
+  }, 180_000);
 });

@@ -14,7 +14,7 @@ import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
 import { defaultThreads, MAX_DEFAULT_THREADS, ROW_BLOCK, threadsUnavailable } from "./matmul-pool.js";
 import { f32ToF16Bits } from "../../cache/codecs/half.js";
 import { packedRowBytes } from "../../wasm/model-layout.js";
-import { ROW_KERNEL, SCRATCH_ARG, type RowCall } from "../../wasm/row-call.js";
+import { ROW_KERNEL, RowCall, runRows, SCRATCH_ARG, type RowKernelFn } from "../../wasm/row-call.js";
 import { WasmArena, wasmKernelsAvailable } from "./wasm-kernels.js";
 
 const ROWS = 203, COLS = 512, NTOK = 6; // ragged rows: the last range is short
@@ -178,6 +178,37 @@ describe.skipIf(!threadsHere)("the matmul pool", () => {
       expect(s.arena.splits).toBe(before);
     });
   }
+
+  it("a module over another shared memory, attached as a table (mail to idle workers), runs its rows on them; after detach they have dropped it", async () => {
+    const a = new WasmArena({ threads: 2, minSplitWork: 0 });
+    a.reserve(64);
+    expect(a.commit()).toBe(true);
+    await a.whenThreadsReady();
+    const pool = a.rowCallPool!;
+    // The kernels module again, over a memory of its own: as a cache's attention module is attached.
+    const mod = compileEmbedded(KERNELS_WASM_BASE64, "shared")!;
+    const memory = new WebAssembly.Memory({ initial: 2, maximum: 2, shared: true });
+    const fns = [(new WebAssembly.Instance(mod, { env: { memory } }).exports as Record<string, RowKernelFn>).matmulF32!];
+    const rows = 37, cols = 40, w = 64, x = w + rows * cols * 4, out = x + cols * 4;
+    const f = new Float32Array(memory.buffer);
+    const rand = rng(9);
+    for (let i = 0; i < (out - w) / 4; i++) f[w / 4 + i] = rand() * 2 - 1;
+    const c = new RowCall().start(0, rows, 1, 1).arg(out, 4).arg(rows).arg(w, cols * 4).rowsArg().arg(cols).arg(x).arg(cols).arg(1);
+    runRows(fns, c, 0, rows);
+    const want = f.slice(out / 4, out / 4 + rows);
+    f.fill(0, out / 4, out / 4 + rows);
+    const table = pool.attach(mod, memory, ["matmulF32"]);
+    const before = a.splits;
+    for (let rep = 0; rep < 3; rep++) {
+      pool.run([c], 1, fns, 1e9, table);
+      expectSameBits(f.slice(out / 4, out / 4 + rows), want);
+    }
+    expect(a.splits - before).toBe(3);
+    // Detached: a job that names the table fails in the worker (typed, no hang); the pool goes on.
+    pool.detach(table);
+    expect(() => pool.run([c], 1, fns, 1e9, table)).toThrow(/matmul worker 0 failed in a job of 1 calls \(kernel 0 of table 1 first\)/);
+    a.dispose();
+  });
 
   it("a matmul with fewer row blocks than threads leaves the extra workers asleep", async () => {
     const a = new WasmArena({ threads: 4, minSplitWork: 0 });

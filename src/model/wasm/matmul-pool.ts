@@ -379,7 +379,8 @@ export class MatmulPool implements RowCallPool {
     if (failed !== 0) Atomics.store(ctrl, CONTROL.FAILED, 0);
     if (mineFailed !== null) throw mineFailed;
     if (failed !== 0) {
-      const first = table === undefined ? ROW_KERNELS[calls[0]!.fn] : `${this.attached.get(table.table)?.names[calls[0]!.fn]} of table ${table.table}`;
+      const fn = calls[0]!.fn;
+      const first = table === undefined ? ROW_KERNELS[fn] : `${this.attached.get(table.table)?.names[fn] ?? `kernel ${fn}`} of table ${table.table}`;
       throw new Error(`matmul worker ${failed - 1} failed in a job of ${n} calls (${first} first)`);
     }
   }

@@ -9,6 +9,7 @@ import { readGgufHeader } from "../../../../src/gguf/header.js";
 import { createModel } from "../../../../src/model/architectures.js";
 import { CacheKv, createModelCache } from "../../../../src/model/cache-kv.js";
 import { relaxedSimdAvailable } from "../../../../src/model/wasm/wasm-kernels.js";
+import type { AttentionRun } from "./attention.js";
 import { runQ4K, toBase64, type Q4KRun } from "./matmul.js";
 import type { WorkerReply, WorkerRequest } from "./worker.js";
 
@@ -53,13 +54,13 @@ function probe(): Probe {
   return { relaxedSimdAvailable: relaxedSimdAvailable(), crossOriginIsolated, userAgent: navigator.userAgent };
 }
 
-/** One runQ4K in a fresh worker (threads need a thread that may wait: not the page's main one). */
-function inWorker(req: WorkerRequest): Promise<Q4KRun> {
+/** One worker.ts request in a fresh worker (threads need a thread that may wait: not the page's main one). */
+function inWorker<R extends Q4KRun | AttentionRun>(req: WorkerRequest): Promise<R> {
   const w = new Worker(new URL("./worker.ts", import.meta.url), { type: "module", name: "kvbound-relaxed-test" });
-  return new Promise<Q4KRun>((resolve, reject) => {
+  return new Promise<R>((resolve, reject) => {
     w.onmessage = (e: MessageEvent<WorkerReply>) => {
       w.terminate();
-      if (e.data.ok) resolve(e.data.run);
+      if (e.data.ok) resolve(e.data.run as R);
       else reject(new Error(`worker: ${e.data.message}`));
     };
     w.onerror = (e: ErrorEvent) => {
@@ -78,8 +79,8 @@ async function matmul(): Promise<MatmulRuns> {
   // threaded run happens; were it not, the main-thread runs above would be all there is.
   let threaded: MatmulRuns["threaded"] = null;
   if (crossOriginIsolated) {
-    const tr = await inWorker({ relaxedSimd: true, threads: 2 });
-    const tp = await inWorker({ relaxedSimd: false, threads: 2 });
+    const tr = await inWorker<Q4KRun>({ relaxedSimd: true, threads: 2 });
+    const tp = await inWorker<Q4KRun>({ relaxedSimd: false, threads: 2 });
     threaded = { relaxed: data(tr), plain: data(tp) };
   }
   return { plain: data(plain), relaxed: data(relaxed), perturbed: data(perturbed), threaded };
@@ -120,11 +121,17 @@ async function model(url: string, ids: readonly number[], prefill: number): Prom
   return { nVocab, plainRelaxed: runs[0]!.relaxed, relaxedRelaxed: runs[1]!.relaxed, plain: b64(runs[0]!.logits), relaxed: b64(runs[1]!.logits) };
 }
 
+/** attention.ts's runAttention over the model at `url` on `threads` threads in a worker; the logits as base64. */
+async function attention(url: string, ids: readonly number[], prefill: number, threads: number): Promise<Omit<AttentionRun, "logits"> & { readonly logits: string }> {
+  const r = await inWorker<AttentionRun>({ url: new URL(url, location.href).href, ids, prefill, threads });
+  return { ...r, logits: toBase64(new Uint8Array(r.logits.buffer, r.logits.byteOffset, r.logits.byteLength)) };
+}
+
 declare global {
   interface Window {
-    kvboundRelaxed?: { probe: typeof probe; matmul: typeof matmul; model: typeof model };
+    kvboundRelaxed?: { probe: typeof probe; matmul: typeof matmul; model: typeof model; attention: typeof attention };
   }
 }
 
-window.kvboundRelaxed = { probe, matmul, model };
+window.kvboundRelaxed = { probe, matmul, model, attention };
 document.documentElement.dataset.ready = "true";
