@@ -168,7 +168,8 @@ export class CacheGroup {
         const names = CacheKernelMemory.splitKernelNames(config.codec);
         const table = pool.attach(mem.module, mem.memory, names);
         detachOnCollect?.register(this, { pool, table });
-        split = { pool, table, fns: names.map((n) => mem.exports[n] as RowKernelFn), calls: [new RowCall(), new RowCall(), new RowCall()] };
+        const calls = [new RowCall(), new RowCall(), new RowCall()];
+        split = { pool, table, fns: names.map((n) => mem.exports[n] as RowKernelFn), calls, softmaxValues: calls.slice(1) };
       }
       for (let l = 0; l < model.layers.length; l++) {
         mem.writeDescriptor(L.kDesc[l]!, this.kStores[l]!);

@@ -113,18 +113,6 @@ export function unshareMemoryImport(bytes: Uint8Array<ArrayBuffer>): Uint8Array<
   return bytes;
 }
 
-/** Grows `memory` to at least `bytes`; false past `limit` or when the engine refuses. */
-export function growMemoryTo(memory: WebAssembly.Memory, bytes: number, limit = MAX_WASM_MEMORY_BYTES): boolean {
-  if (bytes > limit) return false;
-  const need = Math.ceil(bytes / WASM_PAGE_BYTES) - memory.buffer.byteLength / WASM_PAGE_BYTES;
-  try {
-    if (need > 0) memory.grow(need);
-  } catch {
-    return false; // RangeError: the engine could not reserve that much
-  }
-  return true;
-}
-
 /**
  * A bump layout of an instance's memory: `reserve` hands out 64-byte aligned byte offsets (offset
  * 0 stays unused: a null pointer would be a bug). Used before the memory exists, to size it, and by

@@ -23,9 +23,13 @@ export interface WasmAttendSplit {
   readonly table: KernelTable;
   /** This thread's exports of the table (SPLIT_FN). */
   readonly fns: readonly RowKernelFn[];
-  /** The RowCalls a block's jobs are written into (three: scores, softmax, values). */
+  /** The RowCalls a block's jobs are written into (three: scores, softmax, values), and the last two alone. */
   readonly calls: readonly RowCall[];
+  readonly softmaxValues: readonly RowCall[];
 }
+
+/** A layer's split: the table, and its per-unit descriptors (layout.kHeadDesc / vHeadDesc). */
+export type LayerSplit = WasmAttendSplit & { readonly kHeadDesc: number; readonly vHeadDesc: number };
 
 /** The table's kernels by index (CacheKernelMemory.splitKernelNames). */
 const SPLIT_FN = { scores: 0, values: 1, softmax: 2, scoresUnits: 3, valuesUnits: 4 } as const;
@@ -39,8 +43,8 @@ export interface WasmAttendTarget {
   readonly vDesc: number;
   /** The softmax's 1/sum per row (layout.invSum). */
   readonly invSum: Float32Array;
-  /** With a pool: the layer's per-head descriptors (layout.kHeadDesc / vHeadDesc) and the pool's table. */
-  readonly split: (WasmAttendSplit & { readonly kHeadDesc: number; readonly vHeadDesc: number }) | null;
+  /** With a pool, where the codec splits. */
+  readonly split: LayerSplit | null;
 }
 
 /** Same contract as attendRuns without a weights hook; `scratch` and `runs` must live in `t.mem`. */
@@ -74,8 +78,7 @@ export function attendRunsWasm(
     const self0 = held - nQuery + qi0;
     const nVisLast = self0 + nb;
     const work = nb * nHead * nVisLast * (dk + dv);
-    if (t.split !== null && (nHeadKv > 1 || G % SPLIT_PARTS === 0) && work >= t.split.pool.minSplitWork) {
-      attendBlockSplit(t, t.split, q, qOff, qi0, nb, self0, shape, runs, rope, scale, scratch, work);
+    if (t.split !== null && work >= t.split.pool.minSplitWork && attendBlockSplit(t, t.split, q, qOff, qi0, nb, self0, shape, runs, rope, scale, scratch, work)) {
       scatterBlockRows(out, outOff, qi0, nb, nHead, group, dv, outBlock, invSum);
       continue;
     }
@@ -111,55 +114,54 @@ export function attendRunsWasm(
 /**
  * One block of attendRunsWasm's loop on the pool, one row per unit: a job per run range of the
  * scores (the queries are rotated between them), the last one with the softmax and the values
- * (unless the layer transforms its scores first). Leaves outBlock and invSum as the loop does.
+ * (unless the layer transforms its scores first). Leaves outBlock and invSum as the loop does;
+ * false (and nothing done) when the block has a single unit.
  */
 function attendBlockSplit(
-  t: WasmAttendTarget, sp: WasmAttendSplit & { readonly kHeadDesc: number; readonly vHeadDesc: number },
+  t: WasmAttendTarget, sp: LayerSplit,
   q: Float32Array, qOff: number, qi0: number, nb: number, self0: number, shape: AttendShape,
   runs: RunTable, rope: Rope | null, scale: number, scratch: AttentionScratch, work: number,
-): void {
+): boolean {
   const { nHead, nHeadKv, headDimK: dk, headDimV: dv } = shape;
   const group = nHead / nHeadKv;
   const G = nb * group;
+  // Whole heads where they divide among the threads or the rows do not halve: the codec's kernels
+  // over a range of heads (every SPLIT_PARTS-th descriptor is a head's first); else parts of heads.
+  const parts = nHeadKv % sp.pool.threads === 0 || G % SPLIT_PARTS !== 0 ? 1 : SPLIT_PARTS;
+  const units = nHeadKv * parts, U = G / parts; // U rows a unit
+  if (units < 2) return false;
+  const descBytes = (DESCRIPTOR_WORDS * 4 * SPLIT_PARTS) / parts;
   const W = scratch.window;
   const L = t.mem.layout;
   const rt = L.runTable, cap = runs.capacity;
   const nVisLast = self0 + nb;
   const [cs, cm, cv] = sp.calls as [RowCall, RowCall, RowCall];
-  // Whole heads where they divide among the threads or the rows do not halve: the codec's kernels
-  // over a range of heads (every SPLIT_PARTS-th descriptor is a head's first); else parts of heads.
-  const parts = nHeadKv % sp.pool.threads === 0 || G % SPLIT_PARTS !== 0 ? 1 : SPLIT_PARTS;
-  const units = nHeadKv * parts, U = G / parts; // U rows a unit
-  const descBytes = (DESCRIPTOR_WORDS * 4 * SPLIT_PARTS) / parts;
-  const fnScores = parts === 1 ? SPLIT_FN.scores : SPLIT_FN.scoresUnits;
-  const fnValues = parts === 1 ? SPLIT_FN.values : SPLIT_FN.valuesUnits;
-  const transform = hasScoreTransform(shape);
   scratch.outBlock.fill(0, 0, nb * nHead * dv);
-  let r = 0;
-  do {
+  for (let r = 0; ; ) {
     // Runs r .. r1 share one rotation of the queries (all of them without RoPE).
     const off = rope === null ? 0 : runs.rotPos[r]! - runs.pos[r]!;
     let r1 = r + 1;
     while (r1 < runs.n && runs.index[r1]! < nVisLast && (rope === null || runs.rotPos[r1]! - runs.pos[r1]! === off)) r1++;
     loadBlockQueries(q, qOff, qi0, nb, self0, nHead, group, dk, runs, rope, off, scale, scratch.qRot, scratch.qBlock);
-    cs.start(fnScores, units, 1, 1).arg(sp.kHeadDesc, descBytes).arg(rt).arg(cap).arg(r).arg(r1).arg(nVisLast).rowsArg();
-    cs.arg(L.qBlock, U * dk * 4).arg(U).arg(dk).arg(L.scores, U * W * 4).arg(W);
+    cs.start(parts === 1 ? SPLIT_FN.scores : SPLIT_FN.scoresUnits, units, 1, 1).arg(sp.kHeadDesc, descBytes).arg(rt).arg(cap);
+    cs.arg(r).arg(r1).arg(nVisLast).rowsArg().arg(L.qBlock, U * dk * 4).arg(U).arg(dk).arg(L.scores, U * W * 4).arg(W);
     r = r1;
-    const last = r >= runs.n || runs.index[r]! >= nVisLast;
-    if (!last || transform) {
-      sp.pool.run(sp.calls, 1, sp.fns, work, sp.table);
-      if (!last) continue;
-      // Rows are (KV head, query, head in group): row's query b sees self0 + b + 1 tokens.
-      for (let row = 0; row < nb * nHead; row++) transformScores(scratch.scores, row * W, self0 + ((row / group) | 0) % nb + 1, shape);
-    }
-    cm.start(SPLIT_FN.softmax, units, 1, 1).arg(L.scores, U * W * 4).arg(W).rowsArg().arg(U).arg(group).arg(nb).arg(self0).arg(nVisLast);
-    cm.arg(L.invSum, U * 4).arg(0, 1);
-    cv.start(fnValues, units, 1, 1).arg(sp.vHeadDesc, descBytes).arg(rt).arg(cap).arg(0).arg(runs.n).arg(nVisLast).rowsArg();
-    cv.arg(L.scores, U * W * 4).arg(U).arg(W).arg(L.outBlock, U * dv * 4).arg(dv);
-    if (transform) sp.pool.run([cm, cv], 2, sp.fns, work, sp.table);
-    else sp.pool.run(sp.calls, 3, sp.fns, work, sp.table);
-    return;
-  } while (true);
+    if (r >= runs.n || runs.index[r]! >= nVisLast) break; // the last range: its job goes on below
+    sp.pool.run(sp.calls, 1, sp.fns, work, sp.table);
+  }
+  cm.start(SPLIT_FN.softmax, units, 1, 1).arg(L.scores, U * W * 4).arg(W).rowsArg().arg(U).arg(group).arg(nb).arg(self0).arg(nVisLast);
+  cm.arg(L.invSum, U * 4).arg(0, 1);
+  cv.start(parts === 1 ? SPLIT_FN.values : SPLIT_FN.valuesUnits, units, 1, 1).arg(sp.vHeadDesc, descBytes).arg(rt).arg(cap);
+  cv.arg(0).arg(runs.n).arg(nVisLast).rowsArg().arg(L.scores, U * W * 4).arg(U).arg(W).arg(L.outBlock, U * dv * 4).arg(dv);
+  if (!hasScoreTransform(shape)) {
+    sp.pool.run(sp.calls, 3, sp.fns, work, sp.table);
+    return true;
+  }
+  sp.pool.run(sp.calls, 1, sp.fns, work, sp.table);
+  // Rows are (KV head, query, head in group): row's query b sees self0 + b + 1 tokens.
+  for (let row = 0; row < nb * nHead; row++) transformScores(scratch.scores, row * W, self0 + ((row / group) | 0) % nb + 1, shape);
+  sp.pool.run(sp.softmaxValues, 2, sp.fns, work, sp.table);
+  return true;
 }
 
 /**

@@ -1,12 +1,13 @@
 // The code each matmul pool worker runs (matmul-pool.ts), as plain JavaScript text: Node starts it
 // with `new Worker(code, { eval: true })` and a browser from a Blob URL, so it needs no file beside
 // the bundle and no loader (tsx, Vite) in between. It instantiates the kernels module it is sent over
-// the shared arena memory, then sleeps in Atomics.wait on its own slot of the control block and runs
-// the rows of each call of the job the caller writes: between jobs it watches for the next for at
-// most msg.spinMs before it sleeps (matmul-pool.ts WORKER_SPIN_MS). It returns to its event loop
-// only for mail: a table of kernels to attach (another module over another shared memory: a
-// cache's attention) or detach, announced through the control block after the message is posted.
-// The control block's layout is CONTROL, here beside the one reader of it that is not TypeScript (matmul-pool.ts is the writer).
+// the shared arena memory (and the tables already attached, msg.attached), then sleeps in
+// Atomics.wait on its own slot of the control block and runs the rows of each call of the job the
+// caller writes: between jobs it watches for the next for at most msg.spinMs before it sleeps
+// (matmul-pool.ts WORKER_SPIN_MS). It returns to its event loop only for mail: a table of kernels
+// to attach (another module over another shared memory: a cache's attention) or detach, announced
+// through the control block after the message is posted. The control block's layout is CONTROL,
+// here beside the one reader of it that is not TypeScript (matmul-pool.ts is the writer).
 
 import { MAX_ROW_ARGS, SCRATCH_ARG } from "../../wasm/row-call.js";
 
