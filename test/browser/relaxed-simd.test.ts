@@ -23,7 +23,7 @@ import { buildArchModel, type ArchModel } from "../fixtures/arch-models.js";
 import { runBrowser, startWebHarness, type WebHarness } from "../helpers/browser.js";
 import type { MatmulRuns, ModelRuns, Probe, RunData } from "./pages/relaxed-simd/main.js";
 import { COLS, NTOK, ROWS, runQ4K } from "./pages/relaxed-simd/matmul.js";
-import { runAttention } from "./pages/relaxed-simd/attention.js";
+import { runAttention } from "../helpers/attention-run.js";
 
 const PAGE_DIR = fileURLToPath(new URL("./pages/relaxed-simd/", import.meta.url));
 const MODEL_PATH = "models/llama-q4k.gguf";

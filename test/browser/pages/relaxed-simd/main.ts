@@ -9,7 +9,7 @@ import { readGgufHeader } from "../../../../src/gguf/header.js";
 import { createModel } from "../../../../src/model/architectures.js";
 import { CacheKv, createModelCache } from "../../../../src/model/cache-kv.js";
 import { relaxedSimdAvailable } from "../../../../src/model/wasm/wasm-kernels.js";
-import type { AttentionRun } from "./attention.js";
+import type { AttentionRun } from "../../../helpers/attention-run.js";
 import { runQ4K, toBase64, type Q4KRun } from "./matmul.js";
 import type { WorkerReply, WorkerRequest } from "./worker.js";
 
@@ -121,7 +121,7 @@ async function model(url: string, ids: readonly number[], prefill: number): Prom
   return { nVocab, plainRelaxed: runs[0]!.relaxed, relaxedRelaxed: runs[1]!.relaxed, plain: b64(runs[0]!.logits), relaxed: b64(runs[1]!.logits) };
 }
 
-/** attention.ts's runAttention over the model at `url` on `threads` threads in a worker; the logits as base64. */
+/** test/helpers/attention-run.ts's runAttention over the model at `url` on `threads` threads in a worker; the logits as base64. */
 async function attention(url: string, ids: readonly number[], prefill: number, threads: number): Promise<Omit<AttentionRun, "logits"> & { readonly logits: string }> {
   const r = await inWorker<AttentionRun>({ url: new URL(url, location.href).href, ids, prefill, threads });
   return { ...r, logits: toBase64(new Uint8Array(r.logits.buffer, r.logits.byteOffset, r.logits.byteLength)) };

@@ -1,9 +1,9 @@
 // The worker of the relaxed-SIMD test page (main.ts): a page's main thread may not block in
 // Atomics.wait, so a WasmArena of 2 threads (the caller and one pool worker) runs here, in a
 // dedicated worker of the cross-origin isolated page. Each message runs matmul.ts's runQ4K once,
-// or (with a url) attention.ts's runAttention over the model there.
+// or (with a url) test/helpers/attention-run.ts's runAttention over the model there.
 
-import { runAttention, type AttentionRun } from "./attention.js";
+import { runAttention, type AttentionRun } from "../../../helpers/attention-run.js";
 import { runQ4K, type Q4KRun } from "./matmul.js";
 
 export type WorkerRequest =

@@ -1,14 +1,15 @@
 // A model's attention split over threads (src/cache/wasm/attend-wasm.ts), run the same way in
-// Node and, in a worker of the test page, in Chromium, whose nested workers take the cache's shared
-// memory as mail (src/model/wasm/pool-worker.ts): every token's logits of a batched prefill and
-// single-token decode over an evicting f16 window, and how many attention jobs the pool ran and
-// split. test/browser/relaxed-simd.test.ts compares the page's logits on 3 threads with Node's on 1.
+// Node (test/threads.test.ts) and, in a worker of the relaxed-SIMD test page, in Chromium, whose
+// nested workers take the cache's shared memory as mail (src/model/wasm/pool-worker.ts): every
+// token's logits of a batched prefill and single-token decode over an evicting window, and how
+// many attention jobs the pool ran and split. No Node API: the page bundles it.
 
-import { resolveCacheConfig } from "../../../../src/cache/config.js";
-import { readGgufHeader } from "../../../../src/gguf/header.js";
-import { createModel } from "../../../../src/model/architectures.js";
-import { CacheKv, createModelCache } from "../../../../src/model/cache-kv.js";
-import type { RowCallPool } from "../../../../src/wasm/row-call.js";
+import { resolveCacheConfig } from "../../src/cache/config.js";
+import { readGgufHeader } from "../../src/gguf/header.js";
+import { createModel } from "../../src/model/architectures.js";
+import { CacheKv, createModelCache } from "../../src/model/cache-kv.js";
+import type { CodecKind } from "../../src/cache/codecs/types.js";
+import type { RowCallPool } from "../../src/wasm/row-call.js";
 
 export interface AttentionRun {
   readonly threads: number;
@@ -20,7 +21,7 @@ export interface AttentionRun {
 }
 
 /** `bytes` (a GGUF) on `threads`, every split taken (minSplitWork 0): prefill ids[0..prefill) in 16s, then one at a time. */
-export async function runAttention(bytes: Uint8Array, ids: readonly number[], prefill: number, threads: number): Promise<AttentionRun> {
+export async function runAttention(bytes: Uint8Array, ids: readonly number[], prefill: number, threads: number, codec: CodecKind = "f16"): Promise<AttentionRun> {
   const header = await readGgufHeader(bytes);
   const m = createModel(header, bytes.subarray(header.dataOffset), { threads, minSplitWork: 0 });
   await m.threadsReady();
@@ -39,7 +40,7 @@ export async function runAttention(bytes: Uint8Array, ids: readonly number[], pr
     },
   };
   // 48 tokens with 4 sinks: evictions, and RoPE ranges that differ within a block.
-  const config = resolveCacheConfig({ slidingWindowSize: 48, attentionSinkSize: 4, codec: "f16" });
+  const config = resolveCacheConfig({ slidingWindowSize: 48, attentionSinkSize: 4, codec });
   const cache = createModelCache(m, config, counted === undefined ? {} : { threads: counted });
   cache.add(0);
   const kv = new CacheKv(cache, 0, m);
