@@ -113,9 +113,10 @@ export class CacheGroup {
     this.window = config.windowTokens;
     const nPages = this.layout.nPages;
     this.pool = new PagePool(nPages);
-    const pool = options.threads !== undefined && options.threads.threads > 1 && splitsByHead(config.codec) ? options.threads : null;
+    // (this.pool is the page pool; `threads` the thread pool attention may split over.)
+    const threads = options.threads !== undefined && options.threads.threads > 1 && splitsByHead(config.codec) ? options.threads : null;
     const mem =
-      options.kernels === "js" || options.createStore !== undefined || this.policy.usesScores ? null : cacheKernelMemory(config, model, pool !== null);
+      options.kernels === "js" || options.createStore !== undefined || this.policy.usesScores ? null : cacheKernelMemory(config, model, threads !== null);
     const make: StoreFactory =
       options.createStore ??
       ((kind, role, shape) => createPageStore(kind, role, shape, this.layout.storeOptions));
@@ -164,12 +165,12 @@ export class CacheGroup {
       const kernels = mem.kernels(config.codec);
       const invSum = this.scratch.kernelInvSum!;
       let split: WasmAttendSplit | null = null;
-      if (pool !== null && mem.shared) {
+      if (threads !== null && mem.shared) {
         const names = CacheKernelMemory.splitKernelNames(config.codec);
-        const table = pool.attach(mem.module, mem.memory, names);
-        detachOnCollect?.register(this, { pool, table });
+        const table = threads.attach(mem.module, mem.memory, names);
+        detachOnCollect?.register(this, { pool: threads, table });
         const calls = [new RowCall(), new RowCall(), new RowCall()];
-        split = { pool, table, fns: names.map((n) => mem.exports[n] as RowKernelFn), calls, softmaxValues: calls.slice(1) };
+        split = { pool: threads, table, fns: names.map((n) => mem.exports[n] as RowKernelFn), calls, softmaxValues: calls.slice(1) };
       }
       for (let l = 0; l < model.layers.length; l++) {
         mem.writeDescriptor(L.kDesc[l]!, this.kStores[l]!);

@@ -43,8 +43,7 @@ export interface StreamRowResult {
 
 /** The resolved cache config of a row for a stream of `tokens` tokens (dense: a window holding it all). */
 export function rowCacheConfig(row: StreamConfig, tokens: number): CacheConfig {
-  const c = row.cache;
-  return resolveCacheConfig(denseRow(row) ? { ...c, contextWindowSize: Math.max(1, tokens - 1) } : c);
+  return resolveCacheConfig(denseRow(row) ? { ...row.cache, contextWindowSize: Math.max(1, tokens - 1) } : row.cache);
 }
 
 /** Whether a row names no window: dense, its window the whole stream. */

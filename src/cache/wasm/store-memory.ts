@@ -147,8 +147,8 @@ export function layoutCacheMemory(storeBytes: readonly LayerStoreBytes[], runCap
   const outBlock = a.reserve(scratch.outBlock * 4);
   const invSum = a.reserve(scratch.invSum * 4);
   const q16 = a.reserve(scratch.qBlock * 2 + scratch.invSum * 4);
-  // (f16 and fp8 values also decode two tokens' values there, 2 x maxHeadDimV f32: codecs.as decodeOnce.)
-  const wq = a.reserve(Math.max(scratch.invSum * (128 * 4 + 4) + 256 * 4, (8 * scratch.outBlock) / scratch.invSum));
+  // (f16 and fp8 values also decode two tokens' values there, a head tile: codecs.as decodeOnce.)
+  const wq = a.reserve(Math.max(scratch.invSum * (128 * 4 + 4) + 256 * 4, scratch.headTile * 4));
   return { kStore, vStore, kDesc, vDesc, kHeadDesc, vHeadDesc, headTiles, headTileBytes: scratch.headTile * 4, runTable, scores, qBlock, outBlock, invSum, q16, wq, bytes: a.bytes };
 }
 
