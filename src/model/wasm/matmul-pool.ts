@@ -2,10 +2,11 @@
 // SharedArrayBuffer) and split its matmuls by output rows: Node worker_threads or browser Web
 // Workers, started lazily on the first matmul big enough to split, and stopped by dispose() (or
 // when the arena that owns the pool is collected). The caller runs its own share of the rows, then
-// sleeps in Atomics.wait until the workers are done; workers sleep in Atomics.wait between jobs,
-// after watching for the next one for at most WORKER_SPIN_MS. The caller never spins: on a 2-core
-// machine a spinning waiter takes the core the other thread needs (llama.cpp's spin barrier made its
-// 2-thread decode 2x slower than 1 thread there); a worker's short watch holds only its own core.
+// watches for the workers to be done for at most CALLER_SPIN_MS and sleeps in Atomics.wait past it;
+// workers sleep in Atomics.wait between jobs, after watching for the next one for at most
+// WORKER_SPIN_MS. Both watches are bounded and each holds only its own thread's core: an unbounded
+// spin takes the core another thread needs (llama.cpp's spin barrier made its 2-thread decode 2x
+// slower than 1 thread on a 2-core machine).
 //
 // A job is up to MAX_JOB_CALLS RowCalls that read the same input (q, k, v; gate, up): each is split
 // by rows, and the threads meet once per job, not once per matmul. Calls of equal rows get equal
@@ -38,10 +39,12 @@ export const MAX_DEFAULT_THREADS = 4;
  * Multiply-adds (rows x cols x tokens, summed over a job's matmuls) below which the caller runs a
  * job alone: waking a worker costs the caller ~9 us (Atomics.notify) and the worker starts ~10-15 us
  * later, more than a small matmul saves. bench/threads-threshold.ts on the 2-core bench machine, a
- * Q8_0 matvec split over 2 threads (its weights in 4-row groups, d1930f3): 324k multiply-adds 0.80x,
- * 576k 0.99x, 864k 1.1x, 1728k 1.7x (before the faster matvec: 324k 1.0x, 576k 1.2x).
+ * Q8_0 matvec split over 2 threads, with the caller's watch (CALLER_SPIN_MS): 216k multiply-adds
+ * 0.94x, 324k 1.0x, 576k 1.2x, 864k 1.5x. In the SmolLM2-shaped model (decode after a 512-token
+ * prompt, 2 threads against 1, alternated in one process) 640k gave 1.19x and 320k 1.41x: q/k/v
+ * (553k) and o (332k) then split too. (Before the watch 320k lost to 640k: docs/RESULTS.md.)
  */
-export const MIN_SPLIT_WORK = 640 * 1024;
+export const MIN_SPLIT_WORK = 320 * 1024;
 /**
  * How long a worker that finished a job watches for the next before it sleeps (ms). Decode sends
  * ~120 jobs per token (SmolLM2), tens of microseconds apart (the caller's attention, norms and
@@ -50,6 +53,14 @@ export const MIN_SPLIT_WORK = 640 * 1024;
  * keeps the worker awake across those gaps; past it, or between requests, the worker sleeps.
  */
 export const WORKER_SPIN_MS = 0.1;
+/**
+ * How long the caller, its share done, watches for the workers to finish before it sleeps (ms). The
+ * share feedback (callerShare) has the workers finish about when it does, so most waits are short,
+ * and a sleeping caller woke ~30-70 us after the last worker's notify (bench VM), which every split
+ * job paid. SmolLM2-shaped model, decode after a 512-token prompt, 2 threads against 1 (configurations
+ * alternated in one process): 1.37x without the watch, 1.52x with it (0.1 ms: 1.52x too).
+ */
+export const CALLER_SPIN_MS = 0.05;
 
 /** How far one split moves the caller's share (callerShare), and the most it keeps. */
 const SHARE_STEP = 0.01;
@@ -372,6 +383,10 @@ export class MatmulPool implements RowCallPool {
       // time; still running: it keeps more (twice the step, so it waits a third of the time).
       const f = this.callerShare[size]! + (left === 0 ? -SHARE_STEP : 2 * SHARE_STEP);
       this.callerShare[size] = Math.min(MAX_CALLER_SHARE, Math.max(1 / (2 * this.threads), f));
+    }
+    if (left !== 0) {
+      const t0 = performance.now();
+      while ((left = Atomics.load(ctrl, CONTROL.PENDING)) !== 0 && performance.now() - t0 < CALLER_SPIN_MS) {}
     }
     for (; left !== 0; left = Atomics.load(ctrl, CONTROL.PENDING)) Atomics.wait(ctrl, CONTROL.PENDING, left);
     if (busy > 0) this.splits++;
