@@ -44,7 +44,7 @@ try {
   const runners: EngineRunner[] = [];
   for (const t of threadCounts) runners.push(await kvboundRunner(path, { contextSize: ctx, model: { threads: t } }));
   const prompt = Array.from({ length: nPrompt }, (_, i) => 1 + ((i * 7919) % (shape.nVocab - 1)));
-  const rows = threadCounts.map(() => ({ wall: [] as number[], cpu: [] as number[], caller: [] as number[], decodeCpu: [] as number[] }));
+  const rows = threadCounts.map(() => ({ wall: [] as number[], cpu: [] as number[], caller: [] as number[], decodeCpu: [] as number[], decodeWall: [] as number[] }));
   for (let rep = -1; rep < reps; rep++) {
     for (let j = 0; j < runners.length; j++) {
       const i = (rep & 1) === 0 ? j : runners.length - 1 - j;
@@ -53,14 +53,15 @@ try {
       const c0 = process.cpuUsage(), m0 = callerCpuMs(), w0 = performance.now();
       await r.prefill(prompt);
       const wall = performance.now() - w0, caller = callerCpuMs() - m0, cpu = cpuMs(process.cpuUsage(c0));
-      const c2 = process.cpuUsage();
+      const c2 = process.cpuUsage(), w2 = performance.now();
       if (nDecode > 0) await r.decode(prompt[nPrompt - 1]!, nDecode);
-      const dcpu = cpuMs(process.cpuUsage(c2));
+      const dcpu = cpuMs(process.cpuUsage(c2)), dwall = performance.now() - w2;
       if (rep < 0) continue; // warm-up
       rows[i]!.wall.push(wall);
       rows[i]!.cpu.push(cpu);
       rows[i]!.caller.push(caller);
       rows[i]!.decodeCpu.push(dcpu);
+      rows[i]!.decodeWall.push(dwall);
     }
   }
   const base = rows[0]!;
@@ -70,7 +71,8 @@ try {
     console.log(
       `${type} ${threadCounts[i]} thread(s), prefill ${nPrompt} tokens, median of ${reps}: wall ${median(x.wall).toFixed(1)} ms, ` +
         `cpu ${median(x.cpu).toFixed(1)} ms (caller ${median(x.caller).toFixed(1)}, workers ${(median(x.cpu) - median(x.caller)).toFixed(1)})` +
-        (nDecode > 0 ? `, decode ${((nDecode / median(x.decodeCpu)) * 1000).toFixed(1)} tok/cpu-s` : "") + vs,
+        (nDecode > 0 ? `, decode ${((nDecode / median(x.decodeWall)) * 1000).toFixed(1)} tok/s (${((nDecode / median(x.decodeCpu)) * 1000).toFixed(1)} tok/cpu-s)` : "") + vs +
+        (i > 0 && nDecode > 0 ? `, decode ${(median(base.decodeWall) / median(x.decodeWall)).toFixed(2)}x` : ""),
     );
   }
   for (const r of runners) await r.dispose();
