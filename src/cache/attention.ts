@@ -83,6 +83,14 @@ export function queryBlock(nHead: number, window: number): number {
   return QUERY_BLOCK_MAX * nHead * window * 4 <= QUERY_BLOCK_SCORES_BYTES ? QUERY_BLOCK_MAX : QUERY_BLOCK_MIN;
 }
 
+/**
+ * Queries one job of the wasm kernels attends whole (attend-wasm.ts attendJobs: loading, scores,
+ * softmax, values and the rows out, for every block of them): the kernel memory stages their
+ * queries, outputs and cos/sin. Each job costs the threads one meeting; with 4-query blocks, 16
+ * queries a job took SmolLM2's 512-token prefill from ~3300 attention jobs to ~1000.
+ */
+export const ATTEND_JOB_QUERIES = 16;
+
 /** Float counts of the scratch arrays the wasm kernels share with AttentionScratch (store-memory.ts lays them out). */
 export function attentionScratchFloats(nHead: number, window: number, maxHeadDimK: number, maxHeadDimV: number): ScratchFloats {
   const qb = queryBlock(nHead, window);
@@ -93,6 +101,10 @@ export function attentionScratchFloats(nHead: number, window: number, maxHeadDim
     invSum: qb * nHead,
     // A key decoded once (maxHeadDimK), or two tokens' values (2 maxHeadDimV): codecs.as decodeOnce.
     headTile: Math.max(maxHeadDimK, 2 * maxHeadDimV),
+    jobQueries: ATTEND_JOB_QUERIES * nHead * maxHeadDimK,
+    jobOut: ATTEND_JOB_QUERIES * nHead * maxHeadDimV,
+    // Per query, nRot / 2 cos then as many sin, f64 (two floats each): at most 2 maxHeadDimK floats.
+    jobCosSin: ATTEND_JOB_QUERIES * 2 * maxHeadDimK,
   };
 }
 

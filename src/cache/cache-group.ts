@@ -31,7 +31,7 @@ import type { CodecKind, KvRole, PageShape, PageStore } from "./codecs/types.js"
 import type { CacheConfig, CacheModelShape } from "./config.js";
 import { attendRuns, type AttendShape, type AttentionWeightsHook, type RunTable } from "./attention.js";
 import { CacheScratch, cacheKernelMemory } from "./cache-scratch.js";
-import { attendRunsWasm, type WasmAttendSplit, type WasmAttendTarget } from "./wasm/attend-wasm.js";
+import { AttendJobs, attendRunsWasm, type WasmAttendSplit, type WasmAttendTarget } from "./wasm/attend-wasm.js";
 import { CacheKernelMemory, splitsByHead } from "./wasm/store-memory.js";
 import { RowCall, type KernelTable, type RowCallPool, type RowKernelFn } from "../wasm/row-call.js";
 import { layerPageShape, PagePool, planPoolLayout, type PoolLayout } from "./page-pool.js";
@@ -172,6 +172,8 @@ export class CacheGroup {
         const calls = [new RowCall(), new RowCall(), new RowCall()];
         split = { pool: threads, table, fns: names.map((n) => mem.exports[n] as RowKernelFn), calls, softmaxValues: calls.slice(1) };
       }
+      const attend = mem.attendKernel(config.codec);
+      const jobs = attend !== null ? new AttendJobs(attend, mem, this.scratch.kernelFloats!) : null;
       for (let l = 0; l < model.layers.length; l++) {
         mem.writeDescriptor(L.kDesc[l]!, this.kStores[l]!);
         mem.writeDescriptor(L.vDesc[l]!, this.vStores[l]!);
@@ -180,8 +182,11 @@ export class CacheGroup {
           mem.writeHeadDescriptors(kHeadDesc, this.kStores[l]!);
           mem.writeHeadDescriptors(vHeadDesc, this.vStores[l]!);
         }
-        const target = split !== null && kHeadDesc >= 0 ? { ...split, kHeadDesc, vHeadDesc } : null;
-        this.wasmTargets.push({ mem, k: kernels, v: kernels, kDesc: L.kDesc[l]!, vDesc: L.vDesc[l]!, invSum, split: target });
+        const heads = kHeadDesc >= 0;
+        this.wasmTargets.push({
+          mem, k: kernels, v: kernels, kDesc: L.kDesc[l]!, vDesc: L.vDesc[l]!, invSum, kHeadDesc, vHeadDesc,
+          jobs: heads ? jobs : null, split: heads ? split : null,
+        });
       }
       this.kernelMemory = mem;
     }

@@ -176,6 +176,8 @@ export class CacheScratch {
   readonly attention: AttentionScratch;
   /** wasm kernels: the softmax denominators in their memory ([queryBlock * nHead] f32); null with JS kernels. */
   readonly kernelInvSum: Float32Array | null;
+  /** wasm kernels: the float counts of their scratch (attentionScratchFloats); null with JS kernels. */
+  readonly kernelFloats: ScratchFloats | null;
   readonly policyScores: Float64Array; // [maxSequences][window][scoresPerToken]
   /** One view of policyScores per sequence slot ([window * scoresPerToken] each), and the free slots. */
   private readonly scoreViews: Float64Array[] = [];
@@ -212,10 +214,12 @@ export class CacheScratch {
         outBlock: L.outBlock,
       });
       this.kernelInvSum = new Float32Array(mem.buffer, L.invSum, len.kernel.invSum);
+      this.kernelFloats = len.kernel;
     } else {
       this.runs = new RunTable(len.runs);
       this.attention = new AttentionScratch(len.nHead, len.window, len.maxHeadDimK, len.maxHeadDimV);
       this.kernelInvSum = null;
+      this.kernelFloats = null;
     }
     this.bytes = scratchBytesOf(len, mem?.layout ?? null, pool.reservedBytes);
     // What was allocated must be what the lengths say (the planner predicts from them): checked once here.

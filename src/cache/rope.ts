@@ -96,6 +96,17 @@ export class Rope {
     }
   }
 
+  /** `pos`'s nRot/2 cos, then as many sin, from out[off], as rotate() applies them (f64): what the
+   *  wasm attention rotates queries by (attention.as loadQueries), to the same bits as rotate(). */
+  cosSin64(pos: number, out: Float64Array, off: number): void {
+    const t = this.table(pos);
+    const half = this.spec.nRot / 2;
+    for (let i = 0; i < half; i++) {
+      out[off + i] = this.cos[t + i]!;
+      out[off + half + i] = this.sin[t + i]!;
+    }
+  }
+
   /** Rotates `nHeads` consecutive heads of `headDim` values starting at `x[off]` by position `pos`. */
   rotate(x: Float32Array, off: number, nHeads: number, pos: number): void {
     const half = this.spec.nRot / 2;

@@ -20,8 +20,8 @@ export interface AttentionRun {
   readonly split: number;
 }
 
-/** `bytes` (a GGUF) on `threads`, every split taken (minSplitWork 0): prefill ids[0..prefill) in 16s, then one at a time. */
-export async function runAttention(bytes: Uint8Array, ids: readonly number[], prefill: number, threads: number, codec: CodecKind = "f16"): Promise<AttentionRun> {
+/** `bytes` (a GGUF) on `threads`, every split taken (minSplitWork 0): prefill ids[0..prefill) in `chunk`s, then one at a time. */
+export async function runAttention(bytes: Uint8Array, ids: readonly number[], prefill: number, threads: number, codec: CodecKind = "f16", chunk = 16): Promise<AttentionRun> {
   const header = await readGgufHeader(bytes);
   const m = createModel(header, bytes.subarray(header.dataOffset), { threads, minSplitWork: 0 });
   await m.threadsReady();
@@ -48,7 +48,7 @@ export async function runAttention(bytes: Uint8Array, ids: readonly number[], pr
   const logits = new Float32Array(ids.length * nVocab);
   const row = new Float32Array(nVocab);
   for (let p = 0; p < ids.length; ) {
-    const n = p < prefill ? Math.min(16, prefill - p) : 1;
+    const n = p < prefill ? Math.min(chunk, prefill - p) : 1;
     cache.reserveOrThrow(0, n);
     m.forwardBatch(ids, p, n, kv, row, p, (i, l) => logits.set(l, (p + i) * nVocab));
     p += n;

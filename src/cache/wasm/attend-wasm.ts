@@ -12,10 +12,10 @@
 // and value sum are computed by the same code in the same order however the units fall: the bits
 // do not depend on the split.
 
-import { hasScoreTransform, transformScores, type AttendShape, type AttentionScratch, type RunTable } from "../attention.js";
+import { ATTEND_JOB_QUERIES, hasScoreTransform, transformScores, type AttendShape, type AttentionScratch, type RunTable } from "../attention.js";
 import type { Rope } from "../rope.js";
 import type { KernelTable, RowCall, RowCallPool, RowKernelFn } from "../../wasm/row-call.js";
-import { DESCRIPTOR_WORDS, SPLIT_PARTS, type CacheKernelMemory, type CodecKernels } from "./store-memory.js";
+import { DESCRIPTOR_WORDS, SPLIT_PARTS, type AttendFn, type CacheKernelMemory, type CodecKernels, type ScratchFloats } from "./store-memory.js";
 
 /** A cache's attention kernels attached to a pool: the table's exports (CacheKernelMemory.splitKernelNames). */
 export interface WasmAttendSplit {
@@ -28,11 +28,43 @@ export interface WasmAttendSplit {
   readonly softmaxValues: readonly RowCall[];
 }
 
-/** A layer's split: the table, and its per-unit descriptors (layout.kHeadDesc / vHeadDesc). */
-export type LayerSplit = WasmAttendSplit & { readonly kHeadDesc: number; readonly vHeadDesc: number };
 
 /** The table's kernels by index (CacheKernelMemory.splitKernelNames). */
-const SPLIT_FN = { scores: 0, values: 1, softmax: 2, scoresUnits: 3, valuesUnits: 4 } as const;
+const SPLIT_FN = { scores: 0, values: 1, softmax: 2, scoresUnits: 3, valuesUnits: 4, attend: 5 } as const;
+
+/** A fused job's parameters: int32 words at layout.jobParams (attention.as A_*), scale an f64 at SCALE. */
+const ATTEND_PARAM = {
+  NQUERY: 0, QB: 1, SELF0: 2, NHEAD: 3, GROUP: 4, DK: 5, DV: 6, PARTS: 7, HALF: 8, NEOX: 9, W: 10, CAP: 11, NRUNS: 12,
+  RT: 13, QIN: 14, COSSIN: 15, QBLOCK: 16, SCORES: 17, INVSUM: 18, OUTBLOCK: 19, OUT: 20, KDESC: 21, VDESC: 22, SCALE: 24,
+} as const;
+
+/** Where a codec splits by head: the fused job's kernel and its staging (views of the kernel memory). */
+export class AttendJobs {
+  readonly params: Int32Array;
+  readonly scale: Float64Array;
+  readonly queries: Float32Array;
+  readonly out: Float32Array;
+  readonly cosSin: Float64Array;
+
+  /** `attend`: this thread's kernel (CacheKernelMemory.attendKernel); `floats`: the scratch's sizes. */
+  constructor(readonly attend: AttendFn, mem: CacheKernelMemory, floats: ScratchFloats) {
+    const L = mem.layout, b = mem.buffer;
+    this.params = new Int32Array(b, L.jobParams, ATTEND_PARAM.SCALE);
+    this.scale = new Float64Array(b, L.jobParams + ATTEND_PARAM.SCALE * 4, 1);
+    this.queries = new Float32Array(b, L.jobQueries, floats.jobQueries);
+    this.out = new Float32Array(b, L.jobOut, floats.jobOut);
+    this.cosSin = new Float64Array(b, L.jobCosSin, floats.jobCosSin / 2);
+    const p = this.params, A = ATTEND_PARAM;
+    p[A.RT] = L.runTable;
+    p[A.QIN] = L.jobQueries;
+    p[A.COSSIN] = L.jobCosSin;
+    p[A.QBLOCK] = L.qBlock;
+    p[A.SCORES] = L.scores;
+    p[A.INVSUM] = L.invSum;
+    p[A.OUTBLOCK] = L.outBlock;
+    p[A.OUT] = L.jobOut;
+  }
+}
 
 /** Where one layer's stores and the shared buffers are in the kernel memory. */
 export interface WasmAttendTarget {
@@ -43,8 +75,12 @@ export interface WasmAttendTarget {
   readonly vDesc: number;
   /** The softmax's 1/sum per row (layout.invSum). */
   readonly invSum: Float32Array;
+  /** Where the codec splits by head: its per-unit descriptors (layout.kHeadDesc / vHeadDesc) and fused jobs. */
+  readonly kHeadDesc: number;
+  readonly vHeadDesc: number;
+  readonly jobs: AttendJobs | null;
   /** With a pool, where the codec splits. */
-  readonly split: LayerSplit | null;
+  readonly split: WasmAttendSplit | null;
 }
 
 /** Same contract as attendRuns without a weights hook; `scratch` and `runs` must live in `t.mem`. */
@@ -62,6 +98,10 @@ export function attendRunsWasm(
   scale: number,
   scratch: AttentionScratch,
 ): void {
+  if (t.jobs !== null && !hasScoreTransform(shape)) {
+    const off = ropeOffset(runs, rope);
+    if (!Number.isNaN(off)) return attendJobs(out, outOff, q, qOff, nQuery, shape, runs, held, t, t.jobs, rope, off, scale, scratch);
+  }
   const { nHead, nHeadKv, headDimK: dk, headDimV: dv } = shape;
   const group = nHead / nHeadKv;
   const W = scratch.window;
@@ -111,6 +151,75 @@ export function attendRunsWasm(
   }
 }
 
+/** The RoPE offset (rotPos - pos) every run shares: 0 without RoPE, NaN when they differ. */
+function ropeOffset(runs: RunTable, rope: Rope | null): number {
+  if (rope === null || runs.n === 0) return 0;
+  const off = runs.rotPos[0]! - runs.pos[0]!;
+  for (let r = 1; r < runs.n; r++) if (runs.rotPos[r]! - runs.pos[r]! !== off) return Number.NaN;
+  return off;
+}
+
+/**
+ * attendRunsWasm in fused jobs of up to ATTEND_JOB_QUERIES queries (attention.as attendUnits): the
+ * queries copied into the kernel memory with their cos/sin, every block of them loaded, attended and
+ * written out by the kernel, split in units over the pool when the job's work pays for it (as
+ * attendBlockSplit: whole KV heads where they divide among the threads, else halves). One rotation
+ * offset for every run (else the caller takes the per-block path).
+ */
+function attendJobs(
+  out: Float32Array, outOff: number, q: Float32Array, qOff: number, nQuery: number, shape: AttendShape,
+  runs: RunTable, held: number, t: WasmAttendTarget, jobs: AttendJobs, rope: Rope | null, off: number, scale: number,
+  scratch: AttentionScratch,
+): void {
+  const { nHead, nHeadKv, headDimK: dk, headDimV: dv } = shape;
+  const p = jobs.params, A = ATTEND_PARAM;
+  const qb = scratch.queryBlock;
+  const half = rope === null ? 0 : rope.spec.nRot / 2;
+  const sp = t.split;
+  // Halves where the heads do not divide among the threads, unless a block's rows do not halve
+  // (decode's single query with an odd group: each half would decode every key again for one row).
+  const G = Math.min(qb, nQuery) * (nHead / nHeadKv);
+  const parts = sp === null || nHeadKv % sp.pool.threads === 0 || G % SPLIT_PARTS !== 0 ? 1 : SPLIT_PARTS;
+  const units = nHeadKv * parts;
+  p[A.QB] = qb;
+  p[A.NHEAD] = nHead;
+  p[A.GROUP] = nHead / nHeadKv;
+  p[A.DK] = dk;
+  p[A.DV] = dv;
+  p[A.PARTS] = parts;
+  p[A.HALF] = half;
+  p[A.NEOX] = rope?.spec.neox === true ? 1 : 0;
+  p[A.W] = scratch.window;
+  p[A.CAP] = runs.capacity;
+  p[A.NRUNS] = runs.n;
+  p[A.KDESC] = t.kHeadDesc;
+  p[A.VDESC] = t.vHeadDesc;
+  jobs.scale[0] = scale;
+  for (let j0 = 0, n = 0; j0 < nQuery; j0 += n) {
+    // A short last block goes alone: in one job, its rows would not be the other blocks' (attention.as attendUnits).
+    n = Math.min(ATTEND_JOB_QUERIES, nQuery - j0);
+    if (n > qb && n % qb !== 0) n -= n % qb;
+    const self0 = held - nQuery + j0;
+    jobs.queries.set(q.subarray(qOff + j0 * nHead * dk, qOff + (j0 + n) * nHead * dk));
+    for (let b = 0; rope !== null && b < n; b++) {
+      const r = runOf(runs, self0 + b);
+      rope.cosSin64(runs.pos[r]! + (self0 + b - runs.index[r]!) + off, jobs.cosSin, b * 2 * half);
+    }
+    p[A.NQUERY] = n;
+    p[A.SELF0] = self0;
+    let work = 0; // multiply-adds of the job's blocks: each query's rows over what it sees
+    for (let b = 0; b < n; b += qb) work += Math.min(qb, n - b) * nHead * (self0 + Math.min(b + qb, n)) * (dk + dv);
+    if (sp !== null && units > 1 && work >= sp.pool.minSplitWork) {
+      const c = sp.calls[0]!;
+      c.start(SPLIT_FN.attend, units, 1, 1).arg(t.mem.layout.jobParams).arg(0, 1).rowsArg();
+      sp.pool.run(sp.calls, 1, sp.fns, work, sp.table);
+    } else {
+      jobs.attend(t.mem.layout.jobParams, 0, nHeadKv * parts);
+    }
+    out.set(jobs.out.subarray(0, n * nHead * dv), outOff + j0 * nHead * dv);
+  }
+}
+
 /**
  * One block of attendRunsWasm's loop on the pool, one row per unit: a job per run range of the
  * scores (the queries are rotated between them), the last one with the softmax and the values
@@ -118,7 +227,7 @@ export function attendRunsWasm(
  * false (and nothing done) when the block has a single unit.
  */
 function attendBlockSplit(
-  t: WasmAttendTarget, sp: LayerSplit,
+  t: WasmAttendTarget, sp: WasmAttendSplit,
   q: Float32Array, qOff: number, qi0: number, nb: number, self0: number, shape: AttendShape,
   runs: RunTable, rope: Rope | null, scale: number, scratch: AttentionScratch, work: number,
 ): boolean {
@@ -143,7 +252,7 @@ function attendBlockSplit(
     let r1 = r + 1;
     while (r1 < runs.n && runs.index[r1]! < nVisLast && (rope === null || runs.rotPos[r1]! - runs.pos[r1]! === off)) r1++;
     loadBlockQueries(q, qOff, qi0, nb, self0, nHead, group, dk, runs, rope, off, scale, scratch.qRot, scratch.qBlock);
-    cs.start(parts === 1 ? SPLIT_FN.scores : SPLIT_FN.scoresUnits, units, 1, 1).arg(sp.kHeadDesc, descBytes).arg(rt).arg(cap);
+    cs.start(parts === 1 ? SPLIT_FN.scores : SPLIT_FN.scoresUnits, units, 1, 1).arg(t.kHeadDesc, descBytes).arg(rt).arg(cap);
     cs.arg(r).arg(r1).arg(nVisLast).rowsArg().arg(L.qBlock, U * dk * 4).arg(U).arg(dk).arg(L.scores, U * W * 4).arg(W);
     r = r1;
     if (r >= runs.n || runs.index[r]! >= nVisLast) break; // the last range: its job goes on below
@@ -151,7 +260,7 @@ function attendBlockSplit(
   }
   cm.start(SPLIT_FN.softmax, units, 1, 1).arg(L.scores, U * W * 4).arg(W).rowsArg().arg(U).arg(group).arg(nb).arg(self0).arg(nVisLast);
   cm.arg(L.invSum, U * 4).arg(0, 1);
-  cv.start(parts === 1 ? SPLIT_FN.values : SPLIT_FN.valuesUnits, units, 1, 1).arg(sp.vHeadDesc, descBytes).arg(rt).arg(cap);
+  cv.start(parts === 1 ? SPLIT_FN.values : SPLIT_FN.valuesUnits, units, 1, 1).arg(t.vHeadDesc, descBytes).arg(rt).arg(cap);
   cv.arg(0).arg(runs.n).arg(nVisLast).rowsArg().arg(L.scores, U * W * 4).arg(U).arg(W).arg(L.outBlock, U * dv * 4).arg(dv);
   if (!hasScoreTransform(shape)) {
     sp.pool.run(sp.calls, 3, sp.fns, work, sp.table);

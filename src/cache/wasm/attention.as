@@ -52,7 +52,11 @@ export function softmaxRows(scores: usize, W: i32, nRows: i32, group: i32, nb: i
  * thread's range of units: attend-wasm.ts), which decides each row's query.
  */
 export function softmaxUnits(scores: usize, W: i32, nUnits: i32, rowsPerUnit: i32, group: i32, nb: i32, self0: i32, nVisLast: i32, invSum: usize, unit0: i32): void {
-  const nRows = nUnits * rowsPerUnit, row0 = unit0 * rowsPerUnit;
+  softmaxFrom(scores, W, nUnits * rowsPerUnit, unit0 * rowsPerUnit, group, nb, self0, nVisLast, invSum);
+}
+
+/** softmaxRows over nRows rows that are rows row0 .. of a block (scores and invSum at row0's). */
+@inline function softmaxFrom(scores: usize, W: i32, nRows: i32, row0: i32, group: i32, nb: i32, self0: i32, nVisLast: i32, invSum: usize): void {
   for (let row = 0; row < nRows; row++) {
     const b = ((row0 + row) / group) % nb;
     const nVis = self0 + b + 1;
@@ -118,4 +122,95 @@ export function valuesF16Units(desc: usize, rt: usize, cap: i32, r0: i32, r1: i3
 }
 export function valuesFp8Units(desc: usize, rt: usize, cap: i32, r0: i32, r1: i32, nVis: i32, n: i32, w: usize, G: i32, W: i32, out: usize, dv: i32): void {
   valuesUnits(KIND_FP8, desc, rt, cap, r0, r1, nVis, n, w, G, W, out, dv);
+}
+
+// A whole attention job over a range of units (attend-wasm.ts attendJobs): for each block of the
+// job's queries, the range's rows load their queries (scaled, rotated by RoPE), run the scores, the
+// softmax and the values over the runs, and go out scaled by 1/sum, ordered [query][head][dv]. Unit
+// u is part u % parts of KV head u / parts: with parts 1 a range of whole heads runs as one call of
+// the codec's kernels, as one thread does; with 2 each unit runs alone over its part of its head's
+// rows (the first part takes the odd row), its descriptors the head's part-th (store-memory.ts
+// writeHeadDescriptors). Every block of a job has the same rows (attendJobs gives a short last
+// block a job of its own), so no row passes to another thread between blocks. The parameters are
+// int32 words at p (attend-wasm.ts ATTEND_PARAM); the cos/sin table holds, per query, nRot/2 cos
+// then as many sin as f64 (Rope's own), so a query rotates to the bits Rope.rotate gives in JS.
+const A_NQUERY = 0, A_QB = 1, A_SELF0 = 2, A_NHEAD = 3, A_GROUP = 4, A_DK = 5, A_DV = 6, A_PARTS = 7;
+const A_HALF = 8, A_NEOX = 9, A_W = 10, A_CAP = 11, A_NRUNS = 12, A_RT = 13, A_QIN = 14, A_COSSIN = 15;
+const A_QBLOCK = 16, A_SCORES = 17, A_INVSUM = 18, A_OUTBLOCK = 19, A_OUT = 20, A_KDESC = 21, A_VDESC = 22;
+const A_SCALE = 24; // f64, words 24-25
+
+@inline function param(p: usize, word: i32): i32 {
+  return load<i32>(p + (<usize>word << 2));
+}
+
+@inline function attendUnits(kind: i32, p: usize, unit0: i32, nUnits: i32): void {
+  const nQuery = param(p, A_NQUERY), qb = param(p, A_QB), group = param(p, A_GROUP), parts = param(p, A_PARTS);
+  for (let qi0 = 0; qi0 < nQuery; qi0 += qb) {
+    const nb = min(qb, nQuery - qi0), G = nb * group;
+    if (parts == 1) {
+      attendRows(kind, p, qi0, nb, unit0 * 2, nUnits, unit0 * G, nUnits * G, G);
+      continue;
+    }
+    const first = (G + 1) >> 1;
+    for (let u = unit0; u < unit0 + nUnits; u++) {
+      const part = u & 1, n = part == 0 ? first : G - first;
+      if (n > 0) attendRows(kind, p, qi0, nb, u, 1, (u >> 1) * G + part * first, n, n);
+    }
+  }
+}
+
+/** Rows row0 .. row0 + n of block qi0 (nb queries) over `heads` KV heads from descriptor d on (two
+ *  per head), rows G a head: queries in, scores, softmax, values, rows out. */
+@inline function attendRows(kind: i32, p: usize, qi0: i32, nb: i32, d: i32, heads: i32, row0: i32, n: i32, G: i32): void {
+  const nHead = param(p, A_NHEAD), group = param(p, A_GROUP), dk = param(p, A_DK), dv = param(p, A_DV);
+  const W = param(p, A_W), cap = param(p, A_CAP), nRuns = param(p, A_NRUNS), rt = <usize>param(p, A_RT);
+  const self0 = param(p, A_SELF0) + qi0, nVisLast = self0 + nb, Gb = nb * group;
+  const q = <usize>param(p, A_QBLOCK) + <usize>(row0 * dk) * 4;
+  const s = <usize>param(p, A_SCORES) + <usize>row0 * <usize>W * 4;
+  const inv = <usize>param(p, A_INVSUM) + (<usize>row0 << 2);
+  const o = <usize>param(p, A_OUTBLOCK) + <usize>(row0 * dv) * 4;
+  const kd = <usize>param(p, A_KDESC) + (<usize>d << 6), vd = <usize>param(p, A_VDESC) + (<usize>d << 6);
+  const half = param(p, A_HALF), cosSin = <usize>param(p, A_COSSIN), qIn = <usize>param(p, A_QIN);
+  const scale = load<f64>(p + (A_SCALE << 2)), neox = param(p, A_NEOX) != 0;
+  // The rows' queries: each value times scale, the first 2 half rotated by the query's cos/sin (pairs
+  // (i, i + half) with neox, else (2i, 2i + 1)), in f64 and rounded to f32 as Rope.rotate does.
+  for (let j = 0; j < n; j++) {
+    const r = row0 + j, b = (r / group) % nb, h = (r / Gb) * group + (r % group);
+    const src = qIn + <usize>(((qi0 + b) * nHead + h) * dk) * 4, dst = q + <usize>(j * dk) * 4;
+    for (let i = 0; i < dk; i++) store<f32>(dst + (<usize>i << 2), <f32>(<f64>load<f32>(src + (<usize>i << 2)) * scale));
+    if (half == 0) continue;
+    const cs = cosSin + <usize>((qi0 + b) * half * 2) * 8;
+    for (let i = 0; i < half; i++) {
+      const c = load<f64>(cs + (<usize>i << 3)), sn = load<f64>(cs + (<usize>(half + i) << 3));
+      const pa = dst + (<usize>(neox ? i : 2 * i) << 2), pb = dst + (<usize>(neox ? i + half : 2 * i + 1) << 2);
+      const x0 = <f64>load<f32>(pa), x1 = <f64>load<f32>(pb);
+      store<f32>(pa, <f32>(x0 * c - x1 * sn));
+      store<f32>(pb, <f32>(x0 * sn + x1 * c));
+    }
+  }
+  if (kind == KIND_F32) scoresF32(kd, rt, cap, 0, nRuns, nVisLast, heads, q, G, dk, s, W);
+  else if (kind == KIND_F16) scoresF16(kd, rt, cap, 0, nRuns, nVisLast, heads, q, G, dk, s, W);
+  else scoresFp8(kd, rt, cap, 0, nRuns, nVisLast, heads, q, G, dk, s, W);
+  softmaxFrom(s, W, n, row0, group, nb, self0, nVisLast, inv);
+  memory.fill(o, 0, <usize>(n * dv) << 2);
+  if (kind == KIND_F32) valuesF32(vd, rt, cap, 0, nRuns, nVisLast, heads, s, G, W, o, dv);
+  else if (kind == KIND_F16) valuesF16(vd, rt, cap, 0, nRuns, nVisLast, heads, s, G, W, o, dv);
+  else valuesFp8(vd, rt, cap, 0, nRuns, nVisLast, heads, s, G, W, o, dv);
+  const out = <usize>param(p, A_OUT);
+  for (let j = 0; j < n; j++) {
+    const r = row0 + j, b = (r / group) % nb, h = (r / Gb) * group + (r % group);
+    const k = f32x4.splat(load<f32>(inv + (<usize>j << 2)));
+    const src = o + <usize>(j * dv) * 4, dst = out + <usize>(((qi0 + b) * nHead + h) * dv) * 4;
+    for (let c = 0; c < dv; c += 4) v128.store(dst + (<usize>c << 2), f32x4.mul(v128.load(src + (<usize>c << 2)), k));
+  }
+}
+
+export function attendF32(p: usize, unit0: i32, nUnits: i32): void {
+  attendUnits(KIND_F32, p, unit0, nUnits);
+}
+export function attendF16(p: usize, unit0: i32, nUnits: i32): void {
+  attendUnits(KIND_F16, p, unit0, nUnits);
+}
+export function attendFp8(p: usize, unit0: i32, nUnits: i32): void {
+  attendUnits(KIND_FP8, p, unit0, nUnits);
 }

@@ -15,6 +15,7 @@ import { int4WasmSupports } from "../codecs/int4.js";
 import { ATTENTION_WASM_BASE64 } from "./attention-wasm.js";
 
 type ScoresFn = (desc: number, rt: number, cap: number, r0: number, r1: number, nVis: number, nHeadKv: number, q: number, G: number, dk: number, scores: number, W: number) => void;
+export type AttendFn = (params: number, unit0: number, nUnits: number) => void;
 type ValuesFn = (desc: number, rt: number, cap: number, r0: number, r1: number, nVis: number, nHeadKv: number, w: number, G: number, W: number, out: number, dv: number) => void;
 
 export interface AttentionExports {
@@ -27,6 +28,9 @@ export interface CodecKernels {
   readonly scores: ScoresFn;
   readonly values: ValuesFn;
 }
+
+/** The fused job's kernel (attention.as attendUnits) of the codecs that split by head. */
+const ATTEND_NAMES: Partial<Record<CodecKind, string>> = { f32: "attendF32", f16: "attendF16", fp8: "attendFp8" };
 
 const KERNEL_NAMES: Record<CodecKind, readonly [string, string]> = {
   f32: ["scoresF32", "valuesF32"],
@@ -100,6 +104,12 @@ export interface CacheMemoryLayout {
    *  decoded to f32 (f16, fp8). */
   readonly q16: number;
   readonly wq: number;
+  /** Where the codec splits by head, a fused job's (attend-wasm.ts attendJobs) parameters, queries,
+   *  rows out and cos/sin (-1: none). */
+  readonly jobParams: number;
+  readonly jobQueries: number;
+  readonly jobOut: number;
+  readonly jobCosSin: number;
   /** Bytes the memory must hold (before rounding to 64 KiB wasm pages). */
   readonly bytes: number;
 }
@@ -112,7 +122,14 @@ export interface ScratchFloats {
   readonly invSum: number;
   /** One KV head's kernel scratch when threads split heads: a key, or two tokens' values, as f32. */
   readonly headTile: number;
+  /** A fused job's queries, rows out, and cos/sin (f64, two floats each). */
+  readonly jobQueries: number;
+  readonly jobOut: number;
+  readonly jobCosSin: number;
 }
+
+/** Bytes of a fused job's parameters (attend-wasm.ts ATTEND_PARAM, attention.as A_*). */
+export const ATTEND_PARAM_BYTES = 32 * 4;
 
 /** One layer's stores: K and V bytes, and the KV heads that get descriptors of their own (0: none). */
 export interface LayerStoreBytes {
@@ -149,7 +166,15 @@ export function layoutCacheMemory(storeBytes: readonly LayerStoreBytes[], runCap
   const q16 = a.reserve(scratch.qBlock * 2 + scratch.invSum * 4);
   // (f16 and fp8 values also decode two tokens' values there, a head tile: codecs.as decodeOnce.)
   const wq = a.reserve(Math.max(scratch.invSum * (128 * 4 + 4) + 256 * 4, scratch.headTile * 4));
-  return { kStore, vStore, kDesc, vDesc, kHeadDesc, vHeadDesc, headTiles, headTileBytes: scratch.headTile * 4, runTable, scores, qBlock, outBlock, invSum, q16, wq, bytes: a.bytes };
+  const fused = maxHeads > 0;
+  const jobParams = fused ? a.reserve(ATTEND_PARAM_BYTES) : -1;
+  const jobQueries = fused ? a.reserve(scratch.jobQueries * 4) : -1;
+  const jobOut = fused ? a.reserve(scratch.jobOut * 4) : -1;
+  const jobCosSin = fused ? a.reserve(scratch.jobCosSin * 4) : -1;
+  return {
+    kStore, vStore, kDesc, vDesc, kHeadDesc, vHeadDesc, headTiles, headTileBytes: scratch.headTile * 4, runTable,
+    scores, qBlock, outBlock, invSum, q16, wq, jobParams, jobQueries, jobOut, jobCosSin, bytes: a.bytes,
+  };
 }
 
 /** The memory a layout reserves: whole 64 KiB wasm pages. */
@@ -215,10 +240,16 @@ export class CacheKernelMemory {
     return { scores: this.exports[s] as ScoresFn, values: this.exports[v] as ValuesFn };
   }
 
-  /** The table threads run (attend-wasm.ts SPLIT_FN): a codec's kernels, softmaxUnits, and the kernels over units. */
+  /** A codec's fused job kernel (attend<Codec>(params, unit0, nUnits)): where it splits by head. */
+  attendKernel(codec: CodecKind): AttendFn | null {
+    const name = ATTEND_NAMES[codec];
+    return name === undefined ? null : (this.exports[name] as AttendFn);
+  }
+
+  /** The table threads run (attend-wasm.ts SPLIT_FN): a codec's kernels, softmaxUnits, the kernels over units, and the fused job. */
   static splitKernelNames(codec: CodecKind): readonly string[] {
     const [s, v] = KERNEL_NAMES[codec];
-    return [s, v, "softmaxUnits", `${s}Units`, `${v}Units`];
+    return [s, v, "softmaxUnits", `${s}Units`, `${v}Units`, ATTEND_NAMES[codec]!];
   }
 
   /**
