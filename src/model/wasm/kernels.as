@@ -72,22 +72,28 @@ export function quantizeQ8K(x: usize, n: i32, qx: usize, dx: usize): void {
   quantizeBlocks(x, n, qx, dx, true);
 }
 
-/** Both quantizers in one body (one copy keeps the module small): blocks of 32 (Q8_0) or 256
- *  (Q8_K) values; the scale differs, the rounding is the same. */
+/** Both quantizers in one body (one copy keeps the module small): blocks of 32 (Q8_0) or 256 (Q8_K)
+ *  values; the scale differs, the rounding is the same. */
 function quantizeBlocks(x: usize, n: i32, qx: usize, dx: usize, k: bool): void {
   const shift = k ? 8 : 5;
   const len = 1 << shift;
   const nb = n >> shift;
+  const magic = f32x4.splat(12582912.0); // 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer, ties to even
   for (let b = 0; b < nb; b++) {
     const xb = x + (<usize>(b << shift) << 2);
+    // |x| by pmax, NaNs aside: Q8_K's pmax skips a NaN as ggml's `fabsf(x) > amax` does (nearest_int
+    // then makes it 0, as trunc_sat does below); Q8_0's amax becomes NaN, as f32x4.max and AVX2's
+    // _mm256_max_ps(maxAbs, abs) keep it.
     let m = f32x4.splat(0);
+    let nan = v128.splat<i32>(0);
     for (let j = 0; j < len; j += 4) {
-      const a = f32x4.abs(v128.load(xb + (<usize>j << 2)));
-      // Q8_K: pmax skips a NaN as ggml's `fabsf(x) > amax` does (nearest_int then makes it 0, as
-      // trunc_sat does here); Q8_0: max keeps it, as AVX2's _mm256_max_ps(maxAbs, abs) does.
-      m = k ? f32x4.pmax(m, a) : f32x4.max(m, a);
+      const v = v128.load(xb + (<usize>j << 2));
+      m = f32x4.pmax(m, f32x4.abs(v));
+      nan = v128.or(nan, f32x4.ne(v, v));
     }
-    const amax = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+    let amax = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+    const hasNaN = v128.any_true(nan);
+    if (!k && hasNaN) amax = NaN;
     let id: f32;
     if (k) {
       // The sign of the first value reaching amax: ggml's strict `>` scan keeps the first.
@@ -111,12 +117,18 @@ function quantizeBlocks(x: usize, n: i32, qx: usize, dx: usize, k: bool): void {
     // The saturating narrows are ggml's MIN(127, v) for Q8_K; nothing reaches -129 (|id * x| <= ~127).
     const vid = f32x4.splat(id);
     const qb = qx + <usize>(b << shift);
+    // Each product rounded by adding `magic` (nearest, ties to even, as f32x4.nearest) and read back
+    // from the float's low bits; +-inf (a tiny amax's infinite id) saturate in the narrows as
+    // trunc_sat's would, and NaN products (a NaN value, inf * 0) become 0, as in ggml.
+    const mb = v128.splat<i32>(0x4b400000);
     for (let j = 0; j < len; j += 16) {
       const p = xb + (<usize>j << 2);
-      const i0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p), vid)));
-      const i1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p + 16), vid)));
-      const i2 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p + 32), vid)));
-      const i3 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p + 48), vid)));
+      const v0 = f32x4.mul(v128.load(p), vid), v1 = f32x4.mul(v128.load(p + 16), vid);
+      const v2 = f32x4.mul(v128.load(p + 32), vid), v3 = f32x4.mul(v128.load(p + 48), vid);
+      const i0 = v128.and(i32x4.sub(f32x4.add(v0, magic), mb), f32x4.eq(v0, v0));
+      const i1 = v128.and(i32x4.sub(f32x4.add(v1, magic), mb), f32x4.eq(v1, v1));
+      const i2 = v128.and(i32x4.sub(f32x4.add(v2, magic), mb), f32x4.eq(v2, v2));
+      const i3 = v128.and(i32x4.sub(f32x4.add(v3, magic), mb), f32x4.eq(v3, v3));
       v128.store(qb + <usize>j, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(i0, i1), i16x8.narrow_i32x4_s(i2, i3)));
     }
   }

@@ -131,6 +131,7 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
   const dT = arena.reserve((12 * COLS) / 8);
   const dF32 = arena.reserve((ROWS * COLS) / 8); // wq's scales widened to f32 (matvecQ8's f16 = 0 mode)
   const pk = arena.reserve(40 * packedRowBytes(COLS)); // wq's rows packed (packQ8), in groups of 4
+  const xe = arena.reserve(4 * 32 * 4), qe = arena.reserve(4 * 32), de = arena.reserve(4 * 4); // quantizeQ8's edge blocks
   expect(arena.commit()).toBe(true);
   const Lq = bindWasm(wq, arena, atQ);
   const Lf = bindWasm(wf, arena, atF);
@@ -148,6 +149,23 @@ describe.skipIf(!wasmKernelsAvailable())("WebAssembly SIMD kernels against the J
     expect(Array.from(arena.i8(qx, NTOK * COLS))).toEqual(Array.from(qsRef));
     expect(Array.from(arena.f32(dx, (NTOK * COLS) / 32))).toEqual(Array.from(dRef));
     expect(dRef[2]).toBe(0);
+  });
+
+  it("quantizeQ8's edge blocks: exact ties round to even; a NaN, or an inf, makes the block's products 0 as the reference does", () => {
+    const e = arena.f32(xe, 128);
+    for (let j = 0; j < 32; j++) e[j] = j - 16.5; // amax 127 below: id = 1, every value a tie
+    e[31] = 127;
+    for (let j = 32; j < 128; j++) e[j] = Math.sin(j);
+    e[40] = Number.NaN;
+    e[70] = Number.POSITIVE_INFINITY;
+    e[100] = Number.NEGATIVE_INFINITY;
+    k.quantizeQ8(xe, 128, qe, de);
+    const qsRef = new Int8Array(128), dRef = new Float32Array(4);
+    quantizeRowQ8_0Reference(e, 0, 128, qsRef, dRef);
+    expect(Array.from(arena.i8(qe, 128))).toEqual(Array.from(qsRef));
+    expect(Array.from(arena.f32(de, 4))).toEqual(Array.from(dRef));
+    expect(Array.from(qsRef.subarray(0, 4))).toEqual([-16, -16, -14, -14]);
+    expect(qsRef.subarray(32, 128).every((v) => v === 0)).toBe(true);
   });
 
   it("matvecQ8 and packQ8 read every finite f16 scale as F16_TO_F32 does (their SIMD conversion: zeros, subnormals, normals)", () => {
