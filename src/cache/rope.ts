@@ -97,7 +97,7 @@ export class Rope {
   }
 
   /** `pos`'s nRot/2 cos, then as many sin, from out[off], as rotate() applies them (f64): what the
-   *  wasm attention rotates queries by (attention.as loadQueries), to the same bits as rotate(). */
+   *  wasm attention rotates queries by (attention.as attendRows), to the same bits as rotate(). */
   cosSin64(pos: number, out: Float64Array, off: number): void {
     const t = this.table(pos);
     const half = this.spec.nRot / 2;

@@ -1,12 +1,16 @@
 // attendRuns (../attention.ts) through the wasm kernels: the same blocks of scratch.queryBlock queries,
 // the same row order (KV head, query, head in group) and causal masking, with the per-token work
-// (q.k over every retained key, the softmax, the weighted sum of values) in attention.as. JS keeps
-// what is per block: rotating the queries by each run range's RoPE offset, and the final 1/sum
-// scaling into `out`.
+// (q.k over every retained key, the softmax, the weighted sum of values) in attention.as.
 //
-// With a thread pool (the model's, over a shared kernel memory) a block whose work pays for it is
-// split in units: KV heads, or, where the heads do not divide among the threads (SmolLM2's 3 on
-// 2), halves of a head's rows (its queries' first and second half). A block's rows are KV
+// For f32, f16 and fp8 pages, where every run was rotated by one RoPE offset and the scores need no
+// transform, attention runs in fused jobs of up to ATTEND_JOB_QUERIES queries (attendJobs): the
+// kernel loads and rotates the queries, attends every block and writes the rows out. Otherwise JS
+// keeps what is per block: rotating the queries by each run range's RoPE offset, transforming the
+// scores (soft-cap, sliding window), and the final 1/sum scaling into `out`.
+//
+// With a thread pool (the model's, over a shared kernel memory) a job or block whose work pays for
+// it is split in units: KV heads, or, where the heads do not divide among the threads (SmolLM2's 3
+// on 2), halves of a head's rows (its queries' first and second half). A block's rows are KV
 // head-major, so each unit owns disjoint rows of every buffer, and each has a descriptor of its own
 // whose kernel scratch is its own tile (store-memory.ts writeHeadDescriptors). A row's score, weight
 // and value sum are computed by the same code in the same order however the units fall: the bits
@@ -27,7 +31,6 @@ export interface WasmAttendSplit {
   readonly calls: readonly RowCall[];
   readonly softmaxValues: readonly RowCall[];
 }
-
 
 /** The table's kernels by index (CacheKernelMemory.splitKernelNames). */
 const SPLIT_FN = { scores: 0, values: 1, softmax: 2, scoresUnits: 3, valuesUnits: 4, attend: 5 } as const;
@@ -186,7 +189,6 @@ function attendJobs(
   p[A.GROUP] = nHead / nHeadKv;
   p[A.DK] = dk;
   p[A.DV] = dv;
-  p[A.PARTS] = parts;
   p[A.HALF] = half;
   p[A.NEOX] = rope?.spec.neox === true ? 1 : 0;
   p[A.W] = scratch.window;
@@ -210,11 +212,12 @@ function attendJobs(
     let work = 0; // multiply-adds of the job's blocks: each query's rows over what it sees
     for (let b = 0; b < n; b += qb) work += Math.min(qb, n - b) * nHead * (self0 + Math.min(b + qb, n)) * (dk + dv);
     if (sp !== null && units > 1 && work >= sp.pool.minSplitWork) {
-      const c = sp.calls[0]!;
-      c.start(SPLIT_FN.attend, units, 1, 1).arg(t.mem.layout.jobParams).arg(0, 1).rowsArg();
+      p[A.PARTS] = parts;
+      sp.calls[0]!.start(SPLIT_FN.attend, units, 1, 1).arg(t.mem.layout.jobParams).arg(0, 1).rowsArg();
       sp.pool.run(sp.calls, 1, sp.fns, work, sp.table);
     } else {
-      jobs.attend(t.mem.layout.jobParams, 0, nHeadKv * parts);
+      p[A.PARTS] = 1; // alone: every head in one call of the codec's kernels
+      jobs.attend(t.mem.layout.jobParams, 0, nHeadKv);
     }
     out.set(jobs.out.subarray(0, n * nHead * dv), outOff + j0 * nHead * dv);
   }

@@ -10,7 +10,8 @@
 //   values<Codec>   sum_t e_t v_t per row
 // Split over threads (attend-wasm.ts), each thread runs these over a range of units: KV heads, or
 // parts of one (the *Units kernels); per-unit descriptors start at their head, and softmaxUnits
-// counts rows from the range's first unit.
+// counts rows from the range's first unit. attend<Codec> runs a whole job of blocks per range of
+// units, the queries' loading and the rows out included (attendUnits, at the end).
 
 import { expNonPositive4 } from "./common";
 import { scoresKind, valuesKind, KIND_F32, KIND_F16, KIND_INT8, KIND_FP8 } from "./codecs";
