@@ -4,8 +4,9 @@
 // this prints. With several --threads counts (1,2), one model per count, interleaved within each
 // repetition, and each prefill's CPU time split into the calling thread's (Linux: its schedstat) and
 // the workers': on a loaded machine the caller's CPU time is the figure to compare, since it is what
-// the prefill would take on an idle one if the workers kept pace (the caller waits on them, it does
-// not spin), while wall time also counts the time other processes held the cores.
+// the prefill would take on an idle one if the workers kept pace (the caller waits on them, watching
+// at most matmul-pool.ts CALLER_SPIN_MS before it sleeps), while wall time also counts the time other
+// processes held the cores.
 // Run: npx tsx bench/kernel-profile.ts [--shape smollm2|qwen2.5] [--type Q8_0|Q4_K] [--prompt 64] [--decode 32] [--threads 1[,2]] [--reps 3] [--ctx 1024]
 //      node --cpu-prof --cpu-prof-dir=/tmp/prof --import tsx bench/kernel-profile.ts ...
 

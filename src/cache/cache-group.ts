@@ -182,11 +182,8 @@ export class CacheGroup {
           mem.writeHeadDescriptors(kHeadDesc, this.kStores[l]!);
           mem.writeHeadDescriptors(vHeadDesc, this.vStores[l]!);
         }
-        const heads = kHeadDesc >= 0;
-        this.wasmTargets.push({
-          mem, k: kernels, v: kernels, kDesc: L.kDesc[l]!, vDesc: L.vDesc[l]!, invSum, kHeadDesc, vHeadDesc,
-          jobs: heads ? jobs : null, split: heads ? split : null,
-        });
+        // (Per-head descriptors, the fused kernel and a split all come with splitsByHead(codec).)
+        this.wasmTargets.push({ mem, k: kernels, v: kernels, kDesc: L.kDesc[l]!, vDesc: L.vDesc[l]!, invSum, kHeadDesc, vHeadDesc, jobs, split });
       }
       this.kernelMemory = mem;
     }

@@ -154,6 +154,15 @@ export function attendRunsWasm(
   }
 }
 
+/**
+ * Parts a KV head's rows split in over `threads` threads, a block having G rows a head: 1 (whole
+ * heads) where the heads divide among the threads or the rows do not halve (decode's single query
+ * with an odd group: each half would decode every key again for one row), else SPLIT_PARTS.
+ */
+function unitParts(nHeadKv: number, threads: number, G: number): number {
+  return nHeadKv % threads === 0 || G % SPLIT_PARTS !== 0 ? 1 : SPLIT_PARTS;
+}
+
 /** The RoPE offset (rotPos - pos) every run shares: 0 without RoPE, NaN when they differ. */
 function ropeOffset(runs: RunTable, rope: Rope | null): number {
   if (rope === null || runs.n === 0) return 0;
@@ -179,10 +188,7 @@ function attendJobs(
   const qb = scratch.queryBlock;
   const half = rope === null ? 0 : rope.spec.nRot / 2;
   const sp = t.split;
-  // Halves where the heads do not divide among the threads, unless a block's rows do not halve
-  // (decode's single query with an odd group: each half would decode every key again for one row).
-  const G = Math.min(qb, nQuery) * (nHead / nHeadKv);
-  const parts = sp === null || nHeadKv % sp.pool.threads === 0 || G % SPLIT_PARTS !== 0 ? 1 : SPLIT_PARTS;
+  const parts = sp === null ? 1 : unitParts(nHeadKv, sp.pool.threads, Math.min(qb, nQuery) * (nHead / nHeadKv));
   const units = nHeadKv * parts;
   p[A.QB] = qb;
   p[A.NHEAD] = nHead;
@@ -237,9 +243,8 @@ function attendBlockSplit(
   const { nHead, nHeadKv, headDimK: dk, headDimV: dv } = shape;
   const group = nHead / nHeadKv;
   const G = nb * group;
-  // Whole heads where they divide among the threads or the rows do not halve: the codec's kernels
-  // over a range of heads (every SPLIT_PARTS-th descriptor is a head's first); else parts of heads.
-  const parts = nHeadKv % sp.pool.threads === 0 || G % SPLIT_PARTS !== 0 ? 1 : SPLIT_PARTS;
+  // Whole heads: the codec's kernels over a range of heads (every SPLIT_PARTS-th descriptor is a head's first).
+  const parts = unitParts(nHeadKv, sp.pool.threads, G);
   const units = nHeadKv * parts, U = G / parts; // U rows a unit
   if (units < 2) return false;
   const descBytes = (DESCRIPTOR_WORDS * 4 * SPLIT_PARTS) / parts;
