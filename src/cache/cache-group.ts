@@ -48,6 +48,19 @@ export { cacheKernelLayout, cacheScratchBytes } from "./cache-scratch.js";
 export { MAX_POSITION } from "./page-table.js";
 export type { ReserveResult } from "./reserve-plan.js";
 
+/** attention.as storeRows. */
+type StoreRowsFn = (dst: number, src: number, nTok: number, rowLen: number, kind: number, cosSin: number, half: number, neox: number, headDim: number) => void;
+
+/** writeRows' kernel and staging (the fused job's queries, rows out and cos/sin), and where each layer's pages start. */
+interface RowStore {
+  readonly store: StoreRowsFn;
+  readonly jobs: AttendJobs;
+  /** codecs.as KIND_F32 (0) or KIND_F16 (1). */
+  readonly kind: number;
+  readonly kData: readonly number[];
+  readonly vData: readonly number[];
+}
+
 export type StoreFactory = (kind: CodecKind, role: KvRole, shape: PageShape) => PageStore;
 
 export interface PagedKvCacheOptions {
@@ -99,6 +112,8 @@ export class CacheGroup {
   /** Per layer, when attention runs in the wasm kernels (options.kernels). */
   private readonly wasmTargets: WasmAttendTarget[] = [];
   private readonly kernelMemory: CacheKernelMemory | null = null;
+  /** Where writeRows stores a batch in one kernel call per page: f32 and f16 pages in the kernel memory. */
+  private readonly rowStore: RowStore | null = null;
   /** packStores' sources of one page ([pageSize] each), made on its first compaction. */
   private packSources: { pages: Int32Array; slots: Int32Array } | null = null;
   /** The last planReserve's decision, applied by commitReserve. */
@@ -186,6 +201,15 @@ export class CacheGroup {
         this.wasmTargets.push({ mem, k: kernels, v: kernels, kDesc: L.kDesc[l]!, vDesc: L.vDesc[l]!, invSum, kHeadDesc, vHeadDesc, jobs, split });
       }
       this.kernelMemory = mem;
+      if (jobs !== null && (config.codec === "f32" || config.codec === "f16")) {
+        this.rowStore = {
+          store: mem.exports.storeRows as StoreRowsFn,
+          jobs,
+          kind: config.codec === "f16" ? 1 : 0,
+          kData: this.kStores.map((st) => st.kernelLayout!().data),
+          vData: this.vStores.map((st) => st.kernelLayout!().data),
+        };
+      }
     }
     this.table = new PageTable(this.pool, this.pageSize, this.window, this.policy.positions, this.scratch, this.policy.scoresPerToken);
     const nLayer = model.layers.length;
@@ -419,6 +443,52 @@ export class CacheGroup {
     }
     this.kStores[layer]!.writeToken(entry.page, slot, src, off);
     this.vStores[layer]!.writeToken(entry.page, slot, v, vOff);
+  }
+
+  /**
+   * write() of tokens i0 .. i0 + n of the last reserve, token t's K at k[kOff + t * nHeadKv *
+   * headDimK] (pre-RoPE) and V at v[vOff + t * nHeadKv * headDimV]. With f32 or f16 pages in the
+   * kernel memory, one call of attention.as storeRows per run of slots in a page (up to the fused
+   * job's staging) rotates and stores them, to the bits write() stores.
+   */
+  writeRows(layer: number, seqId: number, i0: number, n: number, k: Float32Array, kOff: number, v: Float32Array, vOff: number): void {
+    const shape = this.model.layers[layer]!;
+    const kRow = shape.nHeadKv * shape.headDimK, vRow = shape.nHeadKv * shape.headDimV;
+    const rs = this.rowStore;
+    // (storeRows converts 8 values at a time.)
+    if (rs === null || kRow % 8 !== 0 || vRow % 8 !== 0) {
+      for (let t = 0; t < n; t++) this.write(layer, seqId, i0 + t, k, kOff + t * kRow, v, vOff + t * vRow);
+      return;
+    }
+    this.checkLayer(layer);
+    const s = this.seq(seqId);
+    if (!(Number.isInteger(i0) && Number.isInteger(n) && i0 >= 0 && n >= 0 && i0 + n <= s.pendingCount)) {
+      throw new CacheOperationError(`tokens ${i0}..${i0 + n} were not all reserved (the last reserve gave ${s.pendingCount}); call reserve first`, {
+        operation: "write",
+        seqId,
+        i: i0 + n - 1,
+      });
+    }
+    const P = this.pageSize;
+    const rope = this.ropes[layer]!;
+    const half = rope === null ? 0 : rope.spec.nRot / 2;
+    const { queries, out, cosSin } = rs.jobs;
+    const cap = Math.min(Math.floor(queries.length / kRow), Math.floor(out.length / vRow), half > 0 ? Math.floor(cosSin.length / (2 * half)) : Infinity);
+    const L = this.kernelMemory!.layout;
+    const bytes = rs.kind === 1 ? 2 : 4;
+    for (let t = 0; t < n; ) {
+      const at = s.pendingSlot + i0 + t;
+      const entry = s.entries.get(s.pendingEntry + Math.floor(at / P));
+      const slot = at % P;
+      const m = Math.min(n - t, P - slot, cap);
+      queries.set(k.subarray(kOff + t * kRow, kOff + (t + m) * kRow));
+      out.set(v.subarray(vOff + t * vRow, vOff + (t + m) * vRow));
+      for (let j = 0; j < m && rope !== null; j++) rope.cosSin64(entry.pos[slot + j]!, cosSin, 2 * half * j);
+      const cell = entry.page * P + slot;
+      rs.store(rs.kData[layer]! + cell * kRow * bytes, L.jobQueries, m, kRow, rs.kind, L.jobCosSin, half, rope?.spec.neox ? 1 : 0, shape.headDimK);
+      rs.store(rs.vData[layer]! + cell * vRow * bytes, L.jobOut, m, vRow, rs.kind, 0, 0, 0, shape.headDimV);
+      t += m;
+    }
   }
 
   /**

@@ -242,6 +242,12 @@ export class PagedKvCache {
     this.groups[this.layerGroup[layer]!]!.write(this.layerLocal[layer]!, seqId, i, k, kOff, v, vOff);
   }
 
+  /** write() of tokens i0 .. i0 + n of the last reserve, rows side by side in k and v (CacheGroup.writeRows). */
+  writeRows(layer: number, seqId: number, i0: number, n: number, k: Float32Array, kOff: number, v: Float32Array, vOff: number): void {
+    this.checkLayer(layer);
+    this.groups[this.layerGroup[layer]!]!.writeRows(this.layerLocal[layer]!, seqId, i0, n, k, kOff, v, vOff);
+  }
+
   attend(layer: number, seqId: number, q: Float32Array, qOff: number, nQuery: number, out: Float32Array, outOff: number, scale?: number): void {
     this.checkLayer(layer);
     this.groups[this.layerGroup[layer]!]!.attend(this.layerLocal[layer]!, seqId, q, qOff, nQuery, out, outOff, scale);

@@ -38,9 +38,9 @@ export class CacheKv implements KvBackend {
     this.cache.write(layer, this.seqId, 0, k, 0, v, 0);
   }
 
-  /** Token i of the n slots the caller reserved (forwardBatch). */
-  writeBatch(layer: number, i: number, k: Float32Array, kOff: number, v: Float32Array, vOff: number): void {
-    this.cache.write(layer, this.seqId, i, k, kOff, v, vOff);
+  /** The n slots the caller reserved (forwardBatch), rows side by side in k and v. */
+  writeBatch(layer: number, n: number, k: Float32Array, v: Float32Array): void {
+    this.cache.writeRows(layer, this.seqId, 0, n, k, 0, v, 0);
   }
 
   /** The last nQuery tokens (the reserved batch), causal among them. */

@@ -46,8 +46,8 @@ export interface KvBackend {
   write(layer: number, k: Float32Array, v: Float32Array): void;
   /** out[nHead*headDim] = attention of the (pre-RoPE) query `q` at position `pos` over the cached tokens. */
   attend(layer: number, q: Float32Array, pos: number, out: Float32Array): void;
-  /** Batch form of write: token i (< n of the batch the caller reserved) at k[kOff], v[vOff]. */
-  writeBatch?(layer: number, i: number, k: Float32Array, kOff: number, v: Float32Array, vOff: number): void;
+  /** Batch form of write: the n tokens of the batch the caller reserved, k [n][nHeadKv*headDimK] and v [n][nHeadKv*headDimV]. */
+  writeBatch?(layer: number, n: number, k: Float32Array, v: Float32Array): void;
   /** Batch form of attend: q [nQuery][nHead*headDim] (pre-RoPE) of the last nQuery tokens written, causal among them. */
   attendBatch?(layer: number, q: Float32Array, nQuery: number, out: Float32Array): void;
 }

@@ -560,7 +560,7 @@ export class TransformerModel implements CausalLM {
       if (L.qNorm) this.normHeads(q, L.qNorm, hp.nHead, n);
       if (L.kNorm) this.normHeads(k, L.kNorm, hp.nHeadKv, n);
       if (batch) {
-        for (let t = 0; t < n; t++) kv.writeBatch!(l, t, k.a, t * kvDim, v.a, t * kvDim);
+        kv.writeBatch!(l, n, k.a, v.a);
         kv.attendBatch!(l, q.a, n, att.a);
       } else {
         kv.write(l, k.row[0]!, v.row[0]!);

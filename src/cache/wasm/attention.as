@@ -215,3 +215,52 @@ export function attendF16(p: usize, unit0: i32, nUnits: i32): void {
 export function attendFp8(p: usize, unit0: i32, nUnits: i32): void {
   attendUnits(KIND_FP8, p, unit0, nUnits);
 }
+
+/** Stores nTok rows of rowLen f32 values at src (token-major, heads of headDim side by side) into
+ *  consecutive page slots at dst as f32 (kind KIND_F32) or f16 bits (KIND_F16): the batch form of
+ *  the f32 and f16 stores' writeToken. With half > 0 each head's first 2 half values are rotated
+ *  first, in place and in f64, by token t's cos/sin at cosSin + t * half * 16 (half cos, then half
+ *  sin: Rope.cosSin64), pairs (i, i + half) with neox, else (2i, 2i + 1): the bits of Rope.rotate. */
+export function storeRows(dst: usize, src: usize, nTok: i32, rowLen: i32, kind: i32, cosSin: usize, half: i32, neox: i32, headDim: i32): void {
+  for (let t = 0; t < nTok; t++) {
+    const row = src + <usize>(t * rowLen) * 4;
+    if (half > 0) {
+      const cs = cosSin + <usize>(t * half * 2) * 8;
+      for (let h = 0; h < rowLen; h += headDim) {
+        const x = row + (<usize>h << 2);
+        for (let i = 0; i < half; i++) {
+          const c = load<f64>(cs + (<usize>i << 3)), sn = load<f64>(cs + (<usize>(half + i) << 3));
+          const pa = x + (<usize>(neox != 0 ? i : 2 * i) << 2), pb = x + (<usize>(neox != 0 ? i + half : 2 * i + 1) << 2);
+          const x0 = <f64>load<f32>(pa), x1 = <f64>load<f32>(pb);
+          store<f32>(pa, <f32>(x0 * c - x1 * sn));
+          store<f32>(pb, <f32>(x0 * sn + x1 * c));
+        }
+      }
+    }
+    if (kind == KIND_F32) {
+      memory.copy(dst + <usize>(t * rowLen) * 4, row, <usize>rowLen << 2);
+      continue;
+    }
+    const out = dst + <usize>(t * rowLen) * 2;
+    for (let i = 0; i < rowLen; i += 8) {
+      const lo = f16Bits(v128.load(row + (<usize>i << 2))), hi = f16Bits(v128.load(row + (<usize>i << 2) + 16));
+      v128.store(out + (<usize>i << 1), i16x8.narrow_i32x4_u(lo, hi));
+    }
+  }
+}
+
+/** Four f32 (as bits) to f16 bits in i32 lanes, as half.ts f16BitsOfF32Bits: round to nearest even,
+ *  overflow to +-inf, NaN to a quiet NaN of the same sign, subnormals exact. */
+@inline function f16Bits(u: v128): v128 {
+  const a = v128.and(u, i32x4.splat(0x7fffffff));
+  const sign = v128.and(i32x4.shr_u(u, 16), i32x4.splat(0x8000));
+  // Normal: re-bias the exponent and round the mantissa to 10 bits (a carry bumps the exponent), at most inf.
+  const rounded = i32x4.add(i32x4.sub(a, i32x4.splat(0x38000000 - 0xfff)), v128.and(i32x4.shr_u(a, 13), i32x4.splat(1)));
+  const normal = i32x4.min_s(i32x4.shr_u(rounded, 13), i32x4.splat(0x7c00));
+  // Below 2^-14: a multiple of 2^-24, the value times 2^24 rounded to even (exact in f32).
+  const sub = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(a, f32x4.splat(16777216.0))));
+  let r = v128.bitselect(sub, normal, i32x4.lt_s(a, i32x4.splat(0x38800000)));
+  const special = v128.bitselect(i32x4.splat(0x7c00), i32x4.splat(0x7e00), i32x4.eq(a, i32x4.splat(0x7f800000)));
+  r = v128.bitselect(special, r, i32x4.ge_s(a, i32x4.splat(0x7f800000)));
+  return v128.or(r, sign);
+}
