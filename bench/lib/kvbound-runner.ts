@@ -9,6 +9,7 @@ import type { CodecKind } from "../../src/cache/codecs/types.js";
 import { CacheKv, createModelCache } from "../../src/model/cache-kv.js";
 import { readGgufHeader } from "../../src/gguf/header.js";
 import { createModel, type CreateModelOptions } from "../../src/model/architectures.js";
+import type { PoolStats } from "../../src/model/wasm/matmul-pool.js";
 import type { EngineRunner } from "./runner.js";
 
 function argmax(a: Float32Array): number {
@@ -25,7 +26,12 @@ export interface KvboundRunnerOptions {
   readonly model?: CreateModelOptions;
 }
 
-export async function kvboundRunner(path: string, opts: KvboundRunnerOptions = {}): Promise<EngineRunner> {
+/** kvbound's runner, and its model's split jobs so far (bench/kernel-profile.ts). */
+export interface KvboundRunner extends EngineRunner {
+  threadStats(): Readonly<PoolStats> | null;
+}
+
+export async function kvboundRunner(path: string, opts: KvboundRunnerOptions = {}): Promise<KvboundRunner> {
   const header = await readGgufHeader(path);
   const file = readFileSync(path);
   const model = createModel(header, new Uint8Array(file.buffer, file.byteOffset + header.dataOffset, file.length - header.dataOffset), opts.model);
@@ -50,6 +56,7 @@ export async function kvboundRunner(path: string, opts: KvboundRunnerOptions = {
   };
   return {
     engine: "kvbound",
+    threadStats: () => model.threadStats,
     async reset() {
       cache.remove(seqId);
       cache.add(seqId);

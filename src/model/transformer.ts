@@ -21,6 +21,7 @@ import { DEFAULT_MAX_BATCH_TOKENS, layoutModelWasm, MAX_BATCH_TOKENS_LIMIT } fro
 import { matvec, type WeightMatrix } from "./kernels/matvec.js";
 import { dequantizeRow } from "./kernels/quant-rows.js";
 import { defaultThreads, MAX_THREADS, WasmArena, wasmKernelsAvailable } from "./wasm/wasm-kernels.js";
+import type { PoolStats } from "./wasm/matmul-pool.js";
 import { ELEMENTWISE_WASM_BASE64 } from "./wasm/elementwise-wasm.js";
 import { compileEmbedded } from "../wasm/embedded.js";
 import type { RowCallPool } from "../wasm/row-call.js";
@@ -377,6 +378,11 @@ export class TransformerModel implements CausalLM {
   /** Matmuls split over threads so far (diagnostics, tests). */
   get threadSplits(): number {
     return this.arena?.splits ?? 0;
+  }
+
+  /** Jobs split over threads (the cache's attention included) and what they cost this thread: its time in them and its waits for the workers (diagnostics: bench/kernel-profile.ts). Null on one thread. */
+  get threadStats(): Readonly<PoolStats> | null {
+    return this.arena?.threadStats ?? null;
   }
 
   /** Stops the matmul workers (they would stop when the model is collected, or with the process);

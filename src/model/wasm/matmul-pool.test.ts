@@ -198,12 +198,21 @@ describe.skipIf(!threadsHere)("the matmul pool", () => {
     const want = f.slice(out / 4, out / 4 + rows);
     f.fill(0, out / 4, out / 4 + rows);
     const table = pool.attach(mod, memory, ["matmulF32"]);
-    const before = a.splits;
+    const before = { ...a.threadStats! };
+    let ms = 0;
     for (let rep = 0; rep < 3; rep++) {
+      const t0 = performance.now();
       pool.run([c], 1, fns, 1e9, table);
+      ms += performance.now() - t0;
+      // The stats count the job's whole time and no more; a wait is part of it.
+      const s = a.threadStats!;
+      expect(s.jobMs - before.jobMs).toBeGreaterThan(0);
+      expect(s.jobMs - before.jobMs).toBeLessThanOrEqual(ms);
+      expect(s.waitMs - before.waitMs).toBeLessThanOrEqual(s.jobMs - before.jobMs);
+      expect(s.waited - before.waited).toBeLessThanOrEqual(rep + 1);
       expectSameBits(f.slice(out / 4, out / 4 + rows), want);
     }
-    expect(a.splits - before).toBe(3);
+    expect(a.splits - before.splits).toBe(3);
     // Detached: a job that names the table fails in the worker (typed, no hang); the pool goes on.
     pool.detach(table);
     expect(() => pool.run([c], 1, fns, 1e9, table)).toThrow(/matmul worker 0 failed in a job of 1 calls \(kernel 0 of table 1 first\)/);

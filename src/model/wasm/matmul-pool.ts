@@ -66,6 +66,17 @@ export const CALLER_SPIN_MS = 0.05;
 const SHARE_STEP = 0.01;
 const MAX_CALLER_SHARE = 0.9;
 
+/** Split jobs so far and what they cost the thread that sent them. */
+export interface PoolStats {
+  /** Jobs split over the workers. */
+  splits: number;
+  /** Time in split jobs, from writing one to its last worker done (ms). */
+  jobMs: number;
+  /** Jobs whose workers this thread waited for after its own share, and that wait (ms). */
+  waited: number;
+  waitMs: number;
+}
+
 /** What a worker needs: the kernels module, compiled for a shared memory, and that memory. */
 interface PoolInit {
   readonly module: WebAssembly.Module;
@@ -191,8 +202,8 @@ const orphans = typeof FinalizationRegistry === "function" ? new FinalizationReg
 export class MatmulPool implements RowCallPool {
   /** Threads a split uses once every worker is up (the caller included). */
   readonly threads: number;
-  /** Matmuls split so far (tests: that the workers took part). */
-  splits = 0;
+  /** What split jobs cost this thread so far (tests: that the workers took part; bench/kernel-profile.ts). */
+  readonly stats: PoolStats = { splits: 0, jobMs: 0, waited: 0, waitMs: 0 };
   private readonly control: Int32Array; // see CONTROL
   private readonly workers: PoolWorker[] = [];
   private readonly nWorkers: number;
@@ -328,6 +339,7 @@ export class MatmulPool implements RowCallPool {
       for (let i = 0; i < n; i++) runRows(fns, calls[i]!, 0, calls[i]!.rows);
       return;
     }
+    const start = performance.now();
     const ctrl = this.control;
     ctrl[CONTROL.TABLE] = table?.table ?? 0;
     const size = Math.min(31, Math.max(0, 31 - Math.clz32(work))); // log2 of the work: its share bucket
@@ -384,12 +396,16 @@ export class MatmulPool implements RowCallPool {
       const f = this.callerShare[size]! + (left === 0 ? -SHARE_STEP : 2 * SHARE_STEP);
       this.callerShare[size] = Math.min(MAX_CALLER_SHARE, Math.max(1 / (2 * this.threads), f));
     }
+    const stats = this.stats;
     if (left !== 0) {
       const t0 = performance.now();
       while ((left = Atomics.load(ctrl, CONTROL.PENDING)) !== 0 && performance.now() - t0 < CALLER_SPIN_MS) {}
+      for (; left !== 0; left = Atomics.load(ctrl, CONTROL.PENDING)) Atomics.wait(ctrl, CONTROL.PENDING, left);
+      stats.waited++;
+      stats.waitMs += performance.now() - t0;
     }
-    for (; left !== 0; left = Atomics.load(ctrl, CONTROL.PENDING)) Atomics.wait(ctrl, CONTROL.PENDING, left);
-    if (busy > 0) this.splits++;
+    if (busy > 0) stats.splits++;
+    stats.jobMs += performance.now() - start;
     const failed = Atomics.load(ctrl, CONTROL.FAILED);
     if (failed !== 0) Atomics.store(ctrl, CONTROL.FAILED, 0);
     if (mineFailed !== null) throw mineFailed;

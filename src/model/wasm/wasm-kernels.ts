@@ -15,7 +15,7 @@
 import { KERNELS_RELAXED_WASM_BASE64 } from "./kernels-relaxed-wasm.js";
 import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
 import { ArenaLayout, compileEmbedded, MAX_WASM_MEMORY_BYTES, WASM_PAGE_BYTES, type MemoryKind } from "../../wasm/embedded.js";
-import { MatmulPool, MAX_JOB_CALLS, MIN_SPLIT_WORK, threadsUnavailable } from "./matmul-pool.js";
+import { MatmulPool, MAX_JOB_CALLS, MIN_SPLIT_WORK, threadsUnavailable, type PoolStats } from "./matmul-pool.js";
 import { ROW_KERNELS, RowCall, runRows, type RowCallPool, type RowKernelFn } from "../../wasm/row-call.js";
 
 export interface KernelExports {
@@ -221,7 +221,12 @@ export class WasmArena extends ArenaLayout {
 
   /** Matmuls the pool has split so far (0 without one). */
   get splits(): number {
-    return this.pool?.splits ?? 0;
+    return this.pool?.stats.splits ?? 0;
+  }
+
+  /** The pool's split jobs and what they cost the calling thread (null without one). */
+  get threadStats(): Readonly<PoolStats> | null {
+    return this.pool?.stats ?? null;
   }
 
   /** The RowCall for the next matmul to fill and pass to run(). */
