@@ -218,7 +218,7 @@ export function attendFp8(p: usize, unit0: i32, nUnits: i32): void {
 
 /** Stores nTok rows of rowLen f32 values at src (token-major, heads of headDim side by side) into
  *  consecutive page slots at dst as f32 (kind KIND_F32) or f16 bits (KIND_F16): the batch form of
- *  the f32 and f16 stores' writeToken. With half > 0 each head's first 2 half values are rotated
+ *  the f32 and f16 stores' writeToken. With half > 0 each head's first 2 * half values are rotated
  *  first, in place and in f64, by token t's cos/sin at cosSin + t * half * 16 (half cos, then half
  *  sin: Rope.cosSin64), pairs (i, i + half) with neox, else (2i, 2i + 1): the bits of Rope.rotate. */
 export function storeRows(dst: usize, src: usize, nTok: i32, rowLen: i32, kind: i32, cosSin: usize, half: i32, neox: i32, headDim: i32): void {
@@ -249,7 +249,7 @@ export function storeRows(dst: usize, src: usize, nTok: i32, rowLen: i32, kind: 
   }
 }
 
-/** Four f32 (as bits) to f16 bits in i32 lanes, as half.ts f16BitsOfF32Bits: round to nearest even,
+/** Four f32 (as bits) to f16 bits in i32 lanes, as half.ts f32ToF16Bits: round to nearest even,
  *  overflow to +-inf, NaN to a quiet NaN of the same sign, subnormals exact. */
 @inline function f16Bits(u: v128): v128 {
   const a = v128.and(u, i32x4.splat(0x7fffffff));
