@@ -87,7 +87,7 @@ export function queryBlock(nHead: number, window: number): number {
  * Queries one job of the wasm kernels attends whole (attend-wasm.ts attendJobs: loading, scores,
  * softmax, values and the rows out, for every block of them): the kernel memory stages their
  * queries, outputs and cos/sin. Each job costs the threads one meeting; with 4-query blocks, 16
- * queries a job took SmolLM2's 512-token prefill from ~3300 attention jobs to ~1000.
+ * queries a job took SmolLM2's 512-token prefill from ~3300 attention jobs to ~930.
  */
 export const ATTEND_JOB_QUERIES = 16;
 

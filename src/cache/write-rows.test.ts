@@ -4,7 +4,7 @@
 // values at the edges of f16 (subnormals, ties, overflow, inf, NaN, signed zero).
 
 import { describe, expect, it } from "vitest";
-import { CacheOperationError } from "../errors.js";
+import { CacheOperationError, SequenceNotFoundError } from "../errors.js";
 import { resolveCacheConfig, uniformModelShape, type CacheModelShape } from "./config.js";
 import { PagedKvCache } from "./paged-kv-cache.js";
 import { rng } from "../../test/cache-helpers.js";
@@ -71,14 +71,22 @@ describe("writeRows", () => {
     }
   }
 
-  it("refuses tokens that were not reserved, typed, and stores nothing", () => {
+  it("refuses tokens that were not reserved, and an unknown sequence, typed, before it stores anything", () => {
     const model = SHAPES[0]![1];
     const cache = new PagedKvCache(resolveCacheConfig({ codec: "f16", contextWindowSize: 32, pageSize: 16 }), model);
     cache.add(0);
     expect(cache.reserve(0, 4).ok).toBe(true);
-    const k = new Float32Array(5 * 32), v = new Float32Array(5 * 32);
+    const k = new Float32Array(5 * 32).fill(1), v = new Float32Array(5 * 32).fill(1);
+    const kOut = new Float32Array(32), vOut = new Float32Array(32);
+    const stored = () => {
+      cache.readToken(0, 0, 0, kOut, vOut);
+      return vOut.some((x) => x !== 0);
+    };
     expect(() => cache.writeRows(0, 0, 0, 5, k, 0, v, 0)).toThrow(CacheOperationError);
     expect(() => cache.writeRows(0, 0, 3, 2, k, 0, v, 0)).toThrow(CacheOperationError);
-    expect(() => cache.writeRows(0, 7, 0, 1, k, 0, v, 0)).toThrow();
+    expect(() => cache.writeRows(0, 7, 0, 1, k, 0, v, 0)).toThrow(SequenceNotFoundError);
+    expect(stored()).toBe(false);
+    cache.writeRows(0, 0, 0, 4, k, 0, v, 0);
+    expect(stored()).toBe(true);
   });
 });
