@@ -151,16 +151,12 @@ function quantizeBlocks(x: usize, n: i32, qx: usize, dx: usize, k: bool): void {
   return i32x4.add(v128.shuffle<i32>(a01, a23, 0, 1, 4, 5), v128.shuffle<i32>(a01, a23, 2, 3, 6, 7));
 }
 
-/** Four finite f16 bit patterns (u16 in i32 lanes) as their exact f32: normals by moving the bits,
- *  subnormals as mantissa * 2^-24, the sign back on top. Exponent 31 (inf, NaN) is not read right:
- *  fillWasmRows refuses such scales (TensorDataError). */
+/** Four finite f16 bit patterns (u16 in i32 lanes) as their exact f32: the exponent and mantissa
+ *  moved into an f32's places (exponent bias 15, not 127: the value times 2^-112; a subnormal lands
+ *  on an f32 subnormal), times 2^112, which is exact for both, then the sign back on top. Exponent
+ *  31 (inf, NaN) is not read right: fillWasmRows refuses such scales (TensorDataError). */
 @inline function f16x4(h: v128): v128 {
-  const v = v128.and(h, i32x4.splat(0x7fff));
-  const m = v128.bitselect(
-    f32x4.mul(f32x4.convert_i32x4_s(v), f32x4.splat(5.9604644775390625e-8)),
-    i32x4.add(i32x4.shl(v, 13), i32x4.splat(0x38000000)),
-    i32x4.lt_s(v, i32x4.splat(0x400)),
-  );
+  const m = f32x4.mul(i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13), f32x4.splat(5.192296858534828e33));
   return v128.or(m, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
 }
 
