@@ -11,15 +11,24 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { compileEmbedded, unshareMemoryImport } from "../../wasm/embedded.js";
 import { KERNELS_WASM_BASE64 } from "./kernels-wasm.js";
-import { defaultThreads, MAX_DEFAULT_THREADS, ROW_BLOCK, threadsUnavailable } from "./matmul-pool.js";
+import { defaultThreads, MAX_DEFAULT_THREADS, ROW_BLOCK, threadsUnavailable, type MatmulPool } from "./matmul-pool.js";
 import { f32ToF16Bits } from "../../cache/codecs/half.js";
 import { packedRowBytes } from "../../wasm/model-layout.js";
-import { ROW_KERNEL, RowCall, runRows, SCRATCH_ARG, type RowKernelFn } from "../../wasm/row-call.js";
+import { ROW_KERNEL, ROW_KERNELS, RowCall, runRows, SCRATCH_ARG, type RowKernelFn } from "../../wasm/row-call.js";
 import { WasmArena, wasmKernelsAvailable } from "./wasm-kernels.js";
 
 const ROWS = 203, COLS = 512, NTOK = 6; // ragged rows: the last range is short
 /** Rows the batch preludes' scratch holds: small, so every thread packs several chunks. */
 const SCRATCH_ROWS = 40;
+
+/** A row kernel that does nothing but sleep `ms` the first time it runs (Atomics.wait: Node's main thread may block). */
+function sleeper(ms: number): RowKernelFn {
+  let slept = false;
+  return () => {
+    if (!slept) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+    slept = true;
+  };
+}
 
 function rng(seed: number): () => number {
   let s = seed >>> 0 || 1;
@@ -214,8 +223,9 @@ describe.skipIf(!threadsHere)("the matmul pool", () => {
     }
     expect(a.splits - before.splits).toBe(3);
     // Detached: a job that names the table fails in the worker (typed, no hang); the pool goes on.
+    // This thread's kernel only sleeps on its first claim, so the worker claims the other rows.
     pool.detach(table);
-    expect(() => pool.run([c], 1, fns, 1e9, table)).toThrow(/matmul worker 0 failed in a job of 1 calls \(kernel 0 of table 1 first\)/);
+    expect(() => pool.run([c], 1, [sleeper(50)], 1e9, table)).toThrow(/matmul worker 0 failed in a job of 1 calls \(kernel 0 of table 1 first\)/);
     a.dispose();
   });
 
@@ -242,15 +252,19 @@ describe.skipIf(!threadsHere)("the matmul pool", () => {
     expect(a.commit()).toBe(true);
     await a.whenThreadsReady();
     const end = a.memory.buffer.byteLength;
-    // Rows step back 4096 bytes each: the worker's rows (the first block) start at the end of the
-    // memory and trap; the caller's (the second) start near 0 and read in bounds.
-    const call = (wq: number, wd: number) => {
+    // Every row reads past the end of the memory.
+    const call = () => {
       const c = a.nextCall();
-      return c.start(ROW_KERNEL.matvecQ8, rows).arg(out, 4).arg(wq, -4096).arg(wd, -512).rowsArg().arg(cols).arg(qx).arg(dx);
+      return c.start(ROW_KERNEL.matvecQ8, rows).arg(out, 4).arg(end, cols).arg(end, cols / 8).rowsArg().arg(cols).arg(qx).arg(dx);
     };
-    expect(() => a.run(call(end, end), 1e9)).toThrow(/matmul worker 0 failed/);
-    // Every row out of bounds: the caller traps too (and still waits for the worker).
-    expect(() => a.run(call(end + 16 * 4096, end + 16 * 512), 1e9)).toThrow(WebAssembly.RuntimeError);
+    // The worker's claims trap; this thread's kernel only sleeps on its first claim, so the worker
+    // claims the other rows.
+    const fns = a.k as unknown as Record<string, RowKernelFn>;
+    const caller = ROW_KERNELS.map((name) => (name === "matvecQ8" ? sleeper(50) : fns[name]!));
+    expect(() => (a.rowCallPool as MatmulPool).run([call()], 1, caller, 1e9)).toThrow(/matmul worker 0 failed in a job of 1 calls \(matvecQ8 first\)/);
+    // This thread's claims trap too (a trapping worker stops at its first claim, so this thread
+    // always gets rows): its own error is thrown, after waiting for the worker.
+    expect(() => a.run(call(), 1e9)).toThrow(WebAssembly.RuntimeError);
     // The next job runs normally.
     const c = a.nextCall();
     a.f32(dx, 1)[0] = 0;

@@ -1,18 +1,19 @@
 // A persistent pool of worker threads that share one model's WebAssembly memory (a
 // SharedArrayBuffer) and split its matmuls by output rows: Node worker_threads or browser Web
 // Workers, started lazily on the first matmul big enough to split, and stopped by dispose() (or
-// when the arena that owns the pool is collected). The caller runs its own share of the rows, then
-// watches for the workers to be done for at most CALLER_SPIN_MS and sleeps in Atomics.wait past it;
-// workers sleep in Atomics.wait between jobs, after watching for the next one for at most
-// WORKER_SPIN_MS. Both watches are bounded and each holds only its own thread's core: an unbounded
+// when the arena that owns the pool is collected). The caller and the workers it wakes claim rows
+// from a shared counter, smaller claims as the rows run out, so a worker that wakes late or a core
+// the host slows takes fewer; the caller, finding none left, closes the job and watches for the
+// claims still running for at most CALLER_SPIN_MS, sleeping in Atomics.wait past it; workers sleep
+// in Atomics.wait between jobs, after watching for the next one for at most WORKER_SPIN_MS. Both watches are bounded and each holds only its own thread's core: an unbounded
 // spin takes the core another thread needs (llama.cpp's spin barrier made its 2-thread decode 2x
 // slower than 1 thread on a 2-core machine).
 //
 // A job is up to MAX_JOB_CALLS RowCalls that read the same input (q, k, v; gate, up): each is split
-// by rows, and the threads meet once per job, not once per matmul. Calls of equal rows get equal
-// ranges on every thread, and each thread runs the job's calls in order, so a call may read what an
-// earlier call of the same job wrote in its own rows (SwiGLU after gate and up: linear.ts swigluRows). The control block that carries
-// it is pool-worker.ts's CONTROL.
+// by rows, and the threads meet once per job, not once per matmul. Calls of equal rows (and block)
+// are claimed together: a claim runs its rows through each of them in order, so a call may read
+// what an earlier call of the same job wrote in the same rows (SwiGLU after gate and up: linear.ts
+// swigluRows). The control block that carries it is pool-worker.ts's CONTROL.
 // Other modules over other shared memories run on the same threads as attached tables (attach): a
 // cache's attention kernels over its pages, split by KV head (src/cache/wasm/attend-wasm.ts).
 // A worker is handed jobs only once it says ready, so a caller never waits on a thread that has not
@@ -54,17 +55,51 @@ export const MIN_SPLIT_WORK = 320 * 1024;
  */
 export const WORKER_SPIN_MS = 0.1;
 /**
- * How long the caller, its share done, watches for the workers to finish before it sleeps (ms). The
- * share feedback (callerShare) has the workers finish about when it does, so most waits are short,
- * and a sleeping caller woke ~30-70 us after the last worker's notify (bench VM), which every split
- * job paid. SmolLM2-shaped model, decode after a 512-token prompt, 2 threads against 1 (configurations
+ * How long the caller, the job's rows all claimed, watches for the workers' last claims to finish
+ * before it sleeps (ms). Claims shrink as the rows run out, so most waits are short, and a sleeping
+ * caller woke ~30-70 us after the last worker's notify (bench VM), which every split job paid. SmolLM2-shaped model, decode after a 512-token prompt, 2 threads against 1 (configurations
  * alternated in one process): 1.37x without the watch, 1.52x with it (0.1 ms: 1.52x too).
  */
 export const CALLER_SPIN_MS = 0.05;
 
-/** How far one split moves the caller's share (callerShare), and the most it keeps. */
-const SHARE_STEP = 0.01;
-const MAX_CALLER_SHARE = 0.9;
+/**
+ * The fewest multiply-adds a claim of rows takes (run): a claim takes the rows left over the
+ * threads (half of them, with 2), shrinking as they run out, down to this. A claim costs a compare-
+ * exchange and a kernel call from JS (well under a microsecond); 64k multiply-adds run ~4 us on
+ * one core of the bench machine.
+ */
+export const MIN_CLAIM_WORK = 64 * 1024;
+
+/**
+ * Rows [r0, claimEnd) of the row group at G of the job in `ctrl` (CONTROL), or -1 when none are
+ * left: the rows left over the group's DIV, in whole blocks, at least MIN (the last claim takes the
+ * rest). pool-worker.ts claim does the same steps.
+ */
+function claimRows(ctrl: Int32Array, G: number): number {
+  const rows = ctrl[G + CONTROL.ROWS]!, block = ctrl[G + CONTROL.BLOCK]!, min = ctrl[G + CONTROL.MIN]!, div = ctrl[G + CONTROL.DIV]!;
+  for (;;) {
+    const r0 = Atomics.load(ctrl, G + CONTROL.NEXT);
+    if (r0 >= rows) return -1;
+    const r1 = Math.min(rows, r0 + Math.max(min, Math.ceil((rows - r0) / div / block) * block));
+    if (Atomics.compareExchange(ctrl, G + CONTROL.NEXT, r0, r1) === r0) {
+      claimEnd = r1;
+      return r0;
+    }
+  }
+}
+let claimEnd = 0;
+
+/** Claims rows of every group of the job until none are left, each claim through its group's calls in order (pool-worker.ts runClaims). */
+function runClaims(ctrl: Int32Array, calls: readonly RowCall[], fns: readonly RowKernelFn[], slice: number, slices: number): void {
+  const ng = ctrl[CONTROL.GROUPS]!;
+  for (let g = 0, G = CONTROL.GROUP; g < ng; g++, G += CONTROL.GROUP_INTS) {
+    const n = ctrl[G + CONTROL.N]!;
+    for (let r0 = claimRows(ctrl, G); r0 >= 0; r0 = claimRows(ctrl, G)) {
+      const r1 = claimEnd;
+      for (let i = 0; i < n; i++) runRows(fns, calls[ctrl[G + CONTROL.CALL0 + i]!]!, r0, r1, slice, slices);
+    }
+  }
+}
 
 /** Split jobs so far and what they cost the thread that sent them. */
 export interface PoolStats {
@@ -72,7 +107,7 @@ export interface PoolStats {
   splits: number;
   /** Time in split jobs, from writing one to its last worker done (ms). */
   jobMs: number;
-  /** Jobs whose workers this thread waited for after its own share, and that wait (ms). */
+  /** Jobs whose workers this thread waited for once it found no rows left to claim, and that wait (ms). */
   waited: number;
   waitMs: number;
 }
@@ -216,21 +251,14 @@ export class MatmulPool implements RowCallPool {
   /** Tables of kernels attached to every worker (by table number, from 1). */
   private readonly attached = new Map<number, Attached>();
   private nextTable = 1;
-  /**
-   * The fraction of a matmul's rows this thread keeps, per log2 of its multiply-adds (the workers'
-   * wake-up lag weighs more on small matmuls), adjusted after every split (run). Any split gives
-   * the same bits: only the time changes.
-   */
-  private readonly callerShare = new Float64Array(32);
-  /** This thread's first row of each call of the current job (at 2 i). */
-  private readonly mine = new Int32Array(2 * MAX_JOB_CALLS);
+  /** The number of the last job run (CONTROL.OPEN), 1 .. 2^31 - 2. */
+  private job = 0;
 
   /** `minSplitWork`: what the owner splits at (MIN_SPLIT_WORK by default), for other users of the pool (the cache's attention). */
   constructor(private readonly init: PoolInit, threads: number, readonly minSplitWork = MIN_SPLIT_WORK) {
     this.threads = Math.max(1, Math.min(MAX_THREADS, Math.floor(threads)));
     this.nWorkers = this.threads - 1;
     this.control = new Int32Array(new SharedArrayBuffer((CONTROL.SLOTS + CONTROL.SLOT * this.nWorkers) * 4));
-    this.callerShare.fill(1 / this.threads);
   }
 
   /** Stops the workers when `owner` is garbage-collected without dispose(). */
@@ -327,84 +355,56 @@ export class MatmulPool implements RowCallPool {
 
   /**
    * Runs calls[0 .. n) with `fns` (this thread's instance's kernels: ROW_KERNELS, or those of the
-   * table `table` attached): each call's rows in multiples of its block to the workers that are up
-   * and to this thread, which then waits for them. Alone until they are up. `work` (multiply-adds
-   * of the job) picks the share this thread keeps (see `callerShare`).
+   * table `table` attached) over this thread and the workers that are up (alone until they are):
+   * calls of equal rows and block form a group, whose rows the threads claim from a shared counter
+   * (claimRows) and run through each of the group's calls in order, until none are left. A worker
+   * that wakes late finds fewer rows, or none, and this thread never waits for one that has not
+   * started: it closes the job once it finds nothing left to claim, then waits only for the claims
+   * still running. `work` (multiply-adds of the job) sizes the smallest claim (MIN_CLAIM_WORK).
    */
   run(calls: readonly RowCall[], n: number, fns: readonly RowKernelFn[], work: number, table?: KernelTable): void {
     if (!this.started) this.start();
     this.pollReady();
     const nw = this.ready.length;
-    if (nw === 0 || this.disposed) {
+    const claims = nw === 0 || this.disposed ? 0 : this.writeGroups(calls, n, work, nw + 1);
+    const wake = Math.min(nw, claims - 1); // a worker for each claim past this thread's first
+    if (wake <= 0) {
       for (let i = 0; i < n; i++) runRows(fns, calls[i]!, 0, calls[i]!.rows);
       return;
     }
     const start = performance.now();
     const ctrl = this.control;
     ctrl[CONTROL.TABLE] = table?.table ?? 0;
-    const size = Math.min(31, Math.max(0, 31 - Math.clz32(work))); // log2 of the work: its share bucket
-    const full = nw === this.nWorkers;
-    // Attached kernels (attention) split a few rows, KV heads, evenly: the feedback's small steps
-    // are for the matmuls' hundreds of rows.
-    const adapt = full && table === undefined;
-    const share = adapt ? this.callerShare[size]! : 1 / (1 + nw);
-    // Per call: this thread keeps its share of the blocks (the last ones: the range a ragged row
-    // count shortens); the workers split the rest, the first ones getting one more block when it
-    // does not divide. A worker left without rows in every call is not woken.
-    let busy = 0;
     ctrl[CONTROL.CALLS] = n;
     // A prelude's scratch is cut into one slice per thread: worker p's is p, this thread's nw.
     ctrl[CONTROL.SLICES] = nw + 1;
-    for (let i = 0; i < n; i++) {
-      const c = calls[i]!;
-      this.writeCall(i, c);
-      const block = c.block;
-      const blocks = Math.ceil(c.rows / block);
-      const mine = Math.min(blocks, Math.max(1, Math.round(blocks * share)));
-      const rest = blocks - mine;
-      const per = Math.floor(rest / nw), extra = rest % nw;
-      let r0 = 0;
-      for (let p = 0; p < nw; p++) {
-        const r1 = Math.min(c.rows, r0 + (per + (p < extra ? 1 : 0)) * block);
-        const s = CONTROL.SLOTS + this.ready[p]! * CONTROL.SLOT + CONTROL.RANGES + 2 * i;
-        ctrl[s] = r0;
-        ctrl[s + 1] = r1;
-        if (r1 > r0 && busy < p + 1) busy = p + 1; // workers with rows are a prefix of ready
-        r0 = r1;
-      }
-      this.mine[2 * i] = r0;
-    }
-    Atomics.store(ctrl, CONTROL.PENDING, busy);
-    for (let p = 0; p < busy; p++) {
+    for (let i = 0; i < n; i++) this.writeCall(i, calls[i]!);
+    this.job = (this.job % 0x7ffffffe) + 1; // never 0: OPEN's "closed"
+    Atomics.store(ctrl, CONTROL.OPEN, this.job);
+    for (let p = 0; p < wake; p++) {
       const slot = CONTROL.SLOTS + this.ready[p]! * CONTROL.SLOT;
       ctrl[slot + CONTROL.SLICE] = p;
-      Atomics.add(ctrl, slot + CONTROL.JOBS, 1);
+      Atomics.store(ctrl, slot + CONTROL.JOBS, this.job);
       Atomics.add(ctrl, slot + CONTROL.GEN, 1);
       Atomics.notify(ctrl, slot + CONTROL.GEN, 1);
     }
     let mineFailed: unknown = null;
     try {
-      for (let i = 0; i < n; i++) runRows(fns, calls[i]!, this.mine[2 * i]!, calls[i]!.rows, nw, nw + 1);
+      runClaims(ctrl, calls, fns, nw, nw + 1);
     } catch (e) {
-      mineFailed = e; // a trap: still wait, so that no worker is left on this job when the next is written
+      mineFailed = e; // a trap: still close and wait, so that no worker is left on this job when the next is written
     }
-    let left = Atomics.load(ctrl, CONTROL.PENDING);
-    if (adapt && busy === nw) {
-      // Balance by feedback: workers start a wake-up late, and this thread sleeping costs another
-      // wake-up, so it should finish last but only just. Done before it: they get more rows next
-      // time; still running: it keeps more (twice the step, so it waits a third of the time).
-      const f = this.callerShare[size]! + (left === 0 ? -SHARE_STEP : 2 * SHARE_STEP);
-      this.callerShare[size] = Math.min(MAX_CALLER_SHARE, Math.max(1 / (2 * this.threads), f));
-    }
+    Atomics.store(ctrl, CONTROL.OPEN, 0);
     const stats = this.stats;
+    let left = Atomics.load(ctrl, CONTROL.ACTIVE);
     if (left !== 0) {
       const t0 = performance.now();
-      while ((left = Atomics.load(ctrl, CONTROL.PENDING)) !== 0 && performance.now() - t0 < CALLER_SPIN_MS) {}
-      for (; left !== 0; left = Atomics.load(ctrl, CONTROL.PENDING)) Atomics.wait(ctrl, CONTROL.PENDING, left);
+      while ((left = Atomics.load(ctrl, CONTROL.ACTIVE)) !== 0 && performance.now() - t0 < CALLER_SPIN_MS) {}
+      for (; left !== 0; left = Atomics.load(ctrl, CONTROL.ACTIVE)) Atomics.wait(ctrl, CONTROL.ACTIVE, left);
       stats.waited++;
       stats.waitMs += performance.now() - t0;
     }
-    if (busy > 0) stats.splits++;
+    stats.splits++;
     stats.jobMs += performance.now() - start;
     const failed = Atomics.load(ctrl, CONTROL.FAILED);
     if (failed !== 0) Atomics.store(ctrl, CONTROL.FAILED, 0);
@@ -414,6 +414,47 @@ export class MatmulPool implements RowCallPool {
       const first = table === undefined ? ROW_KERNELS[fn] : `${this.attached.get(table.table)?.names[fn] ?? `kernel ${fn}`} of table ${table.table}`;
       throw new Error(`matmul worker ${failed - 1} failed in a job of ${n} calls (${first} first)`);
     }
+  }
+
+  /**
+   * Writes the job's row groups (calls of equal rows and block, in call order) for `threads` threads,
+   * their counters at 0; returns the most claims the job can take (each group's rows over its
+   * smallest claim): the threads past that would find nothing to do.
+   */
+  private writeGroups(calls: readonly RowCall[], n: number, work: number, threads: number): number {
+    const ctrl = this.control;
+    let ng = 0, callRows = 0;
+    for (let i = 0; i < n; i++) {
+      const c = calls[i]!;
+      callRows += c.rows;
+      let G = CONTROL.GROUP;
+      for (let g = 0; g < ng; g++, G += CONTROL.GROUP_INTS) if (ctrl[G + CONTROL.ROWS] === c.rows && ctrl[G + CONTROL.BLOCK] === c.block) break;
+      if (G === CONTROL.GROUP + ng * CONTROL.GROUP_INTS) {
+        ng++;
+        ctrl[G + CONTROL.NEXT] = 0;
+        ctrl[G + CONTROL.ROWS] = c.rows;
+        ctrl[G + CONTROL.BLOCK] = c.block;
+        ctrl[G + CONTROL.DIV] = threads;
+        ctrl[G + CONTROL.N] = 0;
+      }
+      const k = ctrl[G + CONTROL.N]!;
+      ctrl[G + CONTROL.CALL0 + k] = i;
+      ctrl[G + CONTROL.N] = k + 1;
+    }
+    ctrl[CONTROL.GROUPS] = ng;
+    // No bigger than each thread's share of a job of minSplitWork (all of them split: tests).
+    const minClaimWork = Math.min(MIN_CLAIM_WORK, this.minSplitWork / threads);
+    let claims = 0;
+    for (let g = 0, G = CONTROL.GROUP; g < ng; g++, G += CONTROL.GROUP_INTS) {
+      // A row of the group costs its calls' share of the job's work (equal per row of any call: a
+      // job's matrices read the same input).
+      const rowWork = callRows > 0 ? (work / callRows) * ctrl[G + CONTROL.N]! : 0;
+      const block = ctrl[G + CONTROL.BLOCK]!, rows = ctrl[G + CONTROL.ROWS]!;
+      const min = Math.max(1, Math.ceil(Math.min(rows, rowWork > 0 ? minClaimWork / rowWork : 1) / block)) * block;
+      ctrl[G + CONTROL.MIN] = min;
+      claims += Math.ceil(rows / min);
+    }
+    return claims;
   }
 
   /** Call i of the job = c, for the workers to read. */

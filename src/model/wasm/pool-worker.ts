@@ -2,8 +2,9 @@
 // with `new Worker(code, { eval: true })` and a browser from a Blob URL, so it needs no file beside
 // the bundle and no loader (tsx, Vite) in between. It instantiates the kernels module it is sent over
 // the shared arena memory (and the tables already attached, msg.attached), then sleeps in
-// Atomics.wait on its own slot of the control block and runs the rows of each call of the job the
-// caller writes: between jobs it watches for the next for at most msg.spinMs before it sleeps
+// Atomics.wait on its own slot of the control block and, woken for a job, claims rows of its calls
+// from the job's shared counters until none are left (matmul-pool.ts claimRows): between jobs it
+// watches for the next for at most msg.spinMs before it sleeps
 // (matmul-pool.ts WORKER_SPIN_MS). It returns to its event loop only for mail: a table of kernels
 // to attach (another module over another shared memory: a cache's attention) or detach, announced
 // through the control block after the message is posted. The control block's layout is CONTROL,
@@ -16,12 +17,18 @@ export const MAX_JOB_CALLS = 4;
 
 /**
  * The control block (Int32Array over a SharedArrayBuffer), in ints:
- *   [PENDING]  workers still running the current job (the caller waits for 0)
+ *   [ACTIVE]   workers inside the current job (the caller, having closed it, waits for 0)
  *   [FAILED]   0, or 1 + the index of a worker whose kernel threw
  *   [CALLS]    RowCalls in the current job
  *   [SLICES]   threads the job's scratch is sliced for (a call with a prelude)
  *   [TABLE]    whose kernels the job's calls name: 0 the kernels module's ROW_KERNELS, t > 0 the
  *              exports attached as table t (a cache's attention kernels over its own memory)
+ *   [OPEN]     the number of the job open to claims, 0 once the caller has closed it: a worker
+ *              that wakes after that leaves the job alone (the caller does not wait for it)
+ *   [GROUPS]   row groups of the job: its calls of equal rows and block, each at GROUP + GROUP_INTS
+ *              g (a line of its own): +NEXT the first row not yet claimed (the counter claims
+ *              move), +ROWS, +BLOCK, +MIN the fewest rows a claim takes, +DIV (a claim takes the
+ *              rows left over DIV), +N calls and +CALL0.. their indices, run in order on a claim
  *   job, from JOB: per call CALL ints: +FN kernel index, +TOKENS token calls, +ROWS_AT index of the
  *     row-count argument, +ARGS arguments at row 0, +PER_ROW bytes each moves per row, +PER_TOKEN
  *     per token call (MAX_ROW_ARGS each); the prelude: +PRE_FN (-1: none), +PRE_COUNT_AT,
@@ -29,31 +36,35 @@ export const MAX_JOB_CALLS = 4;
  *     +SCRATCH_ROW_BYTES (RowCall's fields; SCRATCH_ARG marks an argument that is the slice)
  *   per worker i, a SLOT-int slot (128 bytes: no two workers' slots share a cache line) at
  *     SLOTS + SLOT i: +GEN (bumped after every change below; the worker sleeps on it), +STATE
- *     (STARTING, READY, GONE), +EXIT (1: stop), +SLICE its slice of the scratch, +JOBS jobs sent
- *     (one more: run the job), +MAIL messages posted to it (more than it took: it leaves its loop
- *     for its event loop, takes them, and comes back), +RANGES its rows [r0, r1) of each call.
- * The caller writes a job only while every worker is idle (pending 0), so workers read it freely.
+ *     (STARTING, READY, GONE), +EXIT (1: stop), +SLICE its slice of the scratch, +JOBS the number
+ *     of the job it is woken for, +MAIL messages posted to it (more than it took: it leaves its
+ *     loop for its event loop, takes them, and comes back).
+ * The caller writes a job only while no worker is inside one (ACTIVE 0 after closing the last), and a
+ * worker reads it only after entering (ACTIVE + 1) a job still open, so workers read it freely.
  */
 export const CONTROL = {
-  PENDING: 0, FAILED: 1, CALLS: 2, SLICES: 3, TABLE: 4,
+  ACTIVE: 0, FAILED: 1, CALLS: 2, SLICES: 3, TABLE: 4, OPEN: 5, GROUPS: 6,
   JOB: 16, CALL: 80, FN: 0, TOKENS: 1, ROWS_AT: 2, PRE_FN: 3, PRE_COUNT_AT: 4, PRE_COUNT_PER_ROW: 5,
   SCRATCH: 6, SCRATCH_ROWS: 7, SCRATCH_ROW_BYTES: 8,
   ARGS: 16, PER_ROW: 28, PER_TOKEN: 40, PRE_ARGS: 52, PRE_PER_ROW: 64,
-  SLOTS: 16 + 80 * MAX_JOB_CALLS, SLOT: 32, GEN: 0, STATE: 1, EXIT: 2, SLICE: 3, JOBS: 4, MAIL: 5, RANGES: 8,
+  GROUP: 16 + 80 * MAX_JOB_CALLS, GROUP_INTS: 16, NEXT: 0, ROWS: 1, BLOCK: 2, MIN: 3, DIV: 4, N: 5, CALL0: 6,
+  SLOTS: 16 + 96 * MAX_JOB_CALLS, SLOT: 32, GEN: 0, STATE: 1, EXIT: 2, SLICE: 3, JOBS: 4, MAIL: 5,
   STARTING: 0, READY: 1, GONE: 2,
 } as const;
 
 const C = CONTROL;
 
 export const POOL_WORKER_SOURCE = `"use strict";
-const PENDING = ${C.PENDING}, FAILED = ${C.FAILED}, CALLS = ${C.CALLS}, SLICES = ${C.SLICES}, TABLE = ${C.TABLE};
+const ACTIVE = ${C.ACTIVE}, FAILED = ${C.FAILED}, CALLS = ${C.CALLS}, SLICES = ${C.SLICES}, TABLE = ${C.TABLE};
+const OPEN = ${C.OPEN}, GROUPS = ${C.GROUPS}, GROUP = ${C.GROUP}, GROUP_INTS = ${C.GROUP_INTS};
+const NEXT = ${C.NEXT}, ROWS = ${C.ROWS}, BLOCK = ${C.BLOCK}, MIN = ${C.MIN}, DIV = ${C.DIV}, N = ${C.N}, CALL0 = ${C.CALL0};
 const JOB = ${C.JOB}, CALL = ${C.CALL}, FN = ${C.FN}, TOKENS = ${C.TOKENS}, ROWS_AT = ${C.ROWS_AT};
 const PRE_FN = ${C.PRE_FN}, PRE_COUNT_AT = ${C.PRE_COUNT_AT}, PRE_COUNT_PER_ROW = ${C.PRE_COUNT_PER_ROW};
 const SCRATCH = ${C.SCRATCH}, SCRATCH_ROWS = ${C.SCRATCH_ROWS}, SCRATCH_ROW_BYTES = ${C.SCRATCH_ROW_BYTES};
 const ARGS = ${C.ARGS}, PER_ROW = ${C.PER_ROW}, PER_TOKEN = ${C.PER_TOKEN}, PRE_ARGS = ${C.PRE_ARGS}, PRE_PER_ROW = ${C.PRE_PER_ROW};
 const NARGS = ${MAX_ROW_ARGS}, SCRATCH_ARG = ${SCRATCH_ARG};
 const SLOTS = ${C.SLOTS}, SLOT = ${C.SLOT}, GEN = ${C.GEN}, STATE = ${C.STATE}, EXIT = ${C.EXIT}, SLICE = ${C.SLICE};
-const JOBS = ${C.JOBS}, MAIL = ${C.MAIL}, RANGES = ${C.RANGES};
+const JOBS = ${C.JOBS}, MAIL = ${C.MAIL};
 const READY = ${C.READY}, GONE = ${C.GONE};
 // row-call.ts runRows, reading the call from the control block at b.
 function runRows(ctrl, fns, at, b, r0, r1, slice, slices) {
@@ -83,6 +94,32 @@ function runRows(ctrl, fns, at, b, r0, r1, slice, slices) {
     }
   }
 }
+// matmul-pool.ts claimRows: rows [r0, claimEnd) of group G, or -1 when none are left.
+let claimEnd = 0;
+function claim(ctrl, G) {
+  const rows = ctrl[G + ROWS], block = ctrl[G + BLOCK], min = ctrl[G + MIN], div = ctrl[G + DIV];
+  for (;;) {
+    const r0 = Atomics.load(ctrl, G + NEXT);
+    if (r0 >= rows) return -1;
+    const r1 = Math.min(rows, r0 + Math.max(min, Math.ceil((rows - r0) / div / block) * block));
+    if (Atomics.compareExchange(ctrl, G + NEXT, r0, r1) === r0) {
+      claimEnd = r1;
+      return r0;
+    }
+  }
+}
+// matmul-pool.ts runClaims: every group's rows claimed until none are left, each claim through all
+// of its group's calls in order.
+function runClaims(ctrl, fns, at, slice, slices) {
+  const ng = ctrl[GROUPS];
+  for (let g = 0; g < ng; g++) {
+    const G = GROUP + g * GROUP_INTS, n = ctrl[G + N];
+    for (let r0 = claim(ctrl, G); r0 >= 0; r0 = claim(ctrl, G)) {
+      const r1 = claimEnd;
+      for (let i = 0; i < n; i++) runRows(ctrl, fns, at, JOB + ctrl[G + CALL0 + i] * CALL, r0, r1, slice, slices);
+    }
+  }
+}
 function exportsOf(module, memory, names) {
   const ex = new WebAssembly.Instance(module, { env: { memory } }).exports;
   const fns = names.map((n) => ex[n]);
@@ -101,16 +138,16 @@ function loop() {
     const j = Atomics.load(ctrl, s + JOBS);
     if (j !== w.done) {
       w.done = j;
-      try {
-        const n = ctrl[CALLS], slice = ctrl[s + SLICE], slices = ctrl[SLICES], fns = tables.get(ctrl[TABLE]);
-        for (let c = 0; c < n; c++) {
-          const r0 = ctrl[s + RANGES + 2 * c], r1 = ctrl[s + RANGES + 2 * c + 1];
-          if (r1 > r0) runRows(ctrl, fns, at, JOB + c * CALL, r0, r1, slice, slices);
+      // Enter, then look: a job closed before this thread entered is not read at all.
+      Atomics.add(ctrl, ACTIVE, 1);
+      if (Atomics.load(ctrl, OPEN) === j) {
+        try {
+          runClaims(ctrl, tables.get(ctrl[TABLE]), at, ctrl[s + SLICE], ctrl[SLICES]);
+        } catch (e) {
+          Atomics.store(ctrl, FAILED, w.index + 1);
         }
-      } catch (e) {
-        Atomics.store(ctrl, FAILED, w.index + 1);
       }
-      if (Atomics.sub(ctrl, PENDING, 1) === 1) Atomics.notify(ctrl, PENDING);
+      if (Atomics.sub(ctrl, ACTIVE, 1) === 1) Atomics.notify(ctrl, ACTIVE);
       continue;
     }
     if (spinMs > 0) {
