@@ -523,13 +523,14 @@ export class TransformerModel implements CausalLM {
 
   /**
    * Quantizes rows 0..n of x as L's kernel takes them (actQuant: Q8_0 or Q8_K, llama.cpp's
-   * vec_dot_type); null when L takes f32 activations. The one scratch is reused by the next matrix
-   * only while sameQuant says so (layersFor).
+   * vec_dot_type); null when L takes f32 activations. Inside a batch (arena.batch) it is queued with
+   * the matmuls that read it: one job. The one scratch is reused by the next matrix only while
+   * sameQuant says so (layersFor).
    */
   private quant(x: Acts, n: number, L: Linear): Q8Scratch | null {
     const to = actQuant(L.kind);
     if (this.q8 === null || to === null) return null;
-    this.arena!.flush(); // a queued matmul may still read the scratch
+    this.arena!.drain(); // a queued matmul may still read the scratch
     quantizeActs(this.arena!, x, n, this.q8, to);
     return this.q8;
   }
@@ -548,8 +549,8 @@ export class TransformerModel implements CausalLM {
     for (let l = 0; l < hp.nLayer; l++) {
       const L = this.layers[l]!;
       this.normRows(xb, x, L.attnNorm, n);
+      arena?.batch(); // q, k, v read the same input: one job for the threads, their quantization first
       let s = this.quant(xb, n, L.wq);
-      arena?.batch(); // q, k, v read the same input: one job for the threads
       linear(arena, q, L.wq, xb, n, s);
       if (!sameQuant(L.wk, L.wq)) s = this.quant(xb, n, L.wk);
       linear(arena, k, L.wk, xb, n, s);
@@ -572,14 +573,16 @@ export class TransformerModel implements CausalLM {
         kv.write(l, k.row[0]!, v.row[0]!);
         kv.attend(l, q.row[0]!, pos, att.row[0]!);
       }
+      arena?.batch(); // the quantization and the matmul: one job
       linear(arena, xb, L.wo, att, n, this.quant(att, n, L.wo));
+      arena?.flush();
       if (L.attnPostNorm) this.normRows(xb, xb, L.attnPostNorm, n);
       if (ew !== null) ew.addRows(x.ptr, xb.ptr, n * nEmbd);
       else addRow(xa, 0, xba, n * nEmbd);
 
       this.normRows(xb, x, L.ffnNorm, n);
-      s = this.quant(xb, n, L.wGate);
       arena?.batch();
+      s = this.quant(xb, n, L.wGate);
       linear(arena, hb, L.wGate, xb, n, s);
       if (!sameQuant(L.wUp, L.wGate)) s = this.quant(xb, n, L.wUp);
       linear(arena, hb2, L.wUp, xb, n, s);
@@ -591,7 +594,9 @@ export class TransformerModel implements CausalLM {
       if (gelu) (exactGelu ? gegluExactRows : gegluRows)(hba, hb2a, m);
       else if (!fused && ew !== null) ew.swiglu(hb.ptr, hb2.ptr, m);
       else if (!fused) swigluRows(hba, hb2a, m);
+      arena?.batch();
       linear(arena, xb, L.wDown, hb, n, this.quant(hb, n, L.wDown));
+      arena?.flush();
       if (L.ffnPostNorm) this.normRows(xb, xb, L.ffnPostNorm, n);
       if (ew !== null) ew.addRows(x.ptr, xb.ptr, n * nEmbd);
       else addRow(xa, 0, xba, n * nEmbd);

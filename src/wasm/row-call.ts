@@ -13,11 +13,11 @@
 // rows in chunks that fit its slice; the prelude is exact per element, so the bits do not change.
 
 /** The kernels a RowCall may name, by index (the pool's workers look them up in the same order). */
-export const ROW_KERNELS = ["matvecQ8", "matmulPacked", "matmulF32", "matvecQ4K", "matvecQ8g16", "packQ8", "swiglu", "packQ4K"] as const;
+export const ROW_KERNELS = ["matvecQ8", "matmulPacked", "matmulF32", "matvecQ4K", "matvecQ8g16", "packQ8", "swiglu", "packQ4K", "quantizeRows"] as const;
 export type RowKernel = (typeof ROW_KERNELS)[number];
 /** ROW_KERNELS' indices by name. */
 export const ROW_KERNEL: { readonly [K in RowKernel]: number } = {
-  matvecQ8: 0, matmulPacked: 1, matmulF32: 2, matvecQ4K: 3, matvecQ8g16: 4, packQ8: 5, swiglu: 6, packQ4K: 7,
+  matvecQ8: 0, matmulPacked: 1, matmulF32: 2, matvecQ4K: 3, matvecQ8g16: 4, packQ8: 5, swiglu: 6, packQ4K: 7, quantizeRows: 8,
 };
 /** Most arguments a row kernel takes (the attention kernels take 12). */
 export const MAX_ROW_ARGS = 12;
@@ -48,6 +48,12 @@ export class RowCall {
   block = ROW_BLOCK;
   /** Calls made one after another, each argument moved by perToken[i] bytes per call (1: one call). */
   tokens = 1;
+  /**
+   * Whether the job's later calls read what this one (and every call before it) writes in rows of
+   * their own: split, they start only once all of those rows are done (a matmul after the
+   * quantization of its input). start() clears it.
+   */
+  fence = false;
   readonly args = new Int32Array(MAX_ROW_ARGS);
   /** Bytes argument i moves per output row (0: the same for every row: activations, dims). */
   readonly perRow = new Int32Array(MAX_ROW_ARGS);
@@ -72,6 +78,7 @@ export class RowCall {
     this.rows = rows;
     this.tokens = tokens;
     this.block = block;
+    this.fence = false;
     this.nArgs = 0;
     this.rowsAt = -1;
     this.preFn = -1;

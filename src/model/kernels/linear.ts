@@ -405,22 +405,25 @@ export function actQuant(kind: Linear["kind"]): "q8_0" | "q8_K" | null {
 /**
  * Quantizes rows 0..n of x (contiguous) into the q8 scratch as `to`: Q8_0 (width % 32 == 0) or
  * Q8_K (width % 256 == 0, true of every K-quant matrix's input; d per 256 values stored per 32),
- * then widens it to int16 (x16, widenQ8). Q8_K also fills sx (blockSumsQ8), which matvecQ4K reads.
+ * then widens it to int16 (x16, widenQ8): the int8 kernels' pmaddwd-shaped dots read it, once per
+ * token here, not once per weight row. Q8_K also fills sx (blockSumsQ8), which Q4_K's offsets read.
+ * One RowCall (kernels.as quantizeRows) split by rows (tokens, 4 at a time: widenQ8's tiles) like a
+ * matmul, and fenced (RowCall.fence): inside a batch (WasmArena.batch) it is queued first, in the
+ * same job as the matmuls that read it, which start once every token is quantized.
  */
 export function quantizeActs(arena: WasmArena, x: Acts, n: number, q8: Q8Scratch, to: "q8_0" | "q8_K"): void {
-  const k = arena.k;
-  if (to === "q8_K") {
-    // A Q8_K block must not straddle two rows; K-quant rows are whole 256-value blocks, so this never throws.
-    if (x.width % 256 !== 0) throw new Error(`Q8_K activations need rows of 256k values, not ${x.width}`);
-    k.quantizeQ8K(x.ptr, n * x.width, q8.qs, q8.d);
-  } else {
-    k.quantizeQ8(x.ptr, n * x.width, q8.qs, q8.d);
+  const w = x.width, k = to === "q8_K";
+  // A Q8_K block must not straddle two rows; K-quant rows are whole 256-value blocks, so this never throws.
+  if (k && w % 256 !== 0) throw new Error(`Q8_K activations need rows of 256k values, not ${w}`);
+  if (n === 1) {
+    // One token (decode): a microsecond's work, less than a fence costs the threads.
+    arena.k.quantizeRows(x.ptr, 1, w, q8.qs, q8.d, q8.x16, q8.dT, q8.sx, k ? 1 : 0);
+    return;
   }
-  // Only Q4_K's offsets read the per-32 sums, and Q4_K takes Q8_K activations.
-  if (to === "q8_K") k.blockSumsQ8(q8.qs, q8.d, n * x.width, q8.sx, false);
-  // The int8 kernels read the activations widened to int16 (pmaddwd-shaped dots): once per token
-  // here, not once per weight row. (dT, the batched Q8_0 kernel's scales, comes with it.)
-  k.widenQ8(q8.qs, q8.d, n, x.width, q8.x16, q8.dT);
+  const c = arena.nextCall().start(K.quantizeRows, n, 1, 4);
+  c.arg(x.ptr, w * 4).rowsArg().arg(w).arg(q8.qs, w).arg(q8.d, w / 8).arg(q8.x16, w * 2).arg(q8.dT, w / 8).arg(q8.sx, w / 8).arg(k ? 1 : 0);
+  c.fence = true;
+  arena.run(c, 0); // no multiply-adds: the matmuls after it decide whether the job is split
 }
 
 /**

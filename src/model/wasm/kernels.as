@@ -307,6 +307,18 @@ export function widenQ8(qx: usize, dx: usize, nTok: i32, cols: i32, x16: usize, 
   }
 }
 
+/** A matmul's input prepared for the int8 kernels, rows (tokens) at a time: `rows` rows of `width`
+ *  f32 at x quantized (Q8_0, or Q8_K with k: quantizeQ8, quantizeQ8K) into qx, dx, with k their
+ *  per-32 sums (blockSumsQ8) into sx, then widened (widenQ8) into x16, dxT. A range of rows
+ *  starting at a multiple of 4 (widenQ8's tiles of 4 tokens) writes what the whole would there, so
+ *  the matmul pool splits it by rows (linear.ts quantizeActs). */
+export function quantizeRows(x: usize, rows: i32, width: i32, qx: usize, dx: usize, x16: usize, dxT: usize, sx: usize, k: i32): void {
+  const n = rows * width;
+  quantizeBlocks(x, n, qx, dx, k != 0);
+  if (k != 0) blockSumsQ8(qx, dx, n, sx, false);
+  widenQ8(qx, dx, rows, width, x16, dxT);
+}
+
 /** Repacks a chunk of `rows` rows of a q8 matrix (whole groups of 4 from a group's first row; the
  *  matrix's last group may hold k < 4 rows) for matmulPacked, at dst: per group g and block b, 16
  *  vectors of int16 (256 B at (g * nb + b) * 256), vector p holding the group's 4 rows' values 2p

@@ -273,6 +273,41 @@ describe.skipIf(!threadsHere)("the matmul pool", () => {
     a.dispose();
   });
 
+  it("a fenced job (RowCall.fence) whose rows before the fence fail, on a worker or on the caller, throws instead of hanging at the fence", async () => {
+    const a = new WasmArena({ threads: 2, minSplitWork: 0 });
+    const rows = 2 * ROW_BLOCK, cols = 32;
+    const out = a.reserve(2 * rows * 4), qx = a.reserve(cols), dx = a.reserve(cols / 8), wq = a.reserve(rows * cols), wd = a.reserve((rows * cols) / 16);
+    expect(a.commit()).toBe(true);
+    await a.whenThreadsReady();
+    const end = a.memory.buffer.byteLength;
+    // A fenced call whose rows all read past the end of the memory, then one that reads in bounds.
+    const job = (): RowCall[] => {
+      const bad = new RowCall().start(ROW_KERNEL.matvecQ8, rows).arg(out, 4).arg(end, cols).arg(end, cols / 8).rowsArg().arg(cols).arg(qx).arg(dx).arg(1);
+      bad.fence = true;
+      const good = new RowCall().start(ROW_KERNEL.matvecQ8, rows).arg(out + rows * 4, 4).arg(wq, cols).arg(wd, cols / 16).rowsArg().arg(cols).arg(qx).arg(dx).arg(1);
+      return [bad, good];
+    };
+    const fns = a.k as unknown as Record<string, RowKernelFn>;
+    const pool = a.rowCallPool as MatmulPool;
+    // The worker traps before the fence (this thread sleeps on its first claim), this thread waits there.
+    const caller = ROW_KERNELS.map((name) => (name === "matvecQ8" ? sleeper(50) : fns[name]!));
+    expect(() => pool.run(job(), 2, caller, 1e9)).toThrow(/matmul worker 0 failed in a job of 2 calls/);
+    // The rows before the fence in bounds: the worker's claim of them is done and it waits at the
+    // fence, while this thread's (after a sleep) throws; the worker lets go of the fence.
+    const [, good] = job();
+    const first = new RowCall().start(ROW_KERNEL.matvecQ8, rows).arg(out, 4).arg(wq, cols).arg(wd, cols / 16).rowsArg().arg(cols).arg(qx).arg(dx).arg(1);
+    first.fence = true;
+    const sleepThenThrow = sleeper(50);
+    const throwing = ROW_KERNELS.map((name) => (name === "matvecQ8" ? (...args: number[]) => {
+      sleepThenThrow(...args);
+      throw new Error("the caller's claim failed");
+    } : fns[name]!));
+    expect(() => pool.run([first, good!], 2, throwing, 1e9)).toThrow(/the caller's claim failed/);
+    // The pool goes on.
+    pool.run([good!], 1, ROW_KERNELS.map((name) => fns[name]!), 1e9);
+    a.dispose();
+  });
+
   it("idle workers do not keep Node alive: a script that never disposes its pool exits at once", () => {
     const dir = mkdtempSync(join(tmpdir(), "kvbound-pool-"));
     try {

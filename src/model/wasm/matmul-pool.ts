@@ -21,7 +21,7 @@
 
 import { MAX_ROW_ARGS, ROW_KERNELS, runRows, type RowCall, type RowKernelFn } from "../../wasm/row-call.js";
 import type { KernelTable, RowCallPool } from "../../wasm/row-call.js";
-import { CONTROL, MAX_JOB_CALLS, POOL_WORKER_SOURCE } from "./pool-worker.js";
+import { CONTROL, FENCE_SPIN_MS, POOL_WORKER_SOURCE } from "./pool-worker.js";
 
 export { MAX_JOB_CALLS } from "./pool-worker.js";
 export { ROW_BLOCK } from "../../wasm/row-call.js";
@@ -89,14 +89,38 @@ function claimRows(ctrl: Int32Array, G: number): number {
 }
 let claimEnd = 0;
 
-/** Claims rows of every group of the job until none are left, each claim through its group's calls in order (pool-worker.ts runClaims). */
+/**
+ * Whether the job's row groups 0 .. g are all done: watched for FENCE_SPIN_MS, then waited for 1 ms
+ * at a time; false as soon as a thread has failed (its claimed rows will never be done).
+ * pool-worker.ts groupsDone does the same steps.
+ */
+function groupsDone(ctrl: Int32Array, g: number): boolean {
+  for (let h = 0, H = CONTROL.GROUP; h < g; h++, H += CONTROL.GROUP_INTS) {
+    const rows = ctrl[H + CONTROL.ROWS]!;
+    let t0 = 0;
+    for (let d = Atomics.load(ctrl, H + CONTROL.DONE); d < rows; d = Atomics.load(ctrl, H + CONTROL.DONE)) {
+      if (Atomics.load(ctrl, CONTROL.FAILED) !== 0) return false;
+      if (t0 === 0) t0 = performance.now();
+      else if (performance.now() - t0 > FENCE_SPIN_MS) Atomics.wait(ctrl, H + CONTROL.DONE, d, 1);
+    }
+  }
+  return true;
+}
+
+/**
+ * Claims rows of every group of the job until none are left, each claim through its group's calls
+ * in order and counted done; a group of a later phase once the earlier groups are done (pool-worker.ts
+ * runClaims).
+ */
 function runClaims(ctrl: Int32Array, calls: readonly RowCall[], fns: readonly RowKernelFn[], slice: number, slices: number): void {
   const ng = ctrl[CONTROL.GROUPS]!;
   for (let g = 0, G = CONTROL.GROUP; g < ng; g++, G += CONTROL.GROUP_INTS) {
-    const n = ctrl[G + CONTROL.N]!;
+    const n = ctrl[G + CONTROL.N]!, rows = ctrl[G + CONTROL.ROWS]!;
+    if (g > 0 && ctrl[G + CONTROL.PHASE] !== ctrl[G - CONTROL.GROUP_INTS + CONTROL.PHASE] && !groupsDone(ctrl, g)) return;
     for (let r0 = claimRows(ctrl, G); r0 >= 0; r0 = claimRows(ctrl, G)) {
       const r1 = claimEnd;
       for (let i = 0; i < n; i++) runRows(fns, calls[ctrl[G + CONTROL.CALL0 + i]!]!, r0, r1, slice, slices);
+      if (Atomics.add(ctrl, G + CONTROL.DONE, r1 - r0) + r1 - r0 === rows) Atomics.notify(ctrl, G + CONTROL.DONE);
     }
   }
 }
@@ -392,7 +416,10 @@ export class MatmulPool implements RowCallPool {
     try {
       runClaims(ctrl, calls, fns, nw, nw + 1);
     } catch (e) {
-      mineFailed = e; // a trap: still close and wait, so that no worker is left on this job when the next is written
+      // A trap: still close and wait, so that no worker is left on this job when the next is
+      // written; FAILED lets the workers waiting at a fence go.
+      mineFailed = e;
+      Atomics.store(ctrl, CONTROL.FAILED, -1);
     }
     Atomics.store(ctrl, CONTROL.OPEN, 0);
     const stats = this.stats;
@@ -409,7 +436,7 @@ export class MatmulPool implements RowCallPool {
     const failed = Atomics.load(ctrl, CONTROL.FAILED);
     if (failed !== 0) Atomics.store(ctrl, CONTROL.FAILED, 0);
     if (mineFailed !== null) throw mineFailed;
-    if (failed !== 0) {
+    if (failed > 0) {
       const fn = calls[0]!.fn;
       const first = table === undefined ? ROW_KERNELS[fn] : `${this.attached.get(table.table)?.names[fn] ?? `kernel ${fn}`} of table ${table.table}`;
       throw new Error(`matmul worker ${failed - 1} failed in a job of ${n} calls (${first} first)`);
@@ -417,21 +444,25 @@ export class MatmulPool implements RowCallPool {
   }
 
   /**
-   * Writes the job's row groups (calls of equal rows and block, in call order) for `threads` threads,
-   * their counters at 0; returns the most claims the job can take (each group's rows over its
+   * Writes the job's row groups (calls of equal rows, block and phase: the fences before them, in call
+   * order) for `threads` threads, their counters at 0; returns the most claims the job can take (each group's rows over its
    * smallest claim): the threads past that would find nothing to do.
    */
   private writeGroups(calls: readonly RowCall[], n: number, work: number, threads: number): number {
     const ctrl = this.control;
-    let ng = 0, callRows = 0;
-    for (let i = 0; i < n; i++) {
+    let ng = 0, callRows = 0, phase = 0;
+    for (let i = 0; i < n; phase += calls[i++]!.fence ? 1 : 0) {
       const c = calls[i]!;
       callRows += c.rows;
       let G = CONTROL.GROUP;
-      for (let g = 0; g < ng; g++, G += CONTROL.GROUP_INTS) if (ctrl[G + CONTROL.ROWS] === c.rows && ctrl[G + CONTROL.BLOCK] === c.block) break;
+      for (let g = 0; g < ng; g++, G += CONTROL.GROUP_INTS) {
+        if (ctrl[G + CONTROL.ROWS] === c.rows && ctrl[G + CONTROL.BLOCK] === c.block && ctrl[G + CONTROL.PHASE] === phase) break;
+      }
       if (G === CONTROL.GROUP + ng * CONTROL.GROUP_INTS) {
         ng++;
         ctrl[G + CONTROL.NEXT] = 0;
+        ctrl[G + CONTROL.DONE] = 0;
+        ctrl[G + CONTROL.PHASE] = phase;
         ctrl[G + CONTROL.ROWS] = c.rows;
         ctrl[G + CONTROL.BLOCK] = c.block;
         ctrl[G + CONTROL.DIV] = threads;

@@ -14,6 +14,11 @@ import { MAX_ROW_ARGS, SCRATCH_ARG } from "../../wasm/row-call.js";
 
 /** Most RowCalls one job carries (q, k and v are three). */
 export const MAX_JOB_CALLS = 4;
+/**
+ * How long a thread watches for the rows before a fence (RowCall.fence) to be done before it sleeps
+ * in Atomics.wait, 1 ms at a time (ms): what it waits for is the other threads' last claims.
+ */
+export const FENCE_SPIN_MS = 0.05;
 
 /**
  * The control block (Int32Array over a SharedArrayBuffer), in ints:
@@ -28,7 +33,9 @@ export const MAX_JOB_CALLS = 4;
  *   [GROUPS]   row groups of the job: its calls of equal rows and block, each at GROUP + GROUP_INTS
  *              g (a line of its own): +NEXT the first row not yet claimed (the counter claims
  *              move), +ROWS, +BLOCK, +MIN the fewest rows a claim takes, +DIV (a claim takes the
- *              rows left over DIV), +N calls and +CALL0.. their indices, run in order on a claim
+ *              rows left over DIV), +N calls and +CALL0.. their indices, run in order on a claim,
+ *              +PHASE (the fences, RowCall.fence, before its calls: a group of a later phase is
+ *              claimed only once every earlier group's rows are done), +DONE its rows done
  *   job, from JOB: per call CALL ints: +FN kernel index, +TOKENS token calls, +ROWS_AT index of the
  *     row-count argument, +ARGS arguments at row 0, +PER_ROW bytes each moves per row, +PER_TOKEN
  *     per token call (MAX_ROW_ARGS each); the prelude: +PRE_FN (-1: none), +PRE_COUNT_AT,
@@ -47,7 +54,7 @@ export const CONTROL = {
   JOB: 16, CALL: 80, FN: 0, TOKENS: 1, ROWS_AT: 2, PRE_FN: 3, PRE_COUNT_AT: 4, PRE_COUNT_PER_ROW: 5,
   SCRATCH: 6, SCRATCH_ROWS: 7, SCRATCH_ROW_BYTES: 8,
   ARGS: 16, PER_ROW: 28, PER_TOKEN: 40, PRE_ARGS: 52, PRE_PER_ROW: 64,
-  GROUP: 16 + 80 * MAX_JOB_CALLS, GROUP_INTS: 16, NEXT: 0, ROWS: 1, BLOCK: 2, MIN: 3, DIV: 4, N: 5, CALL0: 6,
+  GROUP: 16 + 80 * MAX_JOB_CALLS, GROUP_INTS: 16, NEXT: 0, ROWS: 1, BLOCK: 2, MIN: 3, DIV: 4, N: 5, CALL0: 6, PHASE: 10, DONE: 11,
   SLOTS: 16 + 96 * MAX_JOB_CALLS, SLOT: 32, GEN: 0, STATE: 1, EXIT: 2, SLICE: 3, JOBS: 4, MAIL: 5,
   STARTING: 0, READY: 1, GONE: 2,
 } as const;
@@ -58,6 +65,7 @@ export const POOL_WORKER_SOURCE = `"use strict";
 const ACTIVE = ${C.ACTIVE}, FAILED = ${C.FAILED}, CALLS = ${C.CALLS}, SLICES = ${C.SLICES}, TABLE = ${C.TABLE};
 const OPEN = ${C.OPEN}, GROUPS = ${C.GROUPS}, GROUP = ${C.GROUP}, GROUP_INTS = ${C.GROUP_INTS};
 const NEXT = ${C.NEXT}, ROWS = ${C.ROWS}, BLOCK = ${C.BLOCK}, MIN = ${C.MIN}, DIV = ${C.DIV}, N = ${C.N}, CALL0 = ${C.CALL0};
+const PHASE = ${C.PHASE}, DONE = ${C.DONE}, FENCE_SPIN_MS = ${FENCE_SPIN_MS};
 const JOB = ${C.JOB}, CALL = ${C.CALL}, FN = ${C.FN}, TOKENS = ${C.TOKENS}, ROWS_AT = ${C.ROWS_AT};
 const PRE_FN = ${C.PRE_FN}, PRE_COUNT_AT = ${C.PRE_COUNT_AT}, PRE_COUNT_PER_ROW = ${C.PRE_COUNT_PER_ROW};
 const SCRATCH = ${C.SCRATCH}, SCRATCH_ROWS = ${C.SCRATCH_ROWS}, SCRATCH_ROW_BYTES = ${C.SCRATCH_ROW_BYTES};
@@ -108,15 +116,30 @@ function claim(ctrl, G) {
     }
   }
 }
+// matmul-pool.ts groupsDone: whether groups 0 .. g are all done (false: a thread failed).
+function groupsDone(ctrl, g) {
+  for (let h = 0; h < g; h++) {
+    const H = GROUP + h * GROUP_INTS, rows = ctrl[H + ROWS];
+    let t0 = 0;
+    for (let d = Atomics.load(ctrl, H + DONE); d < rows; d = Atomics.load(ctrl, H + DONE)) {
+      if (Atomics.load(ctrl, FAILED) !== 0) return false;
+      if (t0 === 0) t0 = performance.now();
+      else if (performance.now() - t0 > FENCE_SPIN_MS) Atomics.wait(ctrl, H + DONE, d, 1);
+    }
+  }
+  return true;
+}
 // matmul-pool.ts runClaims: every group's rows claimed until none are left, each claim through all
-// of its group's calls in order.
+// of its group's calls in order, a later phase's groups once the earlier ones are done.
 function runClaims(ctrl, fns, at, slice, slices) {
   const ng = ctrl[GROUPS];
   for (let g = 0; g < ng; g++) {
-    const G = GROUP + g * GROUP_INTS, n = ctrl[G + N];
+    const G = GROUP + g * GROUP_INTS, n = ctrl[G + N], rows = ctrl[G + ROWS];
+    if (g > 0 && ctrl[G + PHASE] !== ctrl[G - GROUP_INTS + PHASE] && !groupsDone(ctrl, g)) return;
     for (let r0 = claim(ctrl, G); r0 >= 0; r0 = claim(ctrl, G)) {
       const r1 = claimEnd;
       for (let i = 0; i < n; i++) runRows(ctrl, fns, at, JOB + ctrl[G + CALL0 + i] * CALL, r0, r1, slice, slices);
+      if (Atomics.add(ctrl, G + DONE, r1 - r0) + r1 - r0 === rows) Atomics.notify(ctrl, G + DONE);
     }
   }
 }
@@ -144,7 +167,7 @@ function loop() {
         try {
           runClaims(ctrl, tables.get(ctrl[TABLE]), at, ctrl[s + SLICE], ctrl[SLICES]);
         } catch (e) {
-          Atomics.store(ctrl, FAILED, w.index + 1);
+          Atomics.store(ctrl, FAILED, w.index + 1); // also lets the threads waiting at a fence go
         }
       }
       if (Atomics.sub(ctrl, ACTIVE, 1) === 1) Atomics.notify(ctrl, ACTIVE);

@@ -33,6 +33,8 @@ export interface KernelExports {
   /** A chunk of q8 rows (f16 scales, or with g16 the q8g16 per-16 pairs and wc Q2_K's offsets) repacked for matmulPacked. */
   packQ8(dst: number, wq: number, wd: number, wc: number, rows: number, cols: number, g16: number): void;
   packQ4K(dst: number, wq: number, wa: number, wc: number, rows: number, cols: number): void;
+  /** quantizeQ8 or quantizeQ8K (k = 1), blockSumsQ8 with k, then widenQ8, over `rows` rows of `width` at x. */
+  quantizeRows(x: number, rows: number, width: number, qx: number, dx: number, x16: number, dxT: number, sx: number, k: number): void;
   /** Per 32 values, or per 16 with g16 (Q2_K's offsets). */
   blockSumsQ8(qx: number, dx: number, n: number, sx: number, g16: boolean): void;
   /** One token's Q8_K activations: x16 widened (widenQ8; the plain build reads it), qx int8 (the relaxed build reads it), dx, sx. */
@@ -257,6 +259,11 @@ export class WasmArena extends ArenaLayout {
   /** Runs what batch() queued and ends the batch. */
   flush(): void {
     this.batching = false;
+    if (this.queued > 0) this.runQueued();
+  }
+
+  /** Runs what batch() queued so far, the batch going on (a matrix that needs its input quantized anew). */
+  drain(): void {
     if (this.queued > 0) this.runQueued();
   }
 
