@@ -5,15 +5,17 @@
 // from a shared counter, smaller claims as the rows run out, so a worker that wakes late or a core
 // the host slows takes fewer; the caller, finding none left, closes the job and watches for the
 // claims still running for at most CALLER_SPIN_MS, sleeping in Atomics.wait past it; workers sleep
-// in Atomics.wait between jobs, after watching for the next one for at most WORKER_SPIN_MS. Both watches are bounded and each holds only its own thread's core: an unbounded
-// spin takes the core another thread needs (llama.cpp's spin barrier made its 2-thread decode 2x
-// slower than 1 thread on a 2-core machine).
+// in Atomics.wait between jobs, after watching for the next one for at most WORKER_SPIN_MS. Both
+// watches are bounded and each holds only its own thread's core: an unbounded spin takes the core
+// another thread needs (llama.cpp's spin barrier made its 2-thread decode 2x slower than 1 thread
+// on a 2-core machine).
 //
 // A job is up to MAX_JOB_CALLS RowCalls that read the same input (q, k, v; gate, up): each is split
 // by rows, and the threads meet once per job, not once per matmul. Calls of equal rows (and block)
 // are claimed together: a claim runs its rows through each of them in order, so a call may read
 // what an earlier call of the same job wrote in the same rows (SwiGLU after gate and up: linear.ts
-// swigluRows). The control block that carries it is pool-worker.ts's CONTROL.
+// swigluRows); calls after a fenced one (RowCall.fence: the quantization of the matmuls' input)
+// start once all of its rows are done. The control block that carries it is pool-worker.ts's CONTROL.
 // Other modules over other shared memories run on the same threads as attached tables (attach): a
 // cache's attention kernels over its pages, split by KV head (src/cache/wasm/attend-wasm.ts).
 // A worker is handed jobs only once it says ready, so a caller never waits on a thread that has not
@@ -57,8 +59,10 @@ export const WORKER_SPIN_MS = 0.1;
 /**
  * How long the caller, the job's rows all claimed, watches for the workers' last claims to finish
  * before it sleeps (ms). Claims shrink as the rows run out, so most waits are short, and a sleeping
- * caller woke ~30-70 us after the last worker's notify (bench VM), which every split job paid. SmolLM2-shaped model, decode after a 512-token prompt, 2 threads against 1 (configurations
- * alternated in one process): 1.37x without the watch, 1.52x with it (0.1 ms: 1.52x too).
+ * caller woke ~30-70 us after the last worker's notify (bench VM), which every split job paid.
+ * SmolLM2-shaped model, decode after a 512-token prompt, 2 threads against 1 (configurations
+ * alternated in one process, with the static shares of the time): 1.37x without the watch, 1.52x
+ * with it (0.1 ms: 1.52x too).
  */
 export const CALLER_SPIN_MS = 0.05;
 
@@ -444,9 +448,9 @@ export class MatmulPool implements RowCallPool {
   }
 
   /**
-   * Writes the job's row groups (calls of equal rows, block and phase: the fences before them, in call
-   * order) for `threads` threads, their counters at 0; returns the most claims the job can take (each group's rows over its
-   * smallest claim): the threads past that would find nothing to do.
+   * Writes the job's row groups (calls of equal rows, block and phase: the fences before them; in
+   * call order) for `threads` threads, their counters at 0; returns the most claims the job can take
+   * (each group's rows over its smallest claim): the threads past that would find nothing to do.
    */
   private writeGroups(calls: readonly RowCall[], n: number, work: number, threads: number): number {
     const ctrl = this.control;

@@ -23,19 +23,20 @@ export const FENCE_SPIN_MS = 0.05;
 /**
  * The control block (Int32Array over a SharedArrayBuffer), in ints:
  *   [ACTIVE]   workers inside the current job (the caller, having closed it, waits for 0)
- *   [FAILED]   0, or 1 + the index of a worker whose kernel threw
+ *   [FAILED]   0, or 1 + the index of a worker whose kernel threw, or -1 when the caller's did
  *   [CALLS]    RowCalls in the current job
  *   [SLICES]   threads the job's scratch is sliced for (a call with a prelude)
  *   [TABLE]    whose kernels the job's calls name: 0 the kernels module's ROW_KERNELS, t > 0 the
  *              exports attached as table t (a cache's attention kernels over its own memory)
  *   [OPEN]     the number of the job open to claims, 0 once the caller has closed it: a worker
  *              that wakes after that leaves the job alone (the caller does not wait for it)
- *   [GROUPS]   row groups of the job: its calls of equal rows and block, each at GROUP + GROUP_INTS
- *              g (a line of its own): +NEXT the first row not yet claimed (the counter claims
- *              move), +ROWS, +BLOCK, +MIN the fewest rows a claim takes, +DIV (a claim takes the
- *              rows left over DIV), +N calls and +CALL0.. their indices, run in order on a claim,
- *              +PHASE (the fences, RowCall.fence, before its calls: a group of a later phase is
- *              claimed only once every earlier group's rows are done), +DONE its rows done
+ *   [GROUPS]   row groups of the job: its calls of equal rows, block and phase, each at
+ *              GROUP + GROUP_INTS g (a line of its own): +NEXT the first row not yet claimed (the
+ *              counter claims move), +ROWS, +BLOCK, +MIN the fewest rows a claim takes, +DIV (a
+ *              claim takes the rows left over DIV), +N calls and +CALL0.. their indices, run in
+ *              order on a claim, +PHASE (the fences, RowCall.fence, before its calls: a group of a
+ *              later phase is claimed only once every earlier group's rows are done), +DONE its
+ *              rows done
  *   job, from JOB: per call CALL ints: +FN kernel index, +TOKENS token calls, +ROWS_AT index of the
  *     row-count argument, +ARGS arguments at row 0, +PER_ROW bytes each moves per row, +PER_TOKEN
  *     per token call (MAX_ROW_ARGS each); the prelude: +PRE_FN (-1: none), +PRE_COUNT_AT,
